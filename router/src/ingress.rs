@@ -1,0 +1,51 @@
+//! Inputs: one file per input kind. Each decodes what arrives on the wire
+//! into [`Message`]s and offers them to a [`Sink`]. Ingress never sees
+//! routes; the sink (the pipeline) decides where messages go.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::time::Instant;
+
+use crate::pipeline::Message;
+
+/// Where inputs hand accepted messages. Implemented by the pipeline; tests
+/// may implement it to observe an input alone.
+pub trait Sink: Send + Sync + 'static {
+    /// Offers `batch`, in order. The future resolves once every message has
+    /// been admitted to each route it matches (or counted as unrouted). When a
+    /// matching route is full and its policy is `block`, this waits for room,
+    /// until `deadline` if one is given, forever otherwise: that wait is the
+    /// backpressure an input passes on to its peer.
+    ///
+    /// A message is admitted to all of its routes or to none of them.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future may leave a prefix of the batch
+    /// admitted. Pass a `deadline` instead of cancelling.
+    fn offer(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+    ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>>;
+}
+
+/// What became of a batch offered to a [`Sink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    /// How many messages, from the front of the batch, were admitted.
+    pub admitted: usize,
+    /// Why the rest (if any) were refused; `None` when all were admitted.
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a sink refused messages. The input tells its client; the messages
+/// were never accepted, so they are not the router's to count as dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A matching route with `when_full = "block"` stayed full until the
+    /// deadline.
+    Backpressure,
+    /// The router is shutting down and takes no more messages.
+    ShuttingDown,
+}

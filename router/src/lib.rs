@@ -1,0 +1,28 @@
+//! Switchyard: a WebAssembly-extensible edge message router.
+//!
+//! Module map:
+//! - [`zmtp`]: the ZeroMQ wire protocol (ZMTP 3.0/3.1): sans-IO codec and
+//!   handshake, connections, and the peer roles the router needs.
+//! - [`config`]: the TOML file read into a raw serde model, then validated into
+//!   a typed [`config::Config`] that reports every problem with file and line.
+//! - [`pipeline`]: the [`pipeline::Message`] model, topic patterns, the route
+//!   table and the bounded per-route queues with their `when_full` policies.
+//! - [`ingress`]: one file per input kind; decodes wire data into messages.
+//! - [`egress`]: one file per output kind; encodes messages onto the wire.
+//! - [`http`]: the HTTP server plumbing and the one place errors become
+//!   HTTP responses; [`admin`]: the admin endpoints.
+//! - [`metrics`]: every Prometheus family the router exports.
+//!
+//! Data flows one way: ingress -> pipeline (route match, per-route queue) ->
+//! route worker -> egress. Only [`app`] wires the modules together.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod egress;
+pub mod http;
+pub mod ingress;
+pub mod metrics;
+pub mod pipeline;
+pub mod shutdown;
+pub mod zmtp;

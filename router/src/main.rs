@@ -1,0 +1,5 @@
+//! The `switchyard` binary.
+
+fn main() {
+    println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,2 @@
+//! Harness for the end-to-end tests: starting routers, peers and waits with
+//! deadlines.
