@@ -41,11 +41,12 @@ impl Sink for Pipeline {
 const MAX_RUNS: usize = 32;
 
 /// Clones of messages waiting to be pushed, one run per route.
-#[derive(Default)]
 struct Stage {
     runs: Vec<(u32, Vec<(Message, usize)>)>,
     /// Emptied run buffers kept for reuse within this offer.
     spare: Vec<Vec<(Message, usize)>>,
+    /// Size for new run buffers: the batch length, so a run never regrows.
+    run_capacity: usize,
 }
 
 impl Stage {
@@ -63,7 +64,10 @@ impl Stage {
                 if self.runs.len() >= MAX_RUNS {
                     self.flush(routes);
                 }
-                let buf = self.spare.pop().unwrap_or_default();
+                let buf = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.run_capacity));
                 self.runs.push((id, buf));
                 self.runs.len() - 1
             }
@@ -113,7 +117,11 @@ impl Inner {
             admitted: batch.len(),
             refusal: None,
         };
-        let mut stage = Stage::default();
+        let mut stage = Stage {
+            runs: Vec::new(),
+            spare: Vec::new(),
+            run_capacity: batch.len(),
+        };
         let mut matches = Matches::new();
         let mut unrouted = 0u64;
         for (i, message) in batch.into_iter().enumerate() {
@@ -204,11 +212,12 @@ mod tests {
 
     use super::*;
     use crate::egress::Reject;
+    use crate::metrics::Registry;
     use crate::pipeline::testing::{
         DEADLINE, FakeOutput, Mode, assert_conserved, msg, msgs, spec, start, wait_idle,
         wait_snapshot,
     };
-    use crate::pipeline::{QueueSpec, WhenFull};
+    use crate::pipeline::{QueueSpec, RouteSnapshot, WhenFull};
 
     fn all_admitted(n: usize) -> Offered {
         Offered {
@@ -219,17 +228,57 @@ mod tests {
 
     /// m0 goes in flight to the stalled output, then m1..m9 arrive in one
     /// batch at a route of capacity 4: 3 more fit.
-    async fn fill_against_stalled(when_full: WhenFull) -> (Pipeline, Arc<FakeOutput>) {
+    async fn fill_against_stalled(when_full: WhenFull) -> (Pipeline, Arc<FakeOutput>, Registry) {
         let out = FakeOutput::stalled("out");
-        let (p, _reg) = start(vec![spec("r", "t.>", 4, when_full, &["out"])], &[&out]);
+        let (p, reg) = start(vec![spec("r", "t.>", 4, when_full, &["out"])], &[&out]);
         assert_eq!(p.offer(vec![msg("t.x", 0)], None).await, all_admitted(1));
         out.wait_arrived(1).await;
-        (p, out)
+        (p, out, reg)
+    }
+
+    /// The exported series agree with the snapshot (conservation holds on
+    /// `/metrics` too).
+    fn assert_metrics(reg: &Registry, route: &RouteSnapshot) {
+        let text = reg.encode();
+        let name = &route.name;
+        let d = &route.dropped;
+        for line in [
+            format!(
+                "switchyard_route_offered_total{{route=\"{name}\"}} {}",
+                route.offered
+            ),
+            format!(
+                "switchyard_route_messages_total{{outcome=\"delivered\",route=\"{name}\"}} {}",
+                route.delivered
+            ),
+            format!(
+                "switchyard_route_messages_total{{outcome=\"dropped\",route=\"{name}\"}} {}",
+                d.total
+            ),
+            format!(
+                "switchyard_route_dropped_total{{reason=\"queue_full\",route=\"{name}\"}} {}",
+                d.queue_full
+            ),
+            format!(
+                "switchyard_route_queue_depth{{route=\"{name}\"}} {}",
+                route.queue.depth
+            ),
+            format!(
+                "switchyard_route_queue_bytes{{route=\"{name}\"}} {}",
+                route.queue.bytes
+            ),
+            format!(
+                "switchyard_route_backpressure_events_total{{route=\"{name}\"}} {}",
+                route.backpressure_events
+            ),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
     }
 
     #[tokio::test]
     async fn drop_newest_against_a_stalled_output() {
-        let (p, out) = fill_against_stalled(WhenFull::DropNewest).await;
+        let (p, out, reg) = fill_against_stalled(WhenFull::DropNewest).await;
         assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
         let snap = p.snapshot();
         let r = &snap.routes[0];
@@ -237,21 +286,27 @@ mod tests {
         assert_eq!((r.dropped.queue_full, r.dropped.total), (6, 6));
         assert_eq!(r.backpressure_events, 6);
         assert_conserved(&snap);
+        assert_metrics(&reg, r);
         out.release();
         let snap = wait_idle(&p).await;
         assert_eq!(out.taken(), vec![0, 1, 2, 3]);
         assert_eq!(snap.routes[0].delivered, 4);
         assert_conserved(&snap);
+        // The gauges follow the queue right after it empties.
+        let snap =
+            wait_snapshot(&p, |_| reg.encode().contains(r#"queue_depth{route="r"} 0"#)).await;
+        assert_metrics(&reg, &snap.routes[0]);
     }
 
     #[tokio::test]
     async fn drop_oldest_against_a_stalled_output() {
-        let (p, out) = fill_against_stalled(WhenFull::DropOldest).await;
+        let (p, out, reg) = fill_against_stalled(WhenFull::DropOldest).await;
         assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
         let snap = p.snapshot();
         let r = &snap.routes[0];
         assert_eq!((r.offered, r.queue.depth, r.dropped.queue_full), (10, 4, 6));
         assert_conserved(&snap);
+        assert_metrics(&reg, r);
         out.release();
         let snap = wait_idle(&p).await;
         assert_eq!(
@@ -311,7 +366,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn block_refuses_past_the_deadline() {
-        let (p, out) = fill_against_stalled(WhenFull::Block).await;
+        let (p, out, reg) = fill_against_stalled(WhenFull::Block).await;
         let deadline = Instant::now() + Duration::from_secs(2);
         let offered = p.offer(msgs("t.x", 1..10), Some(deadline)).await;
         assert_eq!(
@@ -327,6 +382,7 @@ mod tests {
         assert_eq!(r.backpressure_events, 1);
         assert!(r.blocked_seconds >= 2.0);
         assert_conserved(&snap);
+        assert_metrics(&reg, r);
         out.release();
         let snap = wait_idle(&p).await;
         assert_eq!(out.taken(), vec![0, 1, 2, 3]);
