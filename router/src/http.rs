@@ -18,3 +18,6 @@ mod server;
 pub use body::{BodyLimits, read_body};
 pub use error::{Error, ids_json, json_response};
 pub use server::{Body, Config, Handler, Metrics, Peer, Server, Stopped};
+
+#[cfg(test)]
+pub(crate) mod testing;
