@@ -386,30 +386,202 @@ impl<H: Handler> Conn<H> {
         };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         async move {
-            self.metrics.connections.inc();
+            // Move all of `self` in, so the connection slot (`_permit`) is
+            // held until this task ends, not released when `serve` returns.
+            let this = self;
+            this.metrics.connections.inc();
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => Some(result),
-                () = self.shutdown.cancelled() => {
+                () = this.shutdown.cancelled() => {
                     // Finish the request in flight, if any, then close.
                     connection.as_mut().graceful_shutdown();
                     tokio::select! {
                         result = connection.as_mut() => Some(result),
-                        () = self.force.cancelled() => None,
+                        () = this.force.cancelled() => None,
                     }
                 }
             };
             match result {
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
-                    self.metrics.count_connection_error(&e);
-                    tracing::debug!(peer = %self.peer.addr, error = %e, "HTTP connection failed");
+                    this.metrics.count_connection_error(&e);
+                    tracing::debug!(peer = %this.peer.addr, error = %e, "HTTP connection failed");
                 }
                 None => {
-                    self.cut.fetch_add(1, Ordering::Relaxed);
+                    this.cut.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            self.metrics.connections.dec();
+            this.metrics.connections.dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::http::json_response;
+    use crate::http::testing::{DEADLINE, connect, metric, read_reply, request, send};
+
+    /// Answers 200 with the peer's address; with `hang`, never answers.
+    struct Test {
+        hang: bool,
+        started: Notify,
+    }
+
+    impl Handler for Test {
+        async fn handle(
+            &self,
+            _request: Request<Incoming>,
+            peer: &Peer,
+        ) -> Result<Response<Body>, Error> {
+            self.started.notify_one();
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "peer": &*peer.name }),
+            ))
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        registry: Registry,
+        handler: Arc<Test>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Stopped>,
+    }
+
+    async fn start(hang: bool, tweak: impl FnOnce(&mut Config)) -> Running {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry);
+        let mut config = Config::new("test", "127.0.0.1:0".parse().expect("address"));
+        tweak(&mut config);
+        let server = Server::bind(config, &metrics).await.expect("bind");
+        let addr = server.local_addr();
+        let handler = Arc::new(Test {
+            hang,
+            started: Notify::new(),
+        });
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(handler.clone(), shutdown.clone()));
+        Running {
+            addr,
+            registry,
+            handler,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn stopped(task: tokio::task::JoinHandle<Stopped>) -> Stopped {
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("server stops")
+            .expect("server task")
+    }
+
+    #[tokio::test]
+    async fn bind_reports_the_port_and_refuses_a_taken_address() {
+        let running = start(false, |_| {}).await;
+        assert_ne!(running.addr.port(), 0);
+        let reply = send(running.addr, &request("GET", "/", &[], b"")).await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.json()["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:"))
+        );
+        let e = Server::bind(
+            Config::new("again", running.addr),
+            &Metrics::register(&Registry::new()),
+        )
+        .await
+        .expect_err("address in use");
+        assert!(matches!(e, Error::Bind { .. }), "{e}");
+        running.shutdown.cancel();
+        stopped(running.task).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_over_the_limit_wait_for_a_slot() {
+        let running = start(false, |c| {
+            c.max_connections = 1;
+            c.header_timeout = Duration::from_secs(3600);
+        })
+        .await;
+        // A takes the only slot and keeps its connection open.
+        let mut a = connect(running.addr).await;
+        a.write_all(b"GET /a HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("write a");
+        assert_eq!(read_reply(&mut a).await.status, 200);
+        // B is queued by the kernel but not served while A holds the slot.
+        let mut b = connect(running.addr).await;
+        b.write_all(&request("GET", "/b", &[], b""))
+            .await
+            .expect("write b");
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_secs(5), b.read(&mut byte)).await;
+        assert!(
+            early.is_err(),
+            "B was served beyond max_connections: {early:?} {byte:?}"
+        );
+        assert_eq!(
+            metric(
+                &running.registry.encode(),
+                r#"switchyard_http_connections{listener="test"}"#
+            ),
+            Some(1.0)
+        );
+        // A leaves; B gets the slot.
+        drop(a);
+        assert_eq!(read_reply(&mut b).await.status, 200);
+        running.shutdown.cancel();
+        assert_eq!(stopped(running.task).await.connections_cut, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connections_close_at_shutdown() {
+        let running = start(false, |c| c.shutdown_grace = Duration::from_secs(3600)).await;
+        let mut idle = connect(running.addr).await;
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(read_reply(&mut idle).await.status, 200);
+        running.shutdown.cancel();
+        // Not held for the hour of grace: the idle connection closes now.
+        assert_eq!(stopped(running.task).await.connections_cut, 0);
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(DEADLINE, idle.read(&mut buf))
+            .await
+            .expect("closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        assert!(TcpStream::connect(running.addr).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_still_busy_after_the_grace_period_are_cut() {
+        let running = start(true, |c| c.shutdown_grace = Duration::from_secs(2)).await;
+        let mut client = connect(running.addr).await;
+        client
+            .write_all(&request("GET", "/", &[], b""))
+            .await
+            .expect("write");
+        tokio::time::timeout(DEADLINE, running.handler.started.notified())
+            .await
+            .expect("request reaches the handler");
+        running.shutdown.cancel();
+        assert_eq!(stopped(running.task).await.connections_cut, 1);
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(DEADLINE, client.read(&mut buf))
+            .await
+            .expect("closed");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     }
 }

@@ -926,6 +926,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn expect_continue_with_a_huge_body_gets_413_not_100() {
+        let sink = FakeSink::open();
+        let running = start(sink.clone(), |c| c.max_body = 1024).await;
+        let reply = send(
+            running.addr,
+            b"POST /v1/publish/big HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 10737418240\r\n\r\n",
+        )
+        .await;
+        assert_eq!(reply.status, 413, "{reply:?}");
+        running.stop().await;
+    }
+
+    #[tokio::test]
     async fn chunked_body_over_the_limit_is_refused_while_streaming() {
         let sink = FakeSink::open();
         let running = start(sink.clone(), |c| c.max_body = 1024).await;
