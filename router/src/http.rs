@@ -16,7 +16,7 @@ mod error;
 mod server;
 
 pub use body::{BodyLimits, read_body};
-pub use error::{Error, ids_json, json_response};
+pub use error::{Error, ids_response, json_response};
 pub use server::{Body, Config, Handler, Metrics, Peer, Server, Stopped};
 
 #[cfg(test)]

@@ -303,7 +303,7 @@ impl Serialize for HexId {
 
 /// The success body of a publish: `{"ids": ["<32 hex digits>", ...]}`, in
 /// the order the messages were given.
-pub fn ids_json(status: StatusCode, ids: &[MessageId]) -> Response<Body> {
+pub fn ids_response(status: StatusCode, ids: &[MessageId]) -> Response<Body> {
     #[derive(Serialize)]
     struct Published<'a> {
         ids: Ids<'a>,
