@@ -25,8 +25,16 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let msg = subscriber.recv().await.context("recv")?;
         let frames = msg.into_vec();
-        let topic = frames.first().map(|f| String::from_utf8_lossy(f).into_owned());
-        let payload = frames.last().map(|f| String::from_utf8_lossy(f).into_owned());
-        println!("{} {}", topic.unwrap_or_default(), payload.unwrap_or_default());
+        let topic = frames
+            .first()
+            .map(|f| String::from_utf8_lossy(f).into_owned());
+        let payload = frames
+            .last()
+            .map(|f| String::from_utf8_lossy(f).into_owned());
+        println!(
+            "{} {}",
+            topic.unwrap_or_default(),
+            payload.unwrap_or_default()
+        );
     }
 }
