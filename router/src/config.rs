@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Reading a file, in order ([`Config::load`]):
-//! 1. `${ENV}` substitution on the text ([`source`](self) rules: `${NAME}`,
-//!    `${NAME:-default}`, `$${` for a literal `${`; comments untouched;
-//!    line numbers preserved).
+//! 1. `${ENV}` substitution on the text: `${NAME}`, `${NAME:-default}`
+//!    (used when NAME is unset or empty), `$${` for a literal `${`;
+//!    comments are left alone; a value may not hold a line break, so line
+//!    numbers are preserved. An unset NAME without a default is an error.
 //! 2. TOML parsing; a syntax error is reported with its line.
 //! 3. Each entry read on its own: every unknown key reported (with a "did
 //!    you mean"), then serde reads the shape, then values are parsed
@@ -58,7 +59,7 @@
 //! whether it reloads live ("restart required" for listeners and
 //! endpoints; routes reload live once hot reload lands).
 //!
-//! Files: [`error`](self) (problems), `source` (substitution, positions),
+//! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), and one file per
 //! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `route`.
 

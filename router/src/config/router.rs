@@ -72,36 +72,81 @@ pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
         d.shutdown_grace,
         Duration::ZERO..=Duration::from_secs(600),
     );
-    let log_level = raw.log_level.as_ref().and_then(|l| {
-        match tracing_subscriber::EnvFilter::builder().parse(l.get_ref()) {
-            Ok(_) if !l.get_ref().trim().is_empty() => Some(l.get_ref().clone()),
-            Ok(_) => {
-                c.invalid(
-                    &subject,
-                    "log_level",
-                    l.span(),
-                    "is empty; leave it out for the default",
-                );
+    let log_level = raw
+        .log_level
+        .as_ref()
+        .and_then(|l| match check_log_filter(l.get_ref()) {
+            Ok(()) => Some(l.get_ref().clone()),
+            Err(reason) => {
+                c.invalid(&subject, "log_level", l.span(), reason);
                 None
             }
-            Err(e) => {
-                c.invalid(
-                    &subject,
-                    "log_level",
-                    l.span(),
-                    format!(
-                        "{:?} is not a level (error, warn, info, debug, trace) or filter: {e}",
-                        l.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    });
+        });
     Router {
         name,
         admin,
         shutdown_grace,
         log_level,
+    }
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter: comma-separated directives, each a level or
+/// `target=level`. Stricter than `tracing`'s own parser, which reads a
+/// misspelt level (`"inof"`) as a target name and so silently logs nothing.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("is empty; leave it out for the default".into());
+    }
+    if filter.contains(char::is_whitespace) {
+        return Err(format!(
+            "{filter:?} contains spaces; write directives like \"info,hyper=warn\""
+        ));
+    }
+    for directive in filter.split(',') {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            Some(_) => directive,
+            None if directive.contains("::") || directive.contains('[') => continue,
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{level:?} in {filter:?} is not a level; use one of {} (or target=level)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| format!("{filter:?} is not a valid filter: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_filters() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "info,switchyard::zmtp=debug",
+            "warn,hyper=off",
+            "switchyard::zmtp",
+        ] {
+            assert_eq!(check_log_filter(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "inof",
+            "info,switchyard=loud",
+            "=info",
+            "warn, hyper=off",
+        ] {
+            assert!(check_log_filter(bad).is_err(), "{bad} should be refused");
+        }
     }
 }

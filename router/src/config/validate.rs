@@ -119,7 +119,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     ),
                 }
             }
-            other => unknown_field(c, &Subject::top(), other, key.span(), &SECTIONS),
+            other => unknown_field(c, &Subject::top(), "", other, key.span(), &SECTIONS),
         }
     }
 
@@ -246,17 +246,18 @@ fn shape(subject: &Subject, reason: &str) -> Error {
 }
 
 /// Reports an unknown key, with a suggestion or a note for features of a
-/// later release.
+/// later release. `prefix` names the enclosing table (`queue.`).
 fn unknown_field(
     c: &mut Checker<'_>,
     subject: &Subject,
+    prefix: &str,
     field: &str,
     span: std::ops::Range<usize>,
     known: &[&str],
 ) {
     let note = NOT_YET
         .iter()
-        .find(|(k, _)| *k == field)
+        .find(|(k, _)| *k == field && prefix.is_empty())
         .map(|(_, note)| format!(": {note}"))
         .unwrap_or_default();
     let suggestion = if note.is_empty() {
@@ -268,7 +269,7 @@ fn unknown_field(
         span,
         Error::UnknownField {
             subject: subject.clone(),
-            field: field.to_owned(),
+            field: format!("{prefix}{field}"),
             suggestion: Suggestion(suggestion),
             note,
         },
@@ -384,7 +385,7 @@ fn drop_unknown(
     for (key, _) in table.iter() {
         let k: &str = key.get_ref();
         if !fields.contains(&k) {
-            unknown_field(c, subject, &format!("{prefix}{k}"), key.span(), fields);
+            unknown_field(c, subject, prefix, k, key.span(), fields);
             unknown.push(k.to_owned());
         }
     }
@@ -483,5 +484,426 @@ fn check_binds(
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigErrors};
+
+    fn problems(text: &str) -> Vec<String> {
+        let result: Result<Config, ConfigErrors> =
+            Config::parse_with_env(text, "t.toml", &|_| None);
+        match result {
+            Ok(_) => panic!("expected problems in:\n{text}"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// A valid file with one input, one output, one route; tests splice
+    /// mistakes into it.
+    fn base(input_extra: &str, output_extra: &str, route_extra: &str) -> String {
+        format!(
+            r#"[[input]]
+name = "in"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:5556"
+{input_extra}
+
+[[output]]
+name = "out"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:6556"
+{output_extra}
+
+[[route]]
+name = "r"
+match = "jobs.>"
+to = ["out"]
+{route_extra}
+"#
+        )
+    }
+
+    fn assert_one(got: &[String], needle: &str) {
+        assert!(
+            got.len() == 1 && got[0].contains(needle),
+            "expected one problem containing {needle:?}, got {got:#?}"
+        );
+    }
+
+    #[test]
+    fn base_is_valid() {
+        Config::parse_with_env(&base("", "", ""), "t.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn every_unknown_key_of_an_entry_is_reported() {
+        let got = problems(&base(
+            "max_frame = \"1MiB\"\nsend_hwm_byte = 5",
+            "",
+            "queue = { capacity = 5, when_ful = \"block\" }\nfilters = [\"x\"]",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].contains(
+                "t.toml:5:1: input \"in\": unknown field `max_frame` (did you mean \"max_frames\"?)"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("unknown field `send_hwm_byte` (did you mean \"send_hwm_bytes\"?)"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains(
+                "route \"r\": unknown field `queue.when_ful` (did you mean \"when_full\"?)"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].contains("unknown field `filters`: Wasm filter plugins are not supported"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_sections_and_plugins() {
+        let text = format!(
+            "{}\n[[plugin]]\nname = \"p\"\n\n[[inputs]]\nname = \"x\"\n",
+            base("", "", "")
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("unknown field `plugin`: Wasm plugins are not supported"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("unknown field `inputs` (did you mean \"input\"?)"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn single_bracket_sections_are_explained() {
+        let text = "[input]\nname = \"x\"\nkind = \"http\"\n";
+        let got = problems(text);
+        assert!(
+            got[0].contains("t.toml:1:1: write `[[input]]` (two brackets)"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn missing_sections_are_each_reported() {
+        let got = problems("[router]\nname = \"x\"\n");
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got.iter().all(|p| p.starts_with("t.toml: no [[")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_sections() {
+        let text = base("", "", "").replace("name = \"r\"", "name = \"in\"");
+        let got = problems(&text);
+        assert_one(
+            &got,
+            "t.toml:14:8: route \"in\": name \"in\" is already used by input \"in\" (line 2)",
+        );
+    }
+
+    #[test]
+    fn bad_names() {
+        let text = base("", "", "").replace("name = \"out\"", "name = \"bad name\"");
+        let got = problems(&text);
+        // The name is reported once, and the route's reference to "out" is undefined.
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("output #1: name: \"bad name\" is not a valid name"),
+            "{got:#?}"
+        );
+        assert!(got[1].contains("output \"out\" is not defined"), "{got:#?}");
+    }
+
+    #[test]
+    fn a_broken_output_is_not_also_undefined() {
+        let got = problems(&base("", "send_hwm = \"lots\"", ""));
+        assert_one(
+            &got,
+            "t.toml:11:12: output \"out\": invalid type: string \"lots\", expected i64",
+        );
+        let got = problems(&base("", "mystery = 1", ""));
+        assert_one(&got, "unknown field `mystery`");
+    }
+
+    #[test]
+    fn routes_send_to_outputs_only() {
+        let got = problems(
+            &base("", "", "").replace("to = [\"out\"]", "to = [\"in\", \"out\", \"out\"]"),
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("to: \"in\" is an input (line 2); a route sends to outputs"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("output \"out\" is listed twice"),
+            "{got:#?}"
+        );
+        let got = problems(&base("", "", "").replace("to = [\"out\"]", "to = []"));
+        assert_one(&got, "to: lists no output");
+    }
+
+    #[test]
+    fn bind_clashes_including_admin_and_wildcards() {
+        let text = format!("[router]\nadmin = \"0.0.0.0:6556\"\n\n{}", base("", "", ""));
+        let got = problems(&text);
+        assert_one(
+            &got,
+            "output \"out\": bind: 127.0.0.1:6556 is already bound by the admin listener ([router] admin) (line 2)",
+        );
+        let text = format!(
+            "{}\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:9464\"\n",
+            base("", "", "")
+        );
+        let got = problems(&text);
+        assert_one(
+            &got,
+            "input \"api\": listen: 127.0.0.1:9464 is already bound by the admin listener",
+        );
+        // Port 0 never clashes.
+        let text = base("", "", "").replace("5556", "0").replace("6556", "0");
+        Config::parse_with_env(&text, "t.toml", &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_refused() {
+        let got = problems(&base(
+            "send_hwm = 5\nslow_subscriber_timeout = \"1s\"",
+            "recv_hwm = 5\nreconnect_interval = \"1s\"",
+            "",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].contains("input \"in\": send_hwm: has no effect on a zmq-pull input"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("slow_subscriber_timeout: has no effect on a zmq-pull input"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains("output \"out\": recv_hwm: has no effect on a zmq-push output"),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].contains("reconnect_interval: only applies with `connect`"),
+            "{got:#?}"
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = \"tcp://127.0.0.1:6556\"\nmax_connections = 5",
+        );
+        assert_one(
+            &problems(&text),
+            "max_connections: only applies with `bind`",
+        );
+    }
+
+    #[test]
+    fn limits_must_fit_together() {
+        let got = problems(&base(
+            "max_frame_size = \"2MiB\"\nmax_message_size = \"1MiB\"",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "max_frame_size: (2097152 bytes) is larger than max_message_size (1048576 bytes)",
+        );
+        let got = problems(&base(
+            "envelope = \"topic-attrs-payload\"\nmax_frames = 2",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "max_frames: is 2, but the \"topic-attrs-payload\" envelope needs 3 frames",
+        );
+        let got = problems(&base("heartbeat_interval = \"30s\"", "", ""));
+        assert_one(
+            &got,
+            "heartbeat_timeout: must be longer than heartbeat_interval",
+        );
+        let got = problems(&base(
+            "heartbeat_interval = \"off\"\nheartbeat_timeout = \"5s\"",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "heartbeat_timeout: has no effect while heartbeat_interval is \"off\"",
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = \"tcp://h:1\"\nreconnect_interval = \"5s\"\nreconnect_interval_max = \"1s\"",
+        );
+        assert_one(
+            &problems(&text),
+            "reconnect_interval_max: must be at least reconnect_interval",
+        );
+        let got = problems(&base(
+            "max_frames = 0\nmax_message_size = \"10GiB\"",
+            "",
+            "",
+        ));
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0]
+                .contains("t.toml:5:14: input \"in\": max_frames: must be from 1 to 65536, got 0"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("max_message_size: must be from 64B to 256MiB, got 10GiB"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn attach_and_envelope_mistakes() {
+        let text = base("", "", "").replace("bind = \"tcp://127.0.0.1:5556\"", "");
+        assert_one(
+            &problems(&text),
+            "input \"in\": bind: needs `bind = \"tcp://IP:port\"` or `connect",
+        );
+        let got = problems(&base("connect = \"tcp://h:1\"", "", ""));
+        assert_one(&got, "set either `bind` or `connect`, not both");
+        let text = base("envelope = \"topic_payload\"", "", "");
+        assert_one(
+            &problems(&text),
+            "envelope: \"topic_payload\" is not one of \"topic-payload\", \"topic-attrs-payload\", \"single-frame\" (did you mean \"topic-payload\"?)",
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = [\"tcp://a:1\", \"tcp://*:2\", \"ipc:///x\"]",
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("t.toml:10:25: output \"out\": connect: \"tcp://*:2\""),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("only tcp:// endpoints are supported"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn plain_and_identity_mistakes() {
+        let got = problems(&base("plain = { users = {} }", "", ""));
+        assert_one(&got, "plain.users: lists no user");
+        let got = problems(&base(
+            "plain = { users = { a = \"b\" }, username = \"u\", password = \"p\" }",
+            "",
+            "",
+        ));
+        assert_one(&got, "plain: write `{ users = { name = \"password\" } }`");
+        let got = problems(&base("plain = { username = \"u\" }", "", ""));
+        assert_one(&got, "plain: write");
+        let got = problems(&base("identity = \"\"", "", ""));
+        assert_one(&got, "identity: must be 1 to 255 bytes");
+    }
+
+    #[test]
+    fn queue_mistakes() {
+        let got = problems(&base(
+            "",
+            "",
+            "queue = { capacity = 0, max_bytes = \"512B\", when_full = \"drop\" }",
+        ));
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].contains("queue.capacity: must be from 1 to 10000000, got 0"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("queue.max_bytes: must be from 1KiB to 16GiB, got 512B"),
+            "{got:#?}"
+        );
+        assert!(got[2].contains("queue.when_full: \"drop\" is not one of \"block\", \"drop_newest\", \"drop_oldest\""), "{got:#?}");
+        let got = problems(&base("", "", "queue = { block_timeout = \"1s\" }"));
+        assert_one(
+            &got,
+            "queue.block_timeout: only applies with when_full = \"block\" (the default is \"drop_oldest\")",
+        );
+        let got = problems(&base(
+            "max_message_size = \"4MiB\"\nmax_frame_size = \"4MiB\"",
+            "",
+            "queue = { max_bytes = \"2MiB\" }",
+        ));
+        assert_one(
+            &got,
+            "queue.max_bytes: 2MiB is smaller than the largest message an input accepts (4MiB)",
+        );
+    }
+
+    #[test]
+    fn type_errors_are_located_at_the_value() {
+        let got = problems(&base("max_frames = \"many\"", "", ""));
+        assert_one(
+            &got,
+            "t.toml:5:14: input \"in\": invalid type: string \"many\", expected i64",
+        );
+        let got = problems(&base("", "", "").replace("match = \"jobs.>\"\n", ""));
+        assert_one(&got, "t.toml:13:1: route \"r\": missing field `match`");
+        let got = problems(&base("handshake_timeout = 5", "", ""));
+        assert_one(&got, "handshake_timeout: 5 has no unit");
+    }
+
+    #[test]
+    fn kinds_are_checked_per_section() {
+        let got = problems(&base("", "", "").replace("kind = \"zmq-push\"", "kind = \"zmq-pull\""));
+        assert_one(
+            &got,
+            "output \"out\": kind: \"zmq-pull\" is an input kind; here the kinds are \"zmq-pub\", \"zmq-push\"",
+        );
+        let got = problems(&base("", "", "").replace("kind = \"zmq-pull\"\n", ""));
+        assert!(
+            got[0].contains(
+                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"http\")"
+            ),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn router_section_mistakes() {
+        let text = format!(
+            "[router]\nname = \"\"\nadmin = \"localhost:9464\"\nshutdown_grace = \"1h\"\nlog_level = \"inof\"\n\n{}",
+            base("", "", "")
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].starts_with("t.toml:2:8: [router]: name:"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with("t.toml:3:9: [router]: admin:"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains("shutdown_grace: must be from 0s to 10m, got 1h"),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].starts_with("t.toml:5:13: [router]: log_level:"),
+            "{got:#?}"
+        );
     }
 }
