@@ -167,26 +167,6 @@ fn is_dns_name(host: &str) -> bool {
         })
 }
 
-/// True when binding `a` and `b` at once would fail: the same port and the
-/// same address, or either one the wildcard of a family that overlaps. Port
-/// 0 never clashes (the system picks distinct ports).
-pub(crate) fn binds_clash(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() != b.port() || a.port() == 0 {
-        return false;
-    }
-    let (ia, ib) = (a.ip(), b.ip());
-    if ia == ib {
-        return true;
-    }
-    // Linux IPv6 wildcard sockets are dual-stack by default, so `[::]`
-    // clashes with IPv4 addresses too.
-    match (ia, ib) {
-        (IpAddr::V6(v), _) | (_, IpAddr::V6(v)) if v.is_unspecified() => true,
-        (IpAddr::V4(x), IpAddr::V4(y)) => x.is_unspecified() || y.is_unspecified(),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,17 +223,5 @@ mod tests {
         let e = parse_listen("http://127.0.0.1:8080").unwrap_err();
         assert!(e.contains("without http://"), "{e}");
         assert!(parse_listen("localhost:8080").is_err());
-    }
-
-    #[test]
-    fn clashes() {
-        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
-        assert!(binds_clash(a("127.0.0.1:1"), a("127.0.0.1:1")));
-        assert!(binds_clash(a("0.0.0.0:1"), a("127.0.0.1:1")));
-        assert!(binds_clash(a("[::]:1"), a("127.0.0.1:1")));
-        assert!(!binds_clash(a("127.0.0.1:1"), a("127.0.0.2:1")));
-        assert!(!binds_clash(a("127.0.0.1:1"), a("127.0.0.1:2")));
-        assert!(!binds_clash(a("0.0.0.0:0"), a("0.0.0.0:0")));
-        assert!(!binds_clash(a("[::1]:1"), a("127.0.0.1:1")));
     }
 }

@@ -313,6 +313,7 @@ pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fixture::{assert_one, base, problems};
 
     #[test]
     fn valid_patterns() {
@@ -338,5 +339,38 @@ mod tests {
             assert!(check_pattern(p).is_err(), "{p} should be refused");
         }
         assert!(check_pattern(&"a.".repeat(600)).is_err());
+    }
+
+    #[test]
+    fn queue_mistakes() {
+        let got = problems(&base(
+            "",
+            "",
+            "queue = { capacity = 0, max_bytes = \"512B\", when_full = \"drop\" }",
+        ));
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].contains("queue.capacity: must be from 1 to 10000000, got 0"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("queue.max_bytes: must be from 1KiB to 16GiB, got 512B"),
+            "{got:#?}"
+        );
+        assert!(got[2].contains("queue.when_full: \"drop\" is not one of \"block\", \"drop_newest\", \"drop_oldest\""), "{got:#?}");
+        let got = problems(&base("", "", "queue = { block_timeout = \"1s\" }"));
+        assert_one(
+            &got,
+            "queue.block_timeout: only applies with when_full = \"block\" (the default is \"drop_oldest\")",
+        );
+        let got = problems(&base(
+            "max_message_size = \"4MiB\"\nmax_frame_size = \"4MiB\"",
+            "",
+            "queue = { max_bytes = \"2MiB\" }",
+        ));
+        assert_one(
+            &got,
+            "queue.max_bytes: 2MiB is smaller than the largest message an input accepts (4MiB)",
+        );
     }
 }

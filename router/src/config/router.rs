@@ -127,6 +127,7 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fixture::{base, problems};
 
     #[test]
     fn log_filters() {
@@ -148,5 +149,31 @@ mod tests {
         ] {
             assert!(check_log_filter(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn router_section_mistakes() {
+        let text = format!(
+            "[router]\nname = \"\"\nadmin = \"localhost:9464\"\nshutdown_grace = \"1h\"\nlog_level = \"inof\"\n\n{}",
+            base("", "", "")
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].starts_with("t.toml:2:8: [router]: name:"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].starts_with("t.toml:3:9: [router]: admin:"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains("shutdown_grace: must be from 0s to 10m, got 1h"),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].starts_with("t.toml:5:13: [router]: log_level:"),
+            "{got:#?}"
+        );
     }
 }

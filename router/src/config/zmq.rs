@@ -1,8 +1,6 @@
 //! Settings shared by every ZeroMQ input and output: where it attaches, the
 //! envelope, the wire limits, queues, timers and PLAIN authentication.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -11,7 +9,8 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::{Attach, parse_bind, parse_connect};
 use super::error::Subject;
-use super::raw::{OneOrMany, RawPlain, RawZmq, S};
+use super::plain::{self, Plain};
+use super::raw::{OneOrMany, RawZmq, S};
 use super::units::{serialize_duration, serialize_opt_duration};
 
 /// One ZeroMQ input or output: where it attaches, how messages map onto
@@ -137,50 +136,6 @@ impl Default for ZmqOptions {
             plain: None,
             identity: None,
         }
-    }
-}
-
-/// ZMTP PLAIN authentication (RFC 24). Credentials cross the wire in clear
-/// text: use it on trusted networks only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Plain {
-    /// Accept peers that present one of these user names and passwords.
-    /// Written `plain = { users = { alice = "secret" } }`.
-    Server {
-        /// User name to password.
-        users: BTreeMap<String, Secret>,
-    },
-    /// Present these credentials to the peer. Written
-    /// `plain = { username = "edge", password = "secret" }`.
-    Client {
-        /// The user name, up to 255 bytes.
-        username: String,
-        /// The password, up to 255 bytes.
-        password: Secret,
-    },
-}
-
-/// A password: shown as `<redacted>` by `Debug` and `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The password itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
     }
 }
 
@@ -456,7 +411,7 @@ pub(crate) fn build(
     let plain = raw
         .plain
         .as_ref()
-        .and_then(|p| build_plain(p.get_ref(), p.span(), subject, c));
+        .and_then(|p| plain::build(p.get_ref(), p.span(), subject, c));
     let identity = raw.identity.as_ref().and_then(|id| {
         let text = id.get_ref();
         if text.is_empty() || text.len() > 255 || text.starts_with('\0') {
@@ -564,55 +519,139 @@ fn build_attach(raw: &RawZmq, subject: &Subject, c: &mut Checker<'_>) -> Attach 
     }
 }
 
-/// Reads `plain = { ... }`: a server's users, or a client's credentials.
-fn build_plain(
-    raw: &RawPlain,
-    span: Range<usize>,
-    subject: &Subject,
-    c: &mut Checker<'_>,
-) -> Option<Plain> {
-    let too_long = |s: &str| s.len() > 255;
-    match (&raw.users, &raw.username, &raw.password) {
-        (Some(users), None, None) => {
-            if users.get_ref().is_empty() {
-                c.invalid(
-                    subject,
-                    "plain.users",
-                    users.span(),
-                    "lists no user; a PLAIN server with no users admits nobody",
-                );
-            }
-            let mut out = BTreeMap::new();
-            for (name, password) in users.get_ref() {
-                if name.is_empty() || too_long(name) || too_long(password.get_ref()) {
-                    c.invalid(
-                        subject,
-                        "plain.users",
-                        password.span(),
-                        format!("user {name:?}: names and passwords are 1 to 255 bytes"),
-                    );
-                }
-                out.insert(name.clone(), Secret(password.get_ref().clone()));
-            }
-            Some(Plain::Server { users: out })
-        }
-        (None, Some(username), Some(password)) => {
-            if too_long(username.get_ref()) || too_long(password.get_ref()) {
-                c.invalid(
-                    subject,
-                    "plain",
-                    username.span(),
-                    "username and password are at most 255 bytes each",
-                );
-            }
-            Some(Plain::Client {
-                username: username.get_ref().clone(),
-                password: Secret(password.get_ref().clone()),
-            })
-        }
-        _ => {
-            c.invalid(subject, "plain", span, "write `{ users = { name = \"password\" } }` to check peers (server), or `{ username = \"...\", password = \"...\" }` to log in to a peer (client)");
-            None
-        }
+#[cfg(test)]
+mod tests {
+    use crate::config::fixture::{assert_one, base, problems};
+
+    #[test]
+    fn options_that_do_not_apply_are_refused() {
+        let got = problems(&base(
+            "send_hwm = 5\nslow_subscriber_timeout = \"1s\"",
+            "recv_hwm = 5\nreconnect_interval = \"1s\"",
+            "",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].contains("input \"in\": send_hwm: has no effect on a zmq-pull input"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("slow_subscriber_timeout: has no effect on a zmq-pull input"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains("output \"out\": recv_hwm: has no effect on a zmq-push output"),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].contains("reconnect_interval: only applies with `connect`"),
+            "{got:#?}"
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = \"tcp://127.0.0.1:6556\"\nmax_connections = 5",
+        );
+        assert_one(
+            &problems(&text),
+            "max_connections: only applies with `bind`",
+        );
+    }
+
+    #[test]
+    fn limits_must_fit_together() {
+        let got = problems(&base(
+            "max_frame_size = \"2MiB\"\nmax_message_size = \"1MiB\"",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "max_frame_size: (2097152 bytes) is larger than max_message_size (1048576 bytes)",
+        );
+        let got = problems(&base(
+            "envelope = \"topic-attrs-payload\"\nmax_frames = 2",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "max_frames: is 2, but the \"topic-attrs-payload\" envelope needs 3 frames",
+        );
+        let got = problems(&base("heartbeat_interval = \"30s\"", "", ""));
+        assert_one(
+            &got,
+            "heartbeat_timeout: must be longer than heartbeat_interval",
+        );
+        let got = problems(&base(
+            "heartbeat_interval = \"off\"\nheartbeat_timeout = \"5s\"",
+            "",
+            "",
+        ));
+        assert_one(
+            &got,
+            "heartbeat_timeout: has no effect while heartbeat_interval is \"off\"",
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = \"tcp://h:1\"\nreconnect_interval = \"5s\"\nreconnect_interval_max = \"1s\"",
+        );
+        assert_one(
+            &problems(&text),
+            "reconnect_interval_max: must be at least reconnect_interval",
+        );
+        let got = problems(&base(
+            "max_frames = 0\nmax_message_size = \"10GiB\"",
+            "",
+            "",
+        ));
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0]
+                .contains("t.toml:5:14: input \"in\": max_frames: must be from 1 to 65536, got 0"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("max_message_size: must be from 64B to 256MiB, got 10GiB"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn attach_and_envelope_mistakes() {
+        let text = base("", "", "").replace("bind = \"tcp://127.0.0.1:5556\"", "");
+        assert_one(
+            &problems(&text),
+            "input \"in\": bind: needs `bind = \"tcp://IP:port\"` or `connect",
+        );
+        let got = problems(&base("connect = \"tcp://h:1\"", "", ""));
+        assert_one(&got, "set either `bind` or `connect`, not both");
+        let text = base("envelope = \"topic_payload\"", "", "");
+        assert_one(
+            &problems(&text),
+            "envelope: \"topic_payload\" is not one of \"topic-payload\", \"topic-attrs-payload\", \"single-frame\" (did you mean \"topic-payload\"?)",
+        );
+        let text = base("", "", "").replace(
+            "bind = \"tcp://127.0.0.1:6556\"",
+            "connect = [\"tcp://a:1\", \"tcp://*:2\", \"ipc:///x\"]",
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("t.toml:10:25: output \"out\": connect: \"tcp://*:2\""),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("only tcp:// endpoints are supported"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn identity_mistakes() {
+        let got = problems(&base("identity = \"\"", "", ""));
+        assert_one(&got, "identity: must be 1 to 255 bytes");
+        let long = "x".repeat(256);
+        let got = problems(&base(&format!("identity = \"{long}\""), "", ""));
+        assert_one(&got, "identity: must be 1 to 255 bytes");
     }
 }
