@@ -661,4 +661,63 @@ queue = { when_full = "drop_newest" }
             "{err}"
         );
     }
+
+    proptest::proptest! {
+        /// Hostile or mangled text never panics: it is either a config or
+        /// a list of located problems.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// Deleting any one line of a valid file never panics, and every
+        /// problem it causes is located within the file or has no place.
+        #[test]
+        fn dropping_a_line_never_panics(line in 0usize..40) {
+            let text: String = MINIMAL_WITH_OPTIONS
+                .lines()
+                .enumerate()
+                .filter(|(n, _)| *n != line)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            if let Err(e) = parse(&text) {
+                let lines = text.lines().count().max(1);
+                for p in e.iter() {
+                    proptest::prop_assert!(p.location.is_none_or(|l| l.line <= lines + 1), "{p}");
+                }
+            }
+        }
+    }
+
+    const MINIMAL_WITH_OPTIONS: &str = r#"[router]
+name = "r"
+[[input]]
+name = "in"
+kind = "zmq-sub"
+bind = "tcp://127.0.0.1:0"
+envelope = "topic-attrs-payload"
+max_frames = 3
+heartbeat_interval = "1s"
+heartbeat_timeout = "3s"
+plain = { users = { a = "b" } }
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+max_body = "64KiB"
+[[output]]
+name = "out"
+kind = "zmq-push"
+connect = ["tcp://h:1"]
+reconnect_interval = "1s"
+send_timeout = "1s"
+[[route]]
+name = "r1"
+match = "a.*.>"
+attributes = { k = "v" }
+to = ["out"]
+queue = { capacity = 1, max_bytes = "1MiB", when_full = "block", block_timeout = "1s" }
+"#;
 }

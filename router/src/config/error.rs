@@ -104,6 +104,12 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 pub struct Subject(pub(crate) String);
 
 impl Subject {
+    /// The subject as text: `input "api"`, `route #3`, `[router]`, or empty
+    /// for the top level.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The top level of the file: prints nothing.
     pub(crate) fn top() -> Self {
         Self(String::new())

@@ -341,4 +341,33 @@ mod tests {
         let (_, p) = Source::substitute("x = \"${X}\"", &env);
         assert!(matches!(p[0].1, Error::Substitution { .. }), "{p:?}");
     }
+
+    proptest::proptest! {
+        /// Text without `$` comes through unchanged, positions included.
+        #[test]
+        fn text_without_dollars_is_unchanged(text in "[^$]{0,200}") {
+            let (s, p) = sub(&text);
+            proptest::prop_assert!(p.is_empty());
+            proptest::prop_assert_eq!(&s.text, &text);
+            for (offset, _) in text.char_indices() {
+                proptest::prop_assert_eq!(s.location(offset), s.original_location(offset));
+            }
+        }
+
+        /// Whatever the values, every line keeps its number.
+        #[test]
+        fn substitution_keeps_line_numbers(
+            lines in proptest::collection::vec("[a-z =\"]{0,10}(\\$\\{SITE_ID\\}|\\$\\{X:-[a-z]{0,8}\\})?[a-z \"]{0,10}", 1..20),
+        ) {
+            let text = lines.join("\n");
+            let (s, p) = sub(&text);
+            proptest::prop_assume!(p.is_empty());
+            for (n, start) in std::iter::once(0)
+                .chain(s.text.match_indices('\n').map(|(i, _)| i + 1))
+                .enumerate()
+            {
+                proptest::prop_assert_eq!(s.location(start).line, n + 1);
+            }
+        }
+    }
 }

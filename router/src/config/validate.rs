@@ -120,10 +120,11 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             let Some(name) = peek_str(item, "name") else {
                 continue;
             };
-            let subject = Subject::entry(labels[idx], None, i);
+            // A bad name is reported here, once, and still declared, so
+            // references to it are not reported as undefined too.
             if let Err(reason) = check_name(name.get_ref()) {
+                let subject = Subject::entry(labels[idx], None, i);
                 c.invalid(&subject, "name", name.span(), reason);
-                continue;
             }
             let line = c.line(name.span());
             if let Some(first) = declared.iter().find(|d| d.name == *name.get_ref()) {

@@ -11,7 +11,7 @@ use super::endpoint::{Attach, parse_bind, parse_connect};
 use super::error::Subject;
 use super::plain::{self, Plain};
 use super::raw::{OneOrMany, RawZmq, S};
-use super::units::{serialize_duration, serialize_opt_duration};
+use super::units::{format_size, serialize_duration, serialize_opt_duration};
 
 /// One ZeroMQ input or output: where it attaches, how messages map onto
 /// frames, and its limits.
@@ -271,9 +271,16 @@ pub(crate) fn build(
             .as_ref()
             .or(raw.max_message_size.as_ref())
             .map_or(raw.name.span(), |v| v.span());
-        c.invalid(subject, "max_frame_size", span, format!(
-            "({max_frame_size} bytes) is larger than max_message_size ({max_message_size} bytes); a frame is part of a message"
-        ));
+        c.invalid(
+            subject,
+            "max_frame_size",
+            span,
+            format!(
+                "{} is larger than max_message_size ({}); a frame is part of a message",
+                format_size(max_frame_size as u64),
+                format_size(max_message_size as u64)
+            ),
+        );
     }
     let max_frames = c.count(
         subject,
@@ -566,7 +573,7 @@ mod tests {
         ));
         assert_one(
             &got,
-            "max_frame_size: (2097152 bytes) is larger than max_message_size (1048576 bytes)",
+            "input \"in\": max_frame_size: 2MiB is larger than max_message_size (1MiB)",
         );
         let got = problems(&base(
             "envelope = \"topic-attrs-payload\"\nmax_frames = 2",
