@@ -200,11 +200,19 @@ pub(crate) fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Formats a byte count with the largest binary unit that divides it.
+/// Formats a byte count with the largest unit that divides it, binary
+/// first (`"1MiB"`), then decimal (`"2MB"`), else bytes (`"1500B"`).
 pub(crate) fn format_size(bytes: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
+    if bytes != 0 {
+        for (unit, size) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if bytes.is_multiple_of(size) {
+                return format!("{}{unit}", bytes / size);
+            }
+        }
+        for (unit, size) in [("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1_000)] {
+            if bytes.is_multiple_of(size) {
+                return format!("{}{unit}", bytes / size);
+            }
         }
     }
     format!("{bytes}B")
@@ -302,6 +310,9 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_size(1 << 20), "1MiB");
-        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(1000), "1kB");
+        assert_eq!(format_size(2_000_000), "2MB");
+        assert_eq!(format_size(1500), "1500B");
+        assert_eq!(format_size(0), "0B");
     }
 }
