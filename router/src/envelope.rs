@@ -21,7 +21,7 @@ use crate::pipeline::{Attributes, Message, Publisher, Topic, TopicError};
 pub type Frames = SmallVec<[Bytes; 3]>;
 
 /// The layout of a message in ZeroMQ frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Envelope {
     /// Two frames: `[topic][payload]`.
@@ -69,6 +69,24 @@ impl Error {
 }
 
 impl Envelope {
+    /// How many frames a message has in this envelope.
+    pub fn frames(self) -> usize {
+        match self {
+            Self::TopicPayload => 2,
+            Self::TopicAttrsPayload => 3,
+            Self::SingleFrame => 1,
+        }
+    }
+
+    /// The name used in config files, e.g. `topic-payload`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TopicPayload => "topic-payload",
+            Self::TopicAttrsPayload => "topic-attrs-payload",
+            Self::SingleFrame => "single-frame",
+        }
+    }
+
     /// Reads `frames` as a message accepted from `publisher`.
     ///
     /// # Errors

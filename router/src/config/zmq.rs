@@ -25,32 +25,7 @@ pub struct ZmqSocket {
     pub options: ZmqOptions,
 }
 
-/// How a message maps onto the frames of one ZeroMQ message.
-/// Written `envelope = "topic-payload"`; restart required.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Envelope {
-    /// Two frames: `[topic][payload]`. The default, and what a SUB's prefix
-    /// subscription matches against.
-    #[default]
-    TopicPayload,
-    /// Three frames: `[topic][attributes as a JSON object of strings][payload]`.
-    TopicAttrsPayload,
-    /// One frame, `topic payload`, split at the first space. A frame
-    /// without a space is malformed and rejected.
-    SingleFrame,
-}
-
-impl Envelope {
-    /// How many frames a message has in this envelope.
-    pub fn frames(self) -> usize {
-        match self {
-            Envelope::TopicPayload => 2,
-            Envelope::TopicAttrsPayload => 3,
-            Envelope::SingleFrame => 1,
-        }
-    }
-}
+pub use crate::envelope::Envelope;
 
 /// Wire limits, queues and timers of one ZeroMQ input or output. Every
 /// field has a safe default ([`ZmqOptions::default`]); all are restart
@@ -300,7 +275,7 @@ pub(crate) fn build(
             span,
             format!(
                 "is {max_frames}, but the {:?} envelope needs {} frames per message",
-                kebab(envelope),
+                Envelope::name(envelope),
                 envelope.frames()
             ),
         );
@@ -461,14 +436,6 @@ pub(crate) fn build(
 /// The span of an optional raw value.
 fn span_of<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
     value.as_ref().map(|v| v.span())
-}
-
-fn kebab(e: Envelope) -> &'static str {
-    match e {
-        Envelope::TopicPayload => "topic-payload",
-        Envelope::TopicAttrsPayload => "topic-attrs-payload",
-        Envelope::SingleFrame => "single-frame",
-    }
 }
 
 /// Reads `bind` or `connect`: exactly one of them.
