@@ -9,6 +9,8 @@ use tokio::time::Instant;
 
 use crate::pipeline::Message;
 
+pub mod http;
+
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.
 pub trait Sink: Send + Sync + 'static {
