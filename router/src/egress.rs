@@ -6,7 +6,10 @@
 //! A route worker pops a batch from its queue and calls [`Output::send`] on
 //! each of the route's target outputs. A message is *delivered* when every
 //! target accepted it; otherwise it is dropped, with the reason the first
-//! refusing target (in the route's `to` order) gave.
+//! refusing target (in the route's `to` order) gave. The targets get the
+//! batch at the same time, and the worker moves on once all of them have
+//! answered, so a slow output holds its routes back (their queues fill and
+//! `when_full` applies) rather than growing memory.
 
 use std::future::Future;
 use std::ops::Range;

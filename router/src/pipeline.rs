@@ -87,4 +87,6 @@ pub enum Error {
 }
 
 #[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
 mod testing;

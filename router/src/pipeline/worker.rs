@@ -196,3 +196,108 @@ pub(crate) fn sweep(route: &Route) {
     let rest: Popped = route.queue.take_queued();
     route.abandon(rest);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::Rejection;
+    use crate::ingress::Sink;
+    use crate::pipeline::WhenFull;
+    use crate::pipeline::testing::{FakeOutput, assert_conserved, msgs, spec, start, wait_idle};
+
+    /// An output whose report is sloppy: overlapping and out-of-range
+    /// positions.
+    struct Sloppy;
+
+    impl Output for Sloppy {
+        fn name(&self) -> &str {
+            "sloppy"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+            let n = batch.len();
+            Box::pin(async move {
+                let mut d = Delivery::accepted();
+                d.reject_range(0..2, Reject::TooLarge);
+                d.reject_range(1..3, Reject::Failed);
+                d.reject_range(n..n + 10, Reject::NoSubscriber);
+                Ok(d)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn each_message_is_counted_once_whatever_the_output_reports() {
+        let registry = crate::metrics::Registry::new();
+        let metrics = crate::pipeline::PipelineMetrics::new(&registry);
+        let mut s = spec("r", "t.>", 100, WhenFull::DropNewest, &["sloppy"]);
+        s.queue.max_batch = 5;
+        let outputs: Vec<Arc<dyn Output>> = vec![Arc::new(Sloppy)];
+        let p = crate::pipeline::Pipeline::start(vec![s], &outputs, &metrics).expect("valid");
+        // Each offer's five are queued under one lock, so the worker pops
+        // them as one batch.
+        for round in 0..2u8 {
+            assert_eq!(
+                p.offer(msgs("t.x", round * 5..round * 5 + 5), None)
+                    .await
+                    .admitted,
+                5
+            );
+            wait_idle(&p).await;
+        }
+        let snap = p.snapshot();
+        let r = &snap.routes[0];
+        assert_eq!(r.offered, 10);
+        assert_eq!(
+            r.dropped.too_large + r.dropped.output_error,
+            r.dropped.total
+        );
+        assert_eq!(
+            r.dropped.no_subscriber, 0,
+            "positions past the batch are ignored"
+        );
+        assert_eq!(r.delivered + r.dropped.total, 10);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test]
+    async fn a_slow_output_holds_the_batch_for_all_targets() {
+        let fast = FakeOutput::new("fast");
+        let slow = FakeOutput::stalled("slow");
+        let (p, _reg) = start(
+            vec![spec(
+                "r",
+                "t.>",
+                100,
+                WhenFull::DropNewest,
+                &["fast", "slow"],
+            )],
+            &[&fast, &slow],
+        );
+        assert_eq!(p.offer(msgs("t.x", 0..3), None).await.admitted, 3);
+        slow.wait_arrived(3).await;
+        fast.wait_arrived(3).await;
+        assert_eq!(fast.taken(), vec![0, 1, 2], "sent to both at once");
+        assert_eq!(
+            p.snapshot().routes[0].queue.in_flight,
+            3,
+            "not delivered yet"
+        );
+        slow.release();
+        let snap = wait_idle(&p).await;
+        assert_eq!(snap.routes[0].delivered, 3);
+        assert_conserved(&snap);
+    }
+
+    #[test]
+    fn rejections_map_to_reasons() {
+        assert_eq!(reason_of(Reject::NoSubscriber), DropReason::NoSubscriber);
+        assert_eq!(reason_of(Reject::TooLarge), DropReason::TooLarge);
+        assert_eq!(reason_of(Reject::Failed), DropReason::OutputError);
+        let r = Rejection {
+            messages: 0..1,
+            reason: Reject::Failed,
+        };
+        assert_eq!(r.messages.len(), 1);
+    }
+}
