@@ -8,15 +8,27 @@
 //! to none; each route's worker pops batches and hands them to the route's
 //! [`crate::egress::Output`]s.
 //!
-//! Files: [`message`](Message) (the model), `pattern` ([`Pattern`]), `table`
+//! Files: `message` (the model), `pattern` ([`Pattern`]), `table`
 //! ([`RouteTable`]), `spec` ([`RouteSpec`], what the app builds from config),
 //! `queue` ([`RouteQueue`]), `admission` (the [`crate::ingress::Sink`] impl),
 //! `worker` (route workers), `route`, `metrics` ([`PipelineMetrics`]),
 //! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
 //!
 //! Nothing is lost silently: per route, `offered = delivered + dropped (by
-//! reason) + depth`, exactly, whenever the route is idle; see
-//! [`PipelineMetrics`] for the metric names.
+//! reason) + depth`, exactly, whenever the route is idle. The metrics:
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `switchyard_route_offered_total` | route | messages admitted to the route |
+//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it) or `dropped` |
+//! | `switchyard_route_dropped_total` | route, reason | `queue_full`, `no_subscriber`, `too_large`, `output_error`, `shutdown` |
+//! | `switchyard_route_queue_depth` | route | messages held: queued + in flight to the outputs |
+//! | `switchyard_route_queue_bytes` | route | bytes held |
+//! | `switchyard_route_queue_capacity` / `_capacity_bytes` | route | the bounds |
+//! | `switchyard_route_backpressure_events_total` | route | a full queue made a producer wait or a message drop |
+//! | `switchyard_route_blocked_seconds_total` | route | time producers waited on a `block` route (added as each wait ends) |
+//! | `switchyard_route_latency_seconds` | route | histogram: input acceptance to hand-off, delivered messages |
+//! | `switchyard_pipeline_unrouted_total` | | messages that matched no route |
 
 mod admission;
 mod message;
