@@ -272,42 +272,53 @@ impl RouteQueue {
         on_full: impl FnOnce(),
         mut admit: impl FnMut(&Self, &mut State),
     ) -> Result<Waited, WaitError> {
-        let mut started: Option<Instant> = None;
-        let mut on_full = Some(on_full);
+        // Fast path: room now. No clock read, no waiter registration.
+        {
+            let mut s = self.lock();
+            if s.finished {
+                return Err(WaitError::Closed {
+                    waited: Duration::ZERO,
+                });
+            }
+            if self.fits(&s, size) {
+                admit(self, &mut s);
+                return Ok(Waited(None));
+            }
+        }
+        on_full();
+        let start = Instant::now();
         loop {
             // Register for a wake-up before checking, so room freed between
             // the check and the await is not missed.
             let mut notified = pin!(self.room.notified());
             notified.as_mut().enable();
-            let now = Instant::now();
             {
                 let mut s = self.lock();
-                let waited = started.map_or(Duration::ZERO, |t| now - t);
                 if s.finished {
-                    return Err(WaitError::Closed { waited });
+                    return Err(WaitError::Closed {
+                        waited: start.elapsed(),
+                    });
                 }
                 if self.fits(&s, size) {
                     admit(self, &mut s);
-                    return Ok(Waited(started.map(|_| waited)));
+                    return Ok(Waited(Some(start.elapsed())));
                 }
                 if s.intake_closed {
-                    return Err(WaitError::Closed { waited });
+                    return Err(WaitError::Closed {
+                        waited: start.elapsed(),
+                    });
                 }
             }
-            let start = *started.get_or_insert(now);
-            if let Some(f) = on_full.take() {
-                f();
-            }
             match deadline {
-                Some(d) if now >= d => {
+                Some(d) if Instant::now() >= d => {
                     return Err(WaitError::Timeout {
-                        waited: now - start,
+                        waited: start.elapsed(),
                     });
                 }
                 Some(d) => {
                     if tokio::time::timeout_at(d, notified).await.is_err() {
                         return Err(WaitError::Timeout {
-                            waited: Instant::now() - start,
+                            waited: start.elapsed(),
                         });
                     }
                 }
