@@ -298,7 +298,7 @@ to = ["dashbord"]
                 line_of(text, "name = \"dashboard\"") + 2
             ),
             format!(
-                "test.toml:{}:9: route \"telemetry\": match: \"sensors.>.temp\": `>` matches the rest of the topic, so it must be the last token",
+                "test.toml:{}:9: route \"telemetry\": match: pattern \"sensors.>.temp\": `>` may only be the last token, found at position 2",
                 line_of(text, "sensors.>.temp")
             ),
             format!(
@@ -558,7 +558,7 @@ queue = { when_full = "drop_newest" }
         assert_eq!(push.options.send_timeout, Duration::from_millis(250));
 
         let r1 = config.route("r1").expect("r1");
-        assert_eq!(r1.pattern, "sensors.*.temp");
+        assert_eq!(r1.pattern.as_str(), "sensors.*.temp");
         assert_eq!(
             r1.attributes,
             BTreeMap::from([
