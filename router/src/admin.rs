@@ -456,7 +456,10 @@ mod tests {
         use crate::ingress::http as input;
 
         let running = start().await;
-        let metrics = input::Metrics::register(&running.registry, &running.http_metrics);
+        let metrics = input::Metrics::new(
+            &crate::ingress::Metrics::register(&running.registry),
+            &running.http_metrics,
+        );
         let config = input::Config::new("api", "127.0.0.1:0".parse().expect("address"));
         let api = input::HttpInput::bind(config, Arc::new(Accept), &metrics)
             .await

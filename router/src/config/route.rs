@@ -273,7 +273,6 @@ fn build_queue(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::fixture::{assert_one, base, problems};
 
     #[test]

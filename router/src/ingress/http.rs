@@ -47,7 +47,6 @@ use tokio_util::task::TaskTracker;
 
 use super::{Refusal, Sink};
 use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
-use crate::metrics::Registry;
 use crate::pipeline::{Attributes, Message, MessageId, Publisher, Topic};
 
 /// Settings of one HTTP input.
@@ -120,21 +119,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the two input families; `http` are the listener families
-    /// registered once per registry with [`http::Metrics::register`] and
-    /// shared with the admin listener.
-    pub fn register(registry: &Registry, http: &http::Metrics) -> Self {
+    /// The input families shared by every input kind, plus the listener
+    /// families registered once per registry with
+    /// [`http::Metrics::register`] and shared with the admin listener.
+    pub fn new(inputs: &super::Metrics, http: &http::Metrics) -> Self {
         Self {
-            messages: registry.counter_vec(
-                "switchyard_input_messages_total",
-                "Messages accepted from the wire, by input.",
-                &["input"],
-            ),
-            rejected: registry.counter_vec(
-                "switchyard_input_rejected_total",
-                "Messages or requests an input refused, by input and reason.",
-                &["input", "reason"],
-            ),
+            messages: inputs.messages.clone(),
+            rejected: inputs.rejected.clone(),
             http: http.clone(),
         }
     }

@@ -1,6 +1,7 @@
 //! Socket tests of the HTTP input: real connections on 127.0.0.1 port 0
 //! against a fake [`Sink`].
 
+use crate::metrics::Registry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -105,7 +106,10 @@ impl Running {
 
 async fn start(sink: Arc<FakeSink>, tweak: impl FnOnce(&mut Config)) -> Running {
     let registry = Registry::new();
-    let metrics = Metrics::register(&registry, &http::Metrics::register(&registry));
+    let metrics = Metrics::new(
+        &crate::ingress::Metrics::register(&registry),
+        &http::Metrics::register(&registry),
+    );
     let mut config = Config::new("api", "127.0.0.1:0".parse().expect("address"));
     tweak(&mut config);
     let input = HttpInput::bind(config, sink, &metrics).await.expect("bind");
