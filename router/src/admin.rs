@@ -5,8 +5,8 @@
 //! | `GET /metrics` | every metric family, Prometheus text format 0.0.4 |
 //! | `GET /health` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /ready` | `200 {"ready":true}` once [`State::ready`], else `503 NOT_READY` |
-//! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "routes": [RouteStats], "outputs": [OutputStats]}` |
-//! | `GET /v1/routes` | `{"routes": [RouteInfo]}` |
+//! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
+//! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, outputs, policy, queue and counts |
 //!
 //! `HEAD` works wherever `GET` does. Other methods get `405
 //! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
@@ -28,7 +28,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{OutputStats, RouteInfo, RouteStats, State};
+pub use state::{OutputStats, State};
+
+use crate::pipeline::RouteSnapshot;
 
 use crate::http::{self, Body, Error, Handler, Peer, Stopped};
 use crate::metrics::Registry;
@@ -143,13 +145,14 @@ struct Status {
     uptime_seconds: u64,
     config_generation: u64,
     ready: bool,
-    routes: Vec<RouteStats>,
+    unrouted: u64,
+    routes: Vec<RouteSnapshot>,
     outputs: Vec<OutputStats>,
 }
 
 #[derive(Serialize)]
 struct Routes {
-    routes: Vec<RouteInfo>,
+    routes: Vec<RouteSnapshot>,
 }
 
 impl Handler for Admin {
@@ -195,21 +198,25 @@ impl Handler for Admin {
                 }
                 http::json_response(StatusCode::OK, &serde_json::json!({ "ready": true }))
             }
-            Endpoint::Status => http::json_response(
-                StatusCode::OK,
-                &Status {
-                    version: env!("CARGO_PKG_VERSION"),
-                    uptime_seconds: self.started.elapsed().as_secs(),
-                    config_generation: self.state.config_generation(),
-                    ready: self.state.ready(),
-                    routes: self.state.route_stats(),
-                    outputs: self.state.output_stats(),
-                },
-            ),
+            Endpoint::Status => {
+                let pipeline = self.state.pipeline();
+                http::json_response(
+                    StatusCode::OK,
+                    &Status {
+                        version: env!("CARGO_PKG_VERSION"),
+                        uptime_seconds: self.started.elapsed().as_secs(),
+                        config_generation: self.state.config_generation(),
+                        ready: self.state.ready(),
+                        unrouted: pipeline.unrouted,
+                        routes: pipeline.routes,
+                        outputs: self.state.outputs(),
+                    },
+                )
+            }
             Endpoint::Routes => http::json_response(
                 StatusCode::OK,
                 &Routes {
-                    routes: self.state.routes(),
+                    routes: self.state.pipeline().routes,
                 },
             ),
         })
@@ -220,8 +227,11 @@ impl Handler for Admin {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::http::testing::{DEADLINE, metric, request, send};
+    use crate::pipeline::{DroppedCounts, Pattern, PipelineSnapshot, QueueSnapshot, WhenFull};
 
     struct FakeState {
         ready: AtomicBool,
@@ -236,36 +246,44 @@ mod tests {
             3
         }
 
-        fn route_stats(&self) -> Vec<RouteStats> {
-            vec![RouteStats {
-                name: "telemetry".into(),
-                offered: 10,
-                delivered: 7,
-                dropped: 1,
-                queued: 2,
-                capacity: 100,
-                ..RouteStats::default()
-            }]
+        fn pipeline(&self) -> PipelineSnapshot {
+            PipelineSnapshot {
+                routes: vec![RouteSnapshot {
+                    name: "telemetry".into(),
+                    pattern: Pattern::parse("sensors.>").expect("pattern"),
+                    attributes: BTreeMap::new(),
+                    outputs: vec!["dashboard".into()],
+                    when_full: WhenFull::DropOldest,
+                    queue: QueueSnapshot {
+                        depth: 2,
+                        queued: 2,
+                        in_flight: 0,
+                        bytes: 20,
+                        capacity: 100,
+                        capacity_bytes: 1 << 20,
+                    },
+                    offered: 10,
+                    delivered: 7,
+                    dropped: DroppedCounts {
+                        total: 1,
+                        queue_full: 1,
+                        ..DroppedCounts::default()
+                    },
+                    backpressure_events: 1,
+                    blocked_seconds: 0.0,
+                }],
+                unrouted: 4,
+                shutting_down: false,
+            }
         }
 
-        fn output_stats(&self) -> Vec<OutputStats> {
+        fn outputs(&self) -> Vec<OutputStats> {
             vec![OutputStats {
                 name: "dashboard".into(),
                 kind: "zmq-pub".into(),
                 sent: 7,
                 dropped: 0,
                 peers: 2,
-            }]
-        }
-
-        fn routes(&self) -> Vec<RouteInfo> {
-            vec![RouteInfo {
-                name: "telemetry".into(),
-                pattern: "sensors.>".into(),
-                to: vec!["dashboard".into()],
-                capacity: 100,
-                when_full: "drop_oldest".into(),
-                ..RouteInfo::default()
             }]
         }
     }
@@ -360,7 +378,8 @@ mod tests {
         assert_eq!(status["ready"], false);
         assert_eq!(status["routes"][0]["name"], "telemetry");
         assert_eq!(status["routes"][0]["delivered"], 7);
-        assert_eq!(status["routes"][0]["queued"], 2);
+        assert_eq!(status["routes"][0]["queue"]["depth"], 2);
+        assert_eq!(status["unrouted"], 4);
         assert_eq!(status["outputs"][0]["kind"], "zmq-pub");
         assert_eq!(status["outputs"][0]["peers"], 2);
 
@@ -368,9 +387,11 @@ mod tests {
         assert_eq!(routes.status, 200);
         let routes = routes.json();
         assert_eq!(routes["routes"][0]["match"], "sensors.>");
-        assert_eq!(routes["routes"][0]["to"], serde_json::json!(["dashboard"]));
+        assert_eq!(
+            routes["routes"][0]["outputs"],
+            serde_json::json!(["dashboard"])
+        );
         assert_eq!(routes["routes"][0]["when_full"], "drop_oldest");
-        assert_eq!(routes["routes"][0]["router"], serde_json::Value::Null);
         running.stop().await;
     }
 

@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(p.subscription_prefixes(), vec!["alerts.fire", "sensors."]);
         let snap = wait_idle(&p).await;
         let json = serde_json::to_value(&snap).expect("serializable");
-        assert_eq!(json["routes"][1]["pattern"], "sensors.*.temp");
+        assert_eq!(json["routes"][1]["match"], "sensors.*.temp");
         assert_eq!(json["routes"][1]["attributes"]["site"], "42");
         assert_eq!(json["routes"][1]["when_full"], "drop_oldest");
         assert_eq!(json["routes"][1]["queue"]["capacity"], 5);

@@ -24,6 +24,7 @@ pub struct RouteSnapshot {
     /// The route's name.
     pub name: String,
     /// Its topic pattern.
+    #[serde(rename = "match")]
     pub pattern: Pattern,
     /// Its attribute conditions.
     pub attributes: BTreeMap<String, String>,
