@@ -312,3 +312,196 @@ fn put_short_string(out: &mut BytesMut, s: &[u8]) {
     out.put_u8(u8::try_from(s.len()).unwrap_or(u8::MAX));
     out.put_slice(s);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(cmd: &Command) -> Bytes {
+        let mut out = BytesMut::new();
+        cmd.encode_body(&mut out);
+        assert_eq!(out.len(), cmd.body_len(), "{cmd:?}");
+        out.freeze()
+    }
+
+    fn ready(pairs: &[(&'static str, &'static [u8])]) -> Properties {
+        let mut p = Properties::new();
+        for (n, v) in pairs {
+            p.push(*n, *v);
+        }
+        p
+    }
+
+    fn samples() -> Vec<Command> {
+        vec![
+            Command::Ready(ready(&[("Socket-Type", b"DEALER"), ("Identity", b"")])),
+            Command::Ready(Properties::new()),
+            Command::Error {
+                reason: Bytes::from_static(b"nope"),
+            },
+            Command::Error {
+                reason: Bytes::new(),
+            },
+            Command::Subscribe(Bytes::from_static(b"topic")),
+            Command::Subscribe(Bytes::new()),
+            Command::Cancel(Bytes::from_static(b"\x00\x01")),
+            Command::Ping {
+                ttl_deciseconds: 300,
+                context: Bytes::from_static(b"ctx"),
+            },
+            Command::Ping {
+                ttl_deciseconds: 0,
+                context: Bytes::new(),
+            },
+            Command::Pong {
+                context: Bytes::from_static(b"ctx"),
+            },
+            Command::Hello {
+                username: Bytes::from_static(b"admin"),
+                password: Bytes::from_static(b"secret"),
+            },
+            Command::Welcome,
+            Command::Initiate(ready(&[("Socket-Type", b"PUSH")])),
+            Command::Unknown {
+                name: Bytes::from_static(b"JOIN"),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        for cmd in samples() {
+            assert_eq!(Command::parse(body(&cmd)).unwrap(), cmd);
+        }
+    }
+
+    #[test]
+    fn ready_matches_the_rfc_wire_format() {
+        let cmd = Command::Ready(ready(&[("Socket-Type", b"PUB")]));
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"\x05READY");
+        expected.extend_from_slice(b"\x0bSocket-Type\x00\x00\x00\x03PUB");
+        assert_eq!(&body(&cmd)[..], &expected[..]);
+        assert_eq!(&body(&Command::Welcome)[..], b"\x07WELCOME");
+        let ping = Command::Ping {
+            ttl_deciseconds: 0x0102,
+            context: Bytes::from_static(b"c"),
+        };
+        assert_eq!(&body(&ping)[..], b"\x04PING\x01\x02c");
+    }
+
+    #[test]
+    fn properties_are_case_insensitive_and_keep_order() {
+        let p = ready(&[("socket-type", b"SUB"), ("IDENTITY", b"id"), ("X-a", b"1")]);
+        assert_eq!(p.socket_type(), Some(SocketType::Sub));
+        assert_eq!(p.identity().map(|b| &b[..]), Some(&b"id"[..]));
+        assert_eq!(p.len(), 3);
+        let names: Vec<_> = p.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(names, ["socket-type", "IDENTITY", "X-a"]);
+        assert_eq!(ready(&[("Socket-Type", b"sub")]).socket_type(), None);
+        assert!(Properties::new().is_empty());
+    }
+
+    #[test]
+    fn unencodable_properties_are_skipped() {
+        let mut p = Properties::new();
+        p.push("", "x");
+        p.push(Bytes::from(vec![b'n'; 256]), "x");
+        p.push("ok", "v");
+        let cmd = Command::Ready(p);
+        let parsed = Command::parse(body(&cmd)).unwrap();
+        assert_eq!(parsed, Command::Ready(ready(&[("ok", b"v")])));
+    }
+
+    #[test]
+    fn malformed_ready_is_rejected() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\x05READY\x0bSocket-Ty", "truncated property name"),
+            (b"\x05READY\x00\x00\x00\x00\x00", "empty property name"),
+            (b"\x05READY\x01a\x00\x00", "truncated property value length"),
+            (
+                b"\x05READY\x01a\x00\x00\x00\x05abc",
+                "property value beyond end of command",
+            ),
+            (
+                b"\x05READY\x01a\xff\xff\xff\xff",
+                "property value beyond end of command",
+            ),
+        ];
+        for (raw, detail) in cases {
+            let err = Command::parse(Bytes::from_static(raw)).unwrap_err();
+            assert_eq!(
+                err,
+                ProtocolError::MalformedCommand {
+                    command: "READY",
+                    detail
+                }
+            );
+            assert_eq!(err.reason(), "malformed_command");
+        }
+        assert!(Command::parse(Bytes::from_static(b"\x08INITIATE\x01")).is_err());
+    }
+
+    #[test]
+    fn malformed_names_and_fields_are_rejected() {
+        for raw in [
+            &b""[..],
+            b"\x00",
+            b"\x05READ",
+            b"\x04PING\x01",
+            b"\x05ERROR",
+            b"\x05ERROR\x05abc",
+            b"\x05HELLO\x01",
+            b"\x05HELLO\x01u\x03pw",
+        ] {
+            assert!(
+                matches!(
+                    Command::parse(Bytes::copy_from_slice(raw)),
+                    Err(ProtocolError::MalformedCommand { .. })
+                ),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn liberal_parsing() {
+        // Long PING contexts are truncated to 16 bytes, like libzmq.
+        let mut raw = b"\x04PING\x00\x0a".to_vec();
+        raw.extend_from_slice(&[b'c'; 40]);
+        let Command::Ping {
+            ttl_deciseconds,
+            context,
+        } = Command::parse(Bytes::from(raw)).unwrap()
+        else {
+            panic!("not a PING");
+        };
+        assert_eq!(ttl_deciseconds, 10);
+        assert_eq!(context.len(), MAX_PING_CONTEXT);
+        // Trailing bytes after ERROR / HELLO fields and a WELCOME body are ignored.
+        assert!(Command::parse(Bytes::from_static(b"\x05ERROR\x01xjunk")).is_ok());
+        assert!(Command::parse(Bytes::from_static(b"\x05HELLO\x00\x00junk")).is_ok());
+        assert_eq!(
+            Command::parse(Bytes::from_static(b"\x07WELCOMEjunk")).unwrap(),
+            Command::Welcome
+        );
+        // Names are case-sensitive; unknown names are returned, not refused.
+        assert_eq!(
+            Command::parse(Bytes::from_static(b"\x05ready")).unwrap(),
+            Command::Unknown {
+                name: Bytes::from_static(b"ready")
+            }
+        );
+        assert_eq!(Command::Unknown { name: Bytes::new() }.name(), "UNKNOWN");
+    }
+
+    #[test]
+    fn parsing_is_zero_copy() {
+        let raw = body(&Command::Subscribe(Bytes::from_static(b"a-topic")));
+        let Command::Subscribe(prefix) = Command::parse(raw.clone()).unwrap() else {
+            panic!("not SUBSCRIBE");
+        };
+        let range = raw.as_ptr_range();
+        assert!(range.contains(&prefix.as_ptr()));
+    }
+}

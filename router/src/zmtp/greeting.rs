@@ -174,3 +174,104 @@ impl Greeting {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours() -> BytesMut {
+        let mut out = BytesMut::new();
+        Greeting::ours(MechanismName::NULL, false).encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn our_greeting_is_64_bytes_and_parses_back() {
+        let out = ours();
+        assert_eq!(out.len(), GREETING_LEN);
+        assert_eq!(out[0], 0xFF);
+        assert_eq!(out[9], 0x7F);
+        assert_eq!(&out[10..12], &[3, 1]);
+        assert_eq!(&out[12..17], b"NULL\0");
+        let g = Greeting::parse(&out).unwrap().unwrap();
+        assert_eq!(g, Greeting::ours(MechanismName::NULL, false));
+        assert_eq!(g.mechanism.name(), b"NULL");
+
+        let mut plain = BytesMut::new();
+        Greeting::ours(MechanismName::PLAIN, true).encode(&mut plain);
+        let g = Greeting::parse(&plain).unwrap().unwrap();
+        assert!(g.as_server);
+        assert_eq!(g.mechanism, MechanismName::PLAIN);
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete_not_an_error() {
+        let out = ours();
+        for n in 0..GREETING_LEN {
+            assert_eq!(Greeting::parse(&out[..n]), Ok(None), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn bad_signature_is_refused_on_the_first_byte() {
+        assert_eq!(Greeting::parse(b"G"), Err(GreetingError::BadSignature));
+        assert_eq!(
+            Greeting::parse(b"GET / HTTP/1.1\r\n"),
+            Err(GreetingError::BadSignature)
+        );
+        let mut g = ours();
+        g[9] = 0x00;
+        assert_eq!(Greeting::parse(&g[..10]), Err(GreetingError::BadSignature));
+    }
+
+    #[test]
+    fn padding_is_not_significant() {
+        // libzmq puts an identity length in the padding for ZMTP 1.0 peers.
+        let mut g = ours();
+        g[1..9].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        g[40] = 0xAA; // filler
+        assert!(Greeting::parse(&g).unwrap().is_some());
+    }
+
+    #[test]
+    fn old_versions_are_refused_as_soon_as_the_version_arrives() {
+        let mut g = ours();
+        g[10] = 2;
+        assert_eq!(
+            Greeting::parse(&g[..11]),
+            Err(GreetingError::UnsupportedVersion { major: 2, minor: 0 })
+        );
+        g[11] = 7;
+        assert_eq!(
+            Greeting::parse(&g[..12]),
+            Err(GreetingError::UnsupportedVersion { major: 2, minor: 7 })
+        );
+        g[10] = 1;
+        assert!(matches!(
+            Greeting::parse(&g),
+            Err(GreetingError::UnsupportedVersion { major: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn newer_versions_are_accepted() {
+        for (major, minor) in [(3, 0), (3, 1), (3, 9), (4, 0), (255, 255)] {
+            let mut g = ours();
+            g[10] = major;
+            g[11] = minor;
+            let parsed = Greeting::parse(&g).unwrap().unwrap();
+            assert_eq!((parsed.major, parsed.minor), (major, minor));
+        }
+    }
+
+    #[test]
+    fn mechanism_names_print_escaped() {
+        let mut raw = [0u8; MECHANISM_LEN];
+        raw[..3].copy_from_slice(b"a\n\xff");
+        let m = MechanismName::from_raw(raw);
+        assert_eq!(m.to_string(), "a\\n\\xff");
+        assert_eq!(MechanismName::CURVE.to_string(), "CURVE");
+        let full = MechanismName::from_raw([b'X'; MECHANISM_LEN]);
+        assert_eq!(full.name().len(), MECHANISM_LEN);
+    }
+}
