@@ -301,7 +301,9 @@ impl Handshake {
                 self.on_greeting(greeting, out)?;
                 continue;
             }
-            let Some(cmd) = decode_command(input, self.cfg.limits.max_command_size)? else {
+            let Some(cmd) = decode_command(input, self.cfg.limits.max_command_size)
+                .map_err(|e| malformed_metadata(e, out))?
+            else {
                 return Ok(None);
             };
             if let Some(peer) = self.on_command(cmd, out)? {
@@ -494,6 +496,22 @@ impl Handshake {
     }
 }
 
+/// A READY or INITIATE whose metadata does not parse is reported as
+/// [`HandshakeError::MalformedReady`] (one metric label for every broken
+/// READY), and the peer is told.
+fn malformed_metadata(e: ProtocolError, out: &mut BytesMut) -> HandshakeError {
+    match e {
+        ProtocolError::MalformedCommand {
+            command: command @ ("READY" | "INITIATE"),
+            detail,
+        } => {
+            send_error(out, b"malformed metadata");
+            HandshakeError::MalformedReady { command, detail }
+        }
+        other => HandshakeError::Protocol(other),
+    }
+}
+
 fn send_error(out: &mut BytesMut, reason: &'static [u8]) {
     encode_command(
         &Command::Error {
@@ -516,3 +534,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests;
