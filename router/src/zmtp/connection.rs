@@ -25,6 +25,8 @@
 
 mod io;
 mod queue;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::fmt;
 use std::future::Future;
@@ -85,6 +87,9 @@ pub enum SendError {
     /// The socket was closed.
     #[error("the socket is closed")]
     Closed,
+    /// A message needs at least one frame.
+    #[error("a message needs at least one frame")]
+    EmptyMessage,
     /// ROUTER: the peer is not (or no longer) connected.
     #[error("{0} is not connected")]
     UnknownPeer(PeerId),
