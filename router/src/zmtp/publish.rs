@@ -304,3 +304,153 @@ impl Drop for PubSocket {
         self.core.cancel.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+    use crate::zmtp::sub::SubSocket;
+
+    fn opts() -> Options {
+        Options::default()
+    }
+
+    async fn next_topic(sub: &mut SubSocket) -> Vec<u8> {
+        within("a message", sub.recv()).await.expect("open").frames[0].to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefix_filtering_and_unsubscribe() {
+        let (_reg, m) = metrics();
+        let publ = PubSocket::new("pub", opts(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut a = SubSocket::new("a", opts(), &m);
+        let mut all = SubSocket::new("all", opts(), &m);
+        a.subscribe(&b"a"[..]);
+        a.subscribe(&b"ab"[..]);
+        all.subscribe(Bytes::new());
+        a.connect(&format!("tcp://{addr}")).expect("connect");
+        all.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("3 subscriptions", || publ.subscription_count() == 3).await;
+        assert_eq!(publ.send(msg(&[b"abc", b"1"])), Fanout { queued: 2, dropped: 0 });
+        assert_eq!(publ.send(msg(&[b"b", b"2"])), Fanout { queued: 1, dropped: 0 });
+        assert_eq!(next_topic(&mut a).await, b"abc", "once, though two prefixes match");
+        assert_eq!(next_topic(&mut all).await, b"abc");
+        assert_eq!(next_topic(&mut all).await, b"b");
+        assert!(a.unsubscribe(b"a"));
+        assert!(a.unsubscribe(b"ab"));
+        a.subscribe(&b"m"[..]);
+        eventually("a's subscriptions replaced", || publ.subscription_count() == 2).await;
+        publ.send(msg(&[b"a-after"]));
+        publ.send(msg(&[b"marker"]));
+        assert_eq!(next_topic(&mut a).await, b"marker", "nothing after unsubscribe");
+        assert_eq!(next_topic(&mut all).await, b"a-after");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bound_sub_and_connecting_pub() {
+        let (_reg, m) = metrics();
+        let mut sub = SubSocket::new("sub", opts(), &m);
+        sub.subscribe(&b"t"[..]);
+        let addr = sub.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let publ = PubSocket::new("pub", opts(), &m);
+        publ.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscription arrived", || publ.subscription_count() == 1).await;
+        publ.send(msg(&[b"x"]));
+        publ.send(msg(&[b"t1"]));
+        assert_eq!(next_topic(&mut sub).await, b"t1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriptions_are_resent_after_publisher_restart() {
+        let (_reg, m) = metrics();
+        let o = Options {
+            reconnect_interval: Duration::from_millis(10),
+            reconnect_interval_max: Duration::from_millis(50),
+            ..opts()
+        };
+        let publ = PubSocket::new("pub", o.clone(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut sub = SubSocket::new("sub", o.clone(), &m);
+        sub.subscribe(&b"k"[..]);
+        sub.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscribed", || publ.subscription_count() == 1).await;
+        publ.close().await;
+        drop(publ);
+        let publ = PubSocket::new("pub", o, &m);
+        publ.bind(&format!("tcp://{addr}")).await.expect("rebind");
+        eventually("re-subscribed", || publ.subscription_count() == 1).await;
+        publ.send(msg(&[b"k2"]));
+        assert_eq!(next_topic(&mut sub).await, b"k2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_subscriber_drops_alone_and_every_drop_is_counted() {
+        let (reg, m) = metrics();
+        let o = Options {
+            send_hwm: 16,
+            ..opts()
+        };
+        let publ = PubSocket::new("pub", o.clone(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o.clone() }, &m);
+        let mut fast = SubSocket::new("fast", o, &m);
+        slow.subscribe(Bytes::new());
+        fast.subscribe(Bytes::new());
+        slow.connect(&format!("tcp://{addr}")).expect("connect");
+        fast.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("both subscribed", || publ.subscription_count() == 2).await;
+        let body = vec![0u8; 1024];
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        let mut buf = Vec::new();
+        // Paced: 8 messages, then wait until the fast subscriber has them.
+        for round in 0u32..2000 {
+            for i in 0..8u32 {
+                let f = publ.send(msg(&[&(round * 8 + i).to_be_bytes(), &body]));
+                sent += 1;
+                dropped += f.dropped as u64;
+            }
+            let mut got = 0;
+            while got < 8 {
+                got += within("fast subscriber", fast.recv_many(&mut buf, 8)).await;
+            }
+        }
+        assert_eq!(buf.len() as u64, sent, "the fast subscriber lost nothing");
+        for (i, r) in buf.iter().enumerate() {
+            assert_eq!(&r.frames[0][..], &(i as u32).to_be_bytes());
+        }
+        assert!(dropped > 0, "the slow subscriber's queue filled");
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "pub"), ("reason", "subscriber_queue_full")]),
+            dropped as f64
+        );
+        drop(slow);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriber_full_for_too_long_is_disconnected() {
+        let (reg, m) = metrics();
+        let o = Options {
+            send_hwm: 4,
+            slow_subscriber_timeout: Some(Duration::from_millis(20)),
+            ..opts()
+        };
+        let publ = Arc::new(PubSocket::new("pub", o.clone(), &m));
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o }, &m);
+        slow.subscribe(Bytes::new());
+        slow.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscribed", || publ.subscription_count() == 1).await;
+        let body = vec![0u8; 64 * 1024];
+        within("slow subscriber evicted", async {
+            while metric(&reg, "switchyard_zmtp_disconnects_total", &[("reason", "slow_subscriber")]) < 1.0 {
+                publ.send(msg(&[b"t", &body]));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+}

@@ -64,3 +64,43 @@ pub(crate) fn metric(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> f64
     }
     0.0
 }
+
+/// Connects to `addr` and completes a NULL handshake as `socket_type`;
+/// returns the stream and the bytes already read past the handshake.
+pub(crate) async fn raw_client(
+    addr: std::net::SocketAddr,
+    socket_type: crate::zmtp::socket_type::SocketType,
+) -> (tokio::net::TcpStream, bytes::BytesMut) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::zmtp::handshake::{Handshake, HandshakeConfig, Mechanism};
+
+    let mut s = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut out = bytes::BytesMut::new();
+    let mut hs = Handshake::start(
+        HandshakeConfig {
+            socket_type,
+            identity: Bytes::new(),
+            mechanism: Mechanism::Null,
+            limits: Default::default(),
+        },
+        &mut out,
+    );
+    let mut input = bytes::BytesMut::with_capacity(4096);
+    loop {
+        let r = hs.advance(&mut input, &mut out);
+        s.write_all(&out).await.expect("write");
+        out.clear();
+        match r {
+            Ok(Some(_)) => return (s, input),
+            Ok(None) => {}
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+        let n = within("handshake bytes", s.read_buf(&mut input))
+            .await
+            .expect("read");
+        assert!(n > 0, "server closed during handshake");
+    }
+}
