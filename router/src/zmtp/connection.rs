@@ -53,7 +53,7 @@ pub(crate) use queue::{PushError, QueueRx, QueueTx, Room, message_size, peer_que
 /// Identifies one connection of a socket: unique within the socket, never
 /// reused while the socket lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(u64);
+pub struct PeerId(pub(crate) u64);
 
 impl PeerId {
     /// The number inside (for logs).

@@ -307,3 +307,152 @@ impl Drop for RouterSocket {
         self.sender.core.cancel.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use zeromq::{Socket, SocketRecv, SocketSend};
+
+    use super::*;
+    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, raw_client, within};
+    use crate::zmtp::dealer::DealerSocket;
+    use crate::zmtp::frame::encode_message;
+
+    fn spawn_echo(mut router: RouterSocket) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some(r) = router.recv().await {
+                if router.send(r.peer, r.frames).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_dealer_requests_get_their_own_replies() {
+        let (_reg, m) = metrics();
+        let router = RouterSocket::new("svc", Options::default(), &m);
+        let addr = router.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let echo = spawn_echo(router);
+        let dealer = Arc::new(DealerSocket::new("client", Options::default(), &m));
+        dealer.connect(&format!("tcp://{addr}")).expect("connect");
+        let mut tasks = Vec::new();
+        for i in 0u32..64 {
+            let d = dealer.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = i.to_be_bytes();
+                let reply = d
+                    .request(msg(&[b"q", &body]), Duration::from_secs(20))
+                    .await
+                    .expect("reply");
+                assert_eq!(reply.len(), 2);
+                assert_eq!(&reply[1][..], &body, "reply reached its own caller");
+            }));
+        }
+        for t in tasks {
+            within("request", t).await.expect("task ok");
+        }
+        assert_eq!(dealer.pending_requests(), 0);
+        echo.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zeromq_req_client_gets_its_reply() {
+        let (_reg, m) = metrics();
+        let mut router = RouterSocket::new("svc", Options::default(), &m);
+        let addr = router.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut req = zeromq::ReqSocket::new();
+        within("connect", req.connect(&format!("tcp://{addr}"))).await.expect("connect");
+        within("send", req.send("hello".into())).await.expect("send");
+        let r = within("request", router.recv()).await.expect("open");
+        assert_eq!(r.frames.len(), 2);
+        assert!(r.frames[0].is_empty(), "envelope delimiter kept");
+        assert_eq!(&r.frames[1][..], b"hello");
+        router
+            .send(r.peer, msg(&[b"", b"world"]))
+            .await
+            .expect("reply");
+        let reply = within("reply", req.recv()).await.expect("recv");
+        assert_eq!(reply.get(0).map(|b| &b[..]), Some(&b"world"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn req_peer_breaking_the_envelope_is_closed_and_counted() {
+        let (reg, m) = metrics();
+        let router = RouterSocket::new("svc", Options::default(), &m);
+        let addr = router.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let _echo = spawn_echo(router);
+        let (mut s, _) = raw_client(addr, SocketType::Req).await;
+        let mut out = bytes::BytesMut::new();
+        encode_message(&[bytes::Bytes::from_static(b"no-delimiter")], &mut out);
+        s.write_all(&out).await.expect("write");
+        eventually("counted", || {
+            metric(&reg, "switchyard_zmtp_protocol_errors_total", &[("reason", "req_envelope")]) == 1.0
+        })
+        .await;
+        let dealer = DealerSocket::new("client", Options::default(), &m);
+        dealer.connect(&format!("tcp://{addr}")).expect("connect");
+        let reply = dealer
+            .request(msg(&[b"still"]), Duration::from_secs(20))
+            .await
+            .expect("a good client is still served");
+        assert_eq!(&reply[0][..], b"still");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replies_to_gone_peers_are_refused_and_counted() {
+        let (reg, m) = metrics();
+        let router = RouterSocket::new("svc", Options::default(), &m);
+        let r = router.send(PeerId(42), msg(&[b"x"])).await;
+        assert!(matches!(r, Err(SendError::UnknownPeer(_))), "{r:?}");
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("reason", "unroutable")]),
+            1.0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identities_are_exposed_and_duplicates_refused() {
+        let (reg, m) = metrics();
+        let mut router = RouterSocket::new("svc", Options::default(), &m);
+        let addr = router.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let named = Options {
+            identity: bytes::Bytes::from_static(b"client-1"),
+            ..Options::default()
+        };
+        let a = DealerSocket::new("a", named.clone(), &m);
+        a.connect(&format!("tcp://{addr}")).expect("connect");
+        let b = DealerSocket::new("b", named, &m);
+        eventually("first attached", || router.peer_count() == 1).await;
+        b.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("duplicate refused", || {
+            metric(&reg, "switchyard_zmtp_connections_rejected_total", &[("reason", "duplicate_identity")]) >= 1.0
+        })
+        .await;
+        let pending = tokio::spawn(async move { a.request(msg(&[b"hi"]), Duration::from_secs(20)).await });
+        let r = within("request", router.recv()).await.expect("open");
+        assert_eq!(router.identity(r.peer).as_deref(), Some(&b"client-1"[..]));
+        assert_eq!(router.peer_by_identity(b"client-1"), Some(r.peer));
+        router.send(r.peer, r.frames).await.expect("reply");
+        within("reply", pending).await.expect("task").expect("reply");
+        drop(b);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dealer_talks_to_a_zeromq_rep_service() {
+        let (_reg, m) = metrics();
+        let mut rep = zeromq::RepSocket::new();
+        let ep = within("bind", rep.bind("tcp://127.0.0.1:0")).await.expect("bind");
+        let dealer = Arc::new(DealerSocket::new("client", Options::default(), &m));
+        dealer.connect(&ep.to_string()).expect("connect");
+        let d = dealer.clone();
+        let client = tokio::spawn(async move { d.request(msg(&[b"ping"]), Duration::from_secs(20)).await });
+        let req = within("request", rep.recv()).await.expect("recv");
+        assert_eq!(req.get(0).map(|b| &b[..]), Some(&b"ping"[..]));
+        within("reply", rep.send("pong".into())).await.expect("send");
+        let reply = within("reply", client).await.expect("task").expect("reply");
+        assert_eq!(&reply[0][..], b"pong");
+    }
+}
