@@ -17,6 +17,8 @@ use std::pin::Pin;
 
 use crate::pipeline::Message;
 
+pub mod zmq;
+
 /// The future [`Output::send`] returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, Error>> + Send + 'a>>;
 

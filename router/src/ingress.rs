@@ -13,6 +13,7 @@ use crate::metrics::Registry;
 use crate::pipeline::Message;
 
 pub mod http;
+pub mod zmq;
 
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.
