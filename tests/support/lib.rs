@@ -1,2 +1,4 @@
 //! Harness for the end-to-end tests: starting routers, peers and waits with
 //! deadlines.
+
+pub mod router;

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""libzmq (pyzmq) peers for the router end-to-end tests.
+
+Each role talks JSON lines: events on stdout, commands on stdin. A peer
+exits when its stdin closes (the test dropped it) or after --max-seconds,
+so a forgotten peer never outlives its test for long.
+
+Roles:
+  sub  ENDPOINT --subscribe P [--subscribe P ...] [--rcvhwm N]
+       SUB socket, connects and subscribes in the order given, prints
+       {"event":"ready"} and then one {"event":"msg",...} per message.
+  pull ENDPOINT [--hold] [--rcvhwm N] [--rcvbuf BYTES]
+       PULL socket. With --hold it connects but reads nothing until the
+       command {"go":true} arrives (a stalled worker).
+  xpub ENDPOINT --expect P [--expect P ...]
+       XPUB socket (a PUB that sees subscriptions), connects, prints one
+       {"event":"subscribed","prefix":P} per subscription it receives and
+       {"event":"ready"} once every expected prefix arrived; then sends on
+       command.
+  push ENDPOINT [--sndhwm N] [--sndbuf BYTES]
+       PUSH socket, connects, prints {"event":"ready"}; sends on command.
+       While a send cannot go out for --held-after seconds it prints
+       {"event":"held_back","sent":K} once per command.
+
+Send commands (xpub, push), one JSON object per line:
+  {"send": [["frame", "frame"], ...]}
+  {"gen": {"topic": T, "start": S, "count": N, "size": Z, "attrs": A}}
+      N messages [T][payload] (or [T][A][payload] when "attrs" is given,
+      A being the attributes frame as a string), payload the decimal
+      sequence number padded with '.' to Z bytes.
+  Each command ends with {"event":"sent","count":N}.
+
+A received message prints as
+  {"event":"msg","frames":[...],"sizes":[...]}
+where each frame is cut to its first 120 bytes (payloads are padded ids).
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+
+import zmq
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def frame_text(frame):
+    return frame[:120].decode("utf-8", "backslashreplace")
+
+
+def emit_msg(frames):
+    emit(
+        {
+            "event": "msg",
+            "frames": [frame_text(f) for f in frames],
+            "sizes": [len(f) for f in frames],
+        }
+    )
+
+
+def commands():
+    """Yields parsed stdin lines; exits the process when stdin closes."""
+    for line in sys.stdin:
+        line = line.strip()
+        if line:
+            yield json.loads(line)
+    os._exit(0)
+
+
+def watch_stdin():
+    """Exits the process when stdin closes (for roles that only receive)."""
+
+    def run():
+        for _ in sys.stdin:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def payload(seq, size):
+    text = str(seq).encode()
+    return text + b"." * max(0, size - len(text))
+
+
+def messages(cmd):
+    if "send" in cmd:
+        for frames in cmd["send"]:
+            yield [f.encode() for f in frames]
+    elif "gen" in cmd:
+        g = cmd["gen"]
+        topic = g["topic"].encode()
+        attrs = g.get("attrs")
+        for seq in range(g["start"], g["start"] + g["count"]):
+            body = payload(seq, g.get("size", 0))
+            if attrs is None:
+                yield [topic, body]
+            else:
+                yield [topic, attrs.encode(), body]
+    else:
+        raise ValueError(f"unknown command {cmd!r}")
+
+
+def send_all(sock, held_after_ms):
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLOUT)
+    for cmd in commands():
+        sent = 0
+        held = False
+        for frames in messages(cmd):
+            while True:
+                try:
+                    sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                    break
+                except zmq.Again:
+                    pass
+                if not poller.poll(held_after_ms) and not held:
+                    held = True
+                    emit({"event": "held_back", "sent": sent})
+            sent += 1
+        emit({"event": "sent", "count": sent})
+
+
+def role_sub(ctx, args):
+    sock = ctx.socket(zmq.SUB)
+    if args.rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, args.rcvhwm)
+    sock.connect(args.endpoint)
+    for prefix in args.subscribe:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+    watch_stdin()
+    emit({"event": "ready"})
+    while True:
+        emit_msg(sock.recv_multipart())
+
+
+def role_pull(ctx, args):
+    sock = ctx.socket(zmq.PULL)
+    if args.rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, args.rcvhwm)
+    if args.rcvbuf is not None:
+        sock.setsockopt(zmq.RCVBUF, args.rcvbuf)
+    sock.connect(args.endpoint)
+    emit({"event": "ready"})
+    if args.hold:
+        for cmd in commands():
+            if cmd.get("go"):
+                break
+        emit({"event": "reading"})
+    watch_stdin()
+    while True:
+        emit_msg(sock.recv_multipart())
+
+
+def role_xpub(ctx, args):
+    sock = ctx.socket(zmq.XPUB)
+    sock.connect(args.endpoint)
+    expected = set(args.expect)
+    seen = set()
+    while not expected <= seen:
+        msg = sock.recv()
+        if msg[:1] == b"\x01":
+            prefix = msg[1:].decode("utf-8", "backslashreplace")
+            seen.add(prefix)
+            emit({"event": "subscribed", "prefix": prefix})
+    emit({"event": "ready"})
+    send_all(sock, args.held_after_ms)
+
+
+def role_push(ctx, args):
+    sock = ctx.socket(zmq.PUSH)
+    if args.sndhwm is not None:
+        sock.setsockopt(zmq.SNDHWM, args.sndhwm)
+    if args.sndbuf is not None:
+        sock.setsockopt(zmq.SNDBUF, args.sndbuf)
+    sock.connect(args.endpoint)
+    emit({"event": "ready"})
+    send_all(sock, args.held_after_ms)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["sub", "pull", "xpub", "push"])
+    parser.add_argument("endpoint")
+    parser.add_argument("--subscribe", action="append", default=[])
+    parser.add_argument("--expect", action="append", default=[])
+    parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--rcvhwm", type=int)
+    parser.add_argument("--rcvbuf", type=int)
+    parser.add_argument("--sndhwm", type=int)
+    parser.add_argument("--sndbuf", type=int)
+    parser.add_argument("--held-after-ms", type=int, default=1000)
+    parser.add_argument("--max-seconds", type=int, default=120)
+    args = parser.parse_args()
+
+    # A hard bound on the peer's life, whatever the test does.
+    timer = threading.Timer(args.max_seconds, lambda: os._exit(3))
+    timer.daemon = True
+    timer.start()
+    ctx = zmq.Context()
+    ctx.setsockopt(zmq.LINGER, 0)
+    {"sub": role_sub, "pull": role_pull, "xpub": role_xpub, "push": role_push}[args.role](
+        ctx, args
+    )
+
+
+if __name__ == "__main__":
+    main()
