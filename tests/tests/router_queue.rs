@@ -10,7 +10,6 @@
 //! worker reads, exactly the delivered messages arrive.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use serde_json::json;
@@ -68,11 +67,7 @@ queue = {{ capacity = {CAPACITY}, when_full = "{when_full}"{block_timeout} }}
 fn stalled_worker(router: &Router) -> Result<Peer> {
     let worker = Peer::pull(
         &router.output_endpoint("workers")?,
-        PullOptions {
-            hold: true,
-            rcvhwm: Some(1),
-            rcvbuf: Some(4096),
-        },
+        PullOptions::stalled(),
     )?;
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     Ok(worker)

@@ -9,9 +9,11 @@ Roles:
   sub  ENDPOINT --subscribe P [--subscribe P ...] [--rcvhwm N]
        SUB socket, connects and subscribes in the order given, prints
        {"event":"ready"} and then one {"event":"msg",...} per message.
-  pull ENDPOINT [--hold] [--rcvhwm N] [--rcvbuf BYTES]
+  pull ENDPOINT [--hold] [--rcvhwm N] [--rcvbuf BYTES] [--monitor]
        PULL socket. With --hold it connects but reads nothing until the
-       command {"go":true} arrives (a stalled worker).
+       command {"go":true} arrives (a stalled worker). With --monitor it
+       prints {"event":"disconnected"} when the connection ends, after
+       every message that connection carried.
   xpub ENDPOINT --expect P [--expect P ...]
        XPUB socket (a PUB that sees subscriptions), connects, prints one
        {"event":"subscribed","prefix":P} per subscription it receives and
@@ -152,8 +154,26 @@ def role_pull(ctx, args):
                 break
         emit({"event": "reading"})
     watch_stdin()
+    if not args.monitor:
+        while True:
+            emit_msg(sock.recv_multipart())
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
     while True:
-        emit_msg(sock.recv_multipart())
+        ready = dict(poller.poll())
+        if sock in ready:
+            emit_msg(sock.recv_multipart())
+        if monitor in ready:
+            monitor.recv_multipart()
+            # The connection ended: what it carried is in the socket now.
+            while True:
+                try:
+                    emit_msg(sock.recv_multipart(flags=zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            emit({"event": "disconnected"})
 
 
 def role_xpub(ctx, args):
@@ -189,6 +209,7 @@ def main():
     parser.add_argument("--subscribe", action="append", default=[])
     parser.add_argument("--expect", action="append", default=[])
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--monitor", action="store_true")
     parser.add_argument("--rcvhwm", type=int)
     parser.add_argument("--rcvbuf", type=int)
     parser.add_argument("--sndhwm", type=int)

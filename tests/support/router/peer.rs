@@ -51,6 +51,23 @@ pub struct PullOptions {
     pub rcvhwm: Option<u32>,
     /// `ZMQ_RCVBUF` (the kernel receive buffer), bytes.
     pub rcvbuf: Option<u32>,
+    /// Report `disconnected` once the connection ends, after every message
+    /// it carried.
+    pub monitor: bool,
+}
+
+impl PullOptions {
+    /// A worker that connects and reads nothing until [`Peer::go`], with
+    /// the smallest buffers libzmq and the kernel allow: it stalls a
+    /// `zmq-push` output after a few messages.
+    pub fn stalled() -> Self {
+        Self {
+            hold: true,
+            rcvhwm: Some(1),
+            rcvbuf: Some(4096),
+            monitor: false,
+        }
+    }
 }
 
 /// Options of a PUSH producer.
@@ -178,6 +195,9 @@ impl Peer {
         let mut args = vec!["pull".into(), endpoint.into()];
         if options.hold {
             args.push("--hold".into());
+        }
+        if options.monitor {
+            args.push("--monitor".into());
         }
         if let Some(n) = options.rcvhwm {
             args.extend(["--rcvhwm".into(), n.to_string()]);
