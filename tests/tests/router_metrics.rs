@@ -1,0 +1,132 @@
+//! The real router's admin endpoints after traffic on every input and
+//! output kind: `promtool check metrics` accepts `/metrics`, and `/health`,
+//! `/ready`, `/v1/status` and `/v1/routes` answer.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::json;
+use switchyard_tests::router::http::get;
+use switchyard_tests::router::peer::{Peer, PullOptions, PushOptions};
+use switchyard_tests::router::{DEADLINE, Router};
+
+const EVERY_KIND: &str = r#"
+[router]
+name = "metrics-e2e"
+admin = "127.0.0.1:0"
+
+[[input]]
+name = "devices"
+kind = "zmq-sub"
+bind = "tcp://127.0.0.1:0"
+
+[[input]]
+name = "producers"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:0"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+
+[[output]]
+name = "dash"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:0"
+
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "50ms"
+
+[[route]]
+name = "telemetry"
+match = "sensors.>"
+to = ["dash"]
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["workers"]
+queue = { capacity = 100, when_full = "block", block_timeout = "100ms" }
+"#;
+
+#[test]
+fn promtool_accepts_metrics_after_traffic() -> Result<()> {
+    let router = Router::start(EVERY_KIND)?;
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
+    let mut sub = Peer::sub(&router.output_endpoint("dash")?, &["sensors."])?;
+
+    let mut api = router.http("api")?;
+    for topic in ["sensors.a", "jobs.a", "unrouted.a"] {
+        let resp = api.post(&format!("/v1/publish/{topic}"), &[("X-Attr-site", "1")], b"x")?;
+        ensure!(resp.status == 202, "{}", resp.text());
+    }
+    // A refused request, so a rejection series moves too.
+    let resp = api.post_json("/v1/publish", &json!({"topic": "bad..topic"}))?;
+    ensure!(resp.status == 400, "{}", resp.text());
+    let mut producer = Peer::push(&router.input_endpoint("producers")?, PushOptions::default())?;
+    producer.send(&[&["jobs.b", "y"]])?;
+    let mut publisher = Peer::xpub(&router.input_endpoint("devices")?, &["sensors.", "jobs."])?;
+    publisher.send(&[&["sensors.b", "z"]])?;
+    worker.recv_n(2, DEADLINE)?;
+    router.wait_scrape("traffic counted", "switchyard_", DEADLINE, |s| {
+        s.route("jobs").delivered == 2 && s.route("telemetry").offered == 2
+    })?;
+    let _ = sub.drain();
+
+    let text = router.metrics_text()?;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run promtool (expected at /usr/bin/promtool)")?;
+    promtool
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n---- /metrics ----\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Families PRODUCT.md names, present with their labels.
+    for needle in [
+        "switchyard_input_messages_total{input=\"api\"}",
+        "switchyard_input_rejected_total{input=\"api\",reason=\"bad_topic\"} 1",
+        "switchyard_route_queue_capacity{route=\"jobs\"} 100",
+        "switchyard_route_latency_seconds_bucket{route=\"jobs\",le=",
+        "switchyard_output_messages_total{output=\"workers\"} 2",
+        "switchyard_pipeline_unrouted_total 1",
+        "switchyard_zmtp_peers{socket=\"workers\"} 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+
+    for path in ["/health", "/ready"] {
+        let resp = get(router.admin(), path)?;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+    }
+    let status = get(router.admin(), "/v1/status")?.json()?;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let names: Vec<&str> = status["routes"]
+        .as_array()
+        .context("routes")?
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(names, ["telemetry", "jobs"]);
+    let routes = get(router.admin(), "/v1/routes")?;
+    assert_eq!(routes.status, 200);
+    assert!(routes.text().contains("sensors.>"), "{}", routes.text());
+    Ok(())
+}
