@@ -95,7 +95,11 @@ fn validate_lists_five_mistakes_with_their_lines_and_fails() {
         ("sensors.>.temp", "`>`"),
         ("dashbord", "is not defined"),
     ];
-    assert_eq!(problems.len(), want.len(), "one line per problem:\n{stderr}");
+    assert_eq!(
+        problems.len(),
+        want.len(),
+        "one line per problem:\n{stderr}"
+    );
     for (needle, reason) in want {
         let prefix = format!("{file}:{}:", line_of(FIVE_MISTAKES, needle));
         assert!(
@@ -154,7 +158,11 @@ fn every_shipped_config_validates() {
             path.display(),
             text(&out.stderr)
         );
-        assert!(text(&out.stdout).contains(": ok ("), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(": ok ("),
+            "{}",
+            text(&out.stdout)
+        );
     }
 }
 

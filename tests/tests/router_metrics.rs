@@ -63,7 +63,11 @@ fn promtool_accepts_metrics_after_traffic() -> Result<()> {
 
     let mut api = router.http("api")?;
     for topic in ["sensors.a", "jobs.a", "unrouted.a"] {
-        let resp = api.post(&format!("/v1/publish/{topic}"), &[("X-Attr-site", "1")], b"x")?;
+        let resp = api.post(
+            &format!("/v1/publish/{topic}"),
+            &[("X-Attr-site", "1")],
+            b"x",
+        )?;
         ensure!(resp.status == 202, "{}", resp.text());
     }
     // A refused request, so a rejection series moves too.

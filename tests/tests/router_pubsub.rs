@@ -28,9 +28,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 /// offered): each subscriber's queue is FIFO, so the marker comes after
 /// everything handed to the output before it.
 fn until_end(router: &Router, sub: &mut Peer) -> Result<Vec<Msg>> {
-    let resp = router
-        .http("api")?
-        .post("/v1/publish/probe", &[], b"end")?;
+    let resp = router.http("api")?.post("/v1/publish/probe", &[], b"end")?;
     ensure!(resp.status == 202, "end marker: {}", resp.text());
     sub.recv_until(DEADLINE, |m| m.topic() == "probe" && m.payload() == "end")
 }
@@ -132,7 +130,11 @@ fn pub_to_sub_with_patterns_and_subscriber_prefixes() -> Result<()> {
     assert_eq!(s.count("switchyard_pipeline_unrouted_total", &[]), 3);
     for (route, n) in [("sensors", 8), ("abc", 3), ("literal", 2)] {
         let r = s.route(route);
-        assert_eq!((r.offered, r.delivered, r.dropped, r.depth), (n, n, 0, 0), "{route}");
+        assert_eq!(
+            (r.offered, r.delivered, r.dropped, r.depth),
+            (n, n, 0, 0),
+            "{route}"
+        );
     }
     let r = s.route("probe");
     assert_eq!(r.offered, probes);

@@ -65,10 +65,7 @@ queue = {{ capacity = {CAPACITY}, when_full = "{when_full}"{block_timeout} }}
 /// A PULL worker that connects and reads nothing until told to, with the
 /// smallest buffers libzmq and the kernel allow.
 fn stalled_worker(router: &Router) -> Result<Peer> {
-    let worker = Peer::pull(
-        &router.output_endpoint("workers")?,
-        PullOptions::stalled(),
-    )?;
+    let worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     Ok(worker)
 }
@@ -170,7 +167,10 @@ fn drop_policy(when_full: &str) -> Result<Outcome> {
     );
     assert!(stalled.queue_full > 0, "the queue filled: {stalled:?}");
     assert_eq!(stalled.dropped, stalled.queue_full, "{stalled:?}");
-    assert_eq!(stalled.depth, CAPACITY, "a stalled route's queue is full: {stalled:?}");
+    assert_eq!(
+        stalled.depth, CAPACITY,
+        "a stalled route's queue is full: {stalled:?}"
+    );
     assert!(stalled.backpressure_events > 0, "{stalled:?}");
 
     let mut api = router.http("api")?;
@@ -179,7 +179,10 @@ fn drop_policy(when_full: &str) -> Result<Outcome> {
     let end = assert_conserved(&s);
     assert_eq!(end.offered, N + 1, "the marker too");
     assert_eq!(end.depth, 0);
-    assert_eq!(end.queue_full, stalled.queue_full, "no drop after the stall");
+    assert_eq!(
+        end.queue_full, stalled.queue_full,
+        "no drop after the stall"
+    );
     assert_eq!(
         got.len() as u64 + 1,
         end.delivered,
@@ -248,7 +251,12 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
             s => bail!("unexpected {s}: {}", resp.text()),
         }
     };
-    assert_eq!(held.error_code().as_deref(), Some("BACKPRESSURE"), "{}", held.text());
+    assert_eq!(
+        held.error_code().as_deref(),
+        Some("BACKPRESSURE"),
+        "{}",
+        held.text()
+    );
     assert!(held.header("retry-after").is_some(), "{:?}", held.headers);
     // Still held back: the next try is refused whole.
     let resp = api.post_json("/v1/publish", &batch(next, next + 10, SIZE))?;
@@ -292,7 +300,11 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
     assert_eq!(accepted.len() as u64, N, "one id per message, all distinct");
     let got = drain_worker(&router, &mut worker, &mut api)?;
     let seqs: Vec<u64> = got.iter().map(|m| m.seq().expect("generated")).collect();
-    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "everything, once, in order");
+    assert_eq!(
+        seqs,
+        (0..N).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
     let end = assert_conserved(&router.scrape()?);
     assert_eq!((end.offered, end.delivered, end.dropped), (N + 1, N + 1, 0));
     Ok(())
@@ -318,15 +330,23 @@ fn block_holds_a_zmq_producer_back_with_bounded_memory() -> Result<()> {
     // libzmq cannot hand a message to the router for a while: the router
     // stopped reading.
     producer.wait_event("held_back", DEADLINE)?;
-    ensure!(!producer.has_event("sent"), "the producer was never held back");
+    ensure!(
+        !producer.has_event("sent"),
+        "the producer was never held back"
+    );
 
     let mut last = None;
-    let s = router.wait_scrape("route jobs full and still", "switchyard_route", DEADLINE, |s| {
-        let now = s.route("jobs");
-        let same = last == Some(now);
-        last = Some(now);
-        same && now.depth == CAPACITY
-    })?;
+    let s = router.wait_scrape(
+        "route jobs full and still",
+        "switchyard_route",
+        DEADLINE,
+        |s| {
+            let now = s.route("jobs");
+            let same = last == Some(now);
+            last = Some(now);
+            same && now.depth == CAPACITY
+        },
+    )?;
     let stalled = assert_conserved(&s);
     assert_eq!(stalled.dropped, 0, "block never drops: {stalled:?}");
     assert!(stalled.offered < N, "{stalled:?}");
@@ -353,7 +373,11 @@ fn block_holds_a_zmq_producer_back_with_bounded_memory() -> Result<()> {
     let got = drain_worker(&router, &mut worker, &mut api)?;
     let seqs: Vec<u64> = got.iter().map(|m| m.seq().expect("generated")).collect();
     assert_eq!(seqs.len() as u64, N);
-    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "everything, once, in order");
+    assert_eq!(
+        seqs,
+        (0..N).collect::<Vec<_>>(),
+        "everything, once, in order"
+    );
     let s = router.scrape()?;
     let end = assert_conserved(&s);
     assert_eq!((end.offered, end.delivered, end.dropped), (N + 1, N + 1, 0));

@@ -19,10 +19,7 @@ fn until_end(router: &Router, topic: &str, sub: &mut Peer) -> Result<Vec<Msg>> {
         .post(&format!("/v1/publish/{topic}"), &[], b"end")?;
     ensure!(resp.status == 202, "end marker: {}", resp.text());
     let got = sub.recv_until(DEADLINE, |m| m.topic() == topic && m.payload() == "end")?;
-    Ok(got
-        .into_iter()
-        .filter(|m| m.topic() != topic)
-        .collect())
+    Ok(got.into_iter().filter(|m| m.topic() != topic).collect())
 }
 
 const PUSH_PULL: &str = r#"
@@ -110,9 +107,16 @@ fn push_to_pull_workers_exactly_once_with_load_spread() -> Result<()> {
     assert_eq!(seen, (0..N).collect::<BTreeSet<_>>());
     // Spread: each worker took a share, and each one's share is in order.
     for (i, g) in got.iter().enumerate() {
-        assert!(!g.is_empty(), "worker {i} got nothing: {:?}", got.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            !g.is_empty(),
+            "worker {i} got nothing: {:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         let seqs: Vec<u64> = g.iter().filter_map(Msg::seq).collect();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "worker {i} out of order");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "worker {i} out of order"
+        );
     }
     for w in &mut workers {
         assert!(w.drain().is_empty(), "no message arrives twice");
@@ -169,11 +173,18 @@ fn a_route_without_subscribers_counts_its_messages_dropped() -> Result<()> {
     })?;
     for route in ["orphan-pub", "orphan-push"] {
         let r = s.route(route);
-        assert_eq!((r.offered, r.delivered, r.dropped, r.depth), (7, 0, 7, 0), "{route}");
+        assert_eq!(
+            (r.offered, r.delivered, r.dropped, r.depth),
+            (7, 0, 7, 0),
+            "{route}"
+        );
         assert_eq!(r.dropped_outcome, 7);
         assert!(r.conserved());
     }
-    assert_eq!(s.count("switchyard_input_messages_total", &[("input", "api")]), 14);
+    assert_eq!(
+        s.count("switchyard_input_messages_total", &[("input", "api")]),
+        14
+    );
     for output in ["lonely-pub", "lonely-push"] {
         assert_eq!(
             s.count("switchyard_output_messages_total", &[("output", output)]),
@@ -251,15 +262,13 @@ to = ["o1", "o2", "o3"]
 #[test]
 fn one_message_matching_three_routes_goes_to_each() -> Result<()> {
     let router = Router::start(THREE_ROUTES)?;
-    let mut subs = vec![
+    let mut subs = [
         Peer::sub(&router.output_endpoint("o1")?, &["", "probe"])?,
         Peer::sub(&router.output_endpoint("o2")?, &["", "probe"])?,
         Peer::sub(&router.output_endpoint("o3")?, &["", "probe"])?,
     ];
     let probes = {
-        let [a, b, c] = &mut subs[..] else {
-            bail!("three subscribers")
-        };
+        let [a, b, c] = &mut subs;
         router.sync_subscribers("api", "probe", &mut [a, b, c])?
     };
     let mut api = router.http("api")?;
@@ -275,14 +284,29 @@ fn one_message_matching_three_routes_goes_to_each() -> Result<()> {
     })?;
     for route in ["all-plant", "temps", "line1", "dup-any", "dup-one", "dup-a"] {
         let r = s.route(route);
-        assert_eq!((r.offered, r.delivered, r.dropped, r.depth), (1, 1, 0, 0), "{route}");
+        assert_eq!(
+            (r.offered, r.delivered, r.dropped, r.depth),
+            (1, 1, 0, 0),
+            "{route}"
+        );
     }
-    assert_eq!(s.count("switchyard_input_messages_total", &[("input", "api")]), 2 + probes);
+    assert_eq!(
+        s.count("switchyard_input_messages_total", &[("input", "api")]),
+        2 + probes
+    );
     assert_eq!(s.count("switchyard_pipeline_unrouted_total", &[]), 0);
-    assert_eq!(s.count("switchyard_output_messages_total", &[("output", "o1")]) , 4 + probes);
+    assert_eq!(
+        s.count("switchyard_output_messages_total", &[("output", "o1")]),
+        4 + probes
+    );
 
     let want = [
-        vec![("plant.line1.temp", "7"), ("dup.a", "7"), ("dup.a", "7"), ("dup.a", "7")],
+        vec![
+            ("plant.line1.temp", "7"),
+            ("dup.a", "7"),
+            ("dup.a", "7"),
+            ("dup.a", "7"),
+        ],
         vec![("plant.line1.temp", "7")],
         vec![("plant.line1.temp", "7")],
     ];
@@ -348,7 +372,10 @@ fn attribute_conditions_select_messages() -> Result<()> {
         (vec![("X-Attr-site", "42")], "http-yes"),
         (vec![("X-Attr-site", "43")], "http-no-other-site"),
         (vec![], "http-no-attrs"),
-        (vec![("X-Attr-site", "42"), ("X-Attr-role", "x")], "http-yes-extra"),
+        (
+            vec![("X-Attr-site", "42"), ("X-Attr-role", "x")],
+            "http-yes-extra",
+        ),
     ];
     for (headers, payload) in &raw {
         let resp = api.post("/v1/publish/sensors.t", headers, payload.as_bytes())?;
@@ -372,13 +399,24 @@ fn attribute_conditions_select_messages() -> Result<()> {
         &["sensors.t", r#"{"site":"42"}"#, "zmq-yes"],
         &["sensors.t", r#"{"site":"7"}"#, "zmq-no"],
         &["sensors.t", "{}", "zmq-no-attrs"],
-        &["plant.l3.alarm", r#"{"site":"42","line":"3"}"#, "zmq-alarm-yes"],
-        &["plant.l3.alarm", r#"{"site":"42","line":"4"}"#, "zmq-alarm-no"],
+        &[
+            "plant.l3.alarm",
+            r#"{"site":"42","line":"3"}"#,
+            "zmq-alarm-yes",
+        ],
+        &[
+            "plant.l3.alarm",
+            r#"{"site":"42","line":"4"}"#,
+            "zmq-alarm-no",
+        ],
         &["plant.l3.alarm", r#"{"line":"3"}"#, "zmq-alarm-no-site"],
     ])?;
 
     let s = router.wait_scrape("every message counted", "switchyard_", DEADLINE, |s| {
-        s.count("switchyard_input_messages_total", &[("input", "controllers")]) == 6
+        s.count(
+            "switchyard_input_messages_total",
+            &[("input", "controllers")],
+        ) == 6
             && s.route("site42").delivered == 4
             && s.route("line3-site42").delivered == 1
     })?;
@@ -390,7 +428,11 @@ fn attribute_conditions_select_messages() -> Result<()> {
     assert_eq!(s.count("switchyard_pipeline_unrouted_total", &[]), 7);
     for (route, n) in [("site42", 4), ("line3-site42", 1)] {
         let r = s.route(route);
-        assert_eq!((r.offered, r.delivered, r.dropped, r.depth), (n, n, 0, 0), "{route}");
+        assert_eq!(
+            (r.offered, r.delivered, r.dropped, r.depth),
+            (n, n, 0, 0),
+            "{route}"
+        );
     }
 
     let got = until_end(&router, "probe", &mut sub)?;
@@ -398,7 +440,13 @@ fn attribute_conditions_select_messages() -> Result<()> {
     payloads.sort_unstable();
     assert_eq!(
         payloads,
-        ["http-yes", "http-yes-extra", "json-yes", "zmq-alarm-yes", "zmq-yes"]
+        [
+            "http-yes",
+            "http-yes-extra",
+            "json-yes",
+            "zmq-alarm-yes",
+            "zmq-yes"
+        ]
     );
     // The output's envelope carries the attributes on.
     for m in &got {
@@ -442,7 +490,11 @@ fn env_substitution_in_route_names_patterns_and_values() -> Result<()> {
         ("site43.temp", "42"),
         ("site.temp", "42"),
     ] {
-        let resp = api.post(&format!("/v1/publish/{topic}"), &[("X-Attr-site", site)], b"x")?;
+        let resp = api.post(
+            &format!("/v1/publish/{topic}"),
+            &[("X-Attr-site", site)],
+            b"x",
+        )?;
         assert_eq!(resp.status, 202, "{}", resp.text());
     }
     let s = router.wait_scrape("4 messages counted", "switchyard_", DEADLINE, |s| {

@@ -189,10 +189,7 @@ fn sigterm_mid_stream_delivers_or_counts_every_accepted_message() -> Result<()> 
 fn sigint_with_a_stalled_worker_counts_what_the_grace_period_cut_off() -> Result<()> {
     const N: u64 = 300;
     let mut router = Router::start(&config("1s"))?;
-    let _worker = Peer::pull(
-        &router.output_endpoint("workers")?,
-        PullOptions::stalled(),
-    )?;
+    let _worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     let mut api = router.http("api")?;
     let mut ids = BTreeSet::new();
@@ -203,10 +200,15 @@ fn sigint_with_a_stalled_worker_counts_what_the_grace_period_cut_off() -> Result
     }
     assert_eq!(ids.len() as u64, N);
     // The worker reads nothing: messages stay queued.
-    let s = router.wait_scrape("messages held in the queue", "switchyard_route", DEADLINE, |s| {
-        let r = s.route("jobs");
-        r.offered == N && r.depth > 0 && r.conserved()
-    })?;
+    let s = router.wait_scrape(
+        "messages held in the queue",
+        "switchyard_route",
+        DEADLINE,
+        |s| {
+            let r = s.route("jobs");
+            r.offered == N && r.depth > 0 && r.conserved()
+        },
+    )?;
     let before = s.route("jobs");
     router.signal("INT")?;
     let status = router.wait_exit(DEADLINE)?;
@@ -214,7 +216,10 @@ fn sigint_with_a_stalled_worker_counts_what_the_grace_period_cut_off() -> Result
     let (offered, delivered, dropped, left) = route_report(&router, "jobs")?;
     assert_eq!(offered, N);
     assert!(left > 0, "the grace period ended with messages queued");
-    assert_eq!(dropped, left, "what was left is counted as dropped (shutdown)");
+    assert_eq!(
+        dropped, left,
+        "what was left is counted as dropped (shutdown)"
+    );
     assert_eq!(offered, delivered + dropped);
     assert!(delivered >= before.delivered);
     Ok(())
@@ -225,19 +230,19 @@ fn a_second_signal_exits_at_once() -> Result<()> {
     // A grace period longer than the test's deadline: only the second
     // signal can end the process in time.
     let mut router = Router::start(&config("10m"))?;
-    let _worker = Peer::pull(
-        &router.output_endpoint("workers")?,
-        PullOptions::stalled(),
-    )?;
+    let _worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     let mut api = router.http("api")?;
     for start in (0..200).step_by(50) {
         let resp = api.post_json("/v1/publish", &batch(start, start + 50, 32 * 1024))?;
         ensure!(resp.status == 202, "{}", resp.text());
     }
-    router.wait_scrape("messages held in the queue", "switchyard_route", DEADLINE, |s| {
-        s.route("jobs").depth > 0
-    })?;
+    router.wait_scrape(
+        "messages held in the queue",
+        "switchyard_route",
+        DEADLINE,
+        |s| s.route("jobs").depth > 0,
+    )?;
     router.signal("TERM")?;
     router.wait_log("the shutdown to start", DEADLINE, |l| {
         message(l).is_some_and(|m| m.starts_with("shutdown requested"))

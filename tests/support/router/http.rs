@@ -271,7 +271,8 @@ fn read_chunked(conn: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
         let mut size = String::new();
         conn.read_line(&mut size).context("chunk size")?;
         let size = size.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size, 16).with_context(|| format!("chunk size {size:?}"))?;
+        let size =
+            usize::from_str_radix(size, 16).with_context(|| format!("chunk size {size:?}"))?;
         if size == 0 {
             // Trailers, then the final blank line.
             loop {

@@ -87,11 +87,8 @@ impl Scrape {
             .iter()
             .filter(|s| s.name.contains(focus))
             .map(|s| {
-                let labels: Vec<String> = s
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v:?}"))
-                    .collect();
+                let labels: Vec<String> =
+                    s.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
                 format!("{}{{{}}} {}\n", s.name, labels.join(","), s.value)
             })
             .collect()
@@ -226,7 +223,10 @@ mod tests {
         let text = "# HELP x y\n# TYPE a counter\na_total 3\nb{route=\"r\",reason=\"q\\\"x\"} 4.5\nc_bucket{le=\"+Inf\"} 7\n";
         let s = Scrape::parse(text).expect("parses");
         assert_eq!(s.value("a_total", &[]), Some(3.0));
-        assert_eq!(s.value("b", &[("reason", "q\"x"), ("route", "r")]), Some(4.5));
+        assert_eq!(
+            s.value("b", &[("reason", "q\"x"), ("route", "r")]),
+            Some(4.5)
+        );
         assert_eq!(s.value("b", &[("route", "r")]), None);
         assert_eq!(s.sum("b", &[("route", "r")]), 4.5);
         assert_eq!(s.value("c_bucket", &[("le", "+Inf")]), Some(7.0));

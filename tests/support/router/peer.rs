@@ -121,7 +121,10 @@ impl Peer {
             std::thread::spawn(move || {
                 let mut text = String::new();
                 let _ = err.read_to_string(&mut text);
-                stderr.lock().unwrap_or_else(|p| p.into_inner()).push_str(&text);
+                stderr
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&text);
             });
         }
         let (msg_tx, msgs) = channel();
@@ -281,7 +284,8 @@ impl Peer {
         size: usize,
         attrs: Option<&str>,
     ) -> Result<()> {
-        let mut gen_cmd = serde_json::json!({"topic": topic, "start": start, "count": count, "size": size});
+        let mut gen_cmd =
+            serde_json::json!({"topic": topic, "start": start, "count": count, "size": size});
         if let Some(a) = attrs {
             gen_cmd["attrs"] = Value::from(a);
         }
@@ -350,7 +354,11 @@ impl Peer {
     ///
     /// # Errors
     /// When no such message arrives in time.
-    pub fn recv_until(&mut self, timeout: Duration, mut stop: impl FnMut(&Msg) -> bool) -> Result<Vec<Msg>> {
+    pub fn recv_until(
+        &mut self,
+        timeout: Duration,
+        mut stop: impl FnMut(&Msg) -> bool,
+    ) -> Result<Vec<Msg>> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
         loop {
@@ -385,7 +393,11 @@ impl Peer {
 
     fn failure(&mut self, what: &str) -> anyhow::Error {
         let status = self.child.try_wait().ok().flatten();
-        let stderr = self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stderr = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         anyhow!(
             "{} peer: no {what}; exit status {status:?}; stderr:\n{stderr}",
             self.role
@@ -399,7 +411,9 @@ impl Peer {
     pub fn close(mut self) -> Result<()> {
         self.stdin = None;
         let child = &mut self.child;
-        super::until("the peer to exit", DEADLINE, || child.try_wait().ok().flatten())?;
+        super::until("the peer to exit", DEADLINE, || {
+            child.try_wait().ok().flatten()
+        })?;
         Ok(())
     }
 }
