@@ -3,7 +3,7 @@
 //! subscribers' own prefix filters; HTTP publish → router → SUB, single and
 //! batched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, ensure};
 use serde_json::json;
@@ -92,6 +92,18 @@ fn pub_to_sub_with_patterns_and_subscriber_prefixes() -> Result<()> {
         &router.input_endpoint("devices")?,
         &["sensors.", "a.", "plant.line1.alarm", "probe"],
     )?;
+    let subscribed: BTreeSet<String> = publisher
+        .take_events("subscribed")
+        .iter()
+        .filter_map(|e| e["prefix"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        subscribed,
+        ["a.", "plant.line1.alarm", "probe", "sensors."]
+            .map(String::from)
+            .into(),
+        "upstream subscriptions are the routes' literal prefixes"
+    );
     let mut sent = Vec::new();
     let mut add = |topic: &str, n: usize| {
         for i in 0..n {

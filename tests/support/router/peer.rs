@@ -317,6 +317,18 @@ impl Peer {
         }
     }
 
+    /// Takes every event called `name` that has arrived so far (does not
+    /// wait).
+    pub fn take_events(&mut self, name: &str) -> Vec<Value> {
+        while let Ok(v) = self.events.try_recv() {
+            self.pending.push_back(v);
+        }
+        let (taken, kept): (Vec<Value>, Vec<Value>) =
+            self.pending.drain(..).partition(|v| v["event"] == name);
+        self.pending = kept.into();
+        taken
+    }
+
     /// Whether an event called `name` has arrived (does not wait).
     pub fn has_event(&mut self, name: &str) -> bool {
         while let Ok(v) = self.events.try_recv() {
