@@ -84,19 +84,20 @@ fn batch(start: u64, end: u64, size: usize) -> serde_json::Value {
     json!({ "messages": messages })
 }
 
-/// Waits until the route's counts stop moving (two scrapes in a row
-/// agree) with `offered == want_offered`; returns that scrape.
+/// Waits until the route is stalled: its queue full, its counts still
+/// (two scrapes in a row agree), `want_offered` offered; returns that
+/// scrape.
 fn settled(router: &Router, want_offered: u64) -> Result<Scrape> {
     let mut last: Option<RouteCounts> = None;
     router.wait_scrape(
-        &format!("route jobs settled with {want_offered} offered"),
+        &format!("route jobs stalled with {want_offered} offered"),
         "switchyard_route",
         DEADLINE,
         |s| {
             let now = s.route("jobs");
             let same = last == Some(now);
             last = Some(now);
-            same && now.offered == want_offered
+            same && now.offered == want_offered && now.depth == CAPACITY
         },
     )
 }
