@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
 use super::DEADLINE;
@@ -436,23 +436,4 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Fails unless `msgs` carry exactly the sequence numbers `want`, in order.
-///
-/// # Errors
-/// Naming the first difference.
-pub fn expect_seqs(msgs: &[Msg], want: impl IntoIterator<Item = u64>) -> Result<()> {
-    let got: Vec<Option<u64>> = msgs.iter().map(Msg::seq).collect();
-    let want: Vec<Option<u64>> = want.into_iter().map(Some).collect();
-    if got != want {
-        let at = got.iter().zip(&want).position(|(a, b)| a != b);
-        bail!(
-            "sequence differs (got {} messages, want {}; first difference at {at:?}): got {:?}...",
-            got.len(),
-            want.len(),
-            &got[..got.len().min(20)]
-        );
-    }
-    Ok(())
 }
