@@ -402,7 +402,8 @@ def markdown(results: list[dict], cases: list[Case], impls: list[str], info: dic
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB, "
         f"Linux {info['kernel']}, libzmq {info['libzmq']}, {info['rustc']}. "
-        f"Load average at start {' '.join(info['loadavg'])}; {info['date']}.",
+        f"Load average at start {' '.join(info['loadavg'])}, at end "
+        f"{' '.join(info.get('loadavg_end', ['?']))}; started {info['date']}.",
         f"Settings: HWM {args.hwm} msgs, SNDBUF {args.sndbuf}, RCVBUF {args.rcvbuf} "
         f"(-1 = OS default), {args.reps} runs, trial = max({args.min_count}, rate x "
         f"{args.duration}s) messages, tolerance {args.tolerance:.0%}, slack {args.slack:.0%}.",
