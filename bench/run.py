@@ -128,6 +128,13 @@ IMPLS = {
         build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
     ),
+    # Idle suite only: the router on the shipped default config (issue 3's memory goal).
+    "router-default": Impl(
+        "router-default",
+        "{root}/target/release/switchyard run --config {root}/config/switchyard.toml",
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
 }
 
 SUITES = {
@@ -538,7 +545,7 @@ def main(argv: list[str]) -> int:
     suite = "layer" if args.suite == "idle" else args.suite
     cases, default_impls = SUITES[suite]
     if args.suite == "idle" and args.impl is None:
-        default_impls = ["libzmq", "switchyard", "zmq_proxy", "router"]
+        default_impls = ["libzmq", "switchyard", "zmq_proxy", "router", "router-default"]
     names = args.impl or default_impls
     if len(names) == 1 and args.impl is not None and args.forwarder and args.suite != "idle":
         # A single custom forwarder is compared against the suite's reference.

@@ -123,10 +123,19 @@ macro_rules! attach {
                 let addr = $sock.bind(ep).await.with_context(|| format!("bind {ep}"))?;
                 eprintln!("zmtp-forward: bound {addr}");
             } else {
-                $sock.connect(ep).await.with_context(|| format!("connect {ep}"))?;
+                $sock.connect(ep).with_context(|| format!("connect {ep}"))?;
             }
         }
     }};
+}
+
+/// What one forwarder run did, printed on exit.
+#[derive(Debug, Default)]
+struct Stats {
+    batches: u64,
+    messages: u64,
+    /// PUB only: per-subscriber drops reported by [`PubSocket::send`].
+    dropped: u64,
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -134,66 +143,72 @@ async fn run(args: Args) -> Result<()> {
     let metrics = Metrics::new(&registry);
     let opts = options(args.hwm);
     let batch = args.batch.max(1);
-    let forwarded = match args.mode {
+    let mut stats = Stats::default();
+    match args.mode {
         Mode::PullPush => {
-            let input = PullSocket::new("in", opts.clone(), &metrics);
+            let mut input = PullSocket::new("in", opts.clone(), &metrics);
             let output = PushSocket::new("out", opts, &metrics);
             attach!(input, &args.input);
             attach!(output, &args.output);
-            let forwarded = tokio::select! {
-                r = pull_push(&input, &output, batch) => r?,
-                () = shutdown_signal() => 0,
+            let result = tokio::select! {
+                r = pull_push(&mut input, &output, batch, &mut stats) => r,
+                () = shutdown_signal() => Ok(()),
             };
             input.close().await;
             output.close().await;
-            forwarded
+            result?;
         }
         Mode::SubPub => {
-            let input = SubSocket::new("in", opts.clone(), &metrics);
+            let mut input = SubSocket::new("in", opts.clone(), &metrics);
             let output = PubSocket::new("out", opts, &metrics);
             input.subscribe(Bytes::new());
             attach!(input, &args.input);
             attach!(output, &args.output);
-            let forwarded = tokio::select! {
-                r = sub_pub(&input, &output, batch) => r,
-                () = shutdown_signal() => 0,
-            };
+            tokio::select! {
+                () = sub_pub(&mut input, &output, batch, &mut stats) => {}
+                () = shutdown_signal() => {}
+            }
             input.close().await;
             output.close().await;
-            forwarded
         }
-    };
-    eprintln!("zmtp-forward: stopped after {forwarded} batches; metrics:");
+    }
+    eprintln!("zmtp-forward: stopped: {stats:?}");
     eprint!("{}", registry.encode());
     Ok(())
 }
 
-/// PULL → PUSH until the input closes. Returns the number of batches.
-async fn pull_push(input: &PullSocket, output: &PushSocket, batch: usize) -> Result<u64> {
+/// PULL → PUSH until the input closes.
+async fn pull_push(
+    input: &mut PullSocket,
+    output: &PushSocket,
+    batch: usize,
+    stats: &mut Stats,
+) -> Result<()> {
     let mut buf = Vec::with_capacity(batch);
-    let mut batches = 0;
     loop {
         if input.recv_many(&mut buf, batch).await == 0 {
-            return Ok(batches);
+            return Ok(());
         }
-        batches += 1;
+        stats.batches += 1;
         for msg in buf.drain(..) {
             output.send(msg.frames).await.context("push send")?;
+            stats.messages += 1;
         }
     }
 }
 
-/// SUB → PUB until the input closes. Returns the number of batches.
-async fn sub_pub(input: &SubSocket, output: &PubSocket, batch: usize) -> u64 {
+/// SUB → PUB until the input closes.
+async fn sub_pub(input: &mut SubSocket, output: &PubSocket, batch: usize, stats: &mut Stats) {
     let mut buf = Vec::with_capacity(batch);
-    let mut batches = 0;
     loop {
         if input.recv_many(&mut buf, batch).await == 0 {
-            return batches;
+            return;
         }
-        batches += 1;
+        stats.batches += 1;
         for msg in buf.drain(..) {
-            output.send(msg.frames);
+            let fanout = output.send(msg.frames);
+            stats.messages += 1;
+            stats.dropped += fanout.dropped as u64;
         }
     }
 }
