@@ -1,1 +1,350 @@
-//! (being written)
+//! One ZMTP connection's life: handshake under a deadline, then a reader and
+//! a writer, then detaching from the role. Shared by every role through the
+//! [`Role`] hooks; [`SocketCore`] holds what a socket's connections share.
+//!
+//! - **Handshake**: our greeting is sent at once; the peer has
+//!   [`Options::handshake_timeout`] to complete greeting + READY. Failures are
+//!   counted in `handshake_failures_total{reason}` (the codec's reason, or
+//!   `timeout`); a silent connection costs one task and a 64-byte buffer
+//!   until then.
+//! - **Reader**: reads into one `BytesMut` in bounded chunks (the size it
+//!   reserves is capped by the configured limits, never by what the peer
+//!   declares), decodes with the sans-IO [`Decoder`](super::frame::Decoder),
+//!   and hands decoded messages to the role in batches. A role that cannot
+//!   take more (full inbound channel) makes the reader wait, so the kernel's
+//!   TCP window pushes back on that peer. A protocol violation closes this
+//!   connection only (`protocol_errors_total{reason}`).
+//! - **Writer**: drains the peer's queue in batches into one buffer (large
+//!   bodies are written vectored, without copying) and writes each batch
+//!   with as few syscalls as the kernel allows; PONGs, PINGs and SUB
+//!   subscriptions go through the same writer.
+//! - **Heartbeats** (ZMTP 3.1 peers only, when the interval is non-zero):
+//!   PING every interval; a peer from which nothing arrived for
+//!   `heartbeat_timeout` is dropped. 3.0 peers cannot answer PING and are
+//!   never timed out this way.
+
+mod io;
+mod queue;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::command::Command;
+use super::frame::Multipart;
+use super::handshake::{Handshake, HandshakeConfig, HandshakeError, PeerInfo};
+use super::metrics::SocketMetrics;
+use super::options::Options;
+use super::socket_type::SocketType;
+use super::subscriptions::SubscriptionSet;
+
+pub(crate) use queue::{PushError, QueueRx, QueueTx, Room, message_size, peer_queue};
+
+/// Identifies one connection of a socket: unique within the socket, never
+/// reused while the socket lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(u64);
+
+impl PeerId {
+    /// The number inside (for logs).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer#{}", self.0)
+    }
+}
+
+/// One message received from a peer.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The connection it came from (ROUTER: where a reply must go).
+    pub peer: PeerId,
+    /// Its frames (ROUTER: without a routing-id frame; the REQ envelope
+    /// delimiter, if any, is kept).
+    pub frames: Multipart,
+}
+
+/// Errors of sending through a socket.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No peer was connected within the send timeout (PUSH, DEALER).
+    #[error("no peer connected within {0:?}")]
+    NoPeers(std::time::Duration),
+    /// The socket was closed.
+    #[error("the socket is closed")]
+    Closed,
+    /// ROUTER: the peer is not (or no longer) connected.
+    #[error("{0} is not connected")]
+    UnknownPeer(PeerId),
+    /// ROUTER: the peer's queue stayed full for the send timeout.
+    #[error("{peer}'s queue stayed full for {timeout:?}")]
+    PeerFull {
+        /// The peer.
+        peer: PeerId,
+        /// How long the send waited.
+        timeout: std::time::Duration,
+    },
+    /// DEALER: no reply arrived within the request timeout.
+    #[error("no reply within {0:?}")]
+    ReplyTimeout(std::time::Duration),
+    /// DEALER: the service holding the request disconnected before replying.
+    #[error("the peer disconnected before replying")]
+    PeerDisconnected,
+}
+
+/// Why a reader hook wants the connection to stop.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The peer broke the protocol; counted with this reason.
+    Protocol(&'static str),
+    /// The socket is gone (its consumer side was dropped).
+    SocketClosed,
+}
+
+/// What a socket's connections share.
+#[derive(Debug)]
+pub(crate) struct SocketCore {
+    pub(crate) options: Options,
+    pub(crate) socket_type: SocketType,
+    pub(crate) metrics: SocketMetrics,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) room: Room,
+    next_peer: AtomicU64,
+    peers: AtomicUsize,
+}
+
+impl SocketCore {
+    pub(crate) fn new(
+        socket_type: SocketType,
+        options: Options,
+        metrics: SocketMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            options: options.sanitized(),
+            socket_type,
+            metrics,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            room: Room::default(),
+            next_peer: AtomicU64::new(1),
+            peers: AtomicUsize::new(0),
+        })
+    }
+
+    /// Peers past the handshake now.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    /// Cancels every task of the socket and waits for them to end.
+    pub(crate) async fn close(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    fn handshake_config(&self) -> HandshakeConfig {
+        HandshakeConfig {
+            socket_type: self.socket_type,
+            identity: self.options.identity.clone(),
+            mechanism: self.options.mechanism.clone(),
+            limits: self.options.limits.clone(),
+        }
+    }
+}
+
+/// What a role gives a freshly attached connection.
+pub(crate) struct Attached<P> {
+    /// The role's per-connection state, handed back to the hooks.
+    pub(crate) state: P,
+    /// The peer's outbound queue, drained by the writer.
+    pub(crate) queue: Option<QueueRx>,
+    /// SUB: the wanted subscriptions, kept in sync with the peer.
+    pub(crate) subscriptions: Option<Arc<SubscriptionSet>>,
+}
+
+/// Identity of a connection as the role sees it.
+#[derive(Debug)]
+pub(crate) struct PeerLink<'a> {
+    pub(crate) id: PeerId,
+    /// Cancels this connection alone (e.g. a slow subscriber).
+    pub(crate) cancel: CancellationToken,
+    pub(crate) info: &'a PeerInfo,
+}
+
+/// Role-specific behaviour of a connection.
+pub(crate) trait Role: Send + Sync + 'static {
+    /// Per-connection state.
+    type Peer: Send + 'static;
+
+    /// Registers a peer that completed its handshake; `Err(reason)` refuses
+    /// it (counted in `connections_rejected_total{reason}`).
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<Self::Peer>, &'static str>;
+
+    /// Takes a batch of decoded messages (drains `msgs`); may wait, which
+    /// stops this connection's reader (backpressure).
+    fn deliver(
+        &self,
+        peer: &mut Self::Peer,
+        msgs: &mut Vec<Multipart>,
+    ) -> impl Future<Output = Result<(), Stop>> + Send;
+
+    /// SUBSCRIBE / CANCEL commands (the only commands a role sees).
+    fn command(&self, _peer: &mut Self::Peer, _cmd: Command) -> Result<(), Stop> {
+        Ok(())
+    }
+
+    /// The connection ended; `unsent` are messages taken from its queue that
+    /// were not (completely) written.
+    fn detach(self: &Arc<Self>, peer: Self::Peer, unsent: Vec<Multipart>);
+}
+
+/// How a connection ended, for the connect loop's backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The handshake did not complete.
+    HandshakeFailed,
+    /// The peer was attached, then the connection ended.
+    Established,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run<R: Role>(
+    mut stream: TcpStream,
+    core: Arc<SocketCore>,
+    role: Arc<R>,
+) -> Outcome {
+    let _ = stream.set_nodelay(true);
+    let cancel = core.cancel.child_token();
+    let hs = tokio::select! {
+        _ = cancel.cancelled() => return Outcome::HandshakeFailed,
+        r = timeout(core.options.handshake_timeout, handshake(&mut stream, &core)) => r,
+    };
+    let (info, leftover) = match hs {
+        Ok(Ok(done)) => done,
+        Ok(Err(HandshakeFailure::Rejected(e))) => {
+            tracing::debug!(socket = core.metrics.name(), error = %e, "zmtp handshake failed");
+            core.metrics.handshake_failure(e.reason());
+            return Outcome::HandshakeFailed;
+        }
+        Ok(Err(HandshakeFailure::Io(e))) => {
+            tracing::debug!(socket = core.metrics.name(), error = %e, "zmtp handshake i/o error");
+            core.metrics.handshake_failure("io");
+            return Outcome::HandshakeFailed;
+        }
+        Err(_elapsed) => {
+            core.metrics.handshake_timeout.inc();
+            return Outcome::HandshakeFailed;
+        }
+    };
+    let id = PeerId(core.next_peer.fetch_add(1, Ordering::Relaxed));
+    let link = PeerLink {
+        id,
+        cancel: cancel.clone(),
+        info: &info,
+    };
+    let attached = match role.attach(link) {
+        Ok(a) => a,
+        Err(reason) => {
+            core.metrics.rejected(reason);
+            return Outcome::HandshakeFailed;
+        }
+    };
+    core.peers.fetch_add(1, Ordering::Relaxed);
+    core.metrics.peers.inc();
+    let Attached {
+        mut state,
+        queue,
+        subscriptions,
+    } = attached;
+    let heartbeat = (info.minor_version >= 1 && !core.options.heartbeat_interval.is_zero())
+        .then(|| io::Heartbeat::new(&core.options));
+    let (ctrl_tx, ctrl_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let mut writer = io::Writer::new(
+        &core,
+        queue,
+        ctrl_rx,
+        subscriptions.map(|s| (s, info.minor_version >= 1)),
+        heartbeat.clone(),
+    );
+    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat);
+    let (rd, wr) = stream.split();
+    let end = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => io::End::Cancelled,
+        end = reader.run(rd, &*role, &mut state) => end,
+        end = writer.run(wr) => end,
+    };
+    match end {
+        io::End::Cancelled => {}
+        io::End::Protocol(reason) => {
+            core.metrics.protocol_error(reason);
+            core.metrics.disconnect("protocol_error");
+        }
+        io::End::Disconnect(reason) => core.metrics.disconnect(reason),
+    }
+    let unsent = writer.into_unsent();
+    role.detach(state, unsent);
+    core.peers.fetch_sub(1, Ordering::Relaxed);
+    core.metrics.peers.dec();
+    core.room.changed();
+    Outcome::Established
+}
+
+/// Capacity of the per-connection control queue (PONG replies); a peer that
+/// floods PINGs faster than we write loses PONGs, nothing else.
+const CONTROL_QUEUE: usize = 16;
+
+enum HandshakeFailure {
+    Rejected(HandshakeError),
+    Io(std::io::Error),
+}
+
+async fn handshake(
+    stream: &mut TcpStream,
+    core: &SocketCore,
+) -> Result<(PeerInfo, BytesMut), HandshakeFailure> {
+    let mut out = BytesMut::with_capacity(64);
+    let mut hs = Handshake::start(core.handshake_config(), &mut out);
+    let mut input = BytesMut::with_capacity(64);
+    loop {
+        let step = hs.advance(&mut input, &mut out);
+        if !out.is_empty() {
+            // On a failure `out` may hold an ERROR command for the peer.
+            let sent = stream.write_all(&out).await;
+            out.clear();
+            if let (Ok(_), Err(e)) = (&step, sent) {
+                return Err(HandshakeFailure::Io(e));
+            }
+        }
+        match step {
+            Ok(Some(info)) => return Ok((info, input)),
+            Ok(None) => {}
+            Err(e) => return Err(HandshakeFailure::Rejected(e)),
+        }
+        if input.capacity() - input.len() < 64 {
+            // Doubling; the codec bounds a command to max_command_size.
+            input.reserve(input.len().max(256));
+        }
+        match stream.read_buf(&mut input).await {
+            Ok(0) => {
+                return Err(HandshakeFailure::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(HandshakeFailure::Io(e)),
+        }
+    }
+}

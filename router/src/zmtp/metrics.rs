@@ -1,1 +1,203 @@
-//! (being written)
+//! Prometheus families of the ZMTP layer, registered once per
+//! [`Registry`](crate::metrics::Registry), and [`SocketMetrics`]: the
+//! children of one socket, resolved once when the socket is built so the
+//! hot path only touches atomics.
+//!
+//! Families (the `socket` label is the name the router gives the socket,
+//! bounded by the config; `reason` values come from fixed sets):
+//! - `switchyard_zmtp_handshake_failures_total{reason}`: greeting, version,
+//!   mechanism, READY, socket-type or auth failures, and `timeout`.
+//! - `switchyard_zmtp_protocol_errors_total{socket,reason}`: traffic-phase
+//!   violations; each closed only the offending connection.
+//! - `switchyard_zmtp_connections_rejected_total{socket,reason}`:
+//!   `max_connections`, `accept_error`, `duplicate_identity`.
+//! - `switchyard_zmtp_peers{socket}`: peers past the handshake right now.
+//! - `switchyard_zmtp_dropped_total{socket,reason}`: messages dropped, e.g.
+//!   `subscriber_queue_full`, `peer_disconnected`, `unroutable`.
+//! - `switchyard_zmtp_messages_total{socket,direction}`: messages in / out.
+//! - `switchyard_zmtp_disconnects_total{socket,reason}`: why established
+//!   connections ended (`peer_closed`, `io_error`, `heartbeat_timeout`,
+//!   `protocol_error`, `slow_subscriber`, `peer_error`).
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+use crate::metrics::Registry;
+
+/// The ZMTP metric families. Cheap to clone (shared inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    handshake_failures: IntCounterVec,
+    protocol_errors: IntCounterVec,
+    rejected: IntCounterVec,
+    peers: IntGaugeVec,
+    dropped: IntCounterVec,
+    messages: IntCounterVec,
+    disconnects: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers the families in `registry`.
+    ///
+    /// # Panics
+    /// If called twice for the same registry (a family can be registered
+    /// once); build one `Metrics` per router and clone it.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            handshake_failures: registry.counter_vec(
+                "switchyard_zmtp_handshake_failures_total",
+                "ZMTP connections closed during the handshake, by reason.",
+                &["reason"],
+            ),
+            protocol_errors: registry.counter_vec(
+                "switchyard_zmtp_protocol_errors_total",
+                "ZMTP connections closed for a protocol violation after the handshake.",
+                &["socket", "reason"],
+            ),
+            rejected: registry.counter_vec(
+                "switchyard_zmtp_connections_rejected_total",
+                "Incoming ZMTP connections refused or accept errors, by reason.",
+                &["socket", "reason"],
+            ),
+            peers: registry.gauge_vec(
+                "switchyard_zmtp_peers",
+                "ZMTP peers connected past the handshake.",
+                &["socket"],
+            ),
+            dropped: registry.counter_vec(
+                "switchyard_zmtp_dropped_total",
+                "Messages dropped by a ZMTP socket, by reason.",
+                &["socket", "reason"],
+            ),
+            messages: registry.counter_vec(
+                "switchyard_zmtp_messages_total",
+                "Messages received (in) and written (out) by a ZMTP socket.",
+                &["socket", "direction"],
+            ),
+            disconnects: registry.counter_vec(
+                "switchyard_zmtp_disconnects_total",
+                "Established ZMTP connections that ended, by reason.",
+                &["socket", "reason"],
+            ),
+        }
+    }
+
+    /// The children of socket `name`, resolved once.
+    pub fn socket(&self, name: &str) -> SocketMetrics {
+        let dropped = |reason: &str| self.dropped.with_label_values(&[name, reason]);
+        let rejected = |reason: &str| self.rejected.with_label_values(&[name, reason]);
+        SocketMetrics {
+            name: name.into(),
+            family: self.clone(),
+            messages_in: self.messages.with_label_values(&[name, "in"]),
+            messages_out: self.messages.with_label_values(&[name, "out"]),
+            peers: self.peers.with_label_values(&[name]),
+            dropped_queue_full: dropped("subscriber_queue_full"),
+            dropped_peer_disconnected: dropped("peer_disconnected"),
+            dropped_unroutable: dropped("unroutable"),
+            dropped_send_timeout: dropped("send_timeout"),
+            rejected_max_connections: rejected("max_connections"),
+            rejected_accept_error: rejected("accept_error"),
+            handshake_timeout: self.handshake_failures.with_label_values(&["timeout"]),
+        }
+    }
+}
+
+/// The metric children of one socket. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SocketMetrics {
+    name: std::sync::Arc<str>,
+    family: Metrics,
+    /// `messages_total{direction="in"}`.
+    pub(crate) messages_in: IntCounter,
+    /// `messages_total{direction="out"}`.
+    pub(crate) messages_out: IntCounter,
+    /// `peers`.
+    pub(crate) peers: IntGauge,
+    /// `dropped_total{reason="subscriber_queue_full"}`.
+    pub(crate) dropped_queue_full: IntCounter,
+    /// `dropped_total{reason="peer_disconnected"}`.
+    pub(crate) dropped_peer_disconnected: IntCounter,
+    /// `dropped_total{reason="unroutable"}`.
+    pub(crate) dropped_unroutable: IntCounter,
+    /// `dropped_total{reason="send_timeout"}`.
+    pub(crate) dropped_send_timeout: IntCounter,
+    /// `connections_rejected_total{reason="max_connections"}`.
+    pub(crate) rejected_max_connections: IntCounter,
+    /// `connections_rejected_total{reason="accept_error"}`.
+    pub(crate) rejected_accept_error: IntCounter,
+    /// `handshake_failures_total{reason="timeout"}`.
+    pub(crate) handshake_timeout: IntCounter,
+}
+
+impl SocketMetrics {
+    /// The socket's name (its `socket` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts a handshake failure (rare path: resolves the child here).
+    pub(crate) fn handshake_failure(&self, reason: &str) {
+        self.family
+            .handshake_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// Counts a protocol error (rare path).
+    pub(crate) fn protocol_error(&self, reason: &str) {
+        self.family
+            .protocol_errors
+            .with_label_values(&[&self.name, reason])
+            .inc();
+    }
+
+    /// Counts a rejected connection (rare path).
+    pub(crate) fn rejected(&self, reason: &str) {
+        self.family
+            .rejected
+            .with_label_values(&[&self.name, reason])
+            .inc();
+    }
+
+    /// Counts the end of an established connection (rare path).
+    pub(crate) fn disconnect(&self, reason: &str) {
+        self.family
+            .disconnects
+            .with_label_values(&[&self.name, reason])
+            .inc();
+    }
+
+    /// Counts `n` dropped messages with `reason` (rare path).
+    pub(crate) fn dropped(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.family
+                .dropped
+                .with_label_values(&[&self.name, reason])
+                .inc_by(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_children_share_families() {
+        let reg = Registry::new();
+        let m = Metrics::new(&reg);
+        let a = m.socket("a");
+        a.messages_in.inc_by(3);
+        a.dropped_queue_full.inc();
+        a.protocol_error("frame_too_large");
+        let b = m.socket("a");
+        assert_eq!(b.messages_in.get(), 3);
+        let text = reg.encode();
+        assert!(text.contains(
+            "switchyard_zmtp_dropped_total{reason=\"subscriber_queue_full\",socket=\"a\"} 1"
+        ));
+        assert!(text.contains(
+            "switchyard_zmtp_protocol_errors_total{reason=\"frame_too_large\",socket=\"a\"} 1"
+        ));
+    }
+}
