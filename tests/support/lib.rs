@@ -9,14 +9,18 @@
 //!   `tests/peers/zpeer.py`) or by the `zeromq` crate (`zeromq-peer`).
 //! - [`raw`]: a hand-written ZMTP client over a plain TCP stream, for hostile
 //!   peers and a subscriber that stops reading.
+//! - [`pair`]: a node and a peer on one endpoint, either side binding;
+//!   [`cmd`]: short command constructors and answer checks.
 //! - [`wait`], [`scrape`], [`memory`]: facts with deadlines, metric samples,
 //!   resident memory from `/proc`.
 //!
 //! Binaries are found through [`bins!`], which expands in the test crate where
 //! Cargo sets `CARGO_BIN_EXE_*`.
 
+pub mod cmd;
 pub mod memory;
 pub mod node;
+pub mod pair;
 pub mod peer;
 pub mod process;
 pub mod protocol;

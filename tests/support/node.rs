@@ -21,6 +21,21 @@ pub const RECEIVED: &str = "switchyard_test_node_received_total";
 /// See [`RECEIVED`].
 pub const SENT: &str = "switchyard_test_node_sent_total";
 
+/// Switchyard's gauge of connected peers per socket.
+pub const PEERS: &str = "switchyard_zmtp_peers";
+/// Switchyard's handshake failures by reason.
+pub const HANDSHAKE_FAILURES: &str = "switchyard_zmtp_handshake_failures_total";
+/// Switchyard's traffic-phase protocol errors by socket and reason.
+pub const PROTOCOL_ERRORS: &str = "switchyard_zmtp_protocol_errors_total";
+/// Switchyard's refused connections by socket and reason.
+pub const REJECTED: &str = "switchyard_zmtp_connections_rejected_total";
+/// Switchyard's drops by socket and reason.
+pub const DROPPED: &str = "switchyard_zmtp_dropped_total";
+/// Switchyard's ends of established connections by socket and reason.
+pub const DISCONNECTS: &str = "switchyard_zmtp_disconnects_total";
+/// Switchyard's messages by socket and direction.
+pub const MESSAGES: &str = "switchyard_zmtp_messages_total";
+
 /// How to start a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -168,6 +183,17 @@ impl Node {
                 self.proc.stderr_tail()
             )
         })
+    }
+
+    /// Waits until the node has exactly `n` connected peers.
+    ///
+    /// # Errors
+    /// On deadline.
+    pub fn wait_peers(&self, n: u64) -> Result<()> {
+        self.wait_metric(PEERS, &[("socket", SOCKET)], wait::DEADLINE, |v| {
+            *v == n as f64
+        })?;
+        Ok(())
     }
 
     /// Its resident memory now and its peak.

@@ -1,0 +1,220 @@
+//! A subscriber that stops reading, next to one that reads at full speed, on
+//! the switchyard PUB side.
+//!
+//! The slow one is a raw ZMTP client with a 4 KiB receive buffer that stops
+//! reading once subscribed; the fast one is libzmq (RCVHWM 0, so its I/O
+//! thread reads as fast as the node writes). Asserted: the node's memory
+//! stays within the per-subscriber queue bounds, the fast subscriber gets
+//! every message, and every message the slow one did not get is counted as
+//! dropped, exactly. The fast subscriber's longest gap between messages and
+//! longest publish-to-receive latency are printed, not asserted (tests never
+//! assert wall-clock timings).
+
+use anyhow::{Context, Result, bail, ensure};
+use std::time::{Duration, Instant};
+use switchyard_tests::cmd::{self, sent};
+use switchyard_tests::memory::MIB;
+use switchyard_tests::node::{self, Node, NodeConfig, SOCKET};
+use switchyard_tests::pair::ANY;
+use switchyard_tests::peer::{PeerConfig, PeerKind};
+use switchyard_tests::process::Proc;
+use switchyard_tests::protocol::Event;
+use switchyard_tests::raw::RawPeer;
+use switchyard_tests::wait::{self, DEADLINE};
+
+/// Messages published while the slow subscriber does not read.
+const N: u64 = 40_000;
+/// Their pace, per second (2 s of publishing).
+const RATE: u64 = 20_000;
+/// Size of each message's payload frame.
+const SIZE: usize = 1024;
+/// The per-subscriber queue bound in bytes (the binding one: about 1,000
+/// messages of `SIZE`); the message bound is set far above it.
+const HWM_BYTES: u64 = MIB;
+const HWM_MESSAGES: u64 = 100_000;
+/// Fixed slack for the allocator, socket buffers and the command loop.
+const SLACK: u64 = 16 * MIB;
+
+struct Scene {
+    node: Node,
+    fast: Proc,
+    slow: RawPeer,
+}
+
+fn start(extra: &[(&str, u64)]) -> Result<Scene> {
+    let bins = switchyard_tests::bins!();
+    let mut cfg = NodeConfig::new("pub")
+        .bind(ANY)
+        .arg("--send-hwm", HWM_MESSAGES)
+        .arg("--send-hwm-bytes", HWM_BYTES);
+    for (k, v) in extra {
+        cfg = cfg.arg(k, v);
+    }
+    let mut node = cfg.spawn(&bins)?;
+    let mut fast = PeerConfig::new(PeerKind::Libzmq, "sub")
+        .connect(&node.endpoint())
+        .subscribe("t")
+        .arg("--rcvhwm", 0)
+        .spawn(&bins)?;
+    let mut slow = RawPeer::connect_with(&node.addr(), Some(4096))?;
+    slow.handshake("SUB", DEADLINE)?;
+    slow.subscribe(b"t")?;
+    node.wait_peers(2)?;
+
+    // Both subscriptions are in effect once a probe reaches each.
+    wait::until("a probe at the fast subscriber", DEADLINE, || {
+        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
+        let e = fast.call(&cmd::recv(1, 200), DEADLINE)?;
+        Ok(matches!(
+            e,
+            Event::Received {
+                timed_out: false,
+                ..
+            }
+        )
+        .then_some(()))
+    })?;
+    wait::until("a probe at the slow subscriber", DEADLINE, || {
+        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
+        Ok(slow
+            .read_message(Instant::now() + Duration::from_millis(200))
+            .ok())
+    })?;
+    Ok(Scene { node, fast, slow })
+}
+
+/// Publishes `N` messages while the slow subscriber does not read; returns
+/// the fast subscriber's report.
+fn publish(s: &mut Scene) -> Result<(u64, f64, f64)> {
+    let baseline = s.node.memory()?;
+    s.node.reset_peak_memory()?;
+    s.fast.send(&cmd::count(N, 120_000, Some("t.probe")))?;
+    let e = s
+        .node
+        .call(&cmd::send_with(N, &["t", "{seq} {ts} "], 0, RATE, SIZE))?;
+    sent(e, N)?;
+    let (count, seq_errors, gap, latency) = match s.fast.event(Duration::from_secs(150))? {
+        Event::Counted {
+            count,
+            seq_errors,
+            max_gap_ms,
+            max_latency_ms,
+            ..
+        } => (count, seq_errors, max_gap_ms, max_latency_ms),
+        other => bail!("fast subscriber: {other:?}"),
+    };
+    let m = s.node.memory()?;
+    let grew = m.peak.saturating_sub(baseline.rss);
+    let bound = 2 * HWM_BYTES + SLACK;
+    println!(
+        "published {N} x {SIZE} B at {RATE}/s: fast got {count}, max gap {gap:.1} ms, \
+         max latency {latency:.1} ms; node RSS baseline {:.1} MiB, peak {:.1} MiB \
+         (grew {:.1} MiB, bound {:.1} MiB)",
+        baseline.rss as f64 / MIB as f64,
+        m.peak as f64 / MIB as f64,
+        grew as f64 / MIB as f64,
+        bound as f64 / MIB as f64,
+    );
+    ensure!(
+        count == N && seq_errors == 0,
+        "the fast subscriber got {count} of {N}, {seq_errors} out of order"
+    );
+    ensure!(
+        grew <= bound,
+        "node peak RSS grew {grew} bytes, bound {bound}"
+    );
+    Ok((count, gap, latency))
+}
+
+fn dropped(node: &Node, reason: &str) -> Result<u64> {
+    Ok(node.metric(node::DROPPED, &[("socket", SOCKET), ("reason", reason)])? as u64)
+}
+
+/// Reads the slow subscriber's messages until `want` data messages arrived
+/// (probes skipped), checking their order.
+fn drain(slow: &mut RawPeer, want: u64) -> Result<u64> {
+    let end = Instant::now() + Duration::from_secs(60);
+    let (mut got, mut last) = (0u64, None);
+    while got < want {
+        let m = slow
+            .read_message(end)
+            .with_context(|| format!("slow subscriber drained {got} of {want}"))?;
+        if m[0].starts_with(b"t.probe") {
+            continue;
+        }
+        let seq: u64 = std::str::from_utf8(&m[1])?
+            .split(' ')
+            .next()
+            .and_then(|w| w.parse().ok())
+            .context("no sequence number")?;
+        ensure!(
+            last.is_none_or(|l| seq > l),
+            "slow subscriber: {seq} after {last:?}"
+        );
+        last = Some(seq);
+        got += 1;
+    }
+    Ok(got)
+}
+
+#[test]
+fn slow_subscriber_drops_are_counted_and_bounded() -> Result<()> {
+    let mut s = start(&[])?;
+    publish(&mut s)?;
+    // Drops happen only when publishing; all of them are the slow one's
+    // (the fast one got everything).
+    let drops = dropped(&s.node, "subscriber_queue_full")?;
+    ensure!(
+        drops > 0,
+        "nothing was dropped for a subscriber that did not read"
+    );
+    // The slow subscriber now reads everything queued for it...
+    let got = drain(&mut s.slow, N - drops)?;
+    // ...and nothing more: the next message after a fence is the fence.
+    sent(s.node.call(&cmd::send(1, &["t.end"]))?, 1)?;
+    let next = s.slow.read_message(Instant::now() + DEADLINE)?;
+    ensure!(
+        next[0] == b"t.end",
+        "the slow subscriber got more than {got}: {:?}",
+        String::from_utf8_lossy(&next[0])
+    );
+    println!("slow subscriber: received {got}, dropped {drops}, published {N}");
+    ensure!(got + drops == N);
+    ensure!(s.node.is_alive());
+    Ok(())
+}
+
+#[test]
+fn slow_subscriber_is_disconnected_after_timeout() -> Result<()> {
+    let mut s = start(&[("--slow-subscriber-timeout-ms", 500)])?;
+    publish(&mut s)?;
+    s.node.wait_metric(
+        node::DISCONNECTS,
+        &[("socket", SOCKET), ("reason", "slow_subscriber")],
+        DEADLINE,
+        |v| *v == 1.0,
+    )?;
+    s.node.wait_peers(1)?;
+    // Read what reached the slow subscriber before it was cut off.
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut got = 0u64;
+    while let Ok(m) = s.slow.read_message(end) {
+        if !m[0].starts_with(b"t.probe") {
+            got += 1;
+        }
+    }
+    let drops = dropped(&s.node, "subscriber_queue_full")? + dropped(&s.node, "peer_disconnected")?;
+    println!("disconnected slow subscriber: received {got}, dropped {drops}, published {N}");
+    ensure!(
+        got + drops == N,
+        "received {got} + dropped {drops} != published {N}"
+    );
+    // The fast subscriber is unaffected and still subscribed.
+    sent(s.node.call(&cmd::send(1, &["t.after"]))?, 1)?;
+    let after = cmd::messages(
+        s.fast
+            .call(&cmd::recv_skipping(1, 20_000, "t.probe"), DEADLINE)?,
+    )?;
+    ensure!(after == vec![vec!["t.after".to_string()]], "{after:?}");
+    Ok(())
+}
