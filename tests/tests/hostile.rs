@@ -25,6 +25,10 @@ const MAX_FRAMES: usize = 64;
 /// to `MAX_MESSAGE` of a peer's data; on top of that a fixed slack for the
 /// allocator, buffers and the good peer's traffic.
 const SLACK: u64 = 16 * MIB;
+/// Subscription limits of the PUB node: prefixes and their bytes per
+/// subscriber.
+const MAX_SUBSCRIPTIONS: usize = 100;
+const MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
 /// Per silent connection (task, socket, greeting buffers) in the 1,000
 /// connection attack, on top of `SLACK`.
 const PER_CONNECTION: u64 = 32 * 1024;
@@ -48,35 +52,56 @@ impl Scene {
     /// sending steadily.
     fn start(role: &'static str) -> Result<Scene> {
         let bins = switchyard_tests::bins!();
-        let node = NodeConfig::new(role)
+        let mut node = NodeConfig::new(role)
             .bind(ANY)
             .arg("--max-frame-size", MAX_FRAME)
             .arg("--max-message-size", MAX_MESSAGE)
             .arg("--max-frames", MAX_FRAMES)
             .arg("--handshake-timeout-ms", 1000)
             .arg("--max-connections", 1100)
+            .arg("--max-subscriptions", MAX_SUBSCRIPTIONS)
+            .arg("--max-subscription-bytes", MAX_SUBSCRIPTION_BYTES)
             .spawn(&bins)?;
-        let (good_role, start) = match role {
-            "pull" => (
-                "push",
-                cmd::send_with(0, &["good", "{seq}"], 0, GOOD_RATE, 0),
-            ),
-            "router" => (
-                "req",
-                Command::Request {
-                    count: 0,
-                    frames: vec!["good".into(), "{seq}".into()],
-                    start: 0,
-                    rate: GOOD_RATE,
-                    timeout_ms: 20_000,
-                },
-            ),
+        let good_role = match role {
+            "pull" => "push",
+            "router" => "req",
+            "pub" => "sub",
             other => bail!("no good peer for {other}"),
         };
-        let mut good = PeerConfig::new(PeerKind::Libzmq, good_role)
-            .connect(&node.endpoint())
-            .spawn(&bins)?;
-        good.send(&start)?;
+        let mut cfg = PeerConfig::new(PeerKind::Libzmq, good_role).connect(&node.endpoint());
+        if role == "pub" {
+            // Reads everything it is sent, however slowly the test asks.
+            cfg = cfg.subscribe("good").arg("--rcvhwm", 0);
+        }
+        let mut good = cfg.spawn(&bins)?;
+        match role {
+            "pull" => good.send(&cmd::send_with(0, &["good", "{seq}"], 0, GOOD_RATE, 0))?,
+            "router" => good.send(&Command::Request {
+                count: 0,
+                frames: vec!["good".into(), "{seq}".into()],
+                start: 0,
+                rate: GOOD_RATE,
+                timeout_ms: 20_000,
+            })?,
+            _ => {
+                // The subscription is in effect once a probe arrives; then
+                // the node publishes steadily.
+                switchyard_tests::wait::until("the good subscriber's probe", DEADLINE, || {
+                    cmd::sent(node.call(&cmd::send(1, &["good.probe"]))?, 1)?;
+                    let e = good.call(&cmd::recv(1, 200), DEADLINE)?;
+                    Ok(matches!(
+                        e,
+                        Event::Received {
+                            timed_out: false,
+                            ..
+                        }
+                    )
+                    .then_some(()))
+                })?;
+                node.proc()
+                    .send(&cmd::send_with(0, &["good", "{seq}"], 0, GOOD_RATE, 0))?;
+            }
+        }
         let mut scene = Scene {
             node,
             good,
@@ -93,11 +118,17 @@ impl Scene {
 
     /// Waits until the good peer's messages keep arriving: the node's
     /// received count passes the last seen value by a few messages.
+    /// For the PUB node: messages it wrote (the attacker subscribes to
+    /// nothing the node publishes, so they all went to the good peer).
     fn flowing(&mut self) -> Result<()> {
         let after = self.seen + 20.0;
+        let (family, labels): (&str, &[(&str, &str)]) = match self.role {
+            "pub" => (node::MESSAGES, &[("socket", SOCKET), ("direction", "out")]),
+            _ => (node::RECEIVED, &[]),
+        };
         self.seen = self
             .node
-            .wait_metric(node::RECEIVED, &[], DEADLINE, |v| *v >= after)
+            .wait_metric(family, labels, DEADLINE, |v| *v >= after)
             .context("the good peer's messages stopped arriving")?;
         Ok(())
     }
@@ -137,6 +168,22 @@ impl Scene {
             "peak RSS grew by {grew} bytes, bound {}",
             limit + SLACK
         );
+        if self.role == "pub" {
+            let Event::Sent { count, error: None } = self.node.call(&Command::Stop)? else {
+                bail!("the node's publishing stopped early");
+            };
+            // The good subscriber gets every message published after its
+            // probe: nothing was dropped for it.
+            let e = self
+                .good
+                .call(&cmd::count(count, 30_000, Some("good.probe")), DEADLINE * 2)?;
+            ensure!(
+                matches!(e, Event::Counted { count: c, seq_errors: 0, .. } if c == count),
+                "published {count}, the good subscriber reports {e:?}"
+            );
+            ensure!(self.node.is_alive());
+            return Ok(());
+        }
         match self.good.call(&Command::Stop, DEADLINE)? {
             Event::Sent { count, error: None } => {
                 // PUSH -> PULL is lossless: every good message arrives.
@@ -342,5 +389,38 @@ fn req_peer_without_delimiter() -> Result<()> {
         &raw::message(&[b"no delimiter", b"body"]),
     )?;
     s.reason(node::PROTOCOL_ERRORS, "req_envelope", 1)?;
+    s.finish(MAX_MESSAGE as u64)
+}
+
+/// A subscriber that sends 10,000 distinct 100-byte SUBSCRIBE commands: the
+/// node closes it at its subscription limit, and its memory stays bounded by
+/// the subscription bytes allowed.
+#[test]
+fn subscription_flood() -> Result<()> {
+    let s = Scene::start("pub")?;
+    let mut p = s.handshaken("SUB")?;
+    let mut written = 0;
+    for i in 0..10_000u32 {
+        let mut prefix = format!("zz{i:08}").into_bytes();
+        prefix.resize(100, b'.');
+        if p.send(&raw::command("SUBSCRIBE", &prefix)).is_err() {
+            break;
+        }
+        written += 1;
+    }
+    println!("SUBSCRIBE commands written before the node closed: {written}");
+    p.wait_closed(DEADLINE)?;
+    s.reason(node::PROTOCOL_ERRORS, "too_many_subscriptions", 1)?;
+    s.finish(MAX_SUBSCRIPTION_BYTES as u64)
+}
+
+/// A subscriber whose SUBSCRIBE command is larger than the command limit.
+#[test]
+fn oversized_subscribe() -> Result<()> {
+    let s = Scene::start("pub")?;
+    let mut bytes = raw::long_header(raw::COMMAND, 1 << 30).to_vec();
+    bytes.extend_from_slice(b"\x09SUBSCRIBEzz");
+    refused(s.handshaken("SUB")?, &bytes)?;
+    s.reason(node::PROTOCOL_ERRORS, "command_too_large", 1)?;
     s.finish(MAX_MESSAGE as u64)
 }
