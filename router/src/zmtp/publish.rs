@@ -1,1 +1,456 @@
-//! (being written)
+//! PUB side, facing SUB/XSUB subscribers.
+//!
+//! Semantics:
+//! - Each subscriber's prefix subscriptions are tracked (SUBSCRIBE/CANCEL
+//!   commands from ZMTP 3.1 peers, and `0x01`/`0x00`-prefixed single-frame
+//!   messages from any peer, which is what 3.0 peers and libzmq send). A
+//!   message goes only to the subscribers holding a prefix of its first
+//!   frame, found with a [`SubscriptionTrie`]; a subscriber matching through
+//!   several prefixes gets it once.
+//! - [`PubSocket::send`] never waits. Each subscriber has its own bounded
+//!   queue (`send_hwm` messages, `send_hwm_bytes` bytes); when it is full
+//!   the message is **dropped for that subscriber alone** and counted in
+//!   `dropped_total{reason="subscriber_queue_full"}`; the others are not
+//!   slowed. Messages still queued to a subscriber that disconnects are
+//!   counted in `dropped_total{reason="peer_disconnected"}`.
+//! - With `slow_subscriber_timeout` set, a subscriber whose queue stayed
+//!   full that long is disconnected (`disconnects_total{reason="slow_subscriber"}`).
+//! - A subscriber may hold at most `max_subscriptions` prefixes totalling
+//!   `max_subscription_bytes`; one more closes its connection
+//!   (`protocol_errors_total{reason="too_many_subscriptions"}`).
+//! - Fan-out clones `Bytes` handles (a reference count), never payloads. The
+//!   subscriber table sits behind one mutex taken once per `send` (not per
+//!   subscriber); connection readers take it only to change subscriptions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::command::Command;
+use super::connection::{Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue};
+use super::endpoint::{self, EndpointError};
+use super::frame::Multipart;
+use super::metrics::Metrics;
+use super::options::Options;
+use super::socket_type::SocketType;
+use super::subscriptions::{SubscriberId, SubscriptionTrie};
+
+#[derive(Debug)]
+struct Subscriber {
+    queue: QueueTx,
+    /// Distinct prefixes held, with how many times each was subscribed.
+    prefixes: HashMap<Bytes, u32>,
+    prefix_bytes: usize,
+    /// The `send` stamp that last reached this subscriber (de-duplication).
+    stamp: u64,
+    /// Since when every send found the queue full.
+    full_since: Option<Instant>,
+    cancel: CancellationToken,
+    evicted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    trie: SubscriptionTrie,
+    slots: Vec<Option<Subscriber>>,
+    free: Vec<SubscriberId>,
+    stamp: u64,
+}
+
+/// How one [`PubSocket::send`] went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Subscribers the message was queued to.
+    pub queued: usize,
+    /// Matching subscribers it was dropped for (queue full or gone).
+    pub dropped: usize,
+}
+
+#[derive(Debug)]
+struct PubRole {
+    core: Arc<SocketCore>,
+    table: Mutex<Table>,
+}
+
+impl PubRole {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // Every mutation below leaves the table consistent at each step, so a
+        // panic elsewhere while holding the lock does not corrupt it.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, table: &mut Table, slot: SubscriberId, subscribe: bool, prefix: &[u8]) -> Result<(), Stop> {
+        let o = &self.core.options;
+        let Some(sub) = table.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if subscribe {
+            if let Some(n) = sub.prefixes.get_mut(prefix) {
+                *n = n.saturating_add(1);
+                return Ok(());
+            }
+            if sub.prefixes.len() >= o.max_subscriptions
+                || sub.prefix_bytes + prefix.len() > o.max_subscription_bytes
+            {
+                return Err(Stop::Protocol("too_many_subscriptions"));
+            }
+            // Copy: the prefix must not pin the connection's read buffer.
+            sub.prefixes.insert(Bytes::copy_from_slice(prefix), 1);
+            sub.prefix_bytes += prefix.len();
+            table.trie.insert(prefix, slot);
+        } else if let Some(n) = sub.prefixes.get_mut(prefix) {
+            *n -= 1;
+            if *n == 0 {
+                sub.prefixes.remove(prefix);
+                sub.prefix_bytes -= prefix.len();
+                table.trie.remove(prefix, slot);
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, frames: Multipart) -> Fanout {
+        let mut out = Fanout::default();
+        let Some(topic) = frames.first() else {
+            return out;
+        };
+        let slow_after = self.core.options.slow_subscriber_timeout;
+        let metrics = &self.core.metrics;
+        let (mut full, mut gone) = (0u64, 0u64);
+        let mut table = self.table();
+        table.stamp += 1;
+        let Table {
+            trie, slots, stamp, ..
+        } = &mut *table;
+        trie.for_each_match(topic, |id| {
+            let Some(sub) = slots.get_mut(id as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            if sub.stamp == *stamp {
+                return;
+            }
+            sub.stamp = *stamp;
+            match sub.queue.try_push(frames.clone()) {
+                Ok(()) => {
+                    out.queued += 1;
+                    sub.full_since = None;
+                }
+                Err(PushError::Full(_)) => {
+                    full += 1;
+                    if let Some(limit) = slow_after {
+                        let now = Instant::now();
+                        let since = *sub.full_since.get_or_insert(now);
+                        if !sub.evicted && now.duration_since(since) >= limit {
+                            sub.evicted = true;
+                            sub.cancel.cancel();
+                            metrics.disconnect("slow_subscriber");
+                        }
+                    }
+                }
+                Err(PushError::Closed(_)) => gone += 1,
+            }
+        });
+        drop(table);
+        if full > 0 {
+            metrics.dropped_queue_full.inc_by(full);
+        }
+        if gone > 0 {
+            metrics.dropped_peer_disconnected.inc_by(gone);
+        }
+        out.dropped = (full + gone) as usize;
+        out
+    }
+}
+
+impl Role for PubRole {
+    type Peer = SubscriberId;
+
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<SubscriberId>, &'static str> {
+        let o = &self.core.options;
+        let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
+        let sub = Subscriber {
+            queue: tx,
+            prefixes: HashMap::new(),
+            prefix_bytes: 0,
+            stamp: 0,
+            full_since: None,
+            cancel: link.cancel,
+            evicted: false,
+        };
+        let mut table = self.table();
+        let slot = match table.free.pop() {
+            Some(slot) => {
+                table.slots[slot as usize] = Some(sub);
+                slot
+            }
+            None => {
+                table.slots.push(Some(sub));
+                SubscriberId::try_from(table.slots.len() - 1).map_err(|_| "too_many_peers")?
+            }
+        };
+        Ok(Attached {
+            state: slot,
+            queue: Some(rx),
+            subscriptions: None,
+        })
+    }
+
+    async fn deliver(&self, slot: &mut SubscriberId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+        let mut table = self.table();
+        for m in msgs.drain(..) {
+            // Subscriptions as messages: one frame, first byte 1 or 0. Other
+            // messages from subscribers mean nothing to a PUB and are ignored.
+            if let [frame] = m.as_slice() {
+                match frame.first() {
+                    Some(1) => self.apply(&mut table, *slot, true, &frame[1..])?,
+                    Some(0) => self.apply(&mut table, *slot, false, &frame[1..])?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&self, slot: &mut SubscriberId, cmd: Command) -> Result<(), Stop> {
+        let mut table = self.table();
+        match cmd {
+            Command::Subscribe(p) => self.apply(&mut table, *slot, true, &p),
+            Command::Cancel(p) => self.apply(&mut table, *slot, false, &p),
+            _ => Ok(()),
+        }
+    }
+
+    fn detach(self: &Arc<Self>, slot: SubscriberId, unsent: Vec<Multipart>) {
+        let mut table = self.table();
+        if let Some(sub) = table.slots.get_mut(slot as usize).and_then(Option::take) {
+            for prefix in sub.prefixes.keys() {
+                table.trie.remove(prefix, slot);
+            }
+            table.free.push(slot);
+        }
+        drop(table);
+        self.core
+            .metrics
+            .dropped_peer_disconnected
+            .inc_by(unsent.len() as u64);
+    }
+}
+
+/// A PUB socket: fans messages out to matching subscribers, dropping (and
+/// counting) per subscriber when its queue is full.
+#[derive(Debug)]
+pub struct PubSocket {
+    core: Arc<SocketCore>,
+    role: Arc<PubRole>,
+}
+
+impl PubSocket {
+    /// A PUB socket named `name` (its metrics `socket` label).
+    pub fn new(name: &str, options: Options, metrics: &Metrics) -> Self {
+        let core = SocketCore::new(SocketType::Pub, options, metrics.socket(name));
+        let role = Arc::new(PubRole {
+            core: core.clone(),
+            table: Mutex::new(Table::default()),
+        });
+        Self { core, role }
+    }
+
+    /// Queues `frames` to every subscriber whose subscriptions match its
+    /// first frame; never waits. A message without frames goes nowhere.
+    pub fn send(&self, frames: Multipart) -> Fanout {
+        self.role.send(frames)
+    }
+
+    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
+    /// bound address.
+    ///
+    /// # Errors
+    /// A malformed endpoint, a name that does not resolve, or a failed bind.
+    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
+        endpoint::bind(&self.core, &self.role, endpoint).await
+    }
+
+    /// Connects to `endpoint` in the background, reconnecting forever.
+    ///
+    /// # Errors
+    /// A malformed endpoint, or a closed socket.
+    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
+        endpoint::connect(&self.core, &self.role, endpoint)
+    }
+
+    /// Subscribers connected past the handshake.
+    pub fn peer_count(&self) -> usize {
+        self.core.peer_count()
+    }
+
+    /// Distinct (subscriber, prefix) subscriptions held now.
+    pub fn subscription_count(&self) -> usize {
+        self.role.table().trie.len()
+    }
+
+    /// Closes every connection (queued messages are dropped and counted) and
+    /// waits for the socket's tasks to end.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}
+
+impl Drop for PubSocket {
+    fn drop(&mut self) {
+        self.core.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+    use crate::zmtp::sub::SubSocket;
+
+    fn opts() -> Options {
+        Options::default()
+    }
+
+    async fn next_topic(sub: &mut SubSocket) -> Vec<u8> {
+        within("a message", sub.recv()).await.expect("open").frames[0].to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefix_filtering_and_unsubscribe() {
+        let (_reg, m) = metrics();
+        let publ = PubSocket::new("pub", opts(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut a = SubSocket::new("a", opts(), &m);
+        let mut all = SubSocket::new("all", opts(), &m);
+        a.subscribe(&b"a"[..]);
+        a.subscribe(&b"ab"[..]);
+        all.subscribe(Bytes::new());
+        a.connect(&format!("tcp://{addr}")).expect("connect");
+        all.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("3 subscriptions", || publ.subscription_count() == 3).await;
+        assert_eq!(publ.send(msg(&[b"abc", b"1"])), Fanout { queued: 2, dropped: 0 });
+        assert_eq!(publ.send(msg(&[b"b", b"2"])), Fanout { queued: 1, dropped: 0 });
+        assert_eq!(next_topic(&mut a).await, b"abc", "once, though two prefixes match");
+        assert_eq!(next_topic(&mut all).await, b"abc");
+        assert_eq!(next_topic(&mut all).await, b"b");
+        assert!(a.unsubscribe(b"a"));
+        assert!(a.unsubscribe(b"ab"));
+        a.subscribe(&b"m"[..]);
+        eventually("a's subscriptions replaced", || publ.subscription_count() == 2).await;
+        publ.send(msg(&[b"a-after"]));
+        publ.send(msg(&[b"marker"]));
+        assert_eq!(next_topic(&mut a).await, b"marker", "nothing after unsubscribe");
+        assert_eq!(next_topic(&mut all).await, b"a-after");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bound_sub_and_connecting_pub() {
+        let (_reg, m) = metrics();
+        let mut sub = SubSocket::new("sub", opts(), &m);
+        sub.subscribe(&b"t"[..]);
+        let addr = sub.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let publ = PubSocket::new("pub", opts(), &m);
+        publ.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscription arrived", || publ.subscription_count() == 1).await;
+        publ.send(msg(&[b"x"]));
+        publ.send(msg(&[b"t1"]));
+        assert_eq!(next_topic(&mut sub).await, b"t1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriptions_are_resent_after_publisher_restart() {
+        let (_reg, m) = metrics();
+        let o = Options {
+            reconnect_interval: Duration::from_millis(10),
+            reconnect_interval_max: Duration::from_millis(50),
+            ..opts()
+        };
+        let publ = PubSocket::new("pub", o.clone(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut sub = SubSocket::new("sub", o.clone(), &m);
+        sub.subscribe(&b"k"[..]);
+        sub.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscribed", || publ.subscription_count() == 1).await;
+        publ.close().await;
+        drop(publ);
+        let publ = PubSocket::new("pub", o, &m);
+        publ.bind(&format!("tcp://{addr}")).await.expect("rebind");
+        eventually("re-subscribed", || publ.subscription_count() == 1).await;
+        publ.send(msg(&[b"k2"]));
+        assert_eq!(next_topic(&mut sub).await, b"k2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_subscriber_drops_alone_and_every_drop_is_counted() {
+        let (reg, m) = metrics();
+        let o = Options {
+            send_hwm: 16,
+            ..opts()
+        };
+        let publ = PubSocket::new("pub", o.clone(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o.clone() }, &m);
+        let mut fast = SubSocket::new("fast", o, &m);
+        slow.subscribe(Bytes::new());
+        fast.subscribe(Bytes::new());
+        slow.connect(&format!("tcp://{addr}")).expect("connect");
+        fast.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("both subscribed", || publ.subscription_count() == 2).await;
+        let body = vec![0u8; 1024];
+        let (mut sent, mut dropped) = (0u64, 0u64);
+        let mut buf = Vec::new();
+        // Paced: 8 messages, then wait until the fast subscriber has them.
+        for round in 0u32..2000 {
+            for i in 0..8u32 {
+                let f = publ.send(msg(&[&(round * 8 + i).to_be_bytes(), &body]));
+                sent += 1;
+                dropped += f.dropped as u64;
+            }
+            let mut got = 0;
+            while got < 8 {
+                got += within("fast subscriber", fast.recv_many(&mut buf, 8)).await;
+            }
+        }
+        assert_eq!(buf.len() as u64, sent, "the fast subscriber lost nothing");
+        for (i, r) in buf.iter().enumerate() {
+            assert_eq!(&r.frames[0][..], &(i as u32).to_be_bytes());
+        }
+        assert!(dropped > 0, "the slow subscriber's queue filled");
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "pub"), ("reason", "subscriber_queue_full")]),
+            dropped as f64
+        );
+        drop(slow);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscriber_full_for_too_long_is_disconnected() {
+        let (reg, m) = metrics();
+        let o = Options {
+            send_hwm: 4,
+            slow_subscriber_timeout: Some(Duration::from_millis(20)),
+            ..opts()
+        };
+        let publ = Arc::new(PubSocket::new("pub", o.clone(), &m));
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o }, &m);
+        slow.subscribe(Bytes::new());
+        slow.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscribed", || publ.subscription_count() == 1).await;
+        let body = vec![0u8; 64 * 1024];
+        within("slow subscriber evicted", async {
+            while metric(&reg, "switchyard_zmtp_disconnects_total", &[("reason", "slow_subscriber")]) < 1.0 {
+                publ.send(msg(&[b"t", &body]));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    }
+}

@@ -1,1 +1,151 @@
-//! (being written)
+//! SUB side, facing PUB/XPUB publishers.
+//!
+//! Semantics:
+//! - [`SubSocket::subscribe`] / [`SubSocket::unsubscribe`] change the set of
+//!   wanted prefixes (counted: subscribing twice needs two unsubscribes).
+//!   Every connected publisher is told the difference at once, and every
+//!   (re)connected publisher gets the whole set: SUBSCRIBE/CANCEL commands
+//!   for ZMTP 3.1 peers, `0x01`/`0x00`-prefixed messages for 3.0 peers.
+//! - Inbound messages go, as for PULL, into one bounded channel of
+//!   `recv_hwm` messages; when it is full the readers stop reading (TCP
+//!   backpressure on the publishers; a libzmq publisher then drops for us at
+//!   its own high-water mark). Nothing is dropped here for lack of room.
+//! - A message whose first frame matches no current subscription (sent by a
+//!   publisher before it saw our CANCEL) is dropped and counted in
+//!   `dropped_total{reason="unsubscribed"}`.
+//! - A protocol violation closes that publisher's connection only and is
+//!   counted in `protocol_errors_total{socket,reason}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::connection::{Attached, PeerId, PeerLink, Received, Role, SocketCore, Stop};
+use super::endpoint::{self, EndpointError};
+use super::frame::Multipart;
+use super::metrics::Metrics;
+use super::options::Options;
+use super::pull::Inbox;
+use super::socket_type::SocketType;
+use super::subscriptions::SubscriptionSet;
+
+#[derive(Debug)]
+struct SubRole {
+    inbox: Inbox,
+    subscriptions: Arc<SubscriptionSet>,
+    core: Arc<SocketCore>,
+}
+
+impl Role for SubRole {
+    type Peer = PeerId;
+
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
+        Ok(Attached {
+            state: link.id,
+            queue: None,
+            subscriptions: Some(self.subscriptions.clone()),
+        })
+    }
+
+    async fn deliver(&self, peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+        let filter = self.subscriptions.filter();
+        let before = msgs.len();
+        msgs.retain(|m| m.first().is_some_and(|topic| filter.matches_any(topic)));
+        let filtered = before - msgs.len();
+        if filtered > 0 {
+            self.core.metrics.dropped("unsubscribed", filtered as u64);
+        }
+        self.inbox.deliver(*peer, msgs).await
+    }
+
+    fn detach(self: &Arc<Self>, _peer: PeerId, _unsent: Vec<Multipart>) {}
+}
+
+/// A SUB socket: subscribes to prefixes and receives matching messages.
+#[derive(Debug)]
+pub struct SubSocket {
+    core: Arc<SocketCore>,
+    role: Arc<SubRole>,
+    rx: mpsc::Receiver<Received>,
+}
+
+impl SubSocket {
+    /// A SUB socket named `name` (its metrics `socket` label), subscribed to
+    /// nothing yet.
+    pub fn new(name: &str, options: Options, metrics: &Metrics) -> Self {
+        let core = SocketCore::new(SocketType::Sub, options, metrics.socket(name));
+        let (inbox, rx) = Inbox::new(core.options.recv_hwm);
+        let role = Arc::new(SubRole {
+            inbox,
+            subscriptions: Arc::new(SubscriptionSet::default()),
+            core: core.clone(),
+        });
+        Self { core, role, rx }
+    }
+
+    /// Subscribes to messages whose first frame starts with `prefix` (empty
+    /// = everything). Sent to every connected publisher now and to every
+    /// publisher that (re)connects later.
+    pub fn subscribe(&self, prefix: impl Into<Bytes>) {
+        self.role.subscriptions.subscribe(prefix.into());
+    }
+
+    /// Removes one subscription to `prefix`; returns false if there was
+    /// none. Publishers are told once the last one is gone.
+    pub fn unsubscribe(&self, prefix: &[u8]) -> bool {
+        self.role.subscriptions.unsubscribe(prefix)
+    }
+
+    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
+    /// bound address.
+    ///
+    /// # Errors
+    /// A malformed endpoint, a name that does not resolve, or a failed bind.
+    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
+        endpoint::bind(&self.core, &self.role, endpoint).await
+    }
+
+    /// Connects to `endpoint` in the background, reconnecting forever.
+    ///
+    /// # Errors
+    /// A malformed endpoint, or a closed socket.
+    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
+        endpoint::connect(&self.core, &self.role, endpoint)
+    }
+
+    /// The next message; `None` once the socket is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.rx.recv().await
+    }
+
+    /// Appends up to `max` messages to `buf` (waiting for at least one);
+    /// returns how many, 0 once the socket is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
+        self.rx.recv_many(buf, max.max(1)).await
+    }
+
+    /// Publishers connected past the handshake.
+    pub fn peer_count(&self) -> usize {
+        self.core.peer_count()
+    }
+
+    /// Stops listening, closes every connection and waits for the socket's
+    /// tasks to end.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}
+
+impl Drop for SubSocket {
+    fn drop(&mut self) {
+        self.core.cancel.cancel();
+    }
+}

@@ -84,11 +84,6 @@ impl QueueTx {
             }
         }
     }
-
-    /// Whether the connection side has gone.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
 }
 
 /// Socket-wide "a queue has room again / the peer set changed" signal.
