@@ -123,3 +123,22 @@ pub fn expected(range: std::ops::Range<u64>, frames: &[&str]) -> Vec<Vec<String>
         })
         .collect()
 }
+
+/// Like [`expected`], with the last frame padded with `.` to `size` bytes
+/// (as `send` pads it).
+pub fn expected_padded(
+    range: std::ops::Range<u64>,
+    frames: &[&str],
+    size: usize,
+) -> Vec<Vec<String>> {
+    let mut out = expected(range, frames);
+    for m in &mut out {
+        if let Some(last) = m.last_mut()
+            && last.len() < size
+        {
+            let pad = size - last.len();
+            last.extend(std::iter::repeat_n('.', pad));
+        }
+    }
+    out
+}

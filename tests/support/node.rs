@@ -21,6 +21,11 @@ pub const RECEIVED: &str = "switchyard_test_node_received_total";
 /// See [`RECEIVED`].
 pub const SENT: &str = "switchyard_test_node_sent_total";
 
+/// PUB nodes: for each published message, the subscribers it was queued
+/// to (`result="queued"`) or dropped for (`result="dropped"`), as
+/// `PubSocket::send` reports them.
+pub const FANOUT: &str = "switchyard_test_node_fanout_total";
+
 /// Switchyard's gauge of connected peers per socket.
 pub const PEERS: &str = "switchyard_zmtp_peers";
 /// Switchyard's handshake failures by reason.

@@ -6,7 +6,7 @@
 //! `<scenario>::<libzmq|zeromq_crate>_node_<binds|connects>`.
 
 use anyhow::{Context, Result, ensure};
-use switchyard_tests::cmd::{self, expected, messages, sent};
+use switchyard_tests::cmd::{self, expected, expected_padded, messages, sent};
 use switchyard_tests::node::{Node, NodeConfig};
 use switchyard_tests::pair::{self, ANY, Side};
 use switchyard_tests::peer::{PeerConfig, PeerKind};
@@ -48,6 +48,8 @@ matrix!(
     req_to_router_side,
     dealer_clients_to_router_side,
     dealer_side_to_rep,
+    large_and_empty_frames_to_pull_side,
+    large_and_empty_frames_from_push_side,
 );
 
 /// Short waits inside retry loops (a probe that may not arrive yet).
@@ -343,4 +345,155 @@ fn dealer_side_round_robins_over_reps() -> Result<()> {
         "served per REP: {served:?}"
     );
     Ok(())
+}
+
+/// Frame bodies of every size class: empty frames, short (< 256 bytes, one
+/// size byte) and long (8 size bytes) up to 300 KiB, in one message.
+const BIG: usize = 300 * 1024;
+
+/// Sends 20 messages of four frames (empty, short, empty, 300 KiB) from
+/// `from` and checks `to` receives them intact.
+fn big_messages(from: &mut Proc, to: &mut Proc) -> Result<()> {
+    let frames = ["", "k{seq}", "", "{seq} "];
+    sent(
+        from.call(&cmd::send_with(20, &frames, 0, 0, BIG), DEADLINE)?,
+        20,
+    )?;
+    let got = messages(to.call(&cmd::recv(20, ARRIVE_MS), DEADLINE)?)?;
+    let want = expected_padded(0..20, &frames, BIG);
+    ensure!(
+        got == want,
+        "first difference {}",
+        first_diff(&got, &want)
+            .chars()
+            .take(300)
+            .collect::<String>()
+    );
+    Ok(())
+}
+
+fn large_and_empty_frames_to_pull_side(kind: PeerKind, side: Side) -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let (mut node, mut peer) = pair::start(
+        &bins,
+        NodeConfig::new("pull").keep(100),
+        PeerConfig::new(kind, "push"),
+        side,
+    )?;
+    node.wait_peers(1)?;
+    big_messages(&mut peer, node.proc())
+}
+
+fn large_and_empty_frames_from_push_side(kind: PeerKind, side: Side) -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let (mut node, mut peer) = pair::start(
+        &bins,
+        NodeConfig::new("push"),
+        PeerConfig::new(kind, "pull"),
+        side,
+    )?;
+    node.wait_peers(1)?;
+    big_messages(node.proc(), &mut peer)
+}
+
+/// Several subscribers with different and overlapping prefixes (libzmq and
+/// the `zeromq` crate at once): each gets exactly the messages matching one
+/// of its prefixes, once, in order.
+#[test]
+fn pub_side_filters_per_subscriber() -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let mut node = NodeConfig::new("pub").bind(ANY).spawn(&bins)?;
+    let ep = node.endpoint();
+    let mut subs = [
+        (
+            "a",
+            PeerConfig::new(PeerKind::Libzmq, "sub")
+                .connect(&ep)
+                .subscribe("a")
+                .spawn(&bins)?,
+        ),
+        (
+            "ab+abc",
+            PeerConfig::new(PeerKind::ZeromqCrate, "sub")
+                .connect(&ep)
+                .subscribe("ab")
+                .subscribe("abc")
+                .spawn(&bins)?,
+        ),
+        (
+            "all",
+            PeerConfig::new(PeerKind::Libzmq, "sub")
+                .connect(&ep)
+                .subscribe("")
+                .spawn(&bins)?,
+        ),
+        (
+            "none",
+            PeerConfig::new(PeerKind::ZeromqCrate, "sub")
+                .connect(&ep)
+                .spawn(&bins)?,
+        ),
+    ];
+    node.wait_peers(4)?;
+    // Every subscriber that subscribed at all matches "abc.probe".
+    for (name, sub) in subs.iter_mut().filter(|(n, _)| *n != "none") {
+        until_subscribed_topic(node.proc(), sub, "abc.probe")
+            .with_context(|| format!("subscriber {name}"))?;
+    }
+    for topic in ["a1", "ab1", "abc1", "b1", "", "abd1"] {
+        sent(node.call(&cmd::send(1, &[topic, "x"]))?, 1)?;
+    }
+    sent(node.call(&cmd::send(1, &["abc.fence"]))?, 1)?;
+    let want = |topics: &[&str]| -> Vec<Vec<String>> {
+        topics
+            .iter()
+            .map(|t| vec![t.to_string(), "x".to_string()])
+            .collect()
+    };
+    let cases = [
+        ("a", want(&["a1", "ab1", "abc1", "abd1"])),
+        ("ab+abc", want(&["ab1", "abc1", "abd1"])),
+        ("all", want(&["a1", "ab1", "abc1", "b1", "", "abd1"])),
+    ];
+    for (name, mut expect) in cases {
+        expect.push(vec!["abc.fence".to_string()]);
+        let sub = &mut subs
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .context("subscriber")?
+            .1;
+        let got = messages(sub.call(
+            &cmd::recv_skipping(expect.len() as u64, ARRIVE_MS, "abc.probe"),
+            DEADLINE,
+        )?)?;
+        ensure!(got == expect, "subscriber {name}: got {got:?}");
+    }
+    // The one without subscriptions got nothing (its first message would be
+    // any of the above).
+    let none = &mut subs
+        .iter_mut()
+        .find(|(n, _)| *n == "none")
+        .context("subscriber")?
+        .1;
+    let e = none.call(&cmd::recv(1, 200), DEADLINE)?;
+    ensure!(
+        matches!(&e, Event::Received { messages, .. } if messages.is_empty()),
+        "{e:?}"
+    );
+    Ok(())
+}
+
+fn until_subscribed_topic(publisher: &mut Proc, subscriber: &mut Proc, probe: &str) -> Result<()> {
+    wait::until(&format!("a {probe} to arrive"), DEADLINE, || {
+        sent(publisher.call(&cmd::send(1, &[probe]), DEADLINE)?, 1)?;
+        let e = subscriber.call(&cmd::recv(1, PROBE_MS), DEADLINE)?;
+        Ok(matches!(
+            e,
+            Event::Received {
+                timed_out: false,
+                ..
+            }
+        )
+        .then_some(()))
+    })
 }

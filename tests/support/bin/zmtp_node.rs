@@ -94,6 +94,12 @@ struct Args {
     /// Options::slow_subscriber_timeout, ms.
     #[arg(long)]
     slow_subscriber_timeout_ms: Option<u64>,
+    /// Options::max_subscriptions (pub).
+    #[arg(long)]
+    max_subscriptions: Option<usize>,
+    /// Options::max_subscription_bytes (pub).
+    #[arg(long)]
+    max_subscription_bytes: Option<usize>,
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300.0)]
     life_s: f64,
@@ -150,21 +156,27 @@ fn options(a: &Args) -> zmtp::options::Options {
     if let Some(v) = a.slow_subscriber_timeout_ms {
         o.slow_subscriber_timeout = Some(ms(v));
     }
+    if let Some(v) = a.max_subscriptions {
+        o.max_subscriptions = v;
+    }
+    if let Some(v) = a.max_subscription_bytes {
+        o.max_subscription_bytes = v;
+    }
     o
 }
 
 /// A receiving role, owned by its consumer task.
 enum Inbound {
-    Sub(pending::SubSocket),
+    Sub(zmtp::sub::SubSocket),
     Pull(zmtp::pull::PullSocket),
-    Router(pending::RouterSocket),
+    Router(zmtp::router::RouterSocket),
 }
 
 /// A sending role, owned by the command loop.
 enum Outbound {
-    Pub(pending::PubSocket),
-    Push(pending::PushSocket),
-    Dealer(pending::DealerSocket),
+    Pub(zmtp::publish::PubSocket),
+    Push(zmtp::push::PushSocket),
+    Dealer(zmtp::dealer::DealerSocket),
 }
 
 /// The hosted role, before it is split between tasks.
@@ -178,6 +190,10 @@ enum Role {
 struct Counters {
     received: IntCounter,
     sent: IntCounter,
+    /// PUB: per published message, the subscribers it was queued to...
+    fanout_queued: IntCounter,
+    /// ...and the matching subscribers it was dropped for.
+    fanout_dropped: IntCounter,
 }
 
 fn multipart(frames: Vec<Bytes>) -> Multipart {
@@ -202,12 +218,16 @@ impl Role {
         let o = options(a);
         let n = a.name.as_str();
         Ok(match a.role.as_str() {
-            "sub" => Role::In(Inbound::Sub(pending::SubSocket::new(n, o, metrics))),
+            "sub" => Role::In(Inbound::Sub(zmtp::sub::SubSocket::new(n, o, metrics))),
             "pull" => Role::In(Inbound::Pull(zmtp::pull::PullSocket::new(n, o, metrics))),
-            "router" => Role::In(Inbound::Router(pending::RouterSocket::new(n, o, metrics))),
-            "pub" => Role::Out(Outbound::Pub(pending::PubSocket::new(n, o, metrics))),
-            "push" => Role::Out(Outbound::Push(pending::PushSocket::new(n, o, metrics))),
-            "dealer" => Role::Out(Outbound::Dealer(pending::DealerSocket::new(n, o, metrics))),
+            "router" => Role::In(Inbound::Router(zmtp::router::RouterSocket::new(
+                n, o, metrics,
+            ))),
+            "pub" => Role::Out(Outbound::Pub(zmtp::publish::PubSocket::new(n, o, metrics))),
+            "push" => Role::Out(Outbound::Push(zmtp::push::PushSocket::new(n, o, metrics))),
+            "dealer" => Role::Out(Outbound::Dealer(zmtp::dealer::DealerSocket::new(
+                n, o, metrics,
+            ))),
             other => bail!("unknown role {other}"),
         })
     }
@@ -254,14 +274,21 @@ async fn consume(
                 match c {
                     Some(Control::Subscribe(p, done)) => {
                         let e = match &mut sock {
-                            Inbound::Sub(s) => { s.subscribe(p); Event::Ok }
+                            Inbound::Sub(s) => {
+                                s.subscribe(p);
+                                Event::Ok
+                            }
                             _ => Event::Error { message: "sub needs the sub role".into() },
                         };
                         let _ = done.send(e);
                     }
                     Some(Control::Unsubscribe(p, done)) => {
                         let e = match &mut sock {
-                            Inbound::Sub(s) => { s.unsubscribe(p); Event::Ok }
+                            Inbound::Sub(s) => {
+                                // false = was not subscribed: fine, as in libzmq.
+                                let _was = s.unsubscribe(&p);
+                                Event::Ok
+                            }
                             _ => Event::Error { message: "unsub needs the sub role".into() },
                         };
                         let _ = done.send(e);
@@ -366,12 +393,15 @@ impl Node {
             let m = multipart(protocol::render(frames, start + n, size));
             let r: Result<()> = match &self.out {
                 Some(Outbound::Pub(s)) => {
-                    s.send(m);
+                    let fanout = s.send(m);
+                    self.counters.fanout_queued.inc_by(fanout.queued as u64);
+                    self.counters.fanout_dropped.inc_by(fanout.dropped as u64);
                     Ok(())
                 }
                 Some(Outbound::Push(s)) => s.send(m).await.map_err(Into::into),
-                Some(Outbound::Dealer(s)) => s.send(m).await.map(drop).map_err(Into::into),
-                None => Err(anyhow::anyhow!("this role cannot send")),
+                _ => Err(anyhow::anyhow!(
+                    "this role cannot send (dealer: use request)"
+                )),
             };
             if let Err(e) = r {
                 error = Some(e.to_string());
@@ -435,7 +465,9 @@ impl Node {
             let Some(Outbound::Dealer(s)) = &self.out else {
                 break;
             };
-            match timeout(Duration::from_millis(timeout_ms), s.request(req.clone())).await {
+            let wait = Duration::from_millis(timeout_ms);
+            // The socket's own deadline, and ours around it in case it hangs.
+            match timeout(wait + Duration::from_secs(5), s.request(req.clone(), wait)).await {
                 Ok(Ok(reply)) => {
                     self.counters.sent.inc();
                     self.counters.received.inc();
@@ -604,6 +636,11 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
 async fn run(args: Args) -> Result<()> {
     let registry = Registry::new();
     let metrics = zmtp::metrics::Metrics::new(&registry);
+    let fanout = registry.counter_vec(
+        switchyard_tests::node::FANOUT,
+        "PUB: subscribers each published message was queued to or dropped for.",
+        &["result"],
+    );
     let counters = Counters {
         received: registry.counter(
             switchyard_tests::node::RECEIVED,
@@ -613,6 +650,8 @@ async fn run(args: Args) -> Result<()> {
             switchyard_tests::node::SENT,
             "Messages the node handed to its role.",
         ),
+        fanout_queued: fanout.with_label_values(&["queued"]),
+        fanout_dropped: fanout.with_label_values(&["dropped"]),
     };
     let role = Role::new(&args, &metrics)?;
     let mut endpoint = None;
@@ -728,59 +767,4 @@ fn main() {
     };
     // Leave without waiting for the blocking stdin reader.
     std::process::exit(code);
-}
-
-/// Stand-ins for the roles not merged yet (zmtp-sockets lands them one by
-/// one); each refuses to start.
-mod pending {
-    use bytes::Bytes;
-    use switchyard::zmtp::connection::{PeerId, Received, SendError};
-    use switchyard::zmtp::frame::Multipart;
-    use switchyard::zmtp::metrics::Metrics;
-    use switchyard::zmtp::options::Options;
-
-    /// Not merged yet.
-    #[derive(Debug, thiserror::Error)]
-    #[error("this role is not merged yet")]
-    pub(crate) struct NotYet;
-
-    macro_rules! stub {
-        ($($t:ident),*) => {$(
-            pub(crate) struct $t;
-            impl $t {
-                pub(crate) fn new(_: &str, _: Options, _: &Metrics) -> Self { $t }
-                pub(crate) async fn bind(&self, _: &str) -> Result<std::net::SocketAddr, NotYet> { Err(NotYet) }
-                pub(crate) fn connect(&self, _: &str) -> Result<(), NotYet> { Err(NotYet) }
-                pub(crate) async fn close(&self) {}
-                #[allow(dead_code)]
-                pub(crate) async fn recv(&mut self) -> Option<Received> { None }
-                #[allow(dead_code)]
-                pub(crate) fn subscribe(&self, _: Bytes) {}
-                #[allow(dead_code)]
-                pub(crate) fn unsubscribe(&self, _: Bytes) {}
-                #[allow(dead_code)]
-                pub(crate) async fn request(&self, _: Multipart) -> Result<Multipart, SendError> { Err(SendError::Closed) }
-            }
-        )*};
-    }
-    stub!(SubSocket, RouterSocket, PubSocket, PushSocket, DealerSocket);
-
-    impl RouterSocket {
-        pub(crate) async fn send(&self, _: PeerId, _: Multipart) -> Result<(), SendError> {
-            Err(SendError::Closed)
-        }
-    }
-    impl PushSocket {
-        pub(crate) async fn send(&self, _: Multipart) -> Result<(), SendError> {
-            Err(SendError::Closed)
-        }
-    }
-    impl DealerSocket {
-        pub(crate) async fn send(&self, _: Multipart) -> Result<(), SendError> {
-            Err(SendError::Closed)
-        }
-    }
-    impl PubSocket {
-        pub(crate) fn send(&self, _: Multipart) {}
-    }
 }
