@@ -184,8 +184,21 @@ impl RawPeer {
     /// # Errors
     /// When the node's greeting or READY is not what ZMTP 3 says.
     pub fn handshake(&mut self, socket_type: &str, deadline: Duration) -> Result<Vec<u8>> {
+        self.handshake_with(&[("Socket-Type", socket_type.as_bytes())], deadline)
+    }
+
+    /// As [`RawPeer::handshake`], with any READY properties (e.g. an
+    /// `Identity`).
+    ///
+    /// # Errors
+    /// When the node's greeting or READY is not what ZMTP 3 says.
+    pub fn handshake_with(
+        &mut self,
+        props: &[(&str, &[u8])],
+        deadline: Duration,
+    ) -> Result<Vec<u8>> {
         let mut out = greeting(3, 1, "NULL", false).to_vec();
-        out.extend(ready(socket_type));
+        out.extend(command("READY", &properties(props)));
         self.send(&out)?;
         let end = Instant::now() + deadline;
         let g = self.read_exact(64, end)?;
