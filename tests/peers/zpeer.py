@@ -12,6 +12,7 @@ test is gone) and when --life-s seconds have passed.
 Usage: zpeer.py --role ROLE (--bind EP | --connect EP...) [--sndhwm N]
        [--rcvhwm N] [--rcvbuf BYTES] [--sndbuf BYTES] [--identity ID]
        [--subscribe PREFIX]... [--echo] [--sndtimeo-ms MS] [--life-s S]
+       [--plain-client USER:PASS | --plain-server]
 """
 
 import argparse
@@ -140,6 +141,13 @@ class Peer:
             s.setsockopt(zmq.SNDBUF, args.sndbuf)
         if args.identity:
             s.setsockopt(zmq.IDENTITY, args.identity.encode())
+        if args.plain_client:
+            user, password = args.plain_client.split(":", 1)
+            s.setsockopt(zmq.PLAIN_USERNAME, user.encode())
+            s.setsockopt(zmq.PLAIN_PASSWORD, password.encode())
+        if args.plain_server:
+            # Without a ZAP handler libzmq accepts any PLAIN credentials.
+            s.setsockopt(zmq.PLAIN_SERVER, 1)
         s.setsockopt(zmq.SNDTIMEO, args.sndtimeo_ms)
         s.setsockopt(zmq.LINGER, 2000)
         s.setsockopt(zmq.RECONNECT_IVL, 50)
@@ -343,6 +351,8 @@ def main():
     p.add_argument("--identity")
     p.add_argument("--subscribe", action="append", default=[])
     p.add_argument("--echo", action="store_true")
+    p.add_argument("--plain-client", help="PLAIN credentials user:password")
+    p.add_argument("--plain-server", action="store_true", help="act as PLAIN server")
     p.add_argument("--sndtimeo-ms", type=int, default=10000)
     p.add_argument("--life-s", type=float, default=300.0)
     args = p.parse_args()

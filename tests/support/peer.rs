@@ -65,6 +65,12 @@ impl PeerConfig {
         self
     }
 
+    /// A flag without a value (`--plain-server`).
+    pub fn flag(mut self, name: &str) -> Self {
+        self.args.push(name.into());
+        self
+    }
+
     /// Any other option (`--rcvhwm`, `--rcvbuf`, `--identity`, ...).
     pub fn arg(mut self, name: &str, value: impl ToString) -> Self {
         self.args.push(name.into());

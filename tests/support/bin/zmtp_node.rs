@@ -22,6 +22,7 @@ use std::time::Duration;
 use switchyard::metrics::Registry;
 use switchyard::zmtp;
 use switchyard::zmtp::frame::Multipart;
+use switchyard::zmtp::handshake::Mechanism;
 use switchyard_tests::protocol::{self, Command, Event, Tally, emit};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -100,6 +101,12 @@ struct Args {
     /// Options::max_subscription_bytes (pub).
     #[arg(long)]
     max_subscription_bytes: Option<usize>,
+    /// PLAIN server: accept this `user:password` (repeatable).
+    #[arg(long)]
+    plain_server: Vec<String>,
+    /// PLAIN client: authenticate as `user:password`.
+    #[arg(long)]
+    plain_client: Option<String>,
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300.0)]
     life_s: f64,
@@ -109,8 +116,26 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-fn options(a: &Args) -> zmtp::options::Options {
+fn credentials(s: &str) -> Result<(String, String)> {
+    let (u, p) = s.split_once(':').context("credentials are user:password")?;
+    Ok((u.to_owned(), p.to_owned()))
+}
+
+fn options(a: &Args) -> Result<zmtp::options::Options> {
     let mut o = zmtp::options::Options::default();
+    if let Some(c) = &a.plain_client {
+        let (username, password) = credentials(c)?;
+        o.mechanism = Mechanism::PlainClient { username, password };
+    } else if !a.plain_server.is_empty() {
+        let users = a
+            .plain_server
+            .iter()
+            .map(|c| credentials(c))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        o.mechanism = Mechanism::PlainServer {
+            credentials: std::sync::Arc::new(users),
+        };
+    }
     if let Some(v) = a.max_frame_size {
         o.limits.max_frame_size = v;
     }
@@ -162,7 +187,7 @@ fn options(a: &Args) -> zmtp::options::Options {
     if let Some(v) = a.max_subscription_bytes {
         o.max_subscription_bytes = v;
     }
-    o
+    Ok(o)
 }
 
 /// A receiving role, owned by its consumer task.
@@ -215,7 +240,7 @@ macro_rules! each {
 
 impl Role {
     fn new(a: &Args, metrics: &zmtp::metrics::Metrics) -> Result<Role> {
-        let o = options(a);
+        let o = options(a)?;
         let n = a.name.as_str();
         Ok(match a.role.as_str() {
             "sub" => Role::In(Inbound::Sub(zmtp::sub::SubSocket::new(n, o, metrics))),
