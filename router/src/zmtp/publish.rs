@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
-use super::connection::{Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue};
+use super::connection::{
+    Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue,
+};
 use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
@@ -64,9 +66,10 @@ struct Table {
 /// How one [`PubSocket::send`] went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fanout {
-    /// Subscribers the message was queued to.
+    /// Subscribers the message was queued to (summed over a batch).
     pub queued: usize,
-    /// Matching subscribers it was dropped for (queue full or gone).
+    /// Matching subscribers it was dropped for, queue full or gone (summed
+    /// over a batch).
     pub dropped: usize,
 }
 
@@ -83,7 +86,13 @@ impl PubRole {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn apply(&self, table: &mut Table, slot: SubscriberId, subscribe: bool, prefix: &[u8]) -> Result<(), Stop> {
+    fn apply(
+        &self,
+        table: &mut Table,
+        slot: SubscriberId,
+        subscribe: bool,
+        prefix: &[u8],
+    ) -> Result<(), Stop> {
         let o = &self.core.options;
         let Some(sub) = table.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
             return Ok(());
@@ -113,47 +122,49 @@ impl PubRole {
         Ok(())
     }
 
-    fn send(&self, frames: Multipart) -> Fanout {
-        let mut out = Fanout::default();
-        let Some(topic) = frames.first() else {
-            return out;
-        };
+    /// Fans out every message of `msgs` under one lock acquisition.
+    fn send_all(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
         let slow_after = self.core.options.slow_subscriber_timeout;
         let metrics = &self.core.metrics;
-        let (mut full, mut gone) = (0u64, 0u64);
+        let (mut queued, mut full, mut gone) = (0usize, 0u64, 0u64);
         let mut table = self.table();
-        table.stamp += 1;
-        let Table {
-            trie, slots, stamp, ..
-        } = &mut *table;
-        trie.for_each_match(topic, |id| {
-            let Some(sub) = slots.get_mut(id as usize).and_then(Option::as_mut) else {
-                return;
+        for frames in msgs {
+            let Some(topic) = frames.first() else {
+                continue;
             };
-            if sub.stamp == *stamp {
-                return;
-            }
-            sub.stamp = *stamp;
-            match sub.queue.try_push(frames.clone()) {
-                Ok(()) => {
-                    out.queued += 1;
-                    sub.full_since = None;
+            table.stamp += 1;
+            let Table {
+                trie, slots, stamp, ..
+            } = &mut *table;
+            trie.for_each_match(topic, |id| {
+                let Some(sub) = slots.get_mut(id as usize).and_then(Option::as_mut) else {
+                    return;
+                };
+                if sub.stamp == *stamp {
+                    return;
                 }
-                Err(PushError::Full(_)) => {
-                    full += 1;
-                    if let Some(limit) = slow_after {
-                        let now = Instant::now();
-                        let since = *sub.full_since.get_or_insert(now);
-                        if !sub.evicted && now.duration_since(since) >= limit {
-                            sub.evicted = true;
-                            sub.cancel.cancel();
-                            metrics.disconnect("slow_subscriber");
+                sub.stamp = *stamp;
+                match sub.queue.try_push(frames.clone()) {
+                    Ok(()) => {
+                        queued += 1;
+                        sub.full_since = None;
+                    }
+                    Err(PushError::Full(_)) => {
+                        full += 1;
+                        if let Some(limit) = slow_after {
+                            let now = Instant::now();
+                            let since = *sub.full_since.get_or_insert(now);
+                            if !sub.evicted && now.duration_since(since) >= limit {
+                                sub.evicted = true;
+                                sub.cancel.cancel();
+                                metrics.disconnect("slow_subscriber");
+                            }
                         }
                     }
+                    Err(PushError::Closed(_)) => gone += 1,
                 }
-                Err(PushError::Closed(_)) => gone += 1,
-            }
-        });
+            });
+        }
         drop(table);
         if full > 0 {
             metrics.dropped_queue_full.inc_by(full);
@@ -161,15 +172,20 @@ impl PubRole {
         if gone > 0 {
             metrics.dropped_peer_disconnected.inc_by(gone);
         }
-        out.dropped = (full + gone) as usize;
-        out
+        Fanout {
+            queued,
+            dropped: (full + gone) as usize,
+        }
     }
 }
 
 impl Role for PubRole {
     type Peer = SubscriberId;
 
-    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<SubscriberId>, &'static str> {
+    fn attach(
+        self: &Arc<Self>,
+        link: PeerLink<'_>,
+    ) -> Result<Attached<SubscriberId>, &'static str> {
         let o = &self.core.options;
         let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         let sub = Subscriber {
@@ -199,7 +215,11 @@ impl Role for PubRole {
         })
     }
 
-    async fn deliver(&self, slot: &mut SubscriberId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    async fn deliver(
+        &self,
+        slot: &mut SubscriberId,
+        msgs: &mut Vec<Multipart>,
+    ) -> Result<(), Stop> {
         let mut table = self.table();
         for m in msgs.drain(..) {
             // Subscriptions as messages: one frame, first byte 1 or 0. Other
@@ -262,7 +282,13 @@ impl PubSocket {
     /// Queues `frames` to every subscriber whose subscriptions match its
     /// first frame; never waits. A message without frames goes nowhere.
     pub fn send(&self, frames: Multipart) -> Fanout {
-        self.role.send(frames)
+        self.role.send_all(std::iter::once(frames))
+    }
+
+    /// [`send`](Self::send) for a batch: the subscriber table is locked once
+    /// for all of them. Returns the totals over the batch.
+    pub fn send_many(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
+        self.role.send_all(msgs)
     }
 
     /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
@@ -335,18 +361,51 @@ mod tests {
         a.connect(&format!("tcp://{addr}")).expect("connect");
         all.connect(&format!("tcp://{addr}")).expect("connect");
         eventually("3 subscriptions", || publ.subscription_count() == 3).await;
-        assert_eq!(publ.send(msg(&[b"abc", b"1"])), Fanout { queued: 2, dropped: 0 });
-        assert_eq!(publ.send(msg(&[b"b", b"2"])), Fanout { queued: 1, dropped: 0 });
-        assert_eq!(next_topic(&mut a).await, b"abc", "once, though two prefixes match");
+        assert_eq!(
+            publ.send(msg(&[b"abc", b"1"])),
+            Fanout {
+                queued: 2,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            publ.send(msg(&[b"b", b"2"])),
+            Fanout {
+                queued: 1,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            publ.send_many([msg(&[b"b", b"3"]), msg(&[b"abd"]), msg(&[])]),
+            Fanout {
+                queued: 3,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            next_topic(&mut a).await,
+            b"abc",
+            "once, though two prefixes match"
+        );
         assert_eq!(next_topic(&mut all).await, b"abc");
         assert_eq!(next_topic(&mut all).await, b"b");
+        assert_eq!(next_topic(&mut a).await, b"abd");
+        assert_eq!(next_topic(&mut all).await, b"b");
+        assert_eq!(next_topic(&mut all).await, b"abd");
         assert!(a.unsubscribe(b"a"));
         assert!(a.unsubscribe(b"ab"));
         a.subscribe(&b"m"[..]);
-        eventually("a's subscriptions replaced", || publ.subscription_count() == 2).await;
+        eventually("a's subscriptions replaced", || {
+            publ.subscription_count() == 2
+        })
+        .await;
         publ.send(msg(&[b"a-after"]));
         publ.send(msg(&[b"marker"]));
-        assert_eq!(next_topic(&mut a).await, b"marker", "nothing after unsubscribe");
+        assert_eq!(
+            next_topic(&mut a).await,
+            b"marker",
+            "nothing after unsubscribe"
+        );
         assert_eq!(next_topic(&mut all).await, b"a-after");
     }
 
@@ -396,7 +455,14 @@ mod tests {
         };
         let publ = PubSocket::new("pub", o.clone(), &m);
         let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o.clone() }, &m);
+        let slow = SubSocket::new(
+            "slow",
+            Options {
+                recv_hwm: 1,
+                ..o.clone()
+            },
+            &m,
+        );
         let mut fast = SubSocket::new("fast", o, &m);
         slow.subscribe(Bytes::new());
         fast.subscribe(Bytes::new());
@@ -424,7 +490,11 @@ mod tests {
         }
         assert!(dropped > 0, "the slow subscriber's queue filled");
         assert_eq!(
-            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "pub"), ("reason", "subscriber_queue_full")]),
+            metric(
+                &reg,
+                "switchyard_zmtp_dropped_total",
+                &[("socket", "pub"), ("reason", "subscriber_queue_full")]
+            ),
             dropped as f64
         );
         drop(slow);
@@ -446,7 +516,12 @@ mod tests {
         eventually("subscribed", || publ.subscription_count() == 1).await;
         let body = vec![0u8; 64 * 1024];
         within("slow subscriber evicted", async {
-            while metric(&reg, "switchyard_zmtp_disconnects_total", &[("reason", "slow_subscriber")]) < 1.0 {
+            while metric(
+                &reg,
+                "switchyard_zmtp_disconnects_total",
+                &[("reason", "slow_subscriber")],
+            ) < 1.0
+            {
                 publ.send(msg(&[b"t", &body]));
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

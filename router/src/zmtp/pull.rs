@@ -43,7 +43,11 @@ impl Inbox {
     }
 
     /// Moves `msgs` into the channel, waiting for room (backpressure).
-    pub(crate) async fn deliver(&self, peer: PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    pub(crate) async fn deliver(
+        &self,
+        peer: PeerId,
+        msgs: &mut Vec<Multipart>,
+    ) -> Result<(), Stop> {
         let mut left = msgs.len();
         let mut it = msgs.drain(..);
         while left > 0 {
@@ -99,11 +103,7 @@ impl PullSocket {
         let core = SocketCore::new(SocketType::Pull, options, metrics.socket(name));
         let (inbox, rx) = Inbox::new(core.options.recv_hwm);
         let role = Arc::new(PullRole { inbox });
-        Self {
-            core,
-            role,
-            rx,
-        }
+        Self { core, role, rx }
     }
 
     /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
