@@ -133,12 +133,6 @@ pub enum HandshakeError {
         /// The peer's (escaped when printed).
         theirs: MechanismName,
     },
-    /// Both peers claim the same role in a client/server mechanism (PLAIN).
-    #[error("both peers act as the {role} of the security mechanism")]
-    RoleConflict {
-        /// `"server"` or `"client"`.
-        role: &'static str,
-    },
     /// READY (or INITIATE) metadata is missing or invalid.
     #[error("malformed {command} metadata: {detail}")]
     MalformedReady {
@@ -198,9 +192,7 @@ impl HandshakeError {
         match self {
             HandshakeError::BadSignature => "bad_greeting",
             HandshakeError::UnsupportedVersion { .. } => "version",
-            HandshakeError::MechanismMismatch { .. } | HandshakeError::RoleConflict { .. } => {
-                "mechanism"
-            }
+            HandshakeError::MechanismMismatch { .. } => "mechanism",
             HandshakeError::MalformedReady { .. } => "malformed_ready",
             HandshakeError::UnknownSocketType { .. }
             | HandshakeError::IncompatibleSocketType { .. } => "socket_type",
@@ -318,6 +310,10 @@ impl Handshake {
         } else {
             OUR_VERSION.1
         };
+        // The peer's as-server bit is ignored, as libzmq does: libzmq 4.3
+        // always sends 0, even as a PLAIN server. Roles come from our config;
+        // two clients fail on the first unexpected command, two servers at the
+        // handshake timeout.
         let ours = self.cfg.mechanism.name();
         if g.mechanism != ours {
             send_error(out, b"security mechanism mismatch");
@@ -327,16 +323,11 @@ impl Handshake {
             });
         }
         match &self.cfg.mechanism {
-            // NULL has no roles: the as-server bit is ignored (RFC 23).
             Mechanism::Null => {
                 encode_command(&Command::Ready(self.our_properties()), out);
                 self.state = State::Ready;
             }
             Mechanism::PlainClient { username, password } => {
-                if !g.as_server {
-                    send_error(out, b"both peers are PLAIN clients");
-                    return Err(HandshakeError::RoleConflict { role: "client" });
-                }
                 if username.len() > 255 || password.len() > 255 {
                     return Err(HandshakeError::CredentialsTooLong);
                 }
@@ -347,13 +338,7 @@ impl Handshake {
                 encode_command(&hello, out);
                 self.state = State::Welcome;
             }
-            Mechanism::PlainServer { .. } => {
-                if g.as_server {
-                    send_error(out, b"both peers are PLAIN servers");
-                    return Err(HandshakeError::RoleConflict { role: "server" });
-                }
-                self.state = State::Hello;
-            }
+            Mechanism::PlainServer { .. } => self.state = State::Hello,
         }
         Ok(())
     }
