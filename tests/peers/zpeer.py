@@ -12,7 +12,7 @@ test is gone) and when --life-s seconds have passed.
 Usage: zpeer.py --role ROLE (--bind EP | --connect EP...) [--sndhwm N]
        [--rcvhwm N] [--rcvbuf BYTES] [--sndbuf BYTES] [--identity ID]
        [--subscribe PREFIX]... [--echo] [--sndtimeo-ms MS] [--life-s S]
-       [--plain-client USER:PASS | --plain-server]
+       [--plain-client USER:PASS | --plain-server USER:PASS...]
 """
 
 import argparse
@@ -145,8 +145,16 @@ class Peer:
             user, password = args.plain_client.split(":", 1)
             s.setsockopt(zmq.PLAIN_USERNAME, user.encode())
             s.setsockopt(zmq.PLAIN_PASSWORD, password.encode())
+        self.auth = None
         if args.plain_server:
-            # Without a ZAP handler libzmq accepts any PLAIN credentials.
+            # libzmq 4.3 refuses every PLAIN client unless a ZAP handler
+            # answers: run pyzmq's, with these users.
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            users = dict(c.split(":", 1) for c in args.plain_server)
+            self.auth.configure_plain(domain="*", passwords=users)
             s.setsockopt(zmq.PLAIN_SERVER, 1)
         s.setsockopt(zmq.SNDTIMEO, args.sndtimeo_ms)
         s.setsockopt(zmq.LINGER, 2000)
@@ -352,7 +360,7 @@ def main():
     p.add_argument("--subscribe", action="append", default=[])
     p.add_argument("--echo", action="store_true")
     p.add_argument("--plain-client", help="PLAIN credentials user:password")
-    p.add_argument("--plain-server", action="store_true", help="act as PLAIN server")
+    p.add_argument("--plain-server", action="append", default=[], help="PLAIN server accepting user:password")
     p.add_argument("--sndtimeo-ms", type=int, default=10000)
     p.add_argument("--life-s", type=float, default=300.0)
     args = p.parse_args()
@@ -363,6 +371,8 @@ def main():
         peer.run()
     finally:
         peer.sock.close()
+        if peer.auth is not None:
+            peer.auth.stop()
         peer.ctx.term()
 
 

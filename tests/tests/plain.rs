@@ -28,13 +28,13 @@ fn libzmq_plain_client_to_node_plain_server() -> Result<()> {
 }
 
 /// libzmq 4.3 sends its greeting's as-server byte as 0 even as a PLAIN
-/// server (it zeroes the 32 bytes after the mechanism name), so a client
-/// that insists on as-server = 1 cannot talk to it.
+/// server (it zeroes the 32 bytes after the mechanism name): a client must
+/// take its role from its own configuration, not from that bit.
 #[test]
 fn node_plain_client_to_libzmq_plain_server() -> Result<()> {
     let bins = switchyard_tests::bins!();
     let mut pull = PeerConfig::new(PeerKind::Libzmq, "pull")
-        .flag("--plain-server")
+        .arg("--plain-server", "bob:pw")
         .bind(ANY)
         .spawn(&bins)?;
     let mut node = NodeConfig::new("push")
@@ -82,6 +82,29 @@ fn null_peer_to_plain_server_is_refused() -> Result<()> {
     node.wait_metric(
         node::HANDSHAKE_FAILURES,
         &[("reason", "mechanism")],
+        DEADLINE,
+        |v| *v >= 1.0,
+    )?;
+    ensure!(node.metric(node::PEERS, &[("socket", SOCKET)])? == 0.0);
+    Ok(())
+}
+
+/// The node as PLAIN client with a password the libzmq server refuses: the
+/// handshake fails and is counted (libzmq answers with an ERROR).
+#[test]
+fn node_plain_client_refused_by_libzmq() -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let pull = PeerConfig::new(PeerKind::Libzmq, "pull")
+        .arg("--plain-server", "bob:pw")
+        .bind(ANY)
+        .spawn(&bins)?;
+    let node = NodeConfig::new("push")
+        .arg("--plain-client", "bob:nope")
+        .connect(&pull.endpoint())
+        .spawn(&bins)?;
+    node.wait_metric(
+        node::HANDSHAKE_FAILURES,
+        &[("reason", "peer_error")],
         DEADLINE,
         |v| *v >= 1.0,
     )?;
