@@ -283,3 +283,90 @@ fn slow_subscriber_is_disconnected_after_timeout() -> Result<()> {
     ensure!(after == vec![vec!["t.after".to_string()]], "{after:?}");
     Ok(())
 }
+
+/// Eight subscribers that stop reading, next to a fast one: each costs at
+/// most its queue bound (`send_hwm_bytes`), so the node's growth stays under
+/// nine queue bounds plus the fixed slack. Messages are 4,000 bytes, below
+/// the size the writer sends from its own buffer, so a writer that copies
+/// a whole batch while its subscriber is stuck shows here.
+#[test]
+fn many_slow_subscribers_stay_within_their_bounds() -> Result<()> {
+    const SLOW: usize = 8;
+    const N: u64 = 10_000;
+    const SIZE: usize = 4000;
+    const HWM_BYTES: u64 = MIB;
+    let bins = switchyard_tests::bins!();
+    let mut node = NodeConfig::new("pub")
+        .bind(ANY)
+        .arg("--send-hwm", HWM_MESSAGES)
+        .arg("--send-hwm-bytes", HWM_BYTES)
+        .spawn(&bins)?;
+    let mut fast = PeerConfig::new(PeerKind::Libzmq, "sub")
+        .connect(&node.endpoint())
+        .subscribe("t")
+        .arg("--rcvhwm", 0)
+        .spawn(&bins)?;
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = RawPeer::connect_with(&node.addr(), Some(4096))?;
+        s.handshake("SUB", DEADLINE)?;
+        s.subscribe(b"t")?;
+        slow.push((s, false));
+    }
+    node.wait_peers(SLOW as u64 + 1)?;
+    wait::until("a probe at the fast subscriber", DEADLINE, || {
+        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
+        let e = fast.call(&cmd::recv(1, 200), DEADLINE)?;
+        Ok(matches!(
+            e,
+            Event::Received {
+                timed_out: false,
+                ..
+            }
+        )
+        .then_some(()))
+    })?;
+    wait::until("a probe at every slow subscriber", DEADLINE, || {
+        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
+        for (s, synced) in slow.iter_mut().filter(|(_, synced)| !*synced) {
+            *synced = s
+                .read_message(Instant::now() + Duration::from_millis(50))
+                .is_ok();
+        }
+        Ok(slow.iter().all(|(_, synced)| *synced).then_some(()))
+    })?;
+
+    let before = Counts::read(&node)?;
+    let baseline = node.memory()?;
+    node.reset_peak_memory()?;
+    fast.send(&cmd::count(N, 60_000, Some(CONTROL)))?;
+    sent(
+        node.call(&cmd::send_with(N, &["t", "{seq} {ts} "], 0, RATE, SIZE))?,
+        N,
+    )?;
+    let e = fast.event(Duration::from_secs(90))?;
+    let phase = Counts::read(&node)?.since(before);
+    let m = node.memory()?;
+    let grew = m.peak.saturating_sub(baseline.rss);
+    let bound = (SLOW as u64 + 1) * HWM_BYTES + SLACK;
+    println!(
+        "{SLOW} slow + 1 fast subscribers, {N} x {SIZE} B: fast {e:?}; node RSS grew {:.1} MiB \
+         (bound {:.1} MiB); phase counters {phase:?}",
+        grew as f64 / MIB as f64,
+        bound as f64 / MIB as f64
+    );
+    ensure!(
+        matches!(e, Event::Counted { count, seq_errors: 0, .. } if count == N),
+        "fast subscriber: {e:?}"
+    );
+    ensure!(
+        phase.queued + phase.dropped == (SLOW as u64 + 1) * N,
+        "{phase:?}"
+    );
+    ensure!(phase.dropped == phase.full && phase.full > 0, "{phase:?}");
+    ensure!(
+        grew <= bound,
+        "node peak RSS grew {grew} bytes, bound {bound}"
+    );
+    Ok(())
+}
