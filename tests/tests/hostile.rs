@@ -598,3 +598,26 @@ fn router_refuses_a_stolen_identity() -> Result<()> {
     );
     Ok(())
 }
+
+/// A REQ peer whose request is the delimiter alone, without a body.
+#[test]
+fn req_peer_with_delimiter_only() -> Result<()> {
+    let s = Scene::start("router")?;
+    refused(s.handshaken("REQ")?, &raw::message(&[b""]))?;
+    s.reason(node::PROTOCOL_ERRORS, "req_envelope", 1)?;
+    s.finish(MAX_MESSAGE as u64)
+}
+
+/// Peers announcing a socket type that cannot talk to PULL (PUB), or one
+/// that does not exist.
+#[test]
+fn incompatible_and_unknown_socket_types() -> Result<()> {
+    let s = Scene::start("pull")?;
+    for (i, socket_type) in ["PUB", "WIDGET"].into_iter().enumerate() {
+        let mut out = raw::greeting(3, 1, "NULL", false).to_vec();
+        out.extend(raw::ready(socket_type));
+        refused(s.attacker()?, &out)?;
+        s.reason(node::HANDSHAKE_FAILURES, "socket_type", i as u64 + 1)?;
+    }
+    s.finish(0)
+}

@@ -50,6 +50,8 @@ matrix!(
     dealer_side_to_rep,
     large_and_empty_frames_to_pull_side,
     large_and_empty_frames_from_push_side,
+    push_side_backpressure_is_lossless,
+    pull_side_backpressure_is_lossless,
 );
 
 /// Short waits inside retry loops (a probe that may not arrive yet).
@@ -496,4 +498,54 @@ fn until_subscribed_topic(publisher: &mut Proc, subscriber: &mut Proc, probe: &s
         )
         .then_some(()))
     })
+}
+
+/// Messages pushed through a queue of 10 while the other side reads: the
+/// queue is full most of the time, the sender waits, and nothing is lost or
+/// reordered.
+const MANY: u64 = 20_000;
+
+fn counted_all(e: Event) -> Result<()> {
+    ensure!(
+        matches!(
+            e,
+            Event::Counted {
+                count: MANY,
+                seq_errors: 0,
+                timed_out: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    Ok(())
+}
+
+fn push_side_backpressure_is_lossless(kind: PeerKind, side: Side) -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let node = NodeConfig::new("push").arg("--send-hwm", 10);
+    let (mut node, mut peer) = pair::start(&bins, node, PeerConfig::new(kind, "pull"), side)?;
+    node.wait_peers(1)?;
+    peer.send(&cmd::count(MANY, 60_000, None))?;
+    sent(
+        node.call(&cmd::send_with(MANY, &["k", "{seq} "], 0, 0, 100))?,
+        MANY,
+    )?;
+    counted_all(peer.event(DEADLINE * 4)?)
+}
+
+fn pull_side_backpressure_is_lossless(kind: PeerKind, side: Side) -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let node = NodeConfig::new("pull").arg("--recv-hwm", 10).keep(10);
+    let (mut node, mut peer) = pair::start(&bins, node, PeerConfig::new(kind, "push"), side)?;
+    node.wait_peers(1)?;
+    node.proc().send(&cmd::count(MANY, 60_000, None))?;
+    sent(
+        peer.call(
+            &cmd::send_with(MANY, &["k", "{seq} "], 0, 0, 100),
+            DEADLINE * 4,
+        )?,
+        MANY,
+    )?;
+    counted_all(node.proc().event(DEADLINE * 4)?)
 }
