@@ -488,7 +488,24 @@ fn rep_service_cannot_answer_for_another() -> Result<()> {
     let body = b"forged".to_vec();
     *forged.last_mut().context("empty request")? = &body;
     services[forger].send(&raw::message(&forged))?;
-    // The honest service answers after the forgery has been sent.
+    // Wait until the node has dealt with the forgery: either it dropped it
+    // (counted as an unmatched reply) or it answered the caller with it.
+    let early =
+        switchyard_tests::wait::until("the node to handle the forged reply", DEADLINE, || {
+            if node.metric(
+                node::DROPPED,
+                &[("socket", SOCKET), ("reason", "unmatched_reply")],
+            )? >= 1.0
+            {
+                return Ok(Some(None));
+            }
+            Ok(node.proc().event(Duration::from_millis(10)).ok().map(Some))
+        })?;
+    ensure!(
+        early.is_none(),
+        "the caller got the forged reply: {early:?}"
+    );
+    // The honest service answers after the forgery was dropped.
     services[honest].send(&raw::message(
         &req.iter().map(Vec::as_slice).collect::<Vec<_>>(),
     ))?;
@@ -499,7 +516,7 @@ fn rep_service_cannot_answer_for_another() -> Result<()> {
             mismatches: 0,
             error: None
         },
-        "the caller got the forged reply: {e:?}"
+        "{e:?}"
     );
     ensure!(node.is_alive());
     Ok(())
