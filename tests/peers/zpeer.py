@@ -156,6 +156,10 @@ class Peer:
             users = dict(c.split(":", 1) for c in args.plain_server)
             self.auth.configure_plain(domain="*", passwords=users)
             s.setsockopt(zmq.PLAIN_SERVER, 1)
+        if args.heartbeat_ms:
+            # libzmq PINGs every interval and drops a peer silent for 3.
+            s.setsockopt(zmq.HEARTBEAT_IVL, args.heartbeat_ms)
+            s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * args.heartbeat_ms)
         s.setsockopt(zmq.SNDTIMEO, args.sndtimeo_ms)
         s.setsockopt(zmq.LINGER, 2000)
         s.setsockopt(zmq.RECONNECT_IVL, 50)
@@ -359,6 +363,7 @@ def main():
     p.add_argument("--identity")
     p.add_argument("--subscribe", action="append", default=[])
     p.add_argument("--echo", action="store_true")
+    p.add_argument("--heartbeat-ms", type=int, help="ZMQ_HEARTBEAT_IVL (timeout 3x)")
     p.add_argument("--plain-client", help="PLAIN credentials user:password")
     p.add_argument("--plain-server", action="append", default=[], help="PLAIN server accepting user:password")
     p.add_argument("--sndtimeo-ms", type=int, default=10000)

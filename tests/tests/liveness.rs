@@ -222,3 +222,39 @@ fn signal(sig: &str, pid: u32) -> Result<()> {
     ensure!(status.success(), "kill {sig} {pid}: {status}");
     Ok(())
 }
+
+/// The node answers libzmq's PINGs with PONG. The node sends no heartbeats
+/// of its own here, so only PONGs keep the libzmq peer (PING every 100 ms,
+/// gives up after 300 ms without traffic) connected; a connection that
+/// never greets is timed out by the node after 1 s, a fact that proves
+/// enough time passed.
+#[test]
+fn node_answers_libzmq_pings() -> Result<()> {
+    let bins = switchyard_tests::bins!();
+    let node = NodeConfig::new("pull")
+        .arg("--heartbeat-interval-ms", 0)
+        .arg("--handshake-timeout-ms", 1000)
+        .bind(ANY)
+        .spawn(&bins)?;
+    let _pinger = PeerConfig::new(PeerKind::Libzmq, "push")
+        .arg("--heartbeat-ms", 100)
+        .connect(&node.endpoint())
+        .spawn(&bins)?;
+    node.wait_peers(1)?;
+    let mut silent = RawPeer::connect(&node.addr())?;
+    silent.wait_closed(DEADLINE)?;
+    node.wait_metric(
+        node::HANDSHAKE_FAILURES,
+        &[("reason", "timeout")],
+        DEADLINE,
+        |v| *v == 1.0,
+    )?;
+    let s = node.scrape()?;
+    ensure!(
+        s.sum(node::DISCONNECTS, &[("socket", SOCKET)]) == 0.0
+            && s.sum(node::PEERS, &[("socket", SOCKET)]) == 1.0,
+        "the libzmq peer lost its connection:\n{}",
+        s.dump("switchyard_zmtp_")
+    );
+    Ok(())
+}
