@@ -637,6 +637,50 @@ mod tests {
         assert_eq!(&buf[..], &[0]);
     }
 
+    /// Micro-benchmark, not a test: prints decode and encode rates for the
+    /// hot path (64-byte one- and two-frame messages). Run with
+    /// `cargo test -p switchyard --release --lib zmtp::frame::tests::throughput
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "micro-benchmark; run explicitly in release mode"]
+    fn throughput() {
+        const N: usize = 2_000_000;
+        for (label, frames) in [
+            ("1 x 64 B", vec![Bytes::from(vec![7u8; 64])]),
+            (
+                "2 x 32 B",
+                vec![Bytes::from(vec![1u8; 32]), Bytes::from(vec![2u8; 32])],
+            ),
+        ] {
+            let start = std::time::Instant::now();
+            let mut wire = BytesMut::with_capacity(N * 70);
+            for _ in 0..N {
+                encode_message(&frames, &mut wire);
+            }
+            let encode = start.elapsed();
+            let wire = wire.freeze();
+            let mut d = Decoder::new(Limits::default());
+            let start = std::time::Instant::now();
+            let mut count = 0usize;
+            // Feed 64 KiB reads into one read buffer, as a socket would.
+            let mut buf = BytesMut::with_capacity(128 * 1024);
+            for chunk in wire.chunks(64 * 1024) {
+                buf.extend_from_slice(chunk);
+                while let Ok(Some(m)) = d.decode(&mut buf) {
+                    count += 1;
+                    drop(m);
+                }
+            }
+            let decode = start.elapsed();
+            assert_eq!(count, N);
+            println!(
+                "{label}: encode {:.1} M msg/s, decode {:.1} M msg/s (incl. 64 KiB chunk copies)",
+                N as f64 / encode.as_secs_f64() / 1e6,
+                N as f64 / decode.as_secs_f64() / 1e6,
+            );
+        }
+    }
+
     #[test]
     fn encoders_pick_short_or_long_headers() {
         let mut out = BytesMut::new();

@@ -85,7 +85,9 @@ impl fmt::Debug for Mechanism {
 pub struct HandshakeConfig {
     /// Our socket type, sent as `Socket-Type` and checked against the peer's.
     pub socket_type: SocketType,
-    /// Our identity (routing id) sent as `Identity`; empty = none.
+    /// Our identity (routing id) sent as `Identity`; empty = none. At most
+    /// 255 bytes, else the handshake fails with
+    /// [`HandshakeError::IdentityTooLong`].
     pub identity: Bytes,
     /// Security mechanism and role.
     pub mechanism: Mechanism,
@@ -178,6 +180,12 @@ pub enum HandshakeError {
     /// Our PLAIN user name or password is longer than 255 bytes.
     #[error("PLAIN user name or password longer than 255 bytes")]
     CredentialsTooLong,
+    /// Our identity is longer than 255 bytes (RFC 23 limit).
+    #[error("identity of {len} bytes is longer than 255 bytes")]
+    IdentityTooLong {
+        /// The configured identity's length.
+        len: usize,
+    },
     /// `advance` was called after the handshake had finished or failed.
     #[error("handshake already finished")]
     Finished,
@@ -199,7 +207,7 @@ impl HandshakeError {
             HandshakeError::AuthFailed { .. } => "auth",
             HandshakeError::PeerError { .. } => "peer_error",
             HandshakeError::UnexpectedCommand { .. } => "unexpected_command",
-            HandshakeError::CredentialsTooLong => "config",
+            HandshakeError::CredentialsTooLong | HandshakeError::IdentityTooLong { .. } => "config",
             HandshakeError::Finished => "state",
             HandshakeError::Protocol(e) => e.reason(),
         }
@@ -314,6 +322,10 @@ impl Handshake {
         // always sends 0, even as a PLAIN server. Roles come from our config;
         // two clients fail on the first unexpected command, two servers at the
         // handshake timeout.
+        let len = self.cfg.identity.len();
+        if len > 255 {
+            return Err(HandshakeError::IdentityTooLong { len });
+        }
         let ours = self.cfg.mechanism.name();
         if g.mechanism != ours {
             send_error(out, b"security mechanism mismatch");

@@ -556,6 +556,16 @@ fn plain_credentials_longer_than_255_bytes() {
 }
 
 #[test]
+fn our_identity_longer_than_255_bytes() {
+    let mut c = null(SocketType::Dealer);
+    c.identity = Bytes::from(vec![b'i'; 256]);
+    let (r, ..) = against(c, &greeting_only(MechanismName::NULL, false));
+    let e = r.unwrap_err();
+    assert_eq!(e, HandshakeError::IdentityTooLong { len: 256 });
+    assert_eq!(e.reason(), "config");
+}
+
+#[test]
 fn advance_after_the_end_is_an_error() {
     let mut out = BytesMut::new();
     let mut h = Handshake::start(null(SocketType::Sub), &mut out);
