@@ -286,15 +286,17 @@ fn slow_subscriber_is_disconnected_after_timeout() -> Result<()> {
 
 /// Eight subscribers that stop reading, next to a fast one: each costs at
 /// most its queue bound (`send_hwm_bytes`), so the node's growth stays under
-/// nine queue bounds plus the fixed slack. Messages are 4,000 bytes, below
+/// nine queue bounds plus the fixed slack. Messages are 2,000 bytes, below
 /// the size the writer sends from its own buffer, so a writer that copies
 /// a whole batch while its subscriber is stuck shows here.
 #[test]
 fn many_slow_subscribers_stay_within_their_bounds() -> Result<()> {
     const SLOW: usize = 8;
     const N: u64 = 10_000;
-    const SIZE: usize = 4000;
-    const HWM_BYTES: u64 = MIB;
+    const SIZE: usize = 2000;
+    /// 2,000 messages: 400 ms of headroom for the fast one at `RATE / 2`.
+    const HWM_BYTES: u64 = 4 * MIB;
+    const RATE: u64 = 5000;
     let bins = switchyard_tests::bins!();
     let mut node = NodeConfig::new("pub")
         .bind(ANY)
