@@ -14,181 +14,24 @@
 //! to N messages to `recv`/`count` commands (waiting while N are held). The
 //! router role echoes every request back to the peer that sent it.
 
+#[path = "zmtp_node/cli.rs"]
+mod cli;
+#[path = "zmtp_node/http.rs"]
+mod http;
+
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
+use cli::{Args, options};
 use prometheus::IntCounter;
 use std::time::Duration;
 use switchyard::metrics::Registry;
 use switchyard::zmtp;
 use switchyard::zmtp::frame::Multipart;
-use switchyard::zmtp::handshake::Mechanism;
 use switchyard_tests::protocol::{self, Command, Event, Tally, emit};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
-
-/// Command line.
-#[derive(Parser, Debug)]
-#[command(about = "One switchyard ZMTP socket role in a process, for tests")]
-struct Args {
-    /// sub, pull, router, pub, push or dealer.
-    #[arg(long)]
-    role: String,
-    /// The `socket` label of its metrics.
-    #[arg(long, default_value = "node")]
-    name: String,
-    /// Endpoints to bind (port 0 picks one; the ready line shows the first).
-    #[arg(long)]
-    bind: Vec<String>,
-    /// Endpoints to connect to (reconnecting forever).
-    #[arg(long)]
-    connect: Vec<String>,
-    /// Prefixes to subscribe to at start (sub).
-    #[arg(long)]
-    subscribe: Vec<String>,
-    /// Received messages held for `recv`/`count` commands (0 = only count).
-    #[arg(long, default_value_t = 0)]
-    keep: usize,
-    /// Limits::max_frame_size, bytes.
-    #[arg(long)]
-    max_frame_size: Option<usize>,
-    /// Limits::max_message_size, bytes.
-    #[arg(long)]
-    max_message_size: Option<usize>,
-    /// Limits::max_frames.
-    #[arg(long)]
-    max_frames: Option<usize>,
-    /// Limits::max_command_size, bytes.
-    #[arg(long)]
-    max_command_size: Option<usize>,
-    /// Options::handshake_timeout, ms.
-    #[arg(long)]
-    handshake_timeout_ms: Option<u64>,
-    /// Options::heartbeat_interval, ms (0 = off).
-    #[arg(long)]
-    heartbeat_interval_ms: Option<u64>,
-    /// Options::heartbeat_timeout, ms.
-    #[arg(long)]
-    heartbeat_timeout_ms: Option<u64>,
-    /// Options::max_connections.
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// Options::send_hwm, messages per peer queue.
-    #[arg(long)]
-    send_hwm: Option<usize>,
-    /// Options::send_hwm_bytes, bytes per peer queue.
-    #[arg(long)]
-    send_hwm_bytes: Option<usize>,
-    /// Options::recv_hwm, messages.
-    #[arg(long)]
-    recv_hwm: Option<usize>,
-    /// Options::reconnect_interval, ms.
-    #[arg(long)]
-    reconnect_ms: Option<u64>,
-    /// Options::reconnect_interval_max, ms.
-    #[arg(long)]
-    reconnect_max_ms: Option<u64>,
-    /// Options::send_timeout, ms.
-    #[arg(long)]
-    send_timeout_ms: Option<u64>,
-    /// Options::slow_subscriber_timeout, ms.
-    #[arg(long)]
-    slow_subscriber_timeout_ms: Option<u64>,
-    /// Options::max_subscriptions (pub).
-    #[arg(long)]
-    max_subscriptions: Option<usize>,
-    /// Options::max_subscription_bytes (pub).
-    #[arg(long)]
-    max_subscription_bytes: Option<usize>,
-    /// PLAIN server: accept this `user:password` (repeatable).
-    #[arg(long)]
-    plain_server: Vec<String>,
-    /// PLAIN client: authenticate as `user:password`.
-    #[arg(long)]
-    plain_client: Option<String>,
-    /// Exit after this many seconds whatever happens.
-    #[arg(long, default_value_t = 300.0)]
-    life_s: f64,
-}
-
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
-}
-
-fn credentials(s: &str) -> Result<(String, String)> {
-    let (u, p) = s.split_once(':').context("credentials are user:password")?;
-    Ok((u.to_owned(), p.to_owned()))
-}
-
-fn options(a: &Args) -> Result<zmtp::options::Options> {
-    let mut o = zmtp::options::Options::default();
-    if let Some(c) = &a.plain_client {
-        let (username, password) = credentials(c)?;
-        o.mechanism = Mechanism::PlainClient { username, password };
-    } else if !a.plain_server.is_empty() {
-        let users = a
-            .plain_server
-            .iter()
-            .map(|c| credentials(c))
-            .collect::<Result<std::collections::HashMap<_, _>>>()?;
-        o.mechanism = Mechanism::PlainServer {
-            credentials: std::sync::Arc::new(users),
-        };
-    }
-    if let Some(v) = a.max_frame_size {
-        o.limits.max_frame_size = v;
-    }
-    if let Some(v) = a.max_message_size {
-        o.limits.max_message_size = v;
-    }
-    if let Some(v) = a.max_frames {
-        o.limits.max_frames = v;
-    }
-    if let Some(v) = a.max_command_size {
-        o.limits.max_command_size = v;
-    }
-    if let Some(v) = a.handshake_timeout_ms {
-        o.handshake_timeout = ms(v);
-    }
-    if let Some(v) = a.heartbeat_interval_ms {
-        o.heartbeat_interval = ms(v);
-    }
-    if let Some(v) = a.heartbeat_timeout_ms {
-        o.heartbeat_timeout = ms(v);
-    }
-    if let Some(v) = a.max_connections {
-        o.max_connections = v;
-    }
-    if let Some(v) = a.send_hwm {
-        o.send_hwm = v;
-    }
-    if let Some(v) = a.send_hwm_bytes {
-        o.send_hwm_bytes = v;
-    }
-    if let Some(v) = a.recv_hwm {
-        o.recv_hwm = v;
-    }
-    if let Some(v) = a.reconnect_ms {
-        o.reconnect_interval = ms(v);
-    }
-    if let Some(v) = a.reconnect_max_ms {
-        o.reconnect_interval_max = ms(v);
-    }
-    if let Some(v) = a.send_timeout_ms {
-        o.send_timeout = ms(v);
-    }
-    if let Some(v) = a.slow_subscriber_timeout_ms {
-        o.slow_subscriber_timeout = Some(ms(v));
-    }
-    if let Some(v) = a.max_subscriptions {
-        o.max_subscriptions = v;
-    }
-    if let Some(v) = a.max_subscription_bytes {
-        o.max_subscription_bytes = v;
-    }
-    Ok(o)
-}
 
 /// A receiving role, owned by its consumer task.
 enum Inbound {
@@ -620,44 +463,6 @@ impl Node {
     }
 }
 
-/// Serves `GET /metrics` (any path) with the registry's text encoding.
-async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            // Read the request head (bounded, with a deadline), then answer.
-            let _ = timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    match conn.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            let body = registry.encode();
-            let head = format!(
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = timeout(Duration::from_secs(5), async {
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(body.as_bytes()).await;
-                let _ = conn.shutdown().await;
-            })
-            .await;
-        });
-    }
-}
-
 async fn run(args: Args) -> Result<()> {
     let registry = Registry::new();
     let metrics = zmtp::metrics::Metrics::new(&registry);
@@ -700,7 +505,7 @@ async fn run(args: Args) -> Result<()> {
 
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let metrics_addr = metrics_listener.local_addr()?;
-    tokio::spawn(serve_metrics(metrics_listener, registry.clone()));
+    tokio::spawn(http::serve_metrics(metrics_listener, registry.clone()));
 
     let (keep_tx, kept) = if args.keep > 0 {
         let (tx, rx) = mpsc::channel(args.keep);
