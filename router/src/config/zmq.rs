@@ -92,22 +92,25 @@ pub struct ZmqOptions {
 }
 
 impl Default for ZmqOptions {
+    /// The ZMTP layer's own defaults: one source of truth for both.
     fn default() -> Self {
+        let wire = crate::zmtp::options::Options::default();
         Self {
-            max_frame_size: 1 << 20,
-            max_message_size: 1 << 20,
-            max_frames: 64,
-            handshake_timeout: Duration::from_secs(5),
-            heartbeat_interval: Some(Duration::from_secs(10)),
-            heartbeat_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            send_hwm: 1000,
-            send_hwm_bytes: 8 << 20,
-            recv_hwm: 1000,
-            reconnect_interval: Duration::from_millis(100),
-            reconnect_interval_max: Duration::from_secs(10),
-            send_timeout: Duration::from_secs(5),
-            slow_subscriber_timeout: None,
+            max_frame_size: wire.limits.max_frame_size,
+            max_message_size: wire.limits.max_message_size,
+            max_frames: wire.limits.max_frames,
+            handshake_timeout: wire.handshake_timeout,
+            heartbeat_interval: (!wire.heartbeat_interval.is_zero())
+                .then_some(wire.heartbeat_interval),
+            heartbeat_timeout: wire.heartbeat_timeout,
+            max_connections: wire.max_connections,
+            send_hwm: wire.send_hwm,
+            send_hwm_bytes: wire.send_hwm_bytes,
+            recv_hwm: wire.recv_hwm,
+            reconnect_interval: wire.reconnect_interval,
+            reconnect_interval_max: wire.reconnect_interval_max,
+            send_timeout: wire.send_timeout,
+            slow_subscriber_timeout: wire.slow_subscriber_timeout,
             plain: None,
             identity: None,
         }

@@ -43,21 +43,48 @@ impl Metrics {
     }
 }
 
-/// A `zmq-pub` output.
+/// What an output needs of its socket beyond sending.
+pub trait Socket: Send + Sync + 'static {
+    /// The output kind, as `/v1/status` names it.
+    const KIND: &'static str;
+    /// Connected subscribers or workers.
+    fn peer_count(&self) -> usize;
+}
+
+impl Socket for PubSocket {
+    const KIND: &'static str = "zmq-pub";
+    fn peer_count(&self) -> usize {
+        PubSocket::peer_count(self)
+    }
+}
+
+impl Socket for PushSocket {
+    const KIND: &'static str = "zmq-push";
+    fn peer_count(&self) -> usize {
+        PushSocket::peer_count(self)
+    }
+}
+
+/// A ZeroMQ output over socket `S`.
 #[derive(Debug)]
-pub struct ZmqPubOutput {
+pub struct ZmqOutput<S> {
     name: String,
-    socket: PubSocket,
+    socket: S,
     envelope: Envelope,
     sent: IntCounter,
     wire: SocketMetrics,
 }
 
-impl ZmqPubOutput {
+/// A `zmq-pub` output.
+pub type ZmqPubOutput = ZmqOutput<PubSocket>;
+/// A `zmq-push` output.
+pub type ZmqPushOutput = ZmqOutput<PushSocket>;
+
+impl<S: Socket> ZmqOutput<S> {
     /// An output named `name` over `socket` (already bound or connecting).
     pub fn new(
         name: &str,
-        socket: PubSocket,
+        socket: S,
         envelope: Envelope,
         metrics: &Metrics,
         wire: &crate::zmtp::metrics::Metrics,
@@ -72,7 +99,7 @@ impl ZmqPubOutput {
     }
 
     /// The socket, for shutdown.
-    pub fn socket(&self) -> &PubSocket {
+    pub fn socket(&self) -> &S {
         &self.socket
     }
 
@@ -80,7 +107,7 @@ impl ZmqPubOutput {
     pub fn stats(&self) -> OutputStats {
         OutputStats {
             name: self.name.clone(),
-            kind: "zmq-pub".into(),
+            kind: S::KIND.into(),
             sent: self.sent.get(),
             dropped: self.wire.dropped_total(),
             peers: self.socket.peer_count() as u64,
@@ -108,51 +135,6 @@ impl Output for ZmqPubOutput {
             self.sent.inc_by(sent);
             Ok(delivery)
         })
-    }
-}
-
-/// A `zmq-push` output.
-#[derive(Debug)]
-pub struct ZmqPushOutput {
-    name: String,
-    socket: PushSocket,
-    envelope: Envelope,
-    sent: IntCounter,
-    wire: SocketMetrics,
-}
-
-impl ZmqPushOutput {
-    /// An output named `name` over `socket` (already bound or connecting).
-    pub fn new(
-        name: &str,
-        socket: PushSocket,
-        envelope: Envelope,
-        metrics: &Metrics,
-        wire: &crate::zmtp::metrics::Metrics,
-    ) -> Self {
-        Self {
-            name: name.to_owned(),
-            socket,
-            envelope,
-            sent: metrics.messages.with_label_values(&[name]),
-            wire: wire.socket(name),
-        }
-    }
-
-    /// The socket, for shutdown.
-    pub fn socket(&self) -> &PushSocket {
-        &self.socket
-    }
-
-    /// Counts for `/v1/status`.
-    pub fn stats(&self) -> OutputStats {
-        OutputStats {
-            name: self.name.clone(),
-            kind: "zmq-push".into(),
-            sent: self.sent.get(),
-            dropped: self.wire.dropped_total(),
-            peers: self.socket.peer_count() as u64,
-        }
     }
 }
 

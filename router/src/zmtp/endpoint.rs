@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use super::connection::{self, Outcome, Role, SocketCore};
+use super::options::Options;
 
 /// Errors of parsing, binding or connecting an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +144,7 @@ pub(crate) async fn bind<R: Role>(
         })?;
     let mut last = std::io::Error::from(std::io::ErrorKind::AddrNotAvailable);
     for addr in addrs {
-        match TcpListener::bind(addr).await {
+        match listen(addr, &core.options) {
             Ok(listener) => {
                 let local = listener
                     .local_addr()
@@ -162,6 +163,33 @@ pub(crate) async fn bind<R: Role>(
         endpoint: endpoint.to_owned(),
         source: last,
     })
+}
+
+/// Backlog of a listening socket.
+const BACKLOG: u32 = 1024;
+
+/// A TCP socket for `addr` with the configured kernel buffer sizes.
+fn tcp_socket(addr: SocketAddr, options: &Options) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(n) = options.send_buffer_size {
+        socket.set_send_buffer_size(n)?;
+    }
+    if let Some(n) = options.recv_buffer_size {
+        socket.set_recv_buffer_size(n)?;
+    }
+    Ok(socket)
+}
+
+/// Listens on `addr`; accepted connections inherit the buffer sizes.
+fn listen(addr: SocketAddr, options: &Options) -> std::io::Result<TcpListener> {
+    let socket = tcp_socket(addr, options)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Decrements the endpoint's connection count when a connection task ends.
@@ -242,7 +270,7 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
     loop {
         let stream = tokio::select! {
             _ = core.cancel.cancelled() => return,
-            s = attempt(&ep, core.options.handshake_timeout) => s,
+            s = attempt(&ep, &core.options) => s,
         };
         if let Some(stream) = stream
             && connection::run(stream, core.clone(), role.clone()).await == Outcome::Established
@@ -257,7 +285,7 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
     }
 }
 
-async fn attempt(ep: &Endpoint, connect_timeout: Duration) -> Option<TcpStream> {
+async fn attempt(ep: &Endpoint, options: &Options) -> Option<TcpStream> {
     let addrs = match ep.resolve(RESOLVE_TIMEOUT).await {
         Ok(a) => a,
         Err(e) => {
@@ -266,7 +294,14 @@ async fn attempt(ep: &Endpoint, connect_timeout: Duration) -> Option<TcpStream> 
         }
     };
     for addr in addrs {
-        match timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let socket = match tcp_socket(addr, options) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "zmtp connect: socket setup failed");
+                continue;
+            }
+        };
+        match timeout(options.handshake_timeout, socket.connect(addr)).await {
             Ok(Ok(s)) => return Some(s),
             Ok(Err(e)) => tracing::debug!(%addr, error = %e, "zmtp connect failed"),
             Err(_) => tracing::debug!(%addr, "zmtp connect timed out"),

@@ -66,6 +66,12 @@ pub struct Options {
     /// PUB: most bytes of subscription prefixes one subscriber may hold.
     /// Default 1 MiB.
     pub max_subscription_bytes: usize,
+    /// Kernel send buffer (`SO_SNDBUF`) of each connection, in bytes;
+    /// `None` (default) = the OS default.
+    pub send_buffer_size: Option<u32>,
+    /// Kernel receive buffer (`SO_RCVBUF`) of each connection, in bytes;
+    /// `None` (default) = the OS default.
+    pub recv_buffer_size: Option<u32>,
 }
 
 impl Default for Options {
@@ -87,6 +93,8 @@ impl Default for Options {
             slow_subscriber_timeout: None,
             max_subscriptions: 10_000,
             max_subscription_bytes: 1 << 20,
+            send_buffer_size: None,
+            recv_buffer_size: None,
         }
     }
 }

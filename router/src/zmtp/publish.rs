@@ -66,9 +66,10 @@ struct Table {
 /// How one [`PubSocket::send`] went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fanout {
-    /// Subscribers the message was queued to.
+    /// Subscribers the message was queued to (summed over a batch).
     pub queued: usize,
-    /// Matching subscribers it was dropped for (queue full or gone).
+    /// Matching subscribers it was dropped for, queue full or gone (summed
+    /// over a batch).
     pub dropped: usize,
 }
 
@@ -121,47 +122,49 @@ impl PubRole {
         Ok(())
     }
 
-    fn send(&self, frames: Multipart) -> Fanout {
-        let mut out = Fanout::default();
-        let Some(topic) = frames.first() else {
-            return out;
-        };
+    /// Fans out every message of `msgs` under one lock acquisition.
+    fn send_all(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
         let slow_after = self.core.options.slow_subscriber_timeout;
         let metrics = &self.core.metrics;
-        let (mut full, mut gone) = (0u64, 0u64);
+        let (mut queued, mut full, mut gone) = (0usize, 0u64, 0u64);
         let mut table = self.table();
-        table.stamp += 1;
-        let Table {
-            trie, slots, stamp, ..
-        } = &mut *table;
-        trie.for_each_match(topic, |id| {
-            let Some(sub) = slots.get_mut(id as usize).and_then(Option::as_mut) else {
-                return;
+        for frames in msgs {
+            let Some(topic) = frames.first() else {
+                continue;
             };
-            if sub.stamp == *stamp {
-                return;
-            }
-            sub.stamp = *stamp;
-            match sub.queue.try_push(frames.clone()) {
-                Ok(()) => {
-                    out.queued += 1;
-                    sub.full_since = None;
+            table.stamp += 1;
+            let Table {
+                trie, slots, stamp, ..
+            } = &mut *table;
+            trie.for_each_match(topic, |id| {
+                let Some(sub) = slots.get_mut(id as usize).and_then(Option::as_mut) else {
+                    return;
+                };
+                if sub.stamp == *stamp {
+                    return;
                 }
-                Err(PushError::Full(_)) => {
-                    full += 1;
-                    if let Some(limit) = slow_after {
-                        let now = Instant::now();
-                        let since = *sub.full_since.get_or_insert(now);
-                        if !sub.evicted && now.duration_since(since) >= limit {
-                            sub.evicted = true;
-                            sub.cancel.cancel();
-                            metrics.disconnect("slow_subscriber");
+                sub.stamp = *stamp;
+                match sub.queue.try_push(frames.clone()) {
+                    Ok(()) => {
+                        queued += 1;
+                        sub.full_since = None;
+                    }
+                    Err(PushError::Full(_)) => {
+                        full += 1;
+                        if let Some(limit) = slow_after {
+                            let now = Instant::now();
+                            let since = *sub.full_since.get_or_insert(now);
+                            if !sub.evicted && now.duration_since(since) >= limit {
+                                sub.evicted = true;
+                                sub.cancel.cancel();
+                                metrics.disconnect("slow_subscriber");
+                            }
                         }
                     }
+                    Err(PushError::Closed(_)) => gone += 1,
                 }
-                Err(PushError::Closed(_)) => gone += 1,
-            }
-        });
+            });
+        }
         drop(table);
         if full > 0 {
             metrics.dropped_queue_full.inc_by(full);
@@ -169,8 +172,10 @@ impl PubRole {
         if gone > 0 {
             metrics.dropped_peer_disconnected.inc_by(gone);
         }
-        out.dropped = (full + gone) as usize;
-        out
+        Fanout {
+            queued,
+            dropped: (full + gone) as usize,
+        }
     }
 }
 
@@ -277,7 +282,13 @@ impl PubSocket {
     /// Queues `frames` to every subscriber whose subscriptions match its
     /// first frame; never waits. A message without frames goes nowhere.
     pub fn send(&self, frames: Multipart) -> Fanout {
-        self.role.send(frames)
+        self.role.send_all(std::iter::once(frames))
+    }
+
+    /// [`send`](Self::send) for a batch: the subscriber table is locked once
+    /// for all of them. Returns the totals over the batch.
+    pub fn send_many(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
+        self.role.send_all(msgs)
     }
 
     /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
@@ -365,12 +376,22 @@ mod tests {
             }
         );
         assert_eq!(
+            publ.send_many([msg(&[b"b", b"3"]), msg(&[b"abd"]), msg(&[])]),
+            Fanout {
+                queued: 3,
+                dropped: 0
+            }
+        );
+        assert_eq!(
             next_topic(&mut a).await,
             b"abc",
             "once, though two prefixes match"
         );
         assert_eq!(next_topic(&mut all).await, b"abc");
         assert_eq!(next_topic(&mut all).await, b"b");
+        assert_eq!(next_topic(&mut a).await, b"abd");
+        assert_eq!(next_topic(&mut all).await, b"b");
+        assert_eq!(next_topic(&mut all).await, b"abd");
         assert!(a.unsubscribe(b"a"));
         assert!(a.unsubscribe(b"ab"));
         a.subscribe(&b"m"[..]);

@@ -306,9 +306,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pull_connects_to_bound_push_with_large_frames() {
         let (_reg, m) = metrics();
-        let push = PushSocket::new("out", opts(), &m);
+        let o = Options {
+            send_buffer_size: Some(64 * 1024),
+            recv_buffer_size: Some(64 * 1024),
+            ..opts()
+        };
+        let push = PushSocket::new("out", o.clone(), &m);
         let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut pull = PullSocket::new("in", opts(), &m);
+        let mut pull = PullSocket::new("in", o, &m);
         pull.connect(&format!("tcp://{addr}")).expect("connect");
         let big = vec![7u8; 300_000];
         for _ in 0..20 {

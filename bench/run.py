@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Throughput benchmark driver: the same libzmq load programs against several forwarders.
+
+For each case (a socket pattern and a message size) and each implementation (a
+forwarder command), it finds the highest *paced* publish rate that arrives with
+zero loss: a ramp up from an unpaced estimate, then a bisection. Every trial
+sends a fixed number of messages (max(--min-count, rate x --duration)), starts a
+fresh forwarder, and passes when the receiver got every message, in order, at
+>= (1 - --slack) of the target rate (so PUSH backpressure that slows the
+sender counts as "did not keep up", not as success). Searches are repeated
+--reps times, interleaving implementations, and medians are reported side by
+side in a Markdown table with the forwarder's resident memory (VmHWM peak
+during the trial, and VmRSS at the end) and CPU time.
+
+Topology of every trial (ports are picked free on 127.0.0.1):
+
+    zsend (PUB|PUSH, connects) -> [forwarder: binds in/out] -> zrecv (SUB|PULL, connects)
+    zrecv --sync-> zsend   (probes prove the path and subscriptions are up first)
+
+Suites:
+    layer   issue 2: PUSH->PULL and PUB->SUB through the ZMTP layer (zmtp-forward)
+            vs libzmq forwarders (zfwd pull-push / sub-pub), 64 B and 1 KiB.
+    router  issue 3: PUB -> router (one route, no plugins) -> SUB, vs zmq_proxy
+            (XSUB/XPUB), two-frame [topic][payload] messages, 64 B and 1 KiB.
+    idle    resident memory of each implementation idle (no traffic) after startup.
+
+Examples:
+    ./dev bench                                   # layer suite, all cases, 3 reps
+    ./dev bench --suite router
+    ./dev bench --impl libzmq --case push-pull-64 --reps 1
+    ./dev bench --forwarder 'mine=path/to/fwd --in @{in} --out @{out} --mode {mode}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "bench" / "bin"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One traffic pattern: sender/receiver socket types, message shape, forwarder mode."""
+
+    name: str
+    send_type: str  # pub | push
+    recv_type: str  # sub | pull
+    size: int  # payload bytes (the frame carrying the sequence number)
+    frames: int  # 1: "topic..seq" in one frame; 2: [topic][payload]
+    topic: str
+    modes: dict[str, str]  # forwarder {mode} per suite flavour, see Impl.mode_key
+
+
+@dataclass
+class Impl:
+    """A forwarder under test: a command template, optional environment, what to build."""
+
+    name: str
+    cmd: str  # str.format template, see PLACEHOLDERS
+    env: dict[str, str] = field(default_factory=dict)
+    build: list[list[str]] = field(default_factory=list)
+    mode_key: str = "layer"  # which Case.modes entry fills {mode}
+
+
+PLACEHOLDERS = """
+{in} / {out}            tcp://127.0.0.1:PORT the forwarder must bind for input / output
+{in_port} / {out_port}  the bare port numbers
+{mode}                  pull-push | sub-pub (layer suite) or xsub-xpub (router suite)
+{hwm} {sndbuf} {rcvbuf} the matched high-water mark (messages) and kernel buffers (bytes, -1 = OS default)
+{root}                  the repository root
+"""
+
+LAYER_CASES = [
+    Case("push-pull-64", "push", "pull", 64, 1, "bench.", {"layer": "pull-push"}),
+    Case("push-pull-1k", "push", "pull", 1024, 1, "bench.", {"layer": "pull-push"}),
+    Case("pub-sub-64", "pub", "sub", 64, 1, "bench.", {"layer": "sub-pub"}),
+    Case("pub-sub-1k", "pub", "sub", 1024, 1, "bench.", {"layer": "sub-pub"}),
+]
+ROUTER_CASES = [
+    Case("pub-sub-64", "pub", "sub", 64, 2, "bench.data", {"proxy": "xsub-xpub"}),
+    Case("pub-sub-1k", "pub", "sub", 1024, 2, "bench.data", {"proxy": "xsub-xpub"}),
+]
+
+CARGO_RELEASE_BENCH = ["cargo", "build", "--release", "-p", "switchyard-bench"]
+CARGO_RELEASE_ROUTER = ["cargo", "build", "--release", "-p", "switchyard"]
+
+IMPLS = {
+    "libzmq": Impl(
+        "libzmq",
+        "{root}/bench/bin/zfwd --mode {mode} --in @{in} --out @{out} --hwm {hwm} "
+        "--sndbuf {sndbuf} --rcvbuf {rcvbuf}",
+    ),
+    "switchyard": Impl(
+        "switchyard",
+        "{root}/target/release/zmtp-forward --mode {mode} --in @{in} --out @{out} --hwm {hwm} "
+        "--sndbuf {sndbuf} --rcvbuf {rcvbuf}",
+        build=[CARGO_RELEASE_BENCH],
+    ),
+    "zmq_proxy": Impl(
+        "zmq_proxy",
+        "{root}/bench/bin/zfwd --mode xsub-xpub --in @{in} --out @{out} --hwm {hwm} "
+        "--sndbuf {sndbuf} --rcvbuf {rcvbuf}",
+        mode_key="proxy",
+    ),
+    "router": Impl(
+        "router",
+        "{root}/target/release/switchyard run --config {root}/bench/router-bench.toml",
+        env={
+            "BENCH_IN": "tcp://127.0.0.1:{in_port}",
+            "BENCH_OUT": "tcp://127.0.0.1:{out_port}",
+            "BENCH_ADMIN": "127.0.0.1:{admin_port}",
+            "BENCH_HWM": "{hwm}",
+        },
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
+    # Idle suite only: the router on the shipped default config (issue 3's memory goal).
+    "router-default": Impl(
+        "router-default",
+        "{root}/target/release/switchyard run --config {root}/config/switchyard.toml",
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
+}
+
+SUITES = {
+    "layer": (LAYER_CASES, ["libzmq", "switchyard"]),
+    "router": (ROUTER_CASES, ["zmq_proxy", "router"]),
+}
+
+
+class TrialError(Exception):
+    """The trial could not run (a program failed or the path never came up)."""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS/VmHWM in KiB and CPU seconds (user+system) of a live process."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(val.split()[0])
+        # Fields 14 and 15 of /proc/PID/stat (after the ")" of the command name).
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        out["cpu_ms"] = int((int(stat[11]) + int(stat[12])) * 1000 / ticks)
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def last_json(text: str) -> dict:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise TrialError(f"no JSON result in output: {text[-500:]!r}")
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.trial_no = 0
+
+    def fmt(self, template: str, case: Case, impl: Impl, ports: dict[str, int]) -> str:
+        return template.format(
+            root=str(ROOT),
+            mode=case.modes.get(impl.mode_key, ""),
+            hwm=self.args.hwm,
+            sndbuf=self.args.sndbuf,
+            rcvbuf=self.args.rcvbuf,
+            **{"in": f"tcp://127.0.0.1:{ports['in']}", "out": f"tcp://127.0.0.1:{ports['out']}"},
+            in_port=ports["in"],
+            out_port=ports["out"],
+            admin_port=ports["admin"],
+        )
+
+    def start_forwarder(self, case: Case, impl: Impl, ports: dict[str, int], tag: str):
+        argv = shlex.split(self.fmt(impl.cmd, case, impl, ports))
+        env = dict(os.environ)
+        env.update({k: self.fmt(v, case, impl, ports) for k, v in impl.env.items()})
+        logf = open(self.workdir / f"{tag}.fwd.log", "wb")
+        cpu = self.args.pin_forwarder
+        if cpu is not None:
+            argv = ["taskset", "-c", cpu] + argv
+        proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL)
+        return proc, logf
+
+    def trial(self, case: Case, impl: Impl, rate: int, count: int) -> dict:
+        """One measurement at `rate` msgs/s (0 = unpaced) with `count` messages."""
+        self.trial_no += 1
+        tag = f"{self.trial_no:04d}-{impl.name}-{case.name}-{rate}"
+        ports = {"in": free_port(), "out": free_port(), "sync": free_port(), "admin": free_port()}
+        a = self.args
+        fwd, fwd_log = self.start_forwarder(case, impl, ports, tag)
+        pin = ["taskset", "-c", a.pin_load] if a.pin_load is not None else []
+        recv_cmd = pin + [
+            str(BIN / "zrecv"), "--type", case.recv_type,
+            "--endpoint", f">tcp://127.0.0.1:{ports['out']}",
+            "--count", str(count), "--sync", f">tcp://127.0.0.1:{ports['sync']}",
+            "--rcvhwm", str(a.hwm), "--rcvbuf", str(a.rcvbuf),
+            "--idle-ms", str(a.idle_ms), "--timeout-ms", str(a.startup_timeout * 1000),
+        ]
+        if case.recv_type == "sub":
+            recv_cmd += ["--subscribe", case.topic]
+        send_cmd = pin + [
+            str(BIN / "zsend"), "--type", case.send_type,
+            "--endpoint", f">tcp://127.0.0.1:{ports['in']}",
+            "--rate", str(rate), "--count", str(count), "--size", str(case.size),
+            "--frames", str(case.frames), "--topic", case.topic,
+            "--sndhwm", str(a.hwm), "--sndbuf", str(a.sndbuf),
+            "--sync", f"@tcp://127.0.0.1:{ports['sync']}",
+            "--sync-timeout-ms", str(a.startup_timeout * 1000),
+        ]
+        peak: dict[str, int] = {}
+        try:
+            recv = subprocess.Popen(recv_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, text=True)
+            send = subprocess.Popen(send_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL, text=True)
+            limit = a.startup_timeout + count / max(rate, 10_000) * 3 + 30
+            deadline = time.monotonic() + limit
+            # Sample the forwarder while the trial runs (VmHWM covers the peak anyway).
+            while recv.poll() is None and time.monotonic() < deadline:
+                st = proc_status(fwd.pid)
+                if st:
+                    peak = st
+                if fwd.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if fwd.poll() is not None:
+                for p in (send, recv):
+                    p.kill()
+                raise TrialError(f"forwarder exited with {fwd.returncode}; log: "
+                                 f"{(self.workdir / f'{tag}.fwd.log').read_text()[-800:]}")
+            if recv.poll() is None:
+                send.kill()
+                recv.kill()
+                raise TrialError(f"receiver did not finish within {limit:.0f}s")
+            end_status = proc_status(fwd.pid) or peak
+            recv_out, recv_err = recv.communicate()
+            try:
+                send_out, send_err = send.communicate(timeout=a.startup_timeout + 30)
+            except subprocess.TimeoutExpired:
+                send.kill()
+                send_out, send_err = send.communicate()
+        finally:
+            stop(fwd)
+            fwd_log.close()
+        sres = last_json(send_out) if send_out.strip() else {"error": send_err.strip()}
+        rres = last_json(recv_out) if recv_out.strip() else {"error": recv_err.strip()}
+        if "error" in sres or rres.get("timed_out"):
+            raise TrialError(f"path never came up: send={sres} recv={rres} "
+                             f"(forwarder log: {self.workdir / f'{tag}.fwd.log'})")
+        ok_rate = rate == 0 or (
+            rres["msgs_per_s"] >= rate * (1 - a.slack)
+            and sres["achieved_rate"] >= rate * (1 - a.slack)
+        )
+        passed = (rres["lost"] == 0 and rres["duplicates"] == 0 and rres["reorders"] == 0
+                  and ok_rate)
+        result = {
+            "impl": impl.name, "case": case.name, "rate": rate, "count": count,
+            "passed": passed, "recv": rres, "send": sres,
+            "fwd_rss_kib": end_status.get("VmRSS"), "fwd_hwm_kib": end_status.get("VmHWM"),
+            "fwd_cpu_ms": end_status.get("cpu_ms"),
+        }
+        verdict = "ok  " if passed else "FAIL"
+        log(f"    {verdict} {impl.name:<11} {case.name:<13} target {rate:>9,}/s  "
+            f"got {rres['msgs_per_s']:>11,.0f}/s  sent {sres['achieved_rate']:>11,.0f}/s  "
+            f"lost {rres['lost']:>8,}  fwd VmHWM {(end_status.get('VmHWM') or 0) / 1024:6.1f} MiB")
+        return result
+
+    def count_for(self, rate: int) -> int:
+        return max(self.args.min_count, int(rate * self.args.duration))
+
+    def search(self, case: Case, impl: Impl) -> dict:
+        """Highest zero-loss paced rate: ramp from an unpaced estimate, then bisect."""
+        a = self.args
+        trials = []
+        est = self.trial(case, impl, 0, a.min_count)
+        trials.append(est)
+        # Without loss (PUSH backpressure) the unpaced receive rate is the path's
+        # capacity: start a little below it. With loss (PUB drops at the HWM) the
+        # few messages that got through say nothing: start low and double.
+        if est["recv"]["lost"] == 0:
+            rate, step = round_rate(max(est["recv"]["msgs_per_s"] * 0.6, a.min_rate)), 1.5
+        else:
+            rate, step = round_rate(a.start_rate), 2.0
+        lo, hi = 0, None
+        while True:
+            t = self.trial(case, impl, rate, self.count_for(rate))
+            trials.append(t)
+            if t["passed"]:
+                lo = rate
+                if hi is not None:
+                    break
+                rate = round_rate(rate * step)
+            else:
+                hi = rate
+                if lo:
+                    break
+                rate = round_rate(rate / 2)
+                if rate < a.min_rate:
+                    break
+        if hi is not None and lo:
+            while (hi - lo) / lo > a.tolerance:
+                mid = round_rate((lo + hi) / 2)
+                if mid in (lo, hi):
+                    break
+                t = self.trial(case, impl, mid, self.count_for(mid))
+                trials.append(t)
+                if t["passed"]:
+                    lo = mid
+                else:
+                    hi = mid
+        best = [t for t in trials if t["passed"] and t["rate"] == lo]
+        pick = best[-1] if best else None
+        peak_hwm = max((t["fwd_hwm_kib"] or 0) for t in trials)
+        return {
+            "impl": impl.name, "case": case.name, "max_rate": lo, "first_fail": hi,
+            "unpaced_recv_rate": est["recv"]["msgs_per_s"],
+            "fwd_hwm_kib_at_max": pick["fwd_hwm_kib"] if pick else None,
+            "fwd_rss_kib_at_max": pick["fwd_rss_kib"] if pick else None,
+            "fwd_cpu_ms_at_max": pick["fwd_cpu_ms"] if pick else None,
+            "count_at_max": pick["count"] if pick else None,
+            "fwd_hwm_kib_any": peak_hwm, "trials": trials,
+        }
+
+
+def round_rate(r: float) -> int:
+    """Rounds to 2 significant digits of 1000s, e.g. 123456 -> 120000."""
+    r = max(int(r), 1000)
+    mag = 10 ** max(len(str(r)) - 2, 3)
+    return int(round(r / mag) * mag) or 1000
+
+
+def machine_info() -> dict:
+    def run(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem_kib = int(line.split()[1])
+    return {
+        "cpu": model, "cores": os.cpu_count(), "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(), "libzmq": run(["pkg-config", "--modversion", "libzmq"]),
+        "rustc": run(["rustc", "--version"]),
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else 0.0
+
+
+def mib(kib) -> str:
+    return f"{kib / 1024:.1f}" if kib else "-"
+
+
+def markdown(results: list[dict], cases: list[Case], impls: list[str], info: dict,
+             args: argparse.Namespace) -> str:
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB, "
+        f"Linux {info['kernel']}, libzmq {info['libzmq']}, {info['rustc']}. "
+        f"Load average at start {' '.join(info['loadavg'])}, at end "
+        f"{' '.join(info.get('loadavg_end', ['?']))}; started {info['date']}.",
+        f"Settings: HWM {args.hwm} msgs, SNDBUF {args.sndbuf}, RCVBUF {args.rcvbuf} "
+        f"(-1 = OS default), {args.reps} runs, trial = max({args.min_count}, rate x "
+        f"{args.duration}s) messages, tolerance {args.tolerance:.0%}, slack {args.slack:.0%}.",
+        "",
+    ]
+    head = ["case", "size"]
+    for name in impls:
+        head.append(f"{name} msgs/s (median)")
+    if len(impls) == 2:
+        head.append(f"{impls[1]} / {impls[0]}")
+    for name in impls:
+        head.append(f"{name} peak RSS MiB")
+    head.append("runs (msgs/s)")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for case in cases:
+        row = [case.name, f"{case.size} B"]
+        meds, hwms, runs = [], [], []
+        for name in impls:
+            rs = [r for r in results if r["case"] == case.name and r["impl"] == name]
+            rates = [r["max_rate"] for r in rs if "error" not in r]
+            errs = [r for r in rs if "error" in r]
+            meds.append(median(rates) if rates else None)
+            hw = [r["fwd_hwm_kib_at_max"] for r in rs if r.get("fwd_hwm_kib_at_max")]
+            hwms.append(median(hw) if hw else None)
+            runs.append(f"{name}: " + ", ".join(f"{x:,}" for x in rates)
+                        + (f" ({len(errs)} errors)" if errs else ""))
+        for m in meds:
+            row.append(f"{m:,.0f}" if m is not None else "error")
+        if len(impls) == 2:
+            row.append(f"{meds[1] / meds[0]:.2f}x" if meds[0] and meds[1] is not None else "-")
+        for h in hwms:
+            row.append(mib(h))
+        row.append("; ".join(runs))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def idle_suite(args: argparse.Namespace, runner: Runner, impls: list[Impl]) -> str:
+    """Resident memory of each implementation after startup, with no traffic."""
+    lines = ["| implementation | VmRSS after "
+             f"{args.idle_seconds:g}s idle, MiB | VmHWM MiB |", "|---|---|---|"]
+    case = (LAYER_CASES + ROUTER_CASES)[0]
+    for impl in impls:
+        ports = {"in": free_port(), "out": free_port(), "sync": free_port(), "admin": free_port()}
+        if impl.mode_key == "proxy":
+            case = ROUTER_CASES[0]
+        fwd, logf = runner.start_forwarder(case, impl, ports, f"idle-{impl.name}")
+        try:
+            time.sleep(args.idle_seconds)
+            st = proc_status(fwd.pid)
+            alive = fwd.poll() is None
+        finally:
+            stop(fwd)
+            logf.close()
+        if not alive:
+            lines.append(f"| {impl.name} | exited early | - |")
+        else:
+            lines.append(f"| {impl.name} | {mib(st.get('VmRSS'))} | {mib(st.get('VmHWM'))} |")
+    return "\n".join(lines)
+
+
+def build(impls: list[Impl]) -> None:
+    subprocess.run([str(ROOT / "bench" / "build.sh")], check=True)
+    done = set()
+    for impl in impls:
+        for cmd in impl.build:
+            if tuple(cmd) not in done:
+                log(f"build: {' '.join(cmd)}")
+                subprocess.run(cmd, check=True, cwd=ROOT)
+                done.add(tuple(cmd))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Forwarder command placeholders:" + PLACEHOLDERS)
+    p.add_argument("--suite", choices=["layer", "router", "idle"], default="layer")
+    p.add_argument("--impl", action="append", default=None,
+                   help=f"implementation(s) to run (default: the suite's pair; known: "
+                        f"{', '.join(IMPLS)})")
+    p.add_argument("--forwarder", action="append", default=[], metavar="NAME=TEMPLATE",
+                   help="add an implementation from a command template (see placeholders); "
+                        "{mode} is filled as in the layer suite, or add '@proxy' to NAME for "
+                        "the router suite's xsub-xpub")
+    p.add_argument("--case", action="append", default=None, help="case name(s) to run")
+    p.add_argument("--reps", type=int, default=3, help="searches per case and implementation")
+    p.add_argument("--hwm", type=int, default=1000, help="SNDHWM/RCVHWM everywhere (messages)")
+    p.add_argument("--sndbuf", type=int, default=-1, help="SO_SNDBUF bytes, -1 = OS default")
+    p.add_argument("--rcvbuf", type=int, default=-1, help="SO_RCVBUF bytes, -1 = OS default")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds of traffic per trial")
+    p.add_argument("--min-count", type=int, default=100_000, help="messages per trial, at least")
+    p.add_argument("--min-rate", type=int, default=1000, help="give up below this rate")
+    p.add_argument("--start-rate", type=int, default=50_000,
+                   help="first paced rate when the unpaced estimate lost messages (PUB)")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="stop bisecting when (fail - pass) / pass is below this")
+    p.add_argument("--slack", type=float, default=0.03,
+                   help="a trial passes only if sender and receiver reach (1 - slack) x rate")
+    p.add_argument("--idle-ms", type=int, default=2000,
+                   help="receiver stops after this long without a message")
+    p.add_argument("--startup-timeout", type=int, default=30, help="seconds for the path to come up")
+    p.add_argument("--idle-seconds", type=float, default=2.0, help="idle suite: wait before reading RSS")
+    p.add_argument("--pin-forwarder", metavar="CPUS", help="taskset CPU list for the forwarder")
+    p.add_argument("--pin-load", metavar="CPUS", help="taskset CPU list for zsend/zrecv")
+    p.add_argument("--quick", action="store_true",
+                   help="1 rep, 1 s trials, 10%% tolerance: checks the harness, not for results")
+    p.add_argument("--no-build", action="store_true", help="do not run bench/build.sh or cargo")
+    p.add_argument("--json", metavar="FILE", help="write every trial and result as JSON here")
+    p.add_argument("--markdown", metavar="FILE", help="also write the Markdown table here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration, args.tolerance, args.min_count = 1, 1.0, 0.10, 50_000
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    impls = dict(IMPLS)
+    for spec in args.forwarder:
+        name, sep, template = spec.partition("=")
+        if not sep or not name or not template:
+            sys.exit(f"--forwarder wants NAME=TEMPLATE, got {spec!r}")
+        mode_key = "layer"
+        if name.endswith("@proxy"):
+            name, mode_key = name[: -len("@proxy")], "proxy"
+        impls[name] = Impl(name, template, mode_key=mode_key)
+        if args.impl is None:
+            args.impl = []
+        args.impl.append(name)
+
+    suite = "layer" if args.suite == "idle" else args.suite
+    cases, default_impls = SUITES[suite]
+    if args.suite == "idle" and args.impl is None:
+        default_impls = ["libzmq", "switchyard", "zmq_proxy", "router", "router-default"]
+    names = args.impl or default_impls
+    if len(names) == 1 and args.impl is not None and args.forwarder and args.suite != "idle":
+        # A single custom forwarder is compared against the suite's reference.
+        names = [default_impls[0]] + names
+    unknown = [n for n in names if n not in impls]
+    if unknown:
+        sys.exit(f"unknown implementation(s) {unknown}; known: {sorted(impls)}")
+    if args.case:
+        wanted = set(args.case)
+        cases = [c for c in cases if c.name in wanted]
+        if not cases:
+            sys.exit(f"no such case in suite {suite}: {args.case}")
+    chosen = [impls[n] for n in names]
+
+    if not args.no_build:
+        build(chosen)
+
+    info = machine_info()
+    with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
+        runner = Runner(args, Path(tmp))
+        if args.suite == "idle":
+            table = idle_suite(args, runner, chosen)
+            print(table)
+            return 0
+        results = []
+        for rep in range(args.reps):
+            for case in cases:
+                for impl in chosen:
+                    log(f"[run {rep + 1}/{args.reps}] {case.name} via {impl.name}")
+                    try:
+                        r = runner.search(case, impl)
+                        log(f"  => {impl.name} {case.name}: {r['max_rate']:,} msgs/s "
+                            f"(first failure {r['first_fail']})")
+                    except TrialError as e:
+                        log(f"  => {impl.name} {case.name}: ERROR {e}")
+                        r = {"impl": impl.name, "case": case.name, "error": str(e)}
+                    r["rep"] = rep
+                    results.append(r)
+        info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        table = markdown(results, cases, names, info, args)
+        print(table)
+        if args.markdown:
+            Path(args.markdown).write_text(table + "\n")
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"machine": info, "args": vars(args), "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
