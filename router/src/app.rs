@@ -95,6 +95,7 @@ impl std::fmt::Debug for App {
 }
 
 /// One output, by kind, kept for statistics and shutdown.
+#[derive(Clone)]
 enum OutputHandle {
     Pub(Arc<ZmqPubOutput>),
     Push(Arc<ZmqPushOutput>),
@@ -115,10 +116,10 @@ impl OutputHandle {
         }
     }
 
-    async fn close(&self) {
+    async fn drain_and_close(&self, linger: Duration) {
         match self {
-            Self::Pub(o) => o.socket().close().await,
-            Self::Push(o) => o.socket().close().await,
+            Self::Pub(o) => o.socket().drain_and_close(linger).await,
+            Self::Push(o) => o.socket().drain_and_close(linger).await,
         }
     }
 }
@@ -373,15 +374,29 @@ impl App {
             // Refused by the pipeline now, so this ends promptly.
             self.intake.wait().await;
         }
+        // Messages the routes delivered may still sit in the outputs' peer
+        // queues: give the peers what is left of the grace period, and at
+        // least OUTPUT_LINGER, to take them. What they do not take is
+        // counted as dropped by the ZMTP layer.
+        let linger = deadline
+            .saturating_duration_since(Instant::now())
+            .max(OUTPUT_LINGER);
+        let mut closing = tokio::task::JoinSet::new();
         for output in &self.state.outputs {
-            output.close().await;
+            let output = output.clone();
+            closing.spawn(async move { output.drain_and_close(linger).await });
         }
+        while closing.join_next().await.is_some() {}
         let outputs = self.state.outputs.iter().map(OutputHandle::stats).collect();
         self.stop_admin.cancel();
         let _ = self.admin.await;
         Ok(Report { routes, outputs })
     }
 }
+
+/// The least time outputs get to hand queued messages to their peers at
+/// shutdown, even when the routes used up the grace period.
+const OUTPUT_LINGER: Duration = Duration::from_secs(1);
 
 /// What a shutdown achieved.
 #[derive(Debug, Clone, Serialize)]

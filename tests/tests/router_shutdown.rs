@@ -159,16 +159,8 @@ fn sigterm_mid_stream_delivers_or_counts_every_accepted_message() -> Result<()> 
     );
     assert_eq!(dropped, left, "only the shutdown dropped anything");
 
-    // What the router delivered reached the worker.
-    //
-    // KNOWN GAP (reported to the lead, who is fixing it): this fails
-    // intermittently today, typically one message short (the PUSH output's
-    // per-peer queue, `send_hwm = 1` here). `App::shutdown` closes the
-    // output sockets with `SocketCore::close`, which cancels the peer
-    // writers at once instead of flushing their queues, so a message the
-    // route counted as delivered can be lost at exit. The counts above
-    // hold; the loss is invisible in them. Keep this assertion: it passes
-    // once outputs flush on close.
+    // What the router delivered reached the worker: outputs hand their
+    // peers what is queued before closing.
     worker.wait_event("disconnected", DEADLINE)?;
     let got = worker.drain();
     assert_eq!(

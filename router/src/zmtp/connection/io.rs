@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use super::{QueueRx, Role, SocketCore, Stop};
 use crate::zmtp::command::Command;
@@ -254,6 +255,8 @@ pub(super) struct Writer {
     encoded: usize,
     core: Arc<SocketCore>,
     messages_out: IntCounter,
+    /// Set when the socket closes gracefully: write out the queue, then end.
+    draining: CancellationToken,
 }
 
 enum Event {
@@ -261,6 +264,7 @@ enum Event {
     Subscriptions,
     Tick,
     Batch(usize),
+    Drain,
 }
 
 async fn next_batch(queue: &mut Option<QueueRx>, batch: &mut Vec<Multipart>) -> usize {
@@ -293,6 +297,7 @@ async fn tick(t: &mut Option<Interval>) {
 impl Writer {
     pub(super) fn new(
         core: &Arc<SocketCore>,
+        draining: CancellationToken,
         queue: Option<QueueRx>,
         ctrl: mpsc::Receiver<Command>,
         subs: Option<(Arc<SubscriptionSet>, bool)>,
@@ -323,7 +328,13 @@ impl Writer {
             encoded: 0,
             core: core.clone(),
             messages_out: core.metrics.messages_out.clone(),
+            draining,
         }
+    }
+
+    /// Nothing is left in the peer's queue.
+    fn queue_is_empty(&self) -> bool {
+        self.queue.as_ref().is_none_or(|q| q.rx.is_empty())
     }
 
     /// Messages taken from the queue but not completely written, followed by
@@ -361,6 +372,7 @@ impl Writer {
                 () = subs_changed(&mut self.subs) => Event::Subscriptions,
                 () = tick(&mut self.tick) => Event::Tick,
                 n = next_batch(&mut self.queue, &mut self.batch) => Event::Batch(n),
+                () = self.draining.cancelled() => Event::Drain,
             };
             match ev {
                 Event::Control(Some(cmd)) => self.push_command(&cmd),
@@ -377,6 +389,7 @@ impl Writer {
                 }
                 Event::Batch(0) => return End::Cancelled,
                 Event::Batch(_) => self.encode_batch(),
+                Event::Drain => {}
             }
             // Piggy-back pending control messages on this write.
             while let Ok(cmd) = self.ctrl.try_recv() {
@@ -384,6 +397,9 @@ impl Writer {
             }
             if let Err(_e) = self.flush(&mut wr).await {
                 return End::Disconnect("io_error");
+            }
+            if self.draining.is_cancelled() && self.queue_is_empty() {
+                return End::Cancelled;
             }
         }
     }
