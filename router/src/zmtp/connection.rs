@@ -32,6 +32,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -285,11 +286,14 @@ pub(crate) async fn run<R: Role>(
         subscriptions.map(|s| (s, info.minor_version >= 1)),
         heartbeat.clone(),
     );
-    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat);
+    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat.clone());
     let (rd, wr) = stream.split();
+    // The watchdog runs beside the writer: a writer blocked on a peer whose
+    // TCP window stays closed must not keep that dead peer alive.
     let end = tokio::select! {
         biased;
         _ = cancel.cancelled() => io::End::Cancelled,
+        end = io::watchdog(heartbeat) => end,
         end = reader.run(rd, &*role, &mut state) => end,
         end = writer.run(wr) => end,
     };
@@ -302,11 +306,45 @@ pub(crate) async fn run<R: Role>(
         io::End::Disconnect(reason) => core.metrics.disconnect(reason),
     }
     let unsent = writer.into_unsent();
+    drop(reader);
     role.detach(state, unsent);
     core.peers.fetch_sub(1, Ordering::Relaxed);
     core.metrics.peers.dec();
     core.room.changed();
+    if !core.cancel.is_cancelled() {
+        core.tracker.spawn(linger(stream, core.cancel.clone()));
+    }
     Outcome::Established
+}
+
+/// Most time a dropped connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(5);
+/// Most bytes read and discarded while draining.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a dropped connection gracefully: FIN after the data already in
+/// the kernel's send buffer, then reads and discards what the peer still
+/// sends (bounded in time and bytes) until it closes too. Closing at once
+/// while the peer still sends (a PONG, say) would make the kernel answer
+/// with RST, and the peer would lose the messages it had not read yet.
+async fn linger(mut stream: TcpStream, cancel: CancellationToken) {
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = timeout(LINGER, drain) => {}
+    }
 }
 
 /// Capacity of the per-connection control queue (PONG replies); a peer that

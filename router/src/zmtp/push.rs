@@ -486,4 +486,92 @@ mod tests {
             0.0
         );
     }
+
+    /// A worker that freezes (stops reading; its TCP window closes) while
+    /// messages are queued for it is found dead by the heartbeat watchdog,
+    /// even though the writer is blocked; its queue moves to the live
+    /// worker, and the connection is closed gracefully, so what already sat
+    /// in the kernel reaches the frozen worker if it reads again: every
+    /// message arrives exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frozen_worker_is_dropped_and_nothing_is_lost() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use crate::zmtp::command::Command;
+        use crate::zmtp::connection::testutil::raw_client_with;
+        use crate::zmtp::frame::{Decoder, Inbound, encode_command};
+
+        let (reg, m) = metrics();
+        let o = Options {
+            send_hwm: 100,
+            heartbeat_interval: Duration::from_millis(50),
+            heartbeat_timeout: Duration::from_millis(300),
+            ..opts()
+        };
+        let push = PushSocket::new("out", o.clone(), &m);
+        let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let (mut frozen, mut input) =
+            raw_client_with(addr, crate::zmtp::socket_type::SocketType::Pull, Some(4096)).await;
+        let mut live = PullSocket::new("live", o, &m);
+        live.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("two workers", || push.peer_count() == 2).await;
+        let (live_tx, mut live_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while live.recv_many(&mut buf, 1000).await > 0 {
+                for r in buf.drain(..) {
+                    if live_tx.send(r.frames[0].clone()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        const N: u32 = 1000;
+        let body = vec![b'.'; 16 * 1024];
+        for i in 0..N {
+            within("send", push.send(msg(&[&i.to_be_bytes(), &body])))
+                .await
+                .expect("send");
+        }
+        eventually("frozen worker dropped", || {
+            metric(
+                &reg,
+                "switchyard_zmtp_disconnects_total",
+                &[("reason", "heartbeat_timeout")],
+            ) >= 1.0
+        })
+        .await;
+        // The frozen worker wakes up: reads all it can, answering PINGs.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut dec = Decoder::new(Default::default());
+        loop {
+            match dec.decode(&mut input).expect("valid bytes") {
+                Some(Inbound::Message(m)) => {
+                    assert!(seen.insert(m[0].clone()));
+                }
+                Some(Inbound::Command(Command::Ping { context, .. })) => {
+                    let mut pong = bytes::BytesMut::new();
+                    encode_command(&Command::Pong { context }, &mut pong);
+                    let _ = frozen.write_all(&pong).await;
+                }
+                Some(Inbound::Command(_)) => {}
+                None => match within("frozen reads", frozen.read_buf(&mut input)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+            }
+        }
+        let frozen_got = seen.len();
+        for _ in frozen_got..N as usize {
+            let f = within("the rest at the live worker", live_rx.recv())
+                .await
+                .expect("live worker running");
+            assert!(seen.insert(f), "delivered twice");
+        }
+        assert_eq!(seen.len(), N as usize, "frozen worker got {frozen_got}");
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]),
+            0.0
+        );
+    }
 }
