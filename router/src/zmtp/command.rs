@@ -18,6 +18,11 @@ pub const PROPERTY_IDENTITY: &str = "Identity";
 /// libzmq does (RFC 37: "0 to 16 octets").
 pub const MAX_PING_CONTEXT: usize = 16;
 
+/// How libzmq 4.3 spells the ERROR command name when it refuses PLAIN
+/// credentials: its C literal `"\x05ERROR"` reads as the hex escape `\x05E`
+/// (`^`) followed by `RROR`. Read as ERROR so the refusal is reported as one.
+const LIBZMQ_ERROR_NAME: &[u8] = b"^RROR";
+
 /// One ZMTP command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -101,7 +106,12 @@ impl Command {
     /// [`ProtocolError::MalformedCommand`] when the name or a field is
     /// truncated or invalid.
     pub fn parse(mut body: Bytes) -> Result<Command, ProtocolError> {
-        let name = short_string(&mut body).ok_or(malformed("command", "truncated command name"))?;
+        let Some(name) = short_string(&mut body) else {
+            if body.starts_with(LIBZMQ_ERROR_NAME) {
+                return Self::parse_error(body.slice(LIBZMQ_ERROR_NAME.len()..));
+            }
+            return Err(malformed("command", "truncated command name"));
+        };
         if name.is_empty() {
             return Err(malformed("command", "empty command name"));
         }
@@ -122,11 +132,7 @@ impl Command {
                 }
             }
             b"PONG" => Command::Pong { context: body },
-            b"ERROR" => {
-                let reason =
-                    short_string(&mut body).ok_or(malformed("ERROR", "truncated error reason"))?;
-                Command::Error { reason }
-            }
+            b"ERROR" => Self::parse_error(body)?,
             b"HELLO" => {
                 let username =
                     short_string(&mut body).ok_or(malformed("HELLO", "truncated username"))?;
@@ -138,6 +144,11 @@ impl Command {
             _ => Command::Unknown { name },
         };
         Ok(cmd)
+    }
+
+    fn parse_error(mut data: Bytes) -> Result<Command, ProtocolError> {
+        let reason = short_string(&mut data).ok_or(malformed("ERROR", "truncated error reason"))?;
+        Ok(Command::Error { reason })
     }
 
     /// Length of the encoded command body (name included), in bytes.
@@ -493,6 +504,20 @@ mod tests {
             }
         );
         assert_eq!(Command::Unknown { name: Bytes::new() }.name(), "UNKNOWN");
+    }
+
+    #[test]
+    fn libzmq_misspelled_error_is_read_as_error() {
+        // What libzmq 4.3.5 sends as a PLAIN server refusing a password.
+        let raw = Bytes::from_static(b"^RROR\x03400");
+        assert_eq!(
+            Command::parse(raw).unwrap(),
+            Command::Error {
+                reason: Bytes::from_static(b"400")
+            }
+        );
+        assert!(Command::parse(Bytes::from_static(b"^RROR\x05ab")).is_err());
+        assert!(Command::parse(Bytes::from_static(b"^RRO")).is_err());
     }
 
     #[test]

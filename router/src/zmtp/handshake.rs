@@ -85,7 +85,9 @@ impl fmt::Debug for Mechanism {
 pub struct HandshakeConfig {
     /// Our socket type, sent as `Socket-Type` and checked against the peer's.
     pub socket_type: SocketType,
-    /// Our identity (routing id) sent as `Identity`; empty = none.
+    /// Our identity (routing id) sent as `Identity`; empty = none. At most
+    /// 255 bytes, else the handshake fails with
+    /// [`HandshakeError::IdentityTooLong`].
     pub identity: Bytes,
     /// Security mechanism and role.
     pub mechanism: Mechanism,
@@ -133,12 +135,6 @@ pub enum HandshakeError {
         /// The peer's (escaped when printed).
         theirs: MechanismName,
     },
-    /// Both peers claim the same role in a client/server mechanism (PLAIN).
-    #[error("both peers act as the {role} of the security mechanism")]
-    RoleConflict {
-        /// `"server"` or `"client"`.
-        role: &'static str,
-    },
     /// READY (or INITIATE) metadata is missing or invalid.
     #[error("malformed {command} metadata: {detail}")]
     MalformedReady {
@@ -184,6 +180,12 @@ pub enum HandshakeError {
     /// Our PLAIN user name or password is longer than 255 bytes.
     #[error("PLAIN user name or password longer than 255 bytes")]
     CredentialsTooLong,
+    /// Our identity is longer than 255 bytes (RFC 23 limit).
+    #[error("identity of {len} bytes is longer than 255 bytes")]
+    IdentityTooLong {
+        /// The configured identity's length.
+        len: usize,
+    },
     /// `advance` was called after the handshake had finished or failed.
     #[error("handshake already finished")]
     Finished,
@@ -198,16 +200,14 @@ impl HandshakeError {
         match self {
             HandshakeError::BadSignature => "bad_greeting",
             HandshakeError::UnsupportedVersion { .. } => "version",
-            HandshakeError::MechanismMismatch { .. } | HandshakeError::RoleConflict { .. } => {
-                "mechanism"
-            }
+            HandshakeError::MechanismMismatch { .. } => "mechanism",
             HandshakeError::MalformedReady { .. } => "malformed_ready",
             HandshakeError::UnknownSocketType { .. }
             | HandshakeError::IncompatibleSocketType { .. } => "socket_type",
             HandshakeError::AuthFailed { .. } => "auth",
             HandshakeError::PeerError { .. } => "peer_error",
             HandshakeError::UnexpectedCommand { .. } => "unexpected_command",
-            HandshakeError::CredentialsTooLong => "config",
+            HandshakeError::CredentialsTooLong | HandshakeError::IdentityTooLong { .. } => "config",
             HandshakeError::Finished => "state",
             HandshakeError::Protocol(e) => e.reason(),
         }
@@ -318,6 +318,14 @@ impl Handshake {
         } else {
             OUR_VERSION.1
         };
+        // The peer's as-server bit is ignored, as libzmq does: libzmq 4.3
+        // always sends 0, even as a PLAIN server. Roles come from our config;
+        // two clients fail on the first unexpected command, two servers at the
+        // handshake timeout.
+        let len = self.cfg.identity.len();
+        if len > 255 {
+            return Err(HandshakeError::IdentityTooLong { len });
+        }
         let ours = self.cfg.mechanism.name();
         if g.mechanism != ours {
             send_error(out, b"security mechanism mismatch");
@@ -327,16 +335,11 @@ impl Handshake {
             });
         }
         match &self.cfg.mechanism {
-            // NULL has no roles: the as-server bit is ignored (RFC 23).
             Mechanism::Null => {
                 encode_command(&Command::Ready(self.our_properties()), out);
                 self.state = State::Ready;
             }
             Mechanism::PlainClient { username, password } => {
-                if !g.as_server {
-                    send_error(out, b"both peers are PLAIN clients");
-                    return Err(HandshakeError::RoleConflict { role: "client" });
-                }
                 if username.len() > 255 || password.len() > 255 {
                     return Err(HandshakeError::CredentialsTooLong);
                 }
@@ -347,13 +350,7 @@ impl Handshake {
                 encode_command(&hello, out);
                 self.state = State::Welcome;
             }
-            Mechanism::PlainServer { .. } => {
-                if g.as_server {
-                    send_error(out, b"both peers are PLAIN servers");
-                    return Err(HandshakeError::RoleConflict { role: "server" });
-                }
-                self.state = State::Hello;
-            }
+            Mechanism::PlainServer { .. } => self.state = State::Hello,
         }
         Ok(())
     }

@@ -511,25 +511,35 @@ fn plain_wrong_password_unknown_user_and_bad_utf8() {
 }
 
 #[test]
-fn plain_roles_must_differ() {
-    let (a, b) = run_pair(
+fn plain_roles_come_from_config_not_the_as_server_bit() {
+    // libzmq 4.3 sends as-server = 0 even as a PLAIN server.
+    let mut wire = greeting_only(MechanismName::PLAIN, false);
+    encode_command(&Command::Welcome, &mut wire);
+    let mut props = Properties::new();
+    props.push("Socket-Type", "ROUTER");
+    encode_command(&Command::Ready(props), &mut wire);
+    let (r, _, mut out) = against(
+        cfg(SocketType::Dealer, plain_client("admin", "secret")),
+        &wire,
+    );
+    assert_eq!(r.unwrap().socket_type, SocketType::Router);
+    let sent = sent_commands(&mut out);
+    assert!(
+        matches!(&sent[..], [Command::Hello { .. }, Command::Initiate(_)]),
+        "{sent:?}"
+    );
+    // Two clients: the first HELLO is an unexpected command.
+    let (a, _) = run_pair(
         cfg(SocketType::Dealer, plain_client("a", "b")),
         cfg(SocketType::Router, plain_client("a", "b")),
         64,
     );
     assert_eq!(
         a.unwrap_err(),
-        HandshakeError::RoleConflict { role: "client" }
-    );
-    assert_eq!(b.unwrap_err().reason(), "mechanism");
-    let (a, _) = run_pair(
-        cfg(SocketType::Dealer, plain_server()),
-        cfg(SocketType::Router, plain_server()),
-        64,
-    );
-    assert_eq!(
-        a.unwrap_err(),
-        HandshakeError::RoleConflict { role: "server" }
+        HandshakeError::UnexpectedCommand {
+            got: "HELLO",
+            expected: "WELCOME"
+        }
     );
 }
 
@@ -542,6 +552,16 @@ fn plain_credentials_longer_than_255_bytes() {
     );
     let e = r.unwrap_err();
     assert_eq!(e, HandshakeError::CredentialsTooLong);
+    assert_eq!(e.reason(), "config");
+}
+
+#[test]
+fn our_identity_longer_than_255_bytes() {
+    let mut c = null(SocketType::Dealer);
+    c.identity = Bytes::from(vec![b'i'; 256]);
+    let (r, ..) = against(c, &greeting_only(MechanismName::NULL, false));
+    let e = r.unwrap_err();
+    assert_eq!(e, HandshakeError::IdentityTooLong { len: 256 });
     assert_eq!(e.reason(), "config");
 }
 
