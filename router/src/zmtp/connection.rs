@@ -21,7 +21,12 @@
 //! - **Heartbeats** (ZMTP 3.1 peers only, when the interval is non-zero):
 //!   PING every interval; a peer from which nothing arrived for
 //!   `heartbeat_timeout` is dropped. 3.0 peers cannot answer PING and are
-//!   never timed out this way.
+//!   never timed out this way. The check runs beside the writer, so a writer
+//!   blocked on a peer whose TCP window stays closed does not hide it.
+//! - **Closing** a dropped connection is graceful: FIN after what the kernel
+//!   already holds, then what the peer still sends is read and discarded
+//!   (at most 5 s and 1 MiB) until it closes too, so the kernel does not
+//!   answer with RST and destroy messages the peer has not read yet.
 
 mod io;
 mod queue;
@@ -227,11 +232,22 @@ pub(crate) enum Outcome {
     Established,
 }
 
+/// Where the graceful close of a dropped connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linger {
+    /// In the connection's task: an accepted connection keeps its
+    /// `max_connections` slot until it is really closed.
+    Inline,
+    /// In a task of its own: a connecting socket reconnects at once.
+    Detached,
+}
+
 /// Runs one connection to its end.
 pub(crate) async fn run<R: Role>(
     mut stream: TcpStream,
     core: Arc<SocketCore>,
     role: Arc<R>,
+    closing: Linger,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
     let cancel = core.cancel.child_token();
@@ -312,7 +328,12 @@ pub(crate) async fn run<R: Role>(
     core.metrics.peers.dec();
     core.room.changed();
     if !core.cancel.is_cancelled() {
-        core.tracker.spawn(linger(stream, core.cancel.clone()));
+        match closing {
+            Linger::Inline => linger(stream, core.cancel.clone()).await,
+            Linger::Detached => {
+                core.tracker.spawn(linger(stream, core.cancel.clone()));
+            }
+        }
     }
     Outcome::Established
 }
