@@ -99,7 +99,12 @@ impl Balancer {
             if core.cancel.is_cancelled() {
                 return Err(SendError::Closed);
             }
-            // Register before re-checking, so a wake-up in between is kept.
+            // Fast path without registering a waiter.
+            match self.try_send(msg) {
+                Ok(peer) => return Ok(peer),
+                Err((_, m)) => msg = m,
+            }
+            // Register, then re-check, so a wake-up in between is kept.
             let wait = core.room.wait();
             let have_peers = match self.try_send(msg) {
                 Ok(peer) => return Ok(peer),

@@ -84,8 +84,17 @@ impl RouterRole {
             self.core.metrics.dropped_unroutable.inc();
             return Err(SendError::UnknownPeer(peer));
         };
+        match target.queue.try_push(msg) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Closed(_)) => {
+                self.core.metrics.dropped_unroutable.inc();
+                return Err(SendError::UnknownPeer(peer));
+            }
+            Err(PushError::Full(m)) => msg = m,
+        }
         let mut deadline: Option<Instant> = None;
         loop {
+            // Register, then re-check, so a wake-up in between is kept.
             let wait = self.core.room.wait();
             match target.queue.try_push(msg) {
                 Ok(()) => return Ok(()),
