@@ -1,6 +1,6 @@
 //! One ZMTP connection's life: handshake under a deadline, then a reader and
 //! a writer, then detaching from the role. Shared by every role through the
-//! [`Role`] hooks; [`SocketCore`] holds what a socket's connections share.
+//! `Role` hooks; `SocketCore` holds what a socket's connections share.
 //!
 //! - **Handshake**: our greeting is sent at once; the peer has
 //!   [`Options::handshake_timeout`] to complete greeting + READY. Failures are

@@ -11,7 +11,7 @@
 //! - [`PullSocket::recv_many`] takes up to `max` messages at once; use it in
 //!   throughput-sensitive loops.
 //!
-//! [`Inbox`] is the shared inbound channel, also used by SUB and ROUTER.
+//! `Inbox` is the shared inbound channel, also used by SUB and ROUTER.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! PUSH side, facing PULL workers; and [`Balancer`], the round-robin over
+//! PUSH side, facing PULL workers; and `Balancer`, the round-robin over
 //! peer queues that DEALER shares.
 //!
 //! Semantics:
