@@ -160,6 +160,24 @@ impl SocketCore {
         self.peers.load(Ordering::Relaxed)
     }
 
+    /// Waits until `drained()` holds (checked after every write), or until
+    /// `timeout`; returns whether it held.
+    pub(crate) async fn flush(&self, timeout: Duration, drained: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let wait = self.room.wait();
+            if drained() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, wait.until_signalled())
+                .await
+                .is_err()
+            {
+                return drained();
+            }
+        }
+    }
+
     /// Cancels every task of the socket and waits for them to end.
     pub(crate) async fn close(&self) {
         self.cancel.cancel();

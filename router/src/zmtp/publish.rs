@@ -308,6 +308,22 @@ impl PubSocket {
         endpoint::connect(&self.core, &self.role, endpoint)
     }
 
+    /// Waits until every message queued so far was written to the kernel, or
+    /// until `timeout`; returns whether everything was written. Use before
+    /// [`close`](Self::close) for a graceful shutdown.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let role = &self.role;
+        self.core
+            .flush(timeout, || {
+                role.table()
+                    .slots
+                    .iter()
+                    .flatten()
+                    .all(|s| s.queue.is_drained())
+            })
+            .await
+    }
+
     /// Subscribers connected past the handshake.
     pub fn peer_count(&self) -> usize {
         self.core.peer_count()
@@ -318,8 +334,10 @@ impl PubSocket {
         self.role.table().trie.len()
     }
 
-    /// Closes every connection (queued messages are dropped and counted) and
-    /// waits for the socket's tasks to end.
+    /// Closes every connection and waits for the socket's tasks to end.
+    /// Messages still queued are dropped and counted
+    /// (`dropped_total{reason="peer_disconnected"}`); [`flush`](Self::flush)
+    /// first to avoid that.
     pub async fn close(&self) {
         self.core.close().await;
     }

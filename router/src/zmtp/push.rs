@@ -60,6 +60,11 @@ impl Balancer {
         self.update(|t| t.push(Arc::new(Target { id, queue })));
     }
 
+    /// Whether every peer's queue was written out.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.snapshot.load().iter().all(|p| p.queue.is_drained())
+    }
+
     /// Removes a peer.
     pub(crate) fn remove(&self, id: PeerId) {
         self.update(|t| t.retain(|p| p.id != id));
@@ -253,13 +258,23 @@ impl PushSocket {
         endpoint::connect(&self.core, &self.role, endpoint)
     }
 
+    /// Waits until every message queued so far was written to the kernel, or
+    /// until `timeout`; returns whether everything was written. Use before
+    /// [`close`](Self::close) for a graceful shutdown.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let lb = &self.role.balancer;
+        self.core.flush(timeout, || lb.is_drained()).await
+    }
+
     /// Workers connected past the handshake.
     pub fn peer_count(&self) -> usize {
         self.core.peer_count()
     }
 
-    /// Closes every connection (queued messages are not flushed) and waits
-    /// for the socket's tasks to end.
+    /// Closes every connection and waits for the socket's tasks to end.
+    /// Messages still queued are dropped and counted
+    /// (`dropped_total{reason="peer_disconnected"}`); [`flush`](Self::flush)
+    /// first to avoid that.
     pub async fn close(&self) {
         self.core.close().await;
     }
@@ -376,6 +391,33 @@ mod tests {
             }
         }
         within("producer", producer).await.expect("producer ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_then_close_loses_nothing() {
+        let (reg, m) = metrics();
+        let mut pull = PullSocket::new("in", opts(), &m);
+        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let push = PushSocket::new("out", opts(), &m);
+        push.connect(&format!("tcp://{addr}")).expect("connect");
+        for i in 0u32..500 {
+            within("send", push.send(msg(&[&i.to_be_bytes()])))
+                .await
+                .expect("send");
+        }
+        assert!(
+            push.flush(crate::zmtp::connection::testutil::DEADLINE)
+                .await
+        );
+        push.close().await;
+        for i in 0u32..500 {
+            let r = within("recv", pull.recv()).await.expect("open");
+            assert_eq!(&r.frames[0][..], &i.to_be_bytes());
+        }
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]),
+            0.0
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
