@@ -15,8 +15,10 @@
 //! - Inbound is as for PULL: one bounded channel of `recv_hwm` messages;
 //!   when full, readers stop reading (TCP backpressure). Nothing is dropped.
 //! - A REQ client whose message does not start with the empty delimiter
-//!   frame (followed by a body) breaks the REQ protocol: its connection is
-//!   closed and counted (`protocol_errors_total{reason="req_envelope"}`).
+//!   frame (after at most one request-id frame, as libzmq's
+//!   `ZMQ_REQ_CORRELATE` sends) followed by a body breaks the REQ protocol:
+//!   its connection is closed and counted
+//!   (`protocol_errors_total{reason="req_envelope"}`).
 //! - `send` to a peer that is gone fails with [`SendError::UnknownPeer`]
 //!   (`dropped_total{reason="unroutable"}`); to a peer whose queue stays full
 //!   for `send_timeout`, with [`SendError::PeerFull`]
@@ -61,6 +63,16 @@ struct RouterRole {
     inbox: Inbox,
     snapshot: ArcSwap<HashMap<PeerId, Arc<RouterPeer>>>,
     table: Mutex<Table>,
+}
+
+/// A REQ message: an empty delimiter frame followed by a body; the
+/// delimiter comes first, or second after a libzmq `ZMQ_REQ_CORRELATE`
+/// request id.
+fn has_req_envelope(m: &Multipart) -> bool {
+    m.iter()
+        .take(2)
+        .position(|f| f.is_empty())
+        .is_some_and(|i| i + 1 < m.len())
 }
 
 /// Per-connection state of a ROUTER peer.
@@ -156,7 +168,7 @@ impl Role for RouterRole {
     }
 
     async fn deliver(&self, peer: &mut Conn, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
-        if peer.req && !msgs.iter().all(|m| m.len() >= 2 && m[0].is_empty()) {
+        if peer.req && !msgs.iter().all(has_req_envelope) {
             return Err(Stop::Protocol("req_envelope"));
         }
         self.inbox.deliver(peer.id, msgs).await
@@ -416,6 +428,16 @@ mod tests {
             .await
             .expect("a good client is still served");
         assert_eq!(&reply[0][..], b"still");
+    }
+
+    #[test]
+    fn req_envelopes() {
+        assert!(has_req_envelope(&msg(&[b"", b"body"])));
+        assert!(has_req_envelope(&msg(&[b"id", b"", b"body"])));
+        assert!(has_req_envelope(&msg(&[b"", b""])));
+        assert!(!has_req_envelope(&msg(&[b"body"])));
+        assert!(!has_req_envelope(&msg(&[b""])));
+        assert!(!has_req_envelope(&msg(&[b"a", b"b", b"", b"c"])));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
