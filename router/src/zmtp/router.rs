@@ -12,8 +12,8 @@
 //!   identity already connected is refused
 //!   (`connections_rejected_total{reason="duplicate_identity"}`). Identities
 //!   starting with a zero byte are reserved by the RFC and ignored.
-//! - Inbound is as for PULL: one bounded channel of `recv_hwm` messages;
-//!   when full, readers stop reading (TCP backpressure). Nothing is dropped.
+//! - Inbound is as for PULL: one channel bounded to `recv_hwm` messages and
+//!   `recv_hwm_bytes` bytes; when full, readers stop reading (TCP backpressure). Nothing is dropped.
 //! - A REQ client whose message does not start with the empty delimiter
 //!   frame (after at most one request-id frame, as libzmq's
 //!   `ZMQ_REQ_CORRELATE` sends) followed by a body breaks the REQ protocol:
@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::connection::{
@@ -42,7 +41,7 @@ use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::Inbox;
+use super::pull::{Inbox, InboxRx};
 use super::socket_type::SocketType;
 
 #[derive(Debug)]
@@ -195,7 +194,7 @@ impl Role for RouterRole {
 #[derive(Debug)]
 pub struct RouterSocket {
     sender: RouterSender,
-    rx: mpsc::Receiver<Received>,
+    rx: InboxRx,
 }
 
 /// The sending half of a [`RouterSocket`], for replying from other tasks.
@@ -241,7 +240,7 @@ impl RouterSocket {
     /// A ROUTER socket named `name` (its metrics `socket` label).
     pub fn new(name: &str, options: Options, metrics: &Metrics) -> Self {
         let core = SocketCore::new(SocketType::Router, options, metrics.socket(name));
-        let (inbox, rx) = Inbox::new(core.options.recv_hwm);
+        let (inbox, rx) = Inbox::new(core.options.recv_hwm, core.options.recv_hwm_bytes);
         let role = Arc::new(RouterRole {
             core: core.clone(),
             inbox,
@@ -308,7 +307,7 @@ impl RouterSocket {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max.max(1)).await
+        self.rx.recv_many(buf, max).await
     }
 
     /// Clients connected past the handshake.
