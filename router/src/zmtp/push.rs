@@ -71,8 +71,14 @@ impl Balancer {
     }
 
     /// Tries each peer once, starting at the round-robin position.
+    /// `pick(peer)` runs before each attempt (so a caller can record where
+    /// the message goes before the peer can possibly answer it).
     #[inline]
-    fn try_send(&self, mut msg: Multipart) -> Result<PeerId, (bool, Multipart)> {
+    fn try_send(
+        &self,
+        mut msg: Multipart,
+        pick: &impl Fn(PeerId),
+    ) -> Result<PeerId, (bool, Multipart)> {
         let peers = self.snapshot.load();
         let n = peers.len();
         if n == 0 {
@@ -81,6 +87,7 @@ impl Balancer {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let peer = &peers[(start + i) % n];
+            pick(peer.id);
             match peer.queue.try_push(msg) {
                 Ok(()) => return Ok(peer.id),
                 Err(PushError::Full(m) | PushError::Closed(m)) => msg = m,
@@ -90,11 +97,13 @@ impl Balancer {
     }
 
     /// Sends `msg` to a peer with room: waits while all are full; with no
-    /// peer, waits up to `send_timeout` for one. Returns the chosen peer.
+    /// peer, waits up to `send_timeout` for one. Returns the chosen peer;
+    /// `pick` is told each peer tried, before the message is queued to it.
     pub(crate) async fn send(
         &self,
         core: &SocketCore,
         mut msg: Multipart,
+        pick: impl Fn(PeerId),
     ) -> Result<PeerId, SendError> {
         if msg.is_empty() {
             return Err(SendError::EmptyMessage);
@@ -105,13 +114,13 @@ impl Balancer {
                 return Err(SendError::Closed);
             }
             // Fast path without registering a waiter.
-            match self.try_send(msg) {
+            match self.try_send(msg, &pick) {
                 Ok(peer) => return Ok(peer),
                 Err((_, m)) => msg = m,
             }
             // Register, then re-check, so a wake-up in between is kept.
             let wait = core.room.wait();
-            let have_peers = match self.try_send(msg) {
+            let have_peers = match self.try_send(msg, &pick) {
                 Ok(peer) => return Ok(peer),
                 Err((have_peers, m)) => {
                     msg = m;
@@ -141,12 +150,12 @@ impl Balancer {
 
     /// Sends `unsent` (taken back from a disconnected peer) to the other
     /// peers in a tracked task; what finds no peer is counted as dropped.
-    /// `sent` is told where each message went.
+    /// `pick` is told each peer tried for a message, before it is queued.
     pub(crate) fn resend(
         self: &Arc<Self>,
         core: &Arc<SocketCore>,
         unsent: Vec<Multipart>,
-        sent: impl Fn(&Multipart, PeerId) + Send + 'static,
+        pick: impl Fn(&Multipart, PeerId) + Send + Sync + 'static,
     ) {
         if unsent.is_empty() {
             return;
@@ -156,8 +165,8 @@ impl Balancer {
             let total = unsent.len();
             for (i, msg) in unsent.into_iter().enumerate() {
                 let key = msg.clone();
-                match lb.send(&core2, msg).await {
-                    Ok(peer) => sent(&key, peer),
+                match lb.send(&core2, msg, |peer| pick(&key, peer)).await {
+                    Ok(_) => {}
                     Err(_) => {
                         core2
                             .metrics
@@ -236,7 +245,7 @@ impl PushSocket {
     pub async fn send(&self, frames: Multipart) -> Result<(), SendError> {
         self.role
             .balancer
-            .send(&self.core, frames)
+            .send(&self.core, frames, |_| {})
             .await
             .map(|_| ())
     }
