@@ -608,4 +608,44 @@ mod tests {
                 .all(|(i, r)| r.frames[0][..] == (i as u32).to_be_bytes())
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain_credentials_are_checked() {
+        use std::collections::HashMap;
+
+        use crate::zmtp::handshake::Mechanism;
+
+        let (reg, m) = metrics();
+        let users: HashMap<String, String> = [("edge".to_owned(), "secret".to_owned())].into();
+        let server = Options {
+            mechanism: Mechanism::PlainServer {
+                credentials: Arc::new(users),
+            },
+            ..Options::default()
+        };
+        let client = |password: &str| Options {
+            mechanism: Mechanism::PlainClient {
+                username: "edge".into(),
+                password: password.into(),
+            },
+            ..Options::default()
+        };
+        let mut pull = PullSocket::new("in", server, &m);
+        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let intruder = PushSocket::new("bad", client("guess"), &m);
+        intruder.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("refused", || {
+            metric(
+                &reg,
+                "switchyard_zmtp_handshake_failures_total",
+                &[("reason", "auth")],
+            ) >= 1.0
+        })
+        .await;
+        assert_eq!(pull.peer_count(), 0);
+        intruder.close().await;
+        let push = PushSocket::new("good", client("secret"), &m);
+        push.connect(&format!("tcp://{addr}")).expect("connect");
+        good_peer_flows(&mut pull, &push, b"authenticated").await;
+    }
 }
