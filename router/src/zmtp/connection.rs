@@ -1,6 +1,6 @@
 //! One ZMTP connection's life: handshake under a deadline, then a reader and
 //! a writer, then detaching from the role. Shared by every role through the
-//! [`Role`] hooks; [`SocketCore`] holds what a socket's connections share.
+//! `Role` hooks; `SocketCore` holds what a socket's connections share.
 //!
 //! - **Handshake**: our greeting is sent at once; the peer has
 //!   [`Options::handshake_timeout`] to complete greeting + READY. Failures are
@@ -21,7 +21,12 @@
 //! - **Heartbeats** (ZMTP 3.1 peers only, when the interval is non-zero):
 //!   PING every interval; a peer from which nothing arrived for
 //!   `heartbeat_timeout` is dropped. 3.0 peers cannot answer PING and are
-//!   never timed out this way.
+//!   never timed out this way. The check runs beside the writer, so a writer
+//!   blocked on a peer whose TCP window stays closed does not hide it.
+//! - **Closing** a dropped connection is graceful: FIN after what the kernel
+//!   already holds, then what the peer still sends is read and discarded
+//!   (at most 5 s and 1 MiB) until it closes too, so the kernel does not
+//!   answer with RST and destroy messages the peer has not read yet.
 
 mod io;
 mod queue;
@@ -159,6 +164,24 @@ impl SocketCore {
         self.peers.load(Ordering::Relaxed)
     }
 
+    /// Waits until `drained()` holds (checked after every write), or until
+    /// `timeout`; returns whether it held.
+    pub(crate) async fn flush(&self, timeout: Duration, drained: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let wait = self.room.wait();
+            if drained() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, wait.until_signalled())
+                .await
+                .is_err()
+            {
+                return drained();
+            }
+        }
+    }
+
     /// Cancels every task of the socket and waits for them to end.
     pub(crate) async fn close(&self) {
         self.cancel.cancel();
@@ -251,11 +274,22 @@ pub(crate) enum Outcome {
     Established,
 }
 
+/// Where the graceful close of a dropped connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Linger {
+    /// In the connection's task: an accepted connection keeps its
+    /// `max_connections` slot until it is really closed.
+    Inline,
+    /// In a task of its own: a connecting socket reconnects at once.
+    Detached,
+}
+
 /// Runs one connection to its end.
 pub(crate) async fn run<R: Role>(
     mut stream: TcpStream,
     core: Arc<SocketCore>,
     role: Arc<R>,
+    closing: Linger,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
     let cancel = core.cancel.child_token();
@@ -311,11 +345,14 @@ pub(crate) async fn run<R: Role>(
         subscriptions.map(|s| (s, info.minor_version >= 1)),
         heartbeat.clone(),
     );
-    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat);
+    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat.clone());
     let (rd, wr) = stream.split();
+    // The watchdog runs beside the writer: a writer blocked on a peer whose
+    // TCP window stays closed must not keep that dead peer alive.
     let end = tokio::select! {
         biased;
         _ = cancel.cancelled() => io::End::Cancelled,
+        end = io::watchdog(heartbeat) => end,
         end = reader.run(rd, &*role, &mut state) => end,
         end = writer.run(wr) => end,
     };
@@ -328,11 +365,50 @@ pub(crate) async fn run<R: Role>(
         io::End::Disconnect(reason) => core.metrics.disconnect(reason),
     }
     let unsent = writer.into_unsent();
+    drop(reader);
     role.detach(state, unsent);
     core.peers.fetch_sub(1, Ordering::Relaxed);
     core.metrics.peers.dec();
     core.room.changed();
+    if !core.cancel.is_cancelled() {
+        match closing {
+            Linger::Inline => linger(stream, core.cancel.clone()).await,
+            Linger::Detached => {
+                core.tracker.spawn(linger(stream, core.cancel.clone()));
+            }
+        }
+    }
     Outcome::Established
+}
+
+/// Most time a dropped connection is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(5);
+/// Most bytes read and discarded while draining.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a dropped connection gracefully: FIN after the data already in
+/// the kernel's send buffer, then reads and discards what the peer still
+/// sends (bounded in time and bytes) until it closes too. Closing at once
+/// while the peer still sends (a PONG, say) would make the kernel answer
+/// with RST, and the peer would lose the messages it had not read yet.
+async fn linger(mut stream: TcpStream, cancel: CancellationToken) {
+    let drain = async {
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = timeout(LINGER, drain) => {}
+    }
 }
 
 /// Capacity of the per-connection control queue (PONG replies); a peer that
@@ -383,178 +459,4 @@ async fn handshake(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    use super::testutil::{eventually, metric, metrics, msg, raw_client, within};
-    use super::*;
-    use crate::zmtp::frame::{Decoder, Inbound, encode_command, encode_message};
-    use crate::zmtp::pull::PullSocket;
-    use crate::zmtp::push::PushSocket;
-
-    /// A well-behaved PUSH peer keeps flowing into `pull`.
-    async fn good_peer_flows(pull: &mut PullSocket, push: &PushSocket, tag: &[u8]) {
-        within("send", push.send(msg(&[tag]))).await.expect("send");
-        let r = within("recv", pull.recv()).await.expect("open");
-        assert_eq!(&r.frames[0][..], tag);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn oversized_frame_header_closes_only_that_connection() {
-        let (reg, m) = metrics();
-        let mut pull = PullSocket::new("in", Options::default(), &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let push = PushSocket::new("good", Options::default(), &m);
-        push.connect(&format!("tcp://{addr}")).expect("connect");
-        good_peer_flows(&mut pull, &push, b"before").await;
-        for size in [1u64 << 40, u64::MAX] {
-            let (mut s, _) = raw_client(addr, SocketType::Push).await;
-            let mut header = vec![0x02u8];
-            header.extend_from_slice(&size.to_be_bytes());
-            s.write_all(&header).await.expect("write");
-            let mut rest = Vec::new();
-            // The server closes the connection: read reaches EOF (or reset).
-            let _ = within("close", s.read_to_end(&mut rest)).await;
-        }
-        eventually("counted", || {
-            metric(
-                &reg,
-                "switchyard_zmtp_protocol_errors_total",
-                &[("reason", "frame_too_large")],
-            ) == 2.0
-        })
-        .await;
-        good_peer_flows(&mut pull, &push, b"after").await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn silent_connections_time_out_in_the_handshake() {
-        let (reg, m) = metrics();
-        let o = Options {
-            handshake_timeout: Duration::from_millis(200),
-            ..Options::default()
-        };
-        let mut pull = PullSocket::new("in", o, &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut silent = Vec::new();
-        for _ in 0..300 {
-            silent.push(
-                within("connect", tokio::net::TcpStream::connect(addr))
-                    .await
-                    .expect("connect"),
-            );
-        }
-        eventually("all timed out", || {
-            metric(
-                &reg,
-                "switchyard_zmtp_handshake_failures_total",
-                &[("reason", "timeout")],
-            ) == 300.0
-        })
-        .await;
-        let push = PushSocket::new("good", Options::default(), &m);
-        push.connect(&format!("tcp://{addr}")).expect("connect");
-        good_peer_flows(&mut pull, &push, b"still-serving").await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn excess_connections_are_closed_and_counted() {
-        let (reg, m) = metrics();
-        let o = Options {
-            max_connections: 2,
-            ..Options::default()
-        };
-        let pull = PullSocket::new("in", o, &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut held = Vec::new();
-        for _ in 0..5 {
-            held.push(
-                within("connect", tokio::net::TcpStream::connect(addr))
-                    .await
-                    .expect("connect"),
-            );
-        }
-        eventually("3 rejected", || {
-            metric(
-                &reg,
-                "switchyard_zmtp_connections_rejected_total",
-                &[("reason", "max_connections")],
-            ) == 3.0
-        })
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn answers_ping_and_drops_a_peer_that_never_answers() {
-        let (reg, m) = metrics();
-        let o = Options {
-            heartbeat_interval: Duration::from_millis(20),
-            heartbeat_timeout: Duration::from_millis(100),
-            ..Options::default()
-        };
-        let pull = PullSocket::new("in", o, &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let (mut s, mut input) = raw_client(addr, SocketType::Push).await;
-        let mut out = BytesMut::new();
-        encode_command(
-            &Command::Ping {
-                ttl_deciseconds: 0,
-                context: bytes::Bytes::from_static(b"ctx"),
-            },
-            &mut out,
-        );
-        s.write_all(&out).await.expect("write");
-        let mut dec = Decoder::new(Default::default());
-        let (mut pong, mut pings) = (false, 0);
-        // Read until the server drops us for never answering its PINGs.
-        loop {
-            match dec.decode(&mut input) {
-                Ok(Some(Inbound::Command(Command::Pong { context }))) => {
-                    assert_eq!(&context[..], b"ctx");
-                    pong = true;
-                }
-                Ok(Some(Inbound::Command(Command::Ping { .. }))) => pings += 1,
-                Ok(Some(other)) => panic!("unexpected {other:?}"),
-                Ok(None) => match within("server bytes", s.read_buf(&mut input)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                },
-                Err(e) => panic!("bad bytes from server: {e}"),
-            }
-        }
-        assert!(pong, "our PING was answered");
-        assert!(pings > 0, "the server pinged us");
-        eventually("counted", || {
-            metric(
-                &reg,
-                "switchyard_zmtp_disconnects_total",
-                &[("reason", "heartbeat_timeout")],
-            ) == 1.0
-        })
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_messages_in_one_write_are_all_decoded() {
-        let (_reg, m) = metrics();
-        let mut pull = PullSocket::new("in", Options::default(), &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let (mut s, _) = raw_client(addr, SocketType::Push).await;
-        let mut out = BytesMut::new();
-        for i in 0u32..5000 {
-            encode_message(&[bytes::Bytes::copy_from_slice(&i.to_be_bytes())], &mut out);
-        }
-        s.write_all(&out).await.expect("write");
-        let mut buf = Vec::new();
-        while buf.len() < 5000 {
-            within("recv", pull.recv_many(&mut buf, 5000)).await;
-        }
-        assert!(
-            buf.iter()
-                .enumerate()
-                .all(|(i, r)| r.frames[0][..] == (i as u32).to_be_bytes())
-        );
-    }
-}
+mod tests;

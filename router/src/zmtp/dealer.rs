@@ -10,8 +10,9 @@
 //!   back with the reply, so each reply carries the id of its request and is
 //!   delivered to the caller that sent it, never to another, whatever the
 //!   order replies come back in or how many services there are.
-//! - A reply that matches no waiting request (its caller timed out, or it is
-//!   malformed) is dropped and counted in `dropped_total{reason="unmatched_reply"}`.
+//! - A reply that matches no waiting request (its caller timed out, it is
+//!   malformed, or it names a request that was given to another service) is
+//!   dropped and counted in `dropped_total{reason="unmatched_reply"}`.
 //! - When a service disconnects, requests still queued to it are sent again
 //!   to other services; callers whose request it already had get
 //!   [`SendError::PeerDisconnected`] (the request may or may not have run).
@@ -96,13 +97,21 @@ impl Role for DealerRole {
         })
     }
 
-    async fn deliver(&self, _peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    async fn deliver(&self, from: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
         let mut unmatched = 0u64;
         {
             let mut pending = self.pending();
             for mut m in msgs.drain(..) {
+                // Only the service that was given the request may answer it:
+                // another one cannot forge a reply for someone else's request.
                 let entry = match request_id(&m) {
-                    Some(id) if m.len() >= 2 && m[1].is_empty() => pending.remove(&id),
+                    Some(id)
+                        if m.len() >= 2
+                            && m[1].is_empty()
+                            && pending.get(&id).is_some_and(|p| p.peer == Some(*from)) =>
+                    {
+                        pending.remove(&id)
+                    }
                     _ => None,
                 };
                 match entry {
@@ -205,8 +214,9 @@ impl DealerSocket {
         msg.push(Bytes::copy_from_slice(&id.to_be_bytes()));
         msg.push(Bytes::new());
         msg.extend(frames);
-        match timeout_at(deadline, role.balancer.send(&self.core, msg)).await {
-            Ok(Ok(peer)) => role.routed(id, peer),
+        let pick = |peer| role.routed(id, peer);
+        match timeout_at(deadline, role.balancer.send(&self.core, msg, pick)).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(SendError::ReplyTimeout(timeout)),
         }
@@ -253,5 +263,59 @@ impl DealerSocket {
 impl Drop for DealerSocket {
     fn drop(&mut self) {
         self.core.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+    use crate::zmtp::router::RouterSocket;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_cannot_answer_for_another() {
+        let (reg, m) = metrics();
+        let mut a = RouterSocket::new("a", Options::default(), &m);
+        let mut b = RouterSocket::new("b", Options::default(), &m);
+        let addr_a = a.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let addr_b = b.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let dealer = Arc::new(DealerSocket::new("client", Options::default(), &m));
+        dealer.connect(&format!("tcp://{addr_a}")).expect("connect");
+        dealer.connect(&format!("tcp://{addr_b}")).expect("connect");
+        eventually("two services", || dealer.peer_count() == 2).await;
+        let mut callers = Vec::new();
+        for body in ["one", "two"] {
+            let d = dealer.clone();
+            callers.push(tokio::spawn(async move {
+                let reply = d
+                    .request(msg(&[body.as_bytes()]), Duration::from_secs(20))
+                    .await
+                    .expect("reply");
+                (body, reply[0].clone())
+            }));
+        }
+        let ra = within("request at a", a.recv()).await.expect("open");
+        let rb = within("request at b", b.recv()).await.expect("open");
+        // Service a forges a reply to the request b holds.
+        let forged = msg(&[&rb.frames[0], b"", b"forged"]);
+        a.send(ra.peer, forged).await.expect("send");
+        eventually("forged reply refused", || {
+            metric(
+                &reg,
+                "switchyard_zmtp_dropped_total",
+                &[("reason", "unmatched_reply")],
+            ) == 1.0
+        })
+        .await;
+        for (svc, r) in [(&a, &ra), (&b, &rb)] {
+            let mut reply = r.frames.clone();
+            let body = reply[2].clone();
+            reply[2] = bytes::Bytes::from([&b"re:"[..], &body].concat());
+            svc.send(r.peer, reply).await.expect("reply");
+        }
+        for c in callers {
+            let (body, reply) = within("caller", c).await.expect("task");
+            assert_eq!(&reply[..], format!("re:{body}").as_bytes());
+        }
     }
 }

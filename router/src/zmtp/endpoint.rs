@@ -3,8 +3,8 @@
 //!
 //! - **bind** resolves the host (`*` = every IPv4 interface), listens, and
 //!   returns the bound address (port 0 picks a free port). Its accept loop
-//!   keeps at most `max_connections` connections (handshaking or
-//!   established); an excess connection is closed at once and counted in
+//!   keeps at most `max_connections` connections (handshaking, established
+//!   or closing); an excess connection is closed at once and counted in
 //!   `connections_rejected_total{reason="max_connections"}`. Accept errors
 //!   such as running out of file descriptors are counted
 //!   (`reason="accept_error"`) and back off from 10 ms doubling to 1 s
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use super::connection::{self, Outcome, Role, SocketCore};
+use super::connection::{self, Linger, Outcome, Role, SocketCore};
 use super::options::Options;
 
 /// Errors of parsing, binding or connecting an endpoint.
@@ -223,7 +223,7 @@ async fn accept_loop<R: Role>(listener: TcpListener, core: Arc<SocketCore>, role
                 let (core2, role2) = (core.clone(), role.clone());
                 core.tracker.spawn(async move {
                     let _slot = slot;
-                    connection::run(stream, core2, role2).await;
+                    connection::run(stream, core2, role2, Linger::Inline).await;
                 });
             }
             Err(e) if is_transient(&e) => {}
@@ -275,7 +275,8 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
             s = attempt(&ep, &core.options) => s,
         };
         if let Some(stream) = stream
-            && connection::run(stream, core.clone(), role.clone()).await == Outcome::Established
+            && connection::run(stream, core.clone(), role.clone(), Linger::Detached).await
+                == Outcome::Established
         {
             delay = first;
         }

@@ -1,5 +1,5 @@
 //! Prometheus families of the ZMTP layer, registered once per
-//! [`Registry`](crate::metrics::Registry), and [`SocketMetrics`]: the
+//! [`Registry`], and [`SocketMetrics`]: the
 //! children of one socket, resolved once when the socket is built so the
 //! hot path only touches atomics.
 //!

@@ -46,6 +46,9 @@ pub struct Options {
     /// when full, connection readers stop reading (TCP backpressure).
     /// Default 1000.
     pub recv_hwm: usize,
+    /// Bytes (sum of frame bodies) buffered inbound for the whole socket,
+    /// with the same backpressure. Default 64 MiB.
+    pub recv_hwm_bytes: usize,
     /// First reconnect delay of a connecting socket; doubles after each
     /// failed attempt. Default 100 ms.
     pub reconnect_interval: Duration,
@@ -87,6 +90,7 @@ impl Default for Options {
             send_hwm: 1000,
             send_hwm_bytes: 8 << 20,
             recv_hwm: 1000,
+            recv_hwm_bytes: 64 << 20,
             reconnect_interval: Duration::from_millis(100),
             reconnect_interval_max: Duration::from_secs(10),
             send_timeout: Duration::from_secs(5),
@@ -107,6 +111,7 @@ impl Options {
         self.send_hwm = self.send_hwm.clamp(1, MAX_QUEUE);
         self.recv_hwm = self.recv_hwm.clamp(1, MAX_QUEUE);
         self.send_hwm_bytes = self.send_hwm_bytes.max(1);
+        self.recv_hwm_bytes = self.recv_hwm_bytes.max(1);
         self.max_connections = self.max_connections.max(1);
         if self.reconnect_interval.is_zero() {
             self.reconnect_interval = Duration::from_millis(1);

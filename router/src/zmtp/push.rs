@@ -1,4 +1,4 @@
-//! PUSH side, facing PULL workers; and [`Balancer`], the round-robin over
+//! PUSH side, facing PULL workers; and `Balancer`, the round-robin over
 //! peer queues that DEALER shares.
 //!
 //! Semantics:
@@ -60,14 +60,25 @@ impl Balancer {
         self.update(|t| t.push(Arc::new(Target { id, queue })));
     }
 
+    /// Whether every peer's queue was written out.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.snapshot.load().iter().all(|p| p.queue.is_drained())
+    }
+
     /// Removes a peer.
     pub(crate) fn remove(&self, id: PeerId) {
         self.update(|t| t.retain(|p| p.id != id));
     }
 
     /// Tries each peer once, starting at the round-robin position.
+    /// `pick(peer)` runs before each attempt (so a caller can record where
+    /// the message goes before the peer can possibly answer it).
     #[inline]
-    fn try_send(&self, mut msg: Multipart) -> Result<PeerId, (bool, Multipart)> {
+    fn try_send(
+        &self,
+        mut msg: Multipart,
+        pick: &impl Fn(PeerId),
+    ) -> Result<PeerId, (bool, Multipart)> {
         let peers = self.snapshot.load();
         let n = peers.len();
         if n == 0 {
@@ -76,6 +87,7 @@ impl Balancer {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let peer = &peers[(start + i) % n];
+            pick(peer.id);
             match peer.queue.try_push(msg) {
                 Ok(()) => return Ok(peer.id),
                 Err(PushError::Full(m) | PushError::Closed(m)) => msg = m,
@@ -85,11 +97,13 @@ impl Balancer {
     }
 
     /// Sends `msg` to a peer with room: waits while all are full; with no
-    /// peer, waits up to `send_timeout` for one. Returns the chosen peer.
+    /// peer, waits up to `send_timeout` for one. Returns the chosen peer;
+    /// `pick` is told each peer tried, before the message is queued to it.
     pub(crate) async fn send(
         &self,
         core: &SocketCore,
         mut msg: Multipart,
+        pick: impl Fn(PeerId),
     ) -> Result<PeerId, SendError> {
         if msg.is_empty() {
             return Err(SendError::EmptyMessage);
@@ -99,9 +113,14 @@ impl Balancer {
             if core.cancel.is_cancelled() {
                 return Err(SendError::Closed);
             }
-            // Register before re-checking, so a wake-up in between is kept.
+            // Fast path without registering a waiter.
+            match self.try_send(msg, &pick) {
+                Ok(peer) => return Ok(peer),
+                Err((_, m)) => msg = m,
+            }
+            // Register, then re-check, so a wake-up in between is kept.
             let wait = core.room.wait();
-            let have_peers = match self.try_send(msg) {
+            let have_peers = match self.try_send(msg, &pick) {
                 Ok(peer) => return Ok(peer),
                 Err((have_peers, m)) => {
                     msg = m;
@@ -131,12 +150,12 @@ impl Balancer {
 
     /// Sends `unsent` (taken back from a disconnected peer) to the other
     /// peers in a tracked task; what finds no peer is counted as dropped.
-    /// `sent` is told where each message went.
+    /// `pick` is told each peer tried for a message, before it is queued.
     pub(crate) fn resend(
         self: &Arc<Self>,
         core: &Arc<SocketCore>,
         unsent: Vec<Multipart>,
-        sent: impl Fn(&Multipart, PeerId) + Send + 'static,
+        pick: impl Fn(&Multipart, PeerId) + Send + Sync + 'static,
     ) {
         if unsent.is_empty() {
             return;
@@ -146,8 +165,8 @@ impl Balancer {
             let total = unsent.len();
             for (i, msg) in unsent.into_iter().enumerate() {
                 let key = msg.clone();
-                match lb.send(&core2, msg).await {
-                    Ok(peer) => sent(&key, peer),
+                match lb.send(&core2, msg, |peer| pick(&key, peer)).await {
+                    Ok(_) => {}
                     Err(_) => {
                         core2
                             .metrics
@@ -226,7 +245,7 @@ impl PushSocket {
     pub async fn send(&self, frames: Multipart) -> Result<(), SendError> {
         self.role
             .balancer
-            .send(&self.core, frames)
+            .send(&self.core, frames, |_| {})
             .await
             .map(|_| ())
     }
@@ -248,13 +267,23 @@ impl PushSocket {
         endpoint::connect(&self.core, &self.role, endpoint)
     }
 
+    /// Waits until every message queued so far was written to the kernel, or
+    /// until `timeout`; returns whether everything was written. Use before
+    /// [`close`](Self::close) for a graceful shutdown.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let lb = &self.role.balancer;
+        self.core.flush(timeout, || lb.is_drained()).await
+    }
+
     /// Workers connected past the handshake.
     pub fn peer_count(&self) -> usize {
         self.core.peer_count()
     }
 
-    /// Closes every connection (queued messages are not flushed) and waits
-    /// for the socket's tasks to end.
+    /// Closes every connection and waits for the socket's tasks to end.
+    /// Messages still queued are dropped and counted
+    /// (`dropped_total{reason="peer_disconnected"}`); [`flush`](Self::flush)
+    /// first to avoid that.
     pub async fn close(&self) {
         self.core.close().await;
     }
@@ -275,223 +304,4 @@ impl Drop for PushSocket {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
-    use crate::zmtp::pull::PullSocket;
-
-    fn opts() -> Options {
-        Options::default()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn push_connects_to_bound_pull_and_keeps_order() {
-        let (_reg, m) = metrics();
-        let mut pull = PullSocket::new("in", opts(), &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let push = PushSocket::new("out", opts(), &m);
-        push.connect(&format!("tcp://{addr}")).expect("connect");
-        for i in 0u32..2000 {
-            let body = i.to_be_bytes();
-            within("send", push.send(msg(&[b"topic", &body])))
-                .await
-                .expect("send");
-        }
-        let mut got = Vec::new();
-        while got.len() < 2000 {
-            within("recv", pull.recv_many(&mut got, 500)).await;
-        }
-        for (i, r) in got.iter().enumerate() {
-            assert_eq!(r.frames.len(), 2);
-            assert_eq!(&r.frames[1][..], &(i as u32).to_be_bytes());
-        }
-        push.close().await;
-        pull.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pull_connects_to_bound_push_with_large_frames() {
-        let (_reg, m) = metrics();
-        let o = Options {
-            send_buffer_size: Some(64 * 1024),
-            recv_buffer_size: Some(64 * 1024),
-            ..opts()
-        };
-        let push = PushSocket::new("out", o.clone(), &m);
-        let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut pull = PullSocket::new("in", o, &m);
-        pull.connect(&format!("tcp://{addr}")).expect("connect");
-        let big = vec![7u8; 300_000];
-        for _ in 0..20 {
-            within("send", push.send(msg(&[b"a", &big, b"z"])))
-                .await
-                .expect("send");
-        }
-        for _ in 0..20 {
-            let r = within("recv", pull.recv()).await.expect("open");
-            assert_eq!(r.frames.len(), 3);
-            assert_eq!(r.frames[1].len(), big.len());
-            assert!(r.frames[1].iter().all(|b| *b == 7));
-            assert_eq!(&r.frames[2][..], b"z");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_peer_waits_send_timeout_then_errors() {
-        let (_reg, m) = metrics();
-        let o = Options {
-            send_timeout: Duration::from_millis(50),
-            ..opts()
-        };
-        let push = PushSocket::new("out", o, &m);
-        let r = within("send", push.send(msg(&[b"x"]))).await;
-        assert!(matches!(r, Err(SendError::NoPeers(_))), "{r:?}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn backpressure_loses_nothing_with_tiny_queues() {
-        let (_reg, m) = metrics();
-        let o = Options {
-            send_hwm: 2,
-            recv_hwm: 2,
-            ..opts()
-        };
-        let mut pull = PullSocket::new("in", o.clone(), &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let push = Arc::new(PushSocket::new("out", o, &m));
-        push.connect(&format!("tcp://{addr}")).expect("connect");
-        const N: u32 = 20_000;
-        let p = push.clone();
-        let producer = tokio::spawn(async move {
-            for i in 0..N {
-                p.send(msg(&[&i.to_be_bytes()])).await.expect("send");
-            }
-        });
-        let mut next = 0u32;
-        while next < N {
-            let r = within("recv", pull.recv()).await.expect("open");
-            assert_eq!(&r.frames[0][..], &next.to_be_bytes());
-            next += 1;
-            if next.is_multiple_of(1000) {
-                tokio::task::yield_now().await;
-            }
-        }
-        within("producer", producer).await.expect("producer ok");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn round_robins_over_workers() {
-        let (_reg, m) = metrics();
-        let push = PushSocket::new("out", opts(), &m);
-        let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let mut a = PullSocket::new("a", opts(), &m);
-        let mut b = PullSocket::new("b", opts(), &m);
-        a.connect(&format!("tcp://{addr}")).expect("connect");
-        b.connect(&format!("tcp://{addr}")).expect("connect");
-        eventually("two workers", || push.peer_count() == 2).await;
-        for i in 0u32..100 {
-            push.send(msg(&[&i.to_be_bytes()])).await.expect("send");
-        }
-        let (mut na, mut nb) = (0, 0);
-        let (mut bufa, mut bufb) = (Vec::new(), Vec::new());
-        while na + nb < 100 {
-            tokio::select! {
-                n = a.recv_many(&mut bufa, 100) => na += n,
-                n = b.recv_many(&mut bufb, 100) => nb += n,
-                () = tokio::time::sleep(crate::zmtp::connection::testutil::DEADLINE) => panic!("timeout"),
-            }
-        }
-        assert!(na > 0 && nb > 0, "both workers got work: {na} {nb}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn connect_side_push_recovers_after_pull_restart() {
-        let (reg, m) = metrics();
-        let o = Options {
-            reconnect_interval: Duration::from_millis(10),
-            reconnect_interval_max: Duration::from_millis(50),
-            send_timeout: Duration::from_secs(20),
-            ..opts()
-        };
-        let mut pull = PullSocket::new("in", o.clone(), &m);
-        let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let push = Arc::new(PushSocket::new("out", o.clone(), &m));
-        push.connect(&format!("tcp://{addr}")).expect("connect");
-        push.send(msg(&[b"before"])).await.expect("send");
-        assert_eq!(
-            &within("recv", pull.recv()).await.expect("open").frames[0][..],
-            b"before"
-        );
-        pull.close().await;
-        drop(pull);
-        eventually("push saw the disconnect", || push.peer_count() == 0).await;
-        let p = push.clone();
-        let sends = tokio::spawn(async move {
-            p.send(msg(&[b"during-1"])).await.expect("send 1");
-            p.send(msg(&[b"during-2"])).await.expect("send 2");
-        });
-        let mut pull = PullSocket::new("in", o, &m);
-        pull.bind(&format!("tcp://{addr}"))
-            .await
-            .expect("rebind same port");
-        let a = within("recv 1", pull.recv()).await.expect("open");
-        let b = within("recv 2", pull.recv()).await.expect("open");
-        assert_eq!(&a.frames[0][..], b"during-1");
-        assert_eq!(&b.frames[0][..], b"during-2");
-        within("senders", sends).await.expect("sends ok");
-        assert_eq!(
-            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]),
-            0.0
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queued_messages_move_to_another_worker_when_one_leaves() {
-        let (reg, m) = metrics();
-        // A worker that never reads: its queue fills; then it disconnects.
-        let o = Options {
-            send_hwm: 10_000,
-            ..opts()
-        };
-        let push = PushSocket::new("out", o.clone(), &m);
-        let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let stalled = PullSocket::new(
-            "stalled",
-            Options {
-                recv_hwm: 1,
-                ..o.clone()
-            },
-            &m,
-        );
-        stalled.connect(&format!("tcp://{addr}")).expect("connect");
-        eventually("stalled worker", || push.peer_count() == 1).await;
-        // Fits in the stalled worker's queue (8 MiB) so no send waits.
-        const N: u32 = 1500;
-        let body = vec![1u8; 4096];
-        for i in 0..N {
-            within("send", push.send(msg(&[&i.to_be_bytes(), &body])))
-                .await
-                .expect("send");
-        }
-        let mut good = PullSocket::new("good", o, &m);
-        good.connect(&format!("tcp://{addr}")).expect("connect");
-        eventually("second worker", || push.peer_count() == 2).await;
-        stalled.close().await;
-        drop(stalled);
-        // Every message was queued before `good` connected, so whatever it
-        // gets was taken back from the stalled worker's queue. (What that
-        // worker's kernel buffers held is lost with it, as with libzmq.)
-        eventually("stalled worker gone", || push.peer_count() == 1).await;
-        let r = within("a re-sent message", good.recv())
-            .await
-            .expect("open");
-        let first = u32::from_be_bytes(r.frames[0][..].try_into().expect("4 bytes"));
-        assert!(first < N);
-        assert_eq!(
-            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]),
-            0.0
-        );
-    }
-}
+mod tests;

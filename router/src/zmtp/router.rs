@@ -12,11 +12,13 @@
 //!   identity already connected is refused
 //!   (`connections_rejected_total{reason="duplicate_identity"}`). Identities
 //!   starting with a zero byte are reserved by the RFC and ignored.
-//! - Inbound is as for PULL: one bounded channel of `recv_hwm` messages;
-//!   when full, readers stop reading (TCP backpressure). Nothing is dropped.
+//! - Inbound is as for PULL: one channel bounded to `recv_hwm` messages and
+//!   `recv_hwm_bytes` bytes; when full, readers stop reading (TCP backpressure). Nothing is dropped.
 //! - A REQ client whose message does not start with the empty delimiter
-//!   frame (followed by a body) breaks the REQ protocol: its connection is
-//!   closed and counted (`protocol_errors_total{reason="req_envelope"}`).
+//!   frame (after at most one request-id frame, as libzmq's
+//!   `ZMQ_REQ_CORRELATE` sends) followed by a body breaks the REQ protocol:
+//!   its connection is closed and counted
+//!   (`protocol_errors_total{reason="req_envelope"}`).
 //! - `send` to a peer that is gone fails with [`SendError::UnknownPeer`]
 //!   (`dropped_total{reason="unroutable"}`); to a peer whose queue stays full
 //!   for `send_timeout`, with [`SendError::PeerFull`]
@@ -29,7 +31,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 
 use super::connection::{
@@ -40,7 +41,7 @@ use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::Inbox;
+use super::pull::{Inbox, InboxRx};
 use super::socket_type::SocketType;
 
 #[derive(Debug)]
@@ -61,6 +62,16 @@ struct RouterRole {
     inbox: Inbox,
     snapshot: ArcSwap<HashMap<PeerId, Arc<RouterPeer>>>,
     table: Mutex<Table>,
+}
+
+/// A REQ message: an empty delimiter frame followed by a body; the
+/// delimiter comes first, or second after a libzmq `ZMQ_REQ_CORRELATE`
+/// request id.
+fn has_req_envelope(m: &Multipart) -> bool {
+    m.iter()
+        .take(2)
+        .position(|f| f.is_empty())
+        .is_some_and(|i| i + 1 < m.len())
 }
 
 /// Per-connection state of a ROUTER peer.
@@ -84,8 +95,17 @@ impl RouterRole {
             self.core.metrics.dropped_unroutable.inc();
             return Err(SendError::UnknownPeer(peer));
         };
+        match target.queue.try_push(msg) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Closed(_)) => {
+                self.core.metrics.dropped_unroutable.inc();
+                return Err(SendError::UnknownPeer(peer));
+            }
+            Err(PushError::Full(m)) => msg = m,
+        }
         let mut deadline: Option<Instant> = None;
         loop {
+            // Register, then re-check, so a wake-up in between is kept.
             let wait = self.core.room.wait();
             match target.queue.try_push(msg) {
                 Ok(()) => return Ok(()),
@@ -147,7 +167,7 @@ impl Role for RouterRole {
     }
 
     async fn deliver(&self, peer: &mut Conn, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
-        if peer.req && !msgs.iter().all(|m| m.len() >= 2 && m[0].is_empty()) {
+        if peer.req && !msgs.iter().all(has_req_envelope) {
             return Err(Stop::Protocol("req_envelope"));
         }
         self.inbox.deliver(peer.id, msgs).await
@@ -174,7 +194,7 @@ impl Role for RouterRole {
 #[derive(Debug)]
 pub struct RouterSocket {
     sender: RouterSender,
-    rx: mpsc::Receiver<Received>,
+    rx: InboxRx,
 }
 
 /// The sending half of a [`RouterSocket`], for replying from other tasks.
@@ -220,7 +240,7 @@ impl RouterSocket {
     /// A ROUTER socket named `name` (its metrics `socket` label).
     pub fn new(name: &str, options: Options, metrics: &Metrics) -> Self {
         let core = SocketCore::new(SocketType::Router, options, metrics.socket(name));
-        let (inbox, rx) = Inbox::new(core.options.recv_hwm);
+        let (inbox, rx) = Inbox::new(core.options.recv_hwm, core.options.recv_hwm_bytes);
         let role = Arc::new(RouterRole {
             core: core.clone(),
             inbox,
@@ -287,7 +307,7 @@ impl RouterSocket {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max.max(1)).await
+        self.rx.recv_many(buf, max).await
     }
 
     /// Clients connected past the handshake.
@@ -407,6 +427,16 @@ mod tests {
             .await
             .expect("a good client is still served");
         assert_eq!(&reply[0][..], b"still");
+    }
+
+    #[test]
+    fn req_envelopes() {
+        assert!(has_req_envelope(&msg(&[b"", b"body"])));
+        assert!(has_req_envelope(&msg(&[b"id", b"", b"body"])));
+        assert!(has_req_envelope(&msg(&[b"", b""])));
+        assert!(!has_req_envelope(&msg(&[b"body"])));
+        assert!(!has_req_envelope(&msg(&[b""])));
+        assert!(!has_req_envelope(&msg(&[b"a", b"b", b"", b"c"])));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

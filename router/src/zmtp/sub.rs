@@ -6,8 +6,8 @@
 //!   Every connected publisher is told the difference at once, and every
 //!   (re)connected publisher gets the whole set: SUBSCRIBE/CANCEL commands
 //!   for ZMTP 3.1 peers, `0x01`/`0x00`-prefixed messages for 3.0 peers.
-//! - Inbound messages go, as for PULL, into one bounded channel of
-//!   `recv_hwm` messages; when it is full the readers stop reading (TCP
+//! - Inbound messages go, as for PULL, into one channel bounded to
+//!   `recv_hwm` messages and `recv_hwm_bytes` bytes; when it is full the readers stop reading (TCP
 //!   backpressure on the publishers; a libzmq publisher then drops for us at
 //!   its own high-water mark). Nothing is dropped here for lack of room.
 //! - A message whose first frame matches no current subscription (sent by a
@@ -20,14 +20,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::connection::{Attached, PeerId, PeerLink, Received, Role, SocketCore, Stop};
 use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::Inbox;
+use super::pull::{Inbox, InboxRx};
 use super::socket_type::SocketType;
 use super::subscriptions::SubscriptionSet;
 
@@ -68,7 +67,7 @@ impl Role for SubRole {
 pub struct SubSocket {
     core: Arc<SocketCore>,
     role: Arc<SubRole>,
-    rx: mpsc::Receiver<Received>,
+    rx: InboxRx,
 }
 
 impl SubSocket {
@@ -76,7 +75,7 @@ impl SubSocket {
     /// nothing yet.
     pub fn new(name: &str, options: Options, metrics: &Metrics) -> Self {
         let core = SocketCore::new(SocketType::Sub, options, metrics.socket(name));
-        let (inbox, rx) = Inbox::new(core.options.recv_hwm);
+        let (inbox, rx) = Inbox::new(core.options.recv_hwm, core.options.recv_hwm_bytes);
         let role = Arc::new(SubRole {
             inbox,
             subscriptions: Arc::new(SubscriptionSet::default()),
@@ -129,7 +128,7 @@ impl SubSocket {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max.max(1)).await
+        self.rx.recv_many(buf, max).await
     }
 
     /// Publishers connected past the handshake.

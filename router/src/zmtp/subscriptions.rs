@@ -12,6 +12,7 @@
 //! only inserts on 0 -> 1 and removes on 1 -> 0).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -261,7 +262,10 @@ impl SubscriptionTrie {
 #[derive(Debug)]
 pub(crate) struct SubscriptionSet {
     counts: Mutex<BTreeMap<Bytes, usize>>,
+    /// Filter snapshot, rebuilt lazily by the first reader after a change
+    /// (so a burst of N subscriptions costs one rebuild, not N).
     filter: ArcSwap<SubscriptionTrie>,
+    stale: AtomicBool,
     changed: watch::Sender<()>,
 }
 
@@ -270,6 +274,7 @@ impl Default for SubscriptionSet {
         Self {
             counts: Mutex::new(BTreeMap::new()),
             filter: ArcSwap::from_pointee(SubscriptionTrie::new()),
+            stale: AtomicBool::new(false),
             changed: watch::channel(()).0,
         }
     }
@@ -285,12 +290,10 @@ impl SubscriptionSet {
     /// Adds one subscription to `prefix`.
     pub(crate) fn subscribe(&self, prefix: Bytes) {
         let mut counts = self.counts();
-        let n = counts.entry(prefix.clone()).or_insert(0);
+        let n = counts.entry(prefix).or_insert(0);
         *n += 1;
         if *n == 1 {
-            let mut trie = SubscriptionTrie::clone(&self.filter.load());
-            trie.insert(&prefix, 0);
-            self.filter.store(Arc::new(trie));
+            self.stale.store(true, Ordering::Release);
             drop(counts);
             self.changed.send_replace(());
         }
@@ -305,9 +308,7 @@ impl SubscriptionSet {
         *n -= 1;
         if *n == 0 {
             counts.remove(prefix);
-            let mut trie = SubscriptionTrie::clone(&self.filter.load());
-            trie.remove(prefix, 0);
-            self.filter.store(Arc::new(trie));
+            self.stale.store(true, Ordering::Release);
             drop(counts);
             self.changed.send_replace(());
         }
@@ -321,6 +322,18 @@ impl SubscriptionSet {
 
     /// A snapshot for filtering inbound messages.
     pub(crate) fn filter(&self) -> Arc<SubscriptionTrie> {
+        if self.stale.swap(false, Ordering::AcqRel) {
+            // The flag is set under the counts lock, so this build sees the
+            // change that set it (a later change sets it again).
+            let counts = self.counts();
+            let mut trie = SubscriptionTrie::new();
+            for prefix in counts.keys() {
+                trie.insert(prefix, 0);
+            }
+            let trie = Arc::new(trie);
+            self.filter.store(trie.clone());
+            return trie;
+        }
         self.filter.load_full()
     }
 
@@ -387,6 +400,22 @@ mod tests {
         assert!(!set.unsubscribe(b"a"));
         assert!(!set.filter().matches_any(b"abc"));
         assert!(set.prefixes().is_empty());
+    }
+
+    #[test]
+    fn many_subscriptions_cost_one_rebuild() {
+        let set = SubscriptionSet::default();
+        for i in 0..20_000u32 {
+            set.subscribe(Bytes::from(format!("topic.{i}.")));
+        }
+        let f = set.filter();
+        assert_eq!(f.len(), 20_000);
+        assert!(f.matches_any(b"topic.19999.x"));
+        assert!(!f.matches_any(b"topic.20000.x"));
+        assert!(
+            Arc::ptr_eq(&f, &set.filter()),
+            "no rebuild without a change"
+        );
     }
 
     #[derive(Debug, Clone)]

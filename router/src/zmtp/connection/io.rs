@@ -89,6 +89,21 @@ impl Heartbeat {
     }
 }
 
+/// Ends the connection once a heartbeating peer has been silent for the
+/// heartbeat timeout (never, without heartbeats).
+pub(super) async fn watchdog(heartbeat: Option<Heartbeat>) -> End {
+    let Some(h) = heartbeat else {
+        return std::future::pending().await;
+    };
+    let period = (h.timeout / 4).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(period).await;
+        if h.is_dead() {
+            return End::Disconnect("heartbeat_timeout");
+        }
+    }
+}
+
 /// Decodes what the peer sends and hands it to the role.
 pub(super) struct Reader {
     buf: BytesMut,
@@ -380,9 +395,6 @@ impl Writer {
                 Event::Subscriptions => self.sync_subscriptions(),
                 Event::Tick => {
                     if let Some(h) = &self.heartbeat {
-                        if h.is_dead() {
-                            return End::Disconnect("heartbeat_timeout");
-                        }
                         let ping = h.ping();
                         self.push_command(&ping);
                     }

@@ -86,6 +86,16 @@ impl QueueTx {
     }
 }
 
+impl QueueTx {
+    /// Whether everything queued was written to the kernel (or the
+    /// connection is gone).
+    pub(crate) fn is_drained(&self) -> bool {
+        self.tx.is_closed()
+            || (self.tx.capacity() == self.tx.max_capacity()
+                && self.bytes.load(Ordering::Relaxed) == 0)
+    }
+}
+
 /// Socket-wide "a queue has room again / the peer set changed" signal.
 /// Writers only pay for a notification when someone waits.
 #[derive(Debug, Default)]

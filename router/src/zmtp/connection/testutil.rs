@@ -70,11 +70,24 @@ pub(crate) async fn raw_client(
     addr: std::net::SocketAddr,
     socket_type: crate::zmtp::socket_type::SocketType,
 ) -> (tokio::net::TcpStream, bytes::BytesMut) {
+    raw_client_with(addr, socket_type, None).await
+}
+
+/// [`raw_client`] with a kernel receive buffer of `rcvbuf` bytes.
+pub(crate) async fn raw_client_with(
+    addr: std::net::SocketAddr,
+    socket_type: crate::zmtp::socket_type::SocketType,
+    rcvbuf: Option<u32>,
+) -> (tokio::net::TcpStream, bytes::BytesMut) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use crate::zmtp::handshake::{Handshake, HandshakeConfig, Mechanism};
 
-    let mut s = within("connect", tokio::net::TcpStream::connect(addr))
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(n) = rcvbuf {
+        socket.set_recv_buffer_size(n).expect("rcvbuf");
+    }
+    let mut s = within("connect", socket.connect(addr))
         .await
         .expect("connect");
     let mut out = bytes::BytesMut::new();
