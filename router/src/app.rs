@@ -116,10 +116,20 @@ impl OutputHandle {
         }
     }
 
-    async fn drain_and_close(&self, linger: Duration) {
+    /// Gives the peers up to `linger` to take what is queued for them,
+    /// then closes. What they did not take is counted as dropped by the
+    /// ZMTP layer (`peer_disconnected`).
+    async fn flush_and_close(&self, linger: Duration) {
+        let flushed = match self {
+            Self::Pub(o) => o.socket().flush(linger).await,
+            Self::Push(o) => o.socket().flush(linger).await,
+        };
+        if !flushed {
+            tracing::warn!(output = %self.stats().name, ?linger, "peers did not take every queued message before the output closed");
+        }
         match self {
-            Self::Pub(o) => o.socket().drain_and_close(linger).await,
-            Self::Push(o) => o.socket().drain_and_close(linger).await,
+            Self::Pub(o) => o.socket().close().await,
+            Self::Push(o) => o.socket().close().await,
         }
     }
 }
@@ -376,15 +386,14 @@ impl App {
         }
         // Messages the routes delivered may still sit in the outputs' peer
         // queues: give the peers what is left of the grace period, and at
-        // least OUTPUT_LINGER, to take them. What they do not take is
-        // counted as dropped by the ZMTP layer.
+        // least OUTPUT_LINGER, to take them.
         let linger = deadline
             .saturating_duration_since(Instant::now())
             .max(OUTPUT_LINGER);
         let mut closing = tokio::task::JoinSet::new();
         for output in &self.state.outputs {
             let output = output.clone();
-            closing.spawn(async move { output.drain_and_close(linger).await });
+            closing.spawn(async move { output.flush_and_close(linger).await });
         }
         while closing.join_next().await.is_some() {}
         let outputs = self.state.outputs.iter().map(OutputHandle::stats).collect();

@@ -36,8 +36,8 @@ pub(crate) mod testutil;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,9 +131,6 @@ pub(crate) struct SocketCore {
     pub(crate) socket_type: SocketType,
     pub(crate) metrics: SocketMetrics,
     pub(crate) cancel: CancellationToken,
-    /// Cancelled when a graceful close begins: listeners and reconnect loops
-    /// stop, and each connection ends once its queue is written out.
-    pub(crate) draining: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) room: Room,
     next_peer: AtomicU64,
@@ -151,7 +148,6 @@ impl SocketCore {
             socket_type,
             metrics,
             cancel: CancellationToken::new(),
-            draining: CancellationToken::new(),
             tracker: TaskTracker::new(),
             room: Room::default(),
             next_peer: AtomicU64::new(1),
@@ -187,26 +183,6 @@ impl SocketCore {
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-    }
-
-    /// Stops accepting and reconnecting, lets every connection write out
-    /// what is queued for its peer, and closes once all have, or when
-    /// `linger` has passed. What is still queued then is dropped and counted
-    /// by the role, as for a peer that disconnects.
-    pub(crate) async fn drain_and_close(&self, linger: Duration) {
-        self.draining.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(linger, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                socket = self.metrics.name(),
-                ?linger,
-                "peers did not take their queued messages within the linger period"
-            );
-        }
-        self.close().await;
     }
 
     fn handshake_config(&self) -> HandshakeConfig {
@@ -339,7 +315,6 @@ pub(crate) async fn run<R: Role>(
     let (ctrl_tx, ctrl_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
     let mut writer = io::Writer::new(
         &core,
-        core.draining.clone(),
         queue,
         ctrl_rx,
         subscriptions.map(|s| (s, info.minor_version >= 1)),

@@ -207,7 +207,6 @@ async fn accept_loop<R: Role>(listener: TcpListener, core: Arc<SocketCore>, role
     loop {
         let accepted = tokio::select! {
             _ = core.cancel.cancelled() => return,
-            _ = core.draining.cancelled() => return,
             r = listener.accept() => r,
         };
         match accepted {
@@ -271,7 +270,6 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
     loop {
         let stream = tokio::select! {
             _ = core.cancel.cancelled() => return,
-            _ = core.draining.cancelled() => return,
             s = attempt(&ep, &core.options) => s,
         };
         if let Some(stream) = stream
@@ -282,7 +280,6 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
         }
         tokio::select! {
             _ = core.cancel.cancelled() => return,
-            _ = core.draining.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(core.options.reconnect_interval_max);

@@ -62,6 +62,12 @@ impl InboxRx {
         Some(r)
     }
 
+    /// Refuses further messages; those already buffered can still be
+    /// received, then `recv` returns `None`.
+    pub(crate) fn close(&mut self) {
+        self.rx.close();
+    }
+
     /// Appends up to `max` messages to `buf`; 0 once every sender is gone.
     pub(crate) async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
         let start = buf.len();

@@ -287,14 +287,6 @@ impl PushSocket {
     pub async fn close(&self) {
         self.core.close().await;
     }
-
-    /// Closes gracefully: stops accepting and reconnecting, gives every
-    /// connected peer up to `linger` to take what is queued for it, then
-    /// closes. Messages still queued then are dropped and counted
-    /// (`dropped_total{reason="peer_disconnected"}`).
-    pub async fn drain_and_close(&self, linger: std::time::Duration) {
-        self.core.drain_and_close(linger).await;
-    }
 }
 
 impl Drop for PushSocket {

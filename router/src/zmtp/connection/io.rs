@@ -13,7 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use super::{QueueRx, Role, SocketCore, Stop};
 use crate::zmtp::command::Command;
@@ -270,8 +269,6 @@ pub(super) struct Writer {
     encoded: usize,
     core: Arc<SocketCore>,
     messages_out: IntCounter,
-    /// Set when the socket closes gracefully: write out the queue, then end.
-    draining: CancellationToken,
 }
 
 enum Event {
@@ -279,7 +276,6 @@ enum Event {
     Subscriptions,
     Tick,
     Batch(usize),
-    Drain,
 }
 
 async fn next_batch(queue: &mut Option<QueueRx>, batch: &mut Vec<Multipart>) -> usize {
@@ -312,7 +308,6 @@ async fn tick(t: &mut Option<Interval>) {
 impl Writer {
     pub(super) fn new(
         core: &Arc<SocketCore>,
-        draining: CancellationToken,
         queue: Option<QueueRx>,
         ctrl: mpsc::Receiver<Command>,
         subs: Option<(Arc<SubscriptionSet>, bool)>,
@@ -343,13 +338,7 @@ impl Writer {
             encoded: 0,
             core: core.clone(),
             messages_out: core.metrics.messages_out.clone(),
-            draining,
         }
-    }
-
-    /// Nothing is left in the peer's queue.
-    fn queue_is_empty(&self) -> bool {
-        self.queue.as_ref().is_none_or(|q| q.rx.is_empty())
     }
 
     /// Messages taken from the queue but not completely written, followed by
@@ -387,7 +376,6 @@ impl Writer {
                 () = subs_changed(&mut self.subs) => Event::Subscriptions,
                 () = tick(&mut self.tick) => Event::Tick,
                 n = next_batch(&mut self.queue, &mut self.batch) => Event::Batch(n),
-                () = self.draining.cancelled() => Event::Drain,
             };
             match ev {
                 Event::Control(Some(cmd)) => self.push_command(&cmd),
@@ -401,7 +389,6 @@ impl Writer {
                 }
                 Event::Batch(0) => return End::Cancelled,
                 Event::Batch(_) => self.encode_batch(),
-                Event::Drain => {}
             }
             // Piggy-back pending control messages on this write.
             while let Ok(cmd) = self.ctrl.try_recv() {
@@ -409,9 +396,6 @@ impl Writer {
             }
             if let Err(_e) = self.flush(&mut wr).await {
                 return End::Disconnect("io_error");
-            }
-            if self.draining.is_cancelled() && self.queue_is_empty() {
-                return End::Cancelled;
             }
         }
     }
