@@ -74,6 +74,7 @@ class Impl:
     env: dict[str, str] = field(default_factory=dict)
     build: list[list[str]] = field(default_factory=list)
     mode_key: str = "layer"  # which Case.modes entry fills {mode}
+    direct: bool = False  # no forwarder: zsend connects straight to a binding zrecv
 
 
 PLACEHOLDERS = """
@@ -128,6 +129,9 @@ IMPLS = {
         build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
     ),
+    # Baseline, opt-in: the load programs alone (zrecv binds, zsend connects to
+    # it). Its rate is the ceiling the harness itself can measure on this machine.
+    "direct": Impl("direct", "sleep 86400", direct=True),
     # Idle suite only: the router on the shipped default config (issue 3's memory goal).
     "router-default": Impl(
         "router-default",
@@ -238,7 +242,7 @@ class Runner:
         pin = ["taskset", "-c", a.pin_load] if a.pin_load is not None else []
         recv_cmd = pin + [
             str(BIN / "zrecv"), "--type", case.recv_type,
-            "--endpoint", f">tcp://127.0.0.1:{ports['out']}",
+            "--endpoint", f"{'@' if impl.direct else '>'}tcp://127.0.0.1:{ports['out']}",
             "--count", str(count), "--sync", f">tcp://127.0.0.1:{ports['sync']}",
             "--rcvhwm", str(a.hwm), "--rcvbuf", str(a.rcvbuf),
             "--idle-ms", str(a.idle_ms), "--timeout-ms", str(a.startup_timeout * 1000),
@@ -247,7 +251,7 @@ class Runner:
             recv_cmd += ["--subscribe", case.topic]
         send_cmd = pin + [
             str(BIN / "zsend"), "--type", case.send_type,
-            "--endpoint", f">tcp://127.0.0.1:{ports['in']}",
+            "--endpoint", f">tcp://127.0.0.1:{ports['out' if impl.direct else 'in']}",
             "--rate", str(rate), "--count", str(count), "--size", str(case.size),
             "--frames", str(case.frames), "--topic", case.topic,
             "--sndhwm", str(a.hwm), "--sndbuf", str(a.sndbuf),
@@ -280,6 +284,8 @@ class Runner:
                 recv.kill()
                 raise TrialError(f"receiver did not finish within {limit:.0f}s")
             end_status = proc_status(fwd.pid) or peak
+            if impl.direct:
+                end_status = {}
             recv_out, recv_err = recv.communicate()
             try:
                 send_out, send_err = send.communicate(timeout=a.startup_timeout + 30)
