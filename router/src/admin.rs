@@ -1,1 +1,541 @@
-//! TODO
+//! The admin listener, on its own address:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | every metric family, Prometheus text format 0.0.4 |
+//! | `GET /health` | `200 {"status":"ok"}` while the process serves |
+//! | `GET /ready` | `200 {"ready":true}` once [`State::ready`], else `503 NOT_READY` |
+//! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
+//! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, outputs, policy, queue and counts |
+//!
+//! `HEAD` works wherever `GET` does. Other methods get `405
+//! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
+//! shape of [`crate::http::Error`]. The data comes from the app through
+//! [`State`].
+
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use state::{OutputStats, State};
+
+use crate::pipeline::RouteSnapshot;
+
+use crate::http::{self, Body, Error, Handler, Peer, Stopped};
+use crate::metrics::Registry;
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Settings of the admin listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Connections served at once (default 64).
+    pub max_connections: usize,
+    /// How long a client may take to send request headers; also the
+    /// keep-alive idle timeout (default 10 s).
+    pub header_timeout: Duration,
+    /// On shutdown, how long requests in flight may take (default 1 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The admin listener on `listen` with default limits.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_connections: 64,
+            header_timeout: http::Config::DEFAULT_HEADER_TIMEOUT,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The `listener` label of the admin listener's metrics.
+const LISTENER: &str = "admin";
+
+/// A bound admin listener. [`AdminServer::run`] serves it until shutdown.
+pub struct AdminServer {
+    server: http::Server,
+    admin: Arc<Admin>,
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("local_addr", &self.server.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminServer {
+    /// Binds `config.listen`. `/metrics` encodes `registry`; the other
+    /// endpoints ask `state`. Uptime counts from this call.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when the address cannot be bound.
+    pub async fn bind(
+        config: Config,
+        state: Arc<dyn State>,
+        registry: Registry,
+        metrics: &http::Metrics,
+    ) -> Result<Self, Error> {
+        let server_config = http::Config {
+            name: LISTENER.to_owned(),
+            listen: config.listen,
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+            shutdown_grace: config.shutdown_grace,
+        };
+        let server = http::Server::bind(server_config, metrics).await?;
+        Ok(Self {
+            server,
+            admin: Arc::new(Admin {
+                state,
+                registry,
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// The address bound (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets requests in flight
+    /// finish within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> Stopped {
+        self.server.run(self.admin, shutdown).await
+    }
+}
+
+/// The request handler.
+struct Admin {
+    state: Arc<dyn State>,
+    registry: Registry,
+    started: Instant,
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Metrics,
+    Health,
+    Ready,
+    Status,
+    Routes,
+}
+
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    uptime_seconds: u64,
+    config_generation: u64,
+    ready: bool,
+    unrouted: u64,
+    routes: Vec<RouteSnapshot>,
+    outputs: Vec<OutputStats>,
+}
+
+#[derive(Serialize)]
+struct Routes {
+    routes: Vec<RouteSnapshot>,
+}
+
+impl Handler for Admin {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        _peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        let endpoint = match request.uri().path() {
+            "/metrics" => Endpoint::Metrics,
+            "/health" => Endpoint::Health,
+            "/ready" => Endpoint::Ready,
+            "/v1/status" => Endpoint::Status,
+            "/v1/routes" => Endpoint::Routes,
+            path => {
+                return Err(Error::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+        };
+        let method = request.method();
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Error::MethodNotAllowed {
+                method: method.clone(),
+                allow: "GET, HEAD",
+            });
+        }
+        Ok(match endpoint {
+            Endpoint::Metrics => {
+                let mut response = Response::new(Full::new(Bytes::from(self.registry.encode())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(METRICS_CONTENT_TYPE),
+                );
+                response
+            }
+            Endpoint::Health => {
+                http::json_response(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+            }
+            Endpoint::Ready => {
+                if !self.state.ready() {
+                    return Err(Error::NotReady);
+                }
+                http::json_response(StatusCode::OK, &serde_json::json!({ "ready": true }))
+            }
+            Endpoint::Status => {
+                let pipeline = self.state.pipeline();
+                http::json_response(
+                    StatusCode::OK,
+                    &Status {
+                        version: env!("CARGO_PKG_VERSION"),
+                        uptime_seconds: self.started.elapsed().as_secs(),
+                        config_generation: self.state.config_generation(),
+                        ready: self.state.ready(),
+                        unrouted: pipeline.unrouted,
+                        routes: pipeline.routes,
+                        outputs: self.state.outputs(),
+                    },
+                )
+            }
+            Endpoint::Routes => http::json_response(
+                StatusCode::OK,
+                &Routes {
+                    routes: self.state.pipeline().routes,
+                },
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::http::testing::{DEADLINE, metric, request, send};
+    use crate::pipeline::{DroppedCounts, Pattern, PipelineSnapshot, QueueSnapshot, WhenFull};
+
+    struct FakeState {
+        ready: AtomicBool,
+    }
+
+    impl State for FakeState {
+        fn ready(&self) -> bool {
+            self.ready.load(Ordering::SeqCst)
+        }
+
+        fn config_generation(&self) -> u64 {
+            3
+        }
+
+        fn pipeline(&self) -> PipelineSnapshot {
+            PipelineSnapshot {
+                routes: vec![RouteSnapshot {
+                    name: "telemetry".into(),
+                    pattern: Pattern::parse("sensors.>").expect("pattern"),
+                    attributes: BTreeMap::new(),
+                    outputs: vec!["dashboard".into()],
+                    when_full: WhenFull::DropOldest,
+                    queue: QueueSnapshot {
+                        depth: 2,
+                        queued: 2,
+                        in_flight: 0,
+                        bytes: 20,
+                        capacity: 100,
+                        capacity_bytes: 1 << 20,
+                    },
+                    offered: 10,
+                    delivered: 7,
+                    dropped: DroppedCounts {
+                        total: 1,
+                        queue_full: 1,
+                        ..DroppedCounts::default()
+                    },
+                    backpressure_events: 1,
+                    blocked_seconds: 0.0,
+                }],
+                unrouted: 4,
+                shutting_down: false,
+            }
+        }
+
+        fn outputs(&self) -> Vec<OutputStats> {
+            vec![OutputStats {
+                name: "dashboard".into(),
+                kind: "zmq-pub".into(),
+                sent: 7,
+                dropped: 0,
+                peers: 2,
+            }]
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        registry: Registry,
+        http_metrics: http::Metrics,
+        state: Arc<FakeState>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Stopped>,
+    }
+
+    impl Running {
+        async fn get(&self, path: &str) -> crate::http::testing::Reply {
+            send(self.addr, &request("GET", path, &[], b"")).await
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            let stopped = tokio::time::timeout(DEADLINE, self.task)
+                .await
+                .expect("admin stops")
+                .expect("admin task");
+            assert_eq!(stopped.connections_cut, 0);
+        }
+    }
+
+    async fn start() -> Running {
+        let registry = Registry::new();
+        let http_metrics = http::Metrics::register(&registry);
+        // A family of another module, to see it exported.
+        let other = registry.counter_vec(
+            "switchyard_route_messages_total",
+            "Messages through a route, by outcome.",
+            &["route", "outcome"],
+        );
+        other
+            .with_label_values(&["telemetry", "delivered"])
+            .inc_by(7);
+        let state = Arc::new(FakeState {
+            ready: AtomicBool::new(false),
+        });
+        let admin = AdminServer::bind(
+            Config::new("127.0.0.1:0".parse().expect("address")),
+            state.clone(),
+            registry.clone(),
+            &http_metrics,
+        )
+        .await
+        .expect("bind");
+        let addr = admin.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(admin.run(shutdown.clone()));
+        Running {
+            addr,
+            registry,
+            http_metrics,
+            state,
+            shutdown,
+            task,
+        }
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness() {
+        let running = start().await;
+        let reply = running.get("/health").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["status"], "ok");
+
+        let reply = running.get("/ready").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.json()["error"]["code"], "NOT_READY");
+        running.state.ready.store(true, Ordering::SeqCst);
+        let reply = running.get("/ready").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["ready"], true);
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn status_and_routes() {
+        let running = start().await;
+        let status = running.get("/v1/status").await;
+        assert_eq!(status.status, 200);
+        assert_eq!(status.header("content-type"), Some("application/json"));
+        let status = status.json();
+        assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+        assert!(status["uptime_seconds"].is_u64());
+        assert_eq!(status["config_generation"], 3);
+        assert_eq!(status["ready"], false);
+        assert_eq!(status["routes"][0]["name"], "telemetry");
+        assert_eq!(status["routes"][0]["delivered"], 7);
+        assert_eq!(status["routes"][0]["queue"]["depth"], 2);
+        assert_eq!(status["unrouted"], 4);
+        assert_eq!(status["outputs"][0]["kind"], "zmq-pub");
+        assert_eq!(status["outputs"][0]["peers"], 2);
+
+        let routes = running.get("/v1/routes").await;
+        assert_eq!(routes.status, 200);
+        let routes = routes.json();
+        assert_eq!(routes["routes"][0]["match"], "sensors.>");
+        assert_eq!(
+            routes["routes"][0]["outputs"],
+            serde_json::json!(["dashboard"])
+        );
+        assert_eq!(routes["routes"][0]["when_full"], "drop_oldest");
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods() {
+        let running = start().await;
+        let reply = running.get("/nope").await;
+        assert_eq!(reply.status, 404);
+        assert_eq!(reply.json()["error"]["code"], "NOT_FOUND");
+        let reply = send(running.addr, &request("POST", "/metrics", &[], b"x")).await;
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+        assert_eq!(reply.json()["error"]["code"], "METHOD_NOT_ALLOWED");
+        let reply = send(running.addr, &request("HEAD", "/health", &[], b"")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            metric(
+                &running.registry.encode(),
+                r#"switchyard_http_requests_total{listener="admin",status="404"}"#
+            ),
+            Some(1.0)
+        );
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let running = start().await;
+        // One request first, so the request counter has a sample.
+        assert_eq!(running.get("/health").await.status, 200);
+        let reply = running.get("/metrics").await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("content-type"), Some(METRICS_CONTENT_TYPE));
+        let text = String::from_utf8(reply.body).expect("UTF-8");
+        for family in [
+            "# TYPE switchyard_http_requests_total counter",
+            "# TYPE switchyard_http_connections gauge",
+            "# TYPE switchyard_route_messages_total counter",
+        ] {
+            assert!(text.contains(family), "missing {family:?} in:\n{text}");
+        }
+        assert_eq!(
+            metric(
+                &text,
+                r#"switchyard_route_messages_total{outcome="delivered",route="telemetry"}"#
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            metric(
+                &text,
+                r#"switchyard_http_requests_total{listener="admin",status="200"}"#
+            ),
+            Some(1.0)
+        );
+        running.stop().await;
+    }
+
+    /// A sink that admits everything, for an HTTP input beside the admin
+    /// listener.
+    struct Accept;
+
+    impl crate::ingress::Sink for Accept {
+        fn offer(
+            &self,
+            batch: Vec<crate::pipeline::Message>,
+            _deadline: Option<Instant>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = crate::ingress::Offered> + Send + '_>> {
+            Box::pin(std::future::ready(crate::ingress::Offered {
+                admitted: batch.len(),
+                refusal: None,
+            }))
+        }
+    }
+
+    /// `promtool check metrics` (the Prometheus project's own linter) must
+    /// accept `/metrics`, with an HTTP input's families in it too.
+    #[tokio::test]
+    async fn promtool_accepts_the_metrics() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+
+        use crate::ingress::http as input;
+
+        let running = start().await;
+        let metrics = input::Metrics::new(
+            &crate::ingress::Metrics::register(&running.registry),
+            &running.http_metrics,
+        );
+        let config = input::Config::new("api", "127.0.0.1:0".parse().expect("address"));
+        let api = input::HttpInput::bind(config, Arc::new(Accept), &metrics)
+            .await
+            .expect("bind input");
+        let api_addr = api.local_addr();
+        let api_task = tokio::spawn(api.run(running.shutdown.clone()));
+        let published = send(api_addr, &request("POST", "/v1/publish/a.b", &[], b"x")).await;
+        assert_eq!(published.status, 202);
+        let refused = send(api_addr, &request("POST", "/v1/publish", &[], b"{")).await;
+        assert_eq!(refused.status, 400);
+        assert_eq!(running.get("/health").await.status, 200);
+        let reply = running.get("/metrics").await;
+        assert_eq!(reply.status, 200);
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(
+            text.contains(r#"switchyard_input_messages_total{input="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchyard_input_rejected_total{input="api",reason="bad_json"} 1"#),
+            "{text}"
+        );
+
+        let promtool = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
+        let child = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => panic!(
+                "cannot run {promtool:?} ({e}): this test needs Prometheus' promtool \
+                 (Debian/Ubuntu: `apt-get install prometheus`; or set PROMTOOL=/path/to/promtool)"
+            ),
+        };
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(&reply.body)
+            .expect("write to promtool");
+        let output = child.wait_with_output().expect("promtool runs");
+        assert!(
+            output.status.success(),
+            "promtool rejected /metrics:\n{}{}\n--- metrics ---\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&reply.body)
+        );
+        running.stop().await;
+        tokio::time::timeout(DEADLINE, api_task)
+            .await
+            .expect("input stops")
+            .expect("input task");
+    }
+}

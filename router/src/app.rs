@@ -1,1 +1,528 @@
-//! TODO
+//! The application: builds every module from a validated [`Config`], wires
+//! them together, and shuts them down in order. The only module that knows
+//! all the others.
+//!
+//! Start: metrics, outputs (bound or connecting), the pipeline and its
+//! route workers, inputs (the `zmq-sub` ones subscribed to the routes'
+//! literal prefixes), the admin listener; then `/ready` turns true.
+//!
+//! Shutdown: inputs stop reading and hand over what they had buffered; the
+//! pipeline stops intake and drains its queues into the outputs until the
+//! grace period ends, counting what is left as dropped; the outputs flush
+//! their peers' queues; the admin listener goes last, so `/metrics` can be
+//! read until the end.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, OutputStats};
+use crate::config::{self, Attach, Config, InputKind, OutputKind, Plain, ZmqOptions};
+use crate::egress::Output;
+use crate::egress::zmq::{ZmqPubOutput, ZmqPushOutput};
+use crate::ingress::zmq::{Socket as InputSocket, ZmqInput};
+use crate::ingress::{self, Sink};
+use crate::metrics::Registry;
+use crate::pipeline::{
+    self, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, ShutdownReport,
+};
+use crate::zmtp;
+use crate::zmtp::endpoint::EndpointError;
+use crate::zmtp::handshake::Mechanism;
+use crate::{egress, http};
+
+/// Why the application could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A ZeroMQ input or output could not bind or connect.
+    #[error("{component}: {source}")]
+    Endpoint {
+        /// The input or output, e.g. `input "sensors"`.
+        component: String,
+        /// The underlying error.
+        source: EndpointError,
+    },
+    /// An HTTP listener (input or admin) could not bind.
+    #[error("{component}: {source}")]
+    Http {
+        /// The input or the admin listener.
+        component: String,
+        /// The underlying error.
+        source: http::Error,
+    },
+    /// The route table could not be built.
+    #[error("routes: {0}")]
+    Pipeline(#[from] pipeline::Error),
+}
+
+/// Where the router listens, once bound (port 0 resolved).
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Inputs that bind, by name.
+    pub inputs: BTreeMap<String, SocketAddr>,
+    /// Outputs that bind, by name.
+    pub outputs: BTreeMap<String, SocketAddr>,
+}
+
+/// A running router.
+pub struct App {
+    state: Arc<State>,
+    stop_intake: CancellationToken,
+    intake: TaskTracker,
+    stop_admin: CancellationToken,
+    admin: tokio::task::JoinHandle<http::Stopped>,
+    grace: Duration,
+    bound: Bound,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One output, by kind, kept for statistics and shutdown.
+enum OutputHandle {
+    Pub(Arc<ZmqPubOutput>),
+    Push(Arc<ZmqPushOutput>),
+}
+
+impl OutputHandle {
+    fn as_output(&self) -> Arc<dyn Output> {
+        match self {
+            Self::Pub(o) => Arc::clone(o) as Arc<dyn Output>,
+            Self::Push(o) => Arc::clone(o) as Arc<dyn Output>,
+        }
+    }
+
+    fn stats(&self) -> OutputStats {
+        match self {
+            Self::Pub(o) => o.stats(),
+            Self::Push(o) => o.stats(),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Pub(o) => o.socket().close().await,
+            Self::Push(o) => o.socket().close().await,
+        }
+    }
+}
+
+/// What the admin endpoints read.
+struct State {
+    pipeline: Pipeline,
+    outputs: Vec<OutputHandle>,
+    ready: AtomicBool,
+}
+
+impl admin::State for State {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn config_generation(&self) -> u64 {
+        1
+    }
+
+    fn pipeline(&self) -> PipelineSnapshot {
+        self.pipeline.snapshot()
+    }
+
+    fn outputs(&self) -> Vec<OutputStats> {
+        self.outputs.iter().map(OutputHandle::stats).collect()
+    }
+}
+
+/// The families of every module, registered once.
+struct Families {
+    registry: Registry,
+    zmtp: zmtp::metrics::Metrics,
+    inputs: ingress::Metrics,
+    outputs: egress::zmq::Metrics,
+    http: http::Metrics,
+    pipeline: PipelineMetrics,
+}
+
+impl Families {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let build = registry.gauge_vec(
+            "switchyard_build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Self {
+            zmtp: zmtp::metrics::Metrics::new(&registry),
+            inputs: ingress::Metrics::register(&registry),
+            outputs: egress::zmq::Metrics::register(&registry),
+            http: http::Metrics::register(&registry),
+            pipeline: PipelineMetrics::new(&registry),
+            registry,
+        }
+    }
+}
+
+impl App {
+    /// Builds and starts everything `config` describes. `path` is the file
+    /// it came from, for logs.
+    ///
+    /// # Errors
+    /// An [`Error`] when a port cannot be bound or the routes cannot be
+    /// built; whatever had started is stopped again.
+    pub async fn start(config: Config, path: PathBuf) -> Result<Self, Error> {
+        let families = Families::new();
+        let mut bound = Bound {
+            admin: config.router.admin,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+        };
+
+        let mut outputs = Vec::with_capacity(config.outputs.len());
+        for output in &config.outputs {
+            let component = format!("output {:?}", output.name);
+            let zmq = output.zmq();
+            let options = socket_options(&zmq.options);
+            let handle = match &output.kind {
+                OutputKind::ZmqPub(_) => {
+                    let socket =
+                        zmtp::publish::PubSocket::new(&output.name, options, &families.zmtp);
+                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
+                        bound.outputs.insert(output.name.clone(), addr);
+                    }
+                    OutputHandle::Pub(Arc::new(ZmqPubOutput::new(
+                        &output.name,
+                        socket,
+                        zmq.envelope,
+                        &families.outputs,
+                        &families.zmtp,
+                    )))
+                }
+                OutputKind::ZmqPush(_) => {
+                    let socket = zmtp::push::PushSocket::new(&output.name, options, &families.zmtp);
+                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
+                        bound.outputs.insert(output.name.clone(), addr);
+                    }
+                    OutputHandle::Push(Arc::new(ZmqPushOutput::new(
+                        &output.name,
+                        socket,
+                        zmq.envelope,
+                        &families.outputs,
+                        &families.zmtp,
+                    )))
+                }
+            };
+            outputs.push(handle);
+        }
+
+        let targets: Vec<Arc<dyn Output>> = outputs.iter().map(OutputHandle::as_output).collect();
+        let pipeline = Pipeline::start(route_specs(&config), &targets, &families.pipeline)?;
+        let sink: Arc<dyn Sink> = Arc::new(pipeline.clone());
+        let prefixes = pipeline.subscription_prefixes();
+        let block_timeout = block_timeout(&config);
+
+        let stop_intake = CancellationToken::new();
+        let intake = TaskTracker::new();
+        for input in &config.inputs {
+            let component = format!("input {:?}", input.name);
+            match &input.kind {
+                InputKind::ZmqSub(zmq) => {
+                    let socket = zmtp::sub::SubSocket::new(
+                        &input.name,
+                        socket_options(&zmq.options),
+                        &families.zmtp,
+                    );
+                    for prefix in &prefixes {
+                        socket.subscribe(Bytes::copy_from_slice(prefix.as_bytes()));
+                    }
+                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
+                        bound.inputs.insert(input.name.clone(), addr);
+                    }
+                    let input = ZmqInput::new(
+                        &input.name,
+                        InputSocket::Sub(socket),
+                        zmq.envelope,
+                        Arc::clone(&sink),
+                        &families.inputs,
+                    );
+                    intake.spawn(input.run(stop_intake.clone()));
+                }
+                InputKind::ZmqPull(zmq) => {
+                    let socket = zmtp::pull::PullSocket::new(
+                        &input.name,
+                        socket_options(&zmq.options),
+                        &families.zmtp,
+                    );
+                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
+                        bound.inputs.insert(input.name.clone(), addr);
+                    }
+                    let input = ZmqInput::new(
+                        &input.name,
+                        InputSocket::Pull(socket),
+                        zmq.envelope,
+                        Arc::clone(&sink),
+                        &families.inputs,
+                    );
+                    intake.spawn(input.run(stop_intake.clone()));
+                }
+                InputKind::Http(http_config) => {
+                    let mut cfg = ingress::http::Config::new(&input.name, http_config.listen);
+                    cfg.max_body = http_config.max_body;
+                    cfg.header_timeout = http_config.header_timeout;
+                    cfg.body_timeout = http_config.body_timeout;
+                    cfg.max_batch = http_config.max_batch;
+                    cfg.block_timeout = block_timeout;
+                    cfg.shutdown_grace = config.router.shutdown_grace.max(block_timeout);
+                    let metrics = ingress::http::Metrics::new(&families.inputs, &families.http);
+                    let server = ingress::http::HttpInput::bind(cfg, Arc::clone(&sink), &metrics)
+                        .await
+                        .map_err(|source| Error::Http { component, source })?;
+                    bound.inputs.insert(input.name.clone(), server.local_addr());
+                    let stop = stop_intake.clone();
+                    intake.spawn(async move {
+                        server.run(stop).await;
+                    });
+                }
+            }
+        }
+
+        let state = Arc::new(State {
+            pipeline,
+            outputs,
+            ready: AtomicBool::new(false),
+        });
+        let admin_server = admin::AdminServer::bind(
+            admin::Config::new(config.router.admin),
+            Arc::clone(&state) as Arc<dyn admin::State>,
+            families.registry.clone(),
+            &families.http,
+        )
+        .await
+        .map_err(|source| Error::Http {
+            component: "admin listener".into(),
+            source,
+        })?;
+        bound.admin = admin_server.local_addr();
+        let stop_admin = CancellationToken::new();
+        let admin = tokio::spawn(admin_server.run(stop_admin.clone()));
+
+        state.ready.store(true, Ordering::Release);
+        tracing::info!(
+            config = %path.display(),
+            router = %config.router.name,
+            admin = %bound.admin,
+            inputs = %serde_json::to_string(&bound.inputs).unwrap_or_default(),
+            outputs = %serde_json::to_string(&bound.outputs).unwrap_or_default(),
+            routes = config.routes.len(),
+            "ready"
+        );
+        Ok(Self {
+            state,
+            stop_intake,
+            intake,
+            stop_admin,
+            admin,
+            grace: config.router.shutdown_grace,
+            bound,
+        })
+    }
+
+    /// Where the router listens.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// Stops the router: intake first, then the pipeline drains into the
+    /// outputs until the grace period ends, then outputs and admin close.
+    /// Returns what each route delivered, dropped and left behind.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for failures to report.
+    pub async fn shutdown(self) -> Result<Report, Error> {
+        let deadline = Instant::now() + self.grace;
+        self.state.ready.store(false, Ordering::Release);
+        self.stop_intake.cancel();
+        self.intake.close();
+        // Inputs hand over what they had read. One held back by a full
+        // `block` route waits here while the route workers keep draining; if
+        // the grace period runs out, the pipeline's shutdown refuses it.
+        let inputs_done = tokio::time::timeout_at(deadline, self.intake.wait())
+            .await
+            .is_ok();
+        let routes = self
+            .state
+            .pipeline
+            .shutdown(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        if !inputs_done {
+            // Refused by the pipeline now, so this ends promptly.
+            self.intake.wait().await;
+        }
+        for output in &self.state.outputs {
+            output.close().await;
+        }
+        let outputs = self.state.outputs.iter().map(OutputHandle::stats).collect();
+        self.stop_admin.cancel();
+        let _ = self.admin.await;
+        Ok(Report { routes, outputs })
+    }
+}
+
+/// What a shutdown achieved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Per route: delivered, dropped and left behind.
+    pub routes: ShutdownReport,
+    /// Per output: sent and dropped.
+    pub outputs: Vec<OutputStats>,
+}
+
+impl Report {
+    /// Logs the report: one line per route, a warning where messages were
+    /// dropped by the shutdown.
+    pub fn log(&self) {
+        for route in &self.routes.routes {
+            if route.left > 0 {
+                tracing::warn!(
+                    route = %route.name,
+                    offered = route.offered,
+                    delivered = route.delivered,
+                    dropped = route.dropped.total,
+                    left = route.left,
+                    "route had undelivered messages at shutdown (counted as dropped, reason shutdown)"
+                );
+            } else {
+                tracing::info!(
+                    route = %route.name,
+                    offered = route.offered,
+                    delivered = route.delivered,
+                    dropped = route.dropped.total,
+                    "route drained"
+                );
+            }
+        }
+        tracing::info!(drained = self.routes.drained, "shutdown complete");
+    }
+}
+
+/// The pipeline's view of the config's routes.
+fn route_specs(config: &Config) -> Vec<RouteSpec> {
+    config
+        .routes
+        .iter()
+        .map(|route| RouteSpec {
+            name: route.name.clone(),
+            pattern: route.pattern.clone(),
+            attributes: route.attributes.clone(),
+            queue: QueueSpec::new(
+                route.queue.capacity,
+                route.queue.max_bytes,
+                match route.queue.when_full {
+                    config::WhenFull::Block => pipeline::WhenFull::Block,
+                    config::WhenFull::DropNewest => pipeline::WhenFull::DropNewest,
+                    config::WhenFull::DropOldest => pipeline::WhenFull::DropOldest,
+                },
+            ),
+            outputs: route.to.clone(),
+        })
+        .collect()
+}
+
+/// How long an HTTP publish waits for room under `block` routes: the
+/// longest `block_timeout` of any `block` route, so no such route gives up
+/// before its own timeout.
+fn block_timeout(config: &Config) -> Duration {
+    config
+        .routes
+        .iter()
+        .filter(|r| r.queue.when_full == config::WhenFull::Block)
+        .map(|r| r.queue.block_timeout)
+        .max()
+        .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)
+}
+
+/// The ZMTP layer's settings from a config entry's.
+fn socket_options(o: &ZmqOptions) -> zmtp::options::Options {
+    let defaults = zmtp::options::Options::default();
+    zmtp::options::Options {
+        limits: zmtp::limits::Limits {
+            max_frame_size: o.max_frame_size,
+            max_message_size: o.max_message_size,
+            max_frames: o.max_frames,
+            ..defaults.limits
+        },
+        identity: o
+            .identity
+            .as_ref()
+            .map(|i| Bytes::copy_from_slice(i.as_bytes()))
+            .unwrap_or_default(),
+        mechanism: match &o.plain {
+            None => Mechanism::Null,
+            Some(Plain::Client { username, password }) => Mechanism::PlainClient {
+                username: username.clone(),
+                password: password.expose().to_owned(),
+            },
+            Some(Plain::Server { users }) => Mechanism::PlainServer {
+                credentials: Arc::new(
+                    users
+                        .iter()
+                        .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
+                        .collect(),
+                ),
+            },
+        },
+        handshake_timeout: o.handshake_timeout,
+        heartbeat_interval: o.heartbeat_interval.unwrap_or(Duration::ZERO),
+        heartbeat_timeout: o.heartbeat_timeout,
+        max_connections: o.max_connections,
+        send_hwm: o.send_hwm,
+        send_hwm_bytes: o.send_hwm_bytes,
+        recv_hwm: o.recv_hwm,
+        reconnect_interval: o.reconnect_interval,
+        reconnect_interval_max: o.reconnect_interval_max,
+        send_timeout: o.send_timeout,
+        slow_subscriber_timeout: o.slow_subscriber_timeout,
+        ..defaults
+    }
+}
+
+/// Binds or connects a socket as the config says; returns the bound
+/// address.
+async fn attach<S: zmtp::endpoint::Attach>(
+    socket: &S,
+    attach: &Attach,
+    component: &str,
+) -> Result<Option<SocketAddr>, Error> {
+    let error = |source| Error::Endpoint {
+        component: component.to_owned(),
+        source,
+    };
+    match attach {
+        Attach::Bind(addr) => socket
+            .bind(&format!("tcp://{addr}"))
+            .await
+            .map(Some)
+            .map_err(error),
+        Attach::Connect(endpoints) => {
+            for endpoint in endpoints {
+                socket.connect(&endpoint.to_string()).map_err(error)?;
+            }
+            Ok(None)
+        }
+    }
+}

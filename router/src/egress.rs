@@ -1,1 +1,182 @@
-//! TODO
+//! Outputs: one file per output kind (added under `egress/`), each encoding
+//! messages onto the wire. This file holds what every output shares with the
+//! pipeline: the [`Output`] trait route workers hand batches to, and the
+//! [`Delivery`] report that makes each message's outcome exact.
+//!
+//! A route worker pops a batch from its queue and calls [`Output::send`] on
+//! each of the route's target outputs. A message is *delivered* when every
+//! target accepted it; otherwise it is dropped, with the reason the first
+//! refusing target (in the route's `to` order) gave. The targets get the
+//! batch at the same time, and the worker moves on once all of them have
+//! answered, so a slow output holds its routes back (their queues fill and
+//! `when_full` applies) rather than growing memory.
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+
+use crate::pipeline::Message;
+
+pub mod zmq;
+
+/// The future [`Output::send`] returns.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, Error>> + Send + 'a>>;
+
+/// Where route workers hand batches of messages.
+pub trait Output: Send + Sync + 'static {
+    /// The output's configured name (the `output` metric label).
+    fn name(&self) -> &str;
+
+    /// Takes `batch`, in order. May wait: an output whose own buffers are
+    /// full (e.g. PUSH workers not reading) holds the route worker here, so
+    /// the route's queue fills and its `when_full` policy applies. Resolves
+    /// once the output has taken responsibility for the batch (queued it for
+    /// its peers, or written it), reporting per message which ones it
+    /// refused and why.
+    ///
+    /// # Errors
+    /// An [`Error`] when the output could take none of the batch; every
+    /// message of the batch then counts as dropped.
+    ///
+    /// # Cancel safety
+    /// The pipeline drops this future only when a shutdown's grace period
+    /// ends; the whole batch is then counted as dropped (`shutdown`), so an
+    /// output should take a batch in one step after any wait.
+    fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a>;
+}
+
+/// Why an output refused one message of a batch it otherwise took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Nobody was there to take it: no subscriber matched its topic, or no
+    /// worker is connected.
+    NoSubscriber,
+    /// It exceeds a size limit of the output or its peers.
+    TooLarge,
+    /// The output failed on this message (encoding, a peer's error reply).
+    Failed,
+}
+
+/// Messages of a batch an output refused, by position in the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Positions in the batch, `start..end`.
+    pub messages: Range<usize>,
+    /// Why.
+    pub reason: Reject,
+}
+
+/// What an output did with a batch: every message not listed in
+/// [`Delivery::rejections`] was accepted. Accepting everything does not
+/// allocate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    rejections: Vec<Rejection>,
+}
+
+impl Delivery {
+    /// Every message of the batch was accepted.
+    pub fn accepted() -> Self {
+        Self::default()
+    }
+
+    /// Every one of `len` messages was refused for `reason`.
+    pub fn rejected_all(len: usize, reason: Reject) -> Self {
+        let mut d = Self::default();
+        d.reject_range(0..len, reason);
+        d
+    }
+
+    /// Marks the message at `index` as refused for `reason`. Consecutive
+    /// calls with adjacent indices and the same reason merge into one range.
+    pub fn reject(&mut self, index: usize, reason: Reject) {
+        self.reject_range(index..index + 1, reason);
+    }
+
+    /// Marks the messages at `range` as refused for `reason`.
+    pub fn reject_range(&mut self, range: Range<usize>, reason: Reject) {
+        if range.is_empty() {
+            return;
+        }
+        if let Some(last) = self.rejections.last_mut()
+            && last.reason == reason
+            && last.messages.end == range.start
+        {
+            last.messages.end = range.end;
+            return;
+        }
+        self.rejections.push(Rejection {
+            messages: range,
+            reason,
+        });
+    }
+
+    /// The refused messages, in the order they were reported. The pipeline
+    /// ignores positions outside the batch and counts each message once
+    /// (the first reason given for it wins).
+    pub fn rejections(&self) -> &[Rejection] {
+        &self.rejections
+    }
+
+    /// True when every message was accepted.
+    pub fn is_complete(&self) -> bool {
+        self.rejections.is_empty()
+    }
+}
+
+/// Why an output could take none of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The output has shut down and takes no more batches.
+    #[error("output {output} is closed")]
+    Closed {
+        /// The output's name.
+        output: String,
+    },
+    /// The output failed to take the batch.
+    #[error("output {output} failed: {reason}")]
+    Failed {
+        /// The output's name.
+        output: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_merge_adjacent_runs() {
+        let mut d = Delivery::accepted();
+        assert!(d.is_complete());
+        d.reject(2, Reject::NoSubscriber);
+        d.reject(3, Reject::NoSubscriber);
+        d.reject(4, Reject::TooLarge);
+        d.reject(6, Reject::TooLarge);
+        d.reject_range(7..7, Reject::Failed);
+        assert_eq!(
+            d.rejections(),
+            &[
+                Rejection {
+                    messages: 2..4,
+                    reason: Reject::NoSubscriber
+                },
+                Rejection {
+                    messages: 4..5,
+                    reason: Reject::TooLarge
+                },
+                Rejection {
+                    messages: 6..7,
+                    reason: Reject::TooLarge
+                },
+            ]
+        );
+        assert_eq!(
+            Delivery::rejected_all(3, Reject::Failed).rejections().len(),
+            1
+        );
+        assert!(Delivery::rejected_all(0, Reject::Failed).is_complete());
+    }
+}

@@ -7,7 +7,13 @@ use std::pin::Pin;
 
 use tokio::time::Instant;
 
+use prometheus::IntCounterVec;
+
+use crate::metrics::Registry;
 use crate::pipeline::Message;
+
+pub mod http;
+pub mod zmq;
 
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.
@@ -48,4 +54,33 @@ pub enum Refusal {
     Backpressure,
     /// The router is shutting down and takes no more messages.
     ShuttingDown,
+}
+
+/// The families every input kind counts into, registered once per registry.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// `switchyard_input_messages_total{input}`: messages accepted from the
+    /// wire and admitted to the pipeline.
+    pub messages: IntCounterVec,
+    /// `switchyard_input_rejected_total{input,reason}`: messages or requests
+    /// an input refused.
+    pub rejected: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers the input families.
+    pub fn register(registry: &Registry) -> Self {
+        Self {
+            messages: registry.counter_vec(
+                "switchyard_input_messages_total",
+                "Messages accepted from the wire, by input.",
+                &["input"],
+            ),
+            rejected: registry.counter_vec(
+                "switchyard_input_rejected_total",
+                "Messages or requests an input refused, by input and reason.",
+                &["input", "reason"],
+            ),
+        }
+    }
 }

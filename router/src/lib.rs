@@ -9,6 +9,7 @@
 //!   table and the bounded per-route queues with their `when_full` policies.
 //! - [`ingress`]: one file per input kind; decodes wire data into messages.
 //! - [`egress`]: one file per output kind; encodes messages onto the wire.
+//! - [`envelope`]: how a message is laid out in ZeroMQ frames.
 //! - [`http`]: the HTTP server plumbing and the one place errors become
 //!   HTTP responses; [`admin`]: the admin endpoints.
 //! - [`metrics`]: every Prometheus family the router exports.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod egress;
+pub mod envelope;
 pub mod http;
 pub mod ingress;
 pub mod metrics;

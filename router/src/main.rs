@@ -1,5 +1,148 @@
-//! The `switchyard` binary.
+//! The `switchyard` binary: arguments, logging, config, run, exit code.
+//!
+//! Exit codes: 0 clean shutdown; 1 runtime failure; 2 invalid config;
+//! 3 startup failure (a port cannot be bound, ...); 130 a second signal cut
+//! the graceful shutdown short.
 
-fn main() {
-    println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::{app, config, shutdown};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "WebAssembly-extensible edge message router"
+)]
+struct Cli {
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or
+    /// `switchyard=debug,warn`.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG", default_value = "info")]
+    log: String,
+    /// Log line format.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "config/switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file as `run` would, without binding any port; print
+    /// every problem with file, line and reason.
+    Validate {
+        /// The config file.
+        #[arg(long, short, default_value = "config/switchyard.toml")]
+        config: PathBuf,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_STARTUP: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("switchyard: invalid --log filter {:?}: {e}", cli.log);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match cli.command {
+        Command::Validate { config } => match config::Config::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} inputs, {} outputs, {} routes)",
+                    config.display(),
+                    cfg.inputs.len(),
+                    cfg.outputs.len(),
+                    cfg.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => run(config),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let cfg = match config::Config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("switchyard")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    runtime.block_on(async move {
+        let stop = match shutdown::install() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        let running = match app::App::start(cfg, path).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "startup failed");
+                return ExitCode::from(EXIT_STARTUP);
+            }
+        };
+        stop.cancelled().await;
+        match running.shutdown().await {
+            Ok(report) => {
+                report.log();
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "shutdown failed");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+fn init_logging(
+    filter: &str,
+    format: LogFormat,
+) -> Result<(), tracing_subscriber::filter::ParseError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
 }

@@ -50,7 +50,10 @@ impl Registry {
 
     /// Registers an unlabelled integer counter.
     pub fn counter(&self, name: &str, help: &str) -> IntCounter {
-        register(self, IntCounter::new(name, help).expect("valid counter opts"))
+        register(
+            self,
+            IntCounter::new(name, help).expect("valid counter opts"),
+        )
     }
 
     /// Registers an integer gauge family with `labels`.
@@ -75,8 +78,7 @@ impl Registry {
     ) -> prometheus::CounterVec {
         register(
             self,
-            prometheus::CounterVec::new(Opts::new(name, help), labels)
-                .expect("valid counter opts"),
+            prometheus::CounterVec::new(Opts::new(name, help), labels).expect("valid counter opts"),
         )
     }
 

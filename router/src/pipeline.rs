@@ -1,6 +1,104 @@
-//! The router's core: the [`Message`] model, topic patterns, the route table
-//! and the bounded per-route queues.
+//! The router's core: the [`Message`] model, topic patterns, the route table,
+//! the bounded per-route queues with their `when_full` policies, and the
+//! route workers that hand batches to the outputs.
+//!
+//! Data flow: an input offers a batch to the [`Pipeline`] (through
+//! [`crate::ingress::Sink`]); each message is matched in the [`RouteTable`]
+//! (a token trie) and admitted to the queue of **every** route it matches, or
+//! to none; each route's worker pops batches and hands them to the route's
+//! [`crate::egress::Output`]s.
+//!
+//! Files: `message` (the model), `pattern` ([`Pattern`]), `table`
+//! ([`RouteTable`]), `spec` ([`RouteSpec`], what the app builds from config),
+//! `queue` ([`RouteQueue`]), `admission` (the [`crate::ingress::Sink`] impl),
+//! `worker` (route workers), `route`, `metrics` ([`PipelineMetrics`]),
+//! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
+//!
+//! Nothing is lost silently: per route, `offered = delivered + dropped (by
+//! reason) + depth`, exactly, whenever the route is idle. The metrics:
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `switchyard_route_offered_total` | route | messages admitted to the route |
+//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it) or `dropped` |
+//! | `switchyard_route_dropped_total` | route, reason | `queue_full`, `no_subscriber`, `too_large`, `output_error`, `shutdown` |
+//! | `switchyard_route_queue_depth` | route | messages held: queued + in flight to the outputs |
+//! | `switchyard_route_queue_bytes` | route | bytes held |
+//! | `switchyard_route_queue_capacity` / `_capacity_bytes` | route | the bounds |
+//! | `switchyard_route_backpressure_events_total` | route | a full queue made a producer wait or a message drop |
+//! | `switchyard_route_blocked_seconds_total` | route | time producers waited on a `block` route (added as each wait ends) |
+//! | `switchyard_route_latency_seconds` | route | histogram: input acceptance to hand-off, delivered messages |
+//! | `switchyard_pipeline_unrouted_total` | | messages that matched no route |
 
+mod admission;
 mod message;
+mod metrics;
+mod pattern;
+mod queue;
+mod route;
+mod runtime;
+mod snapshot;
+mod spec;
+mod table;
+mod worker;
 
 pub use message::{Attributes, Message, MessageId, Publisher, Topic, TopicError};
+pub use metrics::{DropReason, PipelineMetrics};
+pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
+pub use queue::{Popped, Pushed, QueueStats, RouteQueue, WaitError, Waited};
+pub use runtime::Pipeline;
+pub use snapshot::{
+    DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
+};
+pub use spec::{QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
+pub use table::{Matches, RouteTable};
+
+/// Why a pipeline could not be built from its route specs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A route has an empty name.
+    #[error("a route has an empty name")]
+    EmptyName,
+    /// Two routes share a name.
+    #[error("route {route:?} is defined twice")]
+    DuplicateRoute {
+        /// The repeated name.
+        route: String,
+    },
+    /// A queue bound or batch size is zero.
+    #[error("route {route:?}: queue {field} must be at least 1")]
+    ZeroBound {
+        /// The route.
+        route: String,
+        /// Which field: `capacity`, `capacity_bytes` or `max_batch`.
+        field: &'static str,
+    },
+    /// A route names no target output.
+    #[error("route {route:?} has no target output")]
+    NoOutputs {
+        /// The route.
+        route: String,
+    },
+    /// A route names an output that was not given.
+    #[error("route {route:?} targets unknown output {output:?}")]
+    UnknownOutput {
+        /// The route.
+        route: String,
+        /// The missing output's name.
+        output: String,
+    },
+    /// Two outputs share a name.
+    #[error("output {output:?} is given twice")]
+    DuplicateOutput {
+        /// The repeated name.
+        output: String,
+    },
+    /// [`Pipeline::start`] was called outside a tokio runtime.
+    #[error("the pipeline must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+#[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
+mod testing;

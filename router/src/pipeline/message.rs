@@ -2,15 +2,114 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-/// Message attributes: a small string map, sorted by key. Empty maps do not
-/// allocate, so messages without attributes cost nothing here.
-pub type Attributes = BTreeMap<String, String>;
+/// Message attributes: a small string map, sorted by key.
+///
+/// Shared copy-on-write: cloning a message (once per matching route) only
+/// bumps a reference count, and an empty map does not allocate at all. Reads
+/// go through [`Deref`] to the map (`get`, `iter`, `len`, `is_empty`, ...);
+/// writes (`insert`, `remove`, [`Attributes::make_mut`]) copy the map first
+/// if another message still shares it.
+#[derive(Clone, Default)]
+pub struct Attributes(Option<Arc<BTreeMap<String, String>>>);
+
+/// The map every attribute-less message derefs to.
+static EMPTY_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
+
+impl Attributes {
+    /// An empty map; does not allocate.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// The map for writing, copied first if it is shared.
+    pub fn make_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
+    /// Sets `key` to `value`, returning the previous value.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        self.make_mut().insert(key, value)
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        if self.0.as_ref().is_some_and(|m| m.contains_key(key)) {
+            self.make_mut().remove(key)
+        } else {
+            None
+        }
+    }
+}
+
+impl Deref for Attributes {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&EMPTY_ATTRIBUTES)
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Attributes {}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Attributes {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        if map.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Arc::new(map)))
+        }
+    }
+}
+
+impl FromIterator<(String, String)> for Attributes {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        BTreeMap::from_iter(iter).into()
+    }
+}
+
+impl Extend<(String, String)> for Attributes {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        self.make_mut().extend(iter);
+    }
+}
+
+impl<'a> IntoIterator for &'a Attributes {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl serde::Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, String>::deserialize(deserializer).map(Self::from)
+    }
+}
 
 /// One message as it moves through the router.
 ///
@@ -226,6 +325,27 @@ mod tests {
             Topic::new(Bytes::from_static(b"\xff")),
             Err(TopicError::NotUtf8)
         );
+    }
+
+    #[test]
+    fn attributes_share_until_written() {
+        let mut a = Attributes::new();
+        assert!(a.is_empty());
+        a.insert("site".into(), "42".into());
+        let b = a.clone();
+        assert_eq!(a, b);
+        a.insert("line".into(), "1".into());
+        assert_eq!(b.len(), 1, "a write copies a shared map");
+        assert_eq!(a.get("line").map(String::as_str), Some("1"));
+        assert_eq!(a.remove("line").as_deref(), Some("1"));
+        assert_eq!(a, b);
+        let json = serde_json::to_string(&a).expect("serialize");
+        assert_eq!(json, r#"{"site":"42"}"#);
+        let back: Attributes = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, a);
+        let mut emptied = b.clone();
+        emptied.remove("site");
+        assert_eq!(emptied, Attributes::new());
     }
 
     #[test]

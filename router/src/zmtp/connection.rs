@@ -346,7 +346,9 @@ async fn handshake(
         }
         match stream.read_buf(&mut input).await {
             Ok(0) => {
-                return Err(HandshakeFailure::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(HandshakeFailure::Io(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
             }
             Ok(_) => {}
             Err(e) => return Err(HandshakeFailure::Io(e)),
@@ -391,7 +393,11 @@ mod tests {
             let _ = within("close", s.read_to_end(&mut rest)).await;
         }
         eventually("counted", || {
-            metric(&reg, "switchyard_zmtp_protocol_errors_total", &[("reason", "frame_too_large")]) == 2.0
+            metric(
+                &reg,
+                "switchyard_zmtp_protocol_errors_total",
+                &[("reason", "frame_too_large")],
+            ) == 2.0
         })
         .await;
         good_peer_flows(&mut pull, &push, b"after").await;
@@ -408,10 +414,18 @@ mod tests {
         let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
         let mut silent = Vec::new();
         for _ in 0..300 {
-            silent.push(within("connect", tokio::net::TcpStream::connect(addr)).await.expect("connect"));
+            silent.push(
+                within("connect", tokio::net::TcpStream::connect(addr))
+                    .await
+                    .expect("connect"),
+            );
         }
         eventually("all timed out", || {
-            metric(&reg, "switchyard_zmtp_handshake_failures_total", &[("reason", "timeout")]) == 300.0
+            metric(
+                &reg,
+                "switchyard_zmtp_handshake_failures_total",
+                &[("reason", "timeout")],
+            ) == 300.0
         })
         .await;
         let push = PushSocket::new("good", Options::default(), &m);
@@ -430,10 +444,18 @@ mod tests {
         let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
         let mut held = Vec::new();
         for _ in 0..5 {
-            held.push(within("connect", tokio::net::TcpStream::connect(addr)).await.expect("connect"));
+            held.push(
+                within("connect", tokio::net::TcpStream::connect(addr))
+                    .await
+                    .expect("connect"),
+            );
         }
         eventually("3 rejected", || {
-            metric(&reg, "switchyard_zmtp_connections_rejected_total", &[("reason", "max_connections")]) == 3.0
+            metric(
+                &reg,
+                "switchyard_zmtp_connections_rejected_total",
+                &[("reason", "max_connections")],
+            ) == 3.0
         })
         .await;
     }
@@ -479,7 +501,11 @@ mod tests {
         assert!(pong, "our PING was answered");
         assert!(pings > 0, "the server pinged us");
         eventually("counted", || {
-            metric(&reg, "switchyard_zmtp_disconnects_total", &[("reason", "heartbeat_timeout")]) == 1.0
+            metric(
+                &reg,
+                "switchyard_zmtp_disconnects_total",
+                &[("reason", "heartbeat_timeout")],
+            ) == 1.0
         })
         .await;
     }
@@ -499,6 +525,10 @@ mod tests {
         while buf.len() < 5000 {
             within("recv", pull.recv_many(&mut buf, 5000)).await;
         }
-        assert!(buf.iter().enumerate().all(|(i, r)| r.frames[0][..] == (i as u32).to_be_bytes()));
+        assert!(
+            buf.iter()
+                .enumerate()
+                .all(|(i, r)| r.frames[0][..] == (i as u32).to_be_bytes())
+        );
     }
 }

@@ -28,7 +28,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use super::connection::{Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop, peer_queue};
+use super::connection::{
+    Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop, peer_queue,
+};
 use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
@@ -179,7 +181,11 @@ impl DealerSocket {
     ///
     /// # Cancel safety
     /// Cancelling abandons the request; a late reply is dropped and counted.
-    pub async fn request(&self, frames: Multipart, timeout: Duration) -> Result<Multipart, SendError> {
+    pub async fn request(
+        &self,
+        frames: Multipart,
+        timeout: Duration,
+    ) -> Result<Multipart, SendError> {
         if frames.is_empty() {
             return Err(SendError::EmptyMessage);
         }
@@ -187,7 +193,13 @@ impl DealerSocket {
         let role = &*self.role;
         let id = role.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        role.pending().insert(id, Pending { reply: tx, peer: None });
+        role.pending().insert(
+            id,
+            Pending {
+                reply: tx,
+                peer: None,
+            },
+        );
         let _guard = PendingGuard(role, id);
         let mut msg = Multipart::with_capacity(frames.len() + 2);
         msg.push(Bytes::copy_from_slice(&id.to_be_bytes()));

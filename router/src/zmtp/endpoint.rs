@@ -107,11 +107,10 @@ impl Endpoint {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
-        let addrs: Vec<SocketAddr> =
-            timeout(deadline, tokio::net::lookup_host((host, self.port)))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
-                .collect();
+        let addrs: Vec<SocketAddr> = timeout(deadline, tokio::net::lookup_host((host, self.port)))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
+            .collect();
         if addrs.is_empty() {
             return Err(std::io::ErrorKind::NotFound.into());
         }
@@ -146,10 +145,12 @@ pub(crate) async fn bind<R: Role>(
     for addr in addrs {
         match TcpListener::bind(addr).await {
             Ok(listener) => {
-                let local = listener.local_addr().map_err(|source| EndpointError::Bind {
-                    endpoint: endpoint.to_owned(),
-                    source,
-                })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| EndpointError::Bind {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    })?;
                 core.tracker
                     .spawn(accept_loop(listener, core.clone(), role.clone()));
                 return Ok(local);
@@ -243,10 +244,10 @@ async fn connect_loop<R: Role>(ep: Endpoint, core: Arc<SocketCore>, role: Arc<R>
             _ = core.cancel.cancelled() => return,
             s = attempt(&ep, core.options.handshake_timeout) => s,
         };
-        if let Some(stream) = stream {
-            if connection::run(stream, core.clone(), role.clone()).await == Outcome::Established {
-                delay = first;
-            }
+        if let Some(stream) = stream
+            && connection::run(stream, core.clone(), role.clone()).await == Outcome::Established
+        {
+            delay = first;
         }
         tokio::select! {
             _ = core.cancel.cancelled() => return,
@@ -281,7 +282,10 @@ mod tests {
     #[test]
     fn parses_tcp_endpoints() {
         let ep = |s| Endpoint::parse(s).map(|e| (e.host, e.port));
-        assert_eq!(ep("tcp://127.0.0.1:5555").ok(), Some(("127.0.0.1".into(), 5555)));
+        assert_eq!(
+            ep("tcp://127.0.0.1:5555").ok(),
+            Some(("127.0.0.1".into(), 5555))
+        );
         assert_eq!(ep("tcp://*:0").ok(), Some(("*".into(), 0)));
         assert_eq!(ep("tcp://[::1]:7").ok(), Some(("::1".into(), 7)));
         assert_eq!(ep("tcp://localhost:9").ok(), Some(("localhost".into(), 9)));
@@ -304,3 +308,45 @@ mod tests {
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
+
+/// Bind and connect, the same on every role, so a caller can attach any
+/// socket from its config without knowing the role.
+pub trait Attach {
+    /// Listens on `endpoint`; returns the bound address (port 0 resolved).
+    ///
+    /// # Errors
+    /// A malformed endpoint, a name that does not resolve, or a failed bind.
+    fn bind(
+        &self,
+        endpoint: &str,
+    ) -> impl std::future::Future<Output = Result<SocketAddr, EndpointError>> + Send;
+
+    /// Connects to `endpoint` in the background, reconnecting forever.
+    ///
+    /// # Errors
+    /// A malformed endpoint, or a closed socket.
+    fn connect(&self, endpoint: &str) -> Result<(), EndpointError>;
+}
+
+macro_rules! attach_by_inherent_methods {
+    ($($socket:ty),+) => {$(
+        impl Attach for $socket {
+            async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
+                <$socket>::bind(self, endpoint).await
+            }
+
+            fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
+                <$socket>::connect(self, endpoint)
+            }
+        }
+    )+};
+}
+
+attach_by_inherent_methods!(
+    super::sub::SubSocket,
+    super::pull::PullSocket,
+    super::router::RouterSocket,
+    super::publish::PubSocket,
+    super::push::PushSocket,
+    super::dealer::DealerSocket
+);

@@ -135,6 +135,24 @@ impl SocketMetrics {
         &self.name
     }
 
+    /// Messages this socket dropped so far, all reasons together. Reads the
+    /// family's series, so it is for status pages, not the hot path.
+    pub fn dropped_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.family
+            .dropped
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "socket" && l.value() == &*self.name)
+            })
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
     /// Counts a handshake failure (rare path: resolves the child here).
     pub(crate) fn handshake_failure(&self, reason: &str) {
         self.family

@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
-use super::connection::{Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue};
+use super::connection::{
+    Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue,
+};
 use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
 use super::metrics::Metrics;
@@ -83,7 +85,13 @@ impl PubRole {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn apply(&self, table: &mut Table, slot: SubscriberId, subscribe: bool, prefix: &[u8]) -> Result<(), Stop> {
+    fn apply(
+        &self,
+        table: &mut Table,
+        slot: SubscriberId,
+        subscribe: bool,
+        prefix: &[u8],
+    ) -> Result<(), Stop> {
         let o = &self.core.options;
         let Some(sub) = table.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
             return Ok(());
@@ -169,7 +177,10 @@ impl PubRole {
 impl Role for PubRole {
     type Peer = SubscriberId;
 
-    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<SubscriberId>, &'static str> {
+    fn attach(
+        self: &Arc<Self>,
+        link: PeerLink<'_>,
+    ) -> Result<Attached<SubscriberId>, &'static str> {
         let o = &self.core.options;
         let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         let sub = Subscriber {
@@ -199,7 +210,11 @@ impl Role for PubRole {
         })
     }
 
-    async fn deliver(&self, slot: &mut SubscriberId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    async fn deliver(
+        &self,
+        slot: &mut SubscriberId,
+        msgs: &mut Vec<Multipart>,
+    ) -> Result<(), Stop> {
         let mut table = self.table();
         for m in msgs.drain(..) {
             // Subscriptions as messages: one frame, first byte 1 or 0. Other
@@ -335,18 +350,41 @@ mod tests {
         a.connect(&format!("tcp://{addr}")).expect("connect");
         all.connect(&format!("tcp://{addr}")).expect("connect");
         eventually("3 subscriptions", || publ.subscription_count() == 3).await;
-        assert_eq!(publ.send(msg(&[b"abc", b"1"])), Fanout { queued: 2, dropped: 0 });
-        assert_eq!(publ.send(msg(&[b"b", b"2"])), Fanout { queued: 1, dropped: 0 });
-        assert_eq!(next_topic(&mut a).await, b"abc", "once, though two prefixes match");
+        assert_eq!(
+            publ.send(msg(&[b"abc", b"1"])),
+            Fanout {
+                queued: 2,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            publ.send(msg(&[b"b", b"2"])),
+            Fanout {
+                queued: 1,
+                dropped: 0
+            }
+        );
+        assert_eq!(
+            next_topic(&mut a).await,
+            b"abc",
+            "once, though two prefixes match"
+        );
         assert_eq!(next_topic(&mut all).await, b"abc");
         assert_eq!(next_topic(&mut all).await, b"b");
         assert!(a.unsubscribe(b"a"));
         assert!(a.unsubscribe(b"ab"));
         a.subscribe(&b"m"[..]);
-        eventually("a's subscriptions replaced", || publ.subscription_count() == 2).await;
+        eventually("a's subscriptions replaced", || {
+            publ.subscription_count() == 2
+        })
+        .await;
         publ.send(msg(&[b"a-after"]));
         publ.send(msg(&[b"marker"]));
-        assert_eq!(next_topic(&mut a).await, b"marker", "nothing after unsubscribe");
+        assert_eq!(
+            next_topic(&mut a).await,
+            b"marker",
+            "nothing after unsubscribe"
+        );
         assert_eq!(next_topic(&mut all).await, b"a-after");
     }
 
@@ -396,7 +434,14 @@ mod tests {
         };
         let publ = PubSocket::new("pub", o.clone(), &m);
         let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o.clone() }, &m);
+        let slow = SubSocket::new(
+            "slow",
+            Options {
+                recv_hwm: 1,
+                ..o.clone()
+            },
+            &m,
+        );
         let mut fast = SubSocket::new("fast", o, &m);
         slow.subscribe(Bytes::new());
         fast.subscribe(Bytes::new());
@@ -424,7 +469,11 @@ mod tests {
         }
         assert!(dropped > 0, "the slow subscriber's queue filled");
         assert_eq!(
-            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "pub"), ("reason", "subscriber_queue_full")]),
+            metric(
+                &reg,
+                "switchyard_zmtp_dropped_total",
+                &[("socket", "pub"), ("reason", "subscriber_queue_full")]
+            ),
             dropped as f64
         );
         drop(slow);
@@ -446,7 +495,12 @@ mod tests {
         eventually("subscribed", || publ.subscription_count() == 1).await;
         let body = vec![0u8; 64 * 1024];
         within("slow subscriber evicted", async {
-            while metric(&reg, "switchyard_zmtp_disconnects_total", &[("reason", "slow_subscriber")]) < 1.0 {
+            while metric(
+                &reg,
+                "switchyard_zmtp_disconnects_total",
+                &[("reason", "slow_subscriber")],
+            ) < 1.0
+            {
                 publ.send(msg(&[b"t", &body]));
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -43,7 +43,11 @@ impl Inbox {
     }
 
     /// Moves `msgs` into the channel, waiting for room (backpressure).
-    pub(crate) async fn deliver(&self, peer: PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    pub(crate) async fn deliver(
+        &self,
+        peer: PeerId,
+        msgs: &mut Vec<Multipart>,
+    ) -> Result<(), Stop> {
         let mut left = msgs.len();
         let mut it = msgs.drain(..);
         while left > 0 {
@@ -99,11 +103,7 @@ impl PullSocket {
         let core = SocketCore::new(SocketType::Pull, options, metrics.socket(name));
         let (inbox, rx) = Inbox::new(core.options.recv_hwm);
         let role = Arc::new(PullRole { inbox });
-        Self {
-            core,
-            role,
-            rx,
-        }
+        Self { core, role, rx }
     }
 
     /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
@@ -149,6 +149,15 @@ impl PullSocket {
     /// tasks to end. Messages already received stay readable.
     pub async fn close(&self) {
         self.core.close().await;
+    }
+
+    /// Stops reading from the wire, as [`Self::close`] does, and ends the
+    /// inbound stream: `recv` and `recv_many` still return what had been
+    /// received, then `None` / 0. For a graceful shutdown that hands over
+    /// everything already read.
+    pub async fn stop_reading(&mut self) {
+        self.core.close().await;
+        self.rx.close();
     }
 }
 

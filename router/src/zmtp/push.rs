@@ -149,7 +149,10 @@ impl Balancer {
                 match lb.send(&core2, msg).await {
                     Ok(peer) => sent(&key, peer),
                     Err(_) => {
-                        core2.metrics.dropped_peer_disconnected.inc_by((total - i) as u64);
+                        core2
+                            .metrics
+                            .dropped_peer_disconnected
+                            .inc_by((total - i) as u64);
                         // Once one message found no peer within the timeout
                         // (or the socket closed), the rest would not either.
                         return;
@@ -221,7 +224,11 @@ impl PushSocket {
     /// # Cancel safety
     /// Cancelling drops the message if it was not queued yet.
     pub async fn send(&self, frames: Multipart) -> Result<(), SendError> {
-        self.role.balancer.send(&self.core, frames).await.map(|_| ())
+        self.role
+            .balancer
+            .send(&self.core, frames)
+            .await
+            .map(|_| ())
     }
 
     /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
@@ -264,7 +271,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::zmtp::connection::testutil::{eventually, metrics, metric, msg, within};
+    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
     use crate::zmtp::pull::PullSocket;
 
     fn opts() -> Options {
@@ -280,7 +287,9 @@ mod tests {
         push.connect(&format!("tcp://{addr}")).expect("connect");
         for i in 0u32..2000 {
             let body = i.to_be_bytes();
-            within("send", push.send(msg(&[b"topic", &body]))).await.expect("send");
+            within("send", push.send(msg(&[b"topic", &body])))
+                .await
+                .expect("send");
         }
         let mut got = Vec::new();
         while got.len() < 2000 {
@@ -303,7 +312,9 @@ mod tests {
         pull.connect(&format!("tcp://{addr}")).expect("connect");
         let big = vec![7u8; 300_000];
         for _ in 0..20 {
-            within("send", push.send(msg(&[b"a", &big, b"z"]))).await.expect("send");
+            within("send", push.send(msg(&[b"a", &big, b"z"])))
+                .await
+                .expect("send");
         }
         for _ in 0..20 {
             let r = within("recv", pull.recv()).await.expect("open");
@@ -350,7 +361,7 @@ mod tests {
             let r = within("recv", pull.recv()).await.expect("open");
             assert_eq!(&r.frames[0][..], &next.to_be_bytes());
             next += 1;
-            if next % 1000 == 0 {
+            if next.is_multiple_of(1000) {
                 tokio::task::yield_now().await;
             }
         }
@@ -396,7 +407,10 @@ mod tests {
         let push = Arc::new(PushSocket::new("out", o.clone(), &m));
         push.connect(&format!("tcp://{addr}")).expect("connect");
         push.send(msg(&[b"before"])).await.expect("send");
-        assert_eq!(&within("recv", pull.recv()).await.expect("open").frames[0][..], b"before");
+        assert_eq!(
+            &within("recv", pull.recv()).await.expect("open").frames[0][..],
+            b"before"
+        );
         pull.close().await;
         drop(pull);
         eventually("push saw the disconnect", || push.peer_count() == 0).await;
@@ -406,7 +420,9 @@ mod tests {
             p.send(msg(&[b"during-2"])).await.expect("send 2");
         });
         let mut pull = PullSocket::new("in", o, &m);
-        pull.bind(&format!("tcp://{addr}")).await.expect("rebind same port");
+        pull.bind(&format!("tcp://{addr}"))
+            .await
+            .expect("rebind same port");
         let a = within("recv 1", pull.recv()).await.expect("open");
         let b = within("recv 2", pull.recv()).await.expect("open");
         assert_eq!(&a.frames[0][..], b"during-1");
@@ -428,14 +444,23 @@ mod tests {
         };
         let push = PushSocket::new("out", o.clone(), &m);
         let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-        let stalled = PullSocket::new("stalled", Options { recv_hwm: 1, ..o.clone() }, &m);
+        let stalled = PullSocket::new(
+            "stalled",
+            Options {
+                recv_hwm: 1,
+                ..o.clone()
+            },
+            &m,
+        );
         stalled.connect(&format!("tcp://{addr}")).expect("connect");
         eventually("stalled worker", || push.peer_count() == 1).await;
         // Fits in the stalled worker's queue (8 MiB) so no send waits.
         const N: u32 = 1500;
         let body = vec![1u8; 4096];
         for i in 0..N {
-            within("send", push.send(msg(&[&i.to_be_bytes(), &body]))).await.expect("send");
+            within("send", push.send(msg(&[&i.to_be_bytes(), &body])))
+                .await
+                .expect("send");
         }
         let mut good = PullSocket::new("good", o, &m);
         good.connect(&format!("tcp://{addr}")).expect("connect");
@@ -446,9 +471,14 @@ mod tests {
         // gets was taken back from the stalled worker's queue. (What that
         // worker's kernel buffers held is lost with it, as with libzmq.)
         eventually("stalled worker gone", || push.peer_count() == 1).await;
-        let r = within("a re-sent message", good.recv()).await.expect("open");
+        let r = within("a re-sent message", good.recv())
+            .await
+            .expect("open");
         let first = u32::from_be_bytes(r.frames[0][..].try_into().expect("4 bytes"));
         assert!(first < N);
-        assert_eq!(metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]), 0.0);
+        assert_eq!(
+            metric(&reg, "switchyard_zmtp_dropped_total", &[("socket", "out")]),
+            0.0
+        );
     }
 }

@@ -155,10 +155,10 @@ impl Role for RouterRole {
 
     fn detach(self: &Arc<Self>, peer: Conn, unsent: Vec<Multipart>) {
         let mut table = self.table();
-        if let Some(p) = table.peers.remove(&peer.id) {
-            if let Some(i) = &p.identity {
-                table.identities.remove(i);
-            }
+        if let Some(p) = table.peers.remove(&peer.id)
+            && let Some(i) = &p.identity
+        {
+            table.identities.remove(i);
         }
         self.snapshot.store(Arc::new(table.peers.clone()));
         drop(table);
@@ -364,8 +364,12 @@ mod tests {
         let mut router = RouterSocket::new("svc", Options::default(), &m);
         let addr = router.bind("tcp://127.0.0.1:0").await.expect("bind");
         let mut req = zeromq::ReqSocket::new();
-        within("connect", req.connect(&format!("tcp://{addr}"))).await.expect("connect");
-        within("send", req.send("hello".into())).await.expect("send");
+        within("connect", req.connect(&format!("tcp://{addr}")))
+            .await
+            .expect("connect");
+        within("send", req.send("hello".into()))
+            .await
+            .expect("send");
         let r = within("request", router.recv()).await.expect("open");
         assert_eq!(r.frames.len(), 2);
         assert!(r.frames[0].is_empty(), "envelope delimiter kept");
@@ -389,7 +393,11 @@ mod tests {
         encode_message(&[bytes::Bytes::from_static(b"no-delimiter")], &mut out);
         s.write_all(&out).await.expect("write");
         eventually("counted", || {
-            metric(&reg, "switchyard_zmtp_protocol_errors_total", &[("reason", "req_envelope")]) == 1.0
+            metric(
+                &reg,
+                "switchyard_zmtp_protocol_errors_total",
+                &[("reason", "req_envelope")],
+            ) == 1.0
         })
         .await;
         let dealer = DealerSocket::new("client", Options::default(), &m);
@@ -408,7 +416,11 @@ mod tests {
         let r = router.send(PeerId(42), msg(&[b"x"])).await;
         assert!(matches!(r, Err(SendError::UnknownPeer(_))), "{r:?}");
         assert_eq!(
-            metric(&reg, "switchyard_zmtp_dropped_total", &[("reason", "unroutable")]),
+            metric(
+                &reg,
+                "switchyard_zmtp_dropped_total",
+                &[("reason", "unroutable")]
+            ),
             1.0
         );
     }
@@ -428,15 +440,23 @@ mod tests {
         eventually("first attached", || router.peer_count() == 1).await;
         b.connect(&format!("tcp://{addr}")).expect("connect");
         eventually("duplicate refused", || {
-            metric(&reg, "switchyard_zmtp_connections_rejected_total", &[("reason", "duplicate_identity")]) >= 1.0
+            metric(
+                &reg,
+                "switchyard_zmtp_connections_rejected_total",
+                &[("reason", "duplicate_identity")],
+            ) >= 1.0
         })
         .await;
-        let pending = tokio::spawn(async move { a.request(msg(&[b"hi"]), Duration::from_secs(20)).await });
+        let pending =
+            tokio::spawn(async move { a.request(msg(&[b"hi"]), Duration::from_secs(20)).await });
         let r = within("request", router.recv()).await.expect("open");
         assert_eq!(router.identity(r.peer).as_deref(), Some(&b"client-1"[..]));
         assert_eq!(router.peer_by_identity(b"client-1"), Some(r.peer));
         router.send(r.peer, r.frames).await.expect("reply");
-        within("reply", pending).await.expect("task").expect("reply");
+        within("reply", pending)
+            .await
+            .expect("task")
+            .expect("reply");
         drop(b);
     }
 
@@ -444,14 +464,19 @@ mod tests {
     async fn dealer_talks_to_a_zeromq_rep_service() {
         let (_reg, m) = metrics();
         let mut rep = zeromq::RepSocket::new();
-        let ep = within("bind", rep.bind("tcp://127.0.0.1:0")).await.expect("bind");
+        let ep = within("bind", rep.bind("tcp://127.0.0.1:0"))
+            .await
+            .expect("bind");
         let dealer = Arc::new(DealerSocket::new("client", Options::default(), &m));
         dealer.connect(&ep.to_string()).expect("connect");
         let d = dealer.clone();
-        let client = tokio::spawn(async move { d.request(msg(&[b"ping"]), Duration::from_secs(20)).await });
+        let client =
+            tokio::spawn(async move { d.request(msg(&[b"ping"]), Duration::from_secs(20)).await });
         let req = within("request", rep.recv()).await.expect("recv");
         assert_eq!(req.get(0).map(|b| &b[..]), Some(&b"ping"[..]));
-        within("reply", rep.send("pong".into())).await.expect("send");
+        within("reply", rep.send("pong".into()))
+            .await
+            .expect("send");
         let reply = within("reply", client).await.expect("task").expect("reply");
         assert_eq!(&reply[0][..], b"pong");
     }

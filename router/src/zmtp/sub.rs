@@ -142,6 +142,15 @@ impl SubSocket {
     pub async fn close(&self) {
         self.core.close().await;
     }
+
+    /// Stops reading from the wire, as [`Self::close`] does, and ends the
+    /// inbound stream: `recv` and `recv_many` still return what had been
+    /// received, then `None` / 0. For a graceful shutdown that hands over
+    /// everything already read.
+    pub async fn stop_reading(&mut self) {
+        self.core.close().await;
+        self.rx.close();
+    }
 }
 
 impl Drop for SubSocket {

@@ -179,18 +179,18 @@ impl Reader {
                 match self.decoder.decode(&mut self.buf) {
                     Ok(Some(Inbound::Message(m))) => {
                         self.batch.push(m);
-                        if self.batch.len() >= BATCH {
-                            if let Err(end) = self.deliver(role, state).await {
-                                return end;
-                            }
+                        if self.batch.len() >= BATCH
+                            && let Err(end) = self.deliver(role, state).await
+                        {
+                            return end;
                         }
                     }
                     Ok(Some(Inbound::Command(c))) => {
                         // Keep the peer's order between messages and commands.
-                        if !self.batch.is_empty() {
-                            if let Err(end) = self.deliver(role, state).await {
-                                return end;
-                            }
+                        if !self.batch.is_empty()
+                            && let Err(end) = self.deliver(role, state).await
+                        {
+                            return end;
                         }
                         if let Err(end) = self.command(role, state, c) {
                             return end;
@@ -200,10 +200,10 @@ impl Reader {
                     Err(e) => return End::Protocol(e.reason()),
                 }
             }
-            if !self.batch.is_empty() {
-                if let Err(end) = self.deliver(role, state).await {
-                    return end;
-                }
+            if !self.batch.is_empty()
+                && let Err(end) = self.deliver(role, state).await
+            {
+                return end;
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 16 {
                 // Bounded by the configured limits, never by a size the peer
@@ -333,7 +333,12 @@ impl Writer {
         let mut unsent: Vec<Multipart> = self
             .batch
             .drain(..)
-            .zip(self.ends.iter().copied().chain(std::iter::repeat(usize::MAX)))
+            .zip(
+                self.ends
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(usize::MAX)),
+            )
             .filter(|(_, end)| *end > written)
             .map(|(m, _)| m)
             .collect();

@@ -56,10 +56,9 @@ pub(crate) fn metric(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> f64
         if labels
             .iter()
             .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            && let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse().ok())
         {
-            if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse().ok()) {
-                return v;
-            }
+            return v;
         }
     }
     0.0

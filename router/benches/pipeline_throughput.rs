@@ -1,0 +1,143 @@
+//! Pipeline hot-path throughput: batches offered through `ingress::Sink`,
+//! matched, queued, popped by the route workers and handed to an output that
+//! accepts everything at once. No sockets; this is the router's own cost per
+//! message between an input and an output.
+//!
+//! Run: `cargo bench -p switchyard --bench pipeline_throughput`
+//! (`-- --quick` for a short run).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchyard::egress::{Delivery, Output, SendFuture};
+use switchyard::ingress::Sink;
+use switchyard::metrics::Registry;
+use switchyard::pipeline::{
+    Message, Pattern, Pipeline, PipelineMetrics, Publisher, QueueSpec, RouteSpec, Topic, WhenFull,
+};
+
+/// Accepts every batch at once and counts messages.
+struct Null {
+    name: String,
+    taken: AtomicU64,
+}
+
+impl Output for Null {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+        self.taken.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Box::pin(async { Ok(Delivery::accepted()) })
+    }
+}
+
+fn route(name: &str, pattern: &str, when_full: WhenFull) -> RouteSpec {
+    RouteSpec {
+        name: name.to_owned(),
+        pattern: Pattern::parse(pattern).expect("valid pattern"),
+        attributes: Default::default(),
+        queue: QueueSpec::new(10_000, 64 << 20, when_full),
+        outputs: vec!["null".to_owned()],
+    }
+}
+
+/// CPU time this process has used (user + system), from `/proc/self/stat`;
+/// zero where that file does not exist. Less disturbed than wall time when
+/// other programs share the machine.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let Some(rest) = stat.rsplit(')').next() else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+async fn run(label: &str, specs: Vec<RouteSpec>, fan_out: u64, budget: Duration) {
+    let null = Arc::new(Null {
+        name: "null".into(),
+        taken: AtomicU64::new(0),
+    });
+    let outputs: Vec<Arc<dyn Output>> = vec![null.clone()];
+    let metrics = PipelineMetrics::new(&Registry::new());
+    let pipeline = Pipeline::start(specs, &outputs, &metrics).expect("valid routes");
+    let publisher = Publisher {
+        input: Arc::from("bench"),
+        peer: Arc::from(""),
+    };
+    let topic = Topic::try_from("sensors.line1.temp").expect("valid topic");
+    let payload = Bytes::from(vec![0u8; 64]);
+    let start = Instant::now();
+    let cpu_start = cpu_time();
+    let mut offered = 0u64;
+    while start.elapsed() < budget {
+        let batch: Vec<Message> = (0..64)
+            .map(|_| Message::new(topic.clone(), payload.clone(), publisher.clone()))
+            .collect();
+        let got = pipeline.offer(batch, None).await;
+        offered += got.admitted as u64;
+    }
+    let report = pipeline.shutdown(Duration::from_secs(30)).await;
+    let elapsed = start.elapsed();
+    let cpu = cpu_time() - cpu_start;
+    let delivered: u64 = report.routes.iter().map(|r| r.delivered).sum();
+    let dropped: u64 = report.routes.iter().map(|r| r.dropped.total).sum();
+    assert_eq!(delivered + dropped, offered * fan_out, "conservation");
+    assert_eq!(null.taken.load(Ordering::Relaxed), delivered);
+    println!(
+        "  {label:<34} {:>7.0} ns/message wall {:>7.0} ns/message CPU  {:>6.2} M messages/s offered  ({delivered} delivered, {dropped} dropped)",
+        elapsed.as_nanos() as f64 / offered as f64,
+        cpu.as_nanos() as f64 / offered as f64,
+        offered as f64 / elapsed.as_secs_f64() / 1e6,
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let budget = Duration::from_millis(if quick { 300 } else { 3000 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("pipeline_throughput: 64 B payloads, batches of 64, null output");
+    rt.block_on(async {
+        run(
+            "1 route, block",
+            vec![route("r", "sensors.>", WhenFull::Block)],
+            1,
+            budget,
+        )
+        .await;
+        run(
+            "1 route, drop_oldest",
+            vec![route("r", "sensors.>", WhenFull::DropOldest)],
+            1,
+            budget,
+        )
+        .await;
+        run(
+            "3 routes (fan-out), drop_newest",
+            vec![
+                route("a", "sensors.>", WhenFull::DropNewest),
+                route("b", "sensors.*.temp", WhenFull::DropNewest),
+                route("c", "sensors.line1.temp", WhenFull::DropNewest),
+            ],
+            3,
+            budget,
+        )
+        .await;
+    });
+}

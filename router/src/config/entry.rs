@@ -1,0 +1,243 @@
+//! Reading one entry of the file (`[router]`, an `[[input]]`, ...) on its
+//! own: peek at its name and kind, report and drop every unknown key, then
+//! let serde read the raw struct. An entry that fails here is skipped; the
+//! others are still read.
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::checker::{Checker, closest};
+use super::error::{Error, Subject, Suggestion};
+use super::raw::fields_of;
+use super::validate::check_name;
+
+/// Keys recognised as features of a later release, with what to tell an
+/// operator who uses one now.
+const NOT_YET: [(&str, &str); 2] = [
+    ("plugin", "Wasm plugins are not supported by this version"),
+    (
+        "filters",
+        "Wasm filter plugins are not supported by this version",
+    ),
+];
+
+/// A shape problem (`Error::Shape`).
+pub(crate) fn shape(subject: &Subject, reason: &str) -> Error {
+    Error::Shape {
+        subject: subject.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Reports an unknown key, with a suggestion or a note for features of a
+/// later release. `prefix` names the enclosing table (`queue.`).
+pub(crate) fn unknown_field(
+    c: &mut Checker<'_>,
+    subject: &Subject,
+    prefix: &str,
+    field: &str,
+    span: std::ops::Range<usize>,
+    known: &[&str],
+) {
+    let note = NOT_YET
+        .iter()
+        .find(|(k, _)| *k == field && prefix.is_empty())
+        .map(|(_, note)| format!(": {note}"))
+        .unwrap_or_default();
+    let suggestion = if note.is_empty() {
+        closest(field, known.iter().copied())
+    } else {
+        None
+    };
+    c.report(
+        span,
+        Error::UnknownField {
+            subject: subject.clone(),
+            field: format!("{prefix}{field}"),
+            suggestion: Suggestion(suggestion),
+            note,
+        },
+    );
+}
+
+/// A string field of a table entry, without deserializing the entry.
+pub(crate) fn peek_str<'a>(item: &'a Spanned<DeValue<'_>>, key: &str) -> Option<Spanned<&'a str>> {
+    let DeValue::Table(table) = item.get_ref() else {
+        return None;
+    };
+    let value = table.get(key)?;
+    match value.get_ref() {
+        DeValue::String(s) => Some(Spanned::new(value.span(), s.as_ref())),
+        _ => None,
+    }
+}
+
+/// `input "api"`, or `input #2` when the entry has no usable name.
+pub(crate) fn entry_subject(section: &str, item: &Spanned<DeValue<'_>>, index: usize) -> Subject {
+    let name = peek_str(item, "name")
+        .map(|n| *n.get_ref())
+        .filter(|n| check_name(n).is_ok());
+    Subject::entry(section, name, index)
+}
+
+/// Reads an entry's `kind` and maps it through `kinds`. Reports a missing
+/// or unknown kind (noting kinds that belong to the other section).
+pub(crate) fn peek_kind<T: Copy>(
+    item: &Spanned<DeValue<'_>>,
+    subject: &Subject,
+    kinds: &[(&str, T)],
+    other_kinds: &[&str],
+    other_section: &str,
+    c: &mut Checker<'_>,
+) -> Option<T> {
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    let list = names
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let DeValue::Table(table) = item.get_ref() else {
+        c.report(item.span(), shape(subject, "must be a table"));
+        return None;
+    };
+    let Some(kind) = table.get("kind") else {
+        c.report(
+            item.span(),
+            shape(subject, &format!("missing field `kind` (one of {list})")),
+        );
+        return None;
+    };
+    let DeValue::String(written) = kind.get_ref() else {
+        c.invalid(
+            subject,
+            "kind",
+            kind.span(),
+            format!("must be a string, one of {list}"),
+        );
+        return None;
+    };
+    let written: &str = written.as_ref();
+    if let Some((_, v)) = kinds.iter().find(|(k, _)| *k == written) {
+        return Some(*v);
+    }
+    let reason = if other_kinds.contains(&written) {
+        format!("{written:?} is {other_section} kind; here the kinds are {list}")
+    } else {
+        let suggestion = Suggestion(closest(written, names.iter().copied()));
+        format!("{written:?} is not one of {list}{suggestion}")
+    };
+    c.invalid(subject, "kind", kind.span(), reason);
+    None
+}
+
+/// Reads one entry into its raw struct: reports and removes every unknown
+/// key (also inside the `nested` tables), then lets serde read the shape.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
+    mut item: Spanned<DeValue<'_>>,
+    subject: &Subject,
+    nested: &[(&str, &'static [&'static str])],
+    c: &mut Checker<'_>,
+) -> Option<T> {
+    let span = item.span();
+    if let DeValue::Table(table) = item.get_mut() {
+        drop_unknown(table, subject, "", fields_of::<T>(), c);
+        for (key, fields) in nested {
+            if let Some(value) = table.get_mut(*key)
+                && let DeValue::Table(inner) = value.get_mut()
+            {
+                drop_unknown(inner, subject, &format!("{key}."), fields, c);
+            }
+        }
+    }
+    match T::deserialize(ValueDeserializer::from(item)) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            c.report(e.span().unwrap_or(span), shape(subject, e.message().trim()));
+            None
+        }
+    }
+}
+
+fn drop_unknown(
+    table: &mut DeTable<'_>,
+    subject: &Subject,
+    prefix: &str,
+    fields: &[&str],
+    c: &mut Checker<'_>,
+) {
+    let mut unknown = Vec::new();
+    for (key, _) in table.iter() {
+        let k: &str = key.get_ref();
+        if !fields.contains(&k) {
+            unknown_field(c, subject, prefix, k, key.span(), fields);
+            unknown.push(k.to_owned());
+        }
+    }
+    for k in unknown {
+        table.remove(k.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::fixture::{assert_one, base, problems};
+
+    #[test]
+    fn every_unknown_key_of_an_entry_is_reported() {
+        let got = problems(&base(
+            "max_frame = \"1MiB\"\nsend_hwm_byte = 5",
+            "",
+            "queue = { capacity = 5, when_ful = \"block\" }\nfilters = [\"x\"]",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].contains(
+                "t.toml:5:1: input \"in\": unknown field `max_frame` (did you mean \"max_frames\"?)"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("unknown field `send_hwm_byte` (did you mean \"send_hwm_bytes\"?)"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].contains(
+                "route \"r\": unknown field `queue.when_ful` (did you mean \"when_full\"?)"
+            ),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].contains("unknown field `filters`: Wasm filter plugins are not supported"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn type_errors_are_located_at_the_value() {
+        let got = problems(&base("max_frames = \"many\"", "", ""));
+        assert_one(
+            &got,
+            "t.toml:5:14: input \"in\": invalid type: string \"many\", expected i64",
+        );
+        let got = problems(&base("", "", "").replace("match = \"jobs.>\"\n", ""));
+        assert_one(&got, "t.toml:13:1: route \"r\": missing field `match`");
+        let got = problems(&base("handshake_timeout = 5", "", ""));
+        assert_one(&got, "handshake_timeout: 5 has no unit");
+    }
+
+    #[test]
+    fn kinds_are_checked_per_section() {
+        let got = problems(&base("", "", "").replace("kind = \"zmq-push\"", "kind = \"zmq-pull\""));
+        assert_one(
+            &got,
+            "output \"out\": kind: \"zmq-pull\" is an input kind; here the kinds are \"zmq-pub\", \"zmq-push\"",
+        );
+        let got = problems(&base("", "", "").replace("kind = \"zmq-pull\"\n", ""));
+        assert!(
+            got[0].contains(
+                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"http\")"
+            ),
+            "{got:#?}"
+        );
+    }
+}

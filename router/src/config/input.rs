@@ -1,0 +1,151 @@
+//! Inputs: where messages enter the router. One `[[input]]` per listener
+//! or set of connections; `kind` picks the protocol.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::checker::Checker;
+use super::endpoint::parse_listen;
+use super::error::Subject;
+use super::raw::{RawHttp, RawZmq};
+use super::units::serialize_duration;
+use super::zmq::{self, ZmqRole, ZmqSocket};
+
+/// One `[[input]]`. Restart required: inputs own listeners and connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Input {
+    /// Unique among inputs, outputs and routes; a metric label
+    /// (`switchyard_input_messages_total{input}`).
+    pub name: String,
+    /// The protocol and its settings.
+    #[serde(flatten)]
+    pub kind: InputKind,
+}
+
+/// An input's protocol, written `kind = "zmq-sub"` and so on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum InputKind {
+    /// `zmq-sub`: the SUB side facing PUB publishers (devices connect with
+    /// PUB to a bound input, or the input connects to them). It subscribes
+    /// its publishers to the literal prefixes of the route patterns.
+    ZmqSub(ZmqSocket),
+    /// `zmq-pull`: the PULL side facing PUSH producers.
+    ZmqPull(ZmqSocket),
+    /// `http`: `POST /v1/publish` and `POST /v1/publish/{topic}`.
+    Http(HttpInput),
+}
+
+impl Input {
+    /// The largest message this input accepts, in bytes: a ZeroMQ input's
+    /// `max_message_size`, an HTTP input's `max_body`.
+    pub fn max_message_size(&self) -> usize {
+        match &self.kind {
+            InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => z.options.max_message_size,
+            InputKind::Http(h) => h.max_body,
+        }
+    }
+}
+
+/// An HTTP publish listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpInput {
+    /// The address to listen on, `IP:port`; port 0 picks a free port.
+    /// Required; restart required.
+    pub listen: SocketAddr,
+    /// Largest request body, in bytes; bigger gets 413. Default 1 MiB; 1 B
+    /// to 256 MiB. Restart required.
+    pub max_body: usize,
+    /// How long a client has to send the request headers. Default 10s;
+    /// 100ms to 5m. Restart required.
+    #[serde(serialize_with = "serialize_duration")]
+    pub header_timeout: Duration,
+    /// How long a client has to send the body once the headers are in.
+    /// Default 30s; 100ms to 1h. Restart required.
+    #[serde(serialize_with = "serialize_duration")]
+    pub body_timeout: Duration,
+    /// Most messages in one `POST /v1/publish` batch; more gets 413.
+    /// Default 1000; 1 to 100000. Restart required.
+    pub max_batch: usize,
+}
+
+impl Default for HttpInput {
+    /// The defaults, listening on `127.0.0.1:8080`.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body: 1 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_batch: 1000,
+        }
+    }
+}
+
+/// Reads a `zmq-sub` or `zmq-pull` input.
+pub(crate) fn build_zmq(
+    raw: &RawZmq,
+    role: ZmqRole,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Input {
+    let socket = zmq::build(raw, role, subject, c);
+    let kind = match role {
+        ZmqRole::Pull => InputKind::ZmqPull(socket),
+        _ => InputKind::ZmqSub(socket),
+    };
+    Input {
+        name: raw.name.get_ref().clone(),
+        kind,
+    }
+}
+
+/// Reads an `http` input.
+pub(crate) fn build_http(raw: &RawHttp, subject: &Subject, c: &mut Checker<'_>) -> Input {
+    let d = HttpInput::default();
+    let listen = match parse_listen(raw.listen.get_ref()) {
+        Ok(addr) => addr,
+        Err(reason) => {
+            c.invalid(subject, "listen", raw.listen.span(), reason);
+            d.listen
+        }
+    };
+    let ms = Duration::from_millis(1);
+    let http = HttpInput {
+        listen,
+        max_body: c.size(
+            subject,
+            "max_body",
+            raw.max_body.as_ref(),
+            d.max_body,
+            1..=256 << 20,
+        ),
+        header_timeout: c.duration(
+            subject,
+            "header_timeout",
+            raw.header_timeout.as_ref(),
+            d.header_timeout,
+            100 * ms..=Duration::from_secs(300),
+        ),
+        body_timeout: c.duration(
+            subject,
+            "body_timeout",
+            raw.body_timeout.as_ref(),
+            d.body_timeout,
+            100 * ms..=Duration::from_secs(3600),
+        ),
+        max_batch: c.count(
+            subject,
+            "max_batch",
+            raw.max_batch.as_ref(),
+            d.max_batch,
+            1..=100_000,
+        ),
+    };
+    Input {
+        name: raw.name.get_ref().clone(),
+        kind: InputKind::Http(http),
+    }
+}

@@ -1,0 +1,203 @@
+//! The raw serde model: the file's shape, nothing more. Every struct denies
+//! unknown fields. Values that need parsing (durations, sizes, addresses,
+//! patterns) stay as written, with their spans, so the validate step can
+//! report each bad one at its own line instead of stopping at the first.
+//!
+//! Adding a section or a field starts here: a field in the struct, then its
+//! reading in the typed module (`input.rs`, `route.rs`, ...).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use toml::Spanned;
+
+use super::units::Quantity;
+
+/// A value as written, with its byte span in the substituted text.
+pub(crate) type S<T> = Spanned<T>;
+
+/// `[router]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouter {
+    pub(crate) name: Option<S<String>>,
+    pub(crate) admin: Option<S<String>>,
+    pub(crate) shutdown_grace: Option<S<Quantity>>,
+    pub(crate) log_level: Option<S<String>>,
+}
+
+/// One `[[input]]` or `[[output]]` of a ZeroMQ kind. The four kinds share
+/// one field list; the validate step refuses fields that mean nothing for
+/// the kind at hand (such as `send_hwm` on an input).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawZmq {
+    pub(crate) name: S<String>,
+    /// Read (and mapped to a role) before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) bind: Option<S<String>>,
+    pub(crate) connect: Option<S<OneOrMany>>,
+    pub(crate) envelope: Option<S<String>>,
+    pub(crate) max_frame_size: Option<S<Quantity>>,
+    pub(crate) max_message_size: Option<S<Quantity>>,
+    pub(crate) max_frames: Option<S<i64>>,
+    pub(crate) handshake_timeout: Option<S<Quantity>>,
+    pub(crate) heartbeat_interval: Option<S<Quantity>>,
+    pub(crate) heartbeat_timeout: Option<S<Quantity>>,
+    pub(crate) max_connections: Option<S<i64>>,
+    pub(crate) send_hwm: Option<S<i64>>,
+    pub(crate) send_hwm_bytes: Option<S<Quantity>>,
+    pub(crate) recv_hwm: Option<S<i64>>,
+    pub(crate) reconnect_interval: Option<S<Quantity>>,
+    pub(crate) reconnect_interval_max: Option<S<Quantity>>,
+    pub(crate) send_timeout: Option<S<Quantity>>,
+    pub(crate) slow_subscriber_timeout: Option<S<Quantity>>,
+    pub(crate) plain: Option<S<RawPlain>>,
+    pub(crate) identity: Option<S<String>>,
+}
+
+/// `plain = { users = { name = "password" } }` (server) or
+/// `plain = { username = "...", password = "..." }` (client).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlain {
+    pub(crate) users: Option<S<BTreeMap<String, S<String>>>>,
+    pub(crate) username: Option<S<String>>,
+    pub(crate) password: Option<S<String>>,
+}
+
+/// One `[[input]]` of kind `http`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) listen: S<String>,
+    pub(crate) max_body: Option<S<Quantity>>,
+    pub(crate) header_timeout: Option<S<Quantity>>,
+    pub(crate) body_timeout: Option<S<Quantity>>,
+    pub(crate) max_batch: Option<S<i64>>,
+}
+
+/// One `[[route]]`. Plugin `filters` arrive in a later release: they will
+/// be one more field here, resolved against `[[plugin]]` names the way `to`
+/// is resolved against outputs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) name: S<String>,
+    #[serde(rename = "match")]
+    pub(crate) pattern: S<String>,
+    pub(crate) attributes: Option<S<BTreeMap<String, S<String>>>>,
+    pub(crate) to: S<Vec<S<String>>>,
+    pub(crate) queue: Option<S<RawQueue>>,
+}
+
+/// A route's `queue = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub(crate) capacity: Option<S<i64>>,
+    pub(crate) max_bytes: Option<S<Quantity>>,
+    pub(crate) when_full: Option<S<String>>,
+    pub(crate) block_timeout: Option<S<Quantity>>,
+}
+
+/// A string or a list of strings (`connect = "tcp://a:1"` or
+/// `connect = ["tcp://a:1", "tcp://b:1"]`).
+#[derive(Debug)]
+pub(crate) enum OneOrMany {
+    /// A single string; its span is the enclosing `Spanned`'s.
+    One(String),
+    /// A list, each element with its own span.
+    Many(Vec<S<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an endpoint string or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The field names serde's derive gives `T`, read by asking `T` to
+/// deserialize itself from a deserializer that only records the list. Used
+/// to report every unknown key of an entry (serde stops at the first) with
+/// a "did you mean" suggestion.
+pub(crate) fn fields_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Recorder<'a>(&'a mut &'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field list recorded")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for Recorder<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Recorder(&mut fields));
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_lists_come_from_the_derive() {
+        assert_eq!(
+            fields_of::<RawQueue>(),
+            &["capacity", "max_bytes", "when_full", "block_timeout"]
+        );
+        assert!(fields_of::<RawRoute>().contains(&"match"));
+        assert!(fields_of::<RawZmq>().contains(&"slow_subscriber_timeout"));
+    }
+}

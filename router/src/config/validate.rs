@@ -1,0 +1,329 @@
+//! The one validate step: from the parsed TOML document to a typed
+//! [`Config`], resolving every name and collecting every problem.
+//!
+//! Each entry (`[router]`, each `[[input]]`, `[[output]]`, `[[route]]`) is
+//! read on its own, so a broken entry does not hide problems in the others.
+//! Within an entry, every unknown key is reported, then serde reads the
+//! shape (types, required fields), then each value is parsed and checked.
+//! Names are gathered from the document itself, so a route that names a
+//! broken output is not blamed for it.
+//!
+//! A new section (`[[plugin]]`, in a later release) is one more arm in
+//! [`validate`] with its raw struct, a build function, and its names added
+//! to the declared list so routes can refer to them.
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::Config;
+use super::checker::Checker;
+use super::entry::{entry_subject, peek_kind, peek_str, read, shape, unknown_field};
+use super::error::{Error, Subject};
+use super::input::{self, Input};
+use super::listeners::check_binds;
+use super::output;
+use super::raw::{RawHttp, RawPlain, RawQueue, RawRoute, RawRouter, RawZmq, fields_of};
+use super::route;
+use super::router::{self, Router};
+use super::zmq::ZmqRole;
+
+/// A named entry of the file, gathered before entries are read.
+#[derive(Debug, Clone)]
+pub(crate) struct Declared {
+    /// The name as written.
+    pub(crate) name: String,
+    /// `input`, `output` or `route`.
+    pub(crate) section: &'static str,
+    /// The line of its `name = ...`.
+    pub(crate) line: usize,
+}
+
+/// Sections the file may have.
+const SECTIONS: [&str; 4] = ["router", "input", "output", "route"];
+
+/// Checks an input, output, route or router name: 1 to 64 characters from
+/// letters, digits, `_`, `-` and `.` (names are metric label values).
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name: use 1 to 64 letters, digits, `_`, `-` or `.`"
+        ))
+    }
+}
+
+/// Parses and validates the substituted text. Problems are collected in
+/// `c`; a `Config` is returned only when there are none.
+pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            c.report(
+                e.span().unwrap_or(0..0),
+                Error::Syntax {
+                    reason: e.message().trim().to_owned(),
+                },
+            );
+            return None;
+        }
+    };
+    let doc = doc.into_inner();
+
+    let mut router_table = None;
+    let mut sections: [Vec<Spanned<DeValue<'_>>>; 3] = Default::default();
+    let mut present = [false; 3];
+    for (key, value) in &doc {
+        let key_name: &str = key.get_ref();
+        match key_name {
+            "router" => match value.get_ref() {
+                DeValue::Table(_) => router_table = Some(value.clone()),
+                _ => c.report(
+                    value.span(),
+                    shape(
+                        &Subject::top(),
+                        "`router` must be a table: write `[router]`",
+                    ),
+                ),
+            },
+            "input" | "output" | "route" => {
+                let idx = ["input", "output", "route"]
+                    .iter()
+                    .position(|s| *s == key_name)
+                    .unwrap_or(0);
+                present[idx] = true;
+                match value.get_ref() {
+                    DeValue::Array(items) => sections[idx].extend(items.iter().cloned()),
+                    _ => c.report(
+                        value.span(),
+                        shape(
+                            &Subject::top(),
+                            &format!("write `[[{key_name}]]` (two brackets): there can be several"),
+                        ),
+                    ),
+                }
+            }
+            other => unknown_field(c, &Subject::top(), "", other, key.span(), &SECTIONS),
+        }
+    }
+
+    // Gather every name first, so references resolve even to broken entries.
+    let labels = ["input", "output", "route"];
+    let mut declared: Vec<Declared> = Vec::new();
+    for (idx, items) in sections.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
+            let Some(name) = peek_str(item, "name") else {
+                continue;
+            };
+            // A bad name is reported here, once, and still declared, so
+            // references to it are not reported as undefined too.
+            if let Err(reason) = check_name(name.get_ref()) {
+                let subject = Subject::entry(labels[idx], None, i);
+                c.invalid(&subject, "name", name.span(), reason);
+            }
+            let line = c.line(name.span());
+            if let Some(first) = declared.iter().find(|d| d.name == *name.get_ref()) {
+                c.report(
+                    name.span(),
+                    Error::DuplicateName {
+                        subject: Subject::entry(labels[idx], Some(name.get_ref()), i),
+                        name: (*name.get_ref()).to_owned(),
+                        other: format!("{} {:?}", first.section, first.name),
+                        other_line: first.line,
+                    },
+                );
+                continue;
+            }
+            declared.push(Declared {
+                name: (*name.get_ref()).to_owned(),
+                section: labels[idx],
+                line,
+            });
+        }
+    }
+
+    let router = match &router_table {
+        Some(t) => read::<RawRouter>(t.clone(), &Subject::table("router"), &[], c)
+            .map(|raw| router::build(&raw, c)),
+        None => Some(Router::default()),
+    };
+
+    let [input_items, output_items, route_items] = sections;
+    let mut inputs = Vec::new();
+    for (i, item) in input_items.into_iter().enumerate() {
+        let subject = entry_subject("input", &item, i);
+        let kinds = [
+            ("zmq-sub", Some(ZmqRole::Sub)),
+            ("zmq-pull", Some(ZmqRole::Pull)),
+            ("http", None),
+        ];
+        let Some(kind) = peek_kind(
+            &item,
+            &subject,
+            &kinds,
+            &["zmq-pub", "zmq-push"],
+            "an output",
+            c,
+        ) else {
+            continue;
+        };
+        let built = match kind {
+            Some(role) => read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
+                .map(|raw| input::build_zmq(&raw, role, &subject, c)),
+            None => read::<RawHttp>(item, &subject, &[], c)
+                .map(|raw| input::build_http(&raw, &subject, c)),
+        };
+        inputs.extend(built);
+    }
+
+    let mut outputs = Vec::new();
+    for (i, item) in output_items.into_iter().enumerate() {
+        let subject = entry_subject("output", &item, i);
+        let kinds = [("zmq-pub", ZmqRole::Pub), ("zmq-push", ZmqRole::Push)];
+        let inputs_kinds = ["zmq-sub", "zmq-pull", "http"];
+        let Some(role) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
+            continue;
+        };
+        let built = read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
+            .map(|raw| output::build_zmq(&raw, role, &subject, c));
+        outputs.extend(built);
+    }
+
+    let largest_message = inputs
+        .iter()
+        .map(Input::max_message_size)
+        .max()
+        .unwrap_or(0);
+    let mut routes = Vec::new();
+    for (i, item) in route_items.into_iter().enumerate() {
+        let subject = entry_subject("route", &item, i);
+        let built = read::<RawRoute>(item, &subject, &[("queue", fields_of::<RawQueue>())], c)
+            .map(|raw| route::build(&raw, &subject, &declared, largest_message, c));
+        routes.extend(built);
+    }
+
+    let router = router?;
+    check_binds(&router, &inputs, &outputs, &doc, c);
+    for (idx, what, why) in [
+        (0, "[[input]]", "to receive messages"),
+        (1, "[[output]]", "to send messages to"),
+        (2, "[[route]]", "to connect inputs to outputs"),
+    ] {
+        if !present[idx] {
+            c.report_unplaced(Error::Missing {
+                reason: format!("no {what} is defined: the router needs at least one {why}"),
+            });
+        }
+    }
+    (c.problem_count() == 0).then_some(Config {
+        router,
+        inputs,
+        outputs,
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::fixture::{assert_one, base, problems, valid};
+
+    #[test]
+    fn base_is_valid() {
+        valid(&base("", "", ""));
+    }
+
+    #[test]
+    fn unknown_sections_and_plugins() {
+        let text = format!(
+            "{}\n[[plugin]]\nname = \"p\"\n\n[[inputs]]\nname = \"x\"\n",
+            base("", "", "")
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("unknown field `plugin`: Wasm plugins are not supported"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("unknown field `inputs` (did you mean \"input\"?)"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn single_bracket_sections_are_explained() {
+        let text = "[input]\nname = \"x\"\nkind = \"http\"\n";
+        let got = problems(text);
+        assert!(
+            got[0].contains("t.toml:1:1: write `[[input]]` (two brackets)"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn missing_sections_are_each_reported() {
+        let got = problems("[router]\nname = \"x\"\n");
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got.iter().all(|p| p.starts_with("t.toml: no [[")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_sections() {
+        let text = base("", "", "").replace("name = \"r\"", "name = \"in\"");
+        let got = problems(&text);
+        assert_one(
+            &got,
+            "t.toml:14:8: route \"in\": name \"in\" is already used by input \"in\" (line 2)",
+        );
+    }
+
+    #[test]
+    fn bad_names() {
+        let text = base("", "", "").replace("name = \"out\"", "name = \"bad name\"");
+        let got = problems(&text);
+        // The name is reported once, and the route's reference to "out" is undefined.
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("output #1: name: \"bad name\" is not a valid name"),
+            "{got:#?}"
+        );
+        assert!(got[1].contains("output \"out\" is not defined"), "{got:#?}");
+    }
+
+    #[test]
+    fn a_broken_output_is_not_also_undefined() {
+        let got = problems(&base("", "send_hwm = \"lots\"", ""));
+        assert_one(
+            &got,
+            "t.toml:11:12: output \"out\": invalid type: string \"lots\", expected i64",
+        );
+        let got = problems(&base("", "mystery = 1", ""));
+        assert_one(&got, "unknown field `mystery`");
+    }
+
+    #[test]
+    fn routes_send_to_outputs_only() {
+        let got = problems(
+            &base("", "", "").replace("to = [\"out\"]", "to = [\"in\", \"out\", \"out\"]"),
+        );
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("to: \"in\" is an input (line 2); a route sends to outputs"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("output \"out\" is listed twice"),
+            "{got:#?}"
+        );
+        let got = problems(&base("", "", "").replace("to = [\"out\"]", "to = []"));
+        assert_one(&got, "to: lists no output");
+    }
+}

@@ -1,0 +1,577 @@
+//! The HTTP publish input.
+//!
+//! - `POST /v1/publish/{topic}`: the raw body is the payload. Attributes come
+//!   from `X-Attr-<name>` headers (names arrive lowercased; values must be
+//!   UTF-8; a repeated name is an error); `X-Priority: 0`..`9` sets the
+//!   priority. The topic is the rest of the path, percent-decoded.
+//! - `POST /v1/publish`: a JSON body (`Content-Type: application/json` or
+//!   `...+json`, or none) holding one message or a batch; see
+//!   `ingress/http/json.rs` for the fields.
+//!
+//! Answers:
+//! - `202 Accepted`, `{"ids": ["<32 hex digits>", ...]}`: every message was
+//!   admitted; the ids are in request order.
+//! - `503 BACKPRESSURE` with `Retry-After`: a route with `when_full =
+//!   "block"` stayed full for the block timeout. The error body's `ids`
+//!   lists the messages admitted before the refusal (a prefix of the
+//!   request); the rest were not accepted and may be retried. `503
+//!   SHUTTING_DOWN` has the same shape.
+//! - `400`/`413`/`415`/`408` errors (see [`crate::http::Error`]): nothing of
+//!   the request was accepted.
+//!
+//! An accepted message is always reported: the offer to the sink runs in a
+//! tracked task that completes and counts even if the client hangs up.
+//!
+//! Metrics: `switchyard_input_messages_total{input}` (admitted messages) and
+//! `switchyard_input_rejected_total{input,reason}`; a request refused before
+//! its messages could be counted (bad JSON, too large, ...) counts once,
+//! refusals by the sink count each refused message. Reasons: `too_large`,
+//! `bad_json`, `bad_topic`, `bad_attribute`, `bad_priority`, `bad_payload`,
+//! `bad_request`, `unsupported_media_type`, `timeout`, `backpressure`,
+//! `shutting_down`.
+
+mod json;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::{IntCounter, IntCounterVec};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Refusal, Sink};
+use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
+use crate::pipeline::{Attributes, Message, MessageId, Publisher, Topic};
+
+/// Settings of one HTTP input.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The input's name: [`Publisher::input`] of its messages and the
+    /// `input`/`listener` label of its metrics.
+    pub name: String,
+    /// The address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The largest request body accepted, in bytes (default 1 MiB).
+    pub max_body: usize,
+    /// How long a client may take to send request headers; also the
+    /// keep-alive idle timeout (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive (default 30 s).
+    pub body_timeout: Duration,
+    /// The most messages one JSON batch may hold (default 1000).
+    pub max_batch: usize,
+    /// How long a publish waits for room in a full `block` route before
+    /// answering 503 (default 1 s). Also the `Retry-After` it suggests.
+    pub block_timeout: Duration,
+    /// Connections served at once (default 1024).
+    pub max_connections: usize,
+    /// On shutdown, how long requests in flight may take (default 5 s).
+    /// Keep it above `block_timeout`, so a publish waiting out backpressure
+    /// can still tell its client which messages were admitted.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Default for [`Config::max_body`].
+    pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+    /// Default for [`Config::body_timeout`].
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default for [`Config::max_batch`].
+    pub const DEFAULT_MAX_BATCH: usize = 1000;
+    /// Default for [`Config::block_timeout`].
+    pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// An input named `name` on `listen` with default limits.
+    pub fn new(name: impl Into<String>, listen: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            max_body: Self::DEFAULT_MAX_BODY,
+            header_timeout: http::Config::DEFAULT_HEADER_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
+            max_connections: http::Config::DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace: http::Config::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// The metric families an HTTP input counts into. Register once per
+/// registry and share (clone) among HTTP inputs. The two `input` families
+/// are the ones every input kind uses: if another module registers them
+/// first, build this struct from its families (the fields are public)
+/// instead of calling [`Metrics::register`].
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `switchyard_input_messages_total{input}`.
+    pub messages: IntCounterVec,
+    /// `switchyard_input_rejected_total{input,reason}`.
+    pub rejected: IntCounterVec,
+    /// The HTTP listener families.
+    pub http: http::Metrics,
+}
+
+impl Metrics {
+    /// The input families shared by every input kind, plus the listener
+    /// families registered once per registry with
+    /// [`http::Metrics::register`] and shared with the admin listener.
+    pub fn new(inputs: &super::Metrics, http: &http::Metrics) -> Self {
+        Self {
+            messages: inputs.messages.clone(),
+            rejected: inputs.rejected.clone(),
+            http: http.clone(),
+        }
+    }
+}
+
+/// Why a publish was refused: the `reason` label, a bounded set.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    TooLarge,
+    BadJson,
+    BadTopic,
+    BadAttribute,
+    BadPriority,
+    BadPayload,
+    BadRequest,
+    UnsupportedMediaType,
+    Timeout,
+    Backpressure,
+    ShuttingDown,
+}
+
+impl Reason {
+    const ALL: [Self; 11] = [
+        Self::TooLarge,
+        Self::BadJson,
+        Self::BadTopic,
+        Self::BadAttribute,
+        Self::BadPriority,
+        Self::BadPayload,
+        Self::BadRequest,
+        Self::UnsupportedMediaType,
+        Self::Timeout,
+        Self::Backpressure,
+        Self::ShuttingDown,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::BadJson => "bad_json",
+            Self::BadTopic => "bad_topic",
+            Self::BadAttribute => "bad_attribute",
+            Self::BadPriority => "bad_priority",
+            Self::BadPayload => "bad_payload",
+            Self::BadRequest => "bad_request",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Timeout => "timeout",
+            Self::Backpressure => "backpressure",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The reason a failed request counts under, once. `None` for requests
+    /// that were not a publish (404, 405) and for sink refusals, which are
+    /// counted per message where the offer ends.
+    fn of(e: &Error) -> Option<Self> {
+        Some(match e {
+            Error::PayloadTooLarge { .. } | Error::BatchTooLarge { .. } => Self::TooLarge,
+            Error::InvalidJson(_) => Self::BadJson,
+            Error::InvalidTopic { .. } => Self::BadTopic,
+            Error::InvalidAttribute { .. } => Self::BadAttribute,
+            Error::InvalidPriority { .. } => Self::BadPriority,
+            Error::InvalidPayload { .. } => Self::BadPayload,
+            Error::BadRequest(_) | Error::BodyRead(_) => Self::BadRequest,
+            Error::UnsupportedMediaType { .. } => Self::UnsupportedMediaType,
+            Error::BodyTimeout { .. } => Self::Timeout,
+            Error::NotFound { .. }
+            | Error::MethodNotAllowed { .. }
+            | Error::Backpressure { .. }
+            | Error::ShuttingDown { .. }
+            | Error::TooManyRequests { .. }
+            | Error::NotReady
+            | Error::Internal(_)
+            | Error::Bind { .. } => return None,
+        })
+    }
+}
+
+/// One input's counters, resolved when it is bound.
+#[derive(Debug)]
+struct Counters {
+    messages: IntCounter,
+    rejected: [IntCounter; Reason::ALL.len()],
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, input: &str) -> Self {
+        Self {
+            messages: metrics.messages.with_label_values(&[input]),
+            rejected: Reason::ALL.map(|r| metrics.rejected.with_label_values(&[input, r.label()])),
+        }
+    }
+
+    fn rejected(&self, reason: Reason) -> &IntCounter {
+        &self.rejected[reason as usize]
+    }
+}
+
+/// A bound HTTP input. [`HttpInput::run`] serves it until shutdown.
+pub struct HttpInput {
+    server: http::Server,
+    name: Arc<str>,
+    sink: Arc<dyn Sink>,
+    limits: BodyLimits,
+    max_batch: usize,
+    block_timeout: Duration,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for HttpInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpInput")
+            .field("name", &self.name)
+            .field("local_addr", &self.server.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpInput {
+    /// Binds `config.listen`; messages will be offered to `sink`.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when the address cannot be bound.
+    pub async fn bind(
+        config: Config,
+        sink: Arc<dyn Sink>,
+        metrics: &Metrics,
+    ) -> Result<Self, Error> {
+        let server_config = http::Config {
+            name: config.name.clone(),
+            listen: config.listen,
+            max_connections: config.max_connections,
+            header_timeout: config.header_timeout,
+            shutdown_grace: config.shutdown_grace,
+        };
+        let server = http::Server::bind(server_config, &metrics.http).await?;
+        Ok(Self {
+            server,
+            counters: Arc::new(Counters::new(metrics, &config.name)),
+            name: Arc::from(config.name),
+            sink,
+            limits: BodyLimits {
+                max: config.max_body,
+                timeout: config.body_timeout,
+            },
+            max_batch: config.max_batch.max(1),
+            block_timeout: config.block_timeout,
+        })
+    }
+
+    /// The address bound (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves publishes until `shutdown` is cancelled. From then on, no
+    /// new message is offered (`503 SHUTTING_DOWN`); requests in flight
+    /// finish within the shutdown grace; the returned future resolves when
+    /// every offer has completed, so the pipeline can drain after it.
+    pub async fn run(self, shutdown: CancellationToken) -> Stopped {
+        let publish = Arc::new(Publish {
+            name: self.name,
+            sink: self.sink,
+            limits: self.limits,
+            max_batch: self.max_batch,
+            block_timeout: self.block_timeout,
+            counters: self.counters,
+            shutdown: shutdown.clone(),
+            tasks: self.server.tasks().clone(),
+        });
+        self.server.run(publish, shutdown).await
+    }
+}
+
+/// The request handler of a running input.
+struct Publish {
+    name: Arc<str>,
+    sink: Arc<dyn Sink>,
+    limits: BodyLimits,
+    max_batch: usize,
+    block_timeout: Duration,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+const PUBLISH: &str = "/v1/publish";
+const PUBLISH_TOPIC: &str = "/v1/publish/";
+const X_PRIORITY: &str = "x-priority";
+const X_ATTR: &str = "x-attr-";
+
+impl Handler for Publish {
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        let path = request.uri().path();
+        let result = if path == PUBLISH {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            self.publish_json(request, peer).await
+        } else if let Some(topic) = path.strip_prefix(PUBLISH_TOPIC) {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            let topic = percent_decode(topic);
+            self.publish_raw(topic, request, peer).await
+        } else {
+            return Err(Error::NotFound {
+                path: path.to_owned(),
+            });
+        };
+        if let Err(e) = &result
+            && let Some(reason) = Reason::of(e)
+        {
+            self.counters.rejected(reason).inc();
+        }
+        result
+    }
+}
+
+fn not_allowed(method: &Method) -> Error {
+    Error::MethodNotAllowed {
+        method: method.clone(),
+        allow: "POST",
+    }
+}
+
+impl Publish {
+    async fn publish_raw(
+        &self,
+        topic: Result<Bytes, Error>,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        // Everything the headers decide is checked before the body is read.
+        let topic = Topic::new(topic?).map_err(|source| Error::InvalidTopic {
+            field: "path".into(),
+            source,
+        })?;
+        let (attributes, priority) = header_fields(request.headers())?;
+        let payload = http::read_body(request.into_body(), &self.limits).await?;
+        let mut message = Message::new(topic, payload, self.publisher(peer));
+        message.attributes = attributes;
+        message.priority = priority;
+        self.offer(vec![message]).await
+    }
+
+    async fn publish_json(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE)
+            && !is_json(content_type)
+        {
+            return Err(Error::UnsupportedMediaType {
+                found: String::from_utf8_lossy(content_type.as_bytes()).into_owned(),
+                expected: "application/json",
+            });
+        }
+        let body = http::read_body(request.into_body(), &self.limits).await?;
+        let batch = json::decode(&body, &self.publisher(peer), self.max_batch)?;
+        self.offer(batch).await
+    }
+
+    fn publisher(&self, peer: &Peer) -> Publisher {
+        Publisher {
+            input: self.name.clone(),
+            peer: peer.name.clone(),
+        }
+    }
+
+    /// Offers `batch` to the sink and answers with the ids admitted.
+    async fn offer(&self, batch: Vec<Message>) -> Result<Response<Body>, Error> {
+        let count = batch.len();
+        if self.shutdown.is_cancelled() {
+            self.counters
+                .rejected(Reason::ShuttingDown)
+                .inc_by(count as u64);
+            return Err(Error::ShuttingDown {
+                admitted: Vec::new(),
+                refused: count,
+            });
+        }
+        let mut ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
+        let deadline = Instant::now() + self.block_timeout;
+        let sink = self.sink.clone();
+        let counters = self.counters.clone();
+        // The offer is not cancel safe and a client may hang up while it
+        // waits: run it to completion in a tracked task, which also counts.
+        let offered = self
+            .tasks
+            .spawn(async move {
+                let offered = sink.offer(batch, Some(deadline)).await;
+                let admitted = offered.admitted.min(count);
+                counters.messages.inc_by(admitted as u64);
+                if admitted < count {
+                    let reason = match offered.refusal {
+                        Some(Refusal::ShuttingDown) => Reason::ShuttingDown,
+                        Some(Refusal::Backpressure) | None => Reason::Backpressure,
+                    };
+                    counters.rejected(reason).inc_by((count - admitted) as u64);
+                }
+                offered
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("the offer to the router failed: {e}")))?;
+        let admitted = offered.admitted.min(count);
+        ids.truncate(admitted);
+        if admitted == count {
+            return Ok(http::ids_response(StatusCode::ACCEPTED, &ids));
+        }
+        let refused = count - admitted;
+        Err(match offered.refusal {
+            Some(Refusal::ShuttingDown) => Error::ShuttingDown {
+                admitted: ids,
+                refused,
+            },
+            Some(Refusal::Backpressure) | None => Error::Backpressure {
+                retry_after: self.block_timeout,
+                admitted: ids,
+                refused,
+            },
+        })
+    }
+}
+
+/// `X-Attr-*` attributes and the `X-Priority` of a raw publish.
+fn header_fields(headers: &HeaderMap) -> Result<(Attributes, u8), Error> {
+    let mut attributes = Attributes::new();
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix(X_ATTR) else {
+            continue;
+        };
+        let invalid = |reason| Error::InvalidAttribute {
+            field: name.as_str().to_owned(),
+            reason,
+        };
+        if key.is_empty() {
+            return Err(invalid("attribute names must not be empty"));
+        }
+        let value =
+            std::str::from_utf8(value.as_bytes()).map_err(|_| invalid("value is not UTF-8"))?;
+        if attributes
+            .insert(key.to_owned(), value.to_owned())
+            .is_some()
+        {
+            return Err(invalid("attribute given more than once"));
+        }
+    }
+    let mut priorities = headers.get_all(X_PRIORITY).iter();
+    let priority = match (priorities.next(), priorities.next()) {
+        (None, _) => Message::DEFAULT_PRIORITY,
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|p| *p <= Message::MAX_PRIORITY)
+            .ok_or_else(|| Error::InvalidPriority {
+                field: "X-Priority".into(),
+            })?,
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidPriority {
+                field: "X-Priority (given more than once)".into(),
+            });
+        }
+    };
+    Ok((attributes, priority))
+}
+
+/// Whether a `Content-Type` names JSON (`application/json`, `...+json`).
+fn is_json(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let media = text.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        || media
+            .get(media.len().saturating_sub(5)..)
+            .is_some_and(|tail| media.len() > 5 && tail.eq_ignore_ascii_case("+json"))
+}
+
+/// Percent-decodes a path segment (the topic of a raw publish).
+fn percent_decode(raw: &str) -> Result<Bytes, Error> {
+    if !raw.contains('%') {
+        return Ok(Bytes::copy_from_slice(raw.as_bytes()));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+            match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                _ => {
+                    return Err(Error::BadRequest(
+                        "path: malformed percent-encoding in the topic".into(),
+                    ));
+                }
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod socket_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_counters() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{}", reason.label());
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        for (value, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/cloudevents+json", true),
+            ("+json", false),
+            ("text/plain", false),
+            ("application/jsonx", false),
+        ] {
+            assert_eq!(is_json(&HeaderValue::from_static(value)), json, "{value}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a.b").expect("plain"), "a.b");
+        assert_eq!(percent_decode("a%2Eb%20").expect("escaped"), "a.b ");
+        assert!(percent_decode("a%2").is_err());
+        assert!(percent_decode("a%g0").is_err());
+    }
+}

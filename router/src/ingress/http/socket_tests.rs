@@ -1,0 +1,587 @@
+//! Socket tests of the HTTP input: real connections on 127.0.0.1 port 0
+//! against a fake [`Sink`].
+
+use crate::metrics::Registry;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
+
+use super::*;
+use crate::http::testing::{DEADLINE, connect, metric, read_reply, request, send};
+use crate::ingress::Offered;
+
+/// A sink that admits up to `room` messages, then refuses with
+/// `refusal` (waiting for the deadline first, as a full `block` route
+/// does). With a `gate`, each offer first waits for a permit.
+struct FakeSink {
+    received: Mutex<Vec<Message>>,
+    room: AtomicUsize,
+    refusal: Refusal,
+    started: Notify,
+    gate: Option<Semaphore>,
+}
+
+impl FakeSink {
+    fn new(room: usize, refusal: Refusal) -> Arc<Self> {
+        Arc::new(Self {
+            received: Mutex::new(Vec::new()),
+            room: AtomicUsize::new(room),
+            refusal,
+            started: Notify::new(),
+            gate: None,
+        })
+    }
+
+    fn open() -> Arc<Self> {
+        Self::new(usize::MAX, Refusal::Backpressure)
+    }
+
+    fn received(&self) -> Vec<Message> {
+        self.received.lock().expect("sink lock").clone()
+    }
+}
+
+impl Sink for FakeSink {
+    fn offer(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+    ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            let mut admitted = 0;
+            for message in batch {
+                let took = self
+                    .room
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
+                if took.is_err() {
+                    if self.refusal == Refusal::Backpressure
+                        && let Some(deadline) = deadline
+                    {
+                        tokio::time::sleep_until(deadline).await;
+                    }
+                    return Offered {
+                        admitted,
+                        refusal: Some(self.refusal),
+                    };
+                }
+                self.received.lock().expect("sink lock").push(message);
+                admitted += 1;
+            }
+            Offered {
+                admitted,
+                refusal: None,
+            }
+        })
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    registry: Registry,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Stopped>,
+}
+
+impl Running {
+    fn metric(&self, series: &str) -> f64 {
+        metric(&self.registry.encode(), series).unwrap_or(0.0)
+    }
+
+    async fn stop(self) -> Stopped {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("input stops")
+            .expect("input task")
+    }
+}
+
+async fn start(sink: Arc<FakeSink>, tweak: impl FnOnce(&mut Config)) -> Running {
+    let registry = Registry::new();
+    let metrics = Metrics::new(
+        &crate::ingress::Metrics::register(&registry),
+        &http::Metrics::register(&registry),
+    );
+    let mut config = Config::new("api", "127.0.0.1:0".parse().expect("address"));
+    tweak(&mut config);
+    let input = HttpInput::bind(config, sink, &metrics).await.expect("bind");
+    let addr = input.local_addr();
+    assert_ne!(addr.port(), 0);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(input.run(shutdown.clone()));
+    Running {
+        addr,
+        registry,
+        shutdown,
+        task,
+    }
+}
+
+fn ids(reply: &serde_json::Value) -> Vec<String> {
+    reply["ids"]
+        .as_array()
+        .expect("ids array")
+        .iter()
+        .map(|id| id.as_str().expect("id string").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn raw_publish_takes_body_attributes_and_priority() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |_| {}).await;
+    let reply = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish/sensors.line%31.temp",
+            &[
+                ("X-Attr-Site", "42"),
+                ("x-attr-Unit", "°C"),
+                ("X-Priority", "7"),
+            ],
+            b"21.5",
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{:?}", reply);
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(ids(&reply.json()), vec![m.id.to_string()]);
+    assert_eq!(m.topic.as_str(), "sensors.line1.temp");
+    assert_eq!(&m.payload[..], b"21.5");
+    assert_eq!(m.priority, 7);
+    assert_eq!(m.attributes.len(), 2);
+    assert_eq!(m.attributes["site"], "42");
+    assert_eq!(m.attributes["unit"], "°C");
+    assert_eq!(&*m.publisher.input, "api");
+    assert!(m.publisher.peer.starts_with("127.0.0.1:"));
+    assert_eq!(
+        running.metric(r#"switchyard_input_messages_total{input="api"}"#),
+        1.0
+    );
+    assert_eq!(
+        running.metric(r#"switchyard_http_requests_total{listener="api",status="202"}"#),
+        1.0
+    );
+    assert_eq!(running.stop().await.connections_cut, 0);
+}
+
+#[tokio::test]
+async fn json_publish_single_and_batch() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |_| {}).await;
+    let json = [("Content-Type", "application/json; charset=utf-8")];
+    let reply = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish",
+            &json,
+            br#"{"topic":"a.b","payload":{"v":1},"attributes":{"k":"v"},"priority":2}"#,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{:?}", reply);
+    let single = ids(&reply.json());
+
+    let reply = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish",
+            &[],
+            br#"{"messages":[{"topic":"x","payload":"one"},{"topic":"y","payload_base64":"dHdv"},{"topic":"z"}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{:?}", reply);
+    let batch = ids(&reply.json());
+
+    let got = sink.received();
+    let got_ids: Vec<String> = got.iter().map(|m| m.id.to_string()).collect();
+    assert_eq!(got_ids, [single, batch].concat());
+    assert_eq!(&got[0].payload[..], br#"{"v":1}"#);
+    assert_eq!(got[0].priority, 2);
+    assert_eq!(got[0].attributes["k"], "v");
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["a.b", "x", "y", "z"]);
+    assert_eq!(&got[1].payload[..], b"one");
+    assert_eq!(&got[2].payload[..], b"two");
+    assert!(got[3].payload.is_empty());
+    assert_eq!(
+        running.metric(r#"switchyard_input_messages_total{input="api"}"#),
+        4.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_are_counted() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.max_batch = 2).await;
+    let json = [("Content-Type", "application/json")];
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            request("POST", "/v1/publish", &json, b"{\"topic\":"),
+            400,
+            "INVALID_JSON",
+        ),
+        (
+            request("POST", "/v1/publish", &json, br#"{"topic":"a..b"}"#),
+            400,
+            "INVALID_TOPIC",
+        ),
+        (
+            request("POST", "/v1/publish/a.*", &[], b"x"),
+            400,
+            "INVALID_TOPIC",
+        ),
+        (
+            request("POST", "/v1/publish/a%zz", &[], b"x"),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            request("POST", "/v1/publish/a", &[("X-Priority", "10")], b"x"),
+            400,
+            "INVALID_PRIORITY",
+        ),
+        (
+            request("POST", "/v1/publish/a", &[("X-Attr-", "x")], b"x"),
+            400,
+            "INVALID_ATTRIBUTE",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/publish",
+                &json,
+                br#"{"topic":"a","attributes":{"n":1}}"#,
+            ),
+            400,
+            "INVALID_ATTRIBUTE",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/publish",
+                &json,
+                br#"{"messages":[{"topic":"a"},{"topic":"a"},{"topic":"a"}]}"#,
+            ),
+            413,
+            "BATCH_TOO_LARGE",
+        ),
+        (
+            request(
+                "POST",
+                "/v1/publish",
+                &[("Content-Type", "text/plain")],
+                b"{}",
+            ),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            request("GET", "/v1/publish", &[], b""),
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (request("POST", "/v2/elsewhere", &[], b""), 404, "NOT_FOUND"),
+    ];
+    for (raw, status, code) in cases {
+        let reply = send(running.addr, &raw).await;
+        let what = String::from_utf8_lossy(&raw[..raw.len().min(60)]).into_owned();
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{what}"
+        );
+        let body = reply.json();
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        if status == 405 {
+            assert_eq!(reply.header("allow"), Some("POST"));
+        }
+    }
+    assert!(sink.received().is_empty());
+    let rejected = |reason: &str| {
+        running.metric(&format!(
+            r#"switchyard_input_rejected_total{{input="api",reason="{reason}"}}"#
+        ))
+    };
+    assert_eq!(rejected("bad_json"), 1.0);
+    assert_eq!(rejected("bad_topic"), 2.0);
+    assert_eq!(rejected("bad_request"), 1.0);
+    assert_eq!(rejected("bad_priority"), 1.0);
+    assert_eq!(rejected("bad_attribute"), 2.0);
+    assert_eq!(rejected("too_large"), 1.0);
+    assert_eq!(rejected("unsupported_media_type"), 1.0);
+    assert_eq!(
+        running.metric(r#"switchyard_http_requests_total{listener="api",status="400"}"#),
+        7.0
+    );
+    assert_eq!(
+        running.metric(r#"switchyard_input_messages_total{input="api"}"#),
+        0.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn huge_content_length_is_refused_without_reading_the_body() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.max_body = 1024).await;
+    let stream = connect(running.addr).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // Claim 10 GiB, then keep sending (up to 256 MiB) while reading the
+    // answer: the server must answer without waiting for the body.
+    const PUMP: usize = 256 << 20;
+    let pump = tokio::spawn(async move {
+        let head =
+            "POST /v1/publish/big HTTP/1.1\r\nHost: test\r\nContent-Length: 10737418240\r\n\r\n";
+        writer.write_all(head.as_bytes()).await.expect("head");
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < PUMP {
+            match writer.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let reply = read_reply(&mut reader).await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert_eq!(reply.header("connection"), Some("close"));
+    drop(reader);
+    let sent = tokio::time::timeout(DEADLINE, pump)
+        .await
+        .expect("the server closed the connection, ending the pump")
+        .expect("pump task");
+    assert!(sent < PUMP, "the server kept reading the body");
+    assert!(sink.received().is_empty());
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="too_large"}"#),
+        1.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn expect_continue_with_a_huge_body_gets_413_not_100() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.max_body = 1024).await;
+    let reply = send(
+        running.addr,
+        b"POST /v1/publish/big HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 10737418240\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_refused_while_streaming() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.max_body = 1024).await;
+    // No Content-Length: the limit can only be enforced as chunks arrive.
+    let mut raw =
+        b"POST /v1/publish/big HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"200\r\n");
+        raw.extend_from_slice(&[b'x'; 0x200]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    let reply = send(running.addr, &raw).await;
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "PAYLOAD_TOO_LARGE");
+    assert!(sink.received().is_empty());
+
+    // A chunked body within the limit is accepted whole.
+    let mut raw = b"POST /v1/publish/ok HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for part in [&b"hello "[..], b"chunked ", b"world"] {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let reply = send(running.addr, &raw).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(&sink.received()[0].payload[..], b"hello chunked world");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_headers_are_cut_at_the_header_timeout() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.header_timeout = Duration::from_secs(2)).await;
+    let stream = connect(running.addr).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // A slowloris client: one header byte every 100 ms, never done.
+    let mut head = b"POST /v1/publish/a HTTP/1.1\r\nHost: test\r\n".to_vec();
+    head.extend_from_slice(b"X-Attr-Padding: ");
+    head.extend_from_slice(&[b'p'; 400]);
+    let total = head.len();
+    let trickle = tokio::spawn(async move {
+        let mut sent = 0;
+        for byte in head {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    });
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(DEADLINE, reader.read(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected the connection closed without a response, got {read:?}"
+    );
+    drop(reader);
+    let sent = tokio::time::timeout(DEADLINE, trickle)
+        .await
+        .expect("trickle ends")
+        .expect("trickle task");
+    assert!(sent < total, "the whole head was sent ({sent} bytes)");
+    assert_eq!(
+        running.metric(
+            r#"switchyard_http_connection_errors_total{listener="api",reason="header_timeout"}"#
+        ),
+        1.0
+    );
+    assert!(sink.received().is_empty());
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_body_gets_408() {
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |c| c.body_timeout = Duration::from_secs(3)).await;
+    let mut stream = connect(running.addr).await;
+    stream
+        .write_all(b"POST /v1/publish/a HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhalf")
+        .await
+        .expect("write");
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "REQUEST_TIMEOUT");
+    assert!(sink.received().is_empty());
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="timeout"}"#),
+        1.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn backpressure_answers_503_with_retry_after_and_the_admitted_ids() {
+    // Room for one message; the sink then holds out until the deadline.
+    let sink = FakeSink::new(1, Refusal::Backpressure);
+    let running = start(sink.clone(), |c| {
+        c.block_timeout = Duration::from_millis(50)
+    })
+    .await;
+    let reply = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish",
+            &[],
+            br#"{"messages":[{"topic":"a"},{"topic":"b"},{"topic":"c"}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], "BACKPRESSURE");
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(ids(&body["error"]), vec![got[0].id.to_string()]);
+    assert_eq!(
+        running.metric(r#"switchyard_input_messages_total{input="api"}"#),
+        1.0
+    );
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="backpressure"}"#),
+        2.0
+    );
+
+    // A raw publish that gets nothing in: 503 with an empty id list.
+    let reply = send(running.addr, &request("POST", "/v1/publish/d", &[], b"x")).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.json()["error"]["ids"], serde_json::json!([]));
+    assert_eq!(
+        running.metric(r#"switchyard_http_requests_total{listener="api",status="503"}"#),
+        2.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_sink_shutting_down_answers_503_shutting_down() {
+    let sink = FakeSink::new(0, Refusal::ShuttingDown);
+    let running = start(sink.clone(), |_| {}).await;
+    let reply = send(running.addr, &request("POST", "/v1/publish/a", &[], b"x")).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), None);
+    assert_eq!(reply.json()["error"]["code"], "SHUTTING_DOWN");
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="shutting_down"}"#),
+        1.0
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_then_stops_accepting() {
+    let mut sink = FakeSink::new(usize::MAX, Refusal::Backpressure);
+    Arc::get_mut(&mut sink).expect("sole owner").gate = Some(Semaphore::new(0));
+    let running = start(sink.clone(), |_| {}).await;
+    let addr = running.addr;
+    let in_flight =
+        tokio::spawn(
+            async move { send(addr, &request("POST", "/v1/publish/a", &[], b"last")).await },
+        );
+    // Once the offer is under way, shut down, then let the offer finish.
+    tokio::time::timeout(DEADLINE, sink.started.notified())
+        .await
+        .expect("offer starts");
+    running.shutdown.cancel();
+    sink.gate.as_ref().expect("gate").add_permits(1);
+    let reply = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("reply in time")
+        .expect("client task");
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(sink.received().len(), 1);
+    let stopped = tokio::time::timeout(DEADLINE, running.task)
+        .await
+        .expect("input stops")
+        .expect("input task");
+    assert_eq!(stopped.connections_cut, 0);
+    // The listener is gone.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

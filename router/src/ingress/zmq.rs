@@ -1,0 +1,204 @@
+//! ZeroMQ inputs: `zmq-sub` (publishers connect with PUB, or the router
+//! connects to them) and `zmq-pull` (producers PUSH). Both read batches from
+//! their socket, decode each message with the input's envelope and offer the
+//! batch to the pipeline with no deadline: while a `block` route is full,
+//! the input stops reading, its socket's inbound buffer fills, and its
+//! connections stop reading from their peers (TCP backpressure).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::IntCounter;
+use tokio_util::sync::CancellationToken;
+
+use super::{Metrics, Refusal, Sink};
+use crate::envelope::{self, Envelope};
+use crate::pipeline::{Message, Publisher};
+use crate::zmtp::connection::{PeerId, Received};
+use crate::zmtp::pull::PullSocket;
+use crate::zmtp::sub::SubSocket;
+
+/// Most messages read from the socket and offered as one batch.
+const BATCH: usize = 256;
+/// Peer names cached before the cache is cleared (peers come and go).
+const PEER_NAME_CACHE: usize = 4096;
+
+/// The socket a ZeroMQ input reads from.
+#[derive(Debug)]
+pub enum Socket {
+    /// Subscriber side, facing PUB/XPUB publishers.
+    Sub(SubSocket),
+    /// PULL side, facing PUSH producers.
+    Pull(PullSocket),
+}
+
+impl Socket {
+    async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
+        match self {
+            Self::Sub(s) => s.recv_many(buf, max).await,
+            Self::Pull(s) => s.recv_many(buf, max).await,
+        }
+    }
+
+    async fn stop_reading(&mut self) {
+        match self {
+            Self::Sub(s) => s.stop_reading().await,
+            Self::Pull(s) => s.stop_reading().await,
+        }
+    }
+
+    /// Connected peers.
+    pub fn peer_count(&self) -> usize {
+        match self {
+            Self::Sub(s) => s.peer_count(),
+            Self::Pull(s) => s.peer_count(),
+        }
+    }
+}
+
+/// Counters of one ZeroMQ input, resolved once.
+#[derive(Debug, Clone)]
+struct Counters {
+    accepted: IntCounter,
+    bad_envelope: IntCounter,
+    bad_topic: IntCounter,
+    bad_attributes: IntCounter,
+    shutting_down: IntCounter,
+    backpressure: IntCounter,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, input: &str) -> Self {
+        let rejected = |reason: &str| metrics.rejected.with_label_values(&[input, reason]);
+        Self {
+            accepted: metrics.messages.with_label_values(&[input]),
+            bad_envelope: rejected("bad_envelope"),
+            bad_topic: rejected("bad_topic"),
+            bad_attributes: rejected("bad_attributes"),
+            shutting_down: rejected("shutting_down"),
+            backpressure: rejected("backpressure"),
+        }
+    }
+
+    fn rejected(&self, error: &envelope::Error) -> &IntCounter {
+        match error {
+            envelope::Error::Topic(_) => &self.bad_topic,
+            envelope::Error::Attributes(_) => &self.bad_attributes,
+            envelope::Error::FrameCount { .. } | envelope::Error::NoSeparator => &self.bad_envelope,
+        }
+    }
+}
+
+/// A running `zmq-sub` or `zmq-pull` input.
+pub struct ZmqInput {
+    name: Arc<str>,
+    socket: Socket,
+    envelope: Envelope,
+    sink: Arc<dyn Sink>,
+    counters: Counters,
+    peers: HashMap<PeerId, Arc<str>>,
+}
+
+impl std::fmt::Debug for ZmqInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZmqInput")
+            .field("name", &self.name)
+            .field("envelope", &self.envelope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZmqInput {
+    /// An input named `name` reading `socket` (already bound or connecting).
+    pub fn new(
+        name: &str,
+        socket: Socket,
+        envelope: Envelope,
+        sink: Arc<dyn Sink>,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            name: Arc::from(name),
+            socket,
+            envelope,
+            sink,
+            counters: Counters::new(metrics, name),
+            peers: HashMap::new(),
+        }
+    }
+
+    fn publisher(&mut self, peer: PeerId) -> Publisher {
+        if self.peers.len() >= PEER_NAME_CACHE {
+            self.peers.clear();
+        }
+        let name = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Arc::from(peer.to_string()));
+        Publisher {
+            input: Arc::clone(&self.name),
+            peer: Arc::clone(name),
+        }
+    }
+
+    /// Reads, decodes and offers until `stop` is cancelled. Then it closes
+    /// the socket (no more reads from the wire) and still offers what the
+    /// socket had already buffered, so nothing read from a peer is lost by
+    /// the shutdown; the pipeline refuses it only once it stops intake, and
+    /// such refusals are counted (`rejected{reason="shutting_down"}`).
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut received = Vec::with_capacity(BATCH);
+        let mut closing = false;
+        loop {
+            let n = if closing {
+                self.socket.recv_many(&mut received, BATCH).await
+            } else {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        closing = true;
+                        self.socket.stop_reading().await;
+                        continue;
+                    }
+                    n = self.socket.recv_many(&mut received, BATCH) => n,
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let batch = self.decode(&mut received);
+            if batch.is_empty() {
+                continue;
+            }
+            let len = batch.len();
+            let offered = self.sink.offer(batch, None).await;
+            self.counters.accepted.inc_by(offered.admitted as u64);
+            if let Some(refusal) = offered.refusal {
+                let refused = (len - offered.admitted) as u64;
+                match refusal {
+                    Refusal::ShuttingDown => self.counters.shutting_down.inc_by(refused),
+                    Refusal::Backpressure => self.counters.backpressure.inc_by(refused),
+                }
+            }
+        }
+        if !closing {
+            self.socket.stop_reading().await;
+        }
+        tracing::debug!(input = %self.name, "input stopped");
+    }
+
+    fn decode(&mut self, received: &mut Vec<Received>) -> Vec<Message> {
+        let mut batch = Vec::with_capacity(received.len());
+        for r in received.drain(..) {
+            let publisher = self.publisher(r.peer);
+            match self.envelope.decode(&r.frames, &publisher) {
+                Ok(message) => batch.push(message),
+                Err(e) => {
+                    self.counters.rejected(&e).inc();
+                    tracing::debug!(input = %self.name, peer = %r.peer, error = %e, "message rejected");
+                }
+            }
+        }
+        batch
+    }
+}

@@ -1,0 +1,545 @@
+//! Admission: what [`Pipeline`] does with a batch an input offers.
+//!
+//! For each message, in order: match it against the route table (none
+//! matched: count it unrouted); if any matching route is `block`, wait for
+//! room on every such route, in route order, holding what it got, and only
+//! then commit the message to all of them; then add it to the drop-policy
+//! routes, where it is always admitted (and perhaps dropped or the cause of
+//! an eviction, counted). So a message is admitted to all of its routes or to
+//! none.
+//!
+//! Drop-policy routes are fed in runs: clones of consecutive messages are
+//! staged per route and pushed with one lock per route per batch, and always
+//! before this offer waits for anything, so earlier messages reach their
+//! queues first. Waiting in route order means two producers never hold room
+//! the other needs, so block routes cannot deadlock.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+use super::message::Message;
+use super::queue::WaitError;
+use super::route::Route;
+use super::runtime::{Inner, Pipeline};
+use super::table::Matches;
+use crate::ingress::{Offered, Refusal, Sink};
+
+impl Sink for Pipeline {
+    fn offer(
+        &self,
+        batch: Vec<Message>,
+        deadline: Option<Instant>,
+    ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
+        Box::pin(self.inner.offer(batch, deadline))
+    }
+}
+
+/// Past this many staged routes, flush before staging another.
+const MAX_RUNS: usize = 32;
+
+/// Clones of messages waiting to be pushed, one run per route.
+struct Stage {
+    runs: Vec<(u32, Vec<(Message, usize)>)>,
+    /// Emptied run buffers kept for reuse within this offer.
+    spare: Vec<Vec<(Message, usize)>>,
+    /// Size for new run buffers: the batch length, so a run never regrows.
+    run_capacity: usize,
+}
+
+impl Stage {
+    fn add(
+        &mut self,
+        routes: &[std::sync::Arc<Route>],
+        route: usize,
+        message: Message,
+        size: usize,
+    ) {
+        let id = route as u32;
+        let at = match self.runs.iter().rposition(|(r, _)| *r == id) {
+            Some(at) => at,
+            None => {
+                if self.runs.len() >= MAX_RUNS {
+                    self.flush(routes);
+                }
+                let buf = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.run_capacity));
+                self.runs.push((id, buf));
+                self.runs.len() - 1
+            }
+        };
+        self.runs[at].1.push((message, size));
+    }
+
+    fn flush(&mut self, routes: &[std::sync::Arc<Route>]) {
+        for (route, mut run) in self.runs.drain(..) {
+            routes[route as usize].push_run(&mut run);
+            self.spare.push(run);
+        }
+    }
+}
+
+/// Releases reserved room if admission of a message is abandoned (timeout,
+/// shutdown, or the offer future dropped).
+struct Reserved<'a> {
+    routes: SmallVec<[&'a Route; 4]>,
+    size: usize,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        for route in self.routes.drain(..) {
+            route.queue.release(self.size);
+        }
+    }
+}
+
+fn refusal(err: WaitError) -> Refusal {
+    match err {
+        WaitError::Timeout { .. } => Refusal::Backpressure,
+        WaitError::Closed { .. } => Refusal::ShuttingDown,
+    }
+}
+
+impl Inner {
+    pub(crate) async fn offer(&self, batch: Vec<Message>, deadline: Option<Instant>) -> Offered {
+        let Some(_active) = self.intake.enter() else {
+            return Offered {
+                admitted: 0,
+                refusal: Some(Refusal::ShuttingDown),
+            };
+        };
+        let mut result = Offered {
+            admitted: batch.len(),
+            refusal: None,
+        };
+        let mut stage = Stage {
+            runs: Vec::new(),
+            spare: Vec::new(),
+            run_capacity: batch.len(),
+        };
+        let mut matches = Matches::new();
+        let mut unrouted = 0u64;
+        for (i, message) in batch.into_iter().enumerate() {
+            if self.intake.is_closed() {
+                result = Offered {
+                    admitted: i,
+                    refusal: Some(Refusal::ShuttingDown),
+                };
+                break;
+            }
+            self.table.matches(&message, &mut matches);
+            if matches.is_empty() {
+                unrouted += 1;
+                continue;
+            }
+            let size = message.size();
+            if matches.iter().any(|r| self.routes[r].blocks()) {
+                stage.flush(&self.routes);
+                if let Err(err) = self
+                    .admit_blocking(&message, size, &matches, deadline)
+                    .await
+                {
+                    result = Offered {
+                        admitted: i,
+                        refusal: Some(refusal(err)),
+                    };
+                    break;
+                }
+            }
+            let mut dropping = matches
+                .iter()
+                .filter(|&r| !self.routes[r].blocks())
+                .peekable();
+            while let Some(route) = dropping.next() {
+                if dropping.peek().is_some() {
+                    stage.add(&self.routes, route, message.clone(), size);
+                } else {
+                    stage.add(&self.routes, route, message, size);
+                    break;
+                }
+            }
+        }
+        stage.flush(&self.routes);
+        if unrouted > 0 {
+            self.metrics.unrouted.inc_by(unrouted);
+        }
+        result
+    }
+
+    /// Admits `message` to every matching block route, or to none.
+    async fn admit_blocking(
+        &self,
+        message: &Message,
+        size: usize,
+        matches: &Matches,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
+        let blocking: SmallVec<[&Route; 4]> = matches
+            .iter()
+            .map(|r| &*self.routes[r])
+            .filter(|r| r.blocks())
+            .collect();
+        let Some((last, firsts)) = blocking.split_last() else {
+            return Ok(());
+        };
+        let mut reserved = Reserved {
+            routes: SmallVec::new(),
+            size,
+        };
+        for route in firsts {
+            route.reserve(size, deadline).await?;
+            reserved.routes.push(route);
+        }
+        // The last one takes the message as soon as there is room; the
+        // reserved ones cannot fail after that.
+        last.push_waiting(message.clone(), size, deadline).await?;
+        for route in reserved.routes.drain(..) {
+            route.commit(message.clone(), size);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::egress::Reject;
+    use crate::metrics::Registry;
+    use crate::pipeline::testing::{
+        DEADLINE, FakeOutput, Mode, assert_conserved, msg, msgs, spec, start, wait_idle,
+        wait_snapshot,
+    };
+    use crate::pipeline::{QueueSpec, RouteSnapshot, WhenFull};
+
+    fn all_admitted(n: usize) -> Offered {
+        Offered {
+            admitted: n,
+            refusal: None,
+        }
+    }
+
+    /// m0 goes in flight to the stalled output, then m1..m9 arrive in one
+    /// batch at a route of capacity 4: 3 more fit.
+    async fn fill_against_stalled(when_full: WhenFull) -> (Pipeline, Arc<FakeOutput>, Registry) {
+        let out = FakeOutput::stalled("out");
+        let (p, reg) = start(vec![spec("r", "t.>", 4, when_full, &["out"])], &[&out]);
+        assert_eq!(p.offer(vec![msg("t.x", 0)], None).await, all_admitted(1));
+        out.wait_arrived(1).await;
+        (p, out, reg)
+    }
+
+    /// The exported series agree with the snapshot (conservation holds on
+    /// `/metrics` too).
+    fn assert_metrics(reg: &Registry, route: &RouteSnapshot) {
+        let text = reg.encode();
+        let name = &route.name;
+        let d = &route.dropped;
+        for line in [
+            format!(
+                "switchyard_route_offered_total{{route=\"{name}\"}} {}",
+                route.offered
+            ),
+            format!(
+                "switchyard_route_messages_total{{outcome=\"delivered\",route=\"{name}\"}} {}",
+                route.delivered
+            ),
+            format!(
+                "switchyard_route_messages_total{{outcome=\"dropped\",route=\"{name}\"}} {}",
+                d.total
+            ),
+            format!(
+                "switchyard_route_dropped_total{{reason=\"queue_full\",route=\"{name}\"}} {}",
+                d.queue_full
+            ),
+            format!(
+                "switchyard_route_queue_depth{{route=\"{name}\"}} {}",
+                route.queue.depth
+            ),
+            format!(
+                "switchyard_route_queue_bytes{{route=\"{name}\"}} {}",
+                route.queue.bytes
+            ),
+            format!(
+                "switchyard_route_backpressure_events_total{{route=\"{name}\"}} {}",
+                route.backpressure_events
+            ),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn drop_newest_against_a_stalled_output() {
+        let (p, out, reg) = fill_against_stalled(WhenFull::DropNewest).await;
+        assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
+        let snap = p.snapshot();
+        let r = &snap.routes[0];
+        assert_eq!((r.offered, r.queue.depth, r.queue.in_flight), (10, 4, 1));
+        assert_eq!((r.dropped.queue_full, r.dropped.total), (6, 6));
+        assert_eq!(r.backpressure_events, 6);
+        assert_conserved(&snap);
+        assert_metrics(&reg, r);
+        out.release();
+        let snap = wait_idle(&p).await;
+        assert_eq!(out.taken(), vec![0, 1, 2, 3]);
+        assert_eq!(snap.routes[0].delivered, 4);
+        assert_conserved(&snap);
+        // The gauges follow the queue right after it empties.
+        let snap =
+            wait_snapshot(&p, |_| reg.encode().contains(r#"queue_depth{route="r"} 0"#)).await;
+        assert_metrics(&reg, &snap.routes[0]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_against_a_stalled_output() {
+        let (p, out, reg) = fill_against_stalled(WhenFull::DropOldest).await;
+        assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
+        let snap = p.snapshot();
+        let r = &snap.routes[0];
+        assert_eq!((r.offered, r.queue.depth, r.dropped.queue_full), (10, 4, 6));
+        assert_conserved(&snap);
+        assert_metrics(&reg, r);
+        out.release();
+        let snap = wait_idle(&p).await;
+        assert_eq!(
+            out.taken(),
+            vec![0, 7, 8, 9],
+            "the in-flight one and the newest three"
+        );
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test]
+    async fn block_holds_the_producer_back_with_bounded_memory() {
+        let out = FakeOutput::stalled("out");
+        let mut s = spec("r", "t.>", 8, WhenFull::Block, &["out"]);
+        s.queue.max_batch = 4;
+        let (p, _reg) = start(vec![s], &[&out]);
+        let producer = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut admitted = 0;
+                for chunk in 0..25u8 {
+                    let batch = msgs("t.x", chunk * 10..chunk * 10 + 10);
+                    let offered = p.offer(batch, None).await;
+                    assert_eq!(offered.refusal, None);
+                    admitted += offered.admitted;
+                }
+                admitted
+            })
+        };
+        // The producer is held back: the queue is full and it waits.
+        let snap = wait_snapshot(&p, |s| s.routes[0].backpressure_events >= 1).await;
+        let r = &snap.routes[0];
+        assert_eq!(r.queue.depth, 8, "bounded: {r:?}");
+        assert!(r.queue.bytes <= 8 * 11);
+        assert!(!producer.is_finished());
+        assert_eq!(r.dropped.total, 0);
+        // Released, everything flows; the depth never passes the bound.
+        out.release();
+        let mut max_depth = 0;
+        while !producer.is_finished() {
+            max_depth = max_depth.max(p.snapshot().routes[0].queue.depth);
+            tokio::task::yield_now().await;
+        }
+        assert!(max_depth <= 8);
+        let admitted = tokio::time::timeout(DEADLINE, producer)
+            .await
+            .expect("producer finishes")
+            .expect("join");
+        assert_eq!(admitted, 250);
+        let snap = wait_idle(&p).await;
+        let r = &snap.routes[0];
+        assert_eq!((r.offered, r.delivered, r.dropped.total), (250, 250, 0));
+        assert_eq!(out.taken(), (0..250).map(|n| n as u8).collect::<Vec<_>>());
+        assert!(r.blocked_seconds >= 0.0);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_refuses_past_the_deadline() {
+        let (p, out, reg) = fill_against_stalled(WhenFull::Block).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let offered = p.offer(msgs("t.x", 1..10), Some(deadline)).await;
+        assert_eq!(
+            offered,
+            Offered {
+                admitted: 3,
+                refusal: Some(Refusal::Backpressure)
+            }
+        );
+        let snap = p.snapshot();
+        let r = &snap.routes[0];
+        assert_eq!((r.offered, r.queue.depth, r.dropped.total), (4, 4, 0));
+        assert_eq!(r.backpressure_events, 1);
+        assert!(r.blocked_seconds >= 2.0);
+        assert_conserved(&snap);
+        assert_metrics(&reg, r);
+        out.release();
+        let snap = wait_idle(&p).await;
+        assert_eq!(out.taken(), vec![0, 1, 2, 3]);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test]
+    async fn one_message_three_routes_shares_the_payload() {
+        let outs = [
+            FakeOutput::new("a"),
+            FakeOutput::new("b"),
+            FakeOutput::new("c"),
+        ];
+        let (p, _reg) = start(
+            vec![
+                spec("all", "plant.>", 10, WhenFull::DropOldest, &["a"]),
+                spec("temps", "plant.*.temp", 10, WhenFull::Block, &["b"]),
+                spec(
+                    "line1",
+                    "plant.line1.temp",
+                    10,
+                    WhenFull::DropNewest,
+                    &["c"],
+                ),
+                spec("other", "other.>", 10, WhenFull::DropNewest, &["c"]),
+            ],
+            &[&outs[0], &outs[1], &outs[2]],
+        );
+        let m = msg("plant.line1.temp", 7);
+        let payload = m.payload.as_ptr();
+        assert_eq!(p.offer(vec![m], None).await, all_admitted(1));
+        let snap = wait_idle(&p).await;
+        for out in &outs {
+            let got = out.messages();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].payload.as_ptr(), payload, "clones share the payload");
+        }
+        let counts: Vec<_> = snap
+            .routes
+            .iter()
+            .map(|r| (r.offered, r.delivered))
+            .collect();
+        assert_eq!(counts, vec![(1, 1), (1, 1), (1, 1), (0, 0)]);
+        assert_eq!(snap.unrouted, 0);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test]
+    async fn attribute_conditions_and_unrouted() {
+        let out = FakeOutput::new("out");
+        let mut site = spec("site42", "t.>", 10, WhenFull::DropNewest, &["out"]);
+        site.attributes.insert("site".into(), "42".into());
+        let (p, _reg) = start(vec![site], &[&out]);
+        let mut yes = msg("t.x", 1);
+        yes.attributes.insert("site".into(), "42".into());
+        let mut no = msg("t.x", 2);
+        no.attributes.insert("site".into(), "43".into());
+        let batch = vec![yes, no, msg("t.x", 3), msg("u.x", 4)];
+        assert_eq!(p.offer(batch, None).await, all_admitted(4));
+        let snap = wait_idle(&p).await;
+        assert_eq!(out.taken(), vec![1]);
+        assert_eq!(snap.unrouted, 3);
+        assert_eq!(snap.routes[0].offered, 1);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_enters_all_its_block_routes_or_none() {
+        let free = FakeOutput::new("free");
+        let stuck = FakeOutput::stalled("stuck");
+        let (p, _reg) = start(
+            vec![
+                spec("a", "t.>", 2, WhenFull::Block, &["free"]),
+                spec("b", "t.>", 1, WhenFull::Block, &["stuck"]),
+                spec("c", "t.>", 10, WhenFull::DropNewest, &["free"]),
+            ],
+            &[&free, &stuck],
+        );
+        assert_eq!(p.offer(vec![msg("t.x", 0)], None).await, all_admitted(1));
+        stuck.wait_arrived(1).await;
+        let deadline = Some(Instant::now() + Duration::from_secs(1));
+        let offered = p.offer(msgs("t.x", 1..3), deadline).await;
+        assert_eq!(offered.admitted, 0);
+        assert_eq!(offered.refusal, Some(Refusal::Backpressure));
+        let snap = wait_snapshot(&p, |s| s.routes[0].queue.depth == 0).await;
+        let offered: Vec<_> = snap.routes.iter().map(|r| r.offered).collect();
+        assert_eq!(offered, vec![1, 1, 1], "m1 went nowhere");
+        // Route a's reservation was given back: it still takes two at once.
+        stuck.release();
+        assert_eq!(p.offer(msgs("t.x", 1..3), None).await, all_admitted(2));
+        let snap = wait_idle(&p).await;
+        assert_eq!(stuck.taken(), vec![0, 1, 2]);
+        assert_eq!(free.taken().len(), 6);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test]
+    async fn output_outcomes_are_exact_per_message() {
+        let odd = FakeOutput::with("odd", Mode::RejectOdd(Reject::NoSubscriber), true);
+        let all = FakeOutput::new("all");
+        let bad = FakeOutput::with("bad", Mode::Fail, true);
+        let (p, reg) = start(
+            vec![
+                spec("two", "t.>", 100, WhenFull::DropNewest, &["odd", "all"]),
+                spec("fail", "t.>", 100, WhenFull::DropNewest, &["bad"]),
+                spec(
+                    "fail-first",
+                    "t.>",
+                    100,
+                    WhenFull::DropNewest,
+                    &["bad", "odd"],
+                ),
+            ],
+            &[&odd, &all, &bad],
+        );
+        assert_eq!(p.offer(msgs("t.x", 0..10), None).await, all_admitted(10));
+        let snap = wait_idle(&p).await;
+        let [two, fail, first] = &snap.routes[..] else {
+            panic!("three routes")
+        };
+        assert_eq!((two.delivered, two.dropped.no_subscriber), (5, 5));
+        assert_eq!((fail.delivered, fail.dropped.output_error), (0, 10));
+        assert_eq!(
+            (first.dropped.output_error, first.dropped.no_subscriber),
+            (10, 0),
+            "the first refusing output names the reason"
+        );
+        assert_eq!(all.taken().len(), 10, "the other output still got all");
+        assert_conserved(&snap);
+        let text = reg.encode();
+        for line in [
+            r#"switchyard_route_dropped_total{reason="no_subscriber",route="two"} 5"#,
+            r#"switchyard_route_messages_total{outcome="delivered",route="two"} 5"#,
+            r#"switchyard_route_messages_total{outcome="dropped",route="two"} 5"#,
+            r#"switchyard_route_offered_total{route="two"} 10"#,
+            r#"switchyard_route_queue_capacity{route="two"} 100"#,
+            r#"switchyard_route_latency_seconds_count{route="two"} 5"#,
+            "switchyard_pipeline_unrouted_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn byte_bounds_apply() {
+        let out = FakeOutput::stalled("out");
+        let mut s = spec("r", "t.>", 100, WhenFull::DropNewest, &["out"]);
+        // Each test message is 3 + 8 = 11 bytes; room for 3.
+        s.queue = QueueSpec::new(100, 33, WhenFull::DropNewest);
+        let (p, _reg) = start(vec![s], &[&out]);
+        assert_eq!(p.offer(msgs("t.x", 0..10), None).await, all_admitted(10));
+        let snap = p.snapshot();
+        assert_eq!(
+            (snap.routes[0].queue.depth, snap.routes[0].queue.bytes),
+            (3, 33)
+        );
+        assert_eq!(snap.routes[0].dropped.queue_full, 7);
+        assert_conserved(&snap);
+    }
+}

@@ -1,0 +1,215 @@
+//! The pipeline's Prometheus families and each route's resolved children.
+//!
+//! Conservation, per route, exact whenever the route is idle:
+//! `offered = delivered + dropped (all reasons) + queue_depth`, where the
+//! depth counts queued messages *and* messages in flight to the outputs.
+//! `route_messages_total{outcome="dropped"}` equals the sum of
+//! `route_dropped_total` over its reasons. Messages refused to the input
+//! (`block` past the deadline, shutdown) were never offered.
+
+use prometheus::{
+    Counter, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+
+use crate::metrics::{Registry, latency_buckets};
+
+/// Why a route dropped a message: the `reason` label of
+/// `switchyard_route_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The queue was full (`drop_newest` dropped it, or `drop_oldest`
+    /// evicted it).
+    QueueFull,
+    /// An output had nobody to give it to.
+    NoSubscriber,
+    /// An output refused it as too large.
+    TooLarge,
+    /// An output failed on it, or on its whole batch.
+    OutputError,
+    /// Still queued or in flight when a shutdown's grace period ended.
+    Shutdown,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::QueueFull,
+        Self::NoSubscriber,
+        Self::TooLarge,
+        Self::OutputError,
+        Self::Shutdown,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::NoSubscriber => "no_subscriber",
+            Self::TooLarge => "too_large",
+            Self::OutputError => "output_error",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The pipeline's metric families. Register once per registry and share
+/// across pipelines (a rebuilt pipeline keeps counting on the same series).
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    messages: IntCounterVec,
+    offered: IntCounterVec,
+    dropped: IntCounterVec,
+    depth: IntGaugeVec,
+    capacity: IntGaugeVec,
+    capacity_bytes: IntGaugeVec,
+    bytes: IntGaugeVec,
+    backpressure: IntCounterVec,
+    blocked: prometheus::CounterVec,
+    latency: HistogramVec,
+    pub(crate) unrouted: IntCounter,
+}
+
+impl PipelineMetrics {
+    /// Registers the pipeline's families in `registry`.
+    ///
+    /// # Panics
+    /// If called twice on one registry (the names would clash), which is a
+    /// programming error.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            messages: registry.counter_vec(
+                "switchyard_route_messages_total",
+                "Messages that left a route, by outcome (delivered, dropped).",
+                &["route", "outcome"],
+            ),
+            offered: registry.counter_vec(
+                "switchyard_route_offered_total",
+                "Messages admitted to a route.",
+                &["route"],
+            ),
+            dropped: registry.counter_vec(
+                "switchyard_route_dropped_total",
+                "Messages a route dropped, by reason.",
+                &["route", "reason"],
+            ),
+            depth: registry.gauge_vec(
+                "switchyard_route_queue_depth",
+                "Messages a route holds now: queued plus in flight to its outputs.",
+                &["route"],
+            ),
+            capacity: registry.gauge_vec(
+                "switchyard_route_queue_capacity",
+                "Most messages a route's queue holds.",
+                &["route"],
+            ),
+            capacity_bytes: registry.gauge_vec(
+                "switchyard_route_queue_capacity_bytes",
+                "Most bytes a route's queue holds.",
+                &["route"],
+            ),
+            bytes: registry.gauge_vec(
+                "switchyard_route_queue_bytes",
+                "Bytes a route holds now: queued plus in flight.",
+                &["route"],
+            ),
+            backpressure: registry.counter_vec(
+                "switchyard_route_backpressure_events_total",
+                "Times a full queue made a producer wait or a message drop.",
+                &["route"],
+            ),
+            blocked: registry.float_counter_vec(
+                "switchyard_route_blocked_seconds_total",
+                "Time producers spent waiting for room on a block route.",
+                &["route"],
+            ),
+            latency: registry.histogram_vec(
+                "switchyard_route_latency_seconds",
+                "Time from a message's acceptance by an input to its hand-off to the outputs.",
+                &["route"],
+                latency_buckets(),
+            ),
+            unrouted: registry.counter(
+                "switchyard_pipeline_unrouted_total",
+                "Messages that matched no route.",
+            ),
+        }
+    }
+
+    /// Resolves the children of route `name`; done once per route at build.
+    pub(crate) fn route(&self, name: &str, capacity: usize, capacity_bytes: usize) -> RouteMetrics {
+        let l = &[name];
+        let m = RouteMetrics {
+            offered: self.offered.with_label_values(l),
+            delivered: self.messages.with_label_values(&[name, "delivered"]),
+            dropped_outcome: self.messages.with_label_values(&[name, "dropped"]),
+            dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_str()])),
+            depth: self.depth.with_label_values(l),
+            bytes: self.bytes.with_label_values(l),
+            backpressure: self.backpressure.with_label_values(l),
+            blocked: self.blocked.with_label_values(l),
+            latency: self.latency.with_label_values(l),
+        };
+        self.capacity
+            .with_label_values(l)
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        self.capacity_bytes
+            .with_label_values(l)
+            .set(i64::try_from(capacity_bytes).unwrap_or(i64::MAX));
+        m
+    }
+}
+
+/// One route's metric children.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteMetrics {
+    pub(crate) offered: IntCounter,
+    pub(crate) delivered: IntCounter,
+    dropped_outcome: IntCounter,
+    dropped: [IntCounter; DropReason::ALL.len()],
+    pub(crate) depth: IntGauge,
+    pub(crate) bytes: IntGauge,
+    pub(crate) backpressure: IntCounter,
+    pub(crate) blocked: Counter,
+    pub(crate) latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts `n` messages dropped for `reason`.
+    pub(crate) fn dropped(&self, reason: DropReason, n: usize) {
+        if n > 0 {
+            self.dropped[reason.index()].inc_by(n as u64);
+            self.dropped_outcome.inc_by(n as u64);
+        }
+    }
+
+    /// Messages dropped for `reason` so far.
+    pub(crate) fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].get()
+    }
+
+    /// Messages dropped for any reason so far.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped_outcome.get()
+    }
+
+    /// Moves the depth and bytes gauges by a signed amount; deltas commute,
+    /// so concurrent updates leave exact values.
+    pub(crate) fn held(&self, messages: i64, bytes: i64) {
+        if messages != 0 {
+            self.depth.add(messages);
+        }
+        if bytes != 0 {
+            self.bytes.add(bytes);
+        }
+    }
+}
+
+/// `usize` to a gauge delta; counts here are bounded by queue capacities.
+pub(crate) fn delta(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,595 @@
+//! One route's bounded queue: bounded in messages and in bytes, with the
+//! route's `when_full` policy.
+//!
+//! The bound covers everything the route holds: messages queued, messages
+//! handed to the worker but not yet taken by the outputs ("in flight"), and
+//! room reserved by producers that are admitting a message to several
+//! `block` routes at once. So a route's memory is bounded at every instant,
+//! and a stalled output fills exactly `capacity` messages.
+//!
+//! The queue is a plain data structure with async waits; it counts nothing in
+//! Prometheus. It reports what happened ([`Pushed`], [`Waited`], [`Popped`])
+//! and the route turns that into metrics. One mutex guards the state; it is
+//! taken once per pushed *run* of messages and once per popped batch, never
+//! held across an `.await`.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::message::Message;
+use super::spec::{QueueSpec, WhenFull};
+
+/// A bounded queue of messages for one route.
+#[derive(Debug)]
+pub struct RouteQueue {
+    state: Mutex<State>,
+    capacity: usize,
+    capacity_bytes: usize,
+    when_full: WhenFull,
+    /// Wakes the worker (single waiter; `notify_one` keeps a permit).
+    not_empty: Notify,
+    /// Wakes producers waiting for room (`block` queues only).
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<(Message, usize)>,
+    queued_bytes: usize,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    reserved: usize,
+    reserved_bytes: usize,
+    /// Producers may no longer wait for room.
+    intake_closed: bool,
+    /// No more messages may enter; the worker exits once it has drained.
+    finished: bool,
+}
+
+/// What became of a run of messages pushed without waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Messages that entered the queue.
+    pub queued: usize,
+    /// Their bytes.
+    pub queued_bytes: usize,
+    /// Incoming messages dropped because the queue was full.
+    pub dropped_newest: usize,
+    /// Queued messages evicted to make room (`drop_oldest`).
+    pub evicted: usize,
+    /// The evicted messages' bytes.
+    pub evicted_bytes: usize,
+    /// Messages that found the queue full (each dropped or evicted for).
+    pub full_events: usize,
+    /// Messages that arrived after [`RouteQueue::finish`] and were not
+    /// queued; the caller counts them as dropped at shutdown.
+    pub after_finish: usize,
+}
+
+/// How long a producer waited for room; `None` when there was room at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waited(pub Option<Duration>);
+
+/// Why a producer stopped waiting for room without getting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed first.
+    #[error("queue stayed full until the deadline ({waited:?} waited)")]
+    Timeout {
+        /// Time spent waiting.
+        waited: Duration,
+    },
+    /// The queue was closed for intake (shutdown).
+    #[error("queue closed while waiting ({waited:?} waited)")]
+    Closed {
+        /// Time spent waiting.
+        waited: Duration,
+    },
+}
+
+/// A batch handed to the worker: it now counts as in flight until
+/// [`RouteQueue::complete`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Popped {
+    /// Messages appended to the caller's buffer; 0 means the queue is
+    /// finished and empty.
+    pub count: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
+/// A point-in-time view of a queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Messages waiting in the queue.
+    pub queued: usize,
+    /// Messages handed to the worker, not yet taken by every output.
+    pub in_flight: usize,
+    /// Bytes of queued and in-flight messages.
+    pub bytes: usize,
+}
+
+/// Above this allocated length an emptied queue gives memory back.
+const SHRINK_ABOVE: usize = 4096;
+
+impl RouteQueue {
+    /// An empty queue with `spec`'s bounds and policy (a zero bound is
+    /// treated as 1).
+    pub fn new(spec: &QueueSpec) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            capacity: spec.capacity.max(1),
+            capacity_bytes: spec.capacity_bytes.max(1),
+            when_full: spec.when_full,
+            not_empty: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; if one ever did, the counts
+        // are still consistent between statements, so keep going.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a message of `size` bytes fits now. An empty queue takes any
+    /// one message, however large, so nothing waits forever.
+    fn fits(&self, s: &State, size: usize) -> bool {
+        let held = s.items.len() + s.in_flight + s.reserved;
+        held == 0
+            || (held < self.capacity
+                && s.queued_bytes + s.in_flight_bytes + s.reserved_bytes + size
+                    <= self.capacity_bytes)
+    }
+
+    fn enqueue(&self, s: &mut State, message: Message, size: usize) {
+        if s.items.is_empty() {
+            self.not_empty.notify_one();
+        }
+        s.items.push_back((message, size));
+        s.queued_bytes += size;
+    }
+
+    /// Pushes `run` (message, size) in order without waiting, applying the
+    /// drop policy to each message that finds the queue full, and leaves
+    /// `run` empty. Meant for `drop_newest` and `drop_oldest` queues; a full
+    /// `block` queue drops the newest here too, so block routes use
+    /// [`RouteQueue::push_waiting`] and [`RouteQueue::reserve`] instead.
+    pub fn push(&self, run: &mut Vec<(Message, usize)>) -> Pushed {
+        let mut out = Pushed::default();
+        let mut s = self.lock();
+        if s.finished {
+            out.after_finish = run.len();
+            drop(s);
+            run.clear();
+            return out;
+        }
+        for (message, size) in run.drain(..) {
+            if !self.fits(&s, size) {
+                out.full_events += 1;
+                if self.when_full == WhenFull::DropOldest {
+                    while !self.fits(&s, size) {
+                        let Some((_, old)) = s.items.pop_front() else {
+                            break;
+                        };
+                        s.queued_bytes -= old;
+                        out.evicted += 1;
+                        out.evicted_bytes += old;
+                    }
+                }
+                if !self.fits(&s, size) {
+                    out.dropped_newest += 1;
+                    continue;
+                }
+            }
+            self.enqueue(&mut s, message, size);
+            out.queued += 1;
+            out.queued_bytes += size;
+        }
+        out
+    }
+
+    /// Waits until a message of `size` bytes fits, then queues it. Calls
+    /// `on_full` once if it has to wait.
+    ///
+    /// # Errors
+    /// [`WaitError::Timeout`] when `deadline` passes first,
+    /// [`WaitError::Closed`] when intake is closed while the queue is full
+    /// or the queue is finished; `message` is then dropped unqueued.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued only in the poll that returns.
+    pub async fn push_waiting(
+        &self,
+        message: Message,
+        size: usize,
+        deadline: Option<Instant>,
+        on_full: impl FnOnce(),
+    ) -> Result<Waited, WaitError> {
+        let mut message = Some(message);
+        self.wait_for_room(size, deadline, on_full, |queue, s| {
+            if let Some(m) = message.take() {
+                queue.enqueue(s, m, size);
+            }
+        })
+        .await
+    }
+
+    /// Waits until a message of `size` bytes fits, then holds room for it
+    /// until [`RouteQueue::commit`] or [`RouteQueue::release`]. Calls
+    /// `on_full` once if it has to wait.
+    ///
+    /// # Errors
+    /// As [`RouteQueue::push_waiting`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: room is reserved only in the poll that returns.
+    pub async fn reserve(
+        &self,
+        size: usize,
+        deadline: Option<Instant>,
+        on_full: impl FnOnce(),
+    ) -> Result<Waited, WaitError> {
+        self.wait_for_room(size, deadline, on_full, |_, s| {
+            s.reserved += 1;
+            s.reserved_bytes += size;
+        })
+        .await
+    }
+
+    /// Queues `message` into room reserved for it with [`RouteQueue::reserve`].
+    /// Returns false, dropping the message, if the queue was finished
+    /// meanwhile (the caller counts it as dropped at shutdown).
+    pub fn commit(&self, message: Message, size: usize) -> bool {
+        let mut s = self.lock();
+        s.reserved -= 1;
+        s.reserved_bytes -= size;
+        if s.finished {
+            return false;
+        }
+        self.enqueue(&mut s, message, size);
+        true
+    }
+
+    /// Gives back room reserved with [`RouteQueue::reserve`].
+    pub fn release(&self, size: usize) {
+        let mut s = self.lock();
+        s.reserved -= 1;
+        s.reserved_bytes -= size;
+        drop(s);
+        self.room.notify_waiters();
+    }
+
+    async fn wait_for_room(
+        &self,
+        size: usize,
+        deadline: Option<Instant>,
+        on_full: impl FnOnce(),
+        mut admit: impl FnMut(&Self, &mut State),
+    ) -> Result<Waited, WaitError> {
+        // Fast path: room now. No clock read, no waiter registration.
+        {
+            let mut s = self.lock();
+            if s.finished {
+                return Err(WaitError::Closed {
+                    waited: Duration::ZERO,
+                });
+            }
+            if self.fits(&s, size) {
+                admit(self, &mut s);
+                return Ok(Waited(None));
+            }
+        }
+        on_full();
+        let start = Instant::now();
+        loop {
+            // Register for a wake-up before checking, so room freed between
+            // the check and the await is not missed.
+            let mut notified = pin!(self.room.notified());
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if s.finished {
+                    return Err(WaitError::Closed {
+                        waited: start.elapsed(),
+                    });
+                }
+                if self.fits(&s, size) {
+                    admit(self, &mut s);
+                    return Ok(Waited(Some(start.elapsed())));
+                }
+                if s.intake_closed {
+                    return Err(WaitError::Closed {
+                        waited: start.elapsed(),
+                    });
+                }
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => {
+                    return Err(WaitError::Timeout {
+                        waited: start.elapsed(),
+                    });
+                }
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        return Err(WaitError::Timeout {
+                            waited: start.elapsed(),
+                        });
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    /// Waits for messages and moves up to `max` of them, oldest first, into
+    /// `out`; they stay counted against the bounds (in flight) until
+    /// [`RouteQueue::complete`]. Returns a zero count once the queue is
+    /// finished and empty.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: messages move only in the poll that returns.
+    pub async fn pop_batch(&self, max: usize, out: &mut Vec<Message>) -> Popped {
+        loop {
+            let notified = self.not_empty.notified();
+            {
+                let mut s = self.lock();
+                if !s.items.is_empty() {
+                    let count = max.max(1).min(s.items.len());
+                    let mut bytes = 0;
+                    out.reserve(count);
+                    for (message, size) in s.items.drain(..count) {
+                        bytes += size;
+                        out.push(message);
+                    }
+                    s.queued_bytes -= bytes;
+                    s.in_flight += count;
+                    s.in_flight_bytes += bytes;
+                    if s.items.is_empty() && s.items.capacity() > SHRINK_ABOVE {
+                        s.items.shrink_to(SHRINK_ABOVE / 16);
+                    }
+                    return Popped { count, bytes };
+                }
+                if s.finished {
+                    return Popped::default();
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends the in-flight state of a popped batch: the outputs took (or
+    /// refused) it, so its room is free again.
+    pub fn complete(&self, popped: Popped) {
+        if popped.count == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        s.in_flight -= popped.count;
+        s.in_flight_bytes -= popped.bytes;
+        drop(s);
+        if self.when_full == WhenFull::Block {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Stops producers from waiting for room: waiters and later waits fail
+    /// with [`WaitError::Closed`] unless there is room at once. The worker
+    /// carries on.
+    pub fn close_intake(&self) {
+        self.lock().intake_closed = true;
+        self.room.notify_waiters();
+    }
+
+    /// Closes intake and lets no more messages in; the worker drains what
+    /// is queued, then [`RouteQueue::pop_batch`] returns a zero count.
+    pub fn finish(&self) {
+        {
+            let mut s = self.lock();
+            s.intake_closed = true;
+            s.finished = true;
+        }
+        self.room.notify_waiters();
+        self.not_empty.notify_one();
+    }
+
+    /// Removes every queued (not in-flight) message and returns how many and
+    /// their bytes, for counting at the end of a shutdown.
+    pub fn take_queued(&self) -> Popped {
+        let mut s = self.lock();
+        let count = s.items.len();
+        let bytes = s.queued_bytes;
+        s.items = VecDeque::new();
+        s.queued_bytes = 0;
+        Popped { count, bytes }
+    }
+
+    /// Queued and in-flight counts and bytes, now.
+    pub fn stats(&self) -> QueueStats {
+        let s = self.lock();
+        QueueStats {
+            queued: s.items.len(),
+            in_flight: s.in_flight,
+            bytes: s.queued_bytes + s.in_flight_bytes,
+        }
+    }
+
+    /// The message bound.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The byte bound.
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
+    }
+
+    /// The queue's policy.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::pipeline::{Publisher, Topic};
+
+    fn msg(n: u8) -> Message {
+        Message::new(
+            Topic::try_from("t").expect("valid topic"),
+            Bytes::from(vec![n; 9]),
+            Publisher {
+                input: Arc::from("test"),
+                peer: Arc::from(""),
+            },
+        )
+    }
+
+    fn queue(capacity: usize, bytes: usize, when_full: WhenFull) -> RouteQueue {
+        RouteQueue::new(&QueueSpec::new(capacity, bytes, when_full))
+    }
+
+    fn run(ns: &[u8]) -> Vec<(Message, usize)> {
+        ns.iter().map(|&n| (msg(n), 10)).collect()
+    }
+
+    fn payloads(out: &[Message]) -> Vec<u8> {
+        out.iter().map(|m| m.payload[0]).collect()
+    }
+
+    #[tokio::test]
+    async fn drop_newest_keeps_the_first() {
+        let q = queue(3, 1000, WhenFull::DropNewest);
+        let pushed = q.push(&mut run(&[1, 2, 3, 4, 5]));
+        assert_eq!(
+            (pushed.queued, pushed.dropped_newest, pushed.full_events),
+            (3, 2, 2)
+        );
+        let mut out = Vec::new();
+        let popped = q.pop_batch(10, &mut out).await;
+        assert_eq!(payloads(&out), vec![1, 2, 3]);
+        assert_eq!(q.stats().in_flight, 3);
+        // In-flight messages still hold their room.
+        assert_eq!(q.push(&mut run(&[6])).dropped_newest, 1);
+        q.complete(popped);
+        assert_eq!(q.push(&mut run(&[7])).queued, 1);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_evicts_queued_not_in_flight() {
+        let q = queue(3, 1000, WhenFull::DropOldest);
+        let pushed = q.push(&mut run(&[1, 2, 3, 4, 5]));
+        assert_eq!(
+            (pushed.queued, pushed.evicted, pushed.evicted_bytes),
+            (5, 2, 20)
+        );
+        let mut out = Vec::new();
+        let popped = q.pop_batch(1, &mut out).await;
+        assert_eq!(payloads(&out), vec![3]);
+        let pushed = q.push(&mut run(&[6]));
+        assert_eq!(pushed.evicted, 1, "4 evicted, 3 is in flight");
+        out.clear();
+        q.complete(popped);
+        q.pop_batch(10, &mut out).await;
+        assert_eq!(payloads(&out), vec![5, 6]);
+        // Only in-flight messages fill it: the newest is dropped.
+        let q = queue(1, 1000, WhenFull::DropOldest);
+        q.push(&mut run(&[1]));
+        q.pop_batch(1, &mut out).await;
+        let pushed = q.push(&mut run(&[2]));
+        assert_eq!((pushed.evicted, pushed.dropped_newest), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn bytes_bound_too_but_an_empty_queue_takes_one() {
+        let q = queue(100, 25, WhenFull::DropNewest);
+        assert_eq!(q.push(&mut run(&[1, 2, 3])).queued, 2);
+        let q = queue(100, 5, WhenFull::DropNewest);
+        let pushed = q.push(&mut run(&[1, 2]));
+        assert_eq!((pushed.queued, pushed.dropped_newest), (1, 1));
+        assert_eq!(q.stats().bytes, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_waits_until_room_or_deadline() {
+        let q = Arc::new(queue(1, 1000, WhenFull::Block));
+        assert_eq!(
+            q.push_waiting(msg(1), 10, None, || ()).await,
+            Ok(Waited(None))
+        );
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert_eq!(
+            q.push_waiting(msg(2), 10, Some(deadline), || ()).await,
+            Err(WaitError::Timeout {
+                waited: Duration::from_secs(1)
+            })
+        );
+        let producer = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.push_waiting(msg(3), 10, None, || ()).await })
+        };
+        let mut out = Vec::new();
+        let popped = q.pop_batch(10, &mut out).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!producer.is_finished(), "in flight still holds the room");
+        q.complete(popped);
+        let waited = producer.await.expect("join").expect("room");
+        assert!(waited.0.is_some());
+        assert_eq!(q.stats().queued, 1);
+    }
+
+    #[tokio::test]
+    async fn reservations_hold_room() {
+        let q = queue(2, 1000, WhenFull::Block);
+        q.reserve(10, None, || ()).await.expect("room");
+        q.reserve(10, None, || ()).await.expect("room");
+        let past = Some(Instant::now());
+        assert!(matches!(
+            q.reserve(10, past, || ()).await,
+            Err(WaitError::Timeout { .. })
+        ));
+        q.release(10);
+        assert!(q.commit(msg(1), 10));
+        assert_eq!(q.stats().queued, 1);
+        q.reserve(10, None, || ()).await.expect("room");
+        q.finish();
+        assert!(!q.commit(msg(2), 10), "finished queues take nothing");
+    }
+
+    #[tokio::test]
+    async fn close_and_finish() {
+        let q = Arc::new(queue(1, 1000, WhenFull::Block));
+        q.push_waiting(msg(1), 10, None, || ()).await.expect("room");
+        let waiter = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.push_waiting(msg(2), 10, None, || ()).await })
+        };
+        // Wait until the producer is parked, then close intake.
+        tokio::task::yield_now().await;
+        q.close_intake();
+        let res = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("woken")
+            .expect("join");
+        assert!(matches!(res, Err(WaitError::Closed { .. })));
+        q.finish();
+        assert_eq!(q.push(&mut run(&[3])).after_finish, 1);
+        let mut out = Vec::new();
+        assert_eq!(
+            q.pop_batch(10, &mut out).await.count,
+            1,
+            "drains after finish"
+        );
+        assert_eq!(q.pop_batch(10, &mut out).await.count, 0);
+    }
+}

@@ -1,0 +1,199 @@
+//! One running route: its spec, queue, outputs and metric children, and the
+//! bookkeeping that keeps `offered = delivered + dropped + depth` exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::message::Message;
+use super::metrics::{DropReason, RouteMetrics, delta};
+use super::queue::{Popped, RouteQueue, WaitError, Waited};
+use super::snapshot::{DroppedCounts, QueueSnapshot, RouteReport, RouteSnapshot};
+use super::spec::{RouteSpec, WhenFull};
+use crate::egress::Output;
+
+/// A route at run time, shared by the admission path and its worker.
+pub(crate) struct Route {
+    pub(crate) spec: RouteSpec,
+    pub(crate) queue: RouteQueue,
+    pub(crate) metrics: RouteMetrics,
+    pub(crate) outputs: Box<[Arc<dyn Output>]>,
+    /// Messages counted as dropped because a shutdown's grace period ended.
+    left: AtomicU64,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.spec.name)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    pub(crate) fn new(
+        spec: RouteSpec,
+        outputs: Box<[Arc<dyn Output>]>,
+        metrics: RouteMetrics,
+    ) -> Self {
+        Self {
+            queue: RouteQueue::new(&spec.queue),
+            spec,
+            metrics,
+            outputs,
+            left: AtomicU64::new(0),
+        }
+    }
+
+    /// True for `when_full = "block"` routes.
+    pub(crate) fn blocks(&self) -> bool {
+        self.spec.queue.when_full == WhenFull::Block
+    }
+
+    /// Admits a run of messages without waiting (drop policies), counting
+    /// every one as offered and each drop with its reason.
+    pub(crate) fn push_run(&self, run: &mut Vec<(Message, usize)>) {
+        if run.is_empty() {
+            return;
+        }
+        let p = self.queue.push(run);
+        let m = &self.metrics;
+        m.offered
+            .inc_by((p.queued + p.dropped_newest + p.after_finish) as u64);
+        m.dropped(DropReason::QueueFull, p.dropped_newest + p.evicted);
+        m.dropped(DropReason::Shutdown, p.after_finish);
+        if p.full_events > 0 {
+            m.backpressure.inc_by(p.full_events as u64);
+        }
+        m.held(
+            delta(p.queued) - delta(p.evicted),
+            delta(p.queued_bytes) - delta(p.evicted_bytes),
+        );
+    }
+
+    /// Admits one message to this block route, waiting for room.
+    pub(crate) async fn push_waiting(
+        &self,
+        message: Message,
+        size: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
+        let res = self
+            .queue
+            .push_waiting(message, size, deadline, || self.metrics.backpressure.inc())
+            .await;
+        self.record_wait(&res);
+        if res.is_ok() {
+            self.metrics.offered.inc();
+            self.metrics.held(1, delta(size));
+        }
+        res.map(drop)
+    }
+
+    /// Reserves room for one message on this block route, waiting for it.
+    pub(crate) async fn reserve(
+        &self,
+        size: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), WaitError> {
+        let res = self
+            .queue
+            .reserve(size, deadline, || self.metrics.backpressure.inc())
+            .await;
+        self.record_wait(&res);
+        res.map(drop)
+    }
+
+    /// Fills room reserved with [`Route::reserve`].
+    pub(crate) fn commit(&self, message: Message, size: usize) {
+        self.metrics.offered.inc();
+        if self.queue.commit(message, size) {
+            self.metrics.held(1, delta(size));
+        } else {
+            self.metrics.dropped(DropReason::Shutdown, 1);
+        }
+    }
+
+    /// Adds a finished wait to the blocked time (the backpressure event was
+    /// counted when the wait began).
+    fn record_wait(&self, res: &Result<Waited, WaitError>) {
+        let waited = match res {
+            Ok(Waited(None)) => return,
+            Ok(Waited(Some(w))) => *w,
+            Err(WaitError::Timeout { waited } | WaitError::Closed { waited }) => *waited,
+        };
+        if waited > Duration::ZERO {
+            self.metrics.blocked.inc_by(waited.as_secs_f64());
+        }
+    }
+
+    /// Ends a popped batch's in-flight state once its outcome is counted.
+    pub(crate) fn complete(&self, popped: Popped) {
+        self.queue.complete(popped);
+        self.metrics
+            .held(-delta(popped.count), -delta(popped.bytes));
+    }
+
+    /// Counts `popped` messages, already out of the queue's bookkeeping, as
+    /// dropped at the end of a shutdown's grace period (they were queued or
+    /// in flight).
+    pub(crate) fn abandon(&self, popped: Popped) {
+        if popped.count == 0 {
+            return;
+        }
+        self.metrics.dropped(DropReason::Shutdown, popped.count);
+        self.metrics
+            .held(-delta(popped.count), -delta(popped.bytes));
+        self.left.fetch_add(popped.count as u64, Ordering::Relaxed);
+    }
+
+    fn dropped_counts(&self) -> DroppedCounts {
+        let m = &self.metrics;
+        DroppedCounts {
+            total: m.dropped_total(),
+            queue_full: m.dropped_count(DropReason::QueueFull),
+            no_subscriber: m.dropped_count(DropReason::NoSubscriber),
+            too_large: m.dropped_count(DropReason::TooLarge),
+            output_error: m.dropped_count(DropReason::OutputError),
+            shutdown: m.dropped_count(DropReason::Shutdown),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> RouteSnapshot {
+        let stats = self.queue.stats();
+        let m = &self.metrics;
+        RouteSnapshot {
+            name: self.spec.name.clone(),
+            pattern: self.spec.pattern.clone(),
+            attributes: self.spec.attributes.clone(),
+            outputs: self.spec.outputs.clone(),
+            when_full: self.spec.queue.when_full,
+            queue: QueueSnapshot {
+                depth: stats.queued + stats.in_flight,
+                queued: stats.queued,
+                in_flight: stats.in_flight,
+                bytes: stats.bytes,
+                capacity: self.queue.capacity(),
+                capacity_bytes: self.queue.capacity_bytes(),
+            },
+            offered: m.offered.get(),
+            delivered: m.delivered.get(),
+            dropped: self.dropped_counts(),
+            backpressure_events: m.backpressure.get(),
+            blocked_seconds: m.blocked.get(),
+        }
+    }
+
+    pub(crate) fn report(&self) -> RouteReport {
+        RouteReport {
+            name: self.spec.name.clone(),
+            offered: self.metrics.offered.get(),
+            delivered: self.metrics.delivered.get(),
+            dropped: self.dropped_counts(),
+            left: self.left.load(Ordering::Relaxed),
+        }
+    }
+}

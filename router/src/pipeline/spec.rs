@@ -1,0 +1,126 @@
+//! What the application tells the pipeline about each route: a typed
+//! [`RouteSpec`], built from the validated config by the app. The pipeline
+//! never reads the config module itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use super::pattern::Pattern;
+
+/// One route, as the pipeline needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Unique route name; the `route` label of every route metric.
+    pub name: String,
+    /// The topic pattern messages must match.
+    pub pattern: Pattern,
+    /// Attribute conditions: each listed attribute must be present with
+    /// exactly this value. Empty means the pattern alone decides.
+    pub attributes: BTreeMap<String, String>,
+    /// The route's queue.
+    pub queue: QueueSpec,
+    /// Names of the target outputs; a message is delivered once every one of
+    /// them has accepted it.
+    pub outputs: Vec<String>,
+}
+
+/// Bounds and policy of one route's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Most messages held at once, queued or in flight to the outputs. At
+    /// least 1.
+    pub capacity: usize,
+    /// Most bytes (topic + payload + attributes, see
+    /// [`super::Message::size`]) held at once. At least 1. A single message
+    /// larger than this is still taken when the queue is empty, so the bound
+    /// is `max(capacity_bytes, largest message)`.
+    pub capacity_bytes: usize,
+    /// What happens to a message that finds the queue full.
+    pub when_full: WhenFull,
+    /// Most messages the route's worker hands to its outputs in one batch.
+    /// At least 1.
+    pub max_batch: usize,
+}
+
+impl QueueSpec {
+    /// The default for [`QueueSpec::max_batch`].
+    pub const DEFAULT_MAX_BATCH: usize = 256;
+
+    /// A queue of `capacity` messages and `capacity_bytes` bytes with the
+    /// default batch size.
+    pub fn new(capacity: usize, capacity_bytes: usize, when_full: WhenFull) -> Self {
+        Self {
+            capacity,
+            capacity_bytes,
+            when_full,
+            max_batch: Self::DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// What a route does with a message that finds its queue full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// The producer waits for room (until its deadline): the pressure goes
+    /// back to the input and its peer; nothing is dropped.
+    Block,
+    /// The incoming message is dropped and counted (`queue_full`).
+    DropNewest,
+    /// The oldest queued message is evicted and counted (`queue_full`) to
+    /// make room. Messages already handed to the worker cannot be evicted;
+    /// if only those fill the queue, the incoming message is dropped instead.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// The config spelling: `block`, `drop_newest` or `drop_oldest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::DropNewest => "drop_newest",
+            Self::DropOldest => "drop_oldest",
+        }
+    }
+}
+
+impl fmt::Display for WhenFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not a `when_full` policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown when_full policy {0:?}; expected block, drop_newest or drop_oldest")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for WhenFull {
+    type Err = UnknownPolicy;
+    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
+        match s {
+            "block" => Ok(Self::Block),
+            "drop_newest" => Ok(Self::DropNewest),
+            "drop_oldest" => Ok(Self::DropOldest),
+            other => Err(UnknownPolicy(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_round_trip() {
+        for p in [WhenFull::Block, WhenFull::DropNewest, WhenFull::DropOldest] {
+            assert_eq!(p.as_str().parse::<WhenFull>(), Ok(p));
+            assert_eq!(
+                serde_json::to_string(&p).expect("serialize"),
+                format!("\"{p}\"")
+            );
+        }
+        assert!("drop".parse::<WhenFull>().is_err());
+    }
+}
