@@ -561,6 +561,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="1 rep, 1 s trials, 10%% tolerance: checks the harness, not for results")
     p.add_argument("--no-build", action="store_true", help="do not run bench/build.sh or cargo")
+    p.add_argument("--logs", metavar="DIR",
+                   help="keep each trial's forwarder output (e.g. zmtp-forward's metrics) here")
     p.add_argument("--json", metavar="FILE", help="write every trial and result as JSON here")
     p.add_argument("--markdown", metavar="FILE", help="also write the Markdown table here")
     args = p.parse_args(argv)
@@ -606,7 +608,11 @@ def main(argv: list[str]) -> int:
         build(chosen)
 
     info = machine_info()
+    if args.logs:
+        Path(args.logs).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
+        if args.logs:
+            tmp = args.logs
         runner = Runner(args, Path(tmp))
         if args.suite == "idle":
             table = idle_suite(args, runner, chosen)
