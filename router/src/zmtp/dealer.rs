@@ -28,9 +28,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use super::connection::{
-    Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop, peer_queue,
-};
+use super::connection::{Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop};
 use super::frame::Multipart;
 use super::handle::{Handle, socket_methods};
 use super::metrics::Metrics;
@@ -85,15 +83,7 @@ impl Role for DealerRole {
     type Peer = PeerId;
 
     fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
-        let o = &self.core.options;
-        let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
-        self.balancer.add(link.id, tx);
-        self.core.room.changed();
-        Ok(Attached {
-            state: link.id,
-            queue: Some(rx),
-            subscriptions: None,
-        })
+        Ok(self.balancer.attach(&self.core, link.id))
     }
 
     async fn deliver(&self, from: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {

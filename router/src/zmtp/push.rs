@@ -54,9 +54,18 @@ impl Balancer {
         self.snapshot.store(Arc::new(table.clone()));
     }
 
-    /// Adds a peer and its queue.
-    pub(crate) fn add(&self, id: PeerId, queue: QueueTx) {
+    /// Gives a new peer its queue (`send_hwm`/`send_hwm_bytes`), adds it,
+    /// and wakes senders waiting for room.
+    pub(crate) fn attach(&self, core: &SocketCore, id: PeerId) -> Attached<PeerId> {
+        let o = &core.options;
+        let (queue, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         self.update(|t| t.push(Arc::new(Target { id, queue })));
+        core.room.changed();
+        Attached {
+            state: id,
+            queue: Some(rx),
+            subscriptions: None,
+        }
     }
 
     /// Whether every peer's queue was written out.
@@ -191,15 +200,7 @@ impl Role for PushRole {
     type Peer = PeerId;
 
     fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
-        let o = &self.core.options;
-        let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
-        self.balancer.add(link.id, tx);
-        self.core.room.changed();
-        Ok(Attached {
-            state: link.id,
-            queue: Some(rx),
-            subscriptions: None,
-        })
+        Ok(self.balancer.attach(&self.core, link.id))
     }
 
     async fn deliver(&self, _peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {

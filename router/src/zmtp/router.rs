@@ -94,25 +94,27 @@ impl RouterRole {
             self.core.metrics.dropped_unroutable.inc();
             return Err(SendError::UnknownPeer(peer));
         };
-        match target.queue.try_push(msg) {
-            Ok(()) => return Ok(()),
+        // Ok(None) once queued, Ok(Some(msg)) back while the queue is full.
+        let try_push = |msg| match target.queue.try_push(msg) {
+            Ok(()) => Ok(None),
             Err(PushError::Closed(_)) => {
                 self.core.metrics.dropped_unroutable.inc();
-                return Err(SendError::UnknownPeer(peer));
+                Err(SendError::UnknownPeer(peer))
             }
-            Err(PushError::Full(m)) => msg = m,
+            Err(PushError::Full(m)) => Ok(Some(m)),
+        };
+        // Fast path without registering a waiter.
+        match try_push(msg)? {
+            None => return Ok(()),
+            Some(m) => msg = m,
         }
         let mut deadline: Option<Instant> = None;
         loop {
             // Register, then re-check, so a wake-up in between is kept.
             let wait = self.core.room.wait();
-            match target.queue.try_push(msg) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Closed(_)) => {
-                    self.core.metrics.dropped_unroutable.inc();
-                    return Err(SendError::UnknownPeer(peer));
-                }
-                Err(PushError::Full(m)) => msg = m,
+            match try_push(msg)? {
+                None => return Ok(()),
+                Some(m) => msg = m,
             }
             let timeout = self.core.options.send_timeout;
             let until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
