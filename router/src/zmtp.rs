@@ -20,6 +20,7 @@ pub mod socket_type;
 pub mod connection;
 pub mod dealer;
 pub mod endpoint;
+mod handle;
 pub mod metrics;
 pub mod options;
 pub mod publish;

@@ -111,6 +111,22 @@ pub fn sent(e: Event, n: u64) -> Result<()> {
     }
 }
 
+/// Checks an [`Event::Replies`] got exactly `n` replies, none mismatched
+/// and no error.
+///
+/// # Errors
+/// For any other answer.
+pub fn replied(e: Event, n: u64) -> Result<()> {
+    match e {
+        Event::Replies {
+            count,
+            mismatches: 0,
+            error: None,
+        } if count == n => Ok(()),
+        other => bail!("expected {n} matching replies, got {other:?}"),
+    }
+}
+
 /// Expected messages: for each `i` in `range`, the frames with `{seq}`
 /// replaced by `i`.
 pub fn expected(range: std::ops::Range<u64>, frames: &[&str]) -> Vec<Vec<String>> {

@@ -2,7 +2,8 @@
 //! deadlines.
 //!
 //! - [`process`]: child processes driven over the [`protocol`] line protocol,
-//!   killed when dropped.
+//!   killed when dropped; [`driver`]: the command loop of the peer binaries
+//!   that speak it.
 //! - [`node`]: the `zmtp-node` test binary, one switchyard ZMTP socket role in
 //!   its own process, with its metrics and memory readable from outside.
 //! - [`peer`]: the same peer roles played by libzmq (pyzmq,
@@ -21,6 +22,7 @@
 //! Cargo sets `CARGO_BIN_EXE_*`.
 
 pub mod cmd;
+pub mod driver;
 pub mod memory;
 pub mod node;
 pub mod pair;

@@ -9,7 +9,7 @@ use switchyard_tests::cmd;
 use switchyard_tests::node::{self, NodeConfig, SOCKET};
 use switchyard_tests::pair::ANY;
 use switchyard_tests::peer::{PeerConfig, PeerKind};
-use switchyard_tests::protocol::{Command, Event};
+use switchyard_tests::protocol::Command;
 use switchyard_tests::raw::{self, RawPeer};
 use switchyard_tests::wait::DEADLINE;
 
@@ -47,14 +47,7 @@ fn rep_service_cannot_answer_for_another() -> Result<()> {
                 &req.iter().map(Vec::as_slice).collect::<Vec<_>>(),
             ))?;
             let e = node.proc().event(DEADLINE)?;
-            ensure!(
-                e == Event::Replies {
-                    count: 1,
-                    mismatches: 0,
-                    error: None
-                },
-                "{e:?}"
-            );
+            cmd::replied(e, 1)?;
             continue;
         }
         holder = Some((i, req));
@@ -88,14 +81,7 @@ fn rep_service_cannot_answer_for_another() -> Result<()> {
         &req.iter().map(Vec::as_slice).collect::<Vec<_>>(),
     ))?;
     let e = node.proc().event(DEADLINE)?;
-    ensure!(
-        e == Event::Replies {
-            count: 1,
-            mismatches: 0,
-            error: None
-        },
-        "{e:?}"
-    );
+    cmd::replied(e, 1)?;
     ensure!(node.is_alive());
     Ok(())
 }
@@ -161,14 +147,7 @@ fn router_refuses_a_stolen_identity() -> Result<()> {
         .spawn(&bins)?;
     node.wait_peers(1)?;
     let e = owner.call(&cmd::request(10, &["mine", "{seq}"], 0, 20_000), DEADLINE)?;
-    ensure!(
-        e == Event::Replies {
-            count: 10,
-            mismatches: 0,
-            error: None
-        },
-        "{e:?}"
-    );
+    cmd::replied(e, 10)?;
     let mut thief = RawPeer::connect(&node.addr())?;
     // The node may refuse before or after its own READY.
     let _ = thief.handshake_with(
@@ -183,13 +162,6 @@ fn router_refuses_a_stolen_identity() -> Result<()> {
         |v| *v == 1.0,
     )?;
     let e = owner.call(&cmd::request(10, &["mine", "{seq}"], 0, 20_000), DEADLINE)?;
-    ensure!(
-        e == Event::Replies {
-            count: 10,
-            mismatches: 0,
-            error: None
-        },
-        "{e:?}"
-    );
+    cmd::replied(e, 10)?;
     Ok(())
 }

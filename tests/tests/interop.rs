@@ -231,14 +231,7 @@ fn req_to_router_side(kind: PeerKind, side: Side) -> Result<()> {
         &cmd::request(200, &["r{seq}", "body"], 0, ARRIVE_MS),
         DEADLINE * 2,
     )?;
-    ensure!(
-        e == Event::Replies {
-            count: 200,
-            mismatches: 0,
-            error: None
-        },
-        "{kind}, {side}: {e:?}"
-    );
+    cmd::replied(e, 200).with_context(|| format!("{kind}, {side}"))?;
     Ok(())
 }
 
@@ -275,14 +268,7 @@ fn dealer_clients_to_router_side(kind: PeerKind, side: Side) -> Result<()> {
         let e = p
             .event(DEADLINE * 2)
             .with_context(|| format!("dealer {name}"))?;
-        ensure!(
-            e == Event::Replies {
-                count: 300,
-                mismatches: 0,
-                error: None
-            },
-            "{kind}, {side}, dealer {name}: {e:?}"
-        );
+        cmd::replied(e, 300).with_context(|| format!("{kind}, {side}, dealer {name}"))?;
     }
     Ok(())
 }
@@ -299,14 +285,7 @@ fn dealer_side_to_rep(kind: PeerKind, side: Side) -> Result<()> {
     )?;
     node.wait_peers(1)?;
     let e = node.call(&cmd::request(200, &["q{seq}", "body"], 0, ARRIVE_MS))?;
-    ensure!(
-        e == Event::Replies {
-            count: 200,
-            mismatches: 0,
-            error: None
-        },
-        "{kind}, {side}: {e:?}"
-    );
+    cmd::replied(e, 200).with_context(|| format!("{kind}, {side}"))?;
     Ok(())
 }
 
@@ -327,14 +306,7 @@ fn dealer_side_round_robins_over_reps() -> Result<()> {
     }
     node.wait_peers(2)?;
     let e = node.call(&cmd::request(100, &["q{seq}"], 0, ARRIVE_MS))?;
-    ensure!(
-        e == Event::Replies {
-            count: 100,
-            mismatches: 0,
-            error: None
-        },
-        "{e:?}"
-    );
+    cmd::replied(e, 100)?;
     let mut served = Vec::new();
     for r in &mut reps {
         match r.call(&switchyard_tests::protocol::Command::Stats, DEADLINE)? {

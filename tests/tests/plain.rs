@@ -3,10 +3,23 @@
 
 use anyhow::{Result, ensure};
 use switchyard_tests::cmd::{self, expected, messages, sent};
-use switchyard_tests::node::{self, NodeConfig, SOCKET};
+use switchyard_tests::node::{self, Node, NodeConfig, SOCKET};
 use switchyard_tests::pair::ANY;
 use switchyard_tests::peer::{PeerConfig, PeerKind};
 use switchyard_tests::wait::DEADLINE;
+
+/// Waits until `node` counted a handshake failure for `reason`, then checks
+/// no peer got through.
+fn refused(node: &Node, reason: &str) -> Result<()> {
+    node.wait_metric(
+        node::HANDSHAKE_FAILURES,
+        &[("reason", reason)],
+        DEADLINE,
+        |v| *v >= 1.0,
+    )?;
+    ensure!(node.metric(node::PEERS, &[("socket", SOCKET)])? == 0.0);
+    Ok(())
+}
 
 #[test]
 fn libzmq_plain_client_to_node_plain_server() -> Result<()> {
@@ -59,13 +72,7 @@ fn wrong_password_is_refused_and_counted() -> Result<()> {
         .arg("--plain-client", "alice:guess")
         .connect(&node.endpoint())
         .spawn(&bins)?;
-    node.wait_metric(
-        node::HANDSHAKE_FAILURES,
-        &[("reason", "auth")],
-        DEADLINE,
-        |v| *v >= 1.0,
-    )?;
-    ensure!(node.metric(node::PEERS, &[("socket", SOCKET)])? == 0.0);
+    refused(&node, "auth")?;
     Ok(())
 }
 
@@ -79,13 +86,7 @@ fn null_peer_to_plain_server_is_refused() -> Result<()> {
     let _push = PeerConfig::new(PeerKind::ZeromqCrate, "push")
         .connect(&node.endpoint())
         .spawn(&bins);
-    node.wait_metric(
-        node::HANDSHAKE_FAILURES,
-        &[("reason", "mechanism")],
-        DEADLINE,
-        |v| *v >= 1.0,
-    )?;
-    ensure!(node.metric(node::PEERS, &[("socket", SOCKET)])? == 0.0);
+    refused(&node, "mechanism")?;
     Ok(())
 }
 
@@ -102,12 +103,6 @@ fn node_plain_client_refused_by_libzmq() -> Result<()> {
         .arg("--plain-client", "bob:nope")
         .connect(&pull.endpoint())
         .spawn(&bins)?;
-    node.wait_metric(
-        node::HANDSHAKE_FAILURES,
-        &[("reason", "peer_error")],
-        DEADLINE,
-        |v| *v >= 1.0,
-    )?;
-    ensure!(node.metric(node::PEERS, &[("socket", SOCKET)])? == 0.0);
+    refused(&node, "peer_error")?;
     Ok(())
 }

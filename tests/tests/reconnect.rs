@@ -3,7 +3,7 @@
 //! and keeps working (subscribers re-send their subscriptions). Against
 //! libzmq and the `zeromq` crate.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use switchyard_tests::cmd::{self, expected, messages, sent};
 use switchyard_tests::node::{Node, NodeConfig};
 use switchyard_tests::pair::ANY;
@@ -210,14 +210,7 @@ fn dealer_side_after_rep_restarts(kind: PeerKind) -> Result<()> {
             peer = restart(&node, &mut peer, &cfg, &ep)?;
         }
         let e = node.call(&cmd::request(50, &["q{seq}"], 0, ARRIVE_MS))?;
-        ensure!(
-            e == Event::Replies {
-                count: 50,
-                mismatches: 0,
-                error: None
-            },
-            "{kind} round {round}: {e:?}"
-        );
+        cmd::replied(e, 50).with_context(|| format!("{kind} round {round}"))?;
     }
     Ok(())
 }
@@ -233,14 +226,7 @@ fn router_side_after_req_restarts(kind: PeerKind) -> Result<()> {
             peer = restart(&node, &mut peer, &cfg, &ep)?;
         }
         let e = peer.call(&cmd::request(50, &["q{seq}"], 0, ARRIVE_MS), DEADLINE * 2)?;
-        ensure!(
-            e == Event::Replies {
-                count: 50,
-                mismatches: 0,
-                error: None
-            },
-            "{kind} round {round}: {e:?}"
-        );
+        cmd::replied(e, 50).with_context(|| format!("{kind} round {round}"))?;
     }
     Ok(())
 }

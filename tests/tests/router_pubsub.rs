@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use serde_json::json;
 use switchyard_tests::router::peer::{Msg, Peer};
 use switchyard_tests::router::{DEADLINE, Router};
@@ -21,16 +21,6 @@ fn topic_counts(msgs: &[Msg], skip: &str) -> BTreeMap<String, usize> {
 
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect()
-}
-
-/// Publishes an `end` marker on the probe route and collects what `sub`
-/// receives up to it. Call once every other route is idle (delivered ==
-/// offered): each subscriber's queue is FIFO, so the marker comes after
-/// everything handed to the output before it.
-fn until_end(router: &Router, sub: &mut Peer) -> Result<Vec<Msg>> {
-    let resp = router.http("api")?.post("/v1/publish/probe", &[], b"end")?;
-    ensure!(resp.status == 202, "end marker: {}", resp.text());
-    sub.recv_until(DEADLINE, |m| m.topic() == "probe" && m.payload() == "end")
 }
 
 const PATTERNS: &str = r#"
@@ -152,7 +142,7 @@ fn pub_to_sub_with_patterns_and_subscriber_prefixes() -> Result<()> {
     assert_eq!(r.offered, probes);
     assert!(r.conserved(), "{r:?}");
 
-    let got_all = until_end(&router, &mut all)?;
+    let got_all = all.recv_through_marker(&router, "api", "probe")?;
     assert_eq!(
         topic_counts(&got_all, "probe"),
         counts(&[
@@ -163,7 +153,7 @@ fn pub_to_sub_with_patterns_and_subscriber_prefixes() -> Result<()> {
             ("plant.line1.alarm", 2),
         ])
     );
-    let got_line1 = until_end(&router, &mut line1)?;
+    let got_line1 = line1.recv_through_marker(&router, "api", "probe")?;
     assert_eq!(
         topic_counts(&got_line1, "probe"),
         counts(&[("sensors.line1.temp", 5)]),
@@ -270,7 +260,8 @@ fn http_publish_single_and_batched_to_sub() -> Result<()> {
     let r = s.route("sensors");
     assert_eq!((r.offered, r.dropped, r.depth), (53, 0, 0));
 
-    let got: Vec<Msg> = until_end(&router, &mut sub)?
+    let got: Vec<Msg> = sub
+        .recv_through_marker(&router, "api", "probe")?
         .into_iter()
         .filter(|m| m.topic() != "probe")
         .collect();

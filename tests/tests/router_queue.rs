@@ -12,8 +12,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail, ensure};
-use serde_json::json;
-use switchyard_tests::router::http::Client;
+use switchyard_tests::router::http::{Client, numbered_batch};
 use switchyard_tests::router::metrics::RouteCounts;
 use switchyard_tests::router::peer::{Msg, Peer, PullOptions, PushOptions};
 use switchyard_tests::router::{DEADLINE, Router, Scrape};
@@ -68,20 +67,6 @@ fn stalled_worker(router: &Router) -> Result<Peer> {
     let worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     Ok(worker)
-}
-
-/// `[start, end)` as JSON messages on `jobs.x` with padded payloads.
-fn batch(start: u64, end: u64, size: usize) -> serde_json::Value {
-    let messages: Vec<_> = (start..end)
-        .map(|i| {
-            let mut p = i.to_string();
-            while p.len() < size {
-                p.push('.');
-            }
-            json!({"topic": "jobs.x", "payload": p})
-        })
-        .collect();
-    json!({ "messages": messages })
 }
 
 /// Waits until the route is stalled: its queue full, its counts still
@@ -239,7 +224,7 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
     let held = loop {
         ensure!(next < N, "never held back after {N} messages");
         let end = (next + 10).min(N);
-        let resp = api.post_json("/v1/publish", &batch(next, end, SIZE))?;
+        let resp = api.post_json("/v1/publish", &numbered_batch("jobs.x", next, end, SIZE))?;
         let ids = resp.ids()?;
         accepted.extend(ids.iter().cloned());
         next += ids.len() as u64;
@@ -260,7 +245,10 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
     );
     assert!(held.header("retry-after").is_some(), "{:?}", held.headers);
     // Still held back: the next try is refused whole.
-    let resp = api.post_json("/v1/publish", &batch(next, next + 10, SIZE))?;
+    let resp = api.post_json(
+        "/v1/publish",
+        &numbered_batch("jobs.x", next, next + 10, SIZE),
+    )?;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.ids()?.is_empty());
     refused += 10;
@@ -287,7 +275,7 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
     worker.go()?;
     while next < N {
         let end = (next + 10).min(N);
-        let resp = api.post_json("/v1/publish", &batch(next, end, SIZE))?;
+        let resp = api.post_json("/v1/publish", &numbered_batch("jobs.x", next, end, SIZE))?;
         let ids = resp.ids()?;
         accepted.extend(ids.iter().cloned());
         next += ids.len() as u64;

@@ -5,20 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, bail};
 use serde_json::json;
 use switchyard_tests::router::peer::{Msg, Peer, PullOptions, PushOptions};
 use switchyard_tests::router::{DEADLINE, Router};
 
 /// Publishes an `end` marker to `topic` and collects what `sub` receives
-/// up to it (skipping `probe` messages). Call once the routes feeding
+/// up to it, without the messages on `topic`. Call once the routes feeding
 /// `sub` are idle: its queue is FIFO, so the marker comes last.
 fn until_end(router: &Router, topic: &str, sub: &mut Peer) -> Result<Vec<Msg>> {
-    let resp = router
-        .http("api")?
-        .post(&format!("/v1/publish/{topic}"), &[], b"end")?;
-    ensure!(resp.status == 202, "end marker: {}", resp.text());
-    let got = sub.recv_until(DEADLINE, |m| m.topic() == topic && m.payload() == "end")?;
+    let got = sub.recv_through_marker(router, "api", topic)?;
     Ok(got.into_iter().filter(|m| m.topic() != topic).collect())
 }
 

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail, ensure};
-use serde_json::{Value, json};
-use switchyard_tests::router::http::Client;
+use switchyard_tests::router::http::{Client, numbered_batch};
 use switchyard_tests::router::peer::{Peer, PullOptions};
 use switchyard_tests::router::{DEADLINE, Router, message, until};
 
@@ -45,19 +44,6 @@ queue = {{ capacity = 100000, when_full = "drop_newest" }}
     )
 }
 
-fn batch(start: u64, end: u64, size: usize) -> Value {
-    let messages: Vec<_> = (start..end)
-        .map(|i| {
-            let mut p = i.to_string();
-            while p.len() < size {
-                p.push('.');
-            }
-            json!({"topic": "jobs.x", "payload": p})
-        })
-        .collect();
-    json!({ "messages": messages })
-}
-
 /// What a producer was told: the sequence numbers of the messages whose
 /// ids came back.
 #[derive(Debug, Default)]
@@ -74,7 +60,7 @@ fn stream(mut api: Client, size: usize, progress: &AtomicU64) -> Result<Accepted
     let mut next = 0;
     loop {
         let end = next + 20;
-        let resp = match api.post_json("/v1/publish", &batch(next, end, size)) {
+        let resp = match api.post_json("/v1/publish", &numbered_batch("jobs.x", next, end, size)) {
             Ok(r) => r,
             // The listener closed: nothing of this request was accepted
             // (an accepted message is always answered).
@@ -186,7 +172,10 @@ fn sigint_with_a_stalled_worker_counts_what_the_grace_period_cut_off() -> Result
     let mut api = router.http("api")?;
     let mut ids = BTreeSet::new();
     for start in (0..N).step_by(50) {
-        let resp = api.post_json("/v1/publish", &batch(start, start + 50, 32 * 1024))?;
+        let resp = api.post_json(
+            "/v1/publish",
+            &numbered_batch("jobs.x", start, start + 50, 32 * 1024),
+        )?;
         ensure!(resp.status == 202, "{}", resp.text());
         ids.extend(resp.ids()?);
     }
@@ -226,7 +215,10 @@ fn a_second_signal_exits_at_once() -> Result<()> {
     router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
     let mut api = router.http("api")?;
     for start in (0..200).step_by(50) {
-        let resp = api.post_json("/v1/publish", &batch(start, start + 50, 32 * 1024))?;
+        let resp = api.post_json(
+            "/v1/publish",
+            &numbered_batch("jobs.x", start, start + 50, 32 * 1024),
+        )?;
         ensure!(resp.status == 202, "{}", resp.text());
     }
     router.wait_scrape(

@@ -89,6 +89,23 @@ impl Counts {
     }
 }
 
+/// Publishes probes until one reaches the fast subscriber: its
+/// subscription is then in effect.
+fn probe_fast(node: &mut Node, fast: &mut Proc) -> Result<()> {
+    wait::until("a probe at the fast subscriber", DEADLINE, || {
+        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
+        let e = fast.call(&cmd::recv(1, 200), DEADLINE)?;
+        Ok(matches!(
+            e,
+            Event::Received {
+                timed_out: false,
+                ..
+            }
+        )
+        .then_some(()))
+    })
+}
+
 fn start(extra: &[(&str, u64)]) -> Result<Scene> {
     let bins = switchyard_tests::bins!();
     let mut cfg = NodeConfig::new("pub")
@@ -110,18 +127,7 @@ fn start(extra: &[(&str, u64)]) -> Result<Scene> {
     node.wait_peers(2)?;
 
     // Both subscriptions are in effect once a probe reaches each...
-    wait::until("a probe at the fast subscriber", DEADLINE, || {
-        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
-        let e = fast.call(&cmd::recv(1, 200), DEADLINE)?;
-        Ok(matches!(
-            e,
-            Event::Received {
-                timed_out: false,
-                ..
-            }
-        )
-        .then_some(()))
-    })?;
+    probe_fast(&mut node, &mut fast)?;
     wait::until("a probe at the slow subscriber", DEADLINE, || {
         sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
         Ok(slow
@@ -316,18 +322,7 @@ fn many_slow_subscribers_stay_within_their_bounds() -> Result<()> {
         slow.push((s, false));
     }
     node.wait_peers(SLOW as u64 + 1)?;
-    wait::until("a probe at the fast subscriber", DEADLINE, || {
-        sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
-        let e = fast.call(&cmd::recv(1, 200), DEADLINE)?;
-        Ok(matches!(
-            e,
-            Event::Received {
-                timed_out: false,
-                ..
-            }
-        )
-        .then_some(()))
-    })?;
+    probe_fast(&mut node, &mut fast)?;
     wait::until("a probe at every slow subscriber", DEADLINE, || {
         sent(node.call(&cmd::send(1, &["t.probe"]))?, 1)?;
         for (s, synced) in slow.iter_mut().filter(|(_, synced)| !*synced) {

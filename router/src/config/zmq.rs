@@ -244,11 +244,7 @@ pub(crate) fn build(
         64..=256 * MIB,
     );
     if max_frame_size > max_message_size {
-        let span = raw
-            .max_frame_size
-            .as_ref()
-            .or(raw.max_message_size.as_ref())
-            .map_or(raw.name.span(), |v| v.span());
+        let span = first_span(raw, &[&raw.max_frame_size, &raw.max_message_size]);
         c.invalid(
             subject,
             "max_frame_size",
@@ -268,10 +264,7 @@ pub(crate) fn build(
         1..=65536,
     );
     if role.is_input() && max_frames < envelope.frames() {
-        let span = raw
-            .max_frames
-            .as_ref()
-            .map_or(raw.name.span(), |v| v.span());
+        let span = first_span(raw, &[&raw.max_frames]);
         c.invalid(
             subject,
             "max_frames",
@@ -313,11 +306,7 @@ pub(crate) fn build(
             "has no effect while heartbeat_interval is \"off\"",
         ),
         (Some(i), _) if heartbeat_timeout <= i => {
-            let span = raw
-                .heartbeat_timeout
-                .as_ref()
-                .or(raw.heartbeat_interval.as_ref())
-                .map_or(raw.name.span(), |v| v.span());
+            let span = first_span(raw, &[&raw.heartbeat_timeout, &raw.heartbeat_interval]);
             c.invalid(subject, "heartbeat_timeout", span, "must be longer than heartbeat_interval, or every peer would time out between pings");
         }
         _ => {}
@@ -365,11 +354,7 @@ pub(crate) fn build(
         10 * MS..=HOUR,
     );
     if reconnect_interval_max < reconnect_interval {
-        let span = raw
-            .reconnect_interval_max
-            .as_ref()
-            .or(raw.reconnect_interval.as_ref())
-            .map_or(raw.name.span(), |v| v.span());
+        let span = first_span(raw, &[&raw.reconnect_interval_max, &raw.reconnect_interval]);
         c.invalid(
             subject,
             "reconnect_interval_max",
@@ -439,6 +424,15 @@ pub(crate) fn build(
 /// The span of an optional raw value.
 fn span_of<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
     value.as_ref().map(|v| v.span())
+}
+
+/// Where to point at a problem between settings: the first of `settings`
+/// that is set, else the entry's name.
+fn first_span<T>(raw: &RawZmq, settings: &[&Option<S<T>>]) -> Range<usize> {
+    settings
+        .iter()
+        .find_map(|v| span_of(v))
+        .unwrap_or_else(|| raw.name.span())
 }
 
 /// Reads `bind` or `connect`: exactly one of them.

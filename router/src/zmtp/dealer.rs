@@ -20,7 +20,6 @@
 //!   gets [`SendError::ReplyTimeout`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -29,11 +28,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use super::connection::{
-    Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop, peer_queue,
-};
-use super::endpoint::{self, EndpointError};
+use super::connection::{Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop};
 use super::frame::Multipart;
+use super::handle::{Handle, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::push::Balancer;
@@ -86,15 +83,7 @@ impl Role for DealerRole {
     type Peer = PeerId;
 
     fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
-        let o = &self.core.options;
-        let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
-        self.balancer.add(link.id, tx);
-        self.core.room.changed();
-        Ok(Attached {
-            state: link.id,
-            queue: Some(rx),
-            subscriptions: None,
-        })
+        Ok(self.balancer.attach(&self.core, link.id))
     }
 
     async fn deliver(&self, from: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
@@ -160,8 +149,7 @@ impl Role for DealerRole {
 /// A DEALER socket for request/reply with REP services.
 #[derive(Debug)]
 pub struct DealerSocket {
-    core: Arc<SocketCore>,
-    role: Arc<DealerRole>,
+    handle: Handle<DealerRole>,
 }
 
 impl DealerSocket {
@@ -174,7 +162,9 @@ impl DealerSocket {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
-        Self { core, role }
+        Self {
+            handle: Handle { core, role },
+        }
     }
 
     /// Sends `frames` as one request to the next service with room and
@@ -199,7 +189,7 @@ impl DealerSocket {
             return Err(SendError::EmptyMessage);
         }
         let deadline = Instant::now() + timeout;
-        let role = &*self.role;
+        let role = &*self.handle.role;
         let id = role.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         role.pending().insert(
@@ -215,7 +205,7 @@ impl DealerSocket {
         msg.push(Bytes::new());
         msg.extend(frames);
         let pick = |peer| role.routed(id, peer);
-        match timeout_at(deadline, role.balancer.send(&self.core, msg, pick)).await {
+        match timeout_at(deadline, role.balancer.send(&self.handle.core, msg, pick)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(SendError::ReplyTimeout(timeout)),
@@ -227,44 +217,23 @@ impl DealerSocket {
         }
     }
 
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.core, &self.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.core, &self.role, endpoint)
-    }
-
     /// Services connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.core.peer_count()
+        self.handle.peer_count()
     }
 
     /// Requests waiting for a reply.
     pub fn pending_requests(&self) -> usize {
-        self.role.pending().len()
+        self.handle.role.pending().len()
     }
 
     /// Closes every connection and waits for the socket's tasks to end.
     pub async fn close(&self) {
-        self.core.close().await;
+        self.handle.close().await;
     }
 }
 
-impl Drop for DealerSocket {
-    fn drop(&mut self) {
-        self.core.cancel.cancel();
-    }
-}
+socket_methods!(DealerSocket, handle);
 
 #[cfg(test)]
 mod tests {

@@ -311,6 +311,26 @@ async fn attempt(ep: &Endpoint, options: &Options) -> Option<TcpStream> {
     None
 }
 
+/// Bind and connect, the same on every role, so a caller can attach any
+/// socket from its config without knowing the role. Implemented for each
+/// role's socket by `handle::socket_methods!`.
+pub trait Attach {
+    /// Listens on `endpoint`; returns the bound address (port 0 resolved).
+    ///
+    /// # Errors
+    /// A malformed endpoint, a name that does not resolve, or a failed bind.
+    fn bind(
+        &self,
+        endpoint: &str,
+    ) -> impl std::future::Future<Output = Result<SocketAddr, EndpointError>> + Send;
+
+    /// Connects to `endpoint` in the background, reconnecting forever.
+    ///
+    /// # Errors
+    /// A malformed endpoint, or a closed socket.
+    fn connect(&self, endpoint: &str) -> Result<(), EndpointError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,45 +364,3 @@ mod tests {
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
-
-/// Bind and connect, the same on every role, so a caller can attach any
-/// socket from its config without knowing the role.
-pub trait Attach {
-    /// Listens on `endpoint`; returns the bound address (port 0 resolved).
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    fn bind(
-        &self,
-        endpoint: &str,
-    ) -> impl std::future::Future<Output = Result<SocketAddr, EndpointError>> + Send;
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    fn connect(&self, endpoint: &str) -> Result<(), EndpointError>;
-}
-
-macro_rules! attach_by_inherent_methods {
-    ($($socket:ty),+) => {$(
-        impl Attach for $socket {
-            async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-                <$socket>::bind(self, endpoint).await
-            }
-
-            fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-                <$socket>::connect(self, endpoint)
-            }
-        }
-    )+};
-}
-
-attach_by_inherent_methods!(
-    super::sub::SubSocket,
-    super::pull::PullSocket,
-    super::router::RouterSocket,
-    super::publish::PubSocket,
-    super::push::PushSocket,
-    super::dealer::DealerSocket
-);

@@ -23,7 +23,6 @@
 //!   subscriber); connection readers take it only to change subscriptions.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -34,8 +33,8 @@ use super::command::Command;
 use super::connection::{
     Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue,
 };
-use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
+use super::handle::{Handle, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -264,8 +263,7 @@ impl Role for PubRole {
 /// counting) per subscriber when its queue is full.
 #[derive(Debug)]
 pub struct PubSocket {
-    core: Arc<SocketCore>,
-    role: Arc<PubRole>,
+    handle: Handle<PubRole>,
 }
 
 impl PubSocket {
@@ -276,44 +274,29 @@ impl PubSocket {
             core: core.clone(),
             table: Mutex::new(Table::default()),
         });
-        Self { core, role }
+        Self {
+            handle: Handle { core, role },
+        }
     }
 
     /// Queues `frames` to every subscriber whose subscriptions match its
     /// first frame; never waits. A message without frames goes nowhere.
     pub fn send(&self, frames: Multipart) -> Fanout {
-        self.role.send_all(std::iter::once(frames))
+        self.handle.role.send_all(std::iter::once(frames))
     }
 
     /// [`send`](Self::send) for a batch: the subscriber table is locked once
     /// for all of them. Returns the totals over the batch.
     pub fn send_many(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
-        self.role.send_all(msgs)
-    }
-
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.core, &self.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.core, &self.role, endpoint)
+        self.handle.role.send_all(msgs)
     }
 
     /// Waits until every message queued so far was written to the kernel, or
     /// until `timeout`; returns whether everything was written. Use before
     /// [`close`](Self::close) for a graceful shutdown.
     pub async fn flush(&self, timeout: std::time::Duration) -> bool {
-        let role = &self.role;
-        self.core
+        let role = &self.handle.role;
+        self.handle
             .flush(timeout, || {
                 role.table()
                     .slots
@@ -326,12 +309,12 @@ impl PubSocket {
 
     /// Subscribers connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.core.peer_count()
+        self.handle.peer_count()
     }
 
     /// Distinct (subscriber, prefix) subscriptions held now.
     pub fn subscription_count(&self) -> usize {
-        self.role.table().trie.len()
+        self.handle.role.table().trie.len()
     }
 
     /// Closes every connection and waits for the socket's tasks to end.
@@ -339,15 +322,11 @@ impl PubSocket {
     /// (`dropped_total{reason="peer_disconnected"}`); [`flush`](Self::flush)
     /// first to avoid that.
     pub async fn close(&self) {
-        self.core.close().await;
+        self.handle.close().await;
     }
 }
 
-impl Drop for PubSocket {
-    fn drop(&mut self) {
-        self.core.cancel.cancel();
-    }
-}
+socket_methods!(PubSocket, handle);
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,6 @@
 //!
 //! `Inbox` is the shared inbound channel, also used by SUB and ROUTER.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,8 +21,8 @@ use tokio::sync::mpsc;
 use super::connection::{
     Attached, PeerId, PeerLink, Received, Role, Room, SocketCore, Stop, message_size,
 };
-use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
+use super::handle::{Handle, Inbound, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -183,9 +182,7 @@ impl Role for PullRole {
 /// A PULL socket: receives messages from PUSH peers, with backpressure.
 #[derive(Debug)]
 pub struct PullSocket {
-    core: Arc<SocketCore>,
-    role: Arc<PullRole>,
-    rx: InboxRx,
+    inbound: Inbound<PullRole>,
 }
 
 impl PullSocket {
@@ -194,69 +191,25 @@ impl PullSocket {
         let core = SocketCore::new(SocketType::Pull, options, metrics.socket(name));
         let (inbox, rx) = Inbox::new(core.options.recv_hwm, core.options.recv_hwm_bytes);
         let role = Arc::new(PullRole { inbox });
-        Self { core, role, rx }
-    }
-
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.core, &self.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.core, &self.role, endpoint)
-    }
-
-    /// The next message; `None` once the socket is closed.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe: a message is either returned or stays queued.
-    pub async fn recv(&mut self) -> Option<Received> {
-        self.rx.recv().await
-    }
-
-    /// Appends up to `max` messages to `buf` (waiting for at least one);
-    /// returns how many, 0 once the socket is closed.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max).await
+        let handle = Handle { core, role };
+        Self {
+            inbound: Inbound { handle, rx },
+        }
     }
 
     /// Peers connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.core.peer_count()
+        self.inbound.handle.peer_count()
     }
 
     /// Stops listening, closes every connection and waits for the socket's
     /// tasks to end. Messages already received stay readable.
     pub async fn close(&self) {
-        self.core.close().await;
-    }
-
-    /// Stops reading from the wire, as [`Self::close`] does, and ends the
-    /// inbound stream: `recv` and `recv_many` still return what had been
-    /// received, then `None` / 0. For a graceful shutdown that hands over
-    /// everything already read.
-    pub async fn stop_reading(&mut self) {
-        self.core.close().await;
-        self.rx.close();
+        self.inbound.handle.close().await;
     }
 }
 
-impl Drop for PullSocket {
-    fn drop(&mut self) {
-        self.core.cancel.cancel();
-    }
-}
+socket_methods!(PullSocket, inbound.handle, inbound: inbound);
 
 #[cfg(test)]
 mod tests {
@@ -287,7 +240,7 @@ mod tests {
         while next < 200 {
             // Wait until readers stalled on the byte bound, then check it.
             tokio::task::yield_now().await;
-            let held = pull.rx.bytes.load(Ordering::Relaxed);
+            let held = pull.inbound.rx.bytes.load(Ordering::Relaxed);
             assert!(
                 held <= 256 * 1024 + 100 * 1024 + 4,
                 "inbox holds {held} bytes"
@@ -299,6 +252,6 @@ mod tests {
             }
         }
         within("producer", producer).await.expect("producer");
-        assert_eq!(pull.rx.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(pull.inbound.rx.bytes.load(Ordering::Relaxed), 0);
     }
 }

@@ -18,7 +18,6 @@
 //! - The hot path takes no lock: the peer list is an `ArcSwap` snapshot and
 //!   each queue is a lock-free bounded channel with an atomic byte count.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +27,8 @@ use tokio::time::{Instant, timeout_at};
 use super::connection::{
     Attached, PeerId, PeerLink, PushError, QueueTx, Role, SendError, SocketCore, Stop, peer_queue,
 };
-use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
+use super::handle::{Handle, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -55,9 +54,18 @@ impl Balancer {
         self.snapshot.store(Arc::new(table.clone()));
     }
 
-    /// Adds a peer and its queue.
-    pub(crate) fn add(&self, id: PeerId, queue: QueueTx) {
+    /// Gives a new peer its queue (`send_hwm`/`send_hwm_bytes`), adds it,
+    /// and wakes senders waiting for room.
+    pub(crate) fn attach(&self, core: &SocketCore, id: PeerId) -> Attached<PeerId> {
+        let o = &core.options;
+        let (queue, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         self.update(|t| t.push(Arc::new(Target { id, queue })));
+        core.room.changed();
+        Attached {
+            state: id,
+            queue: Some(rx),
+            subscriptions: None,
+        }
     }
 
     /// Whether every peer's queue was written out.
@@ -192,15 +200,7 @@ impl Role for PushRole {
     type Peer = PeerId;
 
     fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
-        let o = &self.core.options;
-        let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
-        self.balancer.add(link.id, tx);
-        self.core.room.changed();
-        Ok(Attached {
-            state: link.id,
-            queue: Some(rx),
-            subscriptions: None,
-        })
+        Ok(self.balancer.attach(&self.core, link.id))
     }
 
     async fn deliver(&self, _peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
@@ -218,8 +218,7 @@ impl Role for PushRole {
 /// A PUSH socket: load-balances messages over PULL peers, with backpressure.
 #[derive(Debug)]
 pub struct PushSocket {
-    core: Arc<SocketCore>,
-    role: Arc<PushRole>,
+    handle: Handle<PushRole>,
 }
 
 impl PushSocket {
@@ -230,7 +229,9 @@ impl PushSocket {
             core: core.clone(),
             balancer: Arc::new(Balancer::default()),
         });
-        Self { core, role }
+        Self {
+            handle: Handle { core, role },
+        }
     }
 
     /// Sends `frames` to the next peer with room.
@@ -243,41 +244,25 @@ impl PushSocket {
     /// # Cancel safety
     /// Cancelling drops the message if it was not queued yet.
     pub async fn send(&self, frames: Multipart) -> Result<(), SendError> {
-        self.role
+        let h = &self.handle;
+        h.role
             .balancer
-            .send(&self.core, frames, |_| {})
+            .send(&h.core, frames, |_| {})
             .await
             .map(|_| ())
-    }
-
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.core, &self.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.core, &self.role, endpoint)
     }
 
     /// Waits until every message queued so far was written to the kernel, or
     /// until `timeout`; returns whether everything was written. Use before
     /// [`close`](Self::close) for a graceful shutdown.
     pub async fn flush(&self, timeout: std::time::Duration) -> bool {
-        let lb = &self.role.balancer;
-        self.core.flush(timeout, || lb.is_drained()).await
+        let lb = &self.handle.role.balancer;
+        self.handle.flush(timeout, || lb.is_drained()).await
     }
 
     /// Workers connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.core.peer_count()
+        self.handle.peer_count()
     }
 
     /// Closes every connection and waits for the socket's tasks to end.
@@ -285,15 +270,11 @@ impl PushSocket {
     /// (`dropped_total{reason="peer_disconnected"}`); [`flush`](Self::flush)
     /// first to avoid that.
     pub async fn close(&self) {
-        self.core.close().await;
+        self.handle.close().await;
     }
 }
 
-impl Drop for PushSocket {
-    fn drop(&mut self) {
-        self.core.cancel.cancel();
-    }
-}
+socket_methods!(PushSocket, handle);
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,6 @@
 //!   that disconnects are counted in `dropped_total{reason="peer_disconnected"}`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -37,11 +36,11 @@ use super::connection::{
     Attached, PeerId, PeerLink, PushError, QueueTx, Received, Role, SendError, SocketCore, Stop,
     peer_queue,
 };
-use super::endpoint::{self, EndpointError};
 use super::frame::Multipart;
+use super::handle::{Handle, Inbound, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::{Inbox, InboxRx};
+use super::pull::Inbox;
 use super::socket_type::SocketType;
 
 #[derive(Debug)]
@@ -95,25 +94,27 @@ impl RouterRole {
             self.core.metrics.dropped_unroutable.inc();
             return Err(SendError::UnknownPeer(peer));
         };
-        match target.queue.try_push(msg) {
-            Ok(()) => return Ok(()),
+        // Ok(None) once queued, Ok(Some(msg)) back while the queue is full.
+        let try_push = |msg| match target.queue.try_push(msg) {
+            Ok(()) => Ok(None),
             Err(PushError::Closed(_)) => {
                 self.core.metrics.dropped_unroutable.inc();
-                return Err(SendError::UnknownPeer(peer));
+                Err(SendError::UnknownPeer(peer))
             }
-            Err(PushError::Full(m)) => msg = m,
+            Err(PushError::Full(m)) => Ok(Some(m)),
+        };
+        // Fast path without registering a waiter.
+        match try_push(msg)? {
+            None => return Ok(()),
+            Some(m) => msg = m,
         }
         let mut deadline: Option<Instant> = None;
         loop {
             // Register, then re-check, so a wake-up in between is kept.
             let wait = self.core.room.wait();
-            match target.queue.try_push(msg) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Closed(_)) => {
-                    self.core.metrics.dropped_unroutable.inc();
-                    return Err(SendError::UnknownPeer(peer));
-                }
-                Err(PushError::Full(m)) => msg = m,
+            match try_push(msg)? {
+                None => return Ok(()),
+                Some(m) => msg = m,
             }
             let timeout = self.core.options.send_timeout;
             let until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
@@ -194,14 +195,13 @@ impl Role for RouterRole {
 #[derive(Debug)]
 pub struct RouterSocket {
     sender: RouterSender,
-    rx: InboxRx,
+    inbound: Inbound<RouterRole>,
 }
 
 /// The sending half of a [`RouterSocket`], for replying from other tasks.
 /// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RouterSender {
-    core: Arc<SocketCore>,
     role: Arc<RouterRole>,
 }
 
@@ -248,8 +248,11 @@ impl RouterSocket {
             table: Mutex::new(Table::default()),
         });
         Self {
-            sender: RouterSender { core, role },
-            rx,
+            sender: RouterSender { role: role.clone() },
+            inbound: Inbound {
+                handle: Handle { core, role },
+                rx,
+            },
         }
     }
 
@@ -276,29 +279,12 @@ impl RouterSocket {
         self.sender.peer_by_identity(identity)
     }
 
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.sender.core, &self.sender.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.sender.core, &self.sender.role, endpoint)
-    }
-
     /// The next request; `None` once the socket is closed.
     ///
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<Received> {
-        self.rx.recv().await
+        self.inbound.recv().await
     }
 
     /// Appends up to `max` requests to `buf` (waiting for at least one);
@@ -307,26 +293,22 @@ impl RouterSocket {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max).await
+        self.inbound.recv_many(buf, max).await
     }
 
     /// Clients connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.sender.core.peer_count()
+        self.inbound.handle.peer_count()
     }
 
     /// Stops listening, closes every connection and waits for the socket's
     /// tasks to end.
     pub async fn close(&self) {
-        self.sender.core.close().await;
+        self.inbound.handle.close().await;
     }
 }
 
-impl Drop for RouterSocket {
-    fn drop(&mut self) {
-        self.sender.core.cancel.cancel();
-    }
-}
+socket_methods!(RouterSocket, inbound.handle);
 
 #[cfg(test)]
 mod tests {

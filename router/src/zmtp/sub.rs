@@ -16,17 +16,16 @@
 //! - A protocol violation closes that publisher's connection only and is
 //!   counted in `protocol_errors_total{socket,reason}`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::connection::{Attached, PeerId, PeerLink, Received, Role, SocketCore, Stop};
-use super::endpoint::{self, EndpointError};
+use super::connection::{Attached, PeerId, PeerLink, Role, SocketCore, Stop};
 use super::frame::Multipart;
+use super::handle::{Handle, Inbound, socket_methods};
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::{Inbox, InboxRx};
+use super::pull::Inbox;
 use super::socket_type::SocketType;
 use super::subscriptions::SubscriptionSet;
 
@@ -65,9 +64,7 @@ impl Role for SubRole {
 /// A SUB socket: subscribes to prefixes and receives matching messages.
 #[derive(Debug)]
 pub struct SubSocket {
-    core: Arc<SocketCore>,
-    role: Arc<SubRole>,
-    rx: InboxRx,
+    inbound: Inbound<SubRole>,
 }
 
 impl SubSocket {
@@ -81,79 +78,39 @@ impl SubSocket {
             subscriptions: Arc::new(SubscriptionSet::default()),
             core: core.clone(),
         });
-        Self { core, role, rx }
+        let handle = Handle { core, role };
+        Self {
+            inbound: Inbound { handle, rx },
+        }
     }
 
     /// Subscribes to messages whose first frame starts with `prefix` (empty
     /// = everything). Sent to every connected publisher now and to every
     /// publisher that (re)connects later.
     pub fn subscribe(&self, prefix: impl Into<Bytes>) {
-        self.role.subscriptions.subscribe(prefix.into());
+        self.inbound
+            .handle
+            .role
+            .subscriptions
+            .subscribe(prefix.into());
     }
 
     /// Removes one subscription to `prefix`; returns false if there was
     /// none. Publishers are told once the last one is gone.
     pub fn unsubscribe(&self, prefix: &[u8]) -> bool {
-        self.role.subscriptions.unsubscribe(prefix)
-    }
-
-    /// Listens on `endpoint` (`tcp://host:port`, port 0 = any); returns the
-    /// bound address.
-    ///
-    /// # Errors
-    /// A malformed endpoint, a name that does not resolve, or a failed bind.
-    pub async fn bind(&self, endpoint: &str) -> Result<SocketAddr, EndpointError> {
-        endpoint::bind(&self.core, &self.role, endpoint).await
-    }
-
-    /// Connects to `endpoint` in the background, reconnecting forever.
-    ///
-    /// # Errors
-    /// A malformed endpoint, or a closed socket.
-    pub fn connect(&self, endpoint: &str) -> Result<(), EndpointError> {
-        endpoint::connect(&self.core, &self.role, endpoint)
-    }
-
-    /// The next message; `None` once the socket is closed.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Received> {
-        self.rx.recv().await
-    }
-
-    /// Appends up to `max` messages to `buf` (waiting for at least one);
-    /// returns how many, 0 once the socket is closed.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn recv_many(&mut self, buf: &mut Vec<Received>, max: usize) -> usize {
-        self.rx.recv_many(buf, max).await
+        self.inbound.handle.role.subscriptions.unsubscribe(prefix)
     }
 
     /// Publishers connected past the handshake.
     pub fn peer_count(&self) -> usize {
-        self.core.peer_count()
+        self.inbound.handle.peer_count()
     }
 
     /// Stops listening, closes every connection and waits for the socket's
     /// tasks to end.
     pub async fn close(&self) {
-        self.core.close().await;
-    }
-
-    /// Stops reading from the wire, as [`Self::close`] does, and ends the
-    /// inbound stream: `recv` and `recv_many` still return what had been
-    /// received, then `None` / 0. For a graceful shutdown that hands over
-    /// everything already read.
-    pub async fn stop_reading(&mut self) {
-        self.core.close().await;
-        self.rx.close();
+        self.inbound.handle.close().await;
     }
 }
 
-impl Drop for SubSocket {
-    fn drop(&mut self) {
-        self.core.cancel.cancel();
-    }
-}
+socket_methods!(SubSocket, inbound.handle, inbound: inbound);

@@ -9,12 +9,11 @@
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use switchyard_tests::driver::{self, Commands};
 use switchyard_tests::protocol::{self, Command, Event, Tally, emit};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use zeromq::prelude::*;
 use zeromq::{ZmqMessage, ZmqResult};
@@ -141,55 +140,13 @@ fn message(frames: Vec<Bytes>) -> Result<ZmqMessage> {
 
 struct Peer {
     sock: Sock,
-    cmds: mpsc::Receiver<Command>,
-    pending: VecDeque<Command>,
+    cmds: Commands,
     send_timeout: Duration,
-    life: Instant,
     received: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
 }
 
 impl Peer {
-    /// True when a `stop` arrived (other commands are kept for later), stdin
-    /// closed, or the lifetime ended.
-    fn stop_requested(&mut self) -> bool {
-        if Instant::now() >= self.life {
-            return true;
-        }
-        loop {
-            match self.cmds.try_recv() {
-                Ok(Command::Stop) => return true,
-                Ok(c) => self.pending.push_back(c),
-                Err(mpsc::error::TryRecvError::Empty) => return false,
-                Err(mpsc::error::TryRecvError::Disconnected) => return true,
-            }
-        }
-    }
-
-    async fn pace(&mut self, t0: Instant, n: u64, rate: u64) -> bool {
-        if rate > 0 {
-            let due = t0 + Duration::from_secs_f64(n as f64 / rate as f64);
-            loop {
-                if self.stop_requested() {
-                    return true;
-                }
-                let now = Instant::now();
-                if now >= due {
-                    return false;
-                }
-                // Wake for a `stop` or the due time, whichever comes first.
-                tokio::select! {
-                    c = self.cmds.recv() => match c {
-                        Some(Command::Stop) | None => return true,
-                        Some(c) => self.pending.push_back(c),
-                    },
-                    () = sleep_until(due) => return false,
-                }
-            }
-        }
-        n.is_multiple_of(256) && self.stop_requested()
-    }
-
     async fn send_cmd(
         &mut self,
         count: u64,
@@ -202,7 +159,7 @@ impl Peer {
         let mut n = 0;
         let mut error = None;
         while count == 0 || n < count {
-            if self.pace(t0, n, rate).await {
+            if self.cmds.pace(t0, n, rate).await {
                 break;
             }
             let m = match message(protocol::render(frames, start + n, size)) {
@@ -280,7 +237,7 @@ impl Peer {
         let (mut ok, mut mismatches, mut n) = (0, 0, 0);
         let mut error = None;
         while count == 0 || n < count {
-            if self.pace(t0, n, rate).await {
+            if self.cmds.pace(t0, n, rate).await {
                 break;
             }
             let req = protocol::render(frames, start + n, 0);
@@ -449,41 +406,22 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
-    let (tx, cmds) = mpsc::channel(64);
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match serde_json::from_str::<Command>(&line) {
-                Ok(c) => {
-                    if tx.send(c).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => emit(&Event::Error {
-                    message: format!("bad command {line:?}: {e}"),
-                }),
-            }
-        }
-    });
-
-    let life = Instant::now() + Duration::from_secs_f64(args.life_s);
+    let mut cmds = Commands::from_stdin(Duration::from_secs_f64(args.life_s), true);
     let received = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     emit(&serde_json::json!({"ready": true, "endpoint": endpoint}));
 
     let mut peer = if args.echo {
         tokio::spawn(echo(sock, Arc::clone(&received), Arc::clone(&sent)));
-        let mut cmds = cmds;
         loop {
-            match timeout_at(life, cmds.recv()).await {
-                Ok(Some(Command::Stats)) => emit(&Event::Stats {
+            match cmds.next().await {
+                Some(Command::Stats) => emit(&Event::Stats {
                     received: received.load(Ordering::Relaxed),
                     sent: sent.load(Ordering::Relaxed),
                 }),
-                Ok(Some(Command::Quit) | None) | Err(_) => return Ok(()),
-                Ok(Some(Command::Stop)) => {}
-                Ok(Some(other)) => emit(&Event::Error {
+                Some(Command::Quit) | None => return Ok(()),
+                Some(Command::Stop) => {}
+                Some(other) => emit(&Event::Error {
                     message: format!("echo mode: {other:?}"),
                 }),
             }
@@ -492,49 +430,22 @@ async fn run(args: Args) -> Result<()> {
         Peer {
             sock,
             cmds,
-            pending: VecDeque::new(),
             send_timeout: Duration::from_millis(args.sndtimeo_ms),
-            life,
             received,
             sent,
         }
     };
-    loop {
-        let c = match peer.pending.pop_front() {
-            Some(c) => c,
-            None => match timeout_at(peer.life, peer.cmds.recv()).await {
-                Ok(Some(c)) => c,
-                Ok(None) | Err(_) => return Ok(()),
-            },
-        };
+    while let Some(c) = peer.cmds.next().await {
         if c == Command::Quit {
             return Ok(());
         }
         let e = peer.dispatch(c).await;
         emit(&e);
     }
+    Ok(())
 }
 
 fn main() {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("zeromq-peer: runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    let code = match rt.block_on(run(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("zeromq-peer: {e:#}");
-            1
-        }
-    };
-    // Leave without waiting for the blocking stdin reader.
-    std::process::exit(code);
+    driver::main("zeromq-peer", run(args));
 }

@@ -28,8 +28,8 @@ use std::time::Duration;
 use switchyard::metrics::Registry;
 use switchyard::zmtp;
 use switchyard::zmtp::frame::Multipart;
+use switchyard_tests::driver::{self, Commands};
 use switchyard_tests::protocol::{self, Command, Event, Tally, emit};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -204,45 +204,10 @@ struct Node {
     control: Option<mpsc::Sender<Control>>,
     counters: Counters,
     kept: Option<mpsc::Receiver<Multipart>>,
-    cmds: mpsc::Receiver<Command>,
-    pending: std::collections::VecDeque<Command>,
+    cmds: Commands,
 }
 
 impl Node {
-    fn stop_requested(&mut self) -> bool {
-        loop {
-            match self.cmds.try_recv() {
-                Ok(Command::Stop) => return true,
-                Ok(c) => self.pending.push_back(c),
-                Err(mpsc::error::TryRecvError::Empty) => return false,
-                Err(mpsc::error::TryRecvError::Disconnected) => return true,
-            }
-        }
-    }
-
-    /// Waits until message `n` is due at `rate`; true when told to stop.
-    async fn pace(&mut self, t0: Instant, n: u64, rate: u64) -> bool {
-        if rate == 0 {
-            return n.is_multiple_of(256) && self.stop_requested();
-        }
-        let due = t0 + Duration::from_secs_f64(n as f64 / rate as f64);
-        loop {
-            if self.stop_requested() {
-                return true;
-            }
-            if Instant::now() >= due {
-                return false;
-            }
-            tokio::select! {
-                c = self.cmds.recv() => match c {
-                    Some(Command::Stop) | None => return true,
-                    Some(c) => self.pending.push_back(c),
-                },
-                () = tokio::time::sleep_until(due) => return false,
-            }
-        }
-    }
-
     async fn send(
         &mut self,
         count: u64,
@@ -255,7 +220,7 @@ impl Node {
         let mut n = 0;
         let mut error = None;
         while count == 0 || n < count {
-            if self.pace(t0, n, rate).await {
+            if self.cmds.pace(t0, n, rate).await {
                 break;
             }
             let m = multipart(protocol::render(frames, start + n, size));
@@ -325,7 +290,7 @@ impl Node {
         let (mut ok, mut mismatches, mut n) = (0, 0, 0);
         let mut error = None;
         while count == 0 || n < count {
-            if self.pace(t0, n, rate).await {
+            if self.cmds.pace(t0, n, rate).await {
                 break;
             }
             let req = multipart(protocol::render(frames, start + n, 0));
@@ -522,44 +487,20 @@ async fn run(args: Args) -> Result<()> {
         Role::Out(sock) => (Some(sock), None),
     };
 
-    let (tx, cmds) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match serde_json::from_str::<Command>(&line) {
-                Ok(c) => {
-                    if tx.send(c).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => emit(&Event::Error {
-                    message: format!("bad command {line:?}: {e}"),
-                }),
-            }
-        }
-    });
+    let cmds = Commands::from_stdin(Duration::from_secs_f64(args.life_s), false);
 
     emit(
         &serde_json::json!({"ready": true, "endpoint": endpoint, "metrics": metrics_addr.to_string()}),
     );
 
-    let life = Instant::now() + Duration::from_secs_f64(args.life_s);
     let mut node = Node {
         out,
         control,
         counters,
         kept,
         cmds,
-        pending: Default::default(),
     };
-    loop {
-        let c = match node.pending.pop_front() {
-            Some(c) => c,
-            None => match timeout_at(life, node.cmds.recv()).await {
-                Ok(Some(c)) => c,
-                Ok(None) | Err(_) => break,
-            },
-        };
+    while let Some(c) = node.cmds.next().await {
         if c == Command::Quit {
             break;
         }
@@ -576,25 +517,5 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    // Two workers: the router's target is a 2-core edge box.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("zmtp-node: runtime: {e}");
-            std::process::exit(2);
-        }
-    };
-    let code = match rt.block_on(run(args)) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("zmtp-node: {e:#}");
-            1
-        }
-    };
-    // Leave without waiting for the blocking stdin reader.
-    std::process::exit(code);
+    driver::main("zmtp-node", run(args));
 }

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Socket read and write timeout; longer than any wait the router makes a
 /// request do (block timeouts in tests are short).
@@ -297,4 +297,19 @@ fn read_chunked(conn: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
 /// As [`Client::request`].
 pub fn get(addr: SocketAddr, path: &str) -> Result<Response> {
     Client::new(addr).request("GET", path, &[("connection", "close")], &[])
+}
+
+/// A `/v1/publish` body: messages `start..end` on `topic`, each payload its
+/// number padded with `.` to `size` bytes.
+pub fn numbered_batch(topic: &str, start: u64, end: u64, size: usize) -> Value {
+    let messages: Vec<_> = (start..end)
+        .map(|i| {
+            let mut p = i.to_string();
+            while p.len() < size {
+                p.push('.');
+            }
+            json!({"topic": topic, "payload": p})
+        })
+        .collect();
+    json!({ "messages": messages })
 }

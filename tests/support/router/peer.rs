@@ -11,10 +11,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
 
-use super::DEADLINE;
+use super::{DEADLINE, Router};
 
 /// One message a peer received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +391,26 @@ impl Peer {
                 }
             }
         }
+    }
+
+    /// Publishes an `end` marker to `topic` through `router`'s HTTP input
+    /// `input` and receives messages up to it (included), within
+    /// [`DEADLINE`]. Call once the routes feeding this peer are idle: its
+    /// queue is FIFO, so the marker comes after everything before it.
+    ///
+    /// # Errors
+    /// When the marker is refused or does not arrive in time.
+    pub fn recv_through_marker(
+        &mut self,
+        router: &Router,
+        input: &str,
+        topic: &str,
+    ) -> Result<Vec<Msg>> {
+        let resp = router
+            .http(input)?
+            .post(&format!("/v1/publish/{topic}"), &[], b"end")?;
+        ensure!(resp.status == 202, "end marker: {}", resp.text());
+        self.recv_until(DEADLINE, |m| m.topic() == topic && m.payload() == "end")
     }
 
     /// The next message, if one arrives within `timeout`.
