@@ -1,0 +1,1 @@
+//! CLI support (filled in below).
