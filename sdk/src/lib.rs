@@ -78,10 +78,15 @@ macro_rules! filter {
                 $f(msg)
             }
         }
-        $crate::__export!(SwitchyardFnFilter, batch_filter, $crate::abi::KIND_FILTER);
+        $crate::__export!(
+            SwitchyardFnFilter,
+            Filter,
+            batch_filter,
+            $crate::abi::KIND_FILTER
+        );
     };
     ($t:ty) => {
-        $crate::__export!($t, batch_filter, $crate::abi::KIND_FILTER);
+        $crate::__export!($t, Filter, batch_filter, $crate::abi::KIND_FILTER);
     };
 }
 
@@ -103,10 +108,15 @@ macro_rules! router {
                 $f(msg)
             }
         }
-        $crate::__export!(SwitchyardFnRouter, batch_router, $crate::abi::KIND_ROUTER);
+        $crate::__export!(
+            SwitchyardFnRouter,
+            Router,
+            batch_router,
+            $crate::abi::KIND_ROUTER
+        );
     };
     ($t:ty) => {
-        $crate::__export!($t, batch_router, $crate::abi::KIND_ROUTER);
+        $crate::__export!($t, Router, batch_router, $crate::abi::KIND_ROUTER);
     };
 }
 
@@ -114,7 +124,7 @@ macro_rules! router {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export {
-    ($t:ty, $batch:ident, $kind:expr) => {
+    ($t:ty, $trait:ident, $batch:ident, $kind:expr) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {
@@ -143,7 +153,7 @@ macro_rules! __export {
             #[allow(unsafe_code)]
             #[unsafe(no_mangle)]
             extern "C" fn switchyard_init(ptr: i32, len: i32) -> i64 {
-                $crate::guest::init(&SWITCHYARD_PLUGIN, <$t>::init, ptr, len)
+                $crate::guest::init(&SWITCHYARD_PLUGIN, <$t as $crate::$trait>::init, ptr, len)
             }
 
             #[allow(unsafe_code)]

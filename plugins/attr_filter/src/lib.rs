@@ -73,16 +73,15 @@ impl Filter for AttrFilter {
     fn filter(&mut self, msg: &Message<'_>) -> Verdict {
         let s = &self.settings;
         if let Some(key) = &s.key {
-            match msg.attr(key) {
-                None if s.missing == Missing::Drop => return Verdict::Drop,
-                None => {}
+            let refused = match msg.attr(key) {
+                None => s.missing == Missing::Drop,
                 Some(v) => {
-                    if (!s.allow.is_empty() && !s.allow.iter().any(|a| a == v))
+                    (!s.allow.is_empty() && !s.allow.iter().any(|a| a == v))
                         || s.deny.iter().any(|d| d == v)
-                    {
-                        return Verdict::Drop;
-                    }
                 }
+            };
+            if refused {
+                return Verdict::Drop;
             }
         }
         if s.compare.iter().all(|c| c.cmp.test_text(msg.attr(&c.key))) {

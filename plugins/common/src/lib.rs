@@ -40,7 +40,7 @@ pub enum Op {
 }
 
 /// The right-hand side of a comparison.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Operand {
     /// A boolean.
@@ -52,13 +52,8 @@ pub enum Operand {
     /// A list of texts (for `in`).
     List(Vec<String>),
     /// No value (for `exists`/`missing`).
+    #[default]
     None,
-}
-
-impl Default for Operand {
-    fn default() -> Self {
-        Operand::None
-    }
 }
 
 /// One comparison: `op` applied to a found value and `value`.

@@ -93,10 +93,12 @@ impl Filter for Dedup {
         };
         let now = msg.batch_time_ms();
         self.expire(now);
-        if let Some(&t) = self.seen.get(&h) {
-            if now.saturating_sub(t) < self.window_ms {
-                return Verdict::Drop;
-            }
+        if self
+            .seen
+            .get(&h)
+            .is_some_and(|&t| now.saturating_sub(t) < self.window_ms)
+        {
+            return Verdict::Drop;
         }
         self.seen.insert(h, now);
         self.order.push_back((now, h));

@@ -153,13 +153,13 @@ impl Filter for TopicRewrite {
         let s: Settings = config.parse()?;
         let parts = parse_template(&s.template)?;
         for p in &parts {
-            if let Part::Text(t) = p {
-                if t.chars().any(|c| c == '*' || c == '>' || c.is_whitespace()) {
-                    return Err(Error::config(format!(
-                        "template {:?}: topics may not hold spaces, '*' or '>'",
-                        s.template
-                    )));
-                }
+            if let Part::Text(t) = p
+                && t.chars().any(|c| c == '*' || c == '>' || c.is_whitespace())
+            {
+                return Err(Error::config(format!(
+                    "template {:?}: topics may not hold spaces, '*' or '>'",
+                    s.template
+                )));
             }
         }
         Ok(Self {

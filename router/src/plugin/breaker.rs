@@ -142,7 +142,7 @@ mod tests {
         let b = Breaker::new(policy());
         assert!(!b.failure());
         assert!(!b.failure());
-        assert!(b.success() == false, "a success resets the count");
+        assert!(!b.success(), "a success resets the count");
         assert!(!b.failure());
         assert!(!b.failure());
         assert!(b.failure(), "third consecutive failure trips");

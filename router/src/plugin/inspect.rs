@@ -128,10 +128,8 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
         )),
         _ => {}
     }
-    if let Some(k) = out.kind {
-        if Kind::from_abi(k).is_none() {
-            out.problems.push(format!("unknown kind {k}"));
-        }
+    if let Some(k) = out.kind.filter(|k| Kind::from_abi(*k).is_none()) {
+        out.problems.push(format!("unknown kind {k}"));
     }
     Ok(out)
 }

@@ -75,7 +75,7 @@ fn instantiate(
 fn classify(plugin: &Arc<str>, state: &mut HostState, err: &wasmtime::Error) -> PluginError {
     let trap = err.downcast_ref::<Trap>().copied();
     let (reason, detail) = if state.memory_exceeded {
-        (TrapReason::Memory, err.to_string())
+        (TrapReason::Memory, err.root_cause().to_string())
     } else if let Some(text) = state.panic.take() {
         (TrapReason::Panic, text)
     } else {
@@ -88,7 +88,7 @@ fn classify(plugin: &Arc<str>, state: &mut HostState, err: &wasmtime::Error) -> 
         let detail = match trap {
             Some(Trap::Interrupt) => "the call ran past its deadline".to_owned(),
             Some(t) => t.to_string(),
-            None => err.to_string(),
+            None => err.root_cause().to_string(),
         };
         (reason, detail)
     };
@@ -466,7 +466,7 @@ impl Probe {
     ) -> Result<Self, PluginError> {
         // Loading uses a fixed, generous deadline: the plugin's own limits
         // are checked against its real calls.
-        let deadline_ticks = engine.deadline_ticks(std::time::Duration::from_secs(1));
+        let deadline_ticks = engine.deadline_ticks(std::time::Duration::from_secs(5));
         let mut store = new_store(engine, name, memory_cap, metrics);
         let instance = instantiate(&mut store, pre, deadline_ticks)
             .map_err(|e| classify(name, store.data_mut(), &e))?;
