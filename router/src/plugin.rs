@@ -80,3 +80,19 @@ impl std::fmt::Display for Kind {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_can_move_between_threads() {
+        send_sync::<Engine>();
+        send_sync::<Plugin>();
+        send::<PluginInstance>();
+        send_sync::<PluginError>();
+    }
+}

@@ -25,8 +25,10 @@ pub struct Limits {
     /// Memory cap of one instance, in bytes; growing past it traps
     /// (`memory`). Default 64 MiB; at most the engine's `max_memory_bytes`.
     pub memory_bytes: u64,
-    /// CPU deadline of one batch call; a call still running then is
-    /// stopped (`timeout`). Default 100 ms.
+    /// Deadline of one batch call; a call still running then is stopped
+    /// (`timeout`). Measured in engine epochs, i.e. wall-clock time: on an
+    /// overloaded box a descheduled worker counts against it, so keep it
+    /// far above the plugin's normal batch time. Default 100 ms.
     pub deadline: Duration,
     /// Most messages in one guest call; longer slices are split. Default 256.
     pub max_batch_messages: usize,
