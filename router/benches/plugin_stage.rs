@@ -47,16 +47,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// ns per message for `f` over batches of `batch`, `rounds` timed rounds of
-/// about `per_round` each.
-fn time_per_msg(batch: usize, mut f: impl FnMut()) -> f64 {
-    let per_round = Duration::from_millis(200);
+/// Nanoseconds this thread has spent on a CPU (Linux schedstat), so a
+/// busy machine's other processes do not count against the figure;
+/// falls back to wall time elsewhere.
+fn cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// (on-CPU, wall) ns per message for `f` over batches of `batch`: medians
+/// of 7 rounds of about 300 ms each.
+fn time_per_msg(batch: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let per_round = Duration::from_millis(300);
     for _ in 0..200 {
         f();
     }
-    let mut rounds = Vec::new();
+    let mut cpu = Vec::new();
+    let mut wall = Vec::new();
     for _ in 0..7 {
         let start = Instant::now();
+        let cpu_start = cpu_ns();
         let mut iters = 0u64;
         while start.elapsed() < per_round {
             for _ in 0..16 {
@@ -64,15 +74,33 @@ fn time_per_msg(batch: usize, mut f: impl FnMut()) -> f64 {
             }
             iters += 16;
         }
-        rounds.push(start.elapsed().as_nanos() as f64 / (iters as f64 * batch as f64));
+        let msgs = iters as f64 * batch as f64;
+        let elapsed = start.elapsed().as_nanos() as f64;
+        wall.push(elapsed / msgs);
+        let on_cpu = match (cpu_start, cpu_ns()) {
+            (Some(a), Some(b)) => (b - a) as f64,
+            _ => elapsed,
+        };
+        cpu.push(on_cpu / msgs);
     }
-    median(rounds)
+    (median(cpu), median(wall))
+}
+
+/// The epoch check runs on every loop back-edge and call whatever the
+/// deadline; a long one keeps a busy machine from timing a batch out.
+fn limits() -> Limits {
+    Limits {
+        deadline: Duration::from_secs(10),
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    }
 }
 
 fn engine(reservation: u64) -> Engine {
     Engine::new(
         plugin::Config {
             memory_reservation: reservation,
+            max_memory_bytes: reservation.min(256 << 20),
             ..plugin::Config::default()
         },
         &Registry::new(),
@@ -85,18 +113,17 @@ fn main() {
     let msgs = messages(256);
     let avg = msgs.iter().map(|m| m.payload.len()).sum::<usize>() / msgs.len();
     println!("plugin stage: json_filter {CONFIG}, payload ~{avg} bytes, epoch deadline on");
+    println!("ns per message: on-CPU time of this thread (wall time in brackets)");
     println!();
-    println!(
-        "| batch | wasm, 4 GiB reservation (ns/msg) | wasm, 64 MiB reservation (ns/msg) | native Rust (ns/msg) |"
-    );
+    println!("| batch | wasm, 4 GiB reservation | wasm, 64 MiB reservation | native Rust |");
     println!("|---:|---:|---:|---:|");
     let big = engine(4 << 30);
     let small = engine(64 << 20);
     let p_big = big
-        .load("jf", Source::Path(&path), CONFIG, Limits::default())
+        .load("jf", Source::Path(&path), CONFIG, limits())
         .expect("load");
     let p_small = small
-        .load("jf", Source::Path(&path), CONFIG, Limits::default())
+        .load("jf", Source::Path(&path), CONFIG, limits())
         .expect("load");
     for batch in [1usize, 16, 64, 256] {
         let slice = &msgs[..batch];
@@ -121,7 +148,73 @@ fn main() {
             }
             black_box(&native_out);
         });
-        println!("| {batch} | {wasm_big:.1} | {wasm_small:.1} | {native:.1} |");
+        let cell = |(cpu, wall): (f64, f64)| format!("{cpu:.1} ({wall:.1})");
+        println!(
+            "| {batch} | {} | {} | {} |",
+            cell(wasm_big),
+            cell(wasm_small),
+            cell(native)
+        );
+    }
+
+    // The ABI's own cost: a filter that only looks up one attribute
+    // (hello-filter) over the same messages.
+    let hello = big
+        .load(
+            "hello",
+            Source::Path(&fixtures::wasm("hello_filter")),
+            "{}",
+            limits(),
+        )
+        .expect("load");
+    // And with a filter written in WebAssembly text (no SDK): the host's
+    // share of the cost.
+    let wat_bytes = fixtures::assemble(&fixtures::wat_filter("nop"));
+    let wat = big
+        .load("wat", Source::Bytes(&wat_bytes), "{}", limits())
+        .expect("load");
+    println!();
+    println!(
+        "| batch | ABI only: hello_filter (SDK, attribute lookup) | ABI only: WAT filter (no SDK) |"
+    );
+    println!("|---:|---:|---:|");
+    for batch in [1usize, 16, 64, 256] {
+        let slice = &msgs[..batch];
+        let mut out: Vec<FilterVerdict> = Vec::with_capacity(256);
+        let mut inst = hello.instance();
+        let (cpu, wall) = time_per_msg(batch, || {
+            inst.run_filter(slice, &mut out).expect("runs");
+            black_box(&out);
+        });
+        let mut inst = wat.instance();
+        let (wcpu, wwall) = time_per_msg(batch, || {
+            inst.run_filter(slice, &mut out).expect("runs");
+            black_box(&out);
+        });
+        println!("| {batch} | {cpu:.1} ({wall:.1}) | {wcpu:.1} ({wwall:.1}) |");
+    }
+
+    // Any other filter: PLUGIN_BENCH_EXTRA=path.wasm (config "{}").
+    if let Some(extra) = std::env::var_os("PLUGIN_BENCH_EXTRA") {
+        let p = big
+            .load(
+                "extra",
+                Source::Path(std::path::Path::new(&extra)),
+                "{}",
+                limits(),
+            )
+            .expect("load extra");
+        for batch in [64usize, 256] {
+            let slice = &msgs[..batch];
+            let mut out: Vec<FilterVerdict> = Vec::with_capacity(256);
+            let mut inst = p.instance();
+            let (cpu, wall) = time_per_msg(batch, || {
+                inst.run_filter(slice, &mut out).expect("runs");
+                black_box(&out);
+            });
+            println!("extra {extra:?} batch {batch}: {cpu:.1} ({wall:.1}) ns/msg");
+        }
+        return;
     }
 
     // Instantiation (fresh store + switchyard_init), compile, cached load.
@@ -136,13 +229,8 @@ fn main() {
     let mut compiles = Vec::new();
     for i in 0..5 {
         let t = Instant::now();
-        big.load(
-            &format!("c{i}"),
-            Source::Bytes(&bytes),
-            CONFIG,
-            Limits::default(),
-        )
-        .expect("load");
+        big.load(&format!("c{i}"), Source::Bytes(&bytes), CONFIG, limits())
+            .expect("load");
         compiles.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let dir = std::env::temp_dir().join(format!("switchyard-bench-cache-{}", std::process::id()));
@@ -155,18 +243,13 @@ fn main() {
     )
     .expect("engine");
     cached
-        .load("warm", Source::Bytes(&bytes), CONFIG, Limits::default())
+        .load("warm", Source::Bytes(&bytes), CONFIG, limits())
         .expect("load");
     let mut hits = Vec::new();
     for i in 0..20 {
         let t = Instant::now();
         let p = cached
-            .load(
-                &format!("h{i}"),
-                Source::Bytes(&bytes),
-                CONFIG,
-                Limits::default(),
-            )
+            .load(&format!("h{i}"), Source::Bytes(&bytes), CONFIG, limits())
             .expect("load");
         hits.push(t.elapsed().as_secs_f64() * 1e3);
         assert!(p.from_cache());

@@ -114,7 +114,7 @@ fn run_batch<P: 'static>(
         output.clear();
         match region(input, ptr, len)
             .map_err(|e| e.to_owned())
-            .and_then(|bytes| Batch::decode(bytes).map_err(|e| e.to_string()))
+            .and_then(|bytes| Batch::header(bytes).map_err(|e| e.to_string()))
         {
             Err(e) => write_error(output, abi::ERROR_INPUT, &e),
             Ok(batch) => slot.with_borrow_mut(|plugin| match plugin {
@@ -122,8 +122,18 @@ fn run_batch<P: 'static>(
                 Some(p) => {
                     put_u32(output, abi::STATUS_OK);
                     put_u32(output, batch.len() as u32);
-                    for msg in batch.messages() {
-                        each(p, &msg, output);
+                    // One pass: each message is checked as it is read; a
+                    // bad one turns the whole result into an error.
+                    let mut msgs = batch.checking();
+                    let bad = loop {
+                        match msgs.next_checked() {
+                            Ok(Some(msg)) => each(p, &msg, output),
+                            Ok(None) => break msgs.finish().err(),
+                            Err(e) => break Some(e),
+                        }
+                    };
+                    if let Some(e) = bad {
+                        write_error(output, abi::ERROR_INPUT, &e.to_string());
                     }
                 }
             }),

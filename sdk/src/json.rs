@@ -39,7 +39,7 @@ impl<'a> Value<'a> {
     /// The number, if this is one.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
-            Value::Number(n) => n.parse().ok(),
+            Value::Number(n) => parse_number(n),
             _ => None,
         }
     }
@@ -72,6 +72,48 @@ impl<'a> Value<'a> {
             Value::Object(b) | Value::Array(b) => String::from_utf8_lossy(b),
         }
     }
+}
+
+/// Parses a decimal number as `str::parse::<f64>` does, with a fast path
+/// for plain decimals (the common case in payloads and attributes).
+pub fn parse_number(n: &str) -> Option<f64> {
+    fast_f64(n).or_else(|| n.parse().ok())
+}
+
+/// Plain decimals of at most 15 digits without an exponent, exactly as
+/// `str::parse` would round them: the mantissa and the power of ten are
+/// both exact in an f64, and one IEEE division rounds correctly.
+fn fast_f64(n: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (neg, digits) = match n.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut fraction = 0usize;
+    let mut dot = false;
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                count += 1;
+                fraction += usize::from(dot);
+            }
+            b'.' if !dot => dot = true,
+            _ => return None,
+        }
+        if count > 15 {
+            return None;
+        }
+    }
+    if count == 0 || (dot && fraction == 0) {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[fraction];
+    Some(if neg { -v } else { v })
 }
 
 /// Finds the value at `path` (e.g. `"sensor.temp"`, `"items.0.id"`) in the
@@ -117,34 +159,41 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// At an opening quote: returns the raw contents and moves past the
-    /// closing quote.
-    fn string(&mut self) -> Option<&'a str> {
+    /// At an opening quote: returns the raw contents (escapes as written)
+    /// and moves past the closing quote.
+    fn string_bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
-        let start = self.i;
+        let rest = self.b.get(self.i..)?;
+        let mut end = 0;
         loop {
-            match self.peek()? {
-                b'"' => break,
-                b'\\' => self.i += 2,
-                _ => self.i += 1,
+            end += rest
+                .get(end..)?
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')?;
+            if rest[end] == b'"' {
+                break;
             }
+            end += 2;
         }
-        let raw = self.b.get(start..self.i)?;
-        self.i += 1;
-        std::str::from_utf8(raw).ok()
+        self.i += end + 1;
+        Some(&rest[..end])
+    }
+
+    fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.string_bytes()?).ok()
     }
 
     /// Moves past one value of any kind.
     fn skip(&mut self) -> Option<()> {
         self.ws();
         match self.peek()? {
-            b'"' => self.string().map(|_| ()),
+            b'"' => self.string_bytes().map(|_| ()),
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
                     match self.peek()? {
                         b'"' => {
-                            self.string()?;
+                            self.string_bytes()?;
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
@@ -180,12 +229,15 @@ impl<'a> Scan<'a> {
             return None;
         }
         loop {
-            let k = self.string()?;
+            let k = self.string_bytes()?;
             self.eat(b':')?;
-            let hit = if k.contains('\\') {
-                unescape(k).is_some_and(|k| k == key)
+            let hit = if k.contains(&b'\\') {
+                std::str::from_utf8(k)
+                    .ok()
+                    .and_then(unescape)
+                    .is_some_and(|k| k == key)
             } else {
-                k == key
+                k == key.as_bytes()
             };
             if hit {
                 self.ws();
@@ -316,6 +368,27 @@ mod tests {
         assert_eq!(find(doc, "a.x.5"), None);
         assert_eq!(find(doc, "n.deeper"), None);
         assert!(matches!(find(doc, "a.x"), Some(Value::Array(_))));
+    }
+
+    #[test]
+    fn numbers_parse_exactly() {
+        for n in [
+            "0",
+            "-0",
+            "31.5",
+            "-12.25",
+            "123456789012345",
+            "0.1",
+            "1e3",
+            "1.5E-2",
+            "99.99",
+        ] {
+            let want: f64 = n.parse().expect("number");
+            assert_eq!(Value::Number(n).as_f64(), Some(want), "{n}");
+        }
+        for bad in ["", "-", ".", "1.", "1.2.3", "abc"] {
+            assert_eq!(fast_f64(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ mod verdict;
 
 pub use error::{Config, Error};
 pub use message::{
-    AttributeIter, Attributes, Batch, BatchWriter, DecodeError, Message, Messages, OwnedMessage,
+    AttributeIter, Attributes, Batch, BatchWriter, Checking, DecodeError, Message, Messages,
+    OwnedMessage,
 };
 pub use verdict::{Rewrite, Route, Verdict};
 

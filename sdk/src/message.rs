@@ -110,6 +110,9 @@ pub struct Batch<'a> {
     count: u32,
     time_ms: u64,
     body: &'a [u8],
+    /// True once every message was checked (`decode`), so iteration may
+    /// skip the UTF-8 checks.
+    validated: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -118,22 +121,39 @@ impl<'a> Batch<'a> {
     /// # Errors
     /// A [`DecodeError`] naming the first byte that breaks the layout.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut batch = Self::header(buf)?;
+        let mut checking = batch.checking();
+        while checking.next_checked()?.is_some() {}
+        checking.finish()?;
+        batch.validated = true;
+        Ok(batch)
+    }
+
+    /// Reads only the header; the messages are checked as they are read
+    /// with [`Checking`], in one pass (what the ABI glue does).
+    ///
+    /// # Errors
+    /// A [`DecodeError`] when the header is short.
+    pub fn header(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let count = r.u32("batch header")?;
         let _flags = r.u32("batch header")?;
         let time_ms = r.u64("batch header")?;
-        let body_start = r.pos();
-        for _ in 0..count {
-            decode_one::<false>(&mut r)?;
-        }
-        if !r.is_empty() {
-            return Err(r.err("trailing bytes after the last message"));
-        }
         Ok(Self {
             count,
             time_ms,
-            body: &buf[body_start..],
+            body: &buf[r.pos()..],
+            validated: false,
         })
+    }
+
+    /// A one-pass reader that checks each message as it goes.
+    pub fn checking(&self) -> Checking<'a> {
+        Checking {
+            reader: Reader::new(self.body),
+            left: self.count,
+            time_ms: self.time_ms,
+        }
     }
 
     /// How many messages the batch holds.
@@ -152,13 +172,49 @@ impl<'a> Batch<'a> {
         self.time_ms
     }
 
-    /// The messages, in order.
+    /// The messages, in order. On a batch from [`Batch::header`] this
+    /// checks as it goes and stops at the first bad message.
     pub fn messages(&self) -> Messages<'a> {
         Messages {
             reader: Reader::new(self.body),
             left: self.count,
             time_ms: self.time_ms,
+            validated: self.validated,
         }
+    }
+}
+
+/// Reads a batch's messages once, checking each as it is read.
+pub struct Checking<'a> {
+    reader: Reader<'a>,
+    left: u32,
+    time_ms: u64,
+}
+
+impl<'a> Checking<'a> {
+    /// The next message, `None` after the last, or why the bytes are bad.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] at the first byte that breaks the layout.
+    pub fn next_checked(&mut self) -> Result<Option<Message<'a>>, DecodeError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let mut msg = decode_one::<false>(&mut self.reader)?;
+        msg.batch_time_ms = self.time_ms;
+        Ok(Some(msg))
+    }
+
+    /// Checks nothing follows the last message.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] for messages left unread or trailing bytes.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.left != 0 || !self.reader.is_empty() {
+            return Err(self.reader.err("trailing bytes after the last message"));
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +223,7 @@ pub struct Messages<'a> {
     reader: Reader<'a>,
     left: u32,
     time_ms: u64,
+    validated: bool,
 }
 
 impl<'a> Iterator for Messages<'a> {
@@ -177,8 +234,16 @@ impl<'a> Iterator for Messages<'a> {
             return None;
         }
         self.left -= 1;
-        // `Batch::decode` walked these same bytes, so this cannot fail.
-        let mut msg = decode_one::<true>(&mut self.reader).ok()?;
+        let msg = if self.validated {
+            // `Batch::decode` checked these same bytes.
+            decode_one::<true>(&mut self.reader)
+        } else {
+            decode_one::<false>(&mut self.reader)
+        };
+        let Ok(mut msg) = msg else {
+            self.left = 0;
+            return None;
+        };
         msg.batch_time_ms = self.time_ms;
         Some(msg)
     }

@@ -104,9 +104,9 @@ impl Comparison {
             (Op::Contains, Operand::Text(v)) => actual.contains(v.as_str()),
             (Op::Prefix, Operand::Text(v)) => actual.starts_with(v.as_str()),
             (Op::Suffix, Operand::Text(v)) => actual.ends_with(v.as_str()),
-            (op, Operand::Number(n)) => match actual.trim().parse::<f64>() {
-                Ok(a) => ordered(op, a.partial_cmp(n)),
-                Err(_) => op == Op::Ne,
+            (op, Operand::Number(n)) => match switchyard_sdk::json::parse_number(actual.trim()) {
+                Some(a) => ordered(op, a.partial_cmp(n)),
+                None => op == Op::Ne,
             },
             (op, Operand::Bool(b)) => match actual {
                 "true" => ordered(op, Some(true.cmp(b))),
@@ -120,9 +120,18 @@ impl Comparison {
 
     /// Applies the comparison to a JSON value (`None` when absent).
     pub fn test_json(&self, actual: Option<Value<'_>>) -> bool {
-        match actual {
-            None => self.test_text(None),
-            Some(v) => self.test_text(Some(&v.to_text())),
+        match (actual, &self.value) {
+            (None, _) => self.test_text(None),
+            // Numbers against numbers without a detour through text.
+            (Some(v @ Value::Number(_)), Operand::Number(n))
+                if !matches!(self.op, Op::Exists | Op::Missing) =>
+            {
+                match v.as_f64() {
+                    Some(a) => ordered(self.op, a.partial_cmp(n)),
+                    None => self.op == Op::Ne,
+                }
+            }
+            (Some(v), _) => self.test_text(Some(&v.to_text())),
         }
     }
 }
