@@ -4,8 +4,15 @@
 //! Also instantiation, compile and cached-load times.
 //!
 //! Run: `cargo bench -p switchyard --bench plugin_stage` (builds the plugin
-//! fixtures for wasm32 first if needed). Prints one table; figures are
-//! medians of several timed rounds.
+//! fixtures for wasm32 first if needed). Prints tables in Markdown; figures
+//! are medians of 7 rounds of ~300 ms, in on-CPU nanoseconds of the bench
+//! thread (Linux schedstat), so other load on the machine inflates them
+//! less than wall time would. Rows: the JSON-field filter, the ABI's own
+//! cost (an SDK filter that only looks up an attribute, and a WAT filter
+//! with no SDK), instance start, compile and cached load.
+//!
+//! `PLUGIN_BENCH_EXTRA=my.wasm cargo bench ...` times your own filter
+//! (config `{}`) at batches of 64 and 256 instead of the rest.
 
 #![allow(missing_docs)]
 
