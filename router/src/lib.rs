@@ -12,6 +12,8 @@
 //! - [`envelope`]: how a message is laid out in ZeroMQ frames.
 //! - [`http`]: the HTTP server plumbing and the one place errors become
 //!   HTTP responses; [`admin`]: the admin endpoints.
+//! - [`plugin`]: the Wasm plugin host (the only module that imports wasmtime):
+//!   engine, loading and checks, instances, batched calls, limits.
 //! - [`metrics`]: every Prometheus family the router exports.
 //!
 //! Data flows one way: ingress -> pipeline (route match, per-route queue) ->
@@ -26,5 +28,6 @@ pub mod http;
 pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugin;
 pub mod shutdown;
 pub mod zmtp;

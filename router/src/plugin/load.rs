@@ -1,0 +1,489 @@
+//! Loading a plugin: every check happens here, off the hot path, so a bad
+//! module or config is refused at load naming the problem, and a loaded
+//! [`Plugin`] only needs instantiating.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_sdk::abi;
+use wasmtime::{ExternType, InstancePre, Module, ValType};
+
+use super::breaker::Breaker;
+use super::cache::{self, Origin};
+use super::engine::Engine;
+use super::error::Error;
+use super::host::HostState;
+use super::instance::{self, PluginInstance};
+use super::metrics::PluginMetrics;
+use super::{Kind, TrapReason};
+
+/// Per-plugin limits. Reload live: a reload with new limits loads the
+/// plugin again.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Memory cap of one instance, in bytes; growing past it traps
+    /// (`memory`). Default 64 MiB; at most the engine's `max_memory_bytes`.
+    pub memory_bytes: u64,
+    /// Deadline of one batch call; a call still running then is stopped
+    /// (`timeout`). Measured in engine epochs, i.e. wall-clock time: on an
+    /// overloaded box a descheduled worker counts against it, so keep it
+    /// far above the plugin's normal batch time. Default 100 ms.
+    pub deadline: Duration,
+    /// Most messages in one guest call; longer slices are split. Default 256.
+    pub max_batch_messages: usize,
+    /// Soft cap on one call's batch bytes; longer slices are split (a single
+    /// bigger message still goes alone). Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// What to do when the plugin keeps failing.
+    pub on_failure: FailurePolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_millis(100),
+            max_batch_messages: 256,
+            max_batch_bytes: 1 << 20,
+            on_failure: FailurePolicy::default(),
+        }
+    }
+}
+
+/// What happens to messages while a plugin's circuit is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum FailMode {
+    /// Pass messages through as if the plugin kept them (filters) or chose
+    /// the route's default outputs (routers).
+    Open,
+    /// Drop them, counted (`route_dropped_total{reason="plugin_error"}`).
+    #[default]
+    Closed,
+}
+
+impl std::fmt::Display for FailMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailMode::Open => "fail-open",
+            FailMode::Closed => "fail-closed",
+        })
+    }
+}
+
+/// The circuit breaker's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct FailurePolicy {
+    /// What callers do with messages while the circuit is open.
+    pub mode: FailMode,
+    /// Consecutive failed calls that open the circuit. Default 5.
+    pub trip_after: u32,
+    /// Wait before the first retry. Default 1 s; doubles per failed retry.
+    pub backoff: Duration,
+    /// Longest wait between retries. Default 60 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            mode: FailMode::Closed,
+            trip_after: 5,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a plugin's module comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A `.wasm` file.
+    Path(&'a Path),
+    /// Module bytes in memory.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> From<&'a Path> for Source<'a> {
+    fn from(p: &'a Path) -> Self {
+        Source::Path(p)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Source<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Source::Bytes(b)
+    }
+}
+
+/// A loaded, checked plugin. Cheap to clone; make one
+/// [`PluginInstance`] per worker with [`Plugin::instance`].
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) inner: Arc<PluginInner>,
+}
+
+pub(crate) struct PluginInner {
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: Kind,
+    pub(crate) engine: Engine,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) config_json: Arc<str>,
+    pub(crate) limits: Limits,
+    pub(crate) deadline_ticks: u64,
+    pub(crate) metrics: PluginMetrics,
+    pub(crate) breaker: Breaker,
+    pub(crate) cached: bool,
+    pub(crate) sha256: String,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .field("kind", &self.inner.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin's name (its metrics label).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Filter or router.
+    pub fn kind(&self) -> Kind {
+        self.inner.kind
+    }
+
+    /// The limits it runs with.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// True if the compiled module came from the disk cache.
+    pub fn from_cache(&self) -> bool {
+        self.inner.cached
+    }
+
+    /// Hex SHA-256 of the module bytes (for `/v1/plugins` and reload diffs).
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// True while the circuit breaker refuses calls.
+    pub fn is_tripped(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// Failures counted for `reason` so far (the value of
+    /// `switchyard_plugin_traps_total{plugin,reason}`).
+    pub fn traps(&self, reason: TrapReason) -> u64 {
+        self.inner.metrics.traps(reason)
+    }
+
+    /// Batches handed to the guest so far.
+    pub fn calls(&self) -> u64 {
+        self.inner.metrics.calls.get()
+    }
+
+    /// A new instance for one worker; it starts on first use (or
+    /// [`PluginInstance::start`]).
+    pub fn instance(&self) -> PluginInstance {
+        PluginInstance::new(self.clone())
+    }
+}
+
+impl Engine {
+    /// Loads and checks a plugin: size cap, header, compile (or the cached
+    /// artifact), imports, exports, ABI version, kind, and a first instance
+    /// whose `switchyard_init` accepts `config_json`. Slow (milliseconds):
+    /// call it off the hot path, e.g. in `spawn_blocking`.
+    ///
+    /// # Errors
+    /// An [`Error`] naming the plugin and what is wrong with it.
+    pub fn load(
+        &self,
+        name: &str,
+        source: Source<'_>,
+        config_json: &str,
+        limits: Limits,
+    ) -> Result<Plugin, Error> {
+        let max = self.inner.config.max_module_bytes;
+        let too_large = |size: u64| Error::TooLarge {
+            plugin: name.to_owned(),
+            size,
+            max,
+        };
+        let read_err = |path: &Path, source| Error::Read {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        };
+        let owned;
+        let bytes: &[u8] = match source {
+            Source::Bytes(b) => b,
+            Source::Path(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| read_err(path, e))?;
+                if meta.len() > max {
+                    return Err(too_large(meta.len()));
+                }
+                owned = std::fs::read(path).map_err(|e| read_err(path, e))?;
+                &owned
+            }
+        };
+        if bytes.len() as u64 > max {
+            return Err(too_large(bytes.len() as u64));
+        }
+        check_header(bytes).map_err(|why| Error::NotAModule {
+            plugin: name.to_owned(),
+            why,
+        })?;
+        if limits.memory_bytes > self.inner.config.max_memory_bytes {
+            return Err(Error::Limits {
+                plugin: name.to_owned(),
+                message: format!(
+                    "memory limit {} bytes is over the engine's {} bytes",
+                    limits.memory_bytes, self.inner.config.max_memory_bytes
+                ),
+            });
+        }
+        if limits.max_batch_messages == 0 || limits.deadline.is_zero() {
+            return Err(Error::Limits {
+                plugin: name.to_owned(),
+                message: "max_batch_messages and deadline must be above zero".into(),
+            });
+        }
+        let (module, origin) = cache::load_or_compile(
+            &self.inner.wasmtime,
+            self.inner.config.cache_dir.as_deref(),
+            &self.inner.compat,
+            name,
+            bytes,
+        )
+        .map_err(|message| Error::Compile {
+            plugin: name.to_owned(),
+            message,
+        })?;
+        check_imports(name, &module)?;
+        require_func(
+            name,
+            &module,
+            "switchyard_abi_version",
+            &[],
+            &[ValType::I32],
+        )?;
+        require_memory(name, &module)?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::Compile {
+                plugin: name.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        let name: Arc<str> = Arc::from(name);
+        let metrics = self.inner.families.for_plugin(&name);
+        let mut probe = instance::Probe::new(self, &pre, &name, limits.memory_bytes, &metrics)
+            .map_err(|source| Error::Init {
+                plugin: name.to_string(),
+                source,
+            })?;
+        let version = probe.abi_version().map_err(|source| Error::Init {
+            plugin: name.to_string(),
+            source,
+        })?;
+        if version != abi::ABI_VERSION {
+            return Err(Error::AbiVersion {
+                plugin: name.to_string(),
+                found: version,
+                expected: abi::ABI_VERSION,
+            });
+        }
+        require_func(
+            name.as_ref(),
+            &module,
+            "switchyard_kind",
+            &[],
+            &[ValType::I32],
+        )?;
+        require_func(
+            name.as_ref(),
+            &module,
+            "switchyard_alloc",
+            &[ValType::I32],
+            &[ValType::I32],
+        )?;
+        for export in ["switchyard_init", "switchyard_batch"] {
+            require_func(
+                name.as_ref(),
+                &module,
+                export,
+                &[ValType::I32, ValType::I32],
+                &[ValType::I64],
+            )?;
+        }
+        let kind_value = probe.kind().map_err(|source| Error::Init {
+            plugin: name.to_string(),
+            source,
+        })?;
+        let kind = Kind::from_abi(kind_value).ok_or_else(|| Error::UnknownKind {
+            plugin: name.to_string(),
+            found: kind_value,
+        })?;
+        drop(probe);
+        let inner = PluginInner {
+            deadline_ticks: self.deadline_ticks(limits.deadline),
+            breaker: Breaker::new(limits.on_failure),
+            name,
+            kind,
+            engine: self.clone(),
+            pre,
+            config_json: Arc::from(config_json),
+            limits,
+            metrics,
+            cached: origin == Origin::Cached,
+            sha256: cache::content_hash(bytes),
+        };
+        instance::try_start(&inner).map_err(|source| Error::Init {
+            plugin: inner.name.to_string(),
+            source,
+        })?;
+        Ok(Plugin {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// [`Engine::load`], then checks the plugin is of `kind`.
+    ///
+    /// # Errors
+    /// As `load`, and [`Error::WrongKind`].
+    pub fn load_kind(
+        &self,
+        name: &str,
+        source: Source<'_>,
+        config_json: &str,
+        limits: Limits,
+        kind: Kind,
+    ) -> Result<Plugin, Error> {
+        let plugin = self.load(name, source, config_json, limits)?;
+        if plugin.kind() != kind {
+            return Err(Error::WrongKind {
+                plugin: name.to_owned(),
+                found: plugin.kind(),
+                expected: kind,
+            });
+        }
+        Ok(plugin)
+    }
+}
+
+/// Checks the 8-byte header: a core module, version 1.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), &'static str> {
+    if bytes.starts_with(b"(module") || bytes.starts_with(b"(component") {
+        return Err("this is WebAssembly text; build it to a binary .wasm");
+    }
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("no \\0asm magic at the start");
+    }
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Ok(()),
+        [_, _, 1, 0] => Err("this is a component; Switchyard plugins are core modules"),
+        _ => Err("unknown binary format version"),
+    }
+}
+
+fn check_imports(plugin: &str, module: &Module) -> Result<(), Error> {
+    for import in module.imports() {
+        let allowed = import.module() == "env"
+            && import.name() == "switchyard_log"
+            && matches!(import.ty(), ExternType::Func(ref f)
+                if f.params().map(|p| p.is_i32()).eq([true, true, true])
+                    && f.results().len() == 0);
+        if !allowed {
+            return Err(Error::ForbiddenImport {
+                plugin: plugin.to_owned(),
+                module: import.module().to_owned(),
+                name: import.name().to_owned(),
+                kind: describe(&import.ty()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A short description of an import or export type for messages.
+pub(crate) fn describe(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => {
+            let params: Vec<String> = f.params().map(|p| p.to_string()).collect();
+            let results: Vec<String> = f.results().map(|p| p.to_string()).collect();
+            format!("func ({}) -> ({})", params.join(", "), results.join(", "))
+        }
+        ExternType::Memory(_) => "memory".into(),
+        ExternType::Table(_) => "table".into(),
+        ExternType::Global(_) => "global".into(),
+        ExternType::Tag(_) => "tag".into(),
+    }
+}
+
+fn require_func(
+    plugin: &str,
+    module: &Module,
+    export: &'static str,
+    params: &[ValType],
+    results: &[ValType],
+) -> Result<(), Error> {
+    let bad = |problem: String| Error::BadExport {
+        plugin: plugin.to_owned(),
+        export,
+        problem,
+    };
+    let expected = || {
+        let p: Vec<String> = params.iter().map(|t| t.to_string()).collect();
+        let r: Vec<String> = results.iter().map(|t| t.to_string()).collect();
+        format!("func ({}) -> ({})", p.join(", "), r.join(", "))
+    };
+    match module.get_export(export) {
+        None => Err(bad(format!(
+            "is missing (expected {}); is this a Switchyard plugin built for ABI version {}?",
+            expected(),
+            abi::ABI_VERSION
+        ))),
+        Some(ExternType::Func(f)) => {
+            let same = f.params().len() == params.len()
+                && f.results().len() == results.len()
+                && f.params().zip(params).all(|(a, b)| ValType::eq(&a, b))
+                && f.results().zip(results).all(|(a, b)| ValType::eq(&a, b));
+            if same {
+                Ok(())
+            } else {
+                Err(bad(format!(
+                    "is {}, expected {}",
+                    describe(&ExternType::Func(f)),
+                    expected()
+                )))
+            }
+        }
+        Some(other) => Err(bad(format!(
+            "is a {}, expected {}",
+            describe(&other),
+            expected()
+        ))),
+    }
+}
+
+fn require_memory(plugin: &str, module: &Module) -> Result<(), Error> {
+    let bad = |problem: &str| Error::BadExport {
+        plugin: plugin.to_owned(),
+        export: "memory",
+        problem: problem.to_owned(),
+    };
+    match module.get_export("memory") {
+        Some(ExternType::Memory(m)) if !m.is_64() && !m.is_shared() => Ok(()),
+        Some(ExternType::Memory(_)) => Err(bad("must be a 32-bit, unshared memory")),
+        Some(_) => Err(bad("is not a memory")),
+        None => Err(bad("is missing")),
+    }
+}

@@ -1,0 +1,513 @@
+//! The host side of the ABI's byte layouts (`sdk/ABI.md` §5): batches
+//! written straight into guest memory, and verdict buffers read back with
+//! every length and field checked. Sans-IO: bytes in, values out.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use switchyard_sdk::abi;
+
+use crate::pipeline::{Attributes, Message, Topic};
+
+/// A filter's answer for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FilterVerdict {
+    /// Pass the message on unchanged.
+    Keep,
+    /// Drop it (the route counts it as filtered).
+    Drop,
+    /// Pass it on with these fields replaced (`None` keeps the original).
+    Rewrite {
+        /// A new, validated topic.
+        topic: Option<Topic>,
+        /// A new payload.
+        payload: Option<Bytes>,
+        /// A new attribute set replacing the old one.
+        attributes: Option<Attributes>,
+    },
+}
+
+impl FilterVerdict {
+    /// Applies this verdict to `msg`: `None` when dropped.
+    pub fn apply(self, mut msg: Message) -> Option<Message> {
+        match self {
+            FilterVerdict::Keep => Some(msg),
+            FilterVerdict::Drop => None,
+            FilterVerdict::Rewrite {
+                topic,
+                payload,
+                attributes,
+            } => {
+                if let Some(t) = topic {
+                    msg.topic = t;
+                }
+                if let Some(p) = payload {
+                    msg.payload = p;
+                }
+                if let Some(a) = attributes {
+                    msg.attributes = a;
+                }
+                Some(msg)
+            }
+        }
+    }
+}
+
+/// Output names of one router verdict; two inline before allocating.
+pub type OutputNames = SmallVec<[Arc<str>; 2]>;
+
+/// A router's answer for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteVerdict {
+    /// Send to these outputs (1 to 64 names, not yet checked against the
+    /// route: the caller does that).
+    Outputs(OutputNames),
+    /// Send where the route sends without a routing plugin.
+    Default,
+    /// Hand to the route's dead-letter handling.
+    DeadLetter,
+}
+
+/// Bytes `msg` takes in a batch.
+pub(crate) fn encoded_len(msg: &Message) -> usize {
+    abi::MESSAGE_FIXED_LEN
+        + 4
+        + msg.topic.len()
+        + 4
+        + msg.publisher.input.len()
+        + 4
+        + msg.payload.len()
+        + 4
+        + msg
+            .attributes
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>()
+}
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A cursor writing into a region whose size was computed by
+/// [`encoded_len`]; a mismatch is a bug, caught by `expect`.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Out<'_> {
+    fn put(&mut self, b: &[u8]) {
+        let end = self.pos + b.len();
+        self.buf[self.pos..end].copy_from_slice(b);
+        self.pos = end;
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.put(&(b.len() as u32).to_le_bytes());
+        self.put(b);
+    }
+}
+
+/// Writes the batch header and `msgs` into `dst`, which must be exactly
+/// `BATCH_HEADER_LEN + Σ encoded_len` bytes.
+pub(crate) fn write_batch(dst: &mut [u8], msgs: &[Message], time_ms: u64) {
+    let mut out = Out { buf: dst, pos: 0 };
+    out.put(&(msgs.len() as u32).to_le_bytes());
+    out.put(&0u32.to_le_bytes());
+    out.put(&time_ms.to_le_bytes());
+    for m in msgs {
+        out.put(&m.id.0.to_le_bytes());
+        out.put(&unix_ms(m.publish_time).to_le_bytes());
+        out.put(&[m.priority]);
+        out.bytes(m.topic.as_bytes());
+        out.bytes(m.publisher.input.as_bytes());
+        out.bytes(&m.payload);
+        out.put(&(m.attributes.len() as u32).to_le_bytes());
+        for (k, v) in &m.attributes {
+            out.bytes(k.as_bytes());
+            out.bytes(v.as_bytes());
+        }
+    }
+    debug_assert_eq!(
+        out.pos,
+        out.buf.len(),
+        "encoded_len agrees with write_batch"
+    );
+}
+
+/// Why a result buffer was refused (`bad_verdict`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum VerdictError {
+    /// The buffer ended inside a field.
+    #[error("result ends inside {0} at byte {1}")]
+    Truncated(&'static str, usize),
+    /// A status other than 0 or 1.
+    #[error("unknown status {0}")]
+    Status(u32),
+    /// The verdict count differs from the batch's.
+    #[error("{found} verdicts for a batch of {expected}")]
+    Count {
+        /// Verdicts in the buffer.
+        found: u32,
+        /// Messages in the batch.
+        expected: usize,
+    },
+    /// An unknown tag or field bit.
+    #[error("verdict {index}: unknown {what} {value}")]
+    Unknown {
+        /// Which message.
+        index: usize,
+        /// "tag" or "rewrite fields".
+        what: &'static str,
+        /// The value found.
+        value: u8,
+    },
+    /// A field's content is invalid.
+    #[error("verdict {index}: {why}")]
+    Invalid {
+        /// Which message.
+        index: usize,
+        /// What is wrong.
+        why: String,
+    },
+    /// Bytes after the last verdict.
+    #[error("{0} bytes after the last verdict")]
+    Trailing(usize),
+}
+
+/// The decoded status of a result buffer.
+pub(crate) enum Status<'a> {
+    /// Verdicts (count first) follow.
+    Ok(Reader<'a>),
+    /// The call failed with a code and message.
+    Error {
+        /// ABI error code.
+        code: u32,
+        /// The plugin's message.
+        message: String,
+    },
+}
+
+/// A checked little-endian reader over a result buffer.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], VerdictError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(VerdictError::Truncated(what, self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, VerdictError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, VerdictError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], VerdictError> {
+        let n = self.u32(what)? as usize;
+        self.take(n, what)
+    }
+
+    fn str(&mut self, what: &'static str, index: usize) -> Result<&'a str, VerdictError> {
+        std::str::from_utf8(self.bytes(what)?).map_err(|_| VerdictError::Invalid {
+            index,
+            why: format!("{what} is not UTF-8"),
+        })
+    }
+
+    fn finish(&self) -> Result<(), VerdictError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(VerdictError::Trailing(n)),
+        }
+    }
+
+    fn count(&mut self, expected: usize) -> Result<(), VerdictError> {
+        let found = self.u32("verdict count")?;
+        if found as usize != expected {
+            return Err(VerdictError::Count { found, expected });
+        }
+        Ok(())
+    }
+}
+
+/// Reads the status word (and an error's code and message).
+pub(crate) fn status(buf: &[u8]) -> Result<Status<'_>, VerdictError> {
+    let mut r = Reader { buf, pos: 0 };
+    match r.u32("status")? {
+        abi::STATUS_OK => Ok(Status::Ok(r)),
+        abi::STATUS_ERROR => {
+            let code = r.u32("error code")?;
+            let message = String::from_utf8_lossy(r.bytes("error message")?);
+            let mut message = message.into_owned();
+            message.truncate(message.floor_char_boundary(1024));
+            Ok(Status::Error { code, message })
+        }
+        other => Err(VerdictError::Status(other)),
+    }
+}
+
+/// Reads `expected` filter verdicts, appending to `out`.
+pub(crate) fn filter_verdicts(
+    mut r: Reader<'_>,
+    expected: usize,
+    out: &mut Vec<FilterVerdict>,
+) -> Result<(), VerdictError> {
+    r.count(expected)?;
+    out.reserve(expected);
+    for index in 0..expected {
+        let v = match r.u8("verdict tag")? {
+            abi::FILTER_KEEP => FilterVerdict::Keep,
+            abi::FILTER_DROP => FilterVerdict::Drop,
+            abi::FILTER_REWRITE => rewrite(&mut r, index)?,
+            value => {
+                return Err(VerdictError::Unknown {
+                    index,
+                    what: "tag",
+                    value,
+                });
+            }
+        };
+        out.push(v);
+    }
+    r.finish()
+}
+
+fn rewrite(r: &mut Reader<'_>, index: usize) -> Result<FilterVerdict, VerdictError> {
+    let fields = r.u8("rewrite fields")?;
+    let known = abi::REWRITE_TOPIC | abi::REWRITE_PAYLOAD | abi::REWRITE_ATTRIBUTES;
+    if fields & !known != 0 {
+        return Err(VerdictError::Unknown {
+            index,
+            what: "rewrite fields",
+            value: fields,
+        });
+    }
+    let topic = if fields & abi::REWRITE_TOPIC != 0 {
+        let raw = r.bytes("topic")?;
+        let topic = Topic::new(Bytes::copy_from_slice(raw)).map_err(|e| VerdictError::Invalid {
+            index,
+            why: format!("rewritten topic: {e}"),
+        })?;
+        Some(topic)
+    } else {
+        None
+    };
+    let payload = if fields & abi::REWRITE_PAYLOAD != 0 {
+        Some(Bytes::copy_from_slice(r.bytes("payload")?))
+    } else {
+        None
+    };
+    let attributes = if fields & abi::REWRITE_ATTRIBUTES != 0 {
+        let n = r.u32("attribute count")?;
+        let mut attrs = Attributes::new();
+        for _ in 0..n {
+            let k = r.str("attribute key", index)?;
+            let v = r.str("attribute value", index)?;
+            if k.is_empty() {
+                return Err(VerdictError::Invalid {
+                    index,
+                    why: "empty attribute key".into(),
+                });
+            }
+            if attrs.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(VerdictError::Invalid {
+                    index,
+                    why: format!("attribute {k:?} given twice"),
+                });
+            }
+        }
+        Some(attrs)
+    } else {
+        None
+    };
+    Ok(FilterVerdict::Rewrite {
+        topic,
+        payload,
+        attributes,
+    })
+}
+
+/// Interned output names, so routing a message does not allocate a string
+/// per output. Bounded: past `CAP` distinct names new ones are allocated
+/// per use instead of remembered.
+#[derive(Default)]
+pub(crate) struct NameCache {
+    names: Vec<Arc<str>>,
+}
+
+impl NameCache {
+    const CAP: usize = 256;
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| &***n == name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.names.len() < Self::CAP {
+            self.names.push(n.clone());
+        }
+        n
+    }
+}
+
+/// Reads `expected` router verdicts, appending to `out`.
+pub(crate) fn route_verdicts(
+    mut r: Reader<'_>,
+    expected: usize,
+    out: &mut Vec<RouteVerdict>,
+    names: &mut NameCache,
+) -> Result<(), VerdictError> {
+    r.count(expected)?;
+    out.reserve(expected);
+    for index in 0..expected {
+        let v = match r.u8("verdict tag")? {
+            abi::ROUTE_OUTPUTS => {
+                let n = r.u32("output count")?;
+                if n == 0 || n > abi::MAX_ROUTE_OUTPUTS {
+                    return Err(VerdictError::Invalid {
+                        index,
+                        why: format!("{n} outputs (1 to {} allowed)", abi::MAX_ROUTE_OUTPUTS),
+                    });
+                }
+                let mut outputs = OutputNames::new();
+                for _ in 0..n {
+                    let name = r.str("output name", index)?;
+                    if name.is_empty() || name.len() > abi::MAX_OUTPUT_NAME as usize {
+                        return Err(VerdictError::Invalid {
+                            index,
+                            why: format!("output name of {} bytes", name.len()),
+                        });
+                    }
+                    outputs.push(names.get(name));
+                }
+                RouteVerdict::Outputs(outputs)
+            }
+            abi::ROUTE_DEAD_LETTER => RouteVerdict::DeadLetter,
+            abi::ROUTE_DEFAULT => RouteVerdict::Default,
+            value => {
+                return Err(VerdictError::Unknown {
+                    index,
+                    what: "tag",
+                    value,
+                });
+            }
+        };
+        out.push(v);
+    }
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Publisher;
+    use proptest::prelude::*;
+
+    fn msg(topic: &str, payload: &'static [u8]) -> Message {
+        let mut m = Message::new(
+            Topic::try_from(topic).expect("topic"),
+            Bytes::from_static(payload),
+            Publisher {
+                input: "in".into(),
+                peer: "".into(),
+            },
+        );
+        m.attributes.insert("k".into(), "v".into());
+        m
+    }
+
+    #[test]
+    fn batches_decode_with_the_sdk() {
+        let msgs = [msg("a.b", b"{\"x\":1}"), msg("c", b"")];
+        let len = abi::BATCH_HEADER_LEN + msgs.iter().map(encoded_len).sum::<usize>();
+        let mut buf = vec![0; len];
+        write_batch(&mut buf, &msgs, 42);
+        let batch = switchyard_sdk::Batch::decode(&buf).expect("sdk decodes the host's batch");
+        assert_eq!(batch.time_ms(), 42);
+        let got: Vec<_> = batch.messages().collect();
+        assert_eq!(got[0].topic(), "a.b");
+        assert_eq!(got[0].attr("k"), Some("v"));
+        assert_eq!(got[0].id(), msgs[0].id.0);
+        assert_eq!(got[1].input(), "in");
+    }
+
+    fn ok(count: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = 0u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&count.to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn filters(buf: &[u8], n: usize) -> Result<Vec<FilterVerdict>, VerdictError> {
+        let mut out = Vec::new();
+        match status(buf)? {
+            Status::Ok(r) => filter_verdicts(r, n, &mut out).map(|_| out),
+            Status::Error { code, .. } => panic!("error status {code}"),
+        }
+    }
+
+    #[test]
+    fn filter_verdicts_are_checked() {
+        assert_eq!(
+            filters(&ok(2, &[0, 1]), 2),
+            Ok(vec![FilterVerdict::Keep, FilterVerdict::Drop])
+        );
+        assert!(matches!(
+            filters(&ok(1, &[0]), 2),
+            Err(VerdictError::Count { .. })
+        ));
+        assert!(matches!(
+            filters(&ok(1, &[9]), 1),
+            Err(VerdictError::Unknown { .. })
+        ));
+        assert!(matches!(
+            filters(&ok(1, &[0, 0]), 1),
+            Err(VerdictError::Trailing(1))
+        ));
+        // Rewrite to an invalid topic.
+        let mut body = vec![2, 1];
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"a..");
+        assert!(matches!(
+            filters(&ok(1, &body), 1),
+            Err(VerdictError::Invalid { .. })
+        ));
+        // A length pointing past the end.
+        let mut body = vec![2, 2];
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            filters(&ok(1, &body), 1),
+            Err(VerdictError::Truncated(..))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_result_buffers_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..64), n in 0usize..4) {
+            if let Ok(Status::Ok(r)) = status(&buf) {
+                let _ = filter_verdicts(r, n, &mut Vec::new());
+            }
+            if let Ok(Status::Ok(r)) = status(&buf) {
+                let _ = route_verdicts(r, n, &mut Vec::new(), &mut NameCache::default());
+            }
+        }
+    }
+}
