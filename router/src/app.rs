@@ -116,20 +116,10 @@ impl OutputHandle {
         }
     }
 
-    /// Gives the peers up to `linger` to take what is queued for them,
-    /// then closes. What they did not take is counted as dropped by the
-    /// ZMTP layer (`peer_disconnected`).
     async fn flush_and_close(&self, linger: Duration) {
-        let flushed = match self {
-            Self::Pub(o) => o.socket().flush(linger).await,
-            Self::Push(o) => o.socket().flush(linger).await,
-        };
-        if !flushed {
-            tracing::warn!(output = %self.stats().name, ?linger, "peers did not take every queued message before the output closed");
-        }
         match self {
-            Self::Pub(o) => o.socket().close().await,
-            Self::Push(o) => o.socket().close().await,
+            Self::Pub(o) => o.flush_and_close(linger).await,
+            Self::Push(o) => o.flush_and_close(linger).await,
         }
     }
 }

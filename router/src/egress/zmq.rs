@@ -12,6 +12,9 @@
 //!   the output's `send_timeout`, the message is reported as
 //!   `no_subscriber`.
 
+use std::future::Future;
+use std::time::Duration;
+
 use prometheus::IntCounter;
 
 use super::{Delivery, Error, Output, Reject, SendFuture};
@@ -49,21 +52,32 @@ pub trait Socket: Send + Sync + 'static {
     const KIND: &'static str;
     /// Connected subscribers or workers.
     fn peer_count(&self) -> usize;
+    /// Waits until every queued message is written, or `timeout`; returns
+    /// whether everything was.
+    fn flush(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
+    /// Closes the socket; what is still queued is dropped and counted.
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
-impl Socket for PubSocket {
-    const KIND: &'static str = "zmq-pub";
-    fn peer_count(&self) -> usize {
-        PubSocket::peer_count(self)
-    }
+macro_rules! output_socket {
+    ($socket:ty, $kind:literal) => {
+        impl Socket for $socket {
+            const KIND: &'static str = $kind;
+            fn peer_count(&self) -> usize {
+                <$socket>::peer_count(self)
+            }
+            async fn flush(&self, timeout: Duration) -> bool {
+                <$socket>::flush(self, timeout).await
+            }
+            async fn close(&self) {
+                <$socket>::close(self).await
+            }
+        }
+    };
 }
 
-impl Socket for PushSocket {
-    const KIND: &'static str = "zmq-push";
-    fn peer_count(&self) -> usize {
-        PushSocket::peer_count(self)
-    }
-}
+output_socket!(PubSocket, "zmq-pub");
+output_socket!(PushSocket, "zmq-push");
 
 /// A ZeroMQ output over socket `S`.
 #[derive(Debug)]
@@ -98,9 +112,14 @@ impl<S: Socket> ZmqOutput<S> {
         }
     }
 
-    /// The socket, for shutdown.
-    pub fn socket(&self) -> &S {
-        &self.socket
+    /// Gives the peers up to `linger` to take what is queued for them,
+    /// then closes. What they did not take is counted as dropped by the
+    /// ZMTP layer (`peer_disconnected`).
+    pub async fn flush_and_close(&self, linger: Duration) {
+        if !self.socket.flush(linger).await {
+            tracing::warn!(output = %self.name, ?linger, "peers did not take every queued message before the output closed");
+        }
+        self.socket.close().await;
     }
 
     /// Counts for `/v1/status`.
