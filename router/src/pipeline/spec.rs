@@ -48,13 +48,16 @@ impl QueueSpec {
     pub const DEFAULT_MAX_BATCH: usize = 256;
 
     /// A queue of `capacity` messages and `capacity_bytes` bytes with the
-    /// default batch size.
+    /// default batch size, capped at half the capacity: messages in flight
+    /// to a stalled output cannot be evicted, so this keeps at least half
+    /// of a full queue evictable and `drop_oldest` meaningful on small
+    /// queues.
     pub fn new(capacity: usize, capacity_bytes: usize, when_full: WhenFull) -> Self {
         Self {
             capacity,
             capacity_bytes,
             when_full,
-            max_batch: Self::DEFAULT_MAX_BATCH,
+            max_batch: Self::DEFAULT_MAX_BATCH.min((capacity / 2).max(1)),
         }
     }
 }
