@@ -89,11 +89,23 @@ fn settled(router: &Router, want_offered: u64) -> Result<Scrape> {
 
 /// Reads until the worker has everything the route delivered, then a
 /// marker published after the route went idle: nothing can follow.
-fn drain_worker(router: &Router, worker: &mut Peer, api: &mut Client) -> Result<Vec<Msg>> {
+/// Lets the stalled worker read, waits until route `jobs` is empty (and,
+/// with `accepted = Some((input, n))`, until that input has accepted `n`
+/// messages, so none is still on its way from a ZeroMQ producer), then
+/// sends an end marker and returns what the worker got before it.
+fn drain_worker(
+    router: &Router,
+    worker: &mut Peer,
+    api: &mut Client,
+    accepted: Option<(&str, u64)>,
+) -> Result<Vec<Msg>> {
     worker.go()?;
-    router.wait_scrape("route jobs drained", "switchyard_route", DEADLINE, |s| {
+    router.wait_scrape("route jobs drained", "switchyard_", DEADLINE, |s| {
         let r = s.route("jobs");
-        r.depth == 0 && r.conserved()
+        let arrived = accepted.is_none_or(|(input, n)| {
+            s.count("switchyard_input_messages_total", &[("input", input)]) == n
+        });
+        arrived && r.depth == 0 && r.conserved()
     })?;
     let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
     ensure!(resp.status == 202, "marker: {}", resp.text());
@@ -160,7 +172,7 @@ fn drop_policy(when_full: &str) -> Result<Outcome> {
     assert!(stalled.backpressure_events > 0, "{stalled:?}");
 
     let mut api = router.http("api")?;
-    let got = drain_worker(&router, &mut worker, &mut api)?;
+    let got = drain_worker(&router, &mut worker, &mut api, None)?;
     let s = router.scrape()?;
     let end = assert_conserved(&s);
     assert_eq!(end.offered, N + 1, "the marker too");
@@ -287,7 +299,7 @@ fn block_holds_an_http_producer_back_without_loss() -> Result<()> {
         );
     }
     assert_eq!(accepted.len() as u64, N, "one id per message, all distinct");
-    let got = drain_worker(&router, &mut worker, &mut api)?;
+    let got = drain_worker(&router, &mut worker, &mut api, None)?;
     let seqs: Vec<u64> = got.iter().map(|m| m.seq().expect("generated")).collect();
     assert_eq!(
         seqs,
@@ -359,7 +371,7 @@ fn block_holds_a_zmq_producer_back_with_bounded_memory() -> Result<()> {
     worker.go()?;
     producer.wait_event("sent", DEADLINE)?;
     let mut api = router.http("api")?;
-    let got = drain_worker(&router, &mut worker, &mut api)?;
+    let got = drain_worker(&router, &mut worker, &mut api, Some(("producers", N)))?;
     let seqs: Vec<u64> = got.iter().map(|m| m.seq().expect("generated")).collect();
     assert_eq!(seqs.len() as u64, N);
     assert_eq!(
