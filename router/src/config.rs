@@ -15,8 +15,10 @@
 //! 3. Each entry read on its own: every unknown key reported (with a "did
 //!    you mean"), then serde reads the shape, then values are parsed
 //!    (durations, sizes, addresses, topic patterns) and checked against
-//!    each other and across entries (unique names, routes' outputs exist,
-//!    no two listeners on one address, at least one input, output, route).
+//!    each other and across entries (unique names, routes' outputs and
+//!    plugins exist, no two listeners on one address, at least one input,
+//!    output, route). Plugin files are not opened here: the router reports
+//!    a module it cannot load at its entry's line ([`Plugin::problem`]).
 //!
 //! # The file
 //!
@@ -26,6 +28,7 @@
 //! admin = "127.0.0.1:9464"         # /metrics, /health, /v1/...
 //! shutdown_grace = "5s"
 //! log_level = "info"               # optional; --log-level / RUST_LOG win
+//! plugin_cache = "cache/plugins"   # optional; compiled plugins kept on disk
 //!
 //! [[input]]
 //! name = "sensors"
@@ -45,10 +48,23 @@
 //! kind = "zmq-pub"                 # or "zmq-push"
 //! bind = "tcp://0.0.0.0:6555"
 //!
+//! [[plugin]]
+//! name = "drop-debug"
+//! path = "plugins/attr_filter.wasm"  # relative to this file's directory
+//! config = { key = "level", deny = ["debug"] }   # any table, given as JSON
+//! memory = "64MiB"                 # instance memory cap
+//! deadline = "100ms"               # per batch call
+//! max_batch = 256                  # messages per call
+//! on_failure = { mode = "closed", trip_after = 5, backoff = "1s", max_backoff = "60s" }
+//!
 //! [[route]]
 //! name = "telemetry"
 //! match = "sensors.>"              # NATS-style: `*` one token, `>` the rest
 //! attributes = { site = "42" }     # optional equality conditions
+//! filters = ["drop-debug"]         # optional plugins, run in order
+//! router = "by-content"            # optional plugin picking outputs
+//! on_error = "dead_letter"         # or "drop" (default): a failed batch
+//! dead_letter = "errors"           # an output; required by "dead_letter"
 //! to = ["dashboard"]
 //! queue = { capacity = 10000, max_bytes = "64MiB", when_full = "drop_oldest" }
 //! ```
@@ -56,12 +72,15 @@
 //! Durations are strings with a unit (`"250ms"`, `"5s"`, `"1m"`, `"1h"`);
 //! sizes are integers of bytes or strings with a unit (`"64KiB"`, `"1MiB"`,
 //! `"1GB"`). Each typed field's doc gives its unit, default, range and
-//! whether it reloads live ("restart required" for listeners and
-//! endpoints; routes reload live once hot reload lands).
+//! whether it reloads live ("restart required" for listeners, endpoints
+//! and the plugin cache; routes and plugins reload live once hot reload
+//! lands).
 //!
 //! Files: `error` (problems), `source` (substitution, positions),
-//! `units`, `raw` (serde model), `validate` (the one step), and one file per
-//! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `route`.
+//! `units`, `raw` (serde model), `validate` (the one step), `entry` and
+//! `checker` (its helpers), `listeners` (address clashes), and one file
+//! per typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`,
+//! `plugin`, `route`.
 
 use std::io::Read;
 use std::path::Path;
@@ -80,6 +99,7 @@ mod input;
 mod listeners;
 mod output;
 mod plain;
+mod plugin;
 mod raw;
 mod route;
 mod router;
@@ -93,7 +113,8 @@ pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind};
 pub use output::{Output, OutputKind};
 pub use plain::{Plain, Secret};
-pub use route::{QueueConfig, Route, WhenFull};
+pub use plugin::{FailMode, OnFailure, Plugin};
+pub use route::{OnError, QueueConfig, Route, WhenFull};
 pub use router::Router;
 pub use zmq::{Envelope, ZmqOptions, ZmqSocket};
 
@@ -113,8 +134,11 @@ pub struct Config {
     pub inputs: Vec<Input>,
     /// `[[output]]`s, in file order. At least one.
     pub outputs: Vec<Output>,
-    /// `[[route]]`s, in file order. At least one; every `to` names an
-    /// output in [`Config::outputs`].
+    /// `[[plugin]]`s, in file order. Default none.
+    pub plugins: Vec<Plugin>,
+    /// `[[route]]`s, in file order. At least one; every `to` and
+    /// `dead_letter` names an output in [`Config::outputs`], every `filters`
+    /// entry and `router` a plugin in [`Config::plugins`].
     pub routes: Vec<Route>,
 }
 
@@ -130,7 +154,7 @@ impl Config {
         let path = path.as_ref();
         let file = path.display().to_string();
         let unreadable = |reason: String| {
-            ConfigErrors::new(vec![Problem {
+            ConfigErrors::from_problems(vec![Problem {
                 file: file.clone(),
                 location: None,
                 error: Error::Read { reason },
@@ -183,13 +207,13 @@ impl Config {
                     error,
                 })
                 .collect();
-            return Err(ConfigErrors::new(problems));
+            return Err(ConfigErrors::from_problems(problems));
         }
         let mut checker = checker::Checker::new(&source, file);
         let config = validate::validate(&source.text, &mut checker);
         match config {
             Some(config) => Ok(config),
-            None => Err(ConfigErrors::new(checker.into_problems())),
+            None => Err(ConfigErrors::from_problems(checker.into_problems())),
         }
     }
 
@@ -201,6 +225,11 @@ impl Config {
     /// The output called `name`.
     pub fn output(&self, name: &str) -> Option<&Output> {
         self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// The plugin called `name`.
+    pub fn plugin(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.iter().find(|p| p.name == name)
     }
 
     /// The route called `name`.
@@ -596,6 +625,7 @@ queue = { when_full = "drop_newest" }
                 admin: addr("127.0.0.1:9464"),
                 shutdown_grace: Duration::from_secs(5),
                 log_level: None,
+                plugin_cache: None,
             }
         );
         let OutputKind::ZmqPub(publ) = &config.outputs[0].kind else {

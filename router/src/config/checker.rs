@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::ops::{Range, RangeInclusive};
 use std::time::Duration;
 
-use super::error::{Error, Problem, Subject, Suggestion};
+use super::error::{Error, Location, Problem, Subject, Suggestion};
 use super::raw::S;
 use super::source::Source;
 use super::units::{Quantity, format_duration, format_size};
@@ -80,6 +80,16 @@ impl<'a> Checker<'a> {
     /// The line of `span`'s start.
     pub(crate) fn line(&self, span: Range<usize>) -> usize {
         self.source.location(span.start).line
+    }
+
+    /// Where `span` starts in the file as written.
+    pub(crate) fn location(&self, span: Range<usize>) -> Location {
+        self.source.location(span.start)
+    }
+
+    /// The file, as the caller named it.
+    pub(crate) fn file(&self) -> &'a str {
+        self.file
     }
 
     /// Reads an optional duration, checking it lies in `range`.

@@ -11,16 +11,6 @@ use super::error::{Error, Subject, Suggestion};
 use super::raw::fields_of;
 use super::validate::check_name;
 
-/// Keys recognised as features of a later release, with what to tell an
-/// operator who uses one now.
-const NOT_YET: [(&str, &str); 2] = [
-    ("plugin", "Wasm plugins are not supported by this version"),
-    (
-        "filters",
-        "Wasm filter plugins are not supported by this version",
-    ),
-];
-
 /// A shape problem (`Error::Shape`).
 pub(crate) fn shape(subject: &Subject, reason: &str) -> Error {
     Error::Shape {
@@ -29,8 +19,8 @@ pub(crate) fn shape(subject: &Subject, reason: &str) -> Error {
     }
 }
 
-/// Reports an unknown key, with a suggestion or a note for features of a
-/// later release. `prefix` names the enclosing table (`queue.`).
+/// Reports an unknown key, with a suggestion when a known key is close.
+/// `prefix` names the enclosing table (`queue.`).
 pub(crate) fn unknown_field(
     c: &mut Checker<'_>,
     subject: &Subject,
@@ -39,23 +29,13 @@ pub(crate) fn unknown_field(
     span: std::ops::Range<usize>,
     known: &[&str],
 ) {
-    let note = NOT_YET
-        .iter()
-        .find(|(k, _)| *k == field && prefix.is_empty())
-        .map(|(_, note)| format!(": {note}"))
-        .unwrap_or_default();
-    let suggestion = if note.is_empty() {
-        closest(field, known.iter().copied())
-    } else {
-        None
-    };
+    let suggestion = closest(field, known.iter().copied());
     c.report(
         span,
         Error::UnknownField {
             subject: subject.clone(),
             field: format!("{prefix}{field}"),
             suggestion: Suggestion(suggestion),
-            note,
         },
     );
 }
@@ -187,7 +167,7 @@ mod tests {
         let got = problems(&base(
             "max_frame = \"1MiB\"\nsend_hwm_byte = 5",
             "",
-            "queue = { capacity = 5, when_ful = \"block\" }\nfilters = [\"x\"]",
+            "queue = { capacity = 5, when_ful = \"block\" }\nfilter = [\"x\"]",
         ));
         assert_eq!(got.len(), 4, "{got:#?}");
         assert!(
@@ -207,7 +187,7 @@ mod tests {
             "{got:#?}"
         );
         assert!(
-            got[3].contains("unknown field `filters`: Wasm filter plugins are not supported"),
+            got[3].contains("route \"r\": unknown field `filter` (did you mean \"filters\"?)"),
             "{got:#?}"
         );
     }

@@ -47,8 +47,13 @@ pub struct ConfigErrors {
 
 impl ConfigErrors {
     /// Wraps `problems`, sorting them into file order (problems without a
-    /// place come last). Callers never build an empty one.
-    pub(crate) fn new(mut problems: Vec<Problem>) -> Self {
+    /// place come last). Used by the config itself and by callers that find
+    /// problems later, such as plugins that fail to load (see
+    /// [`Plugin::problem`](super::Plugin::problem)).
+    ///
+    /// Callers pass at least one problem: an empty list gives an empty
+    /// `ConfigErrors` that displays as nothing, which reads as "no reason".
+    pub fn from_problems(mut problems: Vec<Problem>) -> Self {
         problems.sort_by_key(|p| (p.location.is_none(), p.location));
         Self { problems }
     }
@@ -63,8 +68,8 @@ impl ConfigErrors {
         self.problems.len()
     }
 
-    /// Always false: a `ConfigErrors` holds at least one problem. Present
-    /// because `len` is.
+    /// False for every `ConfigErrors` the config builds (it holds at least
+    /// one problem). Present because `len` is.
     pub fn is_empty(&self) -> bool {
         self.problems.is_empty()
     }
@@ -99,7 +104,8 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 }
 
 /// What the problem concerns, printed before the reason: `input "api": `,
-/// `route #3: ` (no usable name), `[router]: `, or nothing at the top level.
+/// `plugin "drop-debug": `, `route #3: ` (no usable name), `[router]: `, or
+/// nothing at the top level.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject(pub(crate) String);
 
@@ -121,6 +127,11 @@ impl Subject {
             Some(name) => Self(format!("{section} {name:?}")),
             None => Self(format!("{section} #{}", index + 1)),
         }
+    }
+
+    /// The `[[plugin]]` called `name`: `plugin "name"`.
+    pub fn plugin(name: &str) -> Self {
+        Self::entry("plugin", Some(name), 0)
     }
 
     /// A table section such as `[router]`.
@@ -182,9 +193,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A key the config does not know: a typo, or a feature this version
-    /// does not have.
-    #[error("{subject}unknown field `{field}`{suggestion}{note}")]
+    /// A key the config does not know (usually a typo).
+    #[error("{subject}unknown field `{field}`{suggestion}")]
     UnknownField {
         /// Where the key was found.
         subject: Subject,
@@ -192,8 +202,6 @@ pub enum Error {
         field: String,
         /// The closest known key, if any is close.
         suggestion: Suggestion,
-        /// Extra explanation (for features planned but not yet accepted).
-        note: String,
     },
     /// The value has the wrong shape: a wrong type or a missing field.
     #[error("{subject}{reason}")]
@@ -226,8 +234,8 @@ pub enum Error {
         /// The closest defined name, if any is close.
         suggestion: Suggestion,
     },
-    /// Two entries share a name. Names are unique across inputs, outputs
-    /// and routes, since they label metrics together.
+    /// Two entries share a name. Names are unique across inputs, outputs,
+    /// plugins and routes, since they label metrics together.
     #[error("{subject}name {name:?} is already used by {other} (line {other_line})")]
     DuplicateName {
         /// The later entry.
@@ -252,6 +260,17 @@ pub enum Error {
         other: String,
         /// The earlier entry's line.
         other_line: usize,
+    },
+    /// A plugin's module could not be loaded or does not fit where a route
+    /// uses it (unreadable file, bad module, wrong ABI, a filter named as a
+    /// router...). Found when the router loads the plugins, after the file
+    /// validated; built by [`Plugin::problem`](super::Plugin::problem).
+    #[error("{subject}{reason}")]
+    Load {
+        /// The plugin, `plugin "name"`.
+        subject: Subject,
+        /// What went wrong.
+        reason: String,
     },
     /// A section the router cannot run without is absent or empty.
     #[error("{reason}")]

@@ -16,7 +16,7 @@ use super::zmq::{self, ZmqRole, ZmqSocket};
 /// One `[[input]]`. Restart required: inputs own listeners and connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Input {
-    /// Unique among inputs, outputs and routes; a metric label
+    /// Unique among inputs, outputs, plugins and routes; a metric label
     /// (`switchyard_input_messages_total{input}`).
     pub name: String,
     /// The protocol and its settings.

@@ -12,8 +12,9 @@ use super::zmq::{self, ZmqRole, ZmqSocket};
 /// connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Output {
-    /// Unique among inputs, outputs and routes; what routes name in `to`,
-    /// and a metric label (`switchyard_output_messages_total{output}`).
+    /// Unique among inputs, outputs, plugins and routes; what routes name
+    /// in `to` and `dead_letter`, and a metric label
+    /// (`switchyard_output_messages_total{output}`).
     pub name: String,
     /// The protocol and its settings.
     #[serde(flatten)]

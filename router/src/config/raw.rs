@@ -25,6 +25,7 @@ pub(crate) struct RawRouter {
     pub(crate) admin: Option<S<String>>,
     pub(crate) shutdown_grace: Option<S<Quantity>>,
     pub(crate) log_level: Option<S<String>>,
+    pub(crate) plugin_cache: Option<S<String>>,
 }
 
 /// One `[[input]]` or `[[output]]` of a ZeroMQ kind. The four kinds share
@@ -83,9 +84,35 @@ pub(crate) struct RawHttp {
     pub(crate) max_batch: Option<S<i64>>,
 }
 
-/// One `[[route]]`. Plugin `filters` arrive in a later release: they will
-/// be one more field here, resolved against `[[plugin]]` names the way `to`
-/// is resolved against outputs.
+/// One `[[plugin]]`. `config` is the plugin's own settings, any table: it
+/// is not checked for unknown keys (the plugin checks it when it starts),
+/// only converted to JSON. Each top-level key keeps its span, so a value
+/// JSON cannot hold is reported near where it is written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlugin {
+    pub(crate) name: S<String>,
+    pub(crate) path: S<String>,
+    pub(crate) config: Option<S<BTreeMap<String, S<toml::Value>>>>,
+    pub(crate) memory: Option<S<Quantity>>,
+    pub(crate) deadline: Option<S<Quantity>>,
+    pub(crate) max_batch: Option<S<i64>>,
+    pub(crate) on_failure: Option<S<RawOnFailure>>,
+}
+
+/// A plugin's `on_failure = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOnFailure {
+    pub(crate) mode: Option<S<String>>,
+    pub(crate) trip_after: Option<S<i64>>,
+    pub(crate) backoff: Option<S<Quantity>>,
+    pub(crate) max_backoff: Option<S<Quantity>>,
+}
+
+/// One `[[route]]`. `filters` and `router` name `[[plugin]]` entries and
+/// `dead_letter` an output; all are resolved against the declared names the
+/// way `to` is.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
@@ -93,6 +120,10 @@ pub(crate) struct RawRoute {
     #[serde(rename = "match")]
     pub(crate) pattern: S<String>,
     pub(crate) attributes: Option<S<BTreeMap<String, S<String>>>>,
+    pub(crate) filters: Option<S<Vec<S<String>>>>,
+    pub(crate) router: Option<S<String>>,
+    pub(crate) on_error: Option<S<String>>,
+    pub(crate) dead_letter: Option<S<String>>,
     pub(crate) to: S<Vec<S<String>>>,
     pub(crate) queue: Option<S<RawQueue>>,
 }
@@ -198,6 +229,11 @@ mod tests {
             &["capacity", "max_bytes", "when_full", "block_timeout"]
         );
         assert!(fields_of::<RawRoute>().contains(&"match"));
+        assert!(fields_of::<RawRoute>().contains(&"dead_letter"));
+        assert_eq!(
+            fields_of::<RawOnFailure>(),
+            &["mode", "trip_after", "backoff", "max_backoff"]
+        );
         assert!(fields_of::<RawZmq>().contains(&"slow_subscriber_timeout"));
     }
 }

@@ -1,5 +1,5 @@
-//! Routes: which messages (topic pattern, attribute conditions) go to which
-//! outputs, through what bounded queue.
+//! Routes: which messages (topic pattern, attribute conditions) go through
+//! which plugins to which outputs, through what bounded queue.
 
 use crate::pipeline::Pattern;
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
-use super::raw::{RawQueue, RawRoute};
+use super::raw::{RawQueue, RawRoute, S};
 use super::units::{format_size, serialize_duration};
 use super::validate::Declared;
 
@@ -20,8 +20,8 @@ use super::validate::Declared;
 /// route, through each route's own queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
-    /// Unique among inputs, outputs and routes; a metric label. Reloads
-    /// live.
+    /// Unique among inputs, outputs, plugins and routes; a metric label.
+    /// Reloads live.
     pub name: String,
     /// The NATS-style topic pattern, written `match = "sensors.>"`: tokens
     /// split at `.`, `*` matches exactly one token, `>` (last token only)
@@ -33,8 +33,27 @@ pub struct Route {
     /// exactly this value. Default none (match on topic alone). Reloads
     /// live.
     pub attributes: BTreeMap<String, String>,
-    /// Names of the outputs that receive matching messages, each defined
-    /// and listed once. Reloads live.
+    /// Names of the filter plugins the route's messages go through, in
+    /// order; each names a [`Plugin`](super::Plugin), at most once. A
+    /// message a filter drops goes no further. Default none. Reloads live.
+    pub filters: Vec<String>,
+    /// The routing plugin, run after the filters: for each message it names
+    /// outputs, keeps the route's `to`, or dead-letters it. Names a
+    /// [`Plugin`](super::Plugin) not also in `filters`. Default none: every
+    /// message goes to `to`. Reloads live.
+    pub router: Option<String>,
+    /// What happens to a batch a plugin failed on (trap, timeout, broken
+    /// verdict; or an open circuit in `closed` mode). Default `drop`.
+    /// Reloads live.
+    pub on_error: OnError,
+    /// The output that receives dead-lettered messages: those a router
+    /// plugin dead-letters, and failed batches under
+    /// `on_error = "dead_letter"`. Names an output; required with
+    /// `on_error = "dead_letter"`. Default none. Reloads live.
+    pub dead_letter: Option<String>,
+    /// Names of the outputs that receive matching messages (those the
+    /// filters keep, unless a `router` picks otherwise), each defined and
+    /// listed once. Reloads live.
     pub to: Vec<String>,
     /// The route's bounded queue. Reloads live.
     pub queue: QueueConfig,
@@ -95,6 +114,19 @@ pub enum WhenFull {
     DropOldest,
 }
 
+/// What a route does with a batch of messages a plugin failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// `drop`: the messages are dropped, counted in
+    /// `switchyard_route_dropped_total{route, reason="plugin_error"}`.
+    #[default]
+    Drop,
+    /// `dead_letter`: the messages go, unchanged, to the route's
+    /// `dead_letter` output.
+    DeadLetter,
+}
+
 /// Reads one route. `declared` lists every named entry in the file (even
 /// broken ones), so references resolve without echoing other problems;
 /// `largest_message` is the biggest message any input accepts.
@@ -147,34 +179,102 @@ pub(crate) fn build(
             );
             continue;
         }
-        match declared.iter().find(|d| &d.name == name) {
-            Some(d) if d.section == "output" => {}
-            Some(d) => c.invalid(
-                subject,
-                "to",
-                target.span(),
-                format!(
-                    "{name:?} is an {} (line {}); a route sends to outputs",
-                    d.section, d.line
-                ),
-            ),
-            None => c.report(
-                target.span(),
-                Error::Undefined {
-                    subject: subject.clone(),
-                    what: "output",
-                    name: name.clone(),
-                    suggestion: Suggestion(closest(
-                        name,
-                        declared
-                            .iter()
-                            .filter(|d| d.section == "output")
-                            .map(|d| d.name.as_str()),
-                    )),
-                },
-            ),
-        }
+        resolve(
+            target,
+            "output",
+            "to",
+            "a route sends to outputs",
+            subject,
+            declared,
+            c,
+        );
         to.push(name.clone());
+    }
+
+    let mut filters: Vec<String> = Vec::new();
+    for filter in raw.filters.iter().flat_map(|f| f.get_ref()) {
+        let name = filter.get_ref();
+        if filters.contains(name) {
+            c.invalid(
+                subject,
+                "filters",
+                filter.span(),
+                format!("plugin {name:?} is listed twice"),
+            );
+            continue;
+        }
+        resolve(
+            filter,
+            "plugin",
+            "filters",
+            "filters name [[plugin]] entries",
+            subject,
+            declared,
+            c,
+        );
+        filters.push(name.clone());
+    }
+
+    let router = raw.router.as_ref().map(|r| {
+        let name = r.get_ref();
+        if filters.contains(name) {
+            c.invalid(
+                subject,
+                "router",
+                r.span(),
+                format!(
+                    "plugin {name:?} is also in filters; a plugin is either a filter or a router"
+                ),
+            );
+        } else {
+            resolve(
+                r,
+                "plugin",
+                "router",
+                "router names a [[plugin]]",
+                subject,
+                declared,
+                c,
+            );
+        }
+        name.clone()
+    });
+
+    let problems_before = c.problem_count();
+    let on_error = c.choice(
+        subject,
+        "on_error",
+        raw.on_error.as_ref(),
+        OnError::default(),
+        &[
+            ("drop", OnError::Drop),
+            ("dead_letter", OnError::DeadLetter),
+        ],
+    );
+    let on_error_ok = c.problem_count() == problems_before;
+    let dead_letter = raw.dead_letter.as_ref().map(|d| {
+        resolve(
+            d,
+            "output",
+            "dead_letter",
+            "dead letters go to an output",
+            subject,
+            declared,
+            c,
+        );
+        d.get_ref().clone()
+    });
+    if let Some(written) = &raw.on_error
+        && on_error == OnError::DeadLetter
+        && on_error_ok
+        && dead_letter.is_none()
+    {
+        c.invalid(
+            subject,
+            "on_error",
+            written.span(),
+            "\"dead_letter\" needs `dead_letter = \"<output>\"`, the output that receives the messages",
+        );
     }
 
     let queue = match &raw.queue {
@@ -185,8 +285,62 @@ pub(crate) fn build(
         name: raw.name.get_ref().clone(),
         pattern,
         attributes,
+        filters,
+        router,
+        on_error,
+        dead_letter,
         to,
         queue,
+    }
+}
+
+/// Checks that `target` names a declared entry of `section` (`output`,
+/// `plugin`). An undefined name is reported with the closest name of that
+/// section; a name of another section is reported with `why` (what
+/// `field` takes).
+fn resolve(
+    target: &S<String>,
+    section: &'static str,
+    field: &str,
+    why: &str,
+    subject: &Subject,
+    declared: &[Declared],
+    c: &mut Checker<'_>,
+) {
+    let name = target.get_ref();
+    match declared.iter().find(|d| &d.name == name) {
+        Some(d) if d.section == section => {}
+        Some(d) => {
+            let article = if d.section.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            c.invalid(
+                subject,
+                field,
+                target.span(),
+                format!(
+                    "{name:?} is {article} {} (line {}); {why}",
+                    d.section, d.line
+                ),
+            );
+        }
+        None => c.report(
+            target.span(),
+            Error::Undefined {
+                subject: subject.clone(),
+                what: section,
+                name: name.clone(),
+                suggestion: Suggestion(closest(
+                    name,
+                    declared
+                        .iter()
+                        .filter(|d| d.section == section)
+                        .map(|d| d.name.as_str()),
+                )),
+            },
+        ),
     }
 }
 
@@ -273,7 +427,152 @@ fn build_queue(
 
 #[cfg(test)]
 mod tests {
-    use crate::config::fixture::{assert_one, base, problems};
+    use super::OnError;
+    use crate::config::fixture::{assert_one, base, problems, valid};
+
+    /// `base` with `route_extra` in the route, plus a second output and two
+    /// plugins after it.
+    fn with_plugins(route_extra: &str) -> String {
+        format!(
+            "{}{}",
+            base("", "", route_extra),
+            r#"
+[[output]]
+name = "errors"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:6557"
+
+[[plugin]]
+name = "drop-debug"
+path = "attr_filter.wasm"
+
+[[plugin]]
+name = "by-content"
+path = "router.wasm"
+"#
+        )
+    }
+
+    #[test]
+    fn plugin_fields_read_into_the_route() {
+        let config = valid(&with_plugins(
+            "filters = [\"drop-debug\"]\nrouter = \"by-content\"\non_error = \"dead_letter\"\ndead_letter = \"errors\"",
+        ));
+        let r = &config.routes[0];
+        assert_eq!(r.filters, ["drop-debug"]);
+        assert_eq!(r.router.as_deref(), Some("by-content"));
+        assert_eq!(r.on_error, OnError::DeadLetter);
+        assert_eq!(r.dead_letter.as_deref(), Some("errors"));
+
+        let config = valid(&with_plugins(""));
+        let r = &config.routes[0];
+        assert!(r.filters.is_empty());
+        assert_eq!((r.router.as_deref(), r.on_error), (None, OnError::Drop));
+        assert_eq!(r.dead_letter, None);
+        let json = serde_json::to_value(&config).expect("serializable");
+        assert_eq!(json["routes"][0]["on_error"], "drop");
+
+        // A router's dead-letter verdicts need somewhere to go even when
+        // failed batches are dropped.
+        let config = valid(&with_plugins(
+            "router = \"by-content\"\ndead_letter = \"errors\"",
+        ));
+        assert_eq!(config.routes[0].on_error, OnError::Drop);
+    }
+
+    #[test]
+    fn filters_must_name_plugins_once() {
+        let got = problems(&with_plugins(
+            "filters = [\"drop-debgu\", \"out\", \"drop-debug\", \"drop-debug\", \"zzz\"]",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert_eq!(
+            got[0],
+            "t.toml:17:12: route \"r\": plugin \"drop-debgu\" is not defined (did you mean \"drop-debug\"?)"
+        );
+        assert_eq!(
+            got[1],
+            "t.toml:17:26: route \"r\": filters: \"out\" is an output (line 8); filters name [[plugin]] entries"
+        );
+        assert_eq!(
+            got[2],
+            "t.toml:17:47: route \"r\": filters: plugin \"drop-debug\" is listed twice"
+        );
+        assert_eq!(
+            got[3],
+            "t.toml:17:61: route \"r\": plugin \"zzz\" is not defined"
+        );
+        let got = problems(&with_plugins("filters = [\"r\"]"));
+        assert_one(
+            &got,
+            "filters: \"r\" is a route (line 14); filters name [[plugin]] entries",
+        );
+        let got = problems(&with_plugins("filters = \"drop-debug\""));
+        assert_one(
+            &got,
+            "route \"r\": invalid type: string \"drop-debug\", expected a sequence",
+        );
+    }
+
+    #[test]
+    fn router_must_name_a_plugin_not_in_filters() {
+        let got = problems(&with_plugins("router = \"by-contnet\""));
+        assert_one(
+            &got,
+            "t.toml:17:10: route \"r\": plugin \"by-contnet\" is not defined (did you mean \"by-content\"?)",
+        );
+        let got = problems(&with_plugins("router = \"in\""));
+        assert_one(
+            &got,
+            "router: \"in\" is an input (line 2); router names a [[plugin]]",
+        );
+        let got = problems(&with_plugins(
+            "filters = [\"drop-debug\"]\nrouter = \"drop-debug\"",
+        ));
+        assert_one(
+            &got,
+            "t.toml:18:10: route \"r\": router: plugin \"drop-debug\" is also in filters",
+        );
+    }
+
+    #[test]
+    fn dead_letters_go_to_an_output() {
+        let got = problems(&with_plugins("dead_letter = \"drop-debug\""));
+        assert_one(
+            &got,
+            "t.toml:17:15: route \"r\": dead_letter: \"drop-debug\" is a plugin (line 25); dead letters go to an output",
+        );
+        let got = problems(&with_plugins("dead_letter = \"erors\""));
+        assert_one(
+            &got,
+            "route \"r\": output \"erors\" is not defined (did you mean \"errors\"?)",
+        );
+        let got = problems(&with_plugins("on_error = \"dead_letter\""));
+        assert_one(
+            &got,
+            "t.toml:17:12: route \"r\": on_error: \"dead_letter\" needs `dead_letter = \"<output>\"`",
+        );
+        let got = problems(&with_plugins("on_error = \"deadletter\""));
+        assert_one(
+            &got,
+            "on_error: \"deadletter\" is not one of \"drop\", \"dead_letter\" (did you mean \"dead_letter\"?)",
+        );
+    }
+
+    #[test]
+    fn to_names_the_kind_of_a_wrong_target() {
+        let got =
+            problems(&with_plugins("").replace("to = [\"out\"]", "to = [\"r\", \"by-content\"]"));
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("to: \"r\" is a route (line 14); a route sends to outputs"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("to: \"by-content\" is a plugin (line 29); a route sends to outputs"),
+            "{got:#?}"
+        );
+    }
 
     #[test]
     fn queue_mistakes() {

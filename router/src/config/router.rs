@@ -1,6 +1,7 @@
 //! `[router]`: the process-wide settings.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::parse_listen;
 use super::error::Subject;
+use super::plugin::resolve_path;
 use super::raw::RawRouter;
 use super::units::serialize_duration;
 use super::validate::check_name;
@@ -31,6 +33,12 @@ pub struct Router {
     /// flag or `RUST_LOG` decides, else `info`; the flag and the
     /// environment win over this. Restart required.
     pub log_level: Option<String>,
+    /// Directory for compiled plugin modules, so a restart does not compile
+    /// every plugin again. Written relative to the config file's directory
+    /// (absolute paths are kept); created when missing. Default none: no
+    /// disk cache. A cached module is native code, so the directory must be
+    /// writable only by the router's user. Restart required.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 impl Default for Router {
@@ -40,6 +48,7 @@ impl Default for Router {
             admin: SocketAddr::from(([127, 0, 0, 1], 9464)),
             shutdown_grace: Duration::from_secs(5),
             log_level: None,
+            plugin_cache: None,
         }
     }
 }
@@ -82,11 +91,24 @@ pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
                 None
             }
         });
+    let plugin_cache = raw.plugin_cache.as_ref().and_then(|p| {
+        if p.get_ref().trim().is_empty() {
+            c.invalid(
+                &subject,
+                "plugin_cache",
+                p.span(),
+                "is empty; leave it out for no disk cache",
+            );
+            return None;
+        }
+        Some(resolve_path(c.file(), p.get_ref()))
+    });
     Router {
         name,
         admin,
         shutdown_grace,
         log_level,
+        plugin_cache,
     }
 }
 

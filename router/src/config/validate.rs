@@ -1,16 +1,17 @@
 //! The one validate step: from the parsed TOML document to a typed
 //! [`Config`], resolving every name and collecting every problem.
 //!
-//! Each entry (`[router]`, each `[[input]]`, `[[output]]`, `[[route]]`) is
-//! read on its own, so a broken entry does not hide problems in the others.
+//! Each entry (`[router]`, each `[[input]]`, `[[output]]`, `[[plugin]]`,
+//! `[[route]]`) is read on its own, so a broken entry does not hide problems in the others.
 //! Within an entry, every unknown key is reported, then serde reads the
 //! shape (types, required fields), then each value is parsed and checked.
 //! Names are gathered from the document itself, so a route that names a
 //! broken output is not blamed for it.
 //!
-//! A new section (`[[plugin]]`, in a later release) is one more arm in
-//! [`validate`] with its raw struct, a build function, and its names added
-//! to the declared list so routes can refer to them.
+//! A new section is one more arm in [`validate`] with its raw struct (in
+//! `raw.rs`), a build function in its own file, and, when routes refer to
+//! it, its label in [`SECTIONS`] so its names join the declared list (as
+//! `[[plugin]]` did).
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -22,7 +23,10 @@ use super::error::{Error, Subject};
 use super::input::{self, Input};
 use super::listeners::check_binds;
 use super::output;
-use super::raw::{RawHttp, RawPlain, RawQueue, RawRoute, RawRouter, RawZmq, fields_of};
+use super::plugin;
+use super::raw::{
+    RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawZmq, fields_of,
+};
 use super::route;
 use super::router::{self, Router};
 use super::zmq::ZmqRole;
@@ -32,16 +36,16 @@ use super::zmq::ZmqRole;
 pub(crate) struct Declared {
     /// The name as written.
     pub(crate) name: String,
-    /// `input`, `output` or `route`.
+    /// `input`, `output`, `plugin` or `route`.
     pub(crate) section: &'static str,
     /// The line of its `name = ...`.
     pub(crate) line: usize,
 }
 
-/// Sections the file may have.
-const SECTIONS: [&str; 4] = ["router", "input", "output", "route"];
+/// The `[[...]]` sections, whose entries are named.
+const SECTIONS: [&str; 4] = ["input", "output", "plugin", "route"];
 
-/// Checks an input, output, route or router name: 1 to 64 characters from
+/// Checks an input, output, plugin, route or router name: 1 to 64 characters from
 /// letters, digits, `_`, `-` and `.` (names are metric label values).
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -76,8 +80,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let doc = doc.into_inner();
 
     let mut router_table = None;
-    let mut sections: [Vec<Spanned<DeValue<'_>>>; 3] = Default::default();
-    let mut present = [false; 3];
+    let mut sections: [Vec<Spanned<DeValue<'_>>>; 4] = Default::default();
+    let mut present = [false; 4];
     for (key, value) in &doc {
         let key_name: &str = key.get_ref();
         match key_name {
@@ -91,11 +95,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     ),
                 ),
             },
-            "input" | "output" | "route" => {
-                let idx = ["input", "output", "route"]
-                    .iter()
-                    .position(|s| *s == key_name)
-                    .unwrap_or(0);
+            "input" | "output" | "plugin" | "route" => {
+                let idx = SECTIONS.iter().position(|s| *s == key_name).unwrap_or(0);
                 present[idx] = true;
                 match value.get_ref() {
                     DeValue::Array(items) => sections[idx].extend(items.iter().cloned()),
@@ -108,12 +109,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     ),
                 }
             }
-            other => unknown_field(c, &Subject::top(), "", other, key.span(), &SECTIONS),
+            other => {
+                let known = ["router", "input", "output", "plugin", "route"];
+                unknown_field(c, &Subject::top(), "", other, key.span(), &known);
+            }
         }
     }
 
     // Gather every name first, so references resolve even to broken entries.
-    let labels = ["input", "output", "route"];
     let mut declared: Vec<Declared> = Vec::new();
     for (idx, items) in sections.iter().enumerate() {
         for (i, item) in items.iter().enumerate() {
@@ -123,7 +126,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             // A bad name is reported here, once, and still declared, so
             // references to it are not reported as undefined too.
             if let Err(reason) = check_name(name.get_ref()) {
-                let subject = Subject::entry(labels[idx], None, i);
+                let subject = Subject::entry(SECTIONS[idx], None, i);
                 c.invalid(&subject, "name", name.span(), reason);
             }
             let line = c.line(name.span());
@@ -131,7 +134,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                 c.report(
                     name.span(),
                     Error::DuplicateName {
-                        subject: Subject::entry(labels[idx], Some(name.get_ref()), i),
+                        subject: Subject::entry(SECTIONS[idx], Some(name.get_ref()), i),
                         name: (*name.get_ref()).to_owned(),
                         other: format!("{} {:?}", first.section, first.name),
                         other_line: first.line,
@@ -141,7 +144,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             }
             declared.push(Declared {
                 name: (*name.get_ref()).to_owned(),
-                section: labels[idx],
+                section: SECTIONS[idx],
                 line,
             });
         }
@@ -153,7 +156,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         None => Some(Router::default()),
     };
 
-    let [input_items, output_items, route_items] = sections;
+    let [input_items, output_items, plugin_items, route_items] = sections;
     let mut inputs = Vec::new();
     for (i, item) in input_items.into_iter().enumerate() {
         let subject = entry_subject("input", &item, i);
@@ -194,6 +197,15 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         outputs.extend(built);
     }
 
+    let mut plugins = Vec::new();
+    for (i, item) in plugin_items.into_iter().enumerate() {
+        let subject = entry_subject("plugin", &item, i);
+        let nested = [("on_failure", fields_of::<RawOnFailure>())];
+        let built = read::<RawPlugin>(item, &subject, &nested, c)
+            .map(|raw| plugin::build(&raw, &subject, c));
+        plugins.extend(built);
+    }
+
     let largest_message = inputs
         .iter()
         .map(Input::max_message_size)
@@ -212,7 +224,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     for (idx, what, why) in [
         (0, "[[input]]", "to receive messages"),
         (1, "[[output]]", "to send messages to"),
-        (2, "[[route]]", "to connect inputs to outputs"),
+        (3, "[[route]]", "to connect inputs to outputs"),
     ] {
         if !present[idx] {
             c.report_unplaced(Error::Missing {
@@ -224,6 +236,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         router,
         inputs,
         outputs,
+        plugins,
         routes,
     })
 }
@@ -238,21 +251,23 @@ mod tests {
     }
 
     #[test]
-    fn unknown_sections_and_plugins() {
+    fn unknown_sections() {
         let text = format!(
-            "{}\n[[plugin]]\nname = \"p\"\n\n[[inputs]]\nname = \"x\"\n",
+            "{}\n[[plugins]]\nname = \"p\"\n\n[[inputs]]\nname = \"x\"\n",
             base("", "", "")
         );
         let got = problems(&text);
         assert_eq!(got.len(), 2, "{got:#?}");
         assert!(
-            got[0].contains("unknown field `plugin`: Wasm plugins are not supported"),
+            got[0].contains("unknown field `plugins` (did you mean \"plugin\"?)"),
             "{got:#?}"
         );
         assert!(
             got[1].contains("unknown field `inputs` (did you mean \"input\"?)"),
             "{got:#?}"
         );
+        let got = problems(&format!("{}\n[plugin]\nname = \"p\"\n", base("", "", "")));
+        assert_one(&got, "write `[[plugin]]` (two brackets)");
     }
 
     #[test]
