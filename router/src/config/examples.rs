@@ -101,6 +101,16 @@ fn default_config_is_what_the_readme_runs() {
         (telemetry.pattern.as_str(), telemetry.to.as_slice()),
         ("sensors.>", &["dashboard".to_owned()][..])
     );
+    assert_eq!(telemetry.filters, ["drop-debug"]);
+    let plugin = config.plugin("drop-debug").expect("drop-debug plugin");
+    assert_eq!(
+        plugin.path,
+        config_dir().join("../plugins/target/wasm32-unknown-unknown/release/attr_filter.wasm")
+    );
+    assert_eq!(
+        plugin.config,
+        serde_json::json!({ "key": "level", "deny": ["debug"] })
+    );
     let jobs = config.route("jobs").expect("jobs route");
     assert_eq!(
         (jobs.pattern.as_str(), jobs.to.as_slice()),
