@@ -43,8 +43,7 @@ pub struct Route {
     /// message goes to `to`. Reloads live.
     pub router: Option<String>,
     /// What happens to a batch a plugin failed on (trap, timeout, broken
-    /// verdict; or an open circuit in `closed` mode). Default `drop`.
-    /// Reloads live.
+    /// verdict). Default `drop`. Reloads live.
     pub on_error: OnError,
     /// The output that receives dead-lettered messages: those a router
     /// plugin dead-letters, and failed batches under

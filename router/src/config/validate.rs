@@ -2,11 +2,11 @@
 //! [`Config`], resolving every name and collecting every problem.
 //!
 //! Each entry (`[router]`, each `[[input]]`, `[[output]]`, `[[plugin]]`,
-//! `[[route]]`) is read on its own, so a broken entry does not hide problems in the others.
-//! Within an entry, every unknown key is reported, then serde reads the
-//! shape (types, required fields), then each value is parsed and checked.
-//! Names are gathered from the document itself, so a route that names a
-//! broken output is not blamed for it.
+//! `[[route]]`) is read on its own, so a broken entry does not hide
+//! problems in the others. Within an entry, every unknown key is reported,
+//! then serde reads the shape (types, required fields), then each value is
+//! parsed and checked. Names are gathered from the document itself, so a
+//! route that names a broken output is not blamed for it.
 //!
 //! A new section is one more arm in [`validate`] with its raw struct (in
 //! `raw.rs`), a build function in its own file, and, when routes refer to
@@ -45,8 +45,9 @@ pub(crate) struct Declared {
 /// The `[[...]]` sections, whose entries are named.
 const SECTIONS: [&str; 4] = ["input", "output", "plugin", "route"];
 
-/// Checks an input, output, plugin, route or router name: 1 to 64 characters from
-/// letters, digits, `_`, `-` and `.` (names are metric label values).
+/// Checks an input, output, plugin, route or router name: 1 to 64
+/// characters from letters, digits, `_`, `-` and `.` (names are metric
+/// label values).
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
