@@ -37,6 +37,7 @@ impl Output for Null {
 
 fn route(name: &str, pattern: &str, when_full: WhenFull) -> RouteSpec {
     RouteSpec {
+        stages: Default::default(),
         name: name.to_owned(),
         pattern: Pattern::parse(pattern).expect("valid pattern"),
         attributes: Default::default(),

@@ -6,7 +6,8 @@
 //! | `GET /health` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /ready` | `200 {"ready":true}` once [`State::ready`], else `503 NOT_READY` |
 //! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
-//! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, outputs, policy, queue and counts |
+//! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, plugins, outputs, policy, queue and counts |
+//! | `GET /v1/plugins` | `{"plugins": [PluginStats]}`: each loaded plugin's kind, module hash, routes, limits, calls, traps by reason and breaker state |
 //!
 //! `HEAD` works wherever `GET` does. Other methods get `405
 //! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
@@ -28,7 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{OutputStats, State};
+pub use state::{OutputStats, PluginStats, State};
 
 use crate::pipeline::RouteSnapshot;
 
@@ -137,6 +138,7 @@ enum Endpoint {
     Ready,
     Status,
     Routes,
+    Plugins,
 }
 
 #[derive(Serialize)]
@@ -155,6 +157,11 @@ struct Routes {
     routes: Vec<RouteSnapshot>,
 }
 
+#[derive(Serialize)]
+struct Plugins {
+    plugins: Vec<PluginStats>,
+}
+
 impl Handler for Admin {
     async fn handle(
         &self,
@@ -167,6 +174,7 @@ impl Handler for Admin {
             "/ready" => Endpoint::Ready,
             "/v1/status" => Endpoint::Status,
             "/v1/routes" => Endpoint::Routes,
+            "/v1/plugins" => Endpoint::Plugins,
             path => {
                 return Err(Error::NotFound {
                     path: path.to_owned(),
@@ -219,6 +227,12 @@ impl Handler for Admin {
                     routes: self.state.pipeline().routes,
                 },
             ),
+            Endpoint::Plugins => http::json_response(
+                StatusCode::OK,
+                &Plugins {
+                    plugins: self.state.plugins(),
+                },
+            ),
         })
     }
 }
@@ -253,6 +267,10 @@ mod tests {
                     pattern: Pattern::parse("sensors.>").expect("pattern"),
                     attributes: BTreeMap::new(),
                     outputs: vec!["dashboard".into()],
+                    filters: vec!["drop-debug".into()],
+                    router: None,
+                    on_error: crate::pipeline::OnError::Drop,
+                    dead_letter: None,
                     when_full: WhenFull::DropOldest,
                     queue: QueueSnapshot {
                         depth: 2,
@@ -264,6 +282,8 @@ mod tests {
                     },
                     offered: 10,
                     delivered: 7,
+                    filtered: 0,
+                    dead_lettered: 0,
                     dropped: DroppedCounts {
                         total: 1,
                         queue_full: 1,
@@ -284,6 +304,17 @@ mod tests {
                 sent: 7,
                 dropped: 0,
                 peers: 2,
+            }]
+        }
+
+        fn plugins(&self) -> Vec<PluginStats> {
+            vec![PluginStats {
+                name: "drop-debug".into(),
+                kind: "filter".into(),
+                routes: vec!["telemetry".into()],
+                calls: 5,
+                traps: [("timeout".to_owned(), 1)].into(),
+                ..PluginStats::default()
             }]
         }
     }
@@ -383,10 +414,18 @@ mod tests {
         assert_eq!(status["outputs"][0]["kind"], "zmq-pub");
         assert_eq!(status["outputs"][0]["peers"], 2);
 
+        let plugins = running.get("/v1/plugins").await;
+        assert_eq!(plugins.status, 200);
+        let plugins = plugins.json();
+        assert_eq!(plugins["plugins"][0]["name"], "drop-debug");
+        assert_eq!(plugins["plugins"][0]["routes"][0], "telemetry");
+        assert_eq!(plugins["plugins"][0]["traps"]["timeout"], 1);
+
         let routes = running.get("/v1/routes").await;
         assert_eq!(routes.status, 200);
         let routes = routes.json();
         assert_eq!(routes["routes"][0]["match"], "sensors.>");
+        assert_eq!(routes["routes"][0]["filters"][0], "drop-debug");
         assert_eq!(
             routes["routes"][0]["outputs"],
             serde_json::json!(["dashboard"])

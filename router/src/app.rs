@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, OutputStats};
+use crate::admin::{self, OutputStats, PluginStats};
 use crate::config::{self, Attach, Config, InputKind, OutputKind, Plain, ZmqOptions};
 use crate::egress::Output;
 use crate::egress::zmq::{ZmqPubOutput, ZmqPushOutput};
@@ -39,6 +39,11 @@ use crate::zmtp;
 use crate::zmtp::endpoint::EndpointError;
 use crate::zmtp::handshake::Mechanism;
 use crate::{egress, http};
+
+mod plugins;
+
+use plugins::Plugins;
+pub use plugins::check_plugins;
 
 /// Why the application could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,10 @@ pub enum Error {
     /// The route table could not be built.
     #[error("routes: {0}")]
     Pipeline(#[from] pipeline::Error),
+    /// A plugin could not be loaded, or a route uses one wrongly: config
+    /// problems, one per line.
+    #[error("{0}")]
+    Plugins(config::ConfigErrors),
 }
 
 /// Where the router listens, once bound (port 0 resolved).
@@ -128,6 +137,7 @@ impl OutputHandle {
 struct State {
     pipeline: Pipeline,
     outputs: Vec<OutputHandle>,
+    plugins: Plugins,
     ready: AtomicBool,
 }
 
@@ -146,6 +156,10 @@ impl admin::State for State {
 
     fn outputs(&self) -> Vec<OutputStats> {
         self.outputs.iter().map(OutputHandle::stats).collect()
+    }
+
+    fn plugins(&self) -> Vec<PluginStats> {
+        self.plugins.stats()
     }
 }
 
@@ -188,6 +202,15 @@ impl App {
     /// built; whatever had started is stopped again.
     pub async fn start(config: Config, path: PathBuf) -> Result<Self, Error> {
         let families = Families::new();
+        let plugins = {
+            let config = config.clone();
+            let file = path.display().to_string();
+            let registry = families.registry.clone();
+            tokio::task::spawn_blocking(move || Plugins::load(&config, &file, &registry))
+                .await
+                .expect("loading plugins does not panic")
+                .map_err(Error::Plugins)?
+        };
         let mut bound = Bound {
             admin: config.router.admin,
             inputs: BTreeMap::new(),
@@ -232,7 +255,8 @@ impl App {
         }
 
         let targets: Vec<Arc<dyn Output>> = outputs.iter().map(OutputHandle::as_output).collect();
-        let pipeline = Pipeline::start(route_specs(&config), &targets, &families.pipeline)?;
+        let pipeline =
+            Pipeline::start(route_specs(&config, &plugins), &targets, &families.pipeline)?;
         let sink: Arc<dyn Sink> = Arc::new(pipeline.clone());
         let prefixes = pipeline.subscription_prefixes();
         let block_timeout = block_timeout(&config);
@@ -305,6 +329,7 @@ impl App {
         let state = Arc::new(State {
             pipeline,
             outputs,
+            plugins,
             ready: AtomicBool::new(false),
         });
         let admin_server = admin::AdminServer::bind(
@@ -330,6 +355,7 @@ impl App {
             inputs = %serde_json::to_string(&bound.inputs).unwrap_or_default(),
             outputs = %serde_json::to_string(&bound.outputs).unwrap_or_default(),
             routes = config.routes.len(),
+            plugins = state.plugins.len(),
             "ready"
         );
         Ok(Self {
@@ -435,7 +461,7 @@ impl Report {
 }
 
 /// The pipeline's view of the config's routes.
-fn route_specs(config: &Config) -> Vec<RouteSpec> {
+fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
     config
         .routes
         .iter()
@@ -453,6 +479,7 @@ fn route_specs(config: &Config) -> Vec<RouteSpec> {
                 },
             ),
             outputs: route.to.clone(),
+            stages: plugins.stages(route),
         })
         .collect()
 }

@@ -44,8 +44,9 @@ enum Command {
         #[arg(long, short, default_value = "config/switchyard.toml")]
         config: PathBuf,
     },
-    /// Check a config file as `run` would, without binding any port; print
-    /// every problem with file, line and reason.
+    /// Check a config file as `run` would, without binding any port: every
+    /// value, name and plugin (each module is loaded and its config checked);
+    /// print every problem with file, line and reason.
     Validate {
         /// The config file.
         #[arg(long, short, default_value = "config/switchyard.toml")]
@@ -64,22 +65,27 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_CONFIG);
     }
     match cli.command {
-        Command::Validate { config } => match config::Config::load(&config) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} inputs, {} outputs, {} routes)",
-                    config.display(),
-                    cfg.inputs.len(),
-                    cfg.outputs.len(),
-                    cfg.routes.len()
-                );
-                ExitCode::SUCCESS
+        Command::Validate { config } => {
+            let checked = config::Config::load(&config).and_then(|cfg| {
+                app::check_plugins(&cfg, &config.display().to_string()).map(|n| (cfg, n))
+            });
+            match checked {
+                Ok((cfg, plugins)) => {
+                    println!(
+                        "{}: ok ({} inputs, {} outputs, {} routes, {plugins} plugins)",
+                        config.display(),
+                        cfg.inputs.len(),
+                        cfg.outputs.len(),
+                        cfg.routes.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        }
         Command::Run { config } => run(config),
     }
 }
@@ -113,6 +119,10 @@ fn run(path: PathBuf) -> ExitCode {
         };
         let running = match app::App::start(cfg, path).await {
             Ok(app) => app,
+            Err(app::Error::Plugins(errors)) => {
+                eprintln!("{errors}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "startup failed");
                 return ExitCode::from(EXIT_STARTUP);

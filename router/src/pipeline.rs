@@ -5,23 +5,26 @@
 //! Data flow: an input offers a batch to the [`Pipeline`] (through
 //! [`crate::ingress::Sink`]); each message is matched in the [`RouteTable`]
 //! (a token trie) and admitted to the queue of **every** route it matches, or
-//! to none; each route's worker pops batches and hands them to the route's
-//! [`crate::egress::Output`]s.
+//! to none; each route's worker pops batches, runs them through the route's
+//! plugins ([`Stages`]: filters, then a routing plugin) on the blocking pool,
+//! and hands what is left to the route's [`crate::egress::Output`]s.
 //!
 //! Files: `message` (the model), `pattern` ([`Pattern`]), `table`
 //! ([`RouteTable`]), `spec` ([`RouteSpec`], what the app builds from config),
 //! `queue` ([`RouteQueue`]), `admission` (the [`crate::ingress::Sink`] impl),
-//! `worker` (route workers), `route`, `metrics` ([`PipelineMetrics`]),
+//! `stages` (a route's plugins and their runner), `worker` (route
+//! workers), `route`, `metrics` ([`PipelineMetrics`]),
 //! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
 //!
-//! Nothing is lost silently: per route, `offered = delivered + dropped (by
-//! reason) + depth`, exactly, whenever the route is idle. The metrics:
+//! Nothing is lost silently: per route, `offered = delivered + filtered +
+//! dead_lettered + dropped (by reason) + depth`, exactly, whenever the route
+//! is idle. The metrics:
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `switchyard_route_offered_total` | route | messages admitted to the route |
-//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it) or `dropped` |
-//! | `switchyard_route_dropped_total` | route, reason | `queue_full`, `no_subscriber`, `too_large`, `output_error`, `shutdown` |
+//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it), `filtered` (by a plugin), `dead_lettered` (the dead-letter output took it) or `dropped` |
+//! | `switchyard_route_dropped_total` | route, reason | `queue_full`, `no_subscriber`, `too_large`, `output_error`, `shutdown`, `plugin_error`, `no_dead_letter` |
 //! | `switchyard_route_queue_depth` | route | messages held: queued + in flight to the outputs |
 //! | `switchyard_route_queue_bytes` | route | bytes held |
 //! | `switchyard_route_queue_capacity` / `_capacity_bytes` | route | the bounds |
@@ -39,6 +42,7 @@ mod route;
 mod runtime;
 mod snapshot;
 mod spec;
+mod stages;
 mod table;
 mod worker;
 
@@ -51,6 +55,7 @@ pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };
 pub use spec::{QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
+pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, OnError, Stages};
 pub use table::{Matches, RouteTable};
 
 /// Why a pipeline could not be built from its route specs.
@@ -93,6 +98,23 @@ pub enum Error {
         /// The repeated name.
         output: String,
     },
+    /// A route uses a plugin as a filter that is not a filter, or as its
+    /// router a plugin that is not a router.
+    #[error(
+        "route {route:?}: plugin {plugin:?} is a {kind} plugin; {place} must be a {expected} plugin"
+    )]
+    WrongPluginKind {
+        /// The route.
+        route: String,
+        /// The plugin.
+        plugin: String,
+        /// What the plugin is.
+        kind: crate::plugin::Kind,
+        /// What the place needs.
+        expected: crate::plugin::Kind,
+        /// `filters` or `router`.
+        place: &'static str,
+    },
     /// [`Pipeline::start`] was called outside a tokio runtime.
     #[error("the pipeline must be started inside a tokio runtime")]
     NoRuntime,
@@ -100,5 +122,7 @@ pub enum Error {
 
 #[cfg(test)]
 mod concurrency_tests;
+#[cfg(test)]
+mod stages_tests;
 #[cfg(test)]
 mod testing;

@@ -24,6 +24,40 @@ pub trait State: Send + Sync + 'static {
 
     /// Per-output counts for `/v1/status`, in config order.
     fn outputs(&self) -> Vec<OutputStats>;
+
+    /// The loaded plugins for `/v1/plugins`, in config order.
+    fn plugins(&self) -> Vec<PluginStats>;
+}
+
+/// One loaded plugin, as `/v1/plugins` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PluginStats {
+    /// The plugin's name (its `plugin` metric label).
+    pub name: String,
+    /// `filter` or `router`.
+    pub kind: String,
+    /// The module file it was loaded from.
+    pub path: String,
+    /// Hex SHA-256 of the module.
+    pub sha256: String,
+    /// True if its compiled code came from the disk cache.
+    pub from_cache: bool,
+    /// The routes that run it.
+    pub routes: Vec<String>,
+    /// Batches handed to it.
+    pub calls: u64,
+    /// Failed calls by reason (reasons with none left out).
+    pub traps: std::collections::BTreeMap<String, u64>,
+    /// True while its circuit breaker refuses calls.
+    pub tripped: bool,
+    /// Its memory cap in bytes.
+    pub memory_bytes: u64,
+    /// Its per-batch deadline in milliseconds.
+    pub deadline_ms: u64,
+    /// Most messages per guest call.
+    pub max_batch: usize,
+    /// `fail-open` or `fail-closed`: what happens while it is tripped.
+    pub on_failure: String,
 }
 
 /// One output's counters, as `/v1/status` shows them.

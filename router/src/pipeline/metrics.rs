@@ -1,7 +1,8 @@
 //! The pipeline's Prometheus families and each route's resolved children.
 //!
 //! Conservation, per route, exact whenever the route is idle:
-//! `offered = delivered + dropped (all reasons) + queue_depth`, where the
+//! `offered = delivered + filtered + dead_lettered + dropped (all reasons)
+//! + queue_depth`, where the
 //! depth counts queued messages *and* messages in flight to the outputs.
 //! `route_messages_total{outcome="dropped"}` equals the sum of
 //! `route_dropped_total` over its reasons. Messages refused to the input
@@ -29,16 +30,24 @@ pub enum DropReason {
     OutputError,
     /// Still queued or in flight when a shutdown's grace period ended.
     Shutdown,
+    /// A plugin failed on its batch (`on_error = "drop"`), its circuit was
+    /// open and failing closed, or its verdict named an output the route
+    /// does not send to.
+    PluginError,
+    /// A plugin dead-lettered it on a route without a `dead_letter` output.
+    NoDeadLetter,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
         Self::OutputError,
         Self::Shutdown,
+        Self::PluginError,
+        Self::NoDeadLetter,
     ];
 
     /// The metric label value.
@@ -49,6 +58,8 @@ impl DropReason {
             Self::TooLarge => "too_large",
             Self::OutputError => "output_error",
             Self::Shutdown => "shutdown",
+            Self::PluginError => "plugin_error",
+            Self::NoDeadLetter => "no_dead_letter",
         }
     }
 
@@ -84,7 +95,7 @@ impl PipelineMetrics {
         Self {
             messages: registry.counter_vec(
                 "switchyard_route_messages_total",
-                "Messages that left a route, by outcome (delivered, dropped).",
+                "Messages that left a route, by outcome (delivered, filtered, dead_lettered, dropped).",
                 &["route", "outcome"],
             ),
             offered: registry.counter_vec(
@@ -146,6 +157,8 @@ impl PipelineMetrics {
         let m = RouteMetrics {
             offered: self.offered.with_label_values(l),
             delivered: self.messages.with_label_values(&[name, "delivered"]),
+            filtered: self.messages.with_label_values(&[name, "filtered"]),
+            dead_lettered: self.messages.with_label_values(&[name, "dead_lettered"]),
             dropped_outcome: self.messages.with_label_values(&[name, "dropped"]),
             dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_str()])),
             depth: self.depth.with_label_values(l),
@@ -169,6 +182,10 @@ impl PipelineMetrics {
 pub(crate) struct RouteMetrics {
     pub(crate) offered: IntCounter,
     pub(crate) delivered: IntCounter,
+    /// Messages a filter dropped, or a routing plugin sent nowhere.
+    pub(crate) filtered: IntCounter,
+    /// Messages the dead-letter output accepted.
+    pub(crate) dead_lettered: IntCounter,
     dropped_outcome: IntCounter,
     dropped: [IntCounter; DropReason::ALL.len()],
     pub(crate) depth: IntGauge,

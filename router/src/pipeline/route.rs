@@ -20,6 +20,8 @@ pub(crate) struct Route {
     pub(crate) queue: RouteQueue,
     pub(crate) metrics: RouteMetrics,
     pub(crate) outputs: Box<[Arc<dyn Output>]>,
+    /// The output receiving dead-lettered messages.
+    pub(crate) dead_letter: Option<Arc<dyn Output>>,
     /// Messages counted as dropped because a shutdown's grace period ended.
     left: AtomicU64,
 }
@@ -37,9 +39,11 @@ impl Route {
     pub(crate) fn new(
         spec: RouteSpec,
         outputs: Box<[Arc<dyn Output>]>,
+        dead_letter: Option<Arc<dyn Output>>,
         metrics: RouteMetrics,
     ) -> Self {
         Self {
+            dead_letter,
             queue: RouteQueue::new(&spec.queue),
             spec,
             metrics,
@@ -159,6 +163,8 @@ impl Route {
             too_large: m.dropped_count(DropReason::TooLarge),
             output_error: m.dropped_count(DropReason::OutputError),
             shutdown: m.dropped_count(DropReason::Shutdown),
+            plugin_error: m.dropped_count(DropReason::PluginError),
+            no_dead_letter: m.dropped_count(DropReason::NoDeadLetter),
         }
     }
 
@@ -170,6 +176,21 @@ impl Route {
             pattern: self.spec.pattern.clone(),
             attributes: self.spec.attributes.clone(),
             outputs: self.spec.outputs.clone(),
+            filters: self
+                .spec
+                .stages
+                .filters
+                .iter()
+                .map(|p| p.name().to_owned())
+                .collect(),
+            router: self
+                .spec
+                .stages
+                .router
+                .as_ref()
+                .map(|p| p.name().to_owned()),
+            on_error: self.spec.stages.on_error,
+            dead_letter: self.spec.stages.dead_letter.clone(),
             when_full: self.spec.queue.when_full,
             queue: QueueSnapshot {
                 depth: stats.queued + stats.in_flight,
@@ -181,6 +202,8 @@ impl Route {
             },
             offered: m.offered.get(),
             delivered: m.delivered.get(),
+            filtered: m.filtered.get(),
+            dead_lettered: m.dead_lettered.get(),
             dropped: self.dropped_counts(),
             backpressure_events: m.backpressure.get(),
             blocked_seconds: m.blocked.get(),
@@ -192,6 +215,8 @@ impl Route {
             name: self.spec.name.clone(),
             offered: self.metrics.offered.get(),
             delivered: self.metrics.delivered.get(),
+            filtered: self.metrics.filtered.get(),
+            dead_lettered: self.metrics.dead_lettered.get(),
             dropped: self.dropped_counts(),
             left: self.left.load(Ordering::Relaxed),
         }

@@ -143,10 +143,29 @@ impl Pipeline {
                         })
                 })
                 .collect::<Result<Box<[_]>, _>>()?;
+            let dead_letter = spec
+                .stages
+                .dead_letter
+                .as_ref()
+                .map(|name| {
+                    by_name
+                        .get(name.as_str())
+                        .map(|o| Arc::clone(o))
+                        .ok_or_else(|| Error::UnknownOutput {
+                            route: spec.name.clone(),
+                            output: name.clone(),
+                        })
+                })
+                .transpose()?;
             table.insert(&spec.pattern, &spec.attributes);
             let route_metrics =
                 metrics.route(&spec.name, spec.queue.capacity, spec.queue.capacity_bytes);
-            routes.push(Arc::new(Route::new(spec, targets, route_metrics)));
+            routes.push(Arc::new(Route::new(
+                spec,
+                targets,
+                dead_letter,
+                route_metrics,
+            )));
         }
         let shared = Arc::new(Shared::default());
         let tracker = TaskTracker::new();
@@ -258,6 +277,18 @@ fn validate(spec: &RouteSpec) -> Result<(), Error> {
     }
     if spec.outputs.is_empty() {
         return Err(Error::NoOutputs { route: route() });
+    }
+    if let Some((plugin, expected)) = spec.stages.misplaced() {
+        return Err(Error::WrongPluginKind {
+            route: route(),
+            plugin: plugin.name().to_owned(),
+            kind: plugin.kind(),
+            expected,
+            place: match expected {
+                crate::plugin::Kind::Filter => "filters",
+                crate::plugin::Kind::Router => "router",
+            },
+        });
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::metrics::DropReason;
 use super::pattern::Pattern;
 use super::spec::WhenFull;
+use super::stages::OnError;
 
 /// The whole pipeline, now.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -30,6 +31,14 @@ pub struct RouteSnapshot {
     pub attributes: BTreeMap<String, String>,
     /// Its target outputs.
     pub outputs: Vec<String>,
+    /// Its filter plugins, in order.
+    pub filters: Vec<String>,
+    /// Its routing plugin.
+    pub router: Option<String>,
+    /// What it does with a batch a plugin failed on.
+    pub on_error: OnError,
+    /// Its dead-letter output.
+    pub dead_letter: Option<String>,
     /// Its queue's policy.
     pub when_full: WhenFull,
     /// Its queue.
@@ -38,6 +47,10 @@ pub struct RouteSnapshot {
     pub offered: u64,
     /// Messages every target output accepted.
     pub delivered: u64,
+    /// Messages a filter plugin dropped, or the routing plugin sent nowhere.
+    pub filtered: u64,
+    /// Messages the dead-letter output accepted.
+    pub dead_lettered: u64,
     /// Messages dropped, by reason.
     pub dropped: DroppedCounts,
     /// Times a full queue made a producer wait or a message drop.
@@ -78,6 +91,10 @@ pub struct DroppedCounts {
     pub output_error: u64,
     /// `shutdown`.
     pub shutdown: u64,
+    /// `plugin_error`.
+    pub plugin_error: u64,
+    /// `no_dead_letter`.
+    pub no_dead_letter: u64,
 }
 
 impl DroppedCounts {
@@ -89,6 +106,8 @@ impl DroppedCounts {
             DropReason::TooLarge => self.too_large,
             DropReason::OutputError => self.output_error,
             DropReason::Shutdown => self.shutdown,
+            DropReason::PluginError => self.plugin_error,
+            DropReason::NoDeadLetter => self.no_dead_letter,
         }
     }
 }
@@ -119,6 +138,10 @@ pub struct RouteReport {
     pub offered: u64,
     /// Messages delivered.
     pub delivered: u64,
+    /// Messages filtered out.
+    pub filtered: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
     /// Messages dropped, by reason (the `left` ones are in `shutdown`).
     pub dropped: DroppedCounts,
     /// Messages still queued or in flight when the grace period ended,

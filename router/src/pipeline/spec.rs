@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::pattern::Pattern;
+use super::stages::Stages;
 
 /// One route, as the pipeline needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +22,10 @@ pub struct RouteSpec {
     /// The route's queue.
     pub queue: QueueSpec,
     /// Names of the target outputs; a message is delivered once every one of
-    /// them has accepted it.
+    /// them has accepted it (or, with a routing plugin, every one it chose).
     pub outputs: Vec<String>,
+    /// The route's plugins and what happens when they fail.
+    pub stages: Stages,
 }
 
 /// Bounds and policy of one route's queue.

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
-    Message, Pattern, Pipeline, PipelineMetrics, PipelineSnapshot, Publisher, QueueSpec, RouteSpec,
-    Topic, WhenFull,
+    DropReason, Message, Pattern, Pipeline, PipelineMetrics, PipelineSnapshot, Publisher,
+    QueueSpec, RouteSpec, Topic, WhenFull,
 };
 use crate::egress::{Delivery, Error, Output, Reject, SendFuture};
 use crate::metrics::Registry;
@@ -166,6 +166,7 @@ pub(crate) fn spec(
         attributes: BTreeMap::new(),
         queue: QueueSpec::new(capacity, 1 << 20, when_full),
         outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
+        stages: Default::default(),
     }
 }
 
@@ -185,14 +186,14 @@ pub(crate) fn assert_conserved(snap: &PipelineSnapshot) {
         let d = &r.dropped;
         assert_eq!(
             d.total,
-            d.queue_full + d.no_subscriber + d.too_large + d.output_error + d.shutdown,
+            DropReason::ALL.iter().map(|r| d.get(*r)).sum::<u64>(),
             "route {}: drops by reason add up",
             r.name
         );
         assert_eq!(
             r.offered,
-            r.delivered + d.total + r.queue.depth as u64,
-            "route {}: offered = delivered + dropped + depth ({r:?})",
+            r.delivered + r.filtered + r.dead_lettered + d.total + r.queue.depth as u64,
+            "route {}: offered = delivered + filtered + dead_lettered + dropped + depth ({r:?})",
             r.name
         );
     }

@@ -16,6 +16,7 @@ use super::message::Message;
 use super::metrics::DropReason;
 use super::queue::Popped;
 use super::route::Route;
+use super::stages::{StageRunner, Staged};
 use crate::egress::{self, Delivery, Output, Reject, SendFuture};
 
 /// What the worker needs to know about the pipeline's state.
@@ -33,8 +34,13 @@ pub(crate) struct Shared {
 pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
     let max = route.spec.queue.max_batch.max(1);
     let mut batch: Vec<Message> = Vec::with_capacity(max.min(1024));
-    let mut reasons: Vec<Option<DropReason>> = Vec::new();
-    let latency = route.metrics.latency.local();
+    let mut scratch = Scratch::default();
+    let mut latency = route.metrics.latency.local();
+    let mut stage = if route.spec.stages.is_empty() {
+        None
+    } else {
+        Some(start_stage(&route).await)
+    };
     loop {
         let popped = tokio::select! {
             biased;
@@ -44,52 +50,181 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         if popped.count == 0 {
             break;
         }
-        let results = tokio::select! {
-            biased;
-            () = shared.hard_stop.cancelled() => None,
-            results = send_all(&route.outputs, &batch) => Some(results),
+        let staged = match stage.take() {
+            None => None,
+            Some(s) => match run_stage(s, &mut batch).await {
+                Ok(s) => Some(stage.insert(s)),
+                Err(()) => {
+                    // The runner was lost with the batch; count it and
+                    // start afresh.
+                    route.metrics.dropped(DropReason::PluginError, popped.count);
+                    route.complete(popped);
+                    stage = Some(start_stage(&route).await);
+                    continue;
+                }
+            },
         };
-        match results {
-            Some(results) => {
-                let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
-                account(
-                    &route,
-                    &batch,
-                    &results,
-                    shutting_down,
-                    &mut reasons,
-                    &latency,
-                );
-                route.complete(popped);
-                batch.clear();
-            }
-            None => {
-                // The outputs never confirmed this batch.
-                route.queue.complete(popped);
-                route.abandon(popped);
-                batch.clear();
-                break;
-            }
+        let staged = staged.map(|s| &s.1);
+        let done = tokio::select! {
+            biased;
+            () = shared.hard_stop.cancelled() => false,
+            () = deliver(&route, &batch, staged, &shared, &mut scratch, &mut latency) => true,
+        };
+        batch.clear();
+        if done {
+            route.complete(popped);
+        } else {
+            // The outputs never confirmed this batch.
+            route.queue.complete(popped);
+            route.abandon(popped);
+            break;
         }
     }
     latency.flush();
 }
 
-/// Hands `batch` to every output concurrently and collects their results in
-/// output order.
-async fn send_all(
-    outputs: &[Arc<dyn Output>],
+/// A route's plugin runner and its reusable result, moved to the blocking
+/// pool for each batch and back.
+type Stage = Box<(StageRunner, Staged)>;
+
+/// Builds the route's plugin runner and starts its instances off the
+/// runtime.
+async fn start_stage(route: &Route) -> Stage {
+    let mut runner = StageRunner::new(&route.spec.name, &route.spec.stages, &route.spec.outputs);
+    let fallback = || StageRunner::new(&route.spec.name, &route.spec.stages, &route.spec.outputs);
+    let runner = tokio::task::spawn_blocking(move || {
+        runner.warm_up();
+        runner
+    })
+    .await
+    .unwrap_or_else(|_| fallback());
+    Box::new((runner, Staged::default()))
+}
+
+/// Runs `batch` through the plugins on the blocking pool: guest calls may
+/// run up to their deadline and must not hold a runtime thread. `Err` if
+/// the runner panicked (a host bug), losing the batch.
+async fn run_stage(mut stage: Stage, batch: &mut Vec<Message>) -> Result<Stage, ()> {
+    let mut moved = std::mem::take(batch);
+    let (stage, back) = tokio::task::spawn_blocking(move || {
+        let (runner, staged) = &mut *stage;
+        runner.run(&mut moved, staged);
+        (stage, moved)
+    })
+    .await
+    .map_err(|e| tracing::error!(error = %e, "a plugin stage panicked"))?;
+    *batch = back;
+    Ok(stage)
+}
+
+/// Buffers a worker reuses from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    reasons: Vec<Option<DropReason>>,
+    /// Per output, the messages a routing plugin chose for it.
+    routed: Vec<Vec<Message>>,
+}
+
+/// Hands a batch to the outputs and counts each message's outcome. Without
+/// plugins, `batch` goes to every output; with them, `staged` says what goes
+/// where (and `batch` is empty).
+async fn deliver(
+    route: &Route,
     batch: &[Message],
+    staged: Option<&Staged>,
+    shared: &Shared,
+    scratch: &mut Scratch,
+    latency: &mut LocalHistogram,
+) {
+    let Some(staged) = staged else {
+        let results = send_all(route.outputs.iter().map(|o| (o, batch))).await;
+        let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
+        let all = |_: usize| None;
+        account(route, batch, &results, all, shutting_down, scratch, latency);
+        return;
+    };
+    let m = &route.metrics;
+    m.filtered.inc_by(staged.filtered as u64);
+    for (reason, n) in &staged.dropped {
+        m.dropped(*reason, *n);
+    }
+    let routed = !staged.routed.is_empty();
+    if routed {
+        scratch.routed.resize_with(route.outputs.len(), Vec::new);
+        for (list, positions) in scratch.routed.iter_mut().zip(&staged.routed) {
+            list.clear();
+            list.extend(
+                positions
+                    .iter()
+                    .map(|&i| staged.messages[i as usize].clone()),
+            );
+        }
+    }
+    let for_output = |o: usize| -> &[Message] {
+        if routed {
+            &scratch.routed[o]
+        } else {
+            &staged.messages
+        }
+    };
+    // The outputs with something to send, in `to` order.
+    let targets: SmallVec<[usize; 4]> = (0..route.outputs.len())
+        .filter(|&o| !for_output(o).is_empty())
+        .collect();
+    let dead = route
+        .dead_letter
+        .as_ref()
+        .filter(|_| !staged.dead.is_empty())
+        .map(|o| (o, staged.dead.as_slice()));
+    if targets.is_empty() && dead.is_none() {
+        return;
+    }
+    let sends = targets.iter().map(|&o| (&route.outputs[o], for_output(o)));
+    let mut results = send_all(sends.chain(dead)).await;
+    let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
+    let dead_result = (results.len() > targets.len())
+        .then(|| results.pop())
+        .flatten();
+    if let Some(result) = dead_result {
+        let accepted = count_fates(
+            route,
+            staged.dead.len(),
+            std::iter::once((&result, None)),
+            shutting_down,
+            &mut scratch.reasons,
+        );
+        m.dead_lettered.inc_by(accepted as u64);
+        count_drops(route, &scratch.reasons);
+    }
+    if staged.messages.is_empty() {
+        return;
+    }
+    let positions = |o: usize| routed.then(|| staged.routed[targets[o]].as_slice());
+    account(
+        route,
+        &staged.messages,
+        &results,
+        positions,
+        shutting_down,
+        scratch,
+        latency,
+    );
+}
+
+/// Hands each batch to its output concurrently and collects the results in
+/// order.
+async fn send_all<'a>(
+    sends: impl Iterator<Item = (&'a Arc<dyn Output>, &'a [Message])>,
 ) -> SmallVec<[Result<Delivery, egress::Error>; 2]> {
-    if let [only] = outputs {
+    let mut pending: SmallVec<[Option<SendFuture<'a>>; 2]> =
+        sends.map(|(o, batch)| Some(o.send(batch))).collect();
+    if let [Some(only)] = pending.as_mut_slice() {
         let mut out = SmallVec::new();
-        out.push(only.send(batch).await);
+        out.push(only.as_mut().await);
         return out;
     }
-    let mut pending: SmallVec<[Option<SendFuture<'_>>; 2]> =
-        outputs.iter().map(|o| Some(o.send(batch))).collect();
     let mut results: SmallVec<[Option<Result<Delivery, egress::Error>>; 2]> =
-        outputs.iter().map(|_| None).collect();
+        pending.iter().map(|_| None).collect();
     poll_fn(|cx| {
         let mut busy = false;
         for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
@@ -120,17 +255,74 @@ fn reason_of(reject: Reject) -> DropReason {
     }
 }
 
-/// Counts each message of `batch` once: delivered if every output accepted
-/// it, else dropped for the first reason an output (in `to` order) gave.
-fn account(
+/// Fills `reasons` with each of `n` messages' fate from the outputs'
+/// results: `None` if every output it went to accepted it, else the first
+/// reason an output (in order) gave. `positions` maps an output's batch
+/// positions to the `n` messages (`None`: the output had all of them).
+/// Returns how many were accepted.
+fn count_fates<'a>(
+    route: &Route,
+    n: usize,
+    results: impl Iterator<Item = (&'a Result<Delivery, egress::Error>, Option<&'a [u32]>)>,
+    shutting_down: bool,
+    reasons: &mut Vec<Option<DropReason>>,
+) -> usize {
+    reasons.clear();
+    reasons.resize(n, None);
+    for (result, positions) in results {
+        let len = positions.map_or(n, <[u32]>::len);
+        let mut mark = |range: std::ops::Range<usize>, reason: DropReason| {
+            let range = range.start.min(len)..range.end.min(len);
+            for k in range {
+                let i = positions.map_or(k, |p| p[k] as usize);
+                reasons[i].get_or_insert(reason);
+            }
+        };
+        match result {
+            Ok(delivery) => {
+                for rejection in delivery.rejections() {
+                    mark(rejection.messages.clone(), reason_of(rejection.reason));
+                }
+            }
+            Err(err) => {
+                let reason = match err {
+                    egress::Error::Closed { .. } if shutting_down => DropReason::Shutdown,
+                    egress::Error::Closed { .. } | egress::Error::Failed { .. } => {
+                        DropReason::OutputError
+                    }
+                };
+                tracing::debug!(route = %route.spec.name, error = %err, "output refused a batch");
+                mark(0..len, reason);
+            }
+        }
+    }
+    reasons.iter().filter(|r| r.is_none()).count()
+}
+
+/// Counts the drops `reasons` holds.
+fn count_drops(route: &Route, reasons: &[Option<DropReason>]) {
+    let mut counts = [0usize; DropReason::ALL.len()];
+    for r in reasons.iter().flatten() {
+        counts[*r as usize] += 1;
+    }
+    for reason in DropReason::ALL {
+        route.metrics.dropped(reason, counts[reason as usize]);
+    }
+}
+
+/// Counts each message of `batch` once: delivered if every output it went
+/// to accepted it, else dropped for the first reason an output gave.
+/// `positions(o)` maps output `o`'s batch positions to `batch` (`None`: it
+/// had all of it).
+fn account<'p>(
     route: &Route,
     batch: &[Message],
     results: &[Result<Delivery, egress::Error>],
+    positions: impl Fn(usize) -> Option<&'p [u32]>,
     shutting_down: bool,
-    reasons: &mut Vec<Option<DropReason>>,
+    scratch: &mut Scratch,
     latency: &LocalHistogram,
 ) {
-    let n = batch.len();
     let now = SystemTime::now();
     let observe = |m: &Message| {
         let secs = now
@@ -142,52 +334,26 @@ fn account(
         .iter()
         .all(|r| matches!(r, Ok(d) if d.is_complete()))
     {
-        route.metrics.delivered.inc_by(n as u64);
+        route.metrics.delivered.inc_by(batch.len() as u64);
         batch.iter().for_each(observe);
         latency.flush();
         return;
     }
-    reasons.clear();
-    reasons.resize(n, None);
-    for result in results {
-        match result {
-            Ok(delivery) => {
-                for rejection in delivery.rejections() {
-                    let range = rejection.messages.start.min(n)..rejection.messages.end.min(n);
-                    for slot in &mut reasons[range] {
-                        slot.get_or_insert(reason_of(rejection.reason));
-                    }
-                }
-            }
-            Err(err) => {
-                let reason = match err {
-                    egress::Error::Closed { .. } if shutting_down => DropReason::Shutdown,
-                    egress::Error::Closed { .. } | egress::Error::Failed { .. } => {
-                        DropReason::OutputError
-                    }
-                };
-                tracing::debug!(route = %route.spec.name, error = %err, "output refused a batch");
-                for slot in reasons.iter_mut() {
-                    slot.get_or_insert(reason);
-                }
-            }
+    let with_positions = results.iter().enumerate().map(|(o, r)| (r, positions(o)));
+    let delivered = count_fates(
+        route,
+        batch.len(),
+        with_positions,
+        shutting_down,
+        &mut scratch.reasons,
+    );
+    for (message, reason) in batch.iter().zip(scratch.reasons.iter()) {
+        if reason.is_none() {
+            observe(message);
         }
     }
-    let mut counts = [0usize; DropReason::ALL.len()];
-    let mut delivered = 0u64;
-    for (message, reason) in batch.iter().zip(reasons.iter()) {
-        match reason {
-            None => {
-                delivered += 1;
-                observe(message);
-            }
-            Some(r) => counts[*r as usize] += 1,
-        }
-    }
-    route.metrics.delivered.inc_by(delivered);
-    for reason in DropReason::ALL {
-        route.metrics.dropped(reason, counts[reason as usize]);
-    }
+    route.metrics.delivered.inc_by(delivered as u64);
+    count_drops(route, &scratch.reasons);
     latency.flush();
 }
 

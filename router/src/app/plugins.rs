@@ -1,0 +1,215 @@
+//! Loading the config's plugins: one engine, every `[[plugin]]` compiled
+//! (or taken from the disk cache) and checked, and each route's use of them
+//! checked against their kinds. Problems are config problems, placed at the
+//! plugin's `path` line, so `run` and `validate` report them alike.
+
+use std::collections::BTreeMap;
+
+use crate::admin::PluginStats;
+use crate::config::{self, Config, ConfigErrors, Problem};
+use crate::metrics::Registry;
+use crate::pipeline::{OnError, Stages};
+use crate::plugin::{self, Engine, Kind, Plugin, Source, TrapReason};
+
+/// Instance slots kept free beyond what the routes use, so instances can be
+/// rebuilt after a trap while the old one is still being dropped.
+const SPARE_INSTANCES: u32 = 8;
+
+/// The loaded plugins of one config.
+#[derive(Clone)]
+pub(crate) struct Plugins {
+    /// Kept so the epoch ticker runs while any plugin does.
+    _engine: Option<Engine>,
+    /// In config order.
+    loaded: Vec<Loaded>,
+}
+
+#[derive(Clone)]
+struct Loaded {
+    plugin: Plugin,
+    path: String,
+    routes: Vec<String>,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.loaded.iter().map(|l| l.plugin.name()))
+            .finish()
+    }
+}
+
+/// The engine settings for `config`: the cache directory from
+/// `[router] plugin_cache`, and room for one instance per plugin per route.
+fn engine_config(config: &Config) -> plugin::Config {
+    let uses: usize = config
+        .routes
+        .iter()
+        .map(|r| r.filters.len() + usize::from(r.router.is_some()))
+        .sum();
+    let defaults = plugin::Config::default();
+    let needed = u32::try_from(uses)
+        .unwrap_or(u32::MAX)
+        .saturating_add(SPARE_INSTANCES);
+    plugin::Config {
+        cache_dir: config.router.plugin_cache.clone(),
+        max_instances: defaults.max_instances.max(needed),
+        ..defaults
+    }
+}
+
+impl Plugins {
+    /// Loads every plugin `config` declares and checks the routes' use of
+    /// them. Slow (each module is compiled unless cached): call it off the
+    /// async runtime. `file` names the config file in problems; the plugin
+    /// metric families are registered in `registry`.
+    ///
+    /// # Errors
+    /// Every problem found: an unreadable or invalid module, a wrong ABI,
+    /// a config the plugin's `switchyard_init` refuses, a filter that is a
+    /// router or the reverse, or an engine that cannot start.
+    pub(crate) fn load(
+        config: &Config,
+        file: &str,
+        registry: &Registry,
+    ) -> Result<Plugins, ConfigErrors> {
+        if config.plugins.is_empty() {
+            return Ok(Plugins {
+                _engine: None,
+                loaded: Vec::new(),
+            });
+        }
+        let engine = Engine::new(engine_config(config), registry)
+            .map_err(|e| ConfigErrors::from_problems(vec![config.plugins[0].problem(file, e)]))?;
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut loaded = Vec::with_capacity(config.plugins.len());
+        for p in &config.plugins {
+            let json = p.config.to_string();
+            match engine.load(&p.name, Source::Path(&p.path), &json, p.limits()) {
+                Ok(plugin) => {
+                    let routes = config
+                        .routes
+                        .iter()
+                        .filter(|r| {
+                            r.filters.contains(&p.name) || r.router.as_ref() == Some(&p.name)
+                        })
+                        .map(|r| r.name.clone())
+                        .collect();
+                    loaded.push(Loaded {
+                        plugin,
+                        path: p.path.display().to_string(),
+                        routes,
+                    });
+                }
+                Err(e) => problems.push(p.problem(file, e)),
+            }
+        }
+        let plugins = Plugins {
+            _engine: Some(engine),
+            loaded,
+        };
+        for route in &config.routes {
+            let uses = route
+                .filters
+                .iter()
+                .map(|name| (name, Kind::Filter, "filters"))
+                .chain(
+                    route
+                        .router
+                        .iter()
+                        .map(|name| (name, Kind::Router, "router")),
+                );
+            for (name, expected, place) in uses {
+                let (Some(plugin), Some(declared)) = (plugins.get(name), config.plugin(name))
+                else {
+                    continue;
+                };
+                if plugin.kind() != expected {
+                    problems.push(declared.problem(
+                        file,
+                        format!(
+                            "is a {} plugin, but route {:?} uses it in `{place}`, which takes {expected} plugins",
+                            plugin.kind(),
+                            route.name
+                        ),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(plugins)
+        } else {
+            Err(ConfigErrors::from_problems(problems))
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Plugin> {
+        self.loaded
+            .iter()
+            .map(|l| &l.plugin)
+            .find(|p| p.name() == name)
+    }
+
+    /// The pipeline's view of `route`'s plugins.
+    pub(crate) fn stages(&self, route: &config::Route) -> Stages {
+        let found = |name: &String| {
+            self.get(name)
+                .cloned()
+                .expect("Plugins::load checked every plugin a route names")
+        };
+        Stages {
+            filters: route.filters.iter().map(found).collect(),
+            router: route.router.as_ref().map(found),
+            on_error: match route.on_error {
+                config::OnError::Drop => OnError::Drop,
+                config::OnError::DeadLetter => OnError::DeadLetter,
+            },
+            dead_letter: route.dead_letter.clone(),
+        }
+    }
+
+    /// How many plugins were loaded.
+    pub(crate) fn len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// `/v1/plugins`.
+    pub(crate) fn stats(&self) -> Vec<PluginStats> {
+        self.loaded
+            .iter()
+            .map(|l| {
+                let p = &l.plugin;
+                let limits = p.limits();
+                PluginStats {
+                    name: p.name().to_owned(),
+                    kind: p.kind().to_string(),
+                    path: l.path.clone(),
+                    sha256: p.sha256().to_owned(),
+                    from_cache: p.from_cache(),
+                    routes: l.routes.clone(),
+                    calls: p.calls(),
+                    traps: TrapReason::ALL
+                        .iter()
+                        .map(|r| (r.as_str().to_owned(), p.traps(*r)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect::<BTreeMap<_, _>>(),
+                    tripped: p.is_tripped(),
+                    memory_bytes: limits.memory_bytes,
+                    deadline_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
+                    max_batch: limits.max_batch_messages,
+                    on_failure: limits.on_failure.mode.to_string(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Loads every plugin of `config` as [`crate::app::App::start`] would, to
+/// check them without running (`switchyard validate`); returns how many
+/// there are. Slow: compiles each module unless cached.
+///
+/// # Errors
+/// Every problem found, as for a start.
+pub fn check_plugins(config: &Config, file: &str) -> Result<usize, ConfigErrors> {
+    Plugins::load(config, file, &Registry::new()).map(|p| p.len())
+}
