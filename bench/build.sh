@@ -10,7 +10,7 @@ if pkg-config --exists libzmq 2>/dev/null; then
 else
     zmq_flags=(-lzmq)
 fi
-for prog in zsend zrecv zfwd; do
+for prog in zsend zrecv zfwd zlat; do
     src="$here/c/$prog.c"
     out="$here/bin/$prog"
     if [ ! -x "$out" ] || [ "$src" -nt "$out" ] || [ "$here/c/common.h" -nt "$out" ]; then

@@ -21,6 +21,10 @@ Suites:
     layer   issue 2: PUSH->PULL and PUB->SUB through the ZMTP layer (zmtp-forward)
             vs libzmq forwarders (zfwd pull-push / sub-pub), 64 B and 1 KiB.
     router  issue 3: PUB -> router (one route, no plugins) -> SUB, vs zmq_proxy
+    plugin  issue 4: PUB -> router + JSON-field filter plugin -> SUB, vs the same
+            route without the plugin (payloads open with a JSON document)
+    latency issue 4: one message at a time through the plugin suite's two
+            routers (bench/bin/zlat): the latency a plugin stage adds
             (XSUB/XPUB), two-frame [topic][payload] messages, 64 B and 1 KiB.
     idle    resident memory of each implementation idle (no traffic) after startup.
 
@@ -63,6 +67,7 @@ class Case:
     frames: int  # 1: "topic..seq" in one frame; 2: [topic][payload]
     topic: str
     modes: dict[str, str]  # forwarder {mode} per suite flavour, see Impl.mode_key
+    prefix: str = ""  # --frames 2 only: what the payload starts with (zsend --payload-prefix)
 
 
 @dataclass
@@ -95,9 +100,19 @@ ROUTER_CASES = [
     Case("pub-sub-64", "pub", "sub", 64, 2, "bench.data", {"proxy": "xsub-xpub"}),
     Case("pub-sub-1k", "pub", "sub", 1024, 2, "bench.data", {"proxy": "xsub-xpub"}),
 ]
+# Issue 4: payloads open with a JSON document whose `sensor.temp` the plugin
+# suite's JSON-field filter tests (and keeps: 25.5 > 20); padding and the
+# sequence number follow the field, where the filter's scan never looks.
+JSON_PREFIX = '{"sensor":{"id":"line-1-a","temp":25.5},"unit":"C","pad":"'
+PLUGIN_CASES = [
+    Case("json-64", "pub", "sub", 64, 2, "bench.data", {"proxy": "xsub-xpub"}, JSON_PREFIX),
+    Case("json-1k", "pub", "sub", 1024, 2, "bench.data", {"proxy": "xsub-xpub"}, JSON_PREFIX),
+]
 
 CARGO_RELEASE_BENCH = ["cargo", "build", "--release", "-p", "switchyard-bench"]
 CARGO_RELEASE_ROUTER = ["cargo", "build", "--release", "-p", "switchyard"]
+CARGO_RELEASE_PLUGINS = ["cargo", "build", "--release", "--target", "wasm32-unknown-unknown",
+                         "--manifest-path", "plugins/Cargo.toml"]
 
 IMPLS = {
     "libzmq": Impl(
@@ -129,6 +144,19 @@ IMPLS = {
         build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
     ),
+    # Plugin suite: the same router and route with the JSON-field filter.
+    "router-plugin": Impl(
+        "router-plugin",
+        "{root}/target/release/switchyard run --config {root}/bench/router-plugin-bench.toml",
+        env={
+            "BENCH_IN": "tcp://127.0.0.1:{in_port}",
+            "BENCH_OUT": "tcp://127.0.0.1:{out_port}",
+            "BENCH_ADMIN": "127.0.0.1:{admin_port}",
+            "BENCH_HWM": "{hwm}",
+        },
+        build=[CARGO_RELEASE_ROUTER, CARGO_RELEASE_PLUGINS],
+        mode_key="proxy",
+    ),
     # Baseline, opt-in: the load programs alone (zrecv binds, zsend connects to
     # it). Its rate is the ceiling the harness itself can measure on this machine.
     "direct": Impl("direct", "sleep 86400", direct=True),
@@ -144,6 +172,7 @@ IMPLS = {
 SUITES = {
     "layer": (LAYER_CASES, ["libzmq", "switchyard"]),
     "router": (ROUTER_CASES, ["zmq_proxy", "router"]),
+    "plugin": (PLUGIN_CASES, ["router", "router-plugin"]),
 }
 
 
@@ -255,6 +284,7 @@ class Runner:
             "--rate", str(rate), "--count", str(count), "--size", str(case.size),
             "--frames", str(case.frames), "--topic", case.topic,
             "--sndhwm", str(a.hwm), "--sndbuf", str(a.sndbuf),
+            *(["--payload-prefix", case.prefix] if case.prefix else []),
             "--sync", f"@tcp://127.0.0.1:{ports['sync']}",
             "--sync-timeout-ms", str(a.startup_timeout * 1000),
         ]
@@ -510,6 +540,47 @@ def idle_suite(args: argparse.Namespace, runner: Runner, impls: list[Impl]) -> s
     return "\n".join(lines)
 
 
+def latency_suite(args: argparse.Namespace, runner: Runner, impls: list[Impl]) -> str:
+    """Single-message round trips under light traffic (bench/bin/zlat): one
+    message in flight at a time, --latency-gap-us apart, per implementation
+    and case; medians over --reps runs of each percentile."""
+    lines = ["| case | implementation | p50 µs | p90 µs | p99 µs | mean µs | runs (p50/p99) |",
+             "|---|---|---|---|---|---|---|"]
+    cases = [c for c in PLUGIN_CASES if not args.case or c.name in args.case]
+    for case in cases:
+        for impl in impls:
+            runs = []
+            for rep in range(args.reps):
+                ports = {"in": free_port(), "out": free_port(), "sync": free_port(),
+                         "admin": free_port()}
+                fwd, logf = runner.start_forwarder(case, impl, ports, f"lat-{impl.name}-{rep}")
+                try:
+                    cmd = [str(BIN / "zlat"), "--in", f">tcp://127.0.0.1:{ports['in']}",
+                           "--out", f">tcp://127.0.0.1:{ports['out']}",
+                           "--count", str(args.latency_count),
+                           "--gap-us", str(args.latency_gap_us), "--size", str(case.size),
+                           "--topic", case.topic, "--prefix", case.prefix]
+                    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                    r = last_json(out.stdout)
+                finally:
+                    stop(fwd)
+                    logf.close()
+                if "error" in r or out.returncode != 0:
+                    log(f"  {impl.name} {case.name}: ERROR {r.get('error', out.stderr.strip())}")
+                    continue
+                log(f"  {impl.name} {case.name}: p50 {r['p50_us']} µs, p99 {r['p99_us']} µs")
+                runs.append(r)
+            if not runs:
+                lines.append(f"| {case.name} | {impl.name} | error | | | | |")
+                continue
+            med = {k: median([r[k] for r in runs]) for k in
+                   ("p50_us", "p90_us", "p99_us", "mean_us")}
+            detail = "; ".join(f"{r['p50_us']:.0f}/{r['p99_us']:.0f}" for r in runs)
+            lines.append(f"| {case.name} | {impl.name} | {med['p50_us']:.1f} | {med['p90_us']:.1f} "
+                         f"| {med['p99_us']:.1f} | {med['mean_us']:.1f} | {detail} |")
+    return "\n".join(lines)
+
+
 def build(impls: list[Impl]) -> None:
     subprocess.run([str(ROOT / "bench" / "build.sh")], check=True)
     done = set()
@@ -525,7 +596,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Forwarder command placeholders:" + PLACEHOLDERS)
-    p.add_argument("--suite", choices=["layer", "router", "idle"], default="layer")
+    p.add_argument("--suite", choices=["layer", "router", "plugin", "latency", "idle"],
+                   default="layer")
+    p.add_argument("--latency-count", type=int, default=2000,
+                   help="latency suite: measured round trips per run")
+    p.add_argument("--latency-gap-us", type=int, default=1000,
+                   help="latency suite: pause between round trips")
     p.add_argument("--impl", action="append", default=None,
                    help=f"implementation(s) to run (default: the suite's pair; known: "
                         f"{', '.join(IMPLS)})")
@@ -586,7 +662,7 @@ def main(argv: list[str]) -> int:
             args.impl = []
         args.impl.append(name)
 
-    suite = "layer" if args.suite == "idle" else args.suite
+    suite = {"idle": "layer", "latency": "plugin"}.get(args.suite, args.suite)
     cases, default_impls = SUITES[suite]
     if args.suite == "idle" and args.impl is None:
         default_impls = ["libzmq", "switchyard", "zmq_proxy", "router", "router-default"]
@@ -616,6 +692,10 @@ def main(argv: list[str]) -> int:
         runner = Runner(args, Path(tmp))
         if args.suite == "idle":
             table = idle_suite(args, runner, chosen)
+            print(table)
+            return 0
+        if args.suite == "latency":
+            table = latency_suite(args, runner, chosen)
             print(table)
             return 0
         results = []

@@ -3,6 +3,7 @@
  *   zsend --type pub|push --endpoint SPEC --rate N --size B --count N
  *         [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N]
  *         [--sync SPEC] [--sync-timeout-ms N] [--linger-ms N]
+ *         [--payload-prefix TEXT]
  *
  * --rate 0 sends as fast as the socket accepts. A paced sender sends message
  * i at start + i/rate (sleeping when ahead by more than --burst-us), so a
@@ -10,7 +11,9 @@
  * achieved rate below the target (PUSH blocks at the high-water mark).
  *
  * --frames 1: one frame of --size bytes, "topic" + padding + seq.
- * --frames 2: [topic][payload of --size bytes ending in seq].
+ * --frames 2: [topic][payload of --size bytes ending in seq]; with
+ * --payload-prefix the payload starts with TEXT (e.g. a JSON document's
+ * opening, so a JSON-field filter finds its field before the padding).
  *
  * --sync SPEC: before measuring, send probes every 10 ms until the receiver
  * reports (over a PULL socket at SPEC) that a probe came through, i.e. the
@@ -24,7 +27,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: zsend --type pub|push --endpoint @bind|>connect --rate N --size B "
                     "--count N [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N] "
-                    "[--sync SPEC] [--sync-timeout-ms N] [--linger-ms N] [--burst-us N]\n");
+                    "[--sync SPEC] [--sync-timeout-ms N] [--linger-ms N] [--burst-us N] "
+                    "[--payload-prefix TEXT]\n");
     exit(2);
 }
 
@@ -45,7 +49,7 @@ static int send_msg(void *sock, int frames, const char *topic, size_t topic_len,
 
 int main(int argc, char **argv)
 {
-    const char *type = NULL, *endpoint = NULL, *topic = "", *sync_spec = NULL;
+    const char *type = NULL, *endpoint = NULL, *topic = "", *sync_spec = NULL, *prefix = "";
     long long rate = -1, size = 64, count = -1, frames = 1;
     long long sndhwm = -1, sndbuf = -1, sync_timeout_ms = 30000, linger_ms = 30000;
     long long burst_us = 100;
@@ -80,6 +84,8 @@ int main(int argc, char **argv)
             linger_ms = parse_num(a, v);
         else if (FLAG("--burst-us"))
             burst_us = parse_num(a, v);
+        else if (FLAG("--payload-prefix"))
+            prefix = v;
         else
             usage();
 #undef FLAG
@@ -114,6 +120,11 @@ int main(int argc, char **argv)
     memset(buf, 'x', (size_t)size);
     if (frames == 1)
         memcpy(buf, topic, topic_len);
+    else if (strlen(prefix) > 0) {
+        if (strlen(prefix) + 8 > (size_t)size)
+            DIE("--payload-prefix and the sequence number must fit in --size");
+        memcpy(buf, prefix, strlen(prefix));
+    }
     unsigned char *seqp = buf + size - 8;
 
     long long probes = 0;

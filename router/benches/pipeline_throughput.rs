@@ -3,6 +3,13 @@
 //! accepts everything at once. No sockets; this is the router's own cost per
 //! message between an input and an output.
 //!
+//! The last two rows put the first-party JSON-field filter plugin (built for
+//! wasm32 by the bench if needed) in front of the route, next to the same
+//! route and ~100-byte JSON payloads without it: their difference is the
+//! cost of one plugin stage inside the pipeline (batch handed to the
+//! blocking pool, encoded into guest memory, run with the epoch deadline on,
+//! verdicts applied).
+//!
 //! Run: `cargo bench -p switchyard --bench pipeline_throughput`
 //! (`-- --quick` for a short run).
 
@@ -15,8 +22,13 @@ use switchyard::egress::{Delivery, Output, SendFuture};
 use switchyard::ingress::Sink;
 use switchyard::metrics::Registry;
 use switchyard::pipeline::{
-    Message, Pattern, Pipeline, PipelineMetrics, Publisher, QueueSpec, RouteSpec, Topic, WhenFull,
+    Message, Pattern, Pipeline, PipelineMetrics, Publisher, QueueSpec, RouteSpec, Stages, Topic,
+    WhenFull,
 };
+use switchyard::plugin::Limits;
+
+#[path = "../tests/plugins/fixtures.rs"]
+mod fixtures;
 
 /// Accepts every batch at once and counts messages.
 struct Null {
@@ -67,6 +79,16 @@ fn cpu_time() -> Duration {
 }
 
 async fn run(label: &str, specs: Vec<RouteSpec>, fan_out: u64, budget: Duration) {
+    run_with(label, specs, fan_out, budget, Bytes::from(vec![0u8; 64])).await;
+}
+
+async fn run_with(
+    label: &str,
+    specs: Vec<RouteSpec>,
+    fan_out: u64,
+    budget: Duration,
+    payload: Bytes,
+) {
     let null = Arc::new(Null {
         name: "null".into(),
         taken: AtomicU64::new(0),
@@ -79,7 +101,6 @@ async fn run(label: &str, specs: Vec<RouteSpec>, fan_out: u64, budget: Duration)
         peer: Arc::from(""),
     };
     let topic = Topic::try_from("sensors.line1.temp").expect("valid topic");
-    let payload = Bytes::from(vec![0u8; 64]);
     let start = Instant::now();
     let cpu_start = cpu_time();
     let mut offered = 0u64;
@@ -95,7 +116,12 @@ async fn run(label: &str, specs: Vec<RouteSpec>, fan_out: u64, budget: Duration)
     let cpu = cpu_time() - cpu_start;
     let delivered: u64 = report.routes.iter().map(|r| r.delivered).sum();
     let dropped: u64 = report.routes.iter().map(|r| r.dropped.total).sum();
-    assert_eq!(delivered + dropped, offered * fan_out, "conservation");
+    let filtered: u64 = report.routes.iter().map(|r| r.filtered).sum();
+    assert_eq!(
+        delivered + dropped + filtered,
+        offered * fan_out,
+        "conservation"
+    );
     assert_eq!(null.taken.load(Ordering::Relaxed), delivered);
     println!(
         "  {label:<34} {:>7.0} ns/message wall {:>7.0} ns/message CPU  {:>6.2} M messages/s offered  ({delivered} delivered, {dropped} dropped)",
@@ -138,6 +164,39 @@ fn main() {
             ],
             3,
             budget,
+        )
+        .await;
+        let json = Bytes::from_static(
+            br#"{"sensor":{"id":"line-1-a","temp":25.5},"unit":"C","seq":12345678,"ok":true,"site":"42"}"#,
+        );
+        run_with(
+            "1 route, block, JSON payload",
+            vec![route("r", "sensors.>", WhenFull::Block)],
+            1,
+            budget,
+            json.clone(),
+        )
+        .await;
+        let (engine, _registry) = fixtures::engine();
+        let limits = Limits::default();
+        let filter = fixtures::load(
+            &engine,
+            "hot",
+            "json_filter",
+            r#"{"path":"sensor.temp","op":"gt","value":20}"#,
+            limits,
+        );
+        let mut with_plugin = route("r", "sensors.>", WhenFull::Block);
+        with_plugin.stages = Stages {
+            filters: vec![filter],
+            ..Stages::default()
+        };
+        run_with(
+            "1 route, block, JSON-field filter",
+            vec![with_plugin],
+            1,
+            budget,
+            json,
         )
         .await;
     });
