@@ -144,8 +144,22 @@ fn configs(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
+/// Builds the first-party plugins where the shipped configs look for them
+/// (`plugins/target`, as `./dev run` builds them), so the configs' plugins
+/// load.
+fn shipped_plugins() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        switchyard::plugin::tooling::ensure_wasm_target().expect("the wasm32 target installs");
+        let plugins = repo().join("plugins");
+        switchyard::plugin::tooling::build_wasm(&plugins, &plugins.join("target"))
+            .unwrap_or_else(|e| panic!("building plugins/: {e}"));
+    });
+}
+
 #[test]
 fn every_shipped_config_validates() {
+    shipped_plugins();
     let mut found = Vec::new();
     configs(&repo().join("config"), &mut found);
     let in_config = found.len();
