@@ -125,9 +125,12 @@ impl std::fmt::Debug for Stages {
 pub(crate) struct Staged {
     /// Messages going on to the route's outputs.
     pub(crate) messages: Vec<Message>,
-    /// When a routing plugin ran: for each output of the route (in `to`
-    /// order), the positions in `messages` it receives. Every message is in
-    /// at least one list. Empty when every message goes to every output.
+    /// True when a routing plugin chose each message's outputs (see
+    /// `routed`); false when every message goes to every output.
+    pub(crate) by_output: bool,
+    /// When `by_output`: for each output of the route (in `to` order), the
+    /// positions in `messages` it receives. Every message is in at least
+    /// one list. Kept allocated from batch to batch.
     pub(crate) routed: Vec<Vec<u32>>,
     /// Messages for the route's dead-letter output.
     pub(crate) dead: Vec<Message>,
@@ -140,6 +143,7 @@ pub(crate) struct Staged {
 impl Staged {
     fn clear(&mut self) {
         self.messages.clear();
+        self.by_output = false;
         self.routed.iter_mut().for_each(Vec::clear);
         self.dead.clear();
         self.filtered = 0;
@@ -312,6 +316,7 @@ impl StageRunner {
 
     /// Applies router verdicts to `msgs` (which it empties).
     fn route(&mut self, msgs: &mut Vec<Message>, out: &mut Staged) {
+        out.by_output = true;
         out.routed.resize_with(self.outputs.len(), Vec::new);
         let mut unknown = 0;
         let verdicts = std::mem::take(&mut self.route_verdicts);

@@ -65,6 +65,16 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
             },
         };
         let staged = staged.map(|s| &s.1);
+        if let Some(s) = staged {
+            debug_assert_eq!(
+                s.messages.len()
+                    + s.dead.len()
+                    + s.filtered
+                    + s.dropped.iter().map(|d| d.1).sum::<usize>(),
+                popped.count,
+                "every staged message has exactly one fate"
+            );
+        }
         let done = tokio::select! {
             biased;
             () = shared.hard_stop.cancelled() => false,
@@ -148,7 +158,7 @@ async fn deliver(
     for (reason, n) in &staged.dropped {
         m.dropped(*reason, *n);
     }
-    let routed = !staged.routed.is_empty();
+    let routed = staged.by_output;
     if routed {
         scratch.routed.resize_with(route.outputs.len(), Vec::new);
         for (list, positions) in scratch.routed.iter_mut().zip(&staged.routed) {
