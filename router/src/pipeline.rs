@@ -55,7 +55,7 @@ pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };
 pub use spec::{QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
-pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, OnError, Stages};
+pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, INLINE_BUDGET, OnError, Stages};
 pub use table::{Matches, RouteTable};
 
 /// Why a pipeline could not be built from its route specs.

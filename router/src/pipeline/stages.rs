@@ -3,8 +3,13 @@
 //!
 //! The runner owns one [`PluginInstance`] per plugin of the route, so the
 //! route's worker is the only caller of its instances. Guest calls block for
-//! up to a plugin's deadline, so the worker runs [`StageRunner::run`] on the
-//! blocking pool, never on the runtime's I/O threads.
+//! up to a plugin's deadline. A route whose plugins have only ever answered
+//! quickly (every batch under [`INLINE_BUDGET`], no failure) runs them on
+//! its worker task: handing a batch to another thread and back costs more
+//! CPU and latency than a short plugin call. From the first slow batch or
+//! failure on, the route's batches go to tokio's blocking pool for good, so
+//! a runaway plugin holds a runtime thread at most once, for at most its
+//! deadline.
 //!
 //! Each message of a batch ends in exactly one of:
 //! - **on** to its outputs ([`Staged::messages`], with per-message targets
@@ -30,6 +35,10 @@ use super::metrics::DropReason;
 use crate::plugin::{
     FailMode, FilterVerdict, Kind, Plugin, PluginError, PluginInstance, RouteVerdict,
 };
+
+/// The longest a batch through a route's plugins may take for the route to
+/// keep running them on its worker task.
+pub const INLINE_BUDGET: Duration = Duration::from_micros(500);
 
 /// The attribute a dead-lettered message carries naming its route.
 pub const DEAD_LETTER_ROUTE: &str = "switchyard.dead_letter.route";
@@ -171,6 +180,9 @@ pub(crate) struct StageRunner {
     spare: Vec<Message>,
     /// When a plugin failure was last logged.
     last_warning: Option<Instant>,
+    /// Set by the first batch over [`INLINE_BUDGET`] or the first failure:
+    /// batches then run on the blocking pool.
+    heavy: bool,
 }
 
 impl std::fmt::Debug for StageRunner {
@@ -202,6 +214,7 @@ impl StageRunner {
             route_verdicts: Vec::new(),
             spare: Vec::new(),
             last_warning: None,
+            heavy: false,
         }
     }
 
@@ -210,13 +223,32 @@ impl StageRunner {
     pub(crate) fn warm_up(&mut self) {
         for instance in self.filters.iter_mut().chain(&mut self.router) {
             if let Err(e) = instance.start() {
+                self.heavy = true;
                 tracing::warn!(route = &*self.route, error = %e, "plugin instance failed to start");
             }
         }
     }
 
+    /// True while every batch so far was quick and no plugin failed: the
+    /// worker may call [`StageRunner::run`] on its own task.
+    pub(crate) fn runs_inline(&self) -> bool {
+        !self.heavy
+    }
+
     /// Runs `batch` through the filters, then the router, into `out`.
     pub(crate) fn run(&mut self, batch: &mut Vec<Message>, out: &mut Staged) {
+        let started = std::time::Instant::now();
+        self.stages(batch, out);
+        if !self.heavy && started.elapsed() > INLINE_BUDGET {
+            self.heavy = true;
+            tracing::debug!(
+                route = &*self.route,
+                "plugin batches now run on the blocking pool"
+            );
+        }
+    }
+
+    fn stages(&mut self, batch: &mut Vec<Message>, out: &mut Staged) {
         out.clear();
         let mut msgs = std::mem::take(batch);
         let mut i = 0;
@@ -279,6 +311,7 @@ impl StageRunner {
     /// Applies a plugin failure on `msgs` (which it empties): the route's
     /// `on_error`, or a fail-closed circuit's drop.
     fn failed(&mut self, e: &PluginError, msgs: &mut Vec<Message>, out: &mut Staged) {
+        self.heavy = true;
         if self.should_warn() {
             tracing::warn!(route = &*self.route, error = %e, messages = msgs.len(), on_error = ?self.on_error, "plugin failed on a batch");
         }

@@ -52,6 +52,11 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         }
         let staged = match stage.take() {
             None => None,
+            Some(mut s) if s.0.runs_inline() => {
+                let (runner, staged) = &mut *s;
+                runner.run(&mut batch, staged);
+                Some(stage.insert(s))
+            }
             Some(s) => match run_stage(s, &mut batch).await {
                 Ok(s) => Some(stage.insert(s)),
                 Err(()) => {
@@ -111,9 +116,10 @@ async fn start_stage(route: &Route) -> Stage {
     Box::new((runner, Staged::default()))
 }
 
-/// Runs `batch` through the plugins on the blocking pool: guest calls may
-/// run up to their deadline and must not hold a runtime thread. `Err` if
-/// the runner panicked (a host bug), losing the batch.
+/// Runs `batch` through the plugins on the blocking pool, for plugins that
+/// may run long (see [`StageRunner::runs_inline`]): such calls must not hold
+/// a runtime thread. `Err` if the runner panicked (a host bug), losing the
+/// batch.
 async fn run_stage(mut stage: Stage, batch: &mut Vec<Message>) -> Result<Stage, ()> {
     let mut moved = std::mem::take(batch);
     let (stage, back) = tokio::task::spawn_blocking(move || {
