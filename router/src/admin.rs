@@ -262,6 +262,7 @@ mod tests {
 
         fn pipeline(&self) -> PipelineSnapshot {
             PipelineSnapshot {
+                generation: 3,
                 routes: vec![RouteSnapshot {
                     name: "telemetry".into(),
                     pattern: Pattern::parse("sensors.>").expect("pattern"),
@@ -291,6 +292,7 @@ mod tests {
                     },
                     backpressure_events: 1,
                     blocked_seconds: 0.0,
+                    draining: false,
                 }],
                 unrouted: 4,
                 shutting_down: false,

@@ -11,7 +11,8 @@
 //!
 //! Files: `message` (the model), `pattern` ([`Pattern`]), `table`
 //! ([`RouteTable`]), `spec` ([`RouteSpec`], what the app builds from config),
-//! `queue` ([`RouteQueue`]), `admission` (the [`crate::ingress::Sink`] impl),
+//! `queue` ([`RouteQueue`]), `reconfigure` (a reload's new route set,
+//! [`Applied`]), `admission` (the [`crate::ingress::Sink`] impl),
 //! `stages` (a route's plugins and their runner), `worker` (route
 //! workers), `route`, `metrics` ([`PipelineMetrics`]),
 //! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
@@ -38,6 +39,7 @@ mod message;
 mod metrics;
 mod pattern;
 mod queue;
+mod reconfigure;
 mod route;
 mod runtime;
 mod snapshot;
@@ -50,6 +52,7 @@ pub use message::{Attributes, Message, MessageId, Publisher, Topic, TopicError};
 pub use metrics::{DropReason, PipelineMetrics};
 pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
 pub use queue::{Popped, Pushed, QueueStats, RouteQueue, WaitError, Waited};
+pub use reconfigure::Applied;
 pub use runtime::Pipeline;
 pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
@@ -115,6 +118,9 @@ pub enum Error {
         /// `filters` or `router`.
         place: &'static str,
     },
+    /// A reconfiguration came after the shutdown began.
+    #[error("the pipeline is shutting down")]
+    ShuttingDown,
     /// [`Pipeline::start`] was called outside a tokio runtime.
     #[error("the pipeline must be started inside a tokio runtime")]
     NoRuntime,

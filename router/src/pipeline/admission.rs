@@ -122,6 +122,10 @@ impl Inner {
             spare: Vec::new(),
             run_capacity: batch.len(),
         };
+        // One generation for the whole offer: a reload swapping routes in
+        // meanwhile does not split it.
+        let generation = self.current.load_full();
+        let routes = &generation.routes;
         let mut matches = Matches::new();
         let mut unrouted = 0u64;
         for (i, message) in batch.into_iter().enumerate() {
@@ -132,18 +136,15 @@ impl Inner {
                 };
                 break;
             }
-            self.table.matches(&message, &mut matches);
+            generation.table.matches(&message, &mut matches);
             if matches.is_empty() {
                 unrouted += 1;
                 continue;
             }
             let size = message.size();
-            if matches.iter().any(|r| self.routes[r].blocks()) {
-                stage.flush(&self.routes);
-                if let Err(err) = self
-                    .admit_blocking(&message, size, &matches, deadline)
-                    .await
-                {
+            if matches.iter().any(|r| routes[r].blocks()) {
+                stage.flush(routes);
+                if let Err(err) = admit_blocking(routes, &message, size, &matches, deadline).await {
                     result = Offered {
                         admitted: i,
                         refusal: Some(refusal(err)),
@@ -151,37 +152,36 @@ impl Inner {
                     break;
                 }
             }
-            let mut dropping = matches
-                .iter()
-                .filter(|&r| !self.routes[r].blocks())
-                .peekable();
+            let mut dropping = matches.iter().filter(|&r| !routes[r].blocks()).peekable();
             while let Some(route) = dropping.next() {
                 if dropping.peek().is_some() {
-                    stage.add(&self.routes, route, message.clone(), size);
+                    stage.add(routes, route, message.clone(), size);
                 } else {
-                    stage.add(&self.routes, route, message, size);
+                    stage.add(routes, route, message, size);
                     break;
                 }
             }
         }
-        stage.flush(&self.routes);
+        stage.flush(routes);
         if unrouted > 0 {
             self.metrics.unrouted.inc_by(unrouted);
         }
         result
     }
+}
 
-    /// Admits `message` to every matching block route, or to none.
-    async fn admit_blocking(
-        &self,
-        message: &Message,
-        size: usize,
-        matches: &Matches,
-        deadline: Option<Instant>,
-    ) -> Result<(), WaitError> {
+/// Admits `message` to every matching block route, or to none.
+async fn admit_blocking(
+    routes: &[std::sync::Arc<Route>],
+    message: &Message,
+    size: usize,
+    matches: &Matches,
+    deadline: Option<Instant>,
+) -> Result<(), WaitError> {
+    {
         let blocking: SmallVec<[&Route; 4]> = matches
             .iter()
-            .map(|r| &*self.routes[r])
+            .map(|r| &*routes[r])
             .filter(|r| r.blocks())
             .collect();
         let Some((last, firsts)) = blocking.split_last() else {

@@ -36,11 +36,14 @@ pub enum DropReason {
     PluginError,
     /// A plugin dead-lettered it on a route without a `dead_letter` output.
     NoDeadLetter,
+    /// Still queued or in flight when a route removed by a reload ran out
+    /// of time to drain.
+    RouteRemoved,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -48,6 +51,7 @@ impl DropReason {
         Self::Shutdown,
         Self::PluginError,
         Self::NoDeadLetter,
+        Self::RouteRemoved,
     ];
 
     /// The metric label value.
@@ -60,6 +64,7 @@ impl DropReason {
             Self::Shutdown => "shutdown",
             Self::PluginError => "plugin_error",
             Self::NoDeadLetter => "no_dead_letter",
+            Self::RouteRemoved => "route_removed",
         }
     }
 

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ use super::spec::{QueueSpec, WhenFull};
 #[derive(Debug)]
 pub struct RouteQueue {
     state: Mutex<State>,
-    capacity: usize,
-    capacity_bytes: usize,
+    /// The bounds; changed only under the state lock ([`RouteQueue::resize`]).
+    capacity: AtomicUsize,
+    capacity_bytes: AtomicUsize,
     when_full: WhenFull,
     /// Wakes the worker (single waiter; `notify_one` keeps a permit).
     not_empty: Notify,
@@ -123,8 +125,8 @@ impl RouteQueue {
     pub fn new(spec: &QueueSpec) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            capacity: spec.capacity.max(1),
-            capacity_bytes: spec.capacity_bytes.max(1),
+            capacity: AtomicUsize::new(spec.capacity.max(1)),
+            capacity_bytes: AtomicUsize::new(spec.capacity_bytes.max(1)),
             when_full: spec.when_full,
             not_empty: Notify::new(),
             room: Notify::new(),
@@ -142,9 +144,9 @@ impl RouteQueue {
     fn fits(&self, s: &State, size: usize) -> bool {
         let held = s.items.len() + s.in_flight + s.reserved;
         held == 0
-            || (held < self.capacity
+            || (held < self.capacity.load(Ordering::Relaxed)
                 && s.queued_bytes + s.in_flight_bytes + s.reserved_bytes + size
-                    <= self.capacity_bytes)
+                    <= self.capacity_bytes.load(Ordering::Relaxed))
     }
 
     fn enqueue(&self, s: &mut State, message: Message, size: usize) {
@@ -421,12 +423,25 @@ impl RouteQueue {
 
     /// The message bound.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
     }
 
     /// The byte bound.
     pub fn capacity_bytes(&self) -> usize {
-        self.capacity_bytes
+        self.capacity_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets new bounds (a reload). Nothing held is dropped: a queue holding
+    /// more than its new bounds takes no more until it has drained below
+    /// them. Producers waiting for room look again.
+    pub fn resize(&self, capacity: usize, capacity_bytes: usize) {
+        {
+            let _s = self.lock();
+            self.capacity.store(capacity.max(1), Ordering::Relaxed);
+            self.capacity_bytes
+                .store(capacity_bytes.max(1), Ordering::Relaxed);
+        }
+        self.room.notify_waiters();
     }
 
     /// The queue's policy.

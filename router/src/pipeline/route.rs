@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
 use super::metrics::{DropReason, RouteMetrics, delta};
@@ -14,47 +16,75 @@ use super::snapshot::{DroppedCounts, QueueSnapshot, RouteReport, RouteSnapshot};
 use super::spec::{RouteSpec, WhenFull};
 use crate::egress::Output;
 
-/// A route at run time, shared by the admission path and its worker.
+/// A route at run time, shared by the admission path and its worker. Its
+/// queue, counters and worker live as long as the route keeps its name and
+/// policy across reloads; what it does with messages (its [`Program`]) is
+/// swapped whole, and the worker takes it up at its next batch.
 pub(crate) struct Route {
-    pub(crate) spec: RouteSpec,
+    pub(crate) name: String,
     pub(crate) queue: RouteQueue,
     pub(crate) metrics: RouteMetrics,
+    program: ArcSwap<Program>,
+    /// Cancelled to stop this route's worker: at the end of a shutdown's
+    /// grace period (a child of the pipeline's hard stop), or when a
+    /// removed route's drain time is up.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled by the worker when it exits.
+    pub(crate) exited: CancellationToken,
+    /// Messages counted as dropped because a shutdown's grace period ended.
+    left: AtomicU64,
+}
+
+/// What a route does with its messages: its spec (pattern, plugins,
+/// targets) and the outputs it resolved to. Replaced whole by a reload.
+pub(crate) struct Program {
+    pub(crate) spec: RouteSpec,
     pub(crate) outputs: Box<[Arc<dyn Output>]>,
     /// The output receiving dead-lettered messages.
     pub(crate) dead_letter: Option<Arc<dyn Output>>,
-    /// Messages counted as dropped because a shutdown's grace period ended.
-    left: AtomicU64,
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
-            .field("name", &self.spec.name)
+            .field("name", &self.name)
             .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
 
 impl Route {
-    pub(crate) fn new(
-        spec: RouteSpec,
-        outputs: Box<[Arc<dyn Output>]>,
-        dead_letter: Option<Arc<dyn Output>>,
-        metrics: RouteMetrics,
-    ) -> Self {
+    pub(crate) fn new(program: Program, metrics: RouteMetrics, stop: CancellationToken) -> Self {
         Self {
-            dead_letter,
-            queue: RouteQueue::new(&spec.queue),
-            spec,
+            name: program.spec.name.clone(),
+            queue: RouteQueue::new(&program.spec.queue),
+            program: ArcSwap::from_pointee(program),
             metrics,
-            outputs,
+            stop,
+            exited: CancellationToken::new(),
             left: AtomicU64::new(0),
         }
     }
 
-    /// True for `when_full = "block"` routes.
+    /// What the route does now.
+    pub(crate) fn program(&self) -> Arc<Program> {
+        self.program.load_full()
+    }
+
+    /// Replaces what the route does (a reload): new bounds apply at once,
+    /// the rest from the worker's next batch.
+    pub(crate) fn set_program(&self, program: Program) {
+        let q = &program.spec.queue;
+        if q.capacity != self.queue.capacity() || q.capacity_bytes != self.queue.capacity_bytes() {
+            self.queue.resize(q.capacity, q.capacity_bytes);
+        }
+        self.program.store(Arc::new(program));
+    }
+
+    /// True for `when_full = "block"` routes (fixed for a route's life: a
+    /// reload that changes it builds a new route).
     pub(crate) fn blocks(&self) -> bool {
-        self.spec.queue.when_full == WhenFull::Block
+        self.queue.when_full() == WhenFull::Block
     }
 
     /// Admits a run of messages without waiting (drop policies), counting
@@ -142,13 +172,14 @@ impl Route {
     }
 
     /// Counts `popped` messages, already out of the queue's bookkeeping, as
-    /// dropped at the end of a shutdown's grace period (they were queued or
-    /// in flight).
-    pub(crate) fn abandon(&self, popped: Popped) {
+    /// dropped for `reason` (`shutdown` at the end of a shutdown's grace
+    /// period, `route_removed` when a removed route's drain time is up):
+    /// they were queued or in flight.
+    pub(crate) fn abandon(&self, popped: Popped, reason: DropReason) {
         if popped.count == 0 {
             return;
         }
-        self.metrics.dropped(DropReason::Shutdown, popped.count);
+        self.metrics.dropped(reason, popped.count);
         self.metrics
             .held(-delta(popped.count), -delta(popped.bytes));
         self.left.fetch_add(popped.count as u64, Ordering::Relaxed);
@@ -165,33 +196,30 @@ impl Route {
             shutdown: m.dropped_count(DropReason::Shutdown),
             plugin_error: m.dropped_count(DropReason::PluginError),
             no_dead_letter: m.dropped_count(DropReason::NoDeadLetter),
+            route_removed: m.dropped_count(DropReason::RouteRemoved),
         }
     }
 
     pub(crate) fn snapshot(&self) -> RouteSnapshot {
         let stats = self.queue.stats();
         let m = &self.metrics;
+        let program = self.program();
+        let spec = &program.spec;
         RouteSnapshot {
-            name: self.spec.name.clone(),
-            pattern: self.spec.pattern.clone(),
-            attributes: self.spec.attributes.clone(),
-            outputs: self.spec.outputs.clone(),
-            filters: self
-                .spec
+            name: self.name.clone(),
+            pattern: spec.pattern.clone(),
+            attributes: spec.attributes.clone(),
+            outputs: spec.outputs.clone(),
+            filters: spec
                 .stages
                 .filters
                 .iter()
                 .map(|p| p.name().to_owned())
                 .collect(),
-            router: self
-                .spec
-                .stages
-                .router
-                .as_ref()
-                .map(|p| p.name().to_owned()),
-            on_error: self.spec.stages.on_error,
-            dead_letter: self.spec.stages.dead_letter.clone(),
-            when_full: self.spec.queue.when_full,
+            router: spec.stages.router.as_ref().map(|p| p.name().to_owned()),
+            on_error: spec.stages.on_error,
+            dead_letter: spec.stages.dead_letter.clone(),
+            when_full: self.queue.when_full(),
             queue: QueueSnapshot {
                 depth: stats.queued + stats.in_flight,
                 queued: stats.queued,
@@ -207,12 +235,13 @@ impl Route {
             dropped: self.dropped_counts(),
             backpressure_events: m.backpressure.get(),
             blocked_seconds: m.blocked.get(),
+            draining: false,
         }
     }
 
     pub(crate) fn report(&self) -> RouteReport {
         RouteReport {
-            name: self.spec.name.clone(),
+            name: self.name.clone(),
             offered: self.metrics.offered.get(),
             delivered: self.metrics.delivered.get(),
             filtered: self.metrics.filtered.get(),

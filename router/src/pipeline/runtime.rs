@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -12,10 +14,11 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::Error;
+use super::metrics::DropReason;
 use super::metrics::PipelineMetrics;
 use super::pattern::subscription_prefixes;
-use super::route::Route;
-use super::snapshot::{PipelineSnapshot, ShutdownReport};
+use super::route::{Program, Route};
+use super::snapshot::{PipelineSnapshot, RouteReport, RouteSnapshot, ShutdownReport};
 use super::spec::RouteSpec;
 use super::table::RouteTable;
 use super::worker::{self, Shared};
@@ -33,12 +36,27 @@ pub struct Pipeline {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) routes: Box<[Arc<Route>]>,
-    pub(crate) table: RouteTable,
+    /// The routes and table in force; an offer matches and admits all of
+    /// its messages against the one it loaded first.
+    pub(crate) current: ArcSwap<Generation>,
+    /// Routes a reload removed (or replaced) whose workers still drain.
+    pub(crate) retired: Mutex<Vec<Arc<Route>>>,
+    /// Serialises reconfigurations.
+    pub(crate) reconfiguring: Mutex<()>,
     pub(crate) metrics: PipelineMetrics,
     pub(crate) intake: Intake,
-    shared: Arc<Shared>,
-    tracker: TaskTracker,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// One generation of the route set: the routes (in config order) and the
+/// table that matches messages to them.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    /// 1 at start, plus one per applied reconfiguration.
+    pub(crate) number: u64,
+    pub(crate) routes: Box<[Arc<Route>]>,
+    pub(crate) table: RouteTable,
 }
 
 impl Drop for Inner {
@@ -114,68 +132,26 @@ impl Pipeline {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
-        let mut by_name: HashMap<&str, &Arc<dyn Output>> = HashMap::new();
-        for output in outputs {
-            if by_name.insert(output.name(), output).is_some() {
-                return Err(Error::DuplicateOutput {
-                    output: output.name().to_owned(),
-                });
-            }
-        }
-        let mut table = RouteTable::new();
-        let mut routes = Vec::with_capacity(specs.len());
-        let mut names = std::collections::HashSet::new();
-        for spec in specs {
-            validate(&spec)?;
-            if !names.insert(spec.name.clone()) {
-                return Err(Error::DuplicateRoute { route: spec.name });
-            }
-            let targets = spec
-                .outputs
-                .iter()
-                .map(|name| {
-                    by_name
-                        .get(name.as_str())
-                        .map(|o| Arc::clone(o))
-                        .ok_or_else(|| Error::UnknownOutput {
-                            route: spec.name.clone(),
-                            output: name.clone(),
-                        })
-                })
-                .collect::<Result<Box<[_]>, _>>()?;
-            let dead_letter = spec
-                .stages
-                .dead_letter
-                .as_ref()
-                .map(|name| {
-                    by_name
-                        .get(name.as_str())
-                        .map(|o| Arc::clone(o))
-                        .ok_or_else(|| Error::UnknownOutput {
-                            route: spec.name.clone(),
-                            output: name.clone(),
-                        })
-                })
-                .transpose()?;
-            table.insert(&spec.pattern, &spec.attributes);
-            let route_metrics =
-                metrics.route(&spec.name, spec.queue.capacity, spec.queue.capacity_bytes);
-            routes.push(Arc::new(Route::new(
-                spec,
-                targets,
-                dead_letter,
-                route_metrics,
-            )));
-        }
+        let programs = programs(specs, outputs)?;
         let shared = Arc::new(Shared::default());
         let tracker = TaskTracker::new();
-        for route in &routes {
-            tracker.spawn(worker::run(Arc::clone(route), Arc::clone(&shared)));
+        let mut table = RouteTable::new();
+        let mut routes = Vec::with_capacity(programs.len());
+        for program in programs {
+            table.insert(&program.spec.pattern, &program.spec.attributes);
+            let route = new_route(program, metrics, &shared);
+            tracker.spawn(worker::run(Arc::clone(&route), Arc::clone(&shared)));
+            routes.push(route);
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                routes: routes.into(),
-                table,
+                current: ArcSwap::from_pointee(Generation {
+                    number: 1,
+                    routes: routes.into(),
+                    table,
+                }),
+                retired: Mutex::new(Vec::new()),
+                reconfiguring: Mutex::new(()),
                 metrics: metrics.clone(),
                 intake: Intake {
                     shared: Arc::clone(&shared),
@@ -187,21 +163,61 @@ impl Pipeline {
         })
     }
 
+    /// The generation of the route set in force: 1 at start, plus one per
+    /// [`Pipeline::reconfigure`].
+    pub fn generation(&self) -> u64 {
+        self.inner.current.load().number
+    }
+
     /// The literal prefixes a `zmq-sub` input subscribes its publishers to,
     /// so that traffic no route wants never crosses the wire (see
     /// [`super::Pattern::literal_prefix`]). Minimal: no prefix covers
     /// another; `[""]` means everything.
     pub fn subscription_prefixes(&self) -> Vec<String> {
-        subscription_prefixes(self.inner.routes.iter().map(|r| &r.spec.pattern))
+        let generation = self.inner.current.load();
+        let programs: Vec<_> = generation.routes.iter().map(|r| r.program()).collect();
+        subscription_prefixes(programs.iter().map(|p| &p.spec.pattern))
     }
 
     /// Every route's state and counts, for the admin API.
     pub fn snapshot(&self) -> PipelineSnapshot {
+        let generation = self.inner.current.load_full();
+        let mut routes: Vec<_> = generation.routes.iter().map(|r| r.snapshot()).collect();
+        // A removed or replaced route still draining: its messages count in
+        // the depth of the route of the same name, if any (they share the
+        // metric series), else it is listed as draining.
+        for old in self.retired() {
+            let snap = old.snapshot();
+            match routes.iter_mut().find(|r| r.name == snap.name) {
+                Some(r) => r.queue.absorb(&snap.queue),
+                None => routes.push(RouteSnapshot {
+                    draining: true,
+                    ..snap
+                }),
+            }
+        }
         PipelineSnapshot {
-            routes: self.inner.routes.iter().map(|r| r.snapshot()).collect(),
+            generation: generation.number,
+            routes,
             unrouted: self.inner.metrics.unrouted.get(),
             shutting_down: self.inner.intake.is_closed(),
         }
+    }
+
+    /// Routes removed or replaced by a reload whose workers still drain.
+    pub(crate) fn retired(&self) -> Vec<Arc<Route>> {
+        self.inner
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every route with a worker: the current ones, then the retired ones.
+    fn all_routes(&self) -> Vec<Arc<Route>> {
+        let mut all: Vec<_> = self.inner.current.load().routes.to_vec();
+        all.extend(self.retired());
+        all
     }
 
     /// True once [`Pipeline::shutdown`] has begun.
@@ -224,14 +240,22 @@ impl Pipeline {
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
         let deadline = Instant::now() + grace;
-        inner.shared.shutting_down.store(true, Ordering::SeqCst);
-        for route in inner.routes.iter() {
+        {
+            // Waits for a reconfiguration in progress; none starts after.
+            let _reconfiguring = inner
+                .reconfiguring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            inner.shared.shutting_down.store(true, Ordering::SeqCst);
+        }
+        let routes = self.all_routes();
+        for route in &routes {
             route.queue.close_intake();
         }
         if !inner.intake.wait_idle(deadline).await {
             tracing::warn!("offers still admitting at the end of the grace period");
         }
-        for route in inner.routes.iter() {
+        for route in &routes {
             route.queue.finish();
         }
         inner.tracker.close();
@@ -242,12 +266,21 @@ impl Pipeline {
             inner.shared.hard_stop.cancel();
             inner.tracker.wait().await;
         }
-        for route in inner.routes.iter() {
-            worker::sweep(route);
+        for route in &routes {
+            worker::sweep(route, DropReason::Shutdown);
+        }
+        let mut reports: Vec<RouteReport> = Vec::new();
+        for route in &routes {
+            let report = route.report();
+            match reports.iter_mut().find(|r| r.name == report.name) {
+                // Same name, same metric series: only what was left adds up.
+                Some(r) => r.left += report.left,
+                None => reports.push(report),
+            }
         }
         let report = ShutdownReport {
             drained,
-            routes: inner.routes.iter().map(|r| r.report()).collect(),
+            routes: reports,
         };
         for r in &report.routes {
             if r.left > 0 {
@@ -256,6 +289,66 @@ impl Pipeline {
         }
         report
     }
+}
+
+/// Checks `specs` and resolves their outputs by [`Output::name`].
+pub(crate) fn programs(
+    specs: Vec<RouteSpec>,
+    outputs: &[Arc<dyn Output>],
+) -> Result<Vec<Program>, Error> {
+    let mut by_name: HashMap<&str, &Arc<dyn Output>> = HashMap::new();
+    for output in outputs {
+        if by_name.insert(output.name(), output).is_some() {
+            return Err(Error::DuplicateOutput {
+                output: output.name().to_owned(),
+            });
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut programs = Vec::with_capacity(specs.len());
+    for spec in specs {
+        validate(&spec)?;
+        if !names.insert(spec.name.clone()) {
+            return Err(Error::DuplicateRoute { route: spec.name });
+        }
+        let find = |name: &String| {
+            by_name
+                .get(name.as_str())
+                .map(|o| Arc::clone(o))
+                .ok_or_else(|| Error::UnknownOutput {
+                    route: spec.name.clone(),
+                    output: name.clone(),
+                })
+        };
+        let outputs = spec
+            .outputs
+            .iter()
+            .map(find)
+            .collect::<Result<Box<[_]>, _>>()?;
+        let dead_letter = spec.stages.dead_letter.as_ref().map(find).transpose()?;
+        programs.push(Program {
+            spec,
+            outputs,
+            dead_letter,
+        });
+    }
+    Ok(programs)
+}
+
+/// A new route for `program`, with its metric children and a stop token
+/// under the pipeline's hard stop. The caller spawns its worker.
+pub(crate) fn new_route(
+    program: Program,
+    metrics: &PipelineMetrics,
+    shared: &Shared,
+) -> Arc<Route> {
+    let q = &program.spec.queue;
+    let route_metrics = metrics.route(&program.spec.name, q.capacity, q.capacity_bytes);
+    Arc::new(Route::new(
+        program,
+        route_metrics,
+        shared.hard_stop.child_token(),
+    ))
 }
 
 fn validate(spec: &RouteSpec) -> Result<(), Error> {

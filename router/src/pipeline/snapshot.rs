@@ -11,7 +11,11 @@ use super::stages::OnError;
 /// The whole pipeline, now.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PipelineSnapshot {
-    /// Every route, in config order.
+    /// The generation of the route set in force (1 at start, plus one per
+    /// applied reload).
+    pub generation: u64,
+    /// Every route, in config order; then routes a reload removed that are
+    /// still draining.
     pub routes: Vec<RouteSnapshot>,
     /// Messages that matched no route, since start.
     pub unrouted: u64,
@@ -57,6 +61,8 @@ pub struct RouteSnapshot {
     pub backpressure_events: u64,
     /// Time producers spent waiting for room, in seconds.
     pub blocked_seconds: f64,
+    /// True for a route a reload removed that still drains its queue.
+    pub draining: bool,
 }
 
 /// A route's queue, now.
@@ -74,6 +80,16 @@ pub struct QueueSnapshot {
     pub capacity: usize,
     /// The byte bound.
     pub capacity_bytes: usize,
+}
+
+impl QueueSnapshot {
+    /// Adds another queue's holdings (a replaced route still draining).
+    pub fn absorb(&mut self, other: &QueueSnapshot) {
+        self.depth += other.depth;
+        self.queued += other.queued;
+        self.in_flight += other.in_flight;
+        self.bytes += other.bytes;
+    }
 }
 
 /// Dropped messages by reason.
@@ -95,6 +111,8 @@ pub struct DroppedCounts {
     pub plugin_error: u64,
     /// `no_dead_letter`.
     pub no_dead_letter: u64,
+    /// `route_removed`.
+    pub route_removed: u64,
 }
 
 impl DroppedCounts {
@@ -108,6 +126,7 @@ impl DroppedCounts {
             DropReason::Shutdown => self.shutdown,
             DropReason::PluginError => self.plugin_error,
             DropReason::NoDeadLetter => self.no_dead_letter,
+            DropReason::RouteRemoved => self.route_removed,
         }
     }
 }

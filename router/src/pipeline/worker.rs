@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::Message;
 use super::metrics::DropReason;
 use super::queue::Popped;
-use super::route::Route;
+use super::route::{Program, Route};
 use super::stages::{StageRunner, Staged};
 use crate::egress::{self, Delivery, Output, Reject, SendFuture};
 
@@ -30,25 +30,33 @@ pub(crate) struct Shared {
 }
 
 /// Runs `route`'s worker until its queue is finished and drained, or until
-/// the hard stop.
+/// the route is stopped (the hard stop of a shutdown, or a removed route's
+/// drain deadline); then counts what it still held as dropped for `reason`
+/// of the stop.
 pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
-    let max = route.spec.queue.max_batch.max(1);
-    let mut batch: Vec<Message> = Vec::with_capacity(max.min(1024));
+    let mut batch: Vec<Message> = Vec::new();
     let mut scratch = Scratch::default();
     let mut latency = route.metrics.latency.local();
-    let mut stage = if route.spec.stages.is_empty() {
-        None
-    } else {
-        Some(start_stage(&route).await)
-    };
+    let mut program = route.program();
+    let mut stage = start_stage(&route, &program).await;
     loop {
+        let max = program.spec.queue.max_batch.max(1);
         let popped = tokio::select! {
             biased;
-            () = shared.hard_stop.cancelled() => break,
+            () = route.stop.cancelled() => break,
             popped = route.queue.pop_batch(max, &mut batch) => popped,
         };
         if popped.count == 0 {
             break;
+        }
+        // A reload's new program applies from a batch boundary: every
+        // message of a batch sees one generation's plugins and targets.
+        let now = route.program();
+        if !Arc::ptr_eq(&now, &program) {
+            if now.spec.stages != program.spec.stages || now.spec.outputs != program.spec.outputs {
+                stage = start_stage(&route, &now).await;
+            }
+            program = now;
         }
         let staged = match stage.take() {
             None => None,
@@ -64,7 +72,7 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
                     // start afresh.
                     route.metrics.dropped(DropReason::PluginError, popped.count);
                     route.complete(popped);
-                    stage = Some(start_stage(&route).await);
+                    stage = start_stage(&route, &program).await;
                     continue;
                 }
             },
@@ -82,8 +90,8 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         }
         let done = tokio::select! {
             biased;
-            () = shared.hard_stop.cancelled() => false,
-            () = deliver(&route, &batch, staged, &shared, &mut scratch, &mut latency) => true,
+            () = route.stop.cancelled() => false,
+            () = deliver(&route, &program, &batch, staged, &shared, &mut scratch, &mut latency) => true,
         };
         batch.clear();
         if done {
@@ -91,29 +99,48 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         } else {
             // The outputs never confirmed this batch.
             route.queue.complete(popped);
-            route.abandon(popped);
+            route.abandon(popped, stop_reason(&shared));
             break;
         }
     }
     latency.flush();
+    if route.stop.is_cancelled() && !shared.hard_stop.is_cancelled() {
+        // A removed route whose drain time ran out: nobody else will count
+        // what it still holds.
+        sweep(&route, DropReason::RouteRemoved);
+    }
+    route.exited.cancel();
+}
+
+/// Why a stopped worker's messages are dropped.
+fn stop_reason(shared: &Shared) -> DropReason {
+    if shared.hard_stop.is_cancelled() {
+        DropReason::Shutdown
+    } else {
+        DropReason::RouteRemoved
+    }
 }
 
 /// A route's plugin runner and its reusable result, moved to the blocking
 /// pool for each batch and back.
 type Stage = Box<(StageRunner, Staged)>;
 
-/// Builds the route's plugin runner and starts its instances off the
-/// runtime.
-async fn start_stage(route: &Route) -> Stage {
-    let mut runner = StageRunner::new(&route.spec.name, &route.spec.stages, &route.spec.outputs);
-    let fallback = || StageRunner::new(&route.spec.name, &route.spec.stages, &route.spec.outputs);
+/// Builds the runner for `program`'s plugins, if it has any, and starts
+/// their instances off the runtime.
+async fn start_stage(route: &Route, program: &Program) -> Option<Stage> {
+    let spec = &program.spec;
+    if spec.stages.is_empty() {
+        return None;
+    }
+    let build = || StageRunner::new(&route.name, &spec.stages, &spec.outputs);
+    let mut runner = build();
     let runner = tokio::task::spawn_blocking(move || {
         runner.warm_up();
         runner
     })
     .await
-    .unwrap_or_else(|_| fallback());
-    Box::new((runner, Staged::default()))
+    .unwrap_or_else(|_| build());
+    Some(Box::new((runner, Staged::default())))
 }
 
 /// Runs `batch` through the plugins on the blocking pool, for plugins that
@@ -146,6 +173,7 @@ struct Scratch {
 /// where (and `batch` is empty).
 async fn deliver(
     route: &Route,
+    program: &Program,
     batch: &[Message],
     staged: Option<&Staged>,
     shared: &Shared,
@@ -153,7 +181,7 @@ async fn deliver(
     latency: &mut LocalHistogram,
 ) {
     let Some(staged) = staged else {
-        let results = send_all(route.outputs.iter().map(|o| (o, batch))).await;
+        let results = send_all(program.outputs.iter().map(|o| (o, batch))).await;
         let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
         let all = |_: usize| None;
         account(route, batch, &results, all, shutting_down, scratch, latency);
@@ -166,7 +194,7 @@ async fn deliver(
     }
     let routed = staged.by_output;
     if routed {
-        scratch.routed.resize_with(route.outputs.len(), Vec::new);
+        scratch.routed.resize_with(program.outputs.len(), Vec::new);
         for (list, positions) in scratch.routed.iter_mut().zip(&staged.routed) {
             list.clear();
             list.extend(
@@ -184,10 +212,10 @@ async fn deliver(
         }
     };
     // The outputs with something to send, in `to` order.
-    let targets: SmallVec<[usize; 4]> = (0..route.outputs.len())
+    let targets: SmallVec<[usize; 4]> = (0..program.outputs.len())
         .filter(|&o| !for_output(o).is_empty())
         .collect();
-    let dead = route
+    let dead = program
         .dead_letter
         .as_ref()
         .filter(|_| !staged.dead.is_empty())
@@ -195,7 +223,9 @@ async fn deliver(
     if targets.is_empty() && dead.is_none() {
         return;
     }
-    let sends = targets.iter().map(|&o| (&route.outputs[o], for_output(o)));
+    let sends = targets
+        .iter()
+        .map(|&o| (&program.outputs[o], for_output(o)));
     let mut results = send_all(sends.chain(dead)).await;
     let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
     let dead_result = (results.len() > targets.len())
@@ -307,7 +337,7 @@ fn count_fates<'a>(
                         DropReason::OutputError
                     }
                 };
-                tracing::debug!(route = %route.spec.name, error = %err, "output refused a batch");
+                tracing::debug!(route = %route.name, error = %err, "output refused a batch");
                 mark(0..len, reason);
             }
         }
@@ -373,10 +403,11 @@ fn account<'p>(
     latency.flush();
 }
 
-/// Used by the pipeline's shutdown for what no worker will take any more.
-pub(crate) fn sweep(route: &Route) {
+/// Counts what no worker will take any more as dropped for `reason`: at
+/// the end of a shutdown, or of a removed route's drain time.
+pub(crate) fn sweep(route: &Route, reason: DropReason) {
     let rest: Popped = route.queue.take_queued();
-    route.abandon(rest);
+    route.abandon(rest, reason);
 }
 
 #[cfg(test)]
