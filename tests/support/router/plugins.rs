@@ -104,6 +104,29 @@ pub fn wat_filter(hostile: &str) -> String {
     WAT_FILTER.replace("HOSTILE", hostile)
 }
 
+/// A router written in WebAssembly text: it answers *default* (the
+/// route's own outputs) for every message, except that it traps
+/// (`unreachable`) on a batch whose first message's topic starts with `h`,
+/// so a test decides which batches fail.
+pub fn wat_router() -> String {
+    WAT_FILTER
+        .replace(
+            r#"(func (export "switchyard_kind") (result i32) (i32.const 1))"#,
+            r#"(func (export "switchyard_kind") (result i32) (i32.const 2))"#,
+        )
+        // header 16 + id 16 + publish_ms 8 + priority 1 + topic length 4:
+        // the first topic byte. 104 is 'h'.
+        .replace(
+            "HOSTILE",
+            "(if (i32.eq (i32.load8_u (i32.add (local.get $ptr) (i32.const 45))) (i32.const 104)) (then unreachable))",
+        )
+        // verdict tag 2: default
+        .replace(
+            "(memory.fill (i32.const 1032) (i32.const 0) (local.get $n))",
+            "(memory.fill (i32.const 1032) (i32.const 2) (local.get $n))",
+        )
+}
+
 /// Assembles WebAssembly text into a module.
 ///
 /// # Errors
@@ -162,6 +185,9 @@ mod tests {
             let module = assemble(&wat_filter(hostile))?;
             assert!(module.starts_with(b"\0asm"));
         }
+        let router = wat_router();
+        assert!(!router.contains("HOSTILE") && router.contains("(i32.const 2) (local.get $n)"));
+        assemble(&router)?;
         Ok(())
     }
 }
