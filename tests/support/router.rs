@@ -10,7 +10,9 @@
 //!
 //! Sub-modules: [`http`] (a small blocking HTTP/1.1 client), [`metrics`]
 //! (Prometheus text samples), [`peer`] (pyzmq peers from
-//! `tests/peers/router/peer.py`).
+//! `tests/peers/router/peer.py`), [`plugins`] (wasm plugin fixtures built
+//! by the tests), [`cli`] (the binary run to its exit: `validate`, refused
+//! configs).
 //!
 //! Every wait here has a deadline and polls a fact (a log line, a metric
 //! value, a process state); none sleeps to synchronise.
@@ -19,9 +21,11 @@
 //! `cargo test --workspace` builds it because `router/tests/cli.rs` uses it.
 //! `SWITCHYARD_BIN` overrides the path.
 
+pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod peer;
+pub mod plugins;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

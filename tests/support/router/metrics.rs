@@ -1,5 +1,6 @@
 //! Samples of one `/metrics` scrape (Prometheus text format), and the
-//! conservation law every route must obey.
+//! conservation law every route must obey: `offered = delivered + filtered +
+//! dead_lettered + dropped + depth`.
 
 use anyhow::{Result, anyhow};
 
@@ -109,6 +110,14 @@ impl Scrape {
                 "switchyard_route_messages_total",
                 &[("route", route), ("outcome", "delivered")],
             ),
+            filtered: self.count(
+                "switchyard_route_messages_total",
+                &[("route", route), ("outcome", "filtered")],
+            ),
+            dead_lettered: self.count(
+                "switchyard_route_messages_total",
+                &[("route", route), ("outcome", "dead_lettered")],
+            ),
             dropped_outcome: self.count(
                 "switchyard_route_messages_total",
                 &[("route", route), ("outcome", "dropped")],
@@ -117,6 +126,8 @@ impl Scrape {
             queue_full: dropped("queue_full"),
             no_subscriber: dropped("no_subscriber"),
             shutdown: dropped("shutdown"),
+            plugin_error: dropped("plugin_error"),
+            no_dead_letter: dropped("no_dead_letter"),
             depth: self.count("switchyard_route_queue_depth", &l),
             backpressure_events: self.count("switchyard_route_backpressure_events_total", &l),
             blocked_seconds: self.get("switchyard_route_blocked_seconds_total", &l),
@@ -131,6 +142,12 @@ pub struct RouteCounts {
     pub offered: u64,
     /// `route_messages_total{outcome="delivered"}`.
     pub delivered: u64,
+    /// `route_messages_total{outcome="filtered"}`: a filter plugin dropped
+    /// them, or the routing plugin chose no output.
+    pub filtered: u64,
+    /// `route_messages_total{outcome="dead_lettered"}`: the route's
+    /// dead-letter output accepted them.
+    pub dead_lettered: u64,
     /// `route_messages_total{outcome="dropped"}`.
     pub dropped_outcome: u64,
     /// The sum of `route_dropped_total` over every reason.
@@ -141,6 +158,10 @@ pub struct RouteCounts {
     pub no_subscriber: u64,
     /// `route_dropped_total{reason="shutdown"}`.
     pub shutdown: u64,
+    /// `route_dropped_total{reason="plugin_error"}`.
+    pub plugin_error: u64,
+    /// `route_dropped_total{reason="no_dead_letter"}`.
+    pub no_dead_letter: u64,
     /// `route_queue_depth`.
     pub depth: u64,
     /// `route_backpressure_events_total`.
@@ -150,11 +171,16 @@ pub struct RouteCounts {
 }
 
 impl RouteCounts {
-    /// `offered == delivered + dropped (sum over reasons) + depth`, and the
-    /// `dropped` outcome agrees with the reasons.
+    /// `offered == delivered + filtered + dead_lettered + dropped (sum over
+    /// reasons) + depth`, and the `dropped` outcome agrees with the reasons.
     pub fn conserved(&self) -> bool {
-        self.offered == self.delivered + self.dropped + self.depth
-            && self.dropped_outcome == self.dropped
+        self.offered == self.left() + self.depth && self.dropped_outcome == self.dropped
+    }
+
+    /// Messages that have left the route, whatever their outcome:
+    /// `delivered + filtered + dead_lettered + dropped`.
+    pub fn left(&self) -> u64 {
+        self.delivered + self.filtered + self.dead_lettered + self.dropped
     }
 }
 
