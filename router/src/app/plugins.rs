@@ -101,7 +101,7 @@ impl Plugins {
                         routes,
                     });
                 }
-                Err(e) => problems.push(p.problem(file, e)),
+                Err(e) => problems.push(p.problem(file, reason(&p.name, &e))),
             }
         }
         let plugins = Plugins {
@@ -202,6 +202,17 @@ impl Plugins {
             })
             .collect()
     }
+}
+
+/// A load error's text without the plugin's name, which the problem
+/// already places in front: `cannot read ...`, `failed (code 2): ...`.
+fn reason(name: &str, e: &plugin::Error) -> String {
+    let text = e.to_string();
+    let quoted = format!("plugin {name:?}");
+    let rest = text.strip_prefix(&format!("{quoted}: ")).unwrap_or(&text);
+    rest.strip_prefix(&format!("{quoted} "))
+        .unwrap_or(rest)
+        .to_owned()
 }
 
 /// Loads every plugin of `config` as [`crate::app::App::start`] would, to
