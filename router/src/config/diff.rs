@@ -82,9 +82,10 @@ pub struct Diff {
     /// now.
     pub outputs: Changes,
     /// Changes the reload does not apply: they take effect at the next
-    /// restart. One entry per `[router]` key (`router.admin`) and per
-    /// added, removed or changed input or output (`input "api"`,
-    /// `output "dashboard"`), in that order, each part sorted by name.
+    /// restart. First one entry per `[router]` key but `name`
+    /// (`router.admin`), in the section's order; then one per added,
+    /// removed or changed input (`input "api"`), then output
+    /// (`output "dashboard"`), each sorted by name.
     pub restart_required: Vec<String>,
 }
 
@@ -173,7 +174,12 @@ impl Diff {
     /// anyway) or removed.
     pub fn plugin_module_changed(&mut self, plugin: &str) {
         let plugins = &mut self.plugins;
-        if plugins.added.iter().chain(&plugins.removed).any(|p| p == plugin) {
+        if plugins
+            .added
+            .iter()
+            .chain(&plugins.removed)
+            .any(|p| p == plugin)
+        {
             return;
         }
         match plugins
@@ -396,7 +402,11 @@ fn route_fields(old: &Route, new: &Route) -> Vec<&'static str> {
     f.check("queue.capacity", capacity, &new.queue.capacity);
     f.check("queue.max_bytes", max_bytes, &new.queue.max_bytes);
     f.check("queue.when_full", when_full, &new.queue.when_full);
-    f.check("queue.block_timeout", block_timeout, &new.queue.block_timeout);
+    f.check(
+        "queue.block_timeout",
+        block_timeout,
+        &new.queue.block_timeout,
+    );
     f.0
 }
 
@@ -534,4 +544,443 @@ fn socket_fields(mut f: Fields, old: &ZmqSocket, new: &ZmqSocket) -> Vec<&'stati
     f.check("plain", plain, &n.plain);
     f.check("identity", identity, &n.identity);
     f.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fixture::{base, valid};
+
+    const PLUGINS: &str = r#"
+[[plugin]]
+name = "f"
+path = "f.wasm"
+
+[[plugin]]
+name = "g"
+path = "g.wasm"
+"#;
+    const OUT2: &str =
+        "\n[[output]]\nname = \"out2\"\nkind = \"zmq-pub\"\nbind = \"tcp://127.0.0.1:6557\"";
+
+    /// `base` with a second output, two plugins, and `route_extra` in
+    /// route "r".
+    fn site(route_extra: &str) -> String {
+        format!("{}{PLUGINS}", base("", OUT2, route_extra))
+    }
+
+    fn diff(old: &str, new: &str) -> Diff {
+        valid(old).diff(&valid(new))
+    }
+
+    fn changed(name: &str, fields: &[&str]) -> Changed {
+        Changed {
+            name: name.into(),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// Entries to arrange into files.
+    const IN: &str =
+        "[[input]]\nname = \"in\"\nkind = \"zmq-pull\"\nbind = \"tcp://127.0.0.1:5556\"\n";
+    const OUT: &str =
+        "[[output]]\nname = \"out\"\nkind = \"zmq-push\"\nbind = \"tcp://127.0.0.1:6556\"\n";
+    const F: &str = "[[plugin]]\nname = \"f\"\npath = \"f.wasm\"\nconfig = { key = \"level\" }\n";
+    const G: &str = "[[plugin]]\nname = \"g\"\npath = \"g.wasm\"\n";
+    const A: &str = "[[route]]\nname = \"a\"\nmatch = \"a.>\"\nfilters = [\"f\"]\nto = [\"out\"]\n";
+    const B: &str = "[[route]]\nname = \"b\"\nmatch = \"b.>\"\nrouter = \"g\"\nto = [\"out\"]\n";
+
+    fn file(entries: &[&str]) -> String {
+        entries.join("\n")
+    }
+
+    #[test]
+    fn identical_and_reordered_configs_differ_in_nothing() {
+        let text = site("filters = [\"f\"]\nqueue = { capacity = 5 }");
+        let d = diff(&text, &text);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(d, Diff::default());
+        assert_eq!(d.to_string(), "no changes");
+
+        // Routes, plugins and the sections themselves in another order,
+        // so every plugin sits on another line.
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let new = file(&[B, A, G, OUT, F, IN]);
+        let (o, n) = (valid(&old), valid(&new));
+        assert_ne!(o.plugins[0].location, n.plugin("f").expect("f").location);
+        let d = o.diff(&n);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_plugin_moved_within_the_file_is_unchanged() {
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let new = file(&[IN, OUT, "# a comment\n# and another\n", G, A, F, B]);
+        let (o, n) = (valid(&old), valid(&new));
+        // The derived equality sees the move; the diff does not.
+        assert_ne!(o.plugin("f"), n.plugin("f"));
+        assert!(o.diff(&n).is_empty(), "{:?}", o.diff(&n));
+    }
+
+    #[test]
+    fn each_route_field_is_reported() {
+        let r = site;
+        let cases: &[(String, String, &[&str])] = &[
+            (r(""), r("").replace("\"jobs.>\"", "\"jobs.*\""), &["match"]),
+            (r(""), r("attributes = { site = \"42\" }"), &["attributes"]),
+            (
+                r("filters = [\"f\"]"),
+                r("filters = [\"f\", \"g\"]"),
+                &["filters"],
+            ),
+            (
+                r("filters = [\"f\", \"g\"]"),
+                r("filters = [\"g\", \"f\"]"),
+                &["filters"],
+            ),
+            (r(""), r("router = \"g\""), &["router"]),
+            (
+                r("dead_letter = \"out2\""),
+                r("dead_letter = \"out2\"\non_error = \"dead_letter\""),
+                &["on_error"],
+            ),
+            (
+                r("dead_letter = \"out\""),
+                r("dead_letter = \"out2\""),
+                &["dead_letter"],
+            ),
+            (
+                r(""),
+                r("").replace("[\"out\"]", "[\"out\", \"out2\"]"),
+                &["to"],
+            ),
+            (r(""), r("queue = { capacity = 10 }"), &["queue.capacity"]),
+            (
+                r(""),
+                r("queue = { max_bytes = \"1MiB\" }"),
+                &["queue.max_bytes"],
+            ),
+            (
+                r(""),
+                r("queue = { when_full = \"block\" }"),
+                &["queue.when_full"],
+            ),
+            (
+                r("queue = { when_full = \"block\" }"),
+                r("queue = { when_full = \"block\", block_timeout = \"2s\" }"),
+                &["queue.block_timeout"],
+            ),
+            (
+                r(""),
+                r("filters = [\"f\"]").replace("\"jobs.>\"", "\"jobs.*\""),
+                &["match", "filters"],
+            ),
+        ];
+        for (old, new, fields) in cases {
+            let d = diff(old, new);
+            let want = Diff {
+                routes: Changes {
+                    changed: vec![changed("r", fields)],
+                    ..Changes::default()
+                },
+                ..Diff::default()
+            };
+            assert_eq!(d, want, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn each_plugin_field_is_reported() {
+        let with = |extra: &str| file(&[IN, OUT, &format!("{F}{extra}"), G, A, B]);
+        let cases = [
+            ("", "", "path"),
+            ("", "memory = \"16MiB\"", "memory"),
+            ("", "deadline = \"1s\"", "deadline"),
+            ("", "max_batch = 8", "max_batch"),
+            ("", "on_failure = { mode = \"open\" }", "on_failure"),
+        ];
+        for (old, new, field) in cases {
+            let mut new = with(new);
+            if field == "path" {
+                new = new.replace("\"f.wasm\"", "\"f2.wasm\"");
+            }
+            let d = diff(&with(old), &new);
+            assert_eq!(d.plugins.changed, [changed("f", &[field])], "{field}");
+            assert!(
+                d.routes.is_empty() && d.restart_required.is_empty(),
+                "{d:?}"
+            );
+        }
+
+        // A changed `config` table is reported; its keys in another order are
+        // the same JSON object.
+        let old = file(&[IN, OUT, F, G, A]);
+        let deny = old.replace(
+            "config = { key = \"level\" }",
+            "config = { key = \"level\", deny = [\"debug\"] }",
+        );
+        let deny_reordered = old.replace(
+            "config = { key = \"level\" }",
+            "config = { deny = [\"debug\"], key = \"level\" }",
+        );
+        let d = diff(&old, &deny);
+        assert_eq!(d.plugins.changed, [changed("f", &["config"])]);
+        assert!(diff(&deny, &deny_reordered).is_empty());
+    }
+
+    #[test]
+    fn routes_and_plugins_added_and_removed() {
+        let old = file(&[IN, OUT, F, A]);
+        let new = file(&[IN, OUT, G, B]);
+        let d = diff(&old, &new);
+        assert_eq!(d.routes.added, ["b"]);
+        assert_eq!(d.routes.removed, ["a"]);
+        assert_eq!(d.plugins.added, ["g"]);
+        assert_eq!(d.plugins.removed, ["f"]);
+        assert!(d.routes.changed.is_empty() && d.routes.renamed.is_empty());
+        assert!(d.restart_required.is_empty());
+
+        // Added in the new file's order; removed sorted by name.
+        let c = "[[route]]\nname = \"c\"\nmatch = \"c\"\nto = [\"out\"]\n";
+        let d = diff(&file(&[IN, OUT, F, G, B, A]), &file(&[IN, OUT, F, G, c]));
+        assert_eq!(d.routes.added, ["c"]);
+        assert_eq!(d.routes.removed, ["a", "b"]);
+        let d = diff(&file(&[IN, OUT, F, G, c]), &file(&[IN, OUT, F, G, B, A]));
+        assert_eq!(d.routes.added, ["b", "a"]);
+    }
+
+    #[test]
+    fn a_route_renamed_and_nothing_else_is_a_rename() {
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let renamed = old.replace("name = \"a\"", "name = \"a2\"");
+        let d = diff(&old, &renamed);
+        let want = Changes {
+            renamed: vec![Renamed {
+                old: "a".into(),
+                new: "a2".into(),
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(d.routes, want);
+        assert_eq!(d.to_string(), "route \"a\": renamed to \"a2\"");
+
+        // Renamed and changed: a new route and an old one.
+        let moved = renamed.replace("\"a.>\"", "\"a.*\"");
+        let d = diff(&old, &moved);
+        assert_eq!(
+            (d.routes.added, d.routes.removed),
+            (strings(&["a2"]), strings(&["a"]))
+        );
+        assert!(d.routes.renamed.is_empty());
+
+        // Two twins renamed: each old name is paired once, by name order.
+        let twin =
+            |name: &str| format!("[[route]]\nname = \"{name}\"\nmatch = \"t\"\nto = [\"out\"]\n");
+        let d = diff(
+            &file(&[IN, OUT, &twin("y"), &twin("x")]),
+            &file(&[IN, OUT, &twin("q"), &twin("p"), &twin("z")]),
+        );
+        assert_eq!(
+            d.routes.renamed,
+            [
+                Renamed {
+                    old: "x".into(),
+                    new: "q".into()
+                },
+                Renamed {
+                    old: "y".into(),
+                    new: "p".into()
+                },
+            ]
+        );
+        assert_eq!(d.routes.added, ["z"]);
+        assert!(d.routes.removed.is_empty());
+    }
+
+    #[test]
+    fn router_fields_other_than_name_need_a_restart() {
+        let body = base("", "", "");
+        let d = diff(&body, &format!("[router]\nname = \"site-7\"\n{body}"));
+        assert_eq!(d.router, ["name"]);
+        assert!(d.restart_required.is_empty());
+        assert!(!d.is_empty());
+
+        let d = diff(
+            &body,
+            &format!("[router]\nadmin = \"127.0.0.1:9465\"\n{body}"),
+        );
+        assert_eq!(d.router, ["admin"]);
+        assert_eq!(d.restart_required, ["router.admin"]);
+
+        let all = "[router]\nname = \"n\"\nadmin = \"127.0.0.1:1\"\nshutdown_grace = \"1s\"\nlog_level = \"warn\"\nplugin_cache = \"cache\"\n";
+        let d = diff(&body, &format!("{all}{body}"));
+        assert_eq!(
+            d.restart_required,
+            [
+                "router.admin",
+                "router.shutdown_grace",
+                "router.log_level",
+                "router.plugin_cache"
+            ]
+        );
+    }
+
+    #[test]
+    fn input_and_output_changes_need_a_restart() {
+        let old = base("", "", "");
+        let d = diff(&old, &old.replace("127.0.0.1:5556", "127.0.0.1:5557"));
+        assert_eq!(d.inputs.changed, [changed("in", &["bind"])]);
+        assert_eq!(d.restart_required, ["input \"in\""]);
+        assert!(d.routes.is_empty() && d.outputs.is_empty() && d.router.is_empty());
+
+        let d = diff(
+            &old,
+            &old.replace("bind = \"tcp://127.0.0.1:5556\"", "connect = \"tcp://h:1\""),
+        );
+        assert_eq!(d.inputs.changed, [changed("in", &["bind", "connect"])]);
+        let d = diff(&old, &old.replace("zmq-pull", "zmq-sub"));
+        assert_eq!(d.inputs.changed, [changed("in", &["kind"])]);
+
+        // A password change is seen and named, never shown.
+        let with_users = |password: &str| {
+            base(
+                &format!("plain = {{ users = {{ u = \"{password}\" }} }}"),
+                "send_hwm = 5",
+                "",
+            )
+        };
+        let d = diff(&with_users("hunter2"), &with_users("hunter3"));
+        assert_eq!(d.inputs.changed, [changed("in", &["plain"])]);
+        assert!(!serde_json::to_string(&d).expect("json").contains("hunter"));
+
+        // An output changed, an input added: both restart required, inputs
+        // first.
+        let old = base("", "", "");
+        let api = "\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:8080\"";
+        let d = diff(&old, &base(api, "send_hwm = 5", ""));
+        assert_eq!(d.inputs.added, ["api"]);
+        assert_eq!(d.outputs.changed, [changed("out", &["send_hwm"])]);
+        assert_eq!(d.restart_required, ["input \"api\"", "output \"out\""]);
+        let d = diff(
+            &base(api, "", ""),
+            &base(&api.replace("8080", "8081"), "", ""),
+        );
+        assert_eq!(d.inputs.changed, [changed("api", &["listen"])]);
+    }
+
+    #[test]
+    fn a_new_module_build_marks_the_plugin_changed() {
+        let old = file(&[IN, OUT, F, A]);
+        let new = file(&[IN, OUT, F, G, A]).replace("f.wasm", "f2.wasm");
+        let mut d = diff(&old, &new);
+        d.plugin_module_changed("f");
+        d.plugin_module_changed("f");
+        d.plugin_module_changed("g");
+        assert_eq!(d.plugins.changed, [changed("f", &["path", "module"])]);
+        assert_eq!(d.plugins.added, ["g"]);
+
+        let mut d = diff(&old, &old);
+        d.plugin_module_changed("f");
+        assert_eq!(d.plugins.changed, [changed("f", &["module"])]);
+        assert_eq!(d.to_string(), "plugin \"f\": changed module");
+    }
+
+    /// The example in [`Diff`]'s documentation, produced for real.
+    #[test]
+    fn serializes_to_the_documented_shape() {
+        let old = r#"
+[router]
+name = "site-42"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:8080"
+
+[[output]]
+name = "dashboard"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:6555"
+
+[[plugin]]
+name = "drop-debug"
+path = "plugins/attr_filter.wasm"
+config = { key = "level", deny = ["debug"] }
+
+[[route]]
+name = "telemetry"
+match = "sensors.>"
+to = ["dashboard"]
+
+[[route]]
+name = "legacy"
+match = "legacy.>"
+to = ["dashboard"]
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["dashboard"]
+"#;
+        let new = old
+            .replace("\"site-42\"", "\"site-43\"\nadmin = \"127.0.0.1:9465\"")
+            .replace("8080", "8081")
+            .replace("[\"debug\"]", "[\"debug\", \"trace\"]")
+            .replace(
+                "match = \"sensors.>\"",
+                "match = \"sensors.*.temp\"\nfilters = [\"drop-debug\"]",
+            )
+            .replace(
+                "name = \"legacy\"\nmatch = \"legacy.>\"",
+                "name = \"audit\"\nmatch = \"audit.>\"",
+            )
+            .replace("name = \"jobs\"", "name = \"work\"");
+        let d = diff(old, &new);
+        let got = serde_json::to_value(&d).expect("serializable");
+        let want = serde_json::json!({
+            "router": ["name", "admin"],
+            "routes": {
+                "added": ["audit"],
+                "removed": ["legacy"],
+                "changed": [{ "name": "telemetry", "fields": ["match", "filters"] }],
+                "renamed": [{ "old": "jobs", "new": "work" }]
+            },
+            "plugins": {
+                "added": [],
+                "removed": [],
+                "changed": [{ "name": "drop-debug", "fields": ["config"] }],
+                "renamed": []
+            },
+            "inputs": {
+                "added": [],
+                "removed": [],
+                "changed": [{ "name": "api", "fields": ["listen"] }],
+                "renamed": []
+            },
+            "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
+            "restart_required": ["router.admin", "input \"api\""]
+        });
+        assert_eq!(got, want);
+        let back: Diff = serde_json::from_value(got).expect("reads back");
+        assert_eq!(back, d);
+        let partial: Diff = serde_json::from_str(r#"{"router":["name"]}"#).expect("defaults");
+        assert_eq!(partial.router, ["name"]);
+
+        assert_eq!(
+            d.to_string(),
+            "[router]: changed name, admin\n\
+             route \"audit\": added\n\
+             route \"legacy\": removed\n\
+             route \"jobs\": renamed to \"work\"\n\
+             route \"telemetry\": changed match, filters\n\
+             plugin \"drop-debug\": changed config\n\
+             input \"api\": changed listen\n\
+             restart required: router.admin\n\
+             restart required: input \"api\""
+        );
+    }
 }
