@@ -78,9 +78,10 @@
 //!
 //! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and
-//! `checker` (its helpers), `listeners` (address clashes), and one file
-//! per typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`,
-//! `plugin`, `route`.
+//! `checker` (its helpers), `listeners` (address clashes), one file per
+//! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`,
+//! `plugin`, `route`; and `diff`, what a reload from one config to another
+//! would change ([`Config::diff`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -88,6 +89,7 @@ use std::path::Path;
 use serde::Serialize;
 
 mod checker;
+mod diff;
 mod endpoint;
 mod entry;
 mod error;
@@ -108,6 +110,7 @@ mod units;
 mod validate;
 mod zmq;
 
+pub use diff::{Changed, Changes, Diff, Renamed};
 pub use endpoint::{Attach, Endpoint};
 pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind};

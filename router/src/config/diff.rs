@@ -1,0 +1,986 @@
+//! What a reload would change: [`Config::diff`] compares the running config
+//! with a new one, entry by entry and by name, and says which entries were
+//! added, removed, renamed or changed (and in which fields), and which
+//! changes only take effect at the next restart. A reload applies it; a dry
+//! run shows it.
+//!
+//! Only what matters to the running router counts: the order of entries
+//! in the file, and where an entry is written (a plugin's
+//! [`location`](super::Plugin::location)), do not. A plugin's module file
+//! is not read here; the reload adds what it finds there with
+//! [`Diff::plugin_module_changed`].
+//!
+//! Each comparison destructures its struct without `..`, so a field added
+//! to the config does not compile until it is compared here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Attach, Config, HttpInput, Input, InputKind, Output, OutputKind, Plugin, QueueConfig, Route,
+    Router, ZmqOptions, ZmqSocket,
+};
+
+/// What a reload from one config to another would change.
+///
+/// Serialized (by `POST /v1/reload?dry_run=true` and
+/// `switchyard validate --against URL`) with every key always present:
+///
+/// ```json
+/// {
+///   "router": ["name", "admin"],
+///   "routes": {
+///     "added": ["audit"],
+///     "removed": ["legacy"],
+///     "changed": [{ "name": "telemetry", "fields": ["match", "filters"] }],
+///     "renamed": [{ "old": "jobs", "new": "work" }]
+///   },
+///   "plugins": {
+///     "added": [],
+///     "removed": [],
+///     "changed": [{ "name": "drop-debug", "fields": ["config"] }],
+///     "renamed": []
+///   },
+///   "inputs": {
+///     "added": [],
+///     "removed": [],
+///     "changed": [{ "name": "api", "fields": ["listen"] }],
+///     "renamed": []
+///   },
+///   "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
+///   "restart_required": ["router.admin", "input \"api\""]
+/// }
+/// ```
+///
+/// Field names are the config file's keys (`match`, not `pattern`); a
+/// route's queue settings are reported one by one (`queue.capacity`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Diff {
+    /// The `[router]` keys that changed, in the section's order: `name`,
+    /// `admin`, `shutdown_grace`, `log_level`, `plugin_cache`. Only `name`
+    /// reloads live.
+    pub router: Vec<String>,
+    /// `[[route]]`s, the only section where renames are detected. Fields:
+    /// `match`, `attributes`, `filters`, `router`, `on_error`,
+    /// `dead_letter`, `to`, `queue.capacity`, `queue.max_bytes`,
+    /// `queue.when_full`, `queue.block_timeout`. A reordered `filters` or
+    /// `to` list counts as changed. A route whose plugins or outputs
+    /// changed is not itself changed: see those sections.
+    pub routes: Changes,
+    /// `[[plugin]]`s. Fields: `path`, `config`, `memory`, `deadline`,
+    /// `max_batch`, `on_failure`, and `module` when the reload found a new
+    /// build of the file ([`Diff::plugin_module_changed`]).
+    pub plugins: Changes,
+    /// `[[input]]`s. Fields are the entry's keys: `kind`, `bind`, `connect`,
+    /// `listen`, `envelope`, `max_body`, `plain`, ... Every change is
+    /// restart required, for now.
+    pub inputs: Changes,
+    /// `[[output]]`s, as for inputs. Every change is restart required, for
+    /// now.
+    pub outputs: Changes,
+    /// Changes the reload does not apply: they take effect at the next
+    /// restart. First one entry per `[router]` key but `name`
+    /// (`router.admin`), in the section's order; then one per added,
+    /// removed or changed input (`input "api"`), then output
+    /// (`output "dashboard"`), each sorted by name.
+    pub restart_required: Vec<String>,
+}
+
+/// The changes to one section of the file, entries named as in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Changes {
+    /// Entries only in the new config, in its file order.
+    pub added: Vec<String>,
+    /// Entries only in the old config, sorted by name.
+    pub removed: Vec<String>,
+    /// Entries in both whose settings differ, sorted by name.
+    pub changed: Vec<Changed>,
+    /// Entries whose name alone changed: every other field is equal. Each
+    /// is in neither `added` nor `removed`. In the new config's file order.
+    /// Routes only (a renamed route keeps its queue); empty elsewhere.
+    pub renamed: Vec<Renamed>,
+}
+
+/// One entry present in both configs with different settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The entry's name.
+    pub name: String,
+    /// The keys that differ, in the order the entry's type declares them.
+    pub fields: Vec<String>,
+}
+
+/// An entry whose name alone changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renamed {
+    /// Its name in the old config.
+    pub old: String,
+    /// Its name in the new config.
+    pub new: String,
+}
+
+impl Config {
+    /// What a reload from `self` (the running config) to `new` would
+    /// change. Entries are matched by name; the order of entries and where
+    /// they are written do not count.
+    pub fn diff(&self, new: &Config) -> Diff {
+        let router = router_fields(&self.router, &new.router);
+        let mut routes = section(&self.routes, &new.routes, |r| &r.name, route_fields);
+        find_renames(&mut routes, &self.routes, &new.routes);
+        let plugins = section(&self.plugins, &new.plugins, |p| &p.name, plugin_fields);
+        let inputs = section(&self.inputs, &new.inputs, |i| &i.name, input_fields);
+        let outputs = section(&self.outputs, &new.outputs, |o| &o.name, output_fields);
+
+        let mut restart_required: Vec<String> = router
+            .iter()
+            .filter(|field| *field != "name")
+            .map(|field| format!("router.{field}"))
+            .collect();
+        for (kind, changes) in [("input", &inputs), ("output", &outputs)] {
+            let mut names: Vec<&str> = changes.names().collect();
+            names.sort_unstable();
+            restart_required.extend(names.into_iter().map(|n| format!("{kind} {n:?}")));
+        }
+        Diff {
+            router,
+            routes,
+            plugins,
+            inputs,
+            outputs,
+            restart_required,
+        }
+    }
+}
+
+impl Diff {
+    /// True when the reload would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.router.is_empty()
+            && self.routes.is_empty()
+            && self.plugins.is_empty()
+            && self.inputs.is_empty()
+            && self.outputs.is_empty()
+            && self.restart_required.is_empty()
+    }
+
+    /// Records that the module file of `plugin` (a plugin of the new
+    /// config) holds a new build, though its entry may be unchanged: the
+    /// plugin is listed as changed with the field `module`. Nothing
+    /// happens for a plugin the diff already lists as added (it is loaded
+    /// anyway) or removed.
+    pub fn plugin_module_changed(&mut self, plugin: &str) {
+        let plugins = &mut self.plugins;
+        if plugins
+            .added
+            .iter()
+            .chain(&plugins.removed)
+            .any(|p| p == plugin)
+        {
+            return;
+        }
+        match plugins
+            .changed
+            .binary_search_by(|c| c.name.as_str().cmp(plugin))
+        {
+            Ok(i) => {
+                let fields = &mut plugins.changed[i].fields;
+                if !fields.iter().any(|f| f == "module") {
+                    fields.push("module".to_owned());
+                }
+            }
+            Err(i) => plugins.changed.insert(
+                i,
+                Changed {
+                    name: plugin.to_owned(),
+                    fields: vec!["module".to_owned()],
+                },
+            ),
+        }
+    }
+}
+
+impl Changes {
+    /// True when nothing in the section changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.renamed.is_empty()
+    }
+
+    /// Every name involved: added, removed, changed, and both names of a
+    /// rename.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.added
+            .iter()
+            .chain(&self.removed)
+            .chain(self.changed.iter().map(|c| &c.name))
+            .chain(self.renamed.iter().flat_map(|r| [&r.old, &r.new]))
+            .map(String::as_str)
+    }
+}
+
+/// One line per change, for logs and `switchyard validate --against`:
+///
+/// ```text
+/// [router]: changed name, admin
+/// route "audit": added
+/// route "legacy": removed
+/// route "jobs": renamed to "work"
+/// route "telemetry": changed match, filters
+/// restart required: router.admin
+/// ```
+///
+/// `no changes` when there are none.
+impl fmt::Display for Diff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines: Vec<String> = Vec::new();
+        if !self.router.is_empty() {
+            lines.push(format!("[router]: changed {}", self.router.join(", ")));
+        }
+        for (kind, changes) in [
+            ("route", &self.routes),
+            ("plugin", &self.plugins),
+            ("input", &self.inputs),
+            ("output", &self.outputs),
+        ] {
+            let Changes {
+                added,
+                removed,
+                changed,
+                renamed,
+            } = changes;
+            lines.extend(added.iter().map(|n| format!("{kind} {n:?}: added")));
+            lines.extend(removed.iter().map(|n| format!("{kind} {n:?}: removed")));
+            lines.extend(
+                renamed
+                    .iter()
+                    .map(|r| format!("{kind} {:?}: renamed to {:?}", r.old, r.new)),
+            );
+            lines.extend(
+                changed
+                    .iter()
+                    .map(|c| format!("{kind} {:?}: changed {}", c.name, c.fields.join(", "))),
+            );
+        }
+        lines.extend(
+            self.restart_required
+                .iter()
+                .map(|r| format!("restart required: {r}")),
+        );
+        if lines.is_empty() {
+            f.write_str("no changes")
+        } else {
+            f.write_str(&lines.join("\n"))
+        }
+    }
+}
+
+/// Added, removed and changed entries of one section, matched by name.
+fn section<T>(
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &String,
+    fields: impl Fn(&T, &T) -> Vec<&'static str>,
+) -> Changes {
+    let old_by_name: BTreeMap<&String, &T> = old.iter().map(|e| (name(e), e)).collect();
+    let new_by_name: BTreeMap<&String, &T> = new.iter().map(|e| (name(e), e)).collect();
+    let added = new
+        .iter()
+        .map(&name)
+        .filter(|n| !old_by_name.contains_key(n))
+        .cloned()
+        .collect();
+    // Both walks are in name order, so both lists come out sorted.
+    let removed = old_by_name
+        .keys()
+        .filter(|n| !new_by_name.contains_key(*n))
+        .map(|n| (*n).clone())
+        .collect();
+    let changed = old_by_name
+        .iter()
+        .filter_map(|(n, o)| {
+            let differ = fields(o, new_by_name.get(n)?);
+            (!differ.is_empty()).then(|| Changed {
+                name: (*n).clone(),
+                fields: differ.into_iter().map(str::to_owned).collect(),
+            })
+        })
+        .collect();
+    Changes {
+        added,
+        removed,
+        changed,
+        renamed: Vec::new(),
+    }
+}
+
+/// Pairs each added route with a removed one equal to it in every field
+/// but the name (the first such by name), and moves the pair to `renamed`.
+fn find_renames(routes: &mut Changes, old: &[Route], new: &[Route]) {
+    fn named<'a>(list: &'a [Route], name: &str) -> Option<&'a Route> {
+        list.iter().find(|r| r.name == name)
+    }
+    let mut added = Vec::new();
+    for name in std::mem::take(&mut routes.added) {
+        let twin = named(new, &name).and_then(|n| {
+            routes.removed.iter().position(|removed| {
+                named(old, removed).is_some_and(|o| route_fields(o, n).is_empty())
+            })
+        });
+        match twin {
+            Some(i) => {
+                let old = routes.removed.remove(i);
+                routes.renamed.push(Renamed { old, new: name });
+            }
+            None => added.push(name),
+        }
+    }
+    routes.added = added;
+}
+
+/// Collects the names of the fields that differ.
+#[derive(Default)]
+struct Fields(Vec<&'static str>);
+
+impl Fields {
+    fn check<T: PartialEq>(&mut self, field: &'static str, old: &T, new: &T) {
+        if old != new {
+            self.0.push(field);
+        }
+    }
+}
+
+fn router_fields(old: &Router, new: &Router) -> Vec<String> {
+    let Router {
+        name,
+        admin,
+        shutdown_grace,
+        log_level,
+        plugin_cache,
+    } = old;
+    let mut f = Fields::default();
+    f.check("name", name, &new.name);
+    f.check("admin", admin, &new.admin);
+    f.check("shutdown_grace", shutdown_grace, &new.shutdown_grace);
+    f.check("log_level", log_level, &new.log_level);
+    f.check("plugin_cache", plugin_cache, &new.plugin_cache);
+    f.0.into_iter().map(str::to_owned).collect()
+}
+
+/// Every field of a route but its name.
+fn route_fields(old: &Route, new: &Route) -> Vec<&'static str> {
+    let Route {
+        name: _,
+        pattern,
+        attributes,
+        filters,
+        router,
+        on_error,
+        dead_letter,
+        to,
+        queue,
+    } = old;
+    let mut f = Fields::default();
+    f.check("match", pattern, &new.pattern);
+    f.check("attributes", attributes, &new.attributes);
+    f.check("filters", filters, &new.filters);
+    f.check("router", router, &new.router);
+    f.check("on_error", on_error, &new.on_error);
+    f.check("dead_letter", dead_letter, &new.dead_letter);
+    f.check("to", to, &new.to);
+    let QueueConfig {
+        capacity,
+        max_bytes,
+        when_full,
+        block_timeout,
+    } = queue;
+    f.check("queue.capacity", capacity, &new.queue.capacity);
+    f.check("queue.max_bytes", max_bytes, &new.queue.max_bytes);
+    f.check("queue.when_full", when_full, &new.queue.when_full);
+    f.check(
+        "queue.block_timeout",
+        block_timeout,
+        &new.queue.block_timeout,
+    );
+    f.0
+}
+
+/// Every field of a plugin entry but its name and where it is written.
+fn plugin_fields(old: &Plugin, new: &Plugin) -> Vec<&'static str> {
+    let Plugin {
+        name: _,
+        path,
+        config,
+        memory,
+        deadline,
+        max_batch,
+        on_failure,
+        location: _,
+    } = old;
+    let mut f = Fields::default();
+    f.check("path", path, &new.path);
+    f.check("config", config, &new.config);
+    f.check("memory", memory, &new.memory);
+    f.check("deadline", deadline, &new.deadline);
+    f.check("max_batch", max_batch, &new.max_batch);
+    f.check("on_failure", on_failure, &new.on_failure);
+    f.0
+}
+
+fn input_fields(old: &Input, new: &Input) -> Vec<&'static str> {
+    let Input { name: _, kind } = old;
+    match (kind, &new.kind) {
+        (InputKind::ZmqSub(a), InputKind::ZmqSub(b))
+        | (InputKind::ZmqPull(a), InputKind::ZmqPull(b)) => socket_fields(Fields::default(), a, b),
+        (InputKind::ZmqSub(a), InputKind::ZmqPull(b))
+        | (InputKind::ZmqPull(a), InputKind::ZmqSub(b)) => {
+            socket_fields(Fields(vec!["kind"]), a, b)
+        }
+        (InputKind::Http(a), InputKind::Http(b)) => http_fields(a, b),
+        _ => vec!["kind"],
+    }
+}
+
+fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
+    let Output { name: _, kind } = old;
+    match (kind, &new.kind) {
+        (OutputKind::ZmqPub(a), OutputKind::ZmqPub(b))
+        | (OutputKind::ZmqPush(a), OutputKind::ZmqPush(b)) => {
+            socket_fields(Fields::default(), a, b)
+        }
+        (OutputKind::ZmqPub(a), OutputKind::ZmqPush(b))
+        | (OutputKind::ZmqPush(a), OutputKind::ZmqPub(b)) => {
+            socket_fields(Fields(vec!["kind"]), a, b)
+        }
+    }
+}
+
+fn http_fields(old: &HttpInput, new: &HttpInput) -> Vec<&'static str> {
+    let HttpInput {
+        listen,
+        max_body,
+        header_timeout,
+        body_timeout,
+        max_batch,
+    } = old;
+    let mut f = Fields::default();
+    f.check("listen", listen, &new.listen);
+    f.check("max_body", max_body, &new.max_body);
+    f.check("header_timeout", header_timeout, &new.header_timeout);
+    f.check("body_timeout", body_timeout, &new.body_timeout);
+    f.check("max_batch", max_batch, &new.max_batch);
+    f.0
+}
+
+/// A ZeroMQ entry's keys as written: its options sit beside `bind`.
+fn socket_fields(mut f: Fields, old: &ZmqSocket, new: &ZmqSocket) -> Vec<&'static str> {
+    let ZmqSocket {
+        attach,
+        envelope,
+        options,
+    } = old;
+    match (attach, &new.attach) {
+        (a, b) if a == b => {}
+        (Attach::Bind(_), Attach::Bind(_)) => f.0.push("bind"),
+        (Attach::Connect(_), Attach::Connect(_)) => f.0.push("connect"),
+        _ => f.0.extend(["bind", "connect"]),
+    }
+    f.check("envelope", envelope, &new.envelope);
+    let ZmqOptions {
+        max_frame_size,
+        max_message_size,
+        max_frames,
+        handshake_timeout,
+        heartbeat_interval,
+        heartbeat_timeout,
+        max_connections,
+        send_hwm,
+        send_hwm_bytes,
+        recv_hwm,
+        reconnect_interval,
+        reconnect_interval_max,
+        send_timeout,
+        slow_subscriber_timeout,
+        plain,
+        identity,
+    } = options;
+    let n = &new.options;
+    f.check("max_frame_size", max_frame_size, &n.max_frame_size);
+    f.check("max_message_size", max_message_size, &n.max_message_size);
+    f.check("max_frames", max_frames, &n.max_frames);
+    f.check("handshake_timeout", handshake_timeout, &n.handshake_timeout);
+    f.check(
+        "heartbeat_interval",
+        heartbeat_interval,
+        &n.heartbeat_interval,
+    );
+    f.check("heartbeat_timeout", heartbeat_timeout, &n.heartbeat_timeout);
+    f.check("max_connections", max_connections, &n.max_connections);
+    f.check("send_hwm", send_hwm, &n.send_hwm);
+    f.check("send_hwm_bytes", send_hwm_bytes, &n.send_hwm_bytes);
+    f.check("recv_hwm", recv_hwm, &n.recv_hwm);
+    f.check(
+        "reconnect_interval",
+        reconnect_interval,
+        &n.reconnect_interval,
+    );
+    f.check(
+        "reconnect_interval_max",
+        reconnect_interval_max,
+        &n.reconnect_interval_max,
+    );
+    f.check("send_timeout", send_timeout, &n.send_timeout);
+    f.check(
+        "slow_subscriber_timeout",
+        slow_subscriber_timeout,
+        &n.slow_subscriber_timeout,
+    );
+    // Passwords are compared, never shown: only the key is reported.
+    f.check("plain", plain, &n.plain);
+    f.check("identity", identity, &n.identity);
+    f.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fixture::{base, valid};
+
+    const PLUGINS: &str = r#"
+[[plugin]]
+name = "f"
+path = "f.wasm"
+
+[[plugin]]
+name = "g"
+path = "g.wasm"
+"#;
+    const OUT2: &str =
+        "\n[[output]]\nname = \"out2\"\nkind = \"zmq-pub\"\nbind = \"tcp://127.0.0.1:6557\"";
+
+    /// `base` with a second output, two plugins, and `route_extra` in
+    /// route "r".
+    fn site(route_extra: &str) -> String {
+        format!("{}{PLUGINS}", base("", OUT2, route_extra))
+    }
+
+    fn diff(old: &str, new: &str) -> Diff {
+        valid(old).diff(&valid(new))
+    }
+
+    fn changed(name: &str, fields: &[&str]) -> Changed {
+        Changed {
+            name: name.into(),
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// Entries to arrange into files.
+    const IN: &str =
+        "[[input]]\nname = \"in\"\nkind = \"zmq-pull\"\nbind = \"tcp://127.0.0.1:5556\"\n";
+    const OUT: &str =
+        "[[output]]\nname = \"out\"\nkind = \"zmq-push\"\nbind = \"tcp://127.0.0.1:6556\"\n";
+    const F: &str = "[[plugin]]\nname = \"f\"\npath = \"f.wasm\"\nconfig = { key = \"level\" }\n";
+    const G: &str = "[[plugin]]\nname = \"g\"\npath = \"g.wasm\"\n";
+    const A: &str = "[[route]]\nname = \"a\"\nmatch = \"a.>\"\nfilters = [\"f\"]\nto = [\"out\"]\n";
+    const B: &str = "[[route]]\nname = \"b\"\nmatch = \"b.>\"\nrouter = \"g\"\nto = [\"out\"]\n";
+
+    fn file(entries: &[&str]) -> String {
+        entries.join("\n")
+    }
+
+    #[test]
+    fn identical_and_reordered_configs_differ_in_nothing() {
+        let text = site("filters = [\"f\"]\nqueue = { capacity = 5 }");
+        let d = diff(&text, &text);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(d, Diff::default());
+        assert_eq!(d.to_string(), "no changes");
+
+        // Routes, plugins and the sections themselves in another order,
+        // so every plugin sits on another line.
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let new = file(&[B, A, G, OUT, F, IN]);
+        let (o, n) = (valid(&old), valid(&new));
+        assert_ne!(o.plugins[0].location, n.plugin("f").expect("f").location);
+        let d = o.diff(&n);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_plugin_moved_within_the_file_is_unchanged() {
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let new = file(&[IN, OUT, "# a comment\n# and another\n", G, A, F, B]);
+        let (o, n) = (valid(&old), valid(&new));
+        // The derived equality sees the move; the diff does not.
+        assert_ne!(o.plugin("f"), n.plugin("f"));
+        assert!(o.diff(&n).is_empty(), "{:?}", o.diff(&n));
+    }
+
+    #[test]
+    fn each_route_field_is_reported() {
+        let r = site;
+        let cases: &[(String, String, &[&str])] = &[
+            (r(""), r("").replace("\"jobs.>\"", "\"jobs.*\""), &["match"]),
+            (r(""), r("attributes = { site = \"42\" }"), &["attributes"]),
+            (
+                r("filters = [\"f\"]"),
+                r("filters = [\"f\", \"g\"]"),
+                &["filters"],
+            ),
+            (
+                r("filters = [\"f\", \"g\"]"),
+                r("filters = [\"g\", \"f\"]"),
+                &["filters"],
+            ),
+            (r(""), r("router = \"g\""), &["router"]),
+            (
+                r("dead_letter = \"out2\""),
+                r("dead_letter = \"out2\"\non_error = \"dead_letter\""),
+                &["on_error"],
+            ),
+            (
+                r("dead_letter = \"out\""),
+                r("dead_letter = \"out2\""),
+                &["dead_letter"],
+            ),
+            (
+                r(""),
+                r("").replace("[\"out\"]", "[\"out\", \"out2\"]"),
+                &["to"],
+            ),
+            (r(""), r("queue = { capacity = 10 }"), &["queue.capacity"]),
+            (
+                r(""),
+                r("queue = { max_bytes = \"1MiB\" }"),
+                &["queue.max_bytes"],
+            ),
+            (
+                r(""),
+                r("queue = { when_full = \"block\" }"),
+                &["queue.when_full"],
+            ),
+            (
+                r("queue = { when_full = \"block\" }"),
+                r("queue = { when_full = \"block\", block_timeout = \"2s\" }"),
+                &["queue.block_timeout"],
+            ),
+            (
+                r(""),
+                r("filters = [\"f\"]").replace("\"jobs.>\"", "\"jobs.*\""),
+                &["match", "filters"],
+            ),
+        ];
+        for (old, new, fields) in cases {
+            let d = diff(old, new);
+            let want = Diff {
+                routes: Changes {
+                    changed: vec![changed("r", fields)],
+                    ..Changes::default()
+                },
+                ..Diff::default()
+            };
+            assert_eq!(d, want, "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn each_plugin_field_is_reported() {
+        let with = |extra: &str| file(&[IN, OUT, &format!("{F}{extra}"), G, A, B]);
+        let cases = [
+            ("", "", "path"),
+            ("", "memory = \"16MiB\"", "memory"),
+            ("", "deadline = \"1s\"", "deadline"),
+            ("", "max_batch = 8", "max_batch"),
+            ("", "on_failure = { mode = \"open\" }", "on_failure"),
+        ];
+        for (old, new, field) in cases {
+            let mut new = with(new);
+            if field == "path" {
+                new = new.replace("\"f.wasm\"", "\"f2.wasm\"");
+            }
+            let d = diff(&with(old), &new);
+            assert_eq!(d.plugins.changed, [changed("f", &[field])], "{field}");
+            assert!(
+                d.routes.is_empty() && d.restart_required.is_empty(),
+                "{d:?}"
+            );
+        }
+
+        // A changed `config` table is reported; its keys in another order are
+        // the same JSON object.
+        let old = file(&[IN, OUT, F, G, A]);
+        let deny = old.replace(
+            "config = { key = \"level\" }",
+            "config = { key = \"level\", deny = [\"debug\"] }",
+        );
+        let deny_reordered = old.replace(
+            "config = { key = \"level\" }",
+            "config = { deny = [\"debug\"], key = \"level\" }",
+        );
+        let d = diff(&old, &deny);
+        assert_eq!(d.plugins.changed, [changed("f", &["config"])]);
+        assert!(diff(&deny, &deny_reordered).is_empty());
+    }
+
+    #[test]
+    fn routes_and_plugins_added_and_removed() {
+        let old = file(&[IN, OUT, F, A]);
+        let new = file(&[IN, OUT, G, B]);
+        let d = diff(&old, &new);
+        assert_eq!(d.routes.added, ["b"]);
+        assert_eq!(d.routes.removed, ["a"]);
+        assert_eq!(d.plugins.added, ["g"]);
+        assert_eq!(d.plugins.removed, ["f"]);
+        assert!(d.routes.changed.is_empty() && d.routes.renamed.is_empty());
+        assert!(d.restart_required.is_empty());
+
+        // Added in the new file's order; removed sorted by name.
+        let c = "[[route]]\nname = \"c\"\nmatch = \"c\"\nto = [\"out\"]\n";
+        let d = diff(&file(&[IN, OUT, F, G, B, A]), &file(&[IN, OUT, F, G, c]));
+        assert_eq!(d.routes.added, ["c"]);
+        assert_eq!(d.routes.removed, ["a", "b"]);
+        let d = diff(&file(&[IN, OUT, F, G, c]), &file(&[IN, OUT, F, G, B, A]));
+        assert_eq!(d.routes.added, ["b", "a"]);
+    }
+
+    #[test]
+    fn a_route_renamed_and_nothing_else_is_a_rename() {
+        let old = file(&[IN, OUT, F, G, A, B]);
+        let renamed = old.replace("name = \"a\"", "name = \"a2\"");
+        let d = diff(&old, &renamed);
+        let want = Changes {
+            renamed: vec![Renamed {
+                old: "a".into(),
+                new: "a2".into(),
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(d.routes, want);
+        assert_eq!(d.to_string(), "route \"a\": renamed to \"a2\"");
+
+        // Renamed and changed: a new route and an old one.
+        let moved = renamed.replace("\"a.>\"", "\"a.*\"");
+        let d = diff(&old, &moved);
+        assert_eq!(
+            (d.routes.added, d.routes.removed),
+            (strings(&["a2"]), strings(&["a"]))
+        );
+        assert!(d.routes.renamed.is_empty());
+
+        // Two twins renamed: each old name is paired once, by name order.
+        let twin =
+            |name: &str| format!("[[route]]\nname = \"{name}\"\nmatch = \"t\"\nto = [\"out\"]\n");
+        let d = diff(
+            &file(&[IN, OUT, &twin("y"), &twin("x")]),
+            &file(&[IN, OUT, &twin("q"), &twin("p"), &twin("z")]),
+        );
+        assert_eq!(
+            d.routes.renamed,
+            [
+                Renamed {
+                    old: "x".into(),
+                    new: "q".into()
+                },
+                Renamed {
+                    old: "y".into(),
+                    new: "p".into()
+                },
+            ]
+        );
+        assert_eq!(d.routes.added, ["z"]);
+        assert!(d.routes.removed.is_empty());
+    }
+
+    #[test]
+    fn router_fields_other_than_name_need_a_restart() {
+        let body = base("", "", "");
+        let d = diff(&body, &format!("[router]\nname = \"site-7\"\n{body}"));
+        assert_eq!(d.router, ["name"]);
+        assert!(d.restart_required.is_empty());
+        assert!(!d.is_empty());
+
+        let d = diff(
+            &body,
+            &format!("[router]\nadmin = \"127.0.0.1:9465\"\n{body}"),
+        );
+        assert_eq!(d.router, ["admin"]);
+        assert_eq!(d.restart_required, ["router.admin"]);
+
+        let all = "[router]\nname = \"n\"\nadmin = \"127.0.0.1:1\"\nshutdown_grace = \"1s\"\nlog_level = \"warn\"\nplugin_cache = \"cache\"\n";
+        let d = diff(&body, &format!("{all}{body}"));
+        assert_eq!(
+            d.restart_required,
+            [
+                "router.admin",
+                "router.shutdown_grace",
+                "router.log_level",
+                "router.plugin_cache"
+            ]
+        );
+    }
+
+    #[test]
+    fn input_and_output_changes_need_a_restart() {
+        let old = base("", "", "");
+        let d = diff(&old, &old.replace("127.0.0.1:5556", "127.0.0.1:5557"));
+        assert_eq!(d.inputs.changed, [changed("in", &["bind"])]);
+        assert_eq!(d.restart_required, ["input \"in\""]);
+        assert!(d.routes.is_empty() && d.outputs.is_empty() && d.router.is_empty());
+
+        let d = diff(
+            &old,
+            &old.replace("bind = \"tcp://127.0.0.1:5556\"", "connect = \"tcp://h:1\""),
+        );
+        assert_eq!(d.inputs.changed, [changed("in", &["bind", "connect"])]);
+        let d = diff(&old, &old.replace("zmq-pull", "zmq-sub"));
+        assert_eq!(d.inputs.changed, [changed("in", &["kind"])]);
+
+        // A password change is seen and named, never shown.
+        let with_users = |password: &str| {
+            base(
+                &format!("plain = {{ users = {{ u = \"{password}\" }} }}"),
+                "send_hwm = 5",
+                "",
+            )
+        };
+        let d = diff(&with_users("hunter2"), &with_users("hunter3"));
+        assert_eq!(d.inputs.changed, [changed("in", &["plain"])]);
+        assert!(!serde_json::to_string(&d).expect("json").contains("hunter"));
+
+        // An output changed, an input added: both restart required, inputs
+        // first.
+        let old = base("", "", "");
+        let api = "\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:8080\"";
+        let d = diff(&old, &base(api, "send_hwm = 5", ""));
+        assert_eq!(d.inputs.added, ["api"]);
+        assert_eq!(d.outputs.changed, [changed("out", &["send_hwm"])]);
+        assert_eq!(d.restart_required, ["input \"api\"", "output \"out\""]);
+        let d = diff(
+            &base(api, "", ""),
+            &base(&api.replace("8080", "8081"), "", ""),
+        );
+        assert_eq!(d.inputs.changed, [changed("api", &["listen"])]);
+    }
+
+    #[test]
+    fn a_new_module_build_marks_the_plugin_changed() {
+        let old = file(&[IN, OUT, F, A]);
+        let new = file(&[IN, OUT, F, G, A]).replace("f.wasm", "f2.wasm");
+        let mut d = diff(&old, &new);
+        d.plugin_module_changed("f");
+        d.plugin_module_changed("f");
+        d.plugin_module_changed("g");
+        assert_eq!(d.plugins.changed, [changed("f", &["path", "module"])]);
+        assert_eq!(d.plugins.added, ["g"]);
+
+        let mut d = diff(&old, &old);
+        d.plugin_module_changed("f");
+        assert_eq!(d.plugins.changed, [changed("f", &["module"])]);
+        assert_eq!(d.to_string(), "plugin \"f\": changed module");
+    }
+
+    /// The example in [`Diff`]'s documentation, produced for real.
+    #[test]
+    fn serializes_to_the_documented_shape() {
+        let old = r#"
+[router]
+name = "site-42"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:8080"
+
+[[output]]
+name = "dashboard"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:6555"
+
+[[plugin]]
+name = "drop-debug"
+path = "plugins/attr_filter.wasm"
+config = { key = "level", deny = ["debug"] }
+
+[[route]]
+name = "telemetry"
+match = "sensors.>"
+to = ["dashboard"]
+
+[[route]]
+name = "legacy"
+match = "legacy.>"
+to = ["dashboard"]
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["dashboard"]
+"#;
+        let new = old
+            .replace("\"site-42\"", "\"site-43\"\nadmin = \"127.0.0.1:9465\"")
+            .replace("8080", "8081")
+            .replace("[\"debug\"]", "[\"debug\", \"trace\"]")
+            .replace(
+                "match = \"sensors.>\"",
+                "match = \"sensors.*.temp\"\nfilters = [\"drop-debug\"]",
+            )
+            .replace(
+                "name = \"legacy\"\nmatch = \"legacy.>\"",
+                "name = \"audit\"\nmatch = \"audit.>\"",
+            )
+            .replace("name = \"jobs\"", "name = \"work\"");
+        let d = diff(old, &new);
+        let got = serde_json::to_value(&d).expect("serializable");
+        let want = serde_json::json!({
+            "router": ["name", "admin"],
+            "routes": {
+                "added": ["audit"],
+                "removed": ["legacy"],
+                "changed": [{ "name": "telemetry", "fields": ["match", "filters"] }],
+                "renamed": [{ "old": "jobs", "new": "work" }]
+            },
+            "plugins": {
+                "added": [],
+                "removed": [],
+                "changed": [{ "name": "drop-debug", "fields": ["config"] }],
+                "renamed": []
+            },
+            "inputs": {
+                "added": [],
+                "removed": [],
+                "changed": [{ "name": "api", "fields": ["listen"] }],
+                "renamed": []
+            },
+            "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
+            "restart_required": ["router.admin", "input \"api\""]
+        });
+        assert_eq!(got, want);
+        let back: Diff = serde_json::from_value(got).expect("reads back");
+        assert_eq!(back, d);
+        let partial: Diff = serde_json::from_str(r#"{"router":["name"]}"#).expect("defaults");
+        assert_eq!(partial.router, ["name"]);
+
+        assert_eq!(
+            d.to_string(),
+            "[router]: changed name, admin\n\
+             route \"audit\": added\n\
+             route \"legacy\": removed\n\
+             route \"jobs\": renamed to \"work\"\n\
+             route \"telemetry\": changed match, filters\n\
+             plugin \"drop-debug\": changed config\n\
+             input \"api\": changed listen\n\
+             restart required: router.admin\n\
+             restart required: input \"api\""
+        );
+    }
+}
