@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{OutputStats, PluginStats, State};
+pub use state::{OutputStats, PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
 
@@ -150,6 +150,7 @@ struct Status {
     unrouted: u64,
     routes: Vec<RouteSnapshot>,
     outputs: Vec<OutputStats>,
+    reload: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -160,6 +161,44 @@ struct Routes {
 #[derive(Serialize)]
 struct Plugins {
     plugins: Vec<PluginStats>,
+}
+
+/// The largest config text `POST /v1/reload` reads.
+const MAX_RELOAD_BODY: usize = 1 << 20;
+
+impl Admin {
+    /// `POST /v1/reload[?dry_run=true]`, with an optional config text as
+    /// the body.
+    async fn reload(&self, request: Request<Incoming>) -> Result<Response<Body>, Error> {
+        if request.method() != Method::POST {
+            return Err(Error::MethodNotAllowed {
+                method: request.method().clone(),
+                allow: "POST",
+            });
+        }
+        let dry_run = request.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv == "dry_run=true" || kv == "dry_run=1")
+        });
+        let body = http::read_body(
+            request.into_body(),
+            &http::BodyLimits {
+                max: MAX_RELOAD_BODY,
+                timeout: Duration::from_secs(10),
+            },
+        )
+        .await?;
+        let text = if body.is_empty() {
+            None
+        } else {
+            Some(
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| Error::BadRequest("the config text is not UTF-8".into()))?,
+            )
+        };
+        let report = self.state.reload(dry_run, text).await?;
+        Ok(http::json_response(StatusCode::OK, &report))
+    }
 }
 
 impl Handler for Admin {
@@ -175,6 +214,7 @@ impl Handler for Admin {
             "/v1/status" => Endpoint::Status,
             "/v1/routes" => Endpoint::Routes,
             "/v1/plugins" => Endpoint::Plugins,
+            "/v1/reload" => return self.reload(request).await,
             path => {
                 return Err(Error::NotFound {
                     path: path.to_owned(),
@@ -218,6 +258,7 @@ impl Handler for Admin {
                         unrouted: pipeline.unrouted,
                         routes: pipeline.routes,
                         outputs: self.state.outputs(),
+                        reload: self.state.reload_status(),
                     },
                 )
             }
@@ -307,6 +348,19 @@ mod tests {
                 dropped: 0,
                 peers: 2,
             }]
+        }
+
+        fn reload_status(&self) -> serde_json::Value {
+            serde_json::json!({ "generation": 3, "last_result": "failure" })
+        }
+
+        fn reload(&self, dry_run: bool, text: Option<String>) -> ReloadFuture<'_> {
+            Box::pin(async move {
+                match text.as_deref() {
+                    Some("bad") => Err(Error::InvalidConfig("t.toml:1:1: nope".into())),
+                    _ => Ok(serde_json::json!({ "dry_run": dry_run })),
+                }
+            })
         }
 
         fn plugins(&self) -> Vec<PluginStats> {
@@ -455,6 +509,29 @@ mod tests {
             ),
             Some(1.0)
         );
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn reload_is_a_post_with_an_optional_dry_run_and_body() {
+        let running = start().await;
+        let reply = send(running.addr, &request("POST", "/v1/reload", &[], b"")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["dry_run"], false);
+        let reply = send(
+            running.addr,
+            &request("POST", "/v1/reload?dry_run=true", &[], b"x = 1"),
+        )
+        .await;
+        assert_eq!(reply.json()["dry_run"], true);
+        let reply = send(running.addr, &request("POST", "/v1/reload", &[], b"bad")).await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["error"]["code"], "INVALID_CONFIG");
+        let reply = running.get("/v1/reload").await;
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.header("allow"), Some("POST"));
+        let status = running.get("/v1/status").await.json();
+        assert_eq!(status["reload"]["last_result"], "failure");
         running.stop().await;
     }
 

@@ -41,9 +41,12 @@ use crate::zmtp::handshake::Mechanism;
 use crate::{egress, http};
 
 mod plugins;
+mod reload;
 
 use plugins::Plugins;
 pub use plugins::check_plugins;
+use reload::Reloader;
+pub use reload::{ReloadError, Report as ReloadReport, Status as ReloadStatus};
 
 /// Why the application could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +140,7 @@ impl OutputHandle {
 struct State {
     pipeline: Pipeline,
     outputs: Vec<OutputHandle>,
-    plugins: Plugins,
+    reloader: Arc<Reloader>,
     ready: AtomicBool,
 }
 
@@ -147,7 +150,7 @@ impl admin::State for State {
     }
 
     fn config_generation(&self) -> u64 {
-        1
+        self.pipeline.generation()
     }
 
     fn pipeline(&self) -> PipelineSnapshot {
@@ -159,7 +162,23 @@ impl admin::State for State {
     }
 
     fn plugins(&self) -> Vec<PluginStats> {
-        self.plugins.stats()
+        self.reloader.plugins().stats()
+    }
+
+    fn reload_status(&self) -> serde_json::Value {
+        serde_json::to_value(self.reloader.status()).unwrap_or_default()
+    }
+
+    fn reload(&self, dry_run: bool, text: Option<String>) -> admin::ReloadFuture<'_> {
+        Box::pin(async move {
+            match self.reloader.reload(dry_run, text).await {
+                Ok(report) => Ok(serde_json::to_value(report).unwrap_or_default()),
+                Err(ReloadError::Invalid(problems)) => {
+                    Err(http::Error::InvalidConfig(problems.to_string()))
+                }
+                Err(ReloadError::Conflict(why)) => Err(http::Error::Conflict(why)),
+            }
+        })
     }
 }
 
@@ -263,6 +282,7 @@ impl App {
 
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
+        let mut subscriptions = Vec::new();
         for input in &config.inputs {
             let component = format!("input {:?}", input.name);
             match &input.kind {
@@ -275,6 +295,7 @@ impl App {
                     for prefix in &prefixes {
                         socket.subscribe(Bytes::copy_from_slice(prefix.as_bytes()));
                     }
+                    subscriptions.push(socket.subscriptions());
                     if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
                         bound.inputs.insert(input.name.clone(), addr);
                     }
@@ -326,10 +347,20 @@ impl App {
             }
         }
 
+        let plugin_count = plugins.len();
+        let reloader = Arc::new(Reloader::new(
+            path.clone(),
+            config.clone(),
+            plugins,
+            families.registry.clone(),
+            pipeline.clone(),
+            targets,
+            subscriptions,
+        ));
         let state = Arc::new(State {
             pipeline,
             outputs,
-            plugins,
+            reloader,
             ready: AtomicBool::new(false),
         });
         let admin_server = admin::AdminServer::bind(
@@ -355,7 +386,7 @@ impl App {
             inputs = %serde_json::to_string(&bound.inputs).unwrap_or_default(),
             outputs = %serde_json::to_string(&bound.outputs).unwrap_or_default(),
             routes = config.routes.len(),
-            plugins = state.plugins.len(),
+            plugins = plugin_count,
             "ready"
         );
         Ok(Self {

@@ -52,6 +52,12 @@ pub use instance::PluginInstance;
 pub use load::{FailMode, FailurePolicy, Limits, Plugin, Source};
 pub use wire::{FilterVerdict, OutputNames, RouteVerdict};
 
+/// Hex SHA-256 of module bytes: what [`Plugin::sha256`] reports, so a
+/// caller can tell whether a file on disk is the module already loaded.
+pub fn module_hash(bytes: &[u8]) -> String {
+    cache::content_hash(bytes)
+}
+
 /// What a plugin does with messages (`switchyard_kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {

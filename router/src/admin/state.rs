@@ -27,7 +27,27 @@ pub trait State: Send + Sync + 'static {
 
     /// The loaded plugins for `/v1/plugins`, in config order.
     fn plugins(&self) -> Vec<PluginStats>;
+
+    /// The outcome of the last config reload, for `/v1/status` (`null`
+    /// when reloads are not available).
+    fn reload_status(&self) -> serde_json::Value;
+
+    /// `POST /v1/reload`: reloads the config file (or `text`, parsed as if
+    /// it were the file); with `dry_run`, only reports what would change.
+    /// Answers with the report as JSON.
+    ///
+    /// # Errors
+    /// [`crate::http::Error::InvalidConfig`] or
+    /// [`crate::http::Error::Conflict`]; the running config stays.
+    fn reload(&self, dry_run: bool, text: Option<String>) -> ReloadFuture<'_>;
 }
+
+/// What [`State::reload`] returns.
+pub type ReloadFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<serde_json::Value, crate::http::Error>> + Send + 'a,
+    >,
+>;
 
 /// One loaded plugin, as `/v1/plugins` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

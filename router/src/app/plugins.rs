@@ -18,8 +18,9 @@ const SPARE_INSTANCES: u32 = 8;
 /// The loaded plugins of one config.
 #[derive(Clone)]
 pub(crate) struct Plugins {
-    /// Kept so the epoch ticker runs while any plugin does.
-    _engine: Option<Engine>,
+    /// The one engine, kept across reloads (its metric families are
+    /// registered once).
+    engine: Option<Engine>,
     /// In config order.
     loaded: Vec<Loaded>,
 }
@@ -29,6 +30,37 @@ struct Loaded {
     plugin: Plugin,
     path: String,
     routes: Vec<String>,
+    /// The config entry it was loaded from.
+    entry: config::Plugin,
+}
+
+/// True when two entries load the same plugin (their line in the file
+/// aside).
+fn same_entry(a: &config::Plugin, b: &config::Plugin) -> bool {
+    a.name == b.name
+        && a.path == b.path
+        && a.config == b.config
+        && a.memory == b.memory
+        && a.deadline == b.deadline
+        && a.max_batch == b.max_batch
+        && a.on_failure == b.on_failure
+}
+
+/// Hex SHA-256 of the module at `path`, if it can be read (the load
+/// reports it if not).
+fn module_sha256(path: &std::path::Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| plugin::module_hash(&bytes))
+}
+
+/// Plugin instances the routes of `config` use: one per plugin per route.
+fn instances_used(config: &Config) -> usize {
+    config
+        .routes
+        .iter()
+        .map(|r| r.filters.len() + usize::from(r.router.is_some()))
+        .sum()
 }
 
 impl std::fmt::Debug for Plugins {
@@ -42,13 +74,9 @@ impl std::fmt::Debug for Plugins {
 /// The engine settings for `config`: the cache directory from
 /// `[router] plugin_cache`, and room for one instance per plugin per route.
 fn engine_config(config: &Config) -> plugin::Config {
-    let uses: usize = config
-        .routes
-        .iter()
-        .map(|r| r.filters.len() + usize::from(r.router.is_some()))
-        .sum();
     let defaults = plugin::Config::default();
-    let needed = u32::try_from(uses)
+    // Room for a reload: old and new instances coexist while routes switch.
+    let needed = u32::try_from(2 * instances_used(config))
         .unwrap_or(u32::MAX)
         .saturating_add(SPARE_INSTANCES);
     plugin::Config {
@@ -73,39 +101,90 @@ impl Plugins {
         file: &str,
         registry: &Registry,
     ) -> Result<Plugins, ConfigErrors> {
-        if config.plugins.is_empty() {
-            return Ok(Plugins {
-                _engine: None,
-                loaded: Vec::new(),
-            });
-        }
-        let engine = Engine::new(engine_config(config), registry)
-            .map_err(|e| ConfigErrors::from_problems(vec![config.plugins[0].problem(file, e)]))?;
+        Self::load_next(None, config, file, registry).map(|(plugins, _)| plugins)
+    }
+
+    /// As [`Plugins::load`] for a reload: a plugin whose entry (path,
+    /// config, limits) and module bytes are unchanged from `previous` is
+    /// kept as it is (no compile; its instances, counters and breaker
+    /// carry on), and the engine is `previous`'s. Also returns the names of
+    /// plugins whose module was built anew although their entry did not
+    /// change (a new build dropped in place).
+    ///
+    /// # Errors
+    /// As [`Plugins::load`], plus a reload needing more plugin instances
+    /// than the engine was started with (a restart raises it).
+    pub(crate) fn load_next(
+        previous: Option<&Plugins>,
+        config: &Config,
+        file: &str,
+        registry: &Registry,
+    ) -> Result<(Plugins, Vec<String>), ConfigErrors> {
+        let engine = match previous.and_then(|p| p.engine.clone()) {
+            Some(engine) => Some(engine),
+            None if config.plugins.is_empty() => None,
+            None => Some(Engine::new(engine_config(config), registry).map_err(|e| {
+                ConfigErrors::from_problems(vec![config.plugins[0].problem(file, e)])
+            })?),
+        };
+        let Some(engine) = engine else {
+            return Ok((
+                Plugins {
+                    engine: None,
+                    loaded: Vec::new(),
+                },
+                Vec::new(),
+            ));
+        };
         let mut problems: Vec<Problem> = Vec::new();
         let mut loaded = Vec::with_capacity(config.plugins.len());
+        let mut rebuilt = Vec::new();
+        // Old and new instances coexist while routes switch over.
+        let needed = 2 * instances_used(config) + 1;
+        let slots = engine.config().max_instances as usize;
+        if needed > slots {
+            problems.push(config.plugins[0].problem(
+                file,
+                format!(
+                    "the routes need up to {needed} plugin instances during a reload, over the {slots} the plugin engine was started with; restart the router to raise it"
+                ),
+            ));
+        }
         for p in &config.plugins {
+            let routes = config
+                .routes
+                .iter()
+                .filter(|r| r.filters.contains(&p.name) || r.router.as_ref() == Some(&p.name))
+                .map(|r| r.name.clone())
+                .collect();
+            let sha = module_sha256(&p.path);
+            let before =
+                previous.and_then(|prev| prev.loaded.iter().find(|l| l.entry.name == p.name));
+            if let (Some(before), Some(sha)) = (before, &sha) {
+                if same_entry(&before.entry, p) && before.plugin.sha256() == sha {
+                    loaded.push(Loaded {
+                        routes,
+                        ..before.clone()
+                    });
+                    continue;
+                }
+                if same_entry(&before.entry, p) {
+                    rebuilt.push(p.name.clone());
+                }
+            }
             let json = p.config.to_string();
             match engine.load(&p.name, Source::Path(&p.path), &json, p.limits()) {
-                Ok(plugin) => {
-                    let routes = config
-                        .routes
-                        .iter()
-                        .filter(|r| {
-                            r.filters.contains(&p.name) || r.router.as_ref() == Some(&p.name)
-                        })
-                        .map(|r| r.name.clone())
-                        .collect();
-                    loaded.push(Loaded {
-                        plugin,
-                        path: p.path.display().to_string(),
-                        routes,
-                    });
-                }
+                Ok(plugin) => loaded.push(Loaded {
+                    plugin,
+                    path: p.path.display().to_string(),
+                    routes,
+                    entry: p.clone(),
+                }),
                 Err(e) => problems.push(p.problem(file, reason(&p.name, &e))),
             }
         }
         let plugins = Plugins {
-            _engine: Some(engine),
+            engine: Some(engine),
             loaded,
         };
         for route in &config.routes {
@@ -137,10 +216,15 @@ impl Plugins {
             }
         }
         if problems.is_empty() {
-            Ok(plugins)
+            Ok((plugins, rebuilt))
         } else {
             Err(ConfigErrors::from_problems(problems))
         }
+    }
+
+    /// The module files of the loaded plugins (what a reload watches).
+    pub(crate) fn paths(&self) -> Vec<std::path::PathBuf> {
+        self.loaded.iter().map(|l| l.entry.path.clone()).collect()
     }
 
     fn get(&self, name: &str) -> Option<&Plugin> {

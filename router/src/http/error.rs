@@ -159,6 +159,14 @@ pub enum Error {
     /// loaded). `503 NOT_READY`.
     #[error("the router is not ready")]
     NotReady,
+    /// A config sent or named for a reload has problems. `400
+    /// INVALID_CONFIG`; the message lists each with file, line and reason.
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// A request that conflicts with the router's state, e.g. a reload the
+    /// running router cannot apply. `409 CONFLICT`.
+    #[error("{0}")]
+    Conflict(String),
     /// A bug or an unexpected failure inside the router. `500 INTERNAL`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -183,7 +191,9 @@ impl Error {
             | Self::InvalidAttribute { .. }
             | Self::InvalidPriority { .. }
             | Self::InvalidPayload { .. }
-            | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            | Self::BodyRead(_)
+            | Self::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -209,6 +219,8 @@ impl Error {
             Self::InvalidPriority { .. } => "INVALID_PRIORITY",
             Self::InvalidPayload { .. } => "INVALID_PAYLOAD",
             Self::BodyRead(_) => "BODY_READ_FAILED",
+            Self::InvalidConfig(_) => "INVALID_CONFIG",
+            Self::Conflict(_) => "CONFLICT",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::BodyTimeout { .. } => "REQUEST_TIMEOUT",

@@ -197,6 +197,8 @@ impl Reason {
             | Error::Backpressure { .. }
             | Error::ShuttingDown { .. }
             | Error::TooManyRequests { .. }
+            | Error::InvalidConfig(_)
+            | Error::Conflict(_)
             | Error::NotReady
             | Error::Internal(_)
             | Error::Bind { .. } => return None,

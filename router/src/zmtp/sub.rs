@@ -61,6 +61,22 @@ impl Role for SubRole {
     fn detach(self: &Arc<Self>, _peer: PeerId, _unsent: Vec<Multipart>) {}
 }
 
+/// Changes a [`SubSocket`]'s subscriptions; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Subscriptions(Arc<SubscriptionSet>);
+
+impl Subscriptions {
+    /// As [`SubSocket::subscribe`].
+    pub fn subscribe(&self, prefix: impl Into<Bytes>) {
+        self.0.subscribe(prefix.into());
+    }
+
+    /// As [`SubSocket::unsubscribe`].
+    pub fn unsubscribe(&self, prefix: &[u8]) -> bool {
+        self.0.unsubscribe(prefix)
+    }
+}
+
 /// A SUB socket: subscribes to prefixes and receives matching messages.
 #[derive(Debug)]
 pub struct SubSocket {
@@ -99,6 +115,12 @@ impl SubSocket {
     /// none. Publishers are told once the last one is gone.
     pub fn unsubscribe(&self, prefix: &[u8]) -> bool {
         self.inbound.handle.role.subscriptions.unsubscribe(prefix)
+    }
+
+    /// A handle that changes this socket's subscriptions from elsewhere
+    /// (a reload), while the socket itself is read by its input.
+    pub fn subscriptions(&self) -> Subscriptions {
+        Subscriptions(Arc::clone(&self.inbound.handle.role.subscriptions))
     }
 
     /// Publishers connected past the handshake.

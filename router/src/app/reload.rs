@@ -1,0 +1,343 @@
+//! The reload transaction: read and validate the whole new config, load
+//! changed plugins off the hot path, then swap the new route set in
+//! atomically ([`crate::pipeline::Pipeline::reconfigure`]); any failure
+//! before the swap leaves the running generation untouched.
+//!
+//! Every trigger (the file watcher, SIGHUP, `POST /v1/reload`) ends here,
+//! one reload at a time. What reloads live: routes (match, attributes,
+//! filters, router, on_error, dead_letter, to, queue bounds and policy),
+//! plugins (entries and new module builds) and `[router] name`. Inputs,
+//! outputs and the other `[router]` keys need a restart: a reload that
+//! changes them applies the rest and reports them under
+//! `restart_required`; a route that sends to an output the running router
+//! does not have fails the reload.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounter, IntGauge};
+use serde::Serialize;
+
+use super::plugins::Plugins;
+use crate::config::{Config, ConfigErrors, Diff};
+use crate::egress::Output;
+use crate::metrics::Registry;
+use crate::pipeline::{self, Applied, Pattern, Pipeline, subscription_prefixes};
+use crate::zmtp::sub::Subscriptions;
+
+/// Why a reload was refused; the running generation carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config has problems (each with file, line and reason), or
+    /// a plugin it names cannot be loaded.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The new config is valid but cannot be applied while running.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What a reload did (or, for a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True for a dry run: nothing was applied.
+    pub dry_run: bool,
+    /// The generation in force after the reload.
+    pub generation: u64,
+    /// The differences between the running config and the new one.
+    pub diff: Diff,
+    /// What the route set did, when applied.
+    pub applied: Option<Applied>,
+}
+
+/// The outcome of the last reload, for `/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The generation in force.
+    pub generation: u64,
+    /// `success` or `failure`, once a reload was tried.
+    pub last_result: Option<&'static str>,
+    /// Unix seconds of the last reload tried.
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the last reload applied.
+    pub last_success: Option<u64>,
+    /// The last failed reload's problems, one per line; cleared by a
+    /// success.
+    pub last_error: Option<String>,
+    /// Changes the running router has not applied: they need a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// The reload metric children.
+struct Metrics {
+    success: IntCounter,
+    failure: IntCounter,
+    last_success: IntGauge,
+    generation: IntGauge,
+}
+
+/// The running config a reload starts from.
+struct Live {
+    config: Config,
+    /// The literal prefixes the `zmq-sub` inputs are subscribed to.
+    prefixes: Vec<String>,
+}
+
+/// Performs reloads for one running app.
+pub(crate) struct Reloader {
+    path: PathBuf,
+    registry: Registry,
+    pipeline: Pipeline,
+    outputs: Vec<Arc<dyn Output>>,
+    subscriptions: Vec<Subscriptions>,
+    /// How long a removed route may drain.
+    drain: Duration,
+    live: tokio::sync::Mutex<Live>,
+    plugins: ArcSwap<Plugins>,
+    status: Mutex<Status>,
+    metrics: Metrics,
+    /// Told the module files to watch after each applied reload.
+    on_plugin_paths: Mutex<Option<Box<dyn Fn(Vec<PathBuf>) + Send + Sync>>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The prefixes the routes of `config` want from `zmq-sub` publishers.
+fn prefixes_of(config: &Config) -> Vec<String> {
+    let patterns: Vec<&Pattern> = config.routes.iter().map(|r| &r.pattern).collect();
+    subscription_prefixes(patterns.into_iter())
+}
+
+impl Reloader {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        path: PathBuf,
+        config: Config,
+        plugins: Plugins,
+        registry: Registry,
+        pipeline: Pipeline,
+        outputs: Vec<Arc<dyn Output>>,
+        subscriptions: Vec<Subscriptions>,
+    ) -> Self {
+        let reloads = registry.counter_vec(
+            "switchyard_config_reloads_total",
+            "Config reloads tried, by result (success, failure).",
+            &["result"],
+        );
+        let metrics = Metrics {
+            success: reloads.with_label_values(&["success"]),
+            failure: reloads.with_label_values(&["failure"]),
+            last_success: registry.gauge(
+                "switchyard_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last reload applied (0: none since start).",
+            ),
+            generation: registry.gauge(
+                "switchyard_config_generation",
+                "The generation of the config in force: 1 at start, plus one per applied reload.",
+            ),
+        };
+        metrics
+            .generation
+            .set(i64::try_from(pipeline.generation()).unwrap_or(i64::MAX));
+        let status = Status {
+            generation: pipeline.generation(),
+            ..Status::default()
+        };
+        Self {
+            path,
+            registry,
+            drain: config.router.shutdown_grace.max(Duration::from_secs(1)),
+            live: tokio::sync::Mutex::new(Live {
+                prefixes: prefixes_of(&config),
+                config,
+            }),
+            plugins: ArcSwap::from_pointee(plugins),
+            pipeline,
+            outputs,
+            subscriptions,
+            status: Mutex::new(status),
+            metrics,
+            on_plugin_paths: Mutex::new(None),
+        }
+    }
+
+    /// The plugins in force.
+    pub(crate) fn plugins(&self) -> Arc<Plugins> {
+        self.plugins.load_full()
+    }
+
+    /// The module files the plugins in force were loaded from.
+    pub(crate) fn plugin_paths(&self) -> Vec<PathBuf> {
+        self.plugins.load().paths()
+    }
+
+    /// Calls `f` with the plugin module paths after every applied reload.
+    pub(crate) fn on_plugin_paths(&self, f: impl Fn(Vec<PathBuf>) + Send + Sync + 'static) {
+        *self
+            .on_plugin_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(f));
+    }
+
+    /// The outcome of the last reload.
+    pub(crate) fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reloads from the config file, or from `text` (parsed as if it were
+    /// the file), or with `dry_run` only reports what would change. One at
+    /// a time; a failure changes nothing but the status and the counters.
+    ///
+    /// # Errors
+    /// [`ReloadError`]: the new config is invalid or cannot be applied.
+    pub(crate) async fn reload(
+        &self,
+        dry_run: bool,
+        text: Option<String>,
+    ) -> Result<Report, ReloadError> {
+        let mut live = self.live.lock().await;
+        let result = self.attempt(&mut live, dry_run, text).await;
+        if dry_run {
+            return result;
+        }
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        status.last_attempt = Some(unix_now());
+        match &result {
+            Ok(report) => {
+                self.metrics.success.inc();
+                let now = unix_now();
+                self.metrics
+                    .last_success
+                    .set(i64::try_from(now).unwrap_or(i64::MAX));
+                self.metrics
+                    .generation
+                    .set(i64::try_from(report.generation).unwrap_or(i64::MAX));
+                status.generation = report.generation;
+                status.last_result = Some("success");
+                status.last_success = Some(now);
+                status.last_error = None;
+                status.restart_required = report.diff.restart_required.clone();
+                tracing::info!(generation = report.generation, changes = %report.diff, "config reloaded");
+                for field in &report.diff.restart_required {
+                    tracing::warn!(field = %field, "changed in the config file, but needs a restart to take effect");
+                }
+            }
+            Err(e) => {
+                self.metrics.failure.inc();
+                status.last_result = Some("failure");
+                status.last_error = Some(e.to_string());
+                tracing::error!(
+                    generation = status.generation,
+                    "config reload failed; the running config stays in force:\n{e}"
+                );
+            }
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        live: &mut Live,
+        dry_run: bool,
+        text: Option<String>,
+    ) -> Result<Report, ReloadError> {
+        let file = self.path.display().to_string();
+        let previous = self.plugins.load_full();
+        let loaded = {
+            let path = self.path.clone();
+            let registry = self.registry.clone();
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                let config = match text {
+                    Some(text) => Config::parse(&text, &file),
+                    None => Config::load(&path),
+                }?;
+                let (plugins, rebuilt) =
+                    Plugins::load_next(Some(&previous), &config, &file, &registry)?;
+                Ok::<_, ConfigErrors>((config, plugins, rebuilt))
+            })
+            .await
+            .map_err(|e| ReloadError::Conflict(format!("the reload task failed: {e}")))?
+        };
+        let (config, plugins, rebuilt) = loaded.map_err(ReloadError::Invalid)?;
+        let mut diff = live.config.diff(&config);
+        for name in &rebuilt {
+            diff.plugin_module_changed(name);
+        }
+        let specs = super::route_specs(&config, &plugins);
+        if dry_run {
+            // Checks what the swap would check, without swapping.
+            pipeline::check(&specs, &self.outputs).map_err(|e| conflict(&e))?;
+            return Ok(Report {
+                dry_run: true,
+                generation: self.pipeline.generation(),
+                diff,
+                applied: None,
+            });
+        }
+        // Subscribe to what the new routes want before they are in force,
+        // and let go of what only the old ones wanted after.
+        let prefixes = prefixes_of(&config);
+        let added: Vec<&String> = prefixes
+            .iter()
+            .filter(|p| !live.prefixes.contains(p))
+            .collect();
+        for s in &self.subscriptions {
+            for p in &added {
+                s.subscribe(bytes::Bytes::copy_from_slice(p.as_bytes()));
+            }
+        }
+        let applied = match self.pipeline.reconfigure(specs, &self.outputs, self.drain) {
+            Ok(applied) => applied,
+            Err(e) => {
+                for s in &self.subscriptions {
+                    for p in &added {
+                        s.unsubscribe(p.as_bytes());
+                    }
+                }
+                return Err(conflict(&e));
+            }
+        };
+        for s in &self.subscriptions {
+            for p in live.prefixes.iter().filter(|p| !prefixes.contains(p)) {
+                s.unsubscribe(p.as_bytes());
+            }
+        }
+        live.prefixes = prefixes;
+        let paths = plugins.paths();
+        self.plugins.store(Arc::new(plugins));
+        live.config = config;
+        if let Some(f) = &*self
+            .on_plugin_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            f(paths);
+        }
+        Ok(Report {
+            dry_run: false,
+            generation: applied.generation,
+            diff,
+            applied: Some(applied),
+        })
+    }
+}
+
+/// A valid config the running router cannot take as it is.
+fn conflict(e: &pipeline::Error) -> ReloadError {
+    ReloadError::Conflict(match e {
+        pipeline::Error::UnknownOutput { route, output } => format!(
+            "route {route:?} sends to output {output:?}, which is not running: adding an output needs a restart"
+        ),
+        other => other.to_string(),
+    })
+}
