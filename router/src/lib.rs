@@ -15,6 +15,9 @@
 //! - [`plugin`]: the Wasm plugin host (the only module that imports wasmtime):
 //!   engine, loading and checks, instances, batched calls, limits.
 //! - [`metrics`]: every Prometheus family the router exports.
+//! - [`reload`]: what triggers a hot reload: the watched config and plugin
+//!   files (debounced), SIGHUP and the admin endpoint, all as one
+//!   [`reload::Trigger`] channel.
 //!
 //! Data flows one way: ingress -> pipeline (route match, per-route queue) ->
 //! route worker -> egress. Only [`app`] wires the modules together.
@@ -29,5 +32,6 @@ pub mod ingress;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod shutdown;
 pub mod zmtp;
