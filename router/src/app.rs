@@ -94,6 +94,8 @@ pub struct App {
     intake: TaskTracker,
     stop_admin: CancellationToken,
     admin: tokio::task::JoinHandle<http::Stopped>,
+    stop_reloads: CancellationToken,
+    reloads: tokio::task::JoinHandle<()>,
     grace: Duration,
     bound: Bound,
 }
@@ -377,6 +379,12 @@ impl App {
         bound.admin = admin_server.local_addr();
         let stop_admin = CancellationToken::new();
         let admin = tokio::spawn(admin_server.run(stop_admin.clone()));
+        let stop_reloads = CancellationToken::new();
+        let reloads = tokio::spawn(serve_reloads(
+            Arc::clone(&state.reloader),
+            path.clone(),
+            stop_reloads.clone(),
+        ));
 
         state.ready.store(true, Ordering::Release);
         tracing::info!(
@@ -395,6 +403,8 @@ impl App {
             intake,
             stop_admin,
             admin,
+            stop_reloads,
+            reloads,
             grace: config.router.shutdown_grace,
             bound,
         })
@@ -414,6 +424,9 @@ impl App {
     pub async fn shutdown(self) -> Result<Report, Error> {
         let deadline = Instant::now() + self.grace;
         self.state.ready.store(false, Ordering::Release);
+        // A reload in progress finishes first; none starts after.
+        self.stop_reloads.cancel();
+        let _ = self.reloads.await;
         self.stop_intake.cancel();
         self.intake.close();
         // Inputs hand over what they had read. One held back by a full
@@ -489,6 +502,47 @@ impl Report {
         }
         tracing::info!(drained = self.routes.drained, "shutdown complete");
     }
+}
+
+/// Reloads on every trigger: the config file or a plugin module changing
+/// (watched through their directories), or SIGHUP. `POST /v1/reload` calls
+/// the reloader directly. Ends when `stop` is cancelled.
+async fn serve_reloads(reloader: Arc<Reloader>, path: PathBuf, stop: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let watcher = match crate::reload::Watcher::start(
+        &path,
+        &reloader.plugin_paths(),
+        crate::reload::Settings::default(),
+        tx.clone(),
+    ) {
+        Ok(watcher) => Some(Arc::new(watcher)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /v1/reload");
+            None
+        }
+    };
+    if let Some(watcher) = &watcher {
+        let watcher = Arc::clone(watcher);
+        reloader.on_plugin_paths(move |paths| {
+            if let Err(e) = watcher.set_others(&paths) {
+                tracing::warn!(error = %e, "cannot watch a plugin module; reload with SIGHUP or POST /v1/reload after replacing it");
+            }
+        });
+    }
+    if let Err(e) = crate::reload::sighup(tx) {
+        tracing::warn!(error = %e, "cannot handle SIGHUP; reload through the file or POST /v1/reload");
+    }
+    loop {
+        let trigger = tokio::select! {
+            () = stop.cancelled() => break,
+            trigger = rx.recv() => trigger,
+        };
+        let Some(trigger) = trigger else { break };
+        tracing::info!(trigger = ?trigger, "reloading the config");
+        // Failures are logged and counted by the reloader.
+        let _ = reloader.reload(false, None).await;
+    }
+    drop(watcher);
 }
 
 /// The pipeline's view of the config's routes.
