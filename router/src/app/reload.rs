@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
@@ -24,7 +24,7 @@ use super::plugins::Plugins;
 use crate::config::{Config, ConfigErrors, Diff};
 use crate::egress::Output;
 use crate::metrics::Registry;
-use crate::pipeline::{self, Applied, Pattern, Pipeline, subscription_prefixes};
+use crate::pipeline::{self, Applied, Pipeline, subscription_prefixes};
 use crate::zmtp::sub::Subscriptions;
 
 /// Why a reload was refused; the running generation carries on.
@@ -50,6 +50,28 @@ pub struct Report {
     pub diff: Diff,
     /// What the route set did, when applied.
     pub applied: Option<Applied>,
+    /// Where the time went, in milliseconds.
+    pub timings: Timings,
+}
+
+/// The phases of one reload, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Reading and validating the config file.
+    pub config_ms: f64,
+    /// Loading the plugins whose entry or module changed (compiling, or
+    /// deserializing from the compile cache, and starting a first
+    /// instance); unchanged plugins cost only reading and hashing their
+    /// module.
+    pub plugins_ms: f64,
+    /// Building and swapping in the new route set.
+    pub swap_ms: f64,
+    /// The whole reload.
+    pub total_ms: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// The outcome of the last reload, for `/v1/status`.
@@ -85,6 +107,9 @@ struct Live {
     prefixes: Vec<String>,
 }
 
+/// Told the plugin module paths after each applied reload.
+type PathsHook = Box<dyn Fn(Vec<PathBuf>) + Send + Sync>;
+
 /// Performs reloads for one running app.
 pub(crate) struct Reloader {
     path: PathBuf,
@@ -99,7 +124,7 @@ pub(crate) struct Reloader {
     status: Mutex<Status>,
     metrics: Metrics,
     /// Told the module files to watch after each applied reload.
-    on_plugin_paths: Mutex<Option<Box<dyn Fn(Vec<PathBuf>) + Send + Sync>>>,
+    on_plugin_paths: Mutex<Option<PathsHook>>,
 }
 
 fn unix_now() -> u64 {
@@ -110,8 +135,7 @@ fn unix_now() -> u64 {
 
 /// The prefixes the routes of `config` want from `zmq-sub` publishers.
 fn prefixes_of(config: &Config) -> Vec<String> {
-    let patterns: Vec<&Pattern> = config.routes.iter().map(|r| &r.pattern).collect();
-    subscription_prefixes(patterns.into_iter())
+    subscription_prefixes(config.routes.iter().map(|r| &r.pattern))
 }
 
 impl Reloader {
@@ -226,7 +250,7 @@ impl Reloader {
                 status.last_success = Some(now);
                 status.last_error = None;
                 status.restart_required = report.diff.restart_required.clone();
-                tracing::info!(generation = report.generation, changes = %report.diff, "config reloaded");
+                tracing::info!(generation = report.generation, took_ms = report.timings.total_ms, changes = %report.diff, "config reloaded");
                 for field in &report.diff.restart_required {
                     tracing::warn!(field = %field, "changed in the config file, but needs a restart to take effect");
                 }
@@ -250,6 +274,8 @@ impl Reloader {
         dry_run: bool,
         text: Option<String>,
     ) -> Result<Report, ReloadError> {
+        let started = Instant::now();
+        let mut timings = Timings::default();
         let file = self.path.display().to_string();
         let previous = self.plugins.load_full();
         let loaded = {
@@ -257,18 +283,25 @@ impl Reloader {
             let registry = self.registry.clone();
             let file = file.clone();
             tokio::task::spawn_blocking(move || {
+                let t0 = Instant::now();
                 let config = match text {
                     Some(text) => Config::parse(&text, &file),
                     None => Config::load(&path),
                 }?;
+                let t1 = Instant::now();
                 let (plugins, rebuilt) =
                     Plugins::load_next(Some(&previous), &config, &file, &registry)?;
-                Ok::<_, ConfigErrors>((config, plugins, rebuilt))
+                let phases = (t1 - t0, t1.elapsed());
+                Ok::<_, ConfigErrors>((config, plugins, rebuilt, phases))
             })
             .await
             .map_err(|e| ReloadError::Conflict(format!("the reload task failed: {e}")))?
         };
-        let (config, plugins, rebuilt) = loaded.map_err(ReloadError::Invalid)?;
+        let (config, plugins, rebuilt, (config_took, plugins_took)) =
+            loaded.map_err(ReloadError::Invalid)?;
+        timings.config_ms = ms(config_took);
+        timings.plugins_ms = ms(plugins_took);
+        let swap_started = Instant::now();
         let mut diff = live.config.diff(&config);
         for name in &rebuilt {
             diff.plugin_module_changed(name);
@@ -277,11 +310,13 @@ impl Reloader {
         if dry_run {
             // Checks what the swap would check, without swapping.
             pipeline::check(&specs, &self.outputs).map_err(|e| conflict(&e))?;
+            timings.total_ms = ms(started.elapsed());
             return Ok(Report {
                 dry_run: true,
                 generation: self.pipeline.generation(),
                 diff,
                 applied: None,
+                timings,
             });
         }
         // Subscribe to what the new routes want before they are in force,
@@ -323,11 +358,14 @@ impl Reloader {
         {
             f(paths);
         }
+        timings.swap_ms = ms(swap_started.elapsed());
+        timings.total_ms = ms(started.elapsed());
         Ok(Report {
             dry_run: false,
             generation: applied.generation,
             diff,
             applied: Some(applied),
+            timings,
         })
     }
 }
