@@ -55,7 +55,7 @@ pub struct Report {
 }
 
 /// The phases of one reload, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Timings {
     /// Reading and validating the config file.
     pub config_ms: f64,
@@ -75,7 +75,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The outcome of the last reload, for `/v1/status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Status {
     /// The generation in force.
     pub generation: u64,
@@ -90,6 +90,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Changes the running router has not applied: they need a restart.
     pub restart_required: Vec<String>,
+    /// Where the time of the last applied reload went.
+    pub last_timings: Option<Timings>,
 }
 
 /// The reload metric children.
@@ -250,6 +252,7 @@ impl Reloader {
                 status.last_success = Some(now);
                 status.last_error = None;
                 status.restart_required = report.diff.restart_required.clone();
+                status.last_timings = Some(report.timings);
                 tracing::info!(generation = report.generation, took_ms = report.timings.total_ms, changes = %report.diff, "config reloaded");
                 for field in &report.diff.restart_required {
                     tracing::warn!(field = %field, "changed in the config file, but needs a restart to take effect");
