@@ -73,8 +73,8 @@
 //! sizes are integers of bytes or strings with a unit (`"64KiB"`, `"1MiB"`,
 //! `"1GB"`). Each typed field's doc gives its unit, default, range and
 //! whether it reloads live ("restart required" for listeners, endpoints
-//! and the plugin cache; routes and plugins reload live once hot reload
-//! lands).
+//! and the plugin cache; routes, plugins and the router's name reload
+//! live).
 //!
 //! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and

@@ -17,8 +17,8 @@ use super::raw::{RawOnFailure, RawPlugin, S};
 use super::units::serialize_duration;
 
 /// One `[[plugin]]`: a Wasm module and the limits it runs under. Reloads
-/// live once hot reload lands: a changed entry (or module file) is loaded
-/// off the hot path and swapped in.
+/// live: a changed entry (or module file) is loaded off the hot path and
+/// swapped in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plugin {
     /// Unique among inputs, outputs, plugins and routes; the `plugin`

@@ -13,8 +13,8 @@ use super::raw::{RawQueue, RawRoute, S};
 use super::units::{format_size, serialize_duration};
 use super::validate::Declared;
 
-/// One `[[route]]`. Reloads live (from issue 5 on): routes are the part of
-/// the file operators edit while the router runs.
+/// One `[[route]]`. Reloads live: routes are the part of the file operators
+/// edit while the router runs.
 ///
 /// A message that matches several routes goes to each of them, once per
 /// route, through each route's own queue.
