@@ -150,6 +150,7 @@ pub fn sighup(tx: mpsc::Sender<Trigger>) -> Result<(), Error> {
                     if received.is_none() {
                         break;
                     }
+                    tracing::info!("SIGHUP received; reload triggered");
                     if !offer(&tx, Trigger::Signal) {
                         break;
                     }
@@ -164,10 +165,7 @@ pub fn sighup(tx: mpsc::Sender<Trigger>) -> Result<(), Error> {
 /// Sends `trigger` without waiting. Returns false once the receiver is gone.
 fn offer(tx: &mpsc::Sender<Trigger>, trigger: Trigger) -> bool {
     match tx.try_send(trigger) {
-        Ok(()) => {
-            tracing::debug!("reload triggered");
-            true
-        }
+        Ok(()) => true,
         Err(TrySendError::Full(trigger)) => {
             tracing::debug!(?trigger, "a reload is already pending; trigger coalesced");
             true

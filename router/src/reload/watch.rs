@@ -394,3 +394,116 @@ fn settle(shared: &Mutex<State>, batch: &Batch) -> Vec<PathBuf> {
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watcher_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Watcher>();
+    }
+
+    /// A state watching `dir/config.toml`, with no backend (nothing is
+    /// really watched).
+    fn state(dir: &Path) -> Mutex<State> {
+        let path = dir.join("config.toml");
+        let chain = Chain::resolve(&path).expect("resolve");
+        Mutex::new(State {
+            backend: None,
+            watched: BTreeSet::new(),
+            files: vec![File {
+                path,
+                chain,
+                digest: None,
+            }],
+        })
+    }
+
+    fn event(kind: EventKind, path: PathBuf) -> RawEvent {
+        Ok(notify::Event::new(kind).add_path(path))
+    }
+
+    #[test]
+    fn events_are_filtered_by_name_and_kind() {
+        use notify::event::{AccessKind, ModifyKind, RenameMode};
+        let dir = std::env::temp_dir();
+        let shared = state(&dir);
+        let dir = std::fs::canonicalize(dir).expect("canonical temp dir");
+        let overflow = AtomicBool::new(false);
+        let mut batch = Batch::default();
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+
+        assert!(!absorb(
+            &shared,
+            &overflow,
+            event(rename, dir.join("other.toml")),
+            &mut batch
+        ));
+        assert!(!absorb(
+            &shared,
+            &overflow,
+            event(open, dir.join("config.toml")),
+            &mut batch
+        ));
+        assert!(batch.paths.is_empty() && !batch.all);
+        assert!(absorb(
+            &shared,
+            &overflow,
+            event(rename, dir.join("config.toml")),
+            &mut batch
+        ));
+        assert_eq!(
+            batch.paths.iter().collect::<Vec<_>>(),
+            vec![&std::env::temp_dir().join("config.toml")]
+        );
+        assert!(!batch.all);
+    }
+
+    #[test]
+    fn lost_events_and_backend_errors_recheck_everything() {
+        let dir = std::env::temp_dir();
+        let shared = state(&dir);
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+
+        let overflow = AtomicBool::new(true);
+        let mut batch = Batch::default();
+        assert!(absorb(
+            &shared,
+            &overflow,
+            event(open, dir.join("x")),
+            &mut batch
+        ));
+        assert!(batch.all && !overflow.load(Ordering::Relaxed));
+
+        let mut batch = Batch::default();
+        let rescan = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(absorb(&shared, &overflow, Ok(rescan), &mut batch));
+        assert!(batch.all);
+
+        let mut batch = Batch::default();
+        let error = notify::Error::generic("queue overflow");
+        assert!(absorb(&shared, &overflow, Err(error), &mut batch));
+        assert!(batch.all);
+    }
+
+    #[test]
+    fn reading_a_file_is_not_a_change() {
+        use notify::event::{AccessKind, CreateKind, DataChange, ModifyKind};
+        assert!(!can_change_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!can_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(can_change_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(can_change_content(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(can_change_content(&EventKind::Create(CreateKind::File)));
+    }
+}
