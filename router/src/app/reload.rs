@@ -211,6 +211,16 @@ impl Reloader {
             .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(f));
     }
 
+    fn tell_paths(&self, paths: Vec<PathBuf>) {
+        if let Some(f) = &*self
+            .on_plugin_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            f(paths);
+        }
+    }
+
     /// The outcome of the last reload.
     pub(crate) fn status(&self) -> Status {
         self.status
@@ -292,16 +302,30 @@ impl Reloader {
                     None => Config::load(&path),
                 }?;
                 let t1 = Instant::now();
-                let (plugins, rebuilt) =
-                    Plugins::load_next(Some(&previous), &config, &file, &registry)?;
+                let plugins = Plugins::load_next(Some(&previous), &config, &file, &registry);
                 let phases = (t1 - t0, t1.elapsed());
-                Ok::<_, ConfigErrors>((config, plugins, rebuilt, phases))
+                Ok::<_, ConfigErrors>((config, plugins, phases))
             })
             .await
             .map_err(|e| ReloadError::Conflict(format!("the reload task failed: {e}")))?
         };
-        let (config, plugins, rebuilt, (config_took, plugins_took)) =
+        let (config, plugins, (config_took, plugins_took)) =
             loaded.map_err(ReloadError::Invalid)?;
+        let (plugins, rebuilt) = match plugins {
+            Ok(loaded) => loaded,
+            Err(problems) => {
+                if !dry_run {
+                    // Watch what the rejected config names too, so a module
+                    // that appears (or is fixed) later triggers a retry.
+                    let mut paths = self.plugin_paths();
+                    paths.extend(config.plugins.iter().map(|p| p.path.clone()));
+                    paths.sort();
+                    paths.dedup();
+                    self.tell_paths(paths);
+                }
+                return Err(ReloadError::Invalid(problems));
+            }
+        };
         timings.config_ms = ms(config_took);
         timings.plugins_ms = ms(plugins_took);
         let swap_started = Instant::now();
@@ -354,13 +378,7 @@ impl Reloader {
         let paths = plugins.paths();
         self.plugins.store(Arc::new(plugins));
         live.config = config;
-        if let Some(f) = &*self
-            .on_plugin_paths
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            f(paths);
-        }
+        self.tell_paths(paths);
         timings.swap_ms = ms(swap_started.elapsed());
         timings.total_ms = ms(started.elapsed());
         Ok(Report {
