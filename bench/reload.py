@@ -16,8 +16,10 @@ the config in a scratch directory, with a compile cache (plugin_cache):
             --seconds, through the router to bench/bin/zrecv, twice: once
             with no reload, once reloading every second (alternating the
             plugin's config and a second route, through the file watcher).
-            Reports what arrived, loss, and the delivered rate per 100 ms
-            window (from the route's delivered counter) at its lowest.
+            Reports what arrived, loss, duplicates, and the delivered rate
+            per 100 ms window (from the route's delivered counter; the first
+            and last, partial windows left out) at its lowest and 10th
+            percentile.
 
 Run:  python3 bench/reload.py [--saves 20] [--rate 50000] [--seconds 20]
 (builds nothing: `cargo build --release -p switchyard`, `bench/build.sh` and
@@ -245,10 +247,13 @@ def dip(workdir: Path, rate: int, seconds: int, reload_every: float) -> dict:
         sampler.join()
         if churner:
             churner.join()
-        busy = sorted(w for w in windows if w > 0)
+        # Windows while the stream ran, without the first and last (partial).
+        active = [i for i, w in enumerate(windows) if w > 0]
+        inner = windows[active[0] + 1:active[-1]] if len(active) > 2 else []
+        busy = sorted(inner)
         return {"reloads": reloads[0], "generation": r.generation(), "sent": sent.get("sent"),
                 "received": got.get("received"), "lost": got.get("lost"),
-                "rate": got.get("msgs_per_sec"),
+                "rate": got.get("msgs_per_s"), "duplicates": got.get("duplicates"),
                 "window_min": busy[0] if busy else 0,
                 "window_p10": pct(busy, 0.1) if busy else 0,
                 "window_median": statistics.median(busy) if busy else 0}

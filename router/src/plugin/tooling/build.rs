@@ -7,22 +7,33 @@ use serde_json::Value;
 
 use super::{ToolingError, WASM_TARGET};
 
-fn run(cmd: &mut Command) -> Result<std::process::Output, ToolingError> {
+/// Runs `cmd` to its end; `failed` describes an unsuccessful exit.
+fn run_with(
+    cmd: &mut Command,
+    failed: impl FnOnce(&std::process::Output) -> String,
+) -> Result<std::process::Output, ToolingError> {
     let line = format!("{cmd:?}");
     let out = cmd.output().map_err(|e| ToolingError::Command {
         command: line.clone(),
         detail: e.to_string(),
     })?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(ToolingError::Command {
             command: line,
-            detail: format!("{}\n{}", out.status, tail.join("\n")),
+            detail: failed(&out),
         });
     }
     Ok(out)
+}
+
+/// Runs `cmd`; a failure carries the last 30 lines of its stderr.
+fn run(cmd: &mut Command) -> Result<std::process::Output, ToolingError> {
+    run_with(cmd, |out| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{}\n{}", out.status, tail.join("\n"))
+    })
 }
 
 /// Installs the wasm target with rustup when it is missing (a no-op when
@@ -112,17 +123,9 @@ pub fn build_plugins(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let line = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| ToolingError::Command {
-        command: line.clone(),
-        detail: e.to_string(),
+    let out = run_with(&mut cmd, |out| {
+        format!("{} (cargo's messages are above)", out.status)
     })?;
-    if !out.status.success() {
-        return Err(ToolingError::Command {
-            command: line,
-            detail: format!("{} (cargo's messages are above)", out.status),
-        });
-    }
     let wasm = wasm_artifacts(&String::from_utf8_lossy(&out.stdout));
     if wasm.is_empty() {
         return Err(ToolingError::NoWasm(dir.to_owned()));
