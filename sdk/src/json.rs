@@ -91,25 +91,25 @@ fn fast_f64(n: &str) -> Option<f64> {
         [b'-', rest @ ..] => (true, rest),
         all => (false, all),
     };
+    // 15 digits and one dot at most; anything longer is not for us.
+    if digits.len() > 16 {
+        return None;
+    }
     let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut fraction = 0usize;
-    let mut dot = false;
-    for &c in digits {
-        match c {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(c - b'0');
-                count += 1;
-                fraction += usize::from(dot);
-            }
-            b'.' if !dot => dot = true,
-            _ => return None,
-        }
-        if count > 15 {
+    let mut dot = None;
+    for (i, &c) in digits.iter().enumerate() {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            mantissa = mantissa * 10 + u64::from(d);
+        } else if c == b'.' && dot.is_none() {
+            dot = Some(i);
+        } else {
             return None;
         }
     }
-    if count == 0 || (dot && fraction == 0) {
+    let count = digits.len() - usize::from(dot.is_some());
+    let fraction = dot.map_or(0, |at| digits.len() - at - 1);
+    if count == 0 || count > 15 || (dot.is_some() && fraction == 0) {
         return None;
     }
     let v = mantissa as f64 / POW10[fraction];
@@ -347,6 +347,11 @@ impl<'a> Scan<'a> {
 
     #[inline(always)]
     fn eat(&mut self, c: u8) -> Option<()> {
+        // Compact JSON has no whitespace: look for `c` first.
+        if self.peek() == Some(c) {
+            self.i += 1;
+            return Some(());
+        }
         self.ws();
         if self.peek()? == c {
             self.i += 1;
@@ -500,7 +505,15 @@ impl<'a> Scan<'a> {
                 self.ws();
                 return Some(());
             }
-            self.skip()?;
+            // A string value (the usual kind) is skipped here, without
+            // the call and the dispatch on its first byte.
+            self.ws();
+            if self.peek() == Some(b'"') {
+                self.i += 1;
+                self.i = self.string_end()?.0 + 1;
+            } else {
+                self.skip()?;
+            }
             self.eat(b',')?;
             self.ws();
         }
@@ -907,6 +920,36 @@ mod tests {
         for bad in ["", "-", ".", "1.", "1.2.3", "abc"] {
             assert_eq!(fast_f64(bad), None, "{bad}");
         }
+        // Every short string of digits, dots and a sign: whenever the fast
+        // path answers, it answers as `str::parse` does, and it declines
+        // exactly what it declined before (more than 15 digits, a second
+        // dot, no digit, or a dot with no digit after it).
+        let alphabet = [b'0', b'7', b'9', b'.', b'-', b'e'];
+        let mut text = Vec::new();
+        for len in 1..=6u32 {
+            for mut k in 0..alphabet.len().pow(len) {
+                text.clear();
+                for _ in 0..len {
+                    text.push(alphabet[k % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let n = std::str::from_utf8(&text).expect("ASCII");
+                let digits = n.strip_prefix('-').unwrap_or(n);
+                let dots = digits.matches('.').count();
+                let plain = !digits.is_empty()
+                    && digits.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+                    && dots <= 1
+                    && digits.bytes().any(|c| c.is_ascii_digit())
+                    && !digits.ends_with('.');
+                let fast = fast_f64(n);
+                assert_eq!(fast.is_some(), plain, "{n}");
+                if let Some(v) = fast {
+                    assert_eq!(Some(v), n.parse().ok(), "{n}");
+                }
+            }
+        }
+        assert_eq!(fast_f64("1234567890123456"), None, "16 digits");
+        assert_eq!(fast_f64("123456789.012345"), Some(123456789.012345));
     }
 
     #[test]

@@ -196,6 +196,7 @@ impl<'a> Checking<'a> {
     ///
     /// # Errors
     /// A [`DecodeError`] at the first byte that breaks the layout.
+    #[inline]
     pub fn next_checked(&mut self) -> Result<Option<Message<'a>>, DecodeError> {
         if self.left == 0 {
             return Ok(None);
