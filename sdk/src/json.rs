@@ -363,7 +363,7 @@ impl<'a> Scan<'a> {
 
     /// One path segment: into member `key` of an object, or element
     /// `index()` of an array.
-    #[inline]
+    #[inline(always)]
     fn step(&mut self, key: &[u8], index: impl FnOnce() -> Option<usize>) -> Option<()> {
         match self.peek()? {
             b'{' => self.enter_member(key),
@@ -375,7 +375,7 @@ impl<'a> Scan<'a> {
     /// From just after an opening quote, the index of the closing quote
     /// and whether a backslash came before it: eight bytes at a time
     /// while they hold neither, then byte by byte.
-    #[inline]
+    #[inline(always)]
     fn string_end(&self) -> Option<(usize, bool)> {
         let b = self.b;
         let mut i = self.i;
@@ -404,7 +404,7 @@ impl<'a> Scan<'a> {
     /// At an opening quote (after whitespace): returns the raw contents
     /// (escapes as written), whether they hold a backslash, and moves past
     /// the closing quote.
-    #[inline]
+    #[inline(always)]
     fn string_bytes(&mut self) -> Option<(&'a [u8], bool)> {
         self.eat(b'"')?;
         let start = self.i;
@@ -414,6 +414,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Moves past one value of any kind.
+    #[inline(always)]
     fn skip(&mut self) -> Option<()> {
         self.ws();
         match self.peek()? {
@@ -462,7 +463,7 @@ impl<'a> Scan<'a> {
 
     /// Moves to the end of a number or literal: the next delimiter or
     /// whitespace, or the end of the document.
-    #[inline]
+    #[inline(always)]
     fn scalar_end(&mut self) {
         loop {
             // Skip words with no candidate: a byte below b'-' (which holds
@@ -485,6 +486,7 @@ impl<'a> Scan<'a> {
     }
 
     /// At `{`: moves to the value of member `key`.
+    #[inline(always)]
     fn enter_member(&mut self, key: &[u8]) -> Option<()> {
         self.eat(b'{')?;
         self.ws();
@@ -520,6 +522,7 @@ impl<'a> Scan<'a> {
     }
 
     /// At `[`: moves to element `n`.
+    #[inline(always)]
     fn enter_element(&mut self, n: usize) -> Option<()> {
         self.eat(b'[')?;
         self.ws();
@@ -535,6 +538,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Reads the value here.
+    #[inline(always)]
     fn value(&mut self) -> Option<Value<'a>> {
         self.ws();
         let start = self.i;
