@@ -97,7 +97,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn str(&mut self, what: &'static str) -> Result<&'a str, DecodeError> {
         let at = self.pos;
         let bytes = self.bytes(what)?;
-        core::str::from_utf8(bytes).map_err(|_| DecodeError {
+        crate::json::utf8(bytes).ok_or(DecodeError {
             offset: at,
             what: "invalid UTF-8",
         })
@@ -196,6 +196,7 @@ impl<'a> Checking<'a> {
     ///
     /// # Errors
     /// A [`DecodeError`] at the first byte that breaks the layout.
+    #[inline]
     pub fn next_checked(&mut self) -> Result<Option<Message<'a>>, DecodeError> {
         if self.left == 0 {
             return Ok(None);
@@ -255,7 +256,97 @@ impl<'a> Iterator for Messages<'a> {
 
 /// Decodes one message; `CHECKED` says `Batch::decode` already validated
 /// these bytes, so UTF-8 need not be checked again.
+#[inline]
 fn decode_one<'a, const CHECKED: bool>(r: &mut Reader<'a>) -> Result<Message<'a>, DecodeError> {
+    match decode_fast::<CHECKED>(r.buf, r.pos) {
+        Some((msg, end)) => {
+            r.pos = end;
+            Ok(msg)
+        }
+        // Something is wrong (or unusual): the careful decoder finds what.
+        None => decode_careful::<CHECKED>(r),
+    }
+}
+
+/// The `len` bytes of `b` from `*at`, moving `*at` past them.
+#[inline(always)]
+fn slice_at<'a>(b: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
+    let end = at.checked_add(len)?;
+    let s = b.get(*at..end)?;
+    *at = end;
+    Some(s)
+}
+
+/// A little-endian `u32` from `*at`, moving `*at` past it.
+#[inline(always)]
+fn u32_at(b: &[u8], at: &mut usize) -> Option<u32> {
+    let bytes: [u8; 4] = slice_at(b, at, 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes))
+}
+
+/// A length-prefixed field from `*at`, moving `*at` past it.
+#[inline(always)]
+fn field_at<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = u32_at(b, at)? as usize;
+    slice_at(b, at, len)
+}
+
+/// A length-prefixed UTF-8 field (checked unless `CHECKED`).
+#[inline(always)]
+fn text_at<'a, const CHECKED: bool>(b: &'a [u8], at: &mut usize) -> Option<&'a str> {
+    let bytes = field_at(b, at)?;
+    if CHECKED {
+        // SAFETY: as `Reader::str_checked_before`: `Batch::decode` checked
+        // every string field of this immutably borrowed buffer.
+        Some(unsafe { core::str::from_utf8_unchecked(bytes) })
+    } else {
+        crate::json::utf8(bytes)
+    }
+}
+
+/// The message at `at` and where it ends, reading each field with as few
+/// checks as the layout allows; `None` for anything [`decode_careful`]
+/// would refuse (which then says why). It checks exactly what that one
+/// does, so both accept the same bytes and return the same message.
+#[inline(always)]
+fn decode_fast<'a, const CHECKED: bool>(
+    b: &'a [u8],
+    mut at: usize,
+) -> Option<(Message<'a>, usize)> {
+    let fixed: &[u8; abi::MESSAGE_FIXED_LEN] = slice_at(b, &mut at, abi::MESSAGE_FIXED_LEN)?
+        .try_into()
+        .ok()?;
+    let (id, rest) = fixed.split_first_chunk::<16>()?;
+    let (time, rest) = rest.split_first_chunk::<8>()?;
+    let priority = rest[0];
+    let topic = text_at::<CHECKED>(b, &mut at)?;
+    let input = text_at::<CHECKED>(b, &mut at)?;
+    let payload = field_at(b, &mut at)?;
+    let attr_count = u32_at(b, &mut at)?;
+    let attrs_start = at;
+    for _ in 0..attr_count {
+        text_at::<CHECKED>(b, &mut at)?;
+        text_at::<CHECKED>(b, &mut at)?;
+    }
+    let msg = Message {
+        id: u128::from_le_bytes(*id),
+        publish_time_ms: u64::from_le_bytes(*time),
+        batch_time_ms: 0,
+        priority,
+        topic,
+        input,
+        payload,
+        attributes: Attributes {
+            count: attr_count,
+            bytes: b.get(attrs_start..at)?,
+        },
+    };
+    Some((msg, at))
+}
+
+/// Decodes one message field by field, naming the first that is wrong.
+#[cold]
+fn decode_careful<'a, const CHECKED: bool>(r: &mut Reader<'a>) -> Result<Message<'a>, DecodeError> {
     let id = r.u128("message id")?;
     let publish_time_ms = r.u64("publish time")?;
     let priority = r.u8("priority")?;
@@ -367,6 +458,12 @@ impl<'a> Message<'a> {
     /// allocating; see [`crate::json::find`].
     pub fn json(&self, path: &str) -> Option<crate::json::Value<'a>> {
         crate::json::find(self.payload, path)
+    }
+
+    /// [`Message::json`] with a path compiled once: the same answer, for
+    /// the plugin that looks up the same field in every message.
+    pub fn json_path(&self, path: &crate::json::JsonPath) -> Option<crate::json::Value<'a>> {
+        path.find(self.payload)
     }
 }
 

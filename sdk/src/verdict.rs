@@ -74,36 +74,40 @@ pub enum Route<'a> {
 }
 
 /// Appends a filter verdict in the ABI layout.
+#[inline]
 pub(crate) fn encode_verdict(out: &mut Vec<u8>, v: &Verdict) {
     match v {
         Verdict::Keep => out.push(abi::FILTER_KEEP),
         Verdict::Drop => out.push(abi::FILTER_DROP),
-        Verdict::Rewrite(r) => {
-            out.push(abi::FILTER_REWRITE);
-            let mut fields = 0;
-            if r.topic.is_some() {
-                fields |= abi::REWRITE_TOPIC;
-            }
-            if r.payload.is_some() {
-                fields |= abi::REWRITE_PAYLOAD;
-            }
-            if r.attributes.is_some() {
-                fields |= abi::REWRITE_ATTRIBUTES;
-            }
-            out.push(fields);
-            if let Some(t) = &r.topic {
-                put_bytes(out, t.as_bytes());
-            }
-            if let Some(p) = &r.payload {
-                put_bytes(out, p);
-            }
-            if let Some(attrs) = &r.attributes {
-                put_u32(out, attrs.len() as u32);
-                for (k, v) in attrs {
-                    put_bytes(out, k.as_bytes());
-                    put_bytes(out, v.as_bytes());
-                }
-            }
+        Verdict::Rewrite(r) => encode_rewrite(out, r),
+    }
+}
+
+/// Appends a rewrite verdict (tag, field bits, fields).
+fn encode_rewrite(out: &mut Vec<u8>, r: &Rewrite) {
+    out.push(abi::FILTER_REWRITE);
+    let mut fields = 0;
+    if r.topic.is_some() {
+        fields |= abi::REWRITE_TOPIC;
+    }
+    if r.payload.is_some() {
+        fields |= abi::REWRITE_PAYLOAD;
+    }
+    if r.attributes.is_some() {
+        fields |= abi::REWRITE_ATTRIBUTES;
+    }
+    out.push(fields);
+    if let Some(t) = &r.topic {
+        put_bytes(out, t.as_bytes());
+    }
+    if let Some(p) = &r.payload {
+        put_bytes(out, p);
+    }
+    if let Some(attrs) = &r.attributes {
+        put_u32(out, attrs.len() as u32);
+        for (k, v) in attrs {
+            put_bytes(out, k.as_bytes());
+            put_bytes(out, v.as_bytes());
         }
     }
 }

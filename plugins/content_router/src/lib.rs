@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use switchyard_plugin_common::{Comparison, Pattern};
+use switchyard_sdk::json::JsonPath;
 use switchyard_sdk::{Config, Error, Message, Route, Router};
 
 #[derive(Deserialize)]
@@ -66,7 +67,8 @@ enum Named {
 struct Rule {
     topic: Option<Pattern>,
     attributes: Vec<(String, String)>,
-    json: Option<JsonCondition>,
+    /// The JSON condition, its path split once here.
+    json: Option<(JsonPath, Comparison)>,
     to: Vec<String>,
 }
 
@@ -80,7 +82,7 @@ impl Rule {
             && self
                 .json
                 .as_ref()
-                .is_none_or(|j| j.cmp.test_json(msg.json(&j.path)))
+                .is_none_or(|(path, cmp)| cmp.test_json(msg.json_path(path)))
     }
 }
 
@@ -112,7 +114,7 @@ impl Router for ContentRouter {
             rules.push(Rule {
                 topic: r.topic.as_deref().map(Pattern::parse).transpose()?,
                 attributes: r.attributes.into_iter().collect(),
-                json: r.json,
+                json: r.json.map(|j| (JsonPath::new(&j.path), j.cmp)),
                 to: r.to,
             });
         }

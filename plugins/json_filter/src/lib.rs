@@ -15,6 +15,7 @@
 
 use serde::Deserialize;
 use switchyard_plugin_common::Comparison;
+use switchyard_sdk::json::JsonPath;
 use switchyard_sdk::{Config, Error, Filter, Message, Verdict};
 
 // No `deny_unknown_fields`: serde does not support it with `flatten`.
@@ -40,18 +41,21 @@ enum Action {
 /// The JSON field filter.
 pub struct JsonFilter {
     settings: Settings,
+    /// `settings.path`, split once here rather than on every message.
+    path: JsonPath,
 }
 
 impl Filter for JsonFilter {
     fn init(config: &Config<'_>) -> Result<Self, Error> {
         let settings: Settings = config.parse()?;
         settings.cmp.validate()?;
-        Ok(Self { settings })
+        let path = JsonPath::new(&settings.path);
+        Ok(Self { settings, path })
     }
 
     fn filter(&mut self, msg: &Message<'_>) -> Verdict {
         let s = &self.settings;
-        let matched = s.cmp.test_json(msg.json(&s.path));
+        let matched = s.cmp.test_json(msg.json_path(&self.path));
         if matched == (s.action == Action::Keep) {
             Verdict::Keep
         } else {

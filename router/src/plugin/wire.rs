@@ -3,7 +3,7 @@
 //! every length and field checked. Sans-IO: bytes in, values out.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -87,27 +87,68 @@ pub(crate) fn encoded_len(msg: &Message) -> usize {
             .sum::<usize>()
 }
 
-fn unix_ms(t: std::time::SystemTime) -> u64 {
+fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
+/// Unix milliseconds of message times, remembering the millisecond last
+/// converted: `SystemTime::duration_since` is an out-of-line call costing
+/// tens of nanoseconds, while most messages of a batch arrived within the
+/// same millisecond, which two inlined comparisons recognise.
+struct UnixMs {
+    /// The start of the remembered millisecond (inclusive) ...
+    lo: SystemTime,
+    /// ... its end (exclusive) ...
+    hi: SystemTime,
+    /// ... and its Unix milliseconds.
+    ms: u64,
+}
+
+impl UnixMs {
+    fn new() -> Self {
+        Self {
+            lo: UNIX_EPOCH,
+            hi: UNIX_EPOCH,
+            ms: 0,
+        }
+    }
+
+    #[inline]
+    fn of(&mut self, t: SystemTime) -> u64 {
+        if self.lo <= t && t < self.hi {
+            return self.ms;
+        }
+        let ms = unix_ms(t);
+        // Every time in [lo, hi) truncates to `ms`; a time before the
+        // epoch (0) or too far out to add up is simply not remembered.
+        if let Some(lo) = UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+            && let Some(hi) = lo.checked_add(Duration::from_millis(1))
+        {
+            *self = Self { lo, hi, ms };
+        }
+        ms
+    }
+}
+
 /// A cursor writing into a region whose size was computed by
-/// [`encoded_len`]; a mismatch is a bug, caught by `expect`.
+/// [`encoded_len`]; a mismatch is a bug, caught by the slice bounds.
 struct Out<'a> {
     buf: &'a mut [u8],
     pos: usize,
 }
 
 impl Out<'_> {
+    #[inline]
     fn put(&mut self, b: &[u8]) {
         let end = self.pos + b.len();
         self.buf[self.pos..end].copy_from_slice(b);
         self.pos = end;
     }
 
-    fn bytes(&mut self, b: &[u8]) {
+    #[inline]
+    fn len_then(&mut self, b: &[u8]) {
         self.put(&(b.len() as u32).to_le_bytes());
         self.put(b);
     }
@@ -117,20 +158,28 @@ impl Out<'_> {
 /// `BATCH_HEADER_LEN + Σ encoded_len` bytes.
 pub(crate) fn write_batch(dst: &mut [u8], msgs: &[Message], time_ms: u64) {
     let mut out = Out { buf: dst, pos: 0 };
-    out.put(&(msgs.len() as u32).to_le_bytes());
-    out.put(&0u32.to_le_bytes());
-    out.put(&time_ms.to_le_bytes());
+    let mut header = [0u8; abi::BATCH_HEADER_LEN];
+    header[..4].copy_from_slice(&(msgs.len() as u32).to_le_bytes());
+    // Bytes 4..8 are the flags, zero.
+    header[8..].copy_from_slice(&time_ms.to_le_bytes());
+    out.put(&header);
+    let mut clock = UnixMs::new();
     for m in msgs {
-        out.put(&m.id.0.to_le_bytes());
-        out.put(&unix_ms(m.publish_time).to_le_bytes());
-        out.put(&[m.priority]);
-        out.bytes(m.topic.as_bytes());
-        out.bytes(m.publisher.input.as_bytes());
-        out.bytes(&m.payload);
+        // The fixed part and the topic's length as one fixed-size copy.
+        let topic = m.topic.as_bytes();
+        let mut fixed = [0u8; abi::MESSAGE_FIXED_LEN + 4];
+        fixed[..16].copy_from_slice(&m.id.0.to_le_bytes());
+        fixed[16..24].copy_from_slice(&clock.of(m.publish_time).to_le_bytes());
+        fixed[24] = m.priority;
+        fixed[25..].copy_from_slice(&(topic.len() as u32).to_le_bytes());
+        out.put(&fixed);
+        out.put(topic);
+        out.len_then(m.publisher.input.as_bytes());
+        out.len_then(&m.payload);
         out.put(&(m.attributes.len() as u32).to_le_bytes());
         for (k, v) in &m.attributes {
-            out.bytes(k.as_bytes());
-            out.bytes(v.as_bytes());
+            out.len_then(k.as_bytes());
+            out.len_then(v.as_bytes());
         }
     }
     debug_assert_eq!(
@@ -272,6 +321,23 @@ pub(crate) fn filter_verdicts(
 ) -> Result<(), VerdictError> {
     r.count(expected)?;
     out.reserve(expected);
+    // The common case: only keep and drop, one byte each and nothing
+    // after; exactly what the general loop below accepts for such bytes.
+    let rest = &r.buf[r.pos..];
+    if rest.len() == expected
+        && rest
+            .iter()
+            .all(|&t| t == abi::FILTER_KEEP || t == abi::FILTER_DROP)
+    {
+        out.extend(rest.iter().map(|&t| {
+            if t == abi::FILTER_KEEP {
+                FilterVerdict::Keep
+            } else {
+                FilterVerdict::Drop
+            }
+        }));
+        return Ok(());
+    }
     for index in 0..expected {
         let v = match r.u8("verdict tag")? {
             abi::FILTER_KEEP => FilterVerdict::Keep,
@@ -447,6 +513,50 @@ mod tests {
         assert_eq!(got[0].attr("k"), Some("v"));
         assert_eq!(got[0].id(), msgs[0].id.0);
         assert_eq!(got[1].input(), "in");
+    }
+
+    #[test]
+    fn message_times_convert_as_duration_since_does() {
+        let mut clock = UnixMs::new();
+        let base = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let times = [
+            base,
+            base + Duration::from_micros(999),
+            base + Duration::from_micros(1000),
+            base - Duration::from_nanos(1),
+            base + Duration::from_micros(1500),
+            UNIX_EPOCH,
+            UNIX_EPOCH - Duration::from_secs(5),
+            UNIX_EPOCH + Duration::from_nanos(999_999),
+            base + Duration::from_micros(999),
+        ];
+        for t in times {
+            assert_eq!(clock.of(t), unix_ms(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn keep_and_drop_runs_take_the_short_path_with_the_same_checks() {
+        assert_eq!(
+            filters(&ok(3, &[1, 0, 1]), 3),
+            Ok(vec![
+                FilterVerdict::Drop,
+                FilterVerdict::Keep,
+                FilterVerdict::Drop
+            ])
+        );
+        assert!(matches!(
+            filters(&ok(2, &[0, 1, 0]), 2),
+            Err(VerdictError::Trailing(1))
+        ));
+        assert!(matches!(
+            filters(&ok(2, &[0]), 2),
+            Err(VerdictError::Truncated(..))
+        ));
+        assert!(matches!(
+            filters(&ok(2, &[0, 3]), 2),
+            Err(VerdictError::Unknown { index: 1, .. })
+        ));
     }
 
     fn ok(count: u32, body: &[u8]) -> Vec<u8> {
