@@ -177,8 +177,8 @@ fn temp_sibling(path: &Path) -> Result<PathBuf> {
 pub fn save_by_rename(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = temp_sibling(path)?;
     {
-        let mut f = std::fs::File::create(&temp)
-            .with_context(|| format!("create {}", temp.display()))?;
+        let mut f =
+            std::fs::File::create(&temp).with_context(|| format!("create {}", temp.display()))?;
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .with_context(|| format!("write {}", temp.display()))?;
@@ -221,10 +221,7 @@ mod tests {
     #[test]
     fn file_and_line_are_found() {
         let f = Path::new("/tmp/x/switchyard.toml");
-        assert!(names_file_and_line(
-            "/tmp/x/switchyard.toml:12:3: bad",
-            f
-        ));
+        assert!(names_file_and_line("/tmp/x/switchyard.toml:12:3: bad", f));
         assert!(!names_file_and_line("/tmp/x/switchyard.toml: bad", f));
         assert!(!names_file_and_line("line 12: bad", f));
     }

@@ -62,42 +62,43 @@ impl Producer {
         let sent: Arc<Vec<AtomicU64>> = Arc::new(lanes.iter().map(|_| AtomicU64::new(0)).collect());
         let batches = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (lanes, sent, batches, stop) = (
-                lanes.clone(),
-                Arc::clone(&sent),
-                Arc::clone(&batches),
-                Arc::clone(&stop),
-            );
-            std::thread::spawn(move || -> Result<()> {
-                while !stop.load(Ordering::Acquire) {
-                    let mut messages = Vec::new();
-                    for (lane, next) in lanes.iter().zip(sent.iter()) {
-                        let start = next.load(Ordering::Acquire);
-                        messages.extend((start..start + lane.per_batch).map(|seq| {
-                            json!({"topic": lane.topic, "payload": seq.to_string()})
-                        }));
+        let thread =
+            {
+                let (lanes, sent, batches, stop) = (
+                    lanes.clone(),
+                    Arc::clone(&sent),
+                    Arc::clone(&batches),
+                    Arc::clone(&stop),
+                );
+                std::thread::spawn(move || -> Result<()> {
+                    while !stop.load(Ordering::Acquire) {
+                        let mut messages = Vec::new();
+                        for (lane, next) in lanes.iter().zip(sent.iter()) {
+                            let start = next.load(Ordering::Acquire);
+                            messages.extend((start..start + lane.per_batch).map(
+                                |seq| json!({"topic": lane.topic, "payload": seq.to_string()}),
+                            ));
+                        }
+                        let n = messages.len();
+                        let resp = client
+                            .post_json("/v1/publish", &json!({ "messages": messages }))
+                            .context("publish a batch")?;
+                        ensure!(
+                            resp.status == 202 && resp.ids()?.len() == n,
+                            "batch {} refused: {} {}",
+                            batches.load(Ordering::Acquire),
+                            resp.status,
+                            resp.text()
+                        );
+                        for (lane, next) in lanes.iter().zip(sent.iter()) {
+                            next.fetch_add(lane.per_batch, Ordering::AcqRel);
+                        }
+                        batches.fetch_add(1, Ordering::AcqRel);
+                        std::thread::sleep(pace);
                     }
-                    let n = messages.len();
-                    let resp = client
-                        .post_json("/v1/publish", &json!({ "messages": messages }))
-                        .context("publish a batch")?;
-                    ensure!(
-                        resp.status == 202 && resp.ids()?.len() == n,
-                        "batch {} refused: {} {}",
-                        batches.load(Ordering::Acquire),
-                        resp.status,
-                        resp.text()
-                    );
-                    for (lane, next) in lanes.iter().zip(sent.iter()) {
-                        next.fetch_add(lane.per_batch, Ordering::AcqRel);
-                    }
-                    batches.fetch_add(1, Ordering::AcqRel);
-                    std::thread::sleep(pace);
-                }
-                Ok(())
-            })
-        };
+                    Ok(())
+                })
+            };
         Ok(Self {
             lanes,
             sent,
@@ -165,7 +166,11 @@ impl Producer {
         thread
             .join()
             .map_err(|_| anyhow!("the producer panicked"))??;
-        Ok(self.sent.iter().map(|s| s.load(Ordering::Acquire)).collect())
+        Ok(self
+            .sent
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .collect())
     }
 }
 
