@@ -12,7 +12,9 @@
 //! (Prometheus text samples), [`peer`] (pyzmq peers from
 //! `tests/peers/router/peer.py`), [`plugins`] (wasm plugin fixtures built
 //! by the tests), [`cli`] (the binary run to its exit: `validate`, refused
-//! configs).
+//! configs), [`reload`] (saving config files as editors do, triggering
+//! reloads and reading their outcome), [`stream`] (a numbered stream
+//! published from a thread while a test changes the router).
 //!
 //! Every wait here has a deadline and polls a fact (a log line, a metric
 //! value, a process state); none sleeps to synchronise.
@@ -26,6 +28,8 @@ pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod plugins;
+pub mod reload;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -243,6 +247,7 @@ impl RouterBuilder {
         let mut router = Router {
             pid: child.id(),
             child,
+            config,
             log,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             inputs: BTreeMap::new(),
@@ -301,6 +306,7 @@ fn addresses(fields: &Value, name: &str) -> Result<BTreeMap<String, SocketAddr>>
 pub struct Router {
     child: Child,
     pid: u32,
+    config: PathBuf,
     log: Arc<Log>,
     admin: SocketAddr,
     inputs: BTreeMap<String, SocketAddr>,
@@ -329,6 +335,12 @@ impl Router {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The config file it runs on (`switchyard.toml` in its own temp dir),
+    /// for tests that rewrite it.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// The admin listener.

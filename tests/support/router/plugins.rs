@@ -9,10 +9,12 @@
 //! target is installed, and a failed build fails the test with cargo's
 //! output.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use switchyard::plugin::tooling::{build_wasm, ensure_wasm_target};
 
 /// The repository root.
@@ -53,6 +55,87 @@ pub fn wasm(name: &str) -> Result<PathBuf> {
     let path = built()?.join(format!("{name}.wasm"));
     ensure!(path.is_file(), "{} was not built", path.display());
     Ok(path)
+}
+
+/// Builds of the `stamp` fixture (`plugins/fixtures/stamp`), one per
+/// version in `versions`, each stamping its version into the `version`
+/// attribute of every message; returns the `.wasm` file of each, in
+/// order. Each build is a real `cargo build` with `STAMP_VERSION` set, in
+/// `target/plugin-fixtures-stamp` (its own target dir: changing the
+/// variable rebuilds only the fixture crate there, and the shared
+/// fixtures dir is never overwritten under another test), copied to
+/// `builds/stamp-VERSION.wasm` beside it. Builds made earlier by this
+/// test binary are reused.
+///
+/// # Errors
+/// When the wasm target cannot be installed, a build fails (with cargo's
+/// output) or a copy fails.
+pub fn stamp_builds(versions: &[&str]) -> Result<Vec<PathBuf>> {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // One build at a time: they share a target dir and its stamp.wasm.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    ensure_wasm_target().map_err(|e| anyhow!("installing the wasm32 target: {e}"))?;
+    let target = repo().join("target").join("plugin-fixtures-stamp");
+    let builds = target.join("builds");
+    std::fs::create_dir_all(&builds).with_context(|| format!("mkdir {}", builds.display()))?;
+    let mut out = Vec::with_capacity(versions.len());
+    for version in versions {
+        ensure!(
+            !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric()),
+            "stamp version {version:?}: letters and digits only"
+        );
+        if let Some(path) = built.get(*version) {
+            out.push(path.clone());
+            continue;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let result = Command::new(cargo)
+            .current_dir(repo().join("plugins"))
+            .args(["build", "--quiet", "--release", "--target"])
+            .arg(switchyard::plugin::tooling::WASM_TARGET)
+            .args(["-p", "stamp", "--target-dir"])
+            .arg(&target)
+            .env("STAMP_VERSION", version)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .output()
+            .context("run cargo build -p stamp")?;
+        if !result.status.success() {
+            bail!(
+                "building the stamp fixture as {version}: {}\n{}",
+                result.status,
+                String::from_utf8_lossy(&result.stderr)
+            );
+        }
+        let wasm = target
+            .join(switchyard::plugin::tooling::WASM_TARGET)
+            .join("release")
+            .join("stamp.wasm");
+        let copy = builds.join(format!("stamp-{version}.wasm"));
+        std::fs::copy(&wasm, &copy)
+            .with_context(|| format!("copy {} to {}", wasm.display(), copy.display()))?;
+        built.insert((*version).to_owned(), copy.clone());
+        out.push(copy);
+    }
+    Ok(out)
+}
+
+/// A module that declares ABI version 99 (the router speaks 1): otherwise
+/// the keep-everything filter of [`wat_filter`]. The router refuses it at
+/// load.
+///
+/// # Errors
+/// When the text does not assemble.
+pub fn wrong_abi_module() -> Result<Vec<u8>> {
+    let text = wat_filter("").replace(
+        r#"(func (export "switchyard_abi_version") (result i32) (i32.const 1))"#,
+        r#"(func (export "switchyard_abi_version") (result i32) (i32.const 99))"#,
+    );
+    ensure!(text.contains("(i32.const 99)"), "the ABI splice missed");
+    assemble(&text)
 }
 
 /// `path` as a TOML basic string (quoted, escaped).
