@@ -336,7 +336,7 @@ impl Reloader {
         let specs = super::route_specs(&config, &plugins);
         if dry_run {
             // Checks what the swap would check, without swapping.
-            pipeline::check(&specs, &self.outputs).map_err(|e| conflict(&e))?;
+            pipeline::check(&specs, &self.outputs).map_err(|e| conflict(&file, &e))?;
             timings.total_ms = ms(started.elapsed());
             return Ok(Report {
                 dry_run: true,
@@ -366,7 +366,7 @@ impl Reloader {
                         s.unsubscribe(p.as_bytes());
                     }
                 }
-                return Err(conflict(&e));
+                return Err(conflict(&file, &e));
             }
         };
         for s in &self.subscriptions {
@@ -391,12 +391,12 @@ impl Reloader {
     }
 }
 
-/// A valid config the running router cannot take as it is.
-fn conflict(e: &pipeline::Error) -> ReloadError {
+/// A valid config (`file`) the running router cannot take as it is.
+fn conflict(file: &str, e: &pipeline::Error) -> ReloadError {
     ReloadError::Conflict(match e {
         pipeline::Error::UnknownOutput { route, output } => format!(
-            "route {route:?} sends to output {output:?}, which is not running: adding an output needs a restart"
+            "{file}: route {route:?} sends to output {output:?}, which is not running: adding an output needs a restart"
         ),
-        other => other.to_string(),
+        other => format!("{file}: {other}"),
     })
 }
