@@ -27,6 +27,7 @@ pub mod cli;
 pub mod http;
 pub mod metrics;
 pub mod peer;
+pub mod plugin_cases;
 pub mod plugins;
 pub mod reload;
 pub mod stream;
