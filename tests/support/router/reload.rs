@@ -15,6 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::http::{self, Client, Response};
+use super::plugins::entry_at;
 use super::{DEADLINE, Router};
 
 /// The reload counters of one scrape.
@@ -212,6 +213,72 @@ pub fn names_file_and_line(text: &str, file: &Path) -> bool {
         rest.strip_prefix(':')
             .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
     })
+}
+
+/// The versions the stamp plugin is built as, in swap order.
+pub const VERSIONS: [&str; 4] = ["v1", "v2", "v3", "v4"];
+
+/// The router, the HTTP input `api`, and the outputs every test config
+/// shares: `steady_out` and `stamped_out` (PUSH, workers connect with
+/// PULL; `stamped_out` carries attributes), `spare_a` and `spare_b` (PUB,
+/// nobody subscribes: what reaches them is dropped as `no_subscriber`).
+pub const HEAD: &str = r#"
+[router]
+admin = "127.0.0.1:0"
+shutdown_grace = "1s"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+max_body = "4MiB"
+
+[[output]]
+name = "steady_out"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "60s"
+
+[[output]]
+name = "stamped_out"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+envelope = "topic-attrs-payload"
+send_timeout = "60s"
+
+[[output]]
+name = "spare_a"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:0"
+
+[[output]]
+name = "spare_b"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:0"
+"#;
+
+/// A `block` queue large enough that the stream never waits long.
+pub const BIG_BLOCK_QUEUE: &str =
+    r#"queue = { capacity = 100000, when_full = "block", block_timeout = "30s" }"#;
+
+/// A `[[route]]` entry.
+pub fn route(name: &str, pattern: &str, filters: &[&str], to: &[&str], queue: &str) -> String {
+    let list = |xs: &[&str]| {
+        xs.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "\n[[route]]\nname = {name:?}\nmatch = {pattern:?}\nfilters = [{}]\nto = [{}]\n{queue}\n",
+        list(filters),
+        list(to)
+    )
+}
+
+/// The `stamp` plugin entry for the module at `path`.
+pub fn stamp_entry(path: &Path) -> String {
+    entry_at("stamp", path, "deadline = \"5s\"")
 }
 
 #[cfg(test)]
