@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use super::http::get;
 use super::peer::{Msg, Peer};
+pub use super::reload::admin_json;
 use super::{DEADLINE, Router, Scrape};
 
 /// The router, the HTTP input `api` (probes, end markers, publishing) and
@@ -128,18 +128,6 @@ pub fn traps(s: &Scrape, plugin: &str, reason: &str) -> u64 {
 /// `switchyard_plugin_traps_total` of `plugin`, all reasons.
 pub fn all_traps(s: &Scrape, plugin: &str) -> u64 {
     s.sum("switchyard_plugin_traps_total", &[("plugin", plugin)]) as u64
-}
-
-/// `GET path` on the admin listener, as JSON.
-pub fn admin_json(router: &Router, path: &str) -> Result<Value> {
-    let resp = get(router.admin(), path)?;
-    ensure!(
-        resp.status == 200,
-        "{path}: {} {}",
-        resp.status,
-        resp.text()
-    );
-    resp.json()
 }
 
 /// The entry called `name` of the array `key` in an admin answer.
