@@ -26,10 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, OutputStats, PluginStats};
-use crate::config::{self, Attach, Config, InputKind, OutputKind, Plain, ZmqOptions};
+use crate::config::{self, Attach, Config, Plain, ZmqOptions};
 use crate::egress::Output;
-use crate::egress::zmq::{ZmqPubOutput, ZmqPushOutput};
-use crate::ingress::zmq::{Socket as InputSocket, ZmqInput};
 use crate::ingress::{self, Sink};
 use crate::metrics::Registry;
 use crate::pipeline::{
@@ -40,9 +38,11 @@ use crate::zmtp::endpoint::EndpointError;
 use crate::zmtp::handshake::Mechanism;
 use crate::{egress, http};
 
+mod io;
 mod plugins;
 mod reload;
 
+use io::{InputContext, RunningInput, RunningOutput};
 use plugins::Plugins;
 pub use plugins::check_plugins;
 use reload::Reloader;
@@ -108,40 +108,9 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// One output, by kind, kept for statistics and shutdown.
-#[derive(Clone)]
-enum OutputHandle {
-    Pub(Arc<ZmqPubOutput>),
-    Push(Arc<ZmqPushOutput>),
-}
-
-impl OutputHandle {
-    fn as_output(&self) -> Arc<dyn Output> {
-        match self {
-            Self::Pub(o) => Arc::clone(o) as Arc<dyn Output>,
-            Self::Push(o) => Arc::clone(o) as Arc<dyn Output>,
-        }
-    }
-
-    fn stats(&self) -> OutputStats {
-        match self {
-            Self::Pub(o) => o.stats(),
-            Self::Push(o) => o.stats(),
-        }
-    }
-
-    async fn flush_and_close(&self, linger: Duration) {
-        match self {
-            Self::Pub(o) => o.flush_and_close(linger).await,
-            Self::Push(o) => o.flush_and_close(linger).await,
-        }
-    }
-}
-
 /// What the admin endpoints read.
 struct State {
     pipeline: Pipeline,
-    outputs: Vec<OutputHandle>,
     reloader: Arc<Reloader>,
     ready: AtomicBool,
 }
@@ -160,7 +129,11 @@ impl admin::State for State {
     }
 
     fn outputs(&self) -> Vec<OutputStats> {
-        self.outputs.iter().map(OutputHandle::stats).collect()
+        self.reloader
+            .outputs()
+            .iter()
+            .map(|o| o.handle.stats())
+            .collect()
     }
 
     fn plugins(&self) -> Vec<PluginStats> {
@@ -185,12 +158,12 @@ impl admin::State for State {
 }
 
 /// The families of every module, registered once.
-struct Families {
-    registry: Registry,
-    zmtp: zmtp::metrics::Metrics,
-    inputs: ingress::Metrics,
-    outputs: egress::zmq::Metrics,
-    http: http::Metrics,
+pub(crate) struct Families {
+    pub(crate) registry: Registry,
+    pub(crate) zmtp: zmtp::metrics::Metrics,
+    pub(crate) inputs: ingress::Metrics,
+    pub(crate) outputs: egress::zmq::Metrics,
+    pub(crate) http: http::Metrics,
     pipeline: PipelineMetrics,
 }
 
@@ -223,6 +196,22 @@ impl App {
     /// built; whatever had started is stopped again.
     pub async fn start(config: Config, path: PathBuf) -> Result<Self, Error> {
         let families = Families::new();
+        // Watch the files from now on, before anything else: a save made
+        // while the router starts still triggers a reload once it runs.
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let plugin_paths: Vec<PathBuf> = config.plugins.iter().map(|p| p.path.clone()).collect();
+        let watcher = match crate::reload::Watcher::start(
+            &path,
+            &plugin_paths,
+            crate::reload::Settings::default(),
+            reload_tx.clone(),
+        ) {
+            Ok(watcher) => Some(Arc::new(watcher)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /v1/reload");
+                None
+            }
+        };
         let plugins = {
             let config = config.clone();
             let file = path.display().to_string();
@@ -238,44 +227,18 @@ impl App {
             outputs: BTreeMap::new(),
         };
 
+        let families = Arc::new(families);
         let mut outputs = Vec::with_capacity(config.outputs.len());
         for output in &config.outputs {
-            let component = format!("output {:?}", output.name);
-            let zmq = output.zmq();
-            let options = socket_options(&zmq.options);
-            let handle = match &output.kind {
-                OutputKind::ZmqPub(_) => {
-                    let socket =
-                        zmtp::publish::PubSocket::new(&output.name, options, &families.zmtp);
-                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
-                        bound.outputs.insert(output.name.clone(), addr);
-                    }
-                    OutputHandle::Pub(Arc::new(ZmqPubOutput::new(
-                        &output.name,
-                        socket,
-                        zmq.envelope,
-                        &families.outputs,
-                        &families.zmtp,
-                    )))
-                }
-                OutputKind::ZmqPush(_) => {
-                    let socket = zmtp::push::PushSocket::new(&output.name, options, &families.zmtp);
-                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
-                        bound.outputs.insert(output.name.clone(), addr);
-                    }
-                    OutputHandle::Push(Arc::new(ZmqPushOutput::new(
-                        &output.name,
-                        socket,
-                        zmq.envelope,
-                        &families.outputs,
-                        &families.zmtp,
-                    )))
-                }
-            };
-            outputs.push(handle);
+            let mut running = RunningOutput::create(output, &families);
+            running.addr = running.attach().await?;
+            if let Some(addr) = running.addr {
+                bound.outputs.insert(output.name.clone(), addr);
+            }
+            outputs.push(running);
         }
 
-        let targets: Vec<Arc<dyn Output>> = outputs.iter().map(OutputHandle::as_output).collect();
+        let targets: Vec<Arc<dyn Output>> = outputs.iter().map(|o| o.handle.as_output()).collect();
         let pipeline =
             Pipeline::start(route_specs(&config, &plugins), &targets, &families.pipeline)?;
         let sink: Arc<dyn Sink> = Arc::new(pipeline.clone());
@@ -284,69 +247,21 @@ impl App {
 
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
-        let mut subscriptions = Vec::new();
+        let context = InputContext {
+            families: Arc::clone(&families),
+            sink,
+            tracker: intake.clone(),
+            stop: stop_intake.clone(),
+            block_timeout,
+            shutdown_grace: config.router.shutdown_grace,
+        };
+        let mut inputs = Vec::with_capacity(config.inputs.len());
         for input in &config.inputs {
-            let component = format!("input {:?}", input.name);
-            match &input.kind {
-                InputKind::ZmqSub(zmq) => {
-                    let socket = zmtp::sub::SubSocket::new(
-                        &input.name,
-                        socket_options(&zmq.options),
-                        &families.zmtp,
-                    );
-                    for prefix in &prefixes {
-                        socket.subscribe(Bytes::copy_from_slice(prefix.as_bytes()));
-                    }
-                    subscriptions.push(socket.subscriptions());
-                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
-                        bound.inputs.insert(input.name.clone(), addr);
-                    }
-                    let input = ZmqInput::new(
-                        &input.name,
-                        InputSocket::Sub(socket),
-                        zmq.envelope,
-                        Arc::clone(&sink),
-                        &families.inputs,
-                    );
-                    intake.spawn(input.run(stop_intake.clone()));
-                }
-                InputKind::ZmqPull(zmq) => {
-                    let socket = zmtp::pull::PullSocket::new(
-                        &input.name,
-                        socket_options(&zmq.options),
-                        &families.zmtp,
-                    );
-                    if let Some(addr) = attach(&socket, &zmq.attach, &component).await? {
-                        bound.inputs.insert(input.name.clone(), addr);
-                    }
-                    let input = ZmqInput::new(
-                        &input.name,
-                        InputSocket::Pull(socket),
-                        zmq.envelope,
-                        Arc::clone(&sink),
-                        &families.inputs,
-                    );
-                    intake.spawn(input.run(stop_intake.clone()));
-                }
-                InputKind::Http(http_config) => {
-                    let mut cfg = ingress::http::Config::new(&input.name, http_config.listen);
-                    cfg.max_body = http_config.max_body;
-                    cfg.header_timeout = http_config.header_timeout;
-                    cfg.body_timeout = http_config.body_timeout;
-                    cfg.max_batch = http_config.max_batch;
-                    cfg.block_timeout = block_timeout;
-                    cfg.shutdown_grace = config.router.shutdown_grace.max(block_timeout);
-                    let metrics = ingress::http::Metrics::new(&families.inputs, &families.http);
-                    let server = ingress::http::HttpInput::bind(cfg, Arc::clone(&sink), &metrics)
-                        .await
-                        .map_err(|source| Error::Http { component, source })?;
-                    bound.inputs.insert(input.name.clone(), server.local_addr());
-                    let stop = stop_intake.clone();
-                    intake.spawn(async move {
-                        server.run(stop).await;
-                    });
-                }
+            let running = RunningInput::start(input, &prefixes, &context).await?;
+            if let Some(addr) = running.addr {
+                bound.inputs.insert(input.name.clone(), addr);
             }
+            inputs.push(running);
         }
 
         let plugin_count = plugins.len();
@@ -354,14 +269,14 @@ impl App {
             path.clone(),
             config.clone(),
             plugins,
-            families.registry.clone(),
+            Arc::clone(&families),
             pipeline.clone(),
-            targets,
-            subscriptions,
+            outputs,
+            inputs,
+            context,
         ));
         let state = Arc::new(State {
             pipeline,
-            outputs,
             reloader,
             ready: AtomicBool::new(false),
         });
@@ -382,7 +297,8 @@ impl App {
         let stop_reloads = CancellationToken::new();
         let reloads = tokio::spawn(serve_reloads(
             Arc::clone(&state.reloader),
-            path.clone(),
+            watcher,
+            (reload_tx, reload_rx),
             stop_reloads.clone(),
         ));
 
@@ -451,12 +367,19 @@ impl App {
             .saturating_duration_since(Instant::now())
             .max(OUTPUT_LINGER);
         let mut closing = tokio::task::JoinSet::new();
-        for output in &self.state.outputs {
-            let output = output.clone();
+        for output in self.state.reloader.outputs().iter() {
+            let output = output.handle.clone();
             closing.spawn(async move { output.flush_and_close(linger).await });
         }
         while closing.join_next().await.is_some() {}
-        let outputs = self.state.outputs.iter().map(OutputHandle::stats).collect();
+        self.state.reloader.wait_closing().await;
+        let outputs = self
+            .state
+            .reloader
+            .outputs()
+            .iter()
+            .map(|o| o.handle.stats())
+            .collect();
         self.stop_admin.cancel();
         let _ = self.admin.await;
         Ok(Report { routes, outputs })
@@ -504,23 +427,21 @@ impl Report {
     }
 }
 
+/// Where reload triggers are sent.
+type ReloadSender = tokio::sync::mpsc::Sender<crate::reload::Trigger>;
+
 /// Reloads on every trigger: the config file or a plugin module changing
 /// (watched through their directories), or SIGHUP. `POST /v1/reload` calls
 /// the reloader directly. Ends when `stop` is cancelled.
-async fn serve_reloads(reloader: Arc<Reloader>, path: PathBuf, stop: CancellationToken) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let watcher = match crate::reload::Watcher::start(
-        &path,
-        &reloader.plugin_paths(),
-        crate::reload::Settings::default(),
-        tx.clone(),
-    ) {
-        Ok(watcher) => Some(Arc::new(watcher)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /v1/reload");
-            None
-        }
-    };
+async fn serve_reloads(
+    reloader: Arc<Reloader>,
+    watcher: Option<Arc<crate::reload::Watcher>>,
+    (tx, mut rx): (
+        ReloadSender,
+        tokio::sync::mpsc::Receiver<crate::reload::Trigger>,
+    ),
+    stop: CancellationToken,
+) {
     if let Some(watcher) = &watcher {
         let watcher = Arc::clone(watcher);
         reloader.on_plugin_paths(move |paths| {

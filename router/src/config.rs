@@ -72,9 +72,9 @@
 //! Durations are strings with a unit (`"250ms"`, `"5s"`, `"1m"`, `"1h"`);
 //! sizes are integers of bytes or strings with a unit (`"64KiB"`, `"1MiB"`,
 //! `"1GB"`). Each typed field's doc gives its unit, default, range and
-//! whether it reloads live ("restart required" for listeners, endpoints
-//! and the plugin cache; routes, plugins and the router's name reload
-//! live).
+//! whether it reloads live (everything does but the `[router]` keys other
+//! than `name`: a changed input or output is rebuilt, the rest keep their
+//! sockets).
 //!
 //! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and

@@ -127,6 +127,11 @@ fn pub_to_sub_with_patterns_and_subscriber_prefixes() -> Result<()> {
                     .map(|r| s.route(r).delivered)
                     .sum::<u64>()
                     == 13
+                // Delivered is counted just before the batch leaves the
+                // depth gauge: wait for both.
+                && ["sensors", "abc", "literal"]
+                    .iter()
+                    .all(|r| s.route(r).depth == 0)
         },
     )?;
     assert_eq!(s.count("switchyard_pipeline_unrouted_total", &[]), 3);

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use switchyard_tests::router::http::Client;
+use switchyard_tests::router::peer::Peer;
 use switchyard_tests::router::plugins::stamp_builds;
 use switchyard_tests::router::reload::{
     self, HEAD, VERSIONS, names_file_and_line, post, route, route_names, routes, save_by_rename,
@@ -244,61 +246,152 @@ fn a_dry_run_shows_the_diff_and_applies_nothing() -> Result<()> {
     Ok(())
 }
 
-/// A reload that changes an input applies the route changes and reports
-/// the input as restart-required; a route sending to an output the
-/// running router lacks is refused (409) and changes nothing.
+/// Inputs and outputs change live. One reload changes the HTTP input `api`
+/// (rebuilt: it binds port 0, so it comes back on a new port), adds the
+/// input `api2`, adds the output `extra` and a route to it, and changes a
+/// route; nothing needs a restart. A subscriber on `extra` then receives
+/// what `api2` publishes, the rebuilt `api` takes messages, the old `api`
+/// port no longer answers, and a second reload removing `api2` and
+/// `extra` stops and closes them. A `[router]` key other than the name is
+/// still reported as needing a restart.
 #[test]
-fn restart_required_changes_are_reported_and_new_outputs_refused() -> Result<()> {
+fn inputs_and_outputs_change_live() -> Result<()> {
     let router = Router::start(&plain("start", &[("a", "a.>")]))?;
-    let bigger = plain("bigger body", &[("a", "a.b.>")])
+    let old_api = router.input("api")?;
+    let base = plain("bigger body", &[("a", "a.b.>")])
         .replace("max_body = \"4MiB\"", "max_body = \"8MiB\"");
-    ensure!(bigger.contains("8MiB"));
-    let resp = post(&router, "", Some(&bigger))?;
+    ensure!(base.contains("8MiB"));
+    let grown = format!(
+        "{base}\n[[output]]\nname = \"extra\"\nkind = \"zmq-pub\"\nbind = \"tcp://127.0.0.1:0\"\n{}\n[[input]]\nname = \"api2\"\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\n",
+        route("x", "x.>", &[], &["extra"], "")
+    );
+    let resp = post(&router, "", Some(&grown))?;
+    ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
+    let report = resp.json()?;
+    let diff = &report["diff"];
+    ensure!(
+        diff["restart_required"] == serde_json::json!([])
+            && diff["inputs"]["changed"][0]["name"] == "api"
+            && diff["inputs"]["added"] == serde_json::json!(["api2"])
+            && diff["outputs"]["added"] == serde_json::json!(["extra"])
+            && report["warnings"] == serde_json::json!([]),
+        "{report}"
+    );
+    let addr = |section: &str, name: &str| -> Result<std::net::SocketAddr> {
+        report["bound"][section][name]
+            .as_str()
+            .with_context(|| format!("{section} {name} bound in {report}"))?
+            .parse()
+            .context("an address")
+    };
+    let (api, api2, extra) = (
+        addr("inputs", "api")?,
+        addr("inputs", "api2")?,
+        addr("outputs", "extra")?,
+    );
+    ensure!(api != old_api, "api was rebuilt on a new port");
+    ensure!(route_names(&router)? == ["a", "x"]);
+
+    // The new output delivers what the new input takes; a PUB drops what
+    // comes before the subscription reaches it, so publish until one lands.
+    let mut sub = Peer::sub(&format!("tcp://{extra}"), &["x."])?;
+    let mut api2_client = Client::new(api2);
+    let got = until("a message through api2 and extra", DEADLINE, || {
+        let sent = api2_client.post("/v1/publish/x.1", &[], b"hello").ok()?;
+        if sent.status != 202 {
+            return None;
+        }
+        sub.recv_timeout(Duration::from_millis(50))
+    })?;
+    ensure!(got.topic() == "x.1" && got.payload() == "hello", "{got:?}");
+    // The rebuilt api takes messages; the old port is gone.
+    let published = Client::new(api).post("/v1/publish/a.b.c", &[], b"x")?;
+    ensure!(published.status == 202, "{}", published.text());
+    ensure!(
+        Client::new(old_api)
+            .post("/v1/publish/a.b.c", &[], b"x")
+            .is_err(),
+        "the old api port still answers"
+    );
+
+    // Removing them stops the input and closes the output.
+    let resp = post(&router, "", Some(&base))?;
     ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
     let report = resp.json()?;
     ensure!(
-        report["diff"]["restart_required"] == serde_json::json!(["input \"api\""]),
+        report["diff"]["inputs"]["removed"] == serde_json::json!(["api2"])
+            && report["diff"]["outputs"]["removed"] == serde_json::json!(["extra"]),
         "{report}"
     );
-    let st = status(&router)?;
-    ensure!(
-        st["reload"]["restart_required"] == serde_json::json!(["input \"api\""])
-            && st["config_generation"] == 2,
-        "{st}"
-    );
-    let a = routes(&router)?;
-    ensure!(a.len() == 1 && a[0]["match"] == "a.b.>", "{a:?}");
-    // The input still takes messages.
-    let published = router.http("api")?.post("/v1/publish/a.b.c", &[], b"x")?;
-    ensure!(published.status == 202, "{}", published.text());
-
-    let before = reload::reloads(&router)?;
-    let extra = format!(
-        "{bigger}\n[[output]]\nname = \"extra\"\nkind = \"zmq-pub\"\nbind = \"tcp://127.0.0.1:0\"\n{}",
-        route("x", "x.>", &[], &["extra"], "")
-    );
-    let resp = post(&router, "", Some(&extra))?;
-    ensure!(
-        resp.status == 409 && resp.error_code().as_deref() == Some("CONFLICT"),
-        "{} {}",
-        resp.status,
-        resp.text()
-    );
-    let after = reload::reloads(&router)?;
-    ensure!(
-        after.failure == before.failure + 1
-            && after.success == before.success
-            && after.generation == 2,
-        "{before:?} -> {after:?}"
-    );
+    until("api2 stops listening", DEADLINE, || {
+        Client::new(api2)
+            .post("/v1/publish/x.1", &[], b"x")
+            .is_err()
+            .then_some(())
+    })?;
     ensure!(route_names(&router)? == ["a"]);
+
+    // [router] keys other than the name still need a restart.
+    let moved_admin = base.replace("shutdown_grace = \"1s\"", "shutdown_grace = \"2s\"");
+    ensure!(moved_admin != base);
+    let resp = post(&router, "", Some(&moved_admin))?;
+    ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
     let st = status(&router)?;
     ensure!(
-        st["reload"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("extra")),
+        st["reload"]["restart_required"] == serde_json::json!(["router.shutdown_grace"]),
         "{st}"
     );
+    Ok(())
+}
+
+/// A changed output that keeps its fixed address gives it up and binds it
+/// again: its subscriber (libzmq, which reconnects by itself) receives
+/// again after the reload, and so does an input changed on a fixed port.
+#[test]
+fn a_changed_output_and_input_on_fixed_ports_bind_them_again() -> Result<()> {
+    let free = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (out_port, in_port) = (free()?, free()?);
+    let config = |hwm: u32, max_body: &str| {
+        format!(
+            "{}\n[[output]]\nname = \"fixed\"\nkind = \"zmq-pub\"\nbind = \"tcp://127.0.0.1:{out_port}\"\nsend_hwm = {hwm}\n\n[[input]]\nname = \"fixed_in\"\nkind = \"http\"\nlisten = \"127.0.0.1:{in_port}\"\nmax_body = \"{max_body}\"\n{}",
+            plain("fixed ports", &[("a", "a.>")]),
+            route("f", "f.>", &[], &["fixed"], "")
+        )
+    };
+    let router = Router::start(&config(1000, "1MiB"))?;
+    let input = std::net::SocketAddr::from(([127, 0, 0, 1], in_port));
+    let mut sub = Peer::sub(&format!("tcp://127.0.0.1:{out_port}"), &["f."])?;
+    let mut receive = |what: &str, payload: &str| -> Result<()> {
+        let got = until(what, DEADLINE, || {
+            let sent = Client::new(input)
+                .post("/v1/publish/f.1", &[], payload.as_bytes())
+                .ok()?;
+            if sent.status != 202 {
+                return None;
+            }
+            sub.recv_timeout(Duration::from_millis(50))
+                .filter(|m| m.payload() == payload)
+        })?;
+        ensure!(got.topic() == "f.1", "{got:?}");
+        Ok(())
+    };
+    receive("a message before the reload", "before")?;
+    let resp = post(&router, "", Some(&config(2000, "2MiB")))?;
+    ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
+    let report = resp.json()?;
+    ensure!(
+        report["diff"]["outputs"]["changed"][0]["name"] == "fixed"
+            && report["diff"]["inputs"]["changed"][0]["name"] == "fixed_in"
+            && report["warnings"] == serde_json::json!([])
+            && report["bound"]["outputs"]["fixed"] == format!("127.0.0.1:{out_port}").as_str()
+            && report["bound"]["inputs"]["fixed_in"] == format!("127.0.0.1:{in_port}").as_str(),
+        "{report}"
+    );
+    receive("a message after the reload", "after")?;
     Ok(())
 }
 

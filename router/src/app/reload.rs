@@ -6,11 +6,20 @@
 //! Every trigger (the file watcher, SIGHUP, `POST /v1/reload`) ends here,
 //! one reload at a time. What reloads live: routes (match, attributes,
 //! filters, router, on_error, dead_letter, to, queue bounds and policy),
-//! plugins (entries and new module builds) and `[router] name`. Inputs,
-//! outputs and the other `[router]` keys need a restart: a reload that
-//! changes them applies the rest and reports them under
-//! `restart_required`; a route that sends to an output the running router
-//! does not have fails the reload.
+//! plugins (entries and new module builds), inputs and outputs (added,
+//! removed, or rebuilt when their entry changed; the others keep their
+//! sockets and peers) and `[router] name`. The other `[router]` keys need a
+//! restart: a reload that changes them applies the rest and reports them
+//! under `restart_required`.
+//!
+//! Inputs and outputs: new ones, and changed ones that move to another
+//! address, are bound before the swap, so a port that cannot be bound
+//! fails the reload with nothing changed. A changed one that keeps its
+//! fixed address must give the address up first: it is closed after the
+//! swap and its successor bound at once (its peers reconnect); if that
+//! bind fails, the reload reports it under `warnings` and the entry is
+//! down until the next reload. Removed outputs get a second to hand their
+//! peers what they queued, then close.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,11 +28,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
+use tokio_util::task::TaskTracker;
 
+use super::Families;
+use super::io::{InputContext, RunningInput, RunningOutput};
 use super::plugins::Plugins;
+use crate::config;
 use crate::config::{Config, ConfigErrors, Diff};
 use crate::egress::Output;
-use crate::metrics::Registry;
 use crate::pipeline::{self, Applied, Pipeline, subscription_prefixes};
 use crate::zmtp::sub::Subscriptions;
 
@@ -50,6 +62,11 @@ pub struct Report {
     pub diff: Diff,
     /// What the route set did, when applied.
     pub applied: Option<Applied>,
+    /// Where the inputs and outputs in force listen (port 0 resolved).
+    pub bound: Listeners,
+    /// What went wrong after the swap (a changed input or output that
+    /// could not bind its address again); the rest is in force.
+    pub warnings: Vec<String>,
     /// Where the time went, in milliseconds.
     pub timings: Timings,
 }
@@ -72,6 +89,49 @@ pub struct Timings {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Where the inputs and outputs that bind listen, by name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Listeners {
+    /// Inputs.
+    pub inputs: std::collections::BTreeMap<String, std::net::SocketAddr>,
+    /// Outputs.
+    pub outputs: std::collections::BTreeMap<String, std::net::SocketAddr>,
+}
+
+/// Inputs and outputs made ready for a reload before its swap.
+#[derive(Default)]
+struct IoChange {
+    /// The output set to be in force, in config order.
+    outputs: Vec<RunningOutput>,
+    /// Outputs built and bound for this reload (closed again by an undo).
+    created: Vec<RunningOutput>,
+    /// Changed outputs that keep their fixed address: (successor,
+    /// predecessor); the successor binds once the predecessor closed.
+    rebind: Vec<(usize, RunningOutput)>,
+    /// Outputs that leave: removed, or replaced by a successor bound
+    /// elsewhere.
+    retiring: Vec<RunningOutput>,
+    /// Inputs started for this reload (stopped again by an undo).
+    started: Vec<RunningInput>,
+    /// Old inputs that stop after the swap: removed or replaced.
+    leaving_inputs: Vec<String>,
+    /// Changed inputs that keep their fixed address: started once their
+    /// predecessor stopped.
+    restart: Vec<config::Input>,
+}
+
+impl IoChange {
+    /// Gives back what was built for a reload that does not happen.
+    async fn undo(self) {
+        for output in self.created {
+            output.handle.flush_and_close(Duration::ZERO).await;
+        }
+        for input in self.started {
+            input.stop().await;
+        }
+    }
 }
 
 /// The outcome of the last reload, for `/v1/status`.
@@ -102,12 +162,20 @@ struct Metrics {
     generation: IntGauge,
 }
 
-/// The running config a reload starts from.
+/// The running config a reload starts from, and what runs from it.
 struct Live {
     config: Config,
     /// The literal prefixes the `zmq-sub` inputs are subscribed to.
     prefixes: Vec<String>,
+    inputs: Vec<RunningInput>,
 }
+
+/// How long a changed output that keeps its address gives its peers to take
+/// what it queued before it closes and its successor binds.
+const REBIND_LINGER: Duration = Duration::from_millis(500);
+
+/// How long a removed output gives its peers, in the background.
+const RETIRE_LINGER: Duration = Duration::from_secs(1);
 
 /// Told the plugin module paths after each applied reload.
 type PathsHook = Box<dyn Fn(Vec<PathBuf>) + Send + Sync>;
@@ -115,10 +183,13 @@ type PathsHook = Box<dyn Fn(Vec<PathBuf>) + Send + Sync>;
 /// Performs reloads for one running app.
 pub(crate) struct Reloader {
     path: PathBuf,
-    registry: Registry,
+    families: Arc<Families>,
     pipeline: Pipeline,
-    outputs: Vec<Arc<dyn Output>>,
-    subscriptions: Vec<Subscriptions>,
+    /// The outputs in force (read by the admin API and the shutdown).
+    outputs: ArcSwap<Vec<RunningOutput>>,
+    /// Outputs a reload removed or replaced, closing in the background.
+    closing: TaskTracker,
+    inputs_context: InputContext,
     /// How long a removed route may drain.
     drain: Duration,
     live: tokio::sync::Mutex<Live>,
@@ -146,11 +217,13 @@ impl Reloader {
         path: PathBuf,
         config: Config,
         plugins: Plugins,
-        registry: Registry,
+        families: Arc<Families>,
         pipeline: Pipeline,
-        outputs: Vec<Arc<dyn Output>>,
-        subscriptions: Vec<Subscriptions>,
+        outputs: Vec<RunningOutput>,
+        inputs: Vec<RunningInput>,
+        inputs_context: InputContext,
     ) -> Self {
+        let registry = families.registry.clone();
         let reloads = registry.counter_vec(
             "switchyard_config_reloads_total",
             "Config reloads tried, by result (success, failure).",
@@ -177,20 +250,33 @@ impl Reloader {
         };
         Self {
             path,
-            registry,
+            families,
             drain: config.router.shutdown_grace.max(Duration::from_secs(1)),
             live: tokio::sync::Mutex::new(Live {
                 prefixes: prefixes_of(&config),
                 config,
+                inputs,
             }),
             plugins: ArcSwap::from_pointee(plugins),
             pipeline,
-            outputs,
-            subscriptions,
+            outputs: ArcSwap::from_pointee(outputs),
+            closing: TaskTracker::new(),
+            inputs_context,
             status: Mutex::new(status),
             metrics,
             on_plugin_paths: Mutex::new(None),
         }
+    }
+
+    /// The outputs in force.
+    pub(crate) fn outputs(&self) -> Arc<Vec<RunningOutput>> {
+        self.outputs.load_full()
+    }
+
+    /// Waits for outputs a reload removed to finish closing.
+    pub(crate) async fn wait_closing(&self) {
+        self.closing.close();
+        self.closing.wait().await;
     }
 
     /// The plugins in force.
@@ -281,6 +367,177 @@ impl Reloader {
         result
     }
 
+    /// Where the inputs and outputs in force listen.
+    fn bound(&self, live: &Live) -> Listeners {
+        Listeners {
+            inputs: live
+                .inputs
+                .iter()
+                .filter_map(|i| i.addr.map(|a| (i.config.name.clone(), a)))
+                .collect(),
+            outputs: self
+                .outputs
+                .load()
+                .iter()
+                .filter_map(|o| o.addr.map(|a| (o.config.name.clone(), a)))
+                .collect(),
+        }
+    }
+
+    /// The context new inputs start with under `config`.
+    fn inputs_context(&self, config: &Config) -> InputContext {
+        InputContext {
+            block_timeout: super::block_timeout(config),
+            shutdown_grace: config.router.shutdown_grace,
+            ..self.inputs_context.clone()
+        }
+    }
+
+    /// Builds and binds what the new config adds or moves, before the
+    /// swap; on any failure gives it all back.
+    async fn prepare_io(
+        &self,
+        live: &Live,
+        config: &Config,
+        prefixes: &[String],
+    ) -> Result<IoChange, ReloadError> {
+        let mut io = IoChange::default();
+        match self.prepare_io_steps(live, config, prefixes, &mut io).await {
+            Ok(()) => Ok(io),
+            Err(e) => {
+                io.undo().await;
+                Err(ReloadError::Conflict(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )))
+            }
+        }
+    }
+
+    async fn prepare_io_steps(
+        &self,
+        live: &Live,
+        config: &Config,
+        prefixes: &[String],
+        io: &mut IoChange,
+    ) -> Result<(), super::Error> {
+        let old = self.outputs.load_full();
+        for entry in &config.outputs {
+            let before = old.iter().find(|o| o.config.name == entry.name);
+            match before {
+                Some(o) if o.config == *entry => io.outputs.push(o.clone()),
+                Some(o) if o.same_bind(entry) => {
+                    io.rebind.push((io.outputs.len(), o.clone()));
+                    io.outputs
+                        .push(RunningOutput::create(entry, &self.families));
+                }
+                other => {
+                    let mut new = RunningOutput::create(entry, &self.families);
+                    io.created.push(new.clone());
+                    new.addr = new.attach().await?;
+                    io.created.last_mut().expect("just pushed").addr = new.addr;
+                    if let Some(o) = other {
+                        io.retiring.push(o.clone());
+                    }
+                    io.outputs.push(new);
+                }
+            }
+        }
+        io.retiring.extend(
+            old.iter()
+                .filter(|o| !config.outputs.iter().any(|e| e.name == o.config.name))
+                .cloned(),
+        );
+        let context = self.inputs_context(config);
+        for entry in &config.inputs {
+            let before = live.inputs.iter().find(|i| i.config.name == entry.name);
+            match before {
+                Some(i) if i.config == *entry => {}
+                Some(i) if i.same_listener(entry) => {
+                    io.leaving_inputs.push(entry.name.clone());
+                    io.restart.push(entry.clone());
+                }
+                other => {
+                    io.started
+                        .push(RunningInput::start(entry, prefixes, &context).await?);
+                    if other.is_some() {
+                        io.leaving_inputs.push(entry.name.clone());
+                    }
+                }
+            }
+        }
+        io.leaving_inputs.extend(
+            live.inputs
+                .iter()
+                .filter(|i| !config.inputs.iter().any(|e| e.name == i.config.name))
+                .map(|i| i.config.name.clone()),
+        );
+        Ok(())
+    }
+
+    /// After the swap: stops the inputs that leave and starts their
+    /// successors on the same address, closes the outputs that leave and
+    /// binds their successors, and puts the new sets in force. What could
+    /// not be bound again is returned as warnings.
+    async fn finish_io(
+        &self,
+        live: &mut Live,
+        io: IoChange,
+        config: &Config,
+        prefixes: &[String],
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let (leaving, staying): (Vec<RunningInput>, Vec<RunningInput>) = live
+            .inputs
+            .drain(..)
+            .partition(|i| io.leaving_inputs.contains(&i.config.name));
+        for input in leaving {
+            input.stop().await;
+        }
+        let mut inputs = staying;
+        inputs.extend(io.started);
+        let context = self.inputs_context(config);
+        for entry in &io.restart {
+            match RunningInput::start(entry, prefixes, &context).await {
+                Ok(input) => inputs.push(input),
+                Err(e) => warnings.push(format!(
+                    "input {:?} stopped but could not start again: {e}",
+                    entry.name
+                )),
+            }
+        }
+        inputs.sort_by_key(|i| {
+            config
+                .inputs
+                .iter()
+                .position(|e| e.name == i.config.name)
+                .unwrap_or(usize::MAX)
+        });
+        live.inputs = inputs;
+
+        let mut outputs = io.outputs;
+        for (at, old) in io.rebind {
+            old.handle.flush_and_close(REBIND_LINGER).await;
+            match outputs[at].attach().await {
+                Ok(addr) => outputs[at].addr = addr,
+                Err(e) => warnings.push(format!(
+                    "output {:?} closed but could not bind again: {e}",
+                    old.config.name
+                )),
+            }
+        }
+        for old in io.retiring {
+            self.closing.spawn(async move {
+                old.handle.flush_and_close(RETIRE_LINGER).await;
+            });
+        }
+        self.outputs.store(Arc::new(outputs));
+        for w in &warnings {
+            tracing::error!("{w}");
+        }
+        warnings
+    }
+
     async fn attempt(
         &self,
         live: &mut Live,
@@ -293,7 +550,7 @@ impl Reloader {
         let previous = self.plugins.load_full();
         let loaded = {
             let path = self.path.clone();
-            let registry = self.registry.clone();
+            let registry = self.families.registry.clone();
             let file = file.clone();
             tokio::task::spawn_blocking(move || {
                 let t0 = Instant::now();
@@ -335,45 +592,60 @@ impl Reloader {
         }
         let specs = super::route_specs(&config, &plugins);
         if dry_run {
-            // Checks what the swap would check, without swapping.
-            pipeline::check(&specs, &self.outputs).map_err(|e| conflict(&file, &e))?;
+            // The validated config already names only outputs it defines,
+            // and those reload live: nothing more to check without binding.
+            drop(specs);
             timings.total_ms = ms(started.elapsed());
             return Ok(Report {
                 dry_run: true,
                 generation: self.pipeline.generation(),
                 diff,
                 applied: None,
+                bound: self.bound(live),
+                warnings: Vec::new(),
                 timings,
             });
         }
+        let prefixes = prefixes_of(&config);
+        // Everything that can fail is done before the swap.
+        let io = self.prepare_io(live, &config, &prefixes).await?;
         // Subscribe to what the new routes want before they are in force,
         // and let go of what only the old ones wanted after.
-        let prefixes = prefixes_of(&config);
         let added: Vec<&String> = prefixes
             .iter()
             .filter(|p| !live.prefixes.contains(p))
             .collect();
-        for s in &self.subscriptions {
+        let kept_subscriptions: Vec<Subscriptions> = live
+            .inputs
+            .iter()
+            .filter(|i| !io.leaving_inputs.contains(&i.config.name))
+            .filter_map(|i| i.subscriptions.clone())
+            .collect();
+        for s in &kept_subscriptions {
             for p in &added {
                 s.subscribe(bytes::Bytes::copy_from_slice(p.as_bytes()));
             }
         }
-        let applied = match self.pipeline.reconfigure(specs, &self.outputs, self.drain) {
+        let targets: Vec<Arc<dyn Output>> =
+            io.outputs.iter().map(|o| o.handle.as_output()).collect();
+        let applied = match self.pipeline.reconfigure(specs, &targets, self.drain) {
             Ok(applied) => applied,
             Err(e) => {
-                for s in &self.subscriptions {
+                for s in &kept_subscriptions {
                     for p in &added {
                         s.unsubscribe(p.as_bytes());
                     }
                 }
+                io.undo().await;
                 return Err(conflict(&file, &e));
             }
         };
-        for s in &self.subscriptions {
+        for s in &kept_subscriptions {
             for p in live.prefixes.iter().filter(|p| !prefixes.contains(p)) {
                 s.unsubscribe(p.as_bytes());
             }
         }
+        let warnings = self.finish_io(live, io, &config, &prefixes).await;
         live.prefixes = prefixes;
         let paths = plugins.paths();
         self.plugins.store(Arc::new(plugins));
@@ -386,6 +658,8 @@ impl Reloader {
             generation: applied.generation,
             diff,
             applied: Some(applied),
+            bound: self.bound(live),
+            warnings,
             timings,
         })
     }

@@ -50,7 +50,7 @@ use super::{
 ///     "renamed": []
 ///   },
 ///   "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
-///   "restart_required": ["router.admin", "input \"api\""]
+///   "restart_required": ["router.admin"]
 /// }
 /// ```
 ///
@@ -75,17 +75,14 @@ pub struct Diff {
     /// build of the file ([`Diff::plugin_module_changed`]).
     pub plugins: Changes,
     /// `[[input]]`s. Fields are the entry's keys: `kind`, `bind`, `connect`,
-    /// `listen`, `envelope`, `max_body`, `plain`, ... Every change is
-    /// restart required, for now.
+    /// `listen`, `envelope`, `max_body`, `plain`, ... A changed input is
+    /// rebuilt by the reload.
     pub inputs: Changes,
-    /// `[[output]]`s, as for inputs. Every change is restart required, for
-    /// now.
+    /// `[[output]]`s, as for inputs.
     pub outputs: Changes,
     /// Changes the reload does not apply: they take effect at the next
-    /// restart. First one entry per `[router]` key but `name`
-    /// (`router.admin`), in the section's order; then one per added,
-    /// removed or changed input (`input "api"`), then output
-    /// (`output "dashboard"`), each sorted by name.
+    /// restart. One entry per changed `[router]` key but `name`
+    /// (`router.admin`), in the section's order.
     pub restart_required: Vec<String>,
 }
 
@@ -135,16 +132,13 @@ impl Config {
         let inputs = section(&self.inputs, &new.inputs, |i| &i.name, input_fields);
         let outputs = section(&self.outputs, &new.outputs, |o| &o.name, output_fields);
 
-        let mut restart_required: Vec<String> = router
+        // Inputs and outputs reload live (rebuilt when changed); of
+        // `[router]`, only the name does.
+        let restart_required: Vec<String> = router
             .iter()
             .filter(|field| *field != "name")
             .map(|field| format!("router.{field}"))
             .collect();
-        for (kind, changes) in [("input", &inputs), ("output", &outputs)] {
-            let mut names: Vec<&str> = changes.names().collect();
-            names.sort_unstable();
-            restart_required.extend(names.into_iter().map(|n| format!("{kind} {n:?}")));
-        }
         Diff {
             router,
             routes,
@@ -210,17 +204,6 @@ impl Changes {
             && self.removed.is_empty()
             && self.changed.is_empty()
             && self.renamed.is_empty()
-    }
-
-    /// Every name involved: added, removed, changed, and both names of a
-    /// rename.
-    fn names(&self) -> impl Iterator<Item = &str> {
-        self.added
-            .iter()
-            .chain(&self.removed)
-            .chain(self.changed.iter().map(|c| &c.name))
-            .chain(self.renamed.iter().flat_map(|r| [&r.old, &r.new]))
-            .map(String::as_str)
     }
 }
 
@@ -830,11 +813,11 @@ path = "g.wasm"
     }
 
     #[test]
-    fn input_and_output_changes_need_a_restart() {
+    fn input_and_output_changes_are_named_and_reload_live() {
         let old = base("", "", "");
         let d = diff(&old, &old.replace("127.0.0.1:5556", "127.0.0.1:5557"));
         assert_eq!(d.inputs.changed, [changed("in", &["bind"])]);
-        assert_eq!(d.restart_required, ["input \"in\""]);
+        assert!(d.restart_required.is_empty());
         assert!(d.routes.is_empty() && d.outputs.is_empty() && d.router.is_empty());
 
         let d = diff(
@@ -857,14 +840,13 @@ path = "g.wasm"
         assert_eq!(d.inputs.changed, [changed("in", &["plain"])]);
         assert!(!serde_json::to_string(&d).expect("json").contains("hunter"));
 
-        // An output changed, an input added: both restart required, inputs
-        // first.
+        // An output changed, an input added: both reload live.
         let old = base("", "", "");
         let api = "\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:8080\"";
         let d = diff(&old, &base(api, "send_hwm = 5", ""));
         assert_eq!(d.inputs.added, ["api"]);
         assert_eq!(d.outputs.changed, [changed("out", &["send_hwm"])]);
-        assert_eq!(d.restart_required, ["input \"api\"", "output \"out\""]);
+        assert!(d.restart_required.is_empty());
         let d = diff(
             &base(api, "", ""),
             &base(&api.replace("8080", "8081"), "", ""),
@@ -962,7 +944,7 @@ to = ["dashboard"]
                 "renamed": []
             },
             "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
-            "restart_required": ["router.admin", "input \"api\""]
+            "restart_required": ["router.admin"]
         });
         assert_eq!(got, want);
         let back: Diff = serde_json::from_value(got).expect("reads back");
@@ -979,8 +961,7 @@ to = ["dashboard"]
              route \"telemetry\": changed match, filters\n\
              plugin \"drop-debug\": changed config\n\
              input \"api\": changed listen\n\
-             restart required: router.admin\n\
-             restart required: input \"api\""
+             restart required: router.admin"
         );
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 /// Where a ZeroMQ input or output attaches: it binds one address and peers
 /// connect to it, or it connects out to one or more peers.
 ///
-/// Restart required: changing it is not applied by a reload.
+/// Reloads live: changing it rebuilds the input or output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attach {

@@ -13,7 +13,8 @@ use super::raw::{RawHttp, RawZmq};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
-/// One `[[input]]`. Restart required: inputs own listeners and connections.
+/// One `[[input]]`. Reloads live: a changed input is rebuilt (stopped, then
+/// started from its new entry); the others keep their listeners and peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Input {
     /// Unique among inputs, outputs, plugins and routes; a metric label
@@ -53,21 +54,21 @@ impl Input {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HttpInput {
     /// The address to listen on, `IP:port`; port 0 picks a free port.
-    /// Required; restart required.
+    /// Required; reloads live (the entry is rebuilt).
     pub listen: SocketAddr,
     /// Largest request body, in bytes; bigger gets 413. Default 1 MiB; 1 B
-    /// to 256 MiB. Restart required.
+    /// to 256 MiB. Reloads live (the entry is rebuilt).
     pub max_body: usize,
     /// How long a client has to send the request headers. Default 10s;
-    /// 100ms to 5m. Restart required.
+    /// 100ms to 5m. Reloads live (the entry is rebuilt).
     #[serde(serialize_with = "serialize_duration")]
     pub header_timeout: Duration,
     /// How long a client has to send the body once the headers are in.
-    /// Default 30s; 100ms to 1h. Restart required.
+    /// Default 30s; 100ms to 1h. Reloads live (the entry is rebuilt).
     #[serde(serialize_with = "serialize_duration")]
     pub body_timeout: Duration,
     /// Most messages in one `POST /v1/publish` batch; more gets 413.
-    /// Default 1000; 1 to 100000. Restart required.
+    /// Default 1000; 1 to 100000. Reloads live (the entry is rebuilt).
     pub max_batch: usize,
 }
 

@@ -8,8 +8,9 @@ use super::error::Subject;
 use super::raw::RawZmq;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
-/// One `[[output]]`. Restart required: outputs own listeners and
-/// connections.
+/// One `[[output]]`. Reloads live: a changed output is rebuilt (closed,
+/// then built from its new entry); the others keep their listeners and
+/// peers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Output {
     /// Unique among inputs, outputs, plugins and routes; what routes name

@@ -17,11 +17,11 @@ use super::units::{format_size, serialize_duration, serialize_opt_duration};
 /// frames, and its limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ZmqSocket {
-    /// Bind or connect. Restart required.
+    /// Bind or connect. Reloads live (the entry is rebuilt).
     pub attach: Attach,
-    /// How a message maps onto ZeroMQ frames. Restart required.
+    /// How a message maps onto ZeroMQ frames. Reloads live (the entry is rebuilt).
     pub envelope: Envelope,
-    /// Limits, queues, timers, authentication. Restart required.
+    /// Limits, queues, timers, authentication. Reloads live (the entry is rebuilt).
     pub options: ZmqOptions,
 }
 

@@ -112,6 +112,11 @@ impl<S: Socket> ZmqOutput<S> {
         }
     }
 
+    /// The socket, e.g. to bind or connect it after the output was built.
+    pub fn socket(&self) -> &S {
+        &self.socket
+    }
+
     /// Gives the peers up to `linger` to take what is queued for them,
     /// then closes. What they did not take is counted as dropped by the
     /// ZMTP layer (`peer_disconnected`).
