@@ -53,7 +53,7 @@ pub use metrics::{DropReason, PipelineMetrics};
 pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
 pub use queue::{Popped, Pushed, QueueStats, RouteQueue, WaitError, Waited};
 pub use reconfigure::Applied;
-pub use runtime::{Pipeline, check};
+pub use runtime::Pipeline;
 pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };

@@ -590,11 +590,9 @@ impl Reloader {
         for name in &rebuilt {
             diff.plugin_module_changed(name);
         }
-        let specs = super::route_specs(&config, &plugins);
         if dry_run {
             // The validated config already names only outputs it defines,
             // and those reload live: nothing more to check without binding.
-            drop(specs);
             timings.total_ms = ms(started.elapsed());
             return Ok(Report {
                 dry_run: true,
@@ -606,6 +604,7 @@ impl Reloader {
                 timings,
             });
         }
+        let specs = super::route_specs(&config, &plugins);
         let prefixes = prefixes_of(&config);
         // Everything that can fail is done before the swap.
         let io = self.prepare_io(live, &config, &prefixes).await?;

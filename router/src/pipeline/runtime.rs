@@ -291,15 +291,6 @@ impl Pipeline {
     }
 }
 
-/// Checks `specs` against `outputs` as [`Pipeline::start`] and
-/// [`Pipeline::reconfigure`] would, without building anything (a dry run).
-///
-/// # Errors
-/// As [`Pipeline::start`].
-pub fn check(specs: &[RouteSpec], outputs: &[Arc<dyn Output>]) -> Result<(), Error> {
-    programs(specs.to_vec(), outputs).map(drop)
-}
-
 /// Checks `specs` and resolves their outputs by [`Output::name`].
 pub(crate) fn programs(
     specs: Vec<RouteSpec>,

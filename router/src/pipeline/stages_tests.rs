@@ -58,6 +58,17 @@ fn start(stages: Stages, outputs: &[&Arc<FakeOutput>]) -> Setup {
     Setup { pipeline, registry }
 }
 
+/// A pipeline whose one route runs filter `f` into `out`.
+fn filtered(f: &Plugin, out: &Arc<FakeOutput>) -> Setup {
+    start(
+        Stages {
+            filters: vec![f.clone()],
+            ..Stages::default()
+        },
+        &[out],
+    )
+}
+
 fn engine(registry: &Registry) -> Engine {
     Engine::new(plugin::Config::default(), registry).expect("engine")
 }
@@ -68,13 +79,7 @@ async fn filters_drop_and_count_what_they_filter() {
     let engine = engine(&reg);
     let f = filter(&engine, "f", TRAP, limits(FailMode::Closed, 5));
     let out = FakeOutput::new("out");
-    let s = start(
-        Stages {
-            filters: vec![f.clone()],
-            ..Stages::default()
-        },
-        &[&out],
-    );
+    let s = filtered(&f, &out);
     let mut batch = msgs("t.keep", 0..3);
     batch.extend(msgs("d.drop", 3..5));
     batch.push(msg("t.keep", 5));
@@ -99,13 +104,7 @@ async fn a_runaway_filter_is_stopped_and_its_batch_dropped_while_the_route_goes_
     let engine = engine(&reg);
     let f = filter(&engine, "spin", LOOP, limits(FailMode::Closed, 100));
     let out = FakeOutput::new("out");
-    let s = start(
-        Stages {
-            filters: vec![f.clone()],
-            ..Stages::default()
-        },
-        &[&out],
-    );
+    let s = filtered(&f, &out);
     assert_eq!(s.pipeline.offer(msgs("h.x", 0..3), None).await.admitted, 3);
     let snap = wait_idle(&s.pipeline).await;
     let r = &snap.routes[0];
