@@ -40,6 +40,7 @@ mod metrics;
 mod pattern;
 mod queue;
 mod reconfigure;
+pub mod request;
 mod route;
 mod runtime;
 mod snapshot;

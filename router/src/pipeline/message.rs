@@ -132,6 +132,8 @@ pub struct Message {
     pub publisher: Publisher,
     /// 0 (lowest) to 9 (highest); 4 unless the publisher says otherwise.
     pub priority: u8,
+    /// Set when the sender waits for a reply (see [`super::request`]).
+    pub request: Option<super::request::Request>,
 }
 
 impl Message {
@@ -151,6 +153,7 @@ impl Message {
             publish_time: SystemTime::now(),
             publisher,
             priority: Self::DEFAULT_PRIORITY,
+            request: None,
         }
     }
 
