@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the libzmq load programs and reference forwarders into bench/bin/.
+# Builds the libzmq load programs, reference forwarders and echo service into bench/bin/.
 #   bench/build.sh          (needs a C compiler and libzmq3-dev: ./dev setup)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -10,7 +10,7 @@ if pkg-config --exists libzmq 2>/dev/null; then
 else
     zmq_flags=(-lzmq)
 fi
-for prog in zsend zrecv zfwd zlat; do
+for prog in zsend zrecv zfwd zlat zreq zrep; do
     src="$here/c/$prog.c"
     out="$here/bin/$prog"
     if [ ! -x "$out" ] || [ "$src" -nt "$out" ] || [ "$here/c/common.h" -nt "$out" ]; then
