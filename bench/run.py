@@ -27,6 +27,9 @@ Suites:
             routers (bench/bin/zlat): the latency a plugin stage adds
             (XSUB/XPUB), two-frame [topic][payload] messages, 64 B and 1 KiB.
     idle    resident memory of each implementation idle (no traffic) after startup.
+    reqrep  issue 6: REQ clients -> router (zmq-router in, zmq-dealer out) -> REP
+            echo service, vs the same clients straight to the service: round
+            trips/s, p50/p99. Its own options: bench/reqrep.py --help.
 
 Examples:
     ./dev bench                                   # layer suite, all cases, 3 reps
@@ -596,8 +599,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Forwarder command placeholders:" + PLACEHOLDERS)
-    p.add_argument("--suite", choices=["layer", "router", "plugin", "latency", "idle"],
-                   default="layer")
+    p.add_argument("--suite", choices=["layer", "router", "plugin", "latency", "idle", "reqrep"],
+                   default="layer", help="reqrep hands over to bench/reqrep.py (its own options)")
     p.add_argument("--latency-count", type=int, default=2000,
                    help="latency suite: measured round trips per run")
     p.add_argument("--latency-gap-us", type=int, default=1000,
@@ -648,6 +651,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--suite")
+    if pre.parse_known_args(argv)[0].suite == "reqrep":
+        import reqrep  # bench/reqrep.py: request/reply, a closed loop rather than a rate search
+
+        return reqrep.main(argv)
     args = parse_args(argv)
     impls = dict(IMPLS)
     for spec in args.forwarder:

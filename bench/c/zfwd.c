@@ -1,12 +1,16 @@
 /* zfwd: libzmq reference forwarders for the benchmarks, built on zmq_proxy.
  *
- *   zfwd --mode pull-push|sub-pub|xsub-xpub --in SPEC --out SPEC
+ *   zfwd --mode pull-push|sub-pub|xsub-xpub|router-dealer --in SPEC --out SPEC
  *        [--hwm N] [--sndbuf N] [--rcvbuf N] [--io-threads N]
  *
  * pull-push  PULL (in) -> PUSH (out): the reference for the PULL/PUSH roles.
  * sub-pub    SUB (in, subscribed to everything) -> PUB (out).
  * xsub-xpub  XSUB (in) <-> XPUB (out): libzmq's own zmq_proxy broker, whose
  *            subscriptions flow upstream; the reference for the router.
+ * router-dealer  ROUTER (in, for REQ clients) <-> DEALER (out, for REP
+ *            services): libzmq's shared-queue broker; the broker reference
+ *            of the request/reply suite (bench/reqrep.py). Here --out
+ *            usually connects (">tcp://...") to a binding service.
  *
  * --hwm sets both ZMQ_SNDHWM and ZMQ_RCVHWM on both sockets (messages);
  * --sndbuf/--rcvbuf set the kernel buffer sizes (bytes). Runs until killed.
@@ -15,8 +19,8 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: zfwd --mode pull-push|sub-pub|xsub-xpub --in SPEC --out SPEC "
-                    "[--hwm N] [--sndbuf N] [--rcvbuf N] [--io-threads N]\n");
+    fprintf(stderr, "usage: zfwd --mode pull-push|sub-pub|xsub-xpub|router-dealer --in SPEC "
+                    "--out SPEC [--hwm N] [--sndbuf N] [--rcvbuf N] [--io-threads N]\n");
     exit(2);
 }
 
@@ -59,6 +63,9 @@ int main(int argc, char **argv)
     } else if (strcmp(mode, "xsub-xpub") == 0) {
         in_type = ZMQ_XSUB;
         out_type = ZMQ_XPUB;
+    } else if (strcmp(mode, "router-dealer") == 0) {
+        in_type = ZMQ_ROUTER;
+        out_type = ZMQ_DEALER;
     } else {
         usage();
     }

@@ -198,10 +198,16 @@ static void *client_main(void *arg)
     uint64_t give_up = now_ns() + (uint64_t)g_startup_ms * 1000000ull;
     char why[256] = "";
     for (;;) {
+        /* Never wait past the startup deadline for one reply. */
+        uint64_t now = now_ns();
+        long long left_ms = now < give_up ? (long long)((give_up - now) / 1000000ull) + 1 : 1;
+        set_int(sock, ZMQ_RCVTIMEO, (int)(left_ms < g_timeout_ms ? left_ms : g_timeout_ms),
+                "ZMQ_RCVTIMEO");
         put_seq(seqp, ++seq);
         Outcome o = round_trip(&sock, payload, first, last, why, sizeof why);
         if (o == RT_OK) {
             c->up = 1;
+            set_int(sock, ZMQ_RCVTIMEO, (int)g_timeout_ms, "ZMQ_RCVTIMEO");
             break;
         }
         if (now_ns() >= give_up) {
