@@ -31,9 +31,9 @@ Cases (--case; default: the 64 B ones; --case all for every one):
     c1-64  c16-64  c1-1k  c16-1k      (clients - payload size)
 
 Examples:
-    ./dev bench --suite reqrep                      # direct vs router, 1 and 16 clients, 64 B, 3 runs
-    ./dev bench --suite reqrep --case all --reps 5  # plus 1 KiB
-    ./dev bench --suite reqrep --impl direct --quick        # checks the harness, no router
+    ./dev bench --suite reqrep                      # direct vs router, 1 and 16 clients, 64 B
+    ./dev bench --suite reqrep --case all --reps 5  # plus 1 KiB, 5 runs
+    ./dev bench --suite reqrep --impl direct --quick   # checks the harness, no router
     python3 bench/reqrep.py --impl direct --impl router --impl zmq_proxy
 """
 
@@ -214,6 +214,11 @@ class Runner:
                     peak = harness.proc_status(fwd.pid) or peak
                     if fwd.poll() is not None:
                         break
+                if svc.poll() is not None:
+                    req.kill()
+                    req.communicate()
+                    raise TrialError(f"the echo service exited with status {svc.returncode}; "
+                                     f"its output ({self.where(svc_log)}):\n{tail(svc_log)}")
                 time.sleep(0.05)
             if fwd is not None and fwd.poll() is not None:
                 req.kill()
@@ -264,13 +269,15 @@ class Runner:
 
 def markdown(results: list[dict], cases: list[Case], chosen: list[Broker], info: dict,
              args: argparse.Namespace) -> str:
+    svc = (f"{args.service_threads} REP workers" if args.service_threads
+           else "one bare REP socket")
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']} GiB, "
         f"Linux {info['kernel']}, libzmq {info['libzmq']}, {info['rustc']}. "
         f"Load average at start {' '.join(info['loadavg'])}, at end "
         f"{' '.join(info.get('loadavg_end', ['?']))}; started {info['date']}.",
         f"Settings: {args.reps} runs, {args.warmup:g} s warm-up + {args.duration:g} s measured "
-        f"per trial, echo service with {args.service_threads} REP workers, zreq "
+        f"per trial, echo service with {svc}, zreq "
         f"{args.io_threads} I/O thread(s), reply timeout {args.timeout_ms} ms, nice {args.nice}. "
         "Round trips/s and percentiles are medians over the runs; CPU µs/rt = broker "
         "user+system CPU over the trial / requests the service answered.",
@@ -347,7 +354,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per trial")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per trial")
     p.add_argument("--service-threads", type=int, default=16,
-                   help="REP workers in the echo service (the same for every implementation)")
+                   help="REP workers behind the echo service's ROUTER, the same for every "
+                        "implementation; 0: one bare REP socket, no queue (one request at a "
+                        "time: for 1 client only)")
     p.add_argument("--service-echo", choices=["last", "all"], default="last",
                    help="what the echo service replies: the last frame (the payload) or every "
                         "frame of the request")
@@ -372,8 +381,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.reps, args.warmup, args.duration = 1, 0.5, 1.0
-    for flag, v in (("--reps", args.reps), ("--service-threads", args.service_threads),
-                    ("--io-threads", args.io_threads), ("--timeout-ms", args.timeout_ms),
+    if args.service_threads < 0:
+        p.error(f"--service-threads must be 0 or more, got {args.service_threads}")
+    for flag, v in (("--reps", args.reps), ("--io-threads", args.io_threads), ("--timeout-ms", args.timeout_ms),
                     ("--startup-timeout", args.startup_timeout)):
         if v < 1:
             p.error(f"{flag} must be at least 1, got {v}")
@@ -428,7 +438,8 @@ def main(argv: list[str]) -> int:
                         results.append({"impl": broker.name, "case": case.name, "rep": rep,
                                         "error": down[broker.name]})
                         continue
-                    log(f"[run {rep + 1}/{args.reps}] {case.name} ({case.clients} client{'s' if case.clients > 1 else ''}, "
+                    plural = "s" if case.clients > 1 else ""
+                    log(f"[run {rep + 1}/{args.reps}] {case.name} ({case.clients} client{plural}, "
                         f"{case.size} B) via {broker.name}")
                     try:
                         r = runner.trial(case, broker)

@@ -7,7 +7,9 @@
  * threads (default 1), each with its own REP socket, through an inproc
  * DEALER (zmq_proxy, the libzmq "shared queue"): K clients are served
  * concurrently, whether they are REQ clients connected directly or one
- * router's DEALER with many requests in flight. Each request [frames...]
+ * router's DEALER with many requests in flight. --threads 0 is one REP
+ * socket on ENDPOINT itself, no queue: the least a service can add to a
+ * round trip, one request at a time. Each request [frames...]
  * is answered with its last frame, the payload (--echo last, the
  * default), or with every frame (--echo all).
  *
@@ -34,12 +36,16 @@ static void *g_ctx;
 static int g_echo_all;
 static atomic_llong g_requests;
 
+/* Answers requests on `arg`, a REP socket, or (NULL) on a new REP socket
+ * connected to the queue's backend. */
 static void *worker(void *arg)
 {
-    (void)arg;
-    void *rep = zmq_socket(g_ctx, ZMQ_REP);
-    if (rep == NULL || zmq_connect(rep, BACKEND) != 0)
-        DIE("worker REP: %s", zmq_strerror(zmq_errno()));
+    void *rep = arg;
+    if (rep == NULL) {
+        rep = zmq_socket(g_ctx, ZMQ_REP);
+        if (rep == NULL || zmq_connect(rep, BACKEND) != 0)
+            DIE("worker REP: %s", zmq_strerror(zmq_errno()));
+    }
     zmq_msg_t frames[MAX_FRAMES];
     for (;;) {
         int n = 0, more = 1;
@@ -100,7 +106,7 @@ int main(int argc, char **argv)
             usage();
 #undef FLAG
     }
-    if ((bind == NULL) == (connect == NULL) || threads < 1 || threads > 1024)
+    if ((bind == NULL) == (connect == NULL) || threads < 0 || threads > 1024)
         usage();
     if (strcmp(echo, "all") == 0)
         g_echo_all = 1;
@@ -115,14 +121,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     g_ctx = zmq_ctx_new();
-    void *front = zmq_socket(g_ctx, ZMQ_ROUTER);
-    void *back = zmq_socket(g_ctx, ZMQ_DEALER);
-    if (front == NULL || back == NULL)
+    void *front = zmq_socket(g_ctx, threads == 0 ? ZMQ_REP : ZMQ_ROUTER);
+    if (front == NULL)
         DIE("zmq_socket: %s", zmq_strerror(zmq_errno()));
     set_int(front, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    set_int(back, ZMQ_LINGER, 0, "ZMQ_LINGER");
-    if (zmq_bind(back, BACKEND) != 0)
-        DIE("bind %s: %s", BACKEND, zmq_strerror(zmq_errno()));
     char spec[1024];
     const char *ep = bind != NULL ? bind : connect;
     const char *bare = (ep[0] == '@' || ep[0] == '>') ? ep + 1 : ep;
@@ -143,12 +145,24 @@ int main(int argc, char **argv)
     attach(front, spec);
 
     pthread_t tid;
-    for (long long i = 0; i < threads; i++)
-        if (pthread_create(&tid, NULL, worker, NULL) != 0)
+    void *socks[2] = {front, NULL};
+    if (threads == 0) {
+        if (pthread_create(&tid, NULL, worker, front) != 0)
             DIE("pthread_create failed");
-    void *socks[2] = {front, back};
-    if (pthread_create(&tid, NULL, proxy, socks) != 0)
-        DIE("pthread_create failed");
+    } else {
+        void *back = zmq_socket(g_ctx, ZMQ_DEALER);
+        if (back == NULL)
+            DIE("zmq_socket: %s", zmq_strerror(zmq_errno()));
+        set_int(back, ZMQ_LINGER, 0, "ZMQ_LINGER");
+        if (zmq_bind(back, BACKEND) != 0)
+            DIE("bind %s: %s", BACKEND, zmq_strerror(zmq_errno()));
+        socks[1] = back;
+        for (long long i = 0; i < threads; i++)
+            if (pthread_create(&tid, NULL, worker, NULL) != 0)
+                DIE("pthread_create failed");
+        if (pthread_create(&tid, NULL, proxy, socks) != 0)
+            DIE("pthread_create failed");
+    }
 
     int sig = 0;
     sigwait(&sigs, &sig);
