@@ -43,7 +43,6 @@
 #include <stdatomic.h>
 
 #define ERROR_FRAME "switchyard.error"
-#define MAX_FRAMES 16
 
 static void usage(void)
 {
@@ -276,7 +275,8 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Prints `s` as a JSON string. */
+/* Prints `s` as a JSON string, pure ASCII: a byte outside it (the body may
+ * be cut inside a UTF-8 sequence) becomes \u00XX, so the line always parses. */
 static void json_str(const char *s)
 {
     putchar('"');
@@ -284,7 +284,7 @@ static void json_str(const char *s)
         unsigned char ch = (unsigned char)*s;
         if (ch == '"' || ch == '\\')
             printf("\\%c", ch);
-        else if (ch < 0x20)
+        else if (ch < 0x20 || ch >= 0x7f)
             printf("\\u%04x", ch);
         else
             putchar(ch);
