@@ -593,7 +593,7 @@ mod tests {
             Err(VerdictError::Truncated(..))
         ));
         assert!(matches!(
-            filters(&ok(2, &[0, 3]), 2),
+            filters(&ok(2, &[0, 9]), 2),
             Err(VerdictError::Unknown { index: 1, .. })
         ));
     }
