@@ -98,7 +98,10 @@ fn plugin_test_runs_requests_through_edge_reply() {
     assert_eq!(lines[0]["verdict"], "reply", "{text}");
     let reply: serde_json::Value =
         serde_json::from_str(lines[0]["payload"].as_str().expect("text")).expect("json reply");
-    assert_eq!(reply, serde_json::json!({"status": "ok", "asked": "health"}));
+    assert_eq!(
+        reply,
+        serde_json::json!({"status": "ok", "asked": "health"})
+    );
     assert_eq!(lines[1]["verdict"], "keep", "not a request: {text}");
     assert_eq!(lines[2]["verdict"], "reject");
     assert_eq!(lines[2]["reason"], "admin is internal");
