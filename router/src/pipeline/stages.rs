@@ -450,6 +450,9 @@ impl StageRunner {
                     } else if chosen {
                         out.messages.push(msg);
                     } else {
+                        // Not reachable through ABI 1, whose decoder
+                        // refuses an empty output list; kept so the
+                        // count and the request stay right if it ever is.
                         reject(&msg, &self.router_name, "filtered");
                         out.filtered += 1;
                     }
