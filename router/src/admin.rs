@@ -325,6 +325,7 @@ mod tests {
                     offered: 10,
                     delivered: 7,
                     filtered: 0,
+                    answered: 0,
                     dead_lettered: 0,
                     dropped: DroppedCounts {
                         total: 1,

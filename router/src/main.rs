@@ -115,11 +115,11 @@ enum PluginCommand {
     ///
     /// Input: one JSON object per line, {"topic": "a.b", "payload": "text"
     /// or {...}, "payload_base64": "...", "attributes": {"k": "v"},
-    /// "priority": 0-9}; only "topic" is required.
+    /// "priority": 0-9, "request": true}; only "topic" is required.
     ///
     /// Output: one JSON object per input line, {"line": N, "topic": ...,
-    /// "verdict": "keep" | "drop" | "rewrite" | "outputs" | "default" |
-    /// "dead_letter", ...}, or {"line": N, "error": ...} for a line that is
+    /// "verdict": "keep" | "drop" | "rewrite" | "reply" | "reject" |
+    /// "outputs" | "default" | "dead_letter", ...}, or {"line": N, "error": ...} for a line that is
     /// not a message or a message the plugin failed on.
     ///
     /// Exit code: 0 when the plugin ran on every message, 1 when it failed

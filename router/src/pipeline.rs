@@ -18,13 +18,13 @@
 //! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
 //!
 //! Nothing is lost silently: per route, `offered = delivered + filtered +
-//! dead_lettered + dropped (by reason) + depth`, exactly, whenever the route
-//! is idle. The metrics:
+//! answered + dead_lettered + dropped (by reason) + depth`, exactly,
+//! whenever the route is idle. The metrics:
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
 //! | `switchyard_route_offered_total` | route | messages admitted to the route |
-//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it), `filtered` (by a plugin), `dead_lettered` (the dead-letter output took it) or `dropped` |
+//! | `switchyard_route_messages_total` | route, outcome | `delivered` (every target took it), `filtered` (by a plugin), `answered` (a filter answered the request itself), `dead_lettered` (the dead-letter output took it) or `dropped` |
 //! | `switchyard_route_dropped_total` | route, reason | `queue_full`, `no_subscriber`, `too_large`, `output_error`, `shutdown`, `plugin_error`, `no_dead_letter` |
 //! | `switchyard_route_queue_depth` | route | messages held: queued + in flight to the outputs |
 //! | `switchyard_route_queue_bytes` | route | bytes held |

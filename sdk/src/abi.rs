@@ -29,6 +29,15 @@ pub const FILTER_KEEP: u8 = 0;
 pub const FILTER_DROP: u8 = 1;
 /// Filter verdict tag: keep it with some fields replaced.
 pub const FILTER_REWRITE: u8 = 2;
+/// Filter verdict tag: answer the request with a one-frame reply (bytes
+/// follow); the message goes no further. An addition to version 1.
+pub const FILTER_REPLY: u8 = 3;
+/// Filter verdict tag: refuse the request with a reason (a string
+/// follows); the message goes no further. An addition to version 1.
+pub const FILTER_REJECT: u8 = 4;
+
+/// The longest reason a reject verdict may give, in bytes of UTF-8.
+pub const MAX_REJECT_REASON: u32 = 1024;
 
 /// Rewrite field bit: a new topic follows.
 pub const REWRITE_TOPIC: u8 = 1;
@@ -59,6 +68,11 @@ pub const LOG_WARN: i32 = 2;
 pub const LOG_INFO: i32 = 3;
 /// `switchyard_log` level: debugging detail.
 pub const LOG_DEBUG: i32 = 4;
+
+/// Batch flag bit: every message of the batch is a request (its sender
+/// waits for a reply). An addition to version 1: the host never mixes
+/// requests and other messages in one batch.
+pub const BATCH_REQUESTS: u32 = 1;
 
 /// Bytes of the batch header: count, flags, batch time.
 pub const BATCH_HEADER_LEN: usize = 16;

@@ -109,6 +109,8 @@ impl<'a> Reader<'a> {
 pub struct Batch<'a> {
     count: u32,
     time_ms: u64,
+    /// The header's [`abi::BATCH_REQUESTS`] bit.
+    requests: bool,
     body: &'a [u8],
     /// True once every message was checked (`decode`), so iteration may
     /// skip the UTF-8 checks.
@@ -137,11 +139,13 @@ impl<'a> Batch<'a> {
     pub fn header(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(buf);
         let count = r.u32("batch header")?;
-        let _flags = r.u32("batch header")?;
+        // Unknown bits are ignored, as the ABI asks.
+        let flags = r.u32("batch header")?;
         let time_ms = r.u64("batch header")?;
         Ok(Self {
             count,
             time_ms,
+            requests: flags & abi::BATCH_REQUESTS != 0,
             body: &buf[r.pos()..],
             validated: false,
         })
@@ -153,6 +157,7 @@ impl<'a> Batch<'a> {
             reader: Reader::new(self.body),
             left: self.count,
             time_ms: self.time_ms,
+            requests: self.requests,
         }
     }
 
@@ -172,6 +177,12 @@ impl<'a> Batch<'a> {
         self.time_ms
     }
 
+    /// True when every message of the batch is a request (the host puts
+    /// requests and other messages in separate batches).
+    pub fn is_requests(&self) -> bool {
+        self.requests
+    }
+
     /// The messages, in order. On a batch from [`Batch::header`] this
     /// checks as it goes and stops at the first bad message.
     pub fn messages(&self) -> Messages<'a> {
@@ -179,6 +190,7 @@ impl<'a> Batch<'a> {
             reader: Reader::new(self.body),
             left: self.count,
             time_ms: self.time_ms,
+            requests: self.requests,
             validated: self.validated,
         }
     }
@@ -189,6 +201,7 @@ pub struct Checking<'a> {
     reader: Reader<'a>,
     left: u32,
     time_ms: u64,
+    requests: bool,
 }
 
 impl<'a> Checking<'a> {
@@ -204,6 +217,7 @@ impl<'a> Checking<'a> {
         self.left -= 1;
         let mut msg = decode_one::<false>(&mut self.reader)?;
         msg.batch_time_ms = self.time_ms;
+        msg.request = self.requests;
         Ok(Some(msg))
     }
 
@@ -224,6 +238,7 @@ pub struct Messages<'a> {
     reader: Reader<'a>,
     left: u32,
     time_ms: u64,
+    requests: bool,
     validated: bool,
 }
 
@@ -246,6 +261,7 @@ impl<'a> Iterator for Messages<'a> {
             return None;
         };
         msg.batch_time_ms = self.time_ms;
+        msg.request = self.requests;
         Some(msg)
     }
 
@@ -332,6 +348,7 @@ fn decode_fast<'a, const CHECKED: bool>(
         id: u128::from_le_bytes(*id),
         publish_time_ms: u64::from_le_bytes(*time),
         batch_time_ms: 0,
+        request: false,
         priority,
         topic,
         input,
@@ -378,6 +395,7 @@ fn decode_careful<'a, const CHECKED: bool>(r: &mut Reader<'a>) -> Result<Message
         id,
         publish_time_ms,
         batch_time_ms: 0,
+        request: false,
         priority,
         topic,
         input,
@@ -395,6 +413,7 @@ pub struct Message<'a> {
     id: u128,
     publish_time_ms: u64,
     batch_time_ms: u64,
+    request: bool,
     priority: u8,
     topic: &'a str,
     input: &'a str,
@@ -452,6 +471,14 @@ impl<'a> Message<'a> {
     /// the plugin (there is no clock import).
     pub fn batch_time_ms(&self) -> u64 {
         self.batch_time_ms
+    }
+
+    /// True when the message is a request: its sender waits for exactly
+    /// one answer, which a filter may give itself with
+    /// [`Verdict::Reply`](crate::Verdict::Reply) or
+    /// [`Verdict::Reject`](crate::Verdict::Reject).
+    pub fn is_request(&self) -> bool {
+        self.request
     }
 
     /// Looks up a field of a JSON payload by a dotted path, without
@@ -557,6 +584,8 @@ pub struct OwnedMessage {
     pub payload: Vec<u8>,
     /// Attributes; sorted by key when written.
     pub attributes: Vec<(String, String)>,
+    /// True for a request (see [`Message::is_request`]).
+    pub request: bool,
 }
 
 impl OwnedMessage {
@@ -582,14 +611,27 @@ impl OwnedMessage {
         self.id = id;
         self
     }
+
+    /// Marks it as a request.
+    pub fn request(mut self) -> Self {
+        self.request = true;
+        self
+    }
 }
 
 impl BatchWriter {
     /// An empty batch with the given batch time.
     pub fn new(time_ms: u64) -> Self {
+        Self::with_flags(time_ms, 0)
+    }
+
+    /// An empty batch with the given batch time and header flags (e.g.
+    /// [`abi::BATCH_REQUESTS`]). [`BatchWriter::push`] writes messages as
+    /// they are: their [`OwnedMessage::request`] is the flags' business.
+    pub fn with_flags(time_ms: u64, flags: u32) -> Self {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&flags.to_le_bytes());
         buf.extend_from_slice(&time_ms.to_le_bytes());
         Self { buf, count: 0 }
     }
@@ -657,6 +699,27 @@ mod tests {
         let keys: Vec<_> = msgs[0].attributes().iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["k", "z"]);
         assert_eq!(msgs[1].batch_time_ms(), 1234);
+    }
+
+    #[test]
+    fn the_requests_flag_marks_every_message_and_other_bits_are_ignored() {
+        for (flags, request) in [
+            (0, false),
+            (abi::BATCH_REQUESTS, true),
+            (0xff00_0000, false),
+        ] {
+            let mut w = BatchWriter::with_flags(0, flags);
+            w.push(&OwnedMessage::new("a", "x"));
+            w.push(&OwnedMessage::new("b", "y"));
+            let buf = w.finish();
+            let batch = Batch::decode(&buf).expect("valid");
+            assert_eq!(batch.is_requests(), request, "{flags:#x}");
+            assert!(batch.messages().all(|m| m.is_request() == request));
+            let mut checking = Batch::header(&buf).expect("header").checking();
+            while let Some(m) = checking.next_checked().expect("valid") {
+                assert_eq!(m.is_request(), request);
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Runs a plugin natively, without a router, for `cargo test`: messages go
-//! through the same batch encoding the router writes.
+//! through the same batch encoding the router writes. As the router does,
+//! the harness puts requests ([`OwnedMessage::request`]) and other
+//! messages in separate batches, in order.
 //!
 //! ```
 //! use switchyard_sdk::testing::FilterHarness;
@@ -21,12 +23,33 @@
 use crate::message::{Batch, BatchWriter, OwnedMessage};
 use crate::{Config, Error, Filter, Message, Route, Router, Verdict};
 
+use crate::abi;
+
+/// One batch of `msgs`, all requests or none (the caller splits).
 fn encode(time_ms: u64, msgs: &[OwnedMessage]) -> Vec<u8> {
-    let mut w = BatchWriter::new(time_ms);
+    let requests = msgs.first().is_some_and(|m| m.request);
+    let flags = if requests { abi::BATCH_REQUESTS } else { 0 };
+    let mut w = BatchWriter::with_flags(time_ms, flags);
     for m in msgs {
         w.push(m);
     }
     w.finish()
+}
+
+/// Runs `each` over every message of `msgs` as the router would: one batch
+/// per run of requests or of other messages.
+fn run_batches<T>(
+    time_ms: u64,
+    msgs: &[OwnedMessage],
+    mut each: impl FnMut(&Message<'_>) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(msgs.len());
+    for run in msgs.chunk_by(|a, b| a.request == b.request) {
+        let buf = encode(time_ms, run);
+        let batch = Batch::decode(&buf).expect("the writer writes valid batches");
+        out.extend(batch.messages().map(|m| each(&m)));
+    }
+    out
 }
 
 /// A filter instance fed batches, as the router would.
@@ -57,9 +80,7 @@ impl<F: Filter> FilterHarness<F> {
 
     /// Runs one batch whose batch time is `time_ms`.
     pub fn run_at(&mut self, time_ms: u64, msgs: &[OwnedMessage]) -> Vec<Verdict> {
-        let buf = encode(time_ms, msgs);
-        let batch = Batch::decode(&buf).expect("the writer writes valid batches");
-        batch.messages().map(|m| self.plugin.filter(&m)).collect()
+        run_batches(time_ms, msgs, |m| self.plugin.filter(m))
     }
 }
 
@@ -108,19 +129,56 @@ impl<R: Router> RouterHarness<R> {
 
     /// Runs one batch whose batch time is `time_ms`.
     pub fn run_at(&mut self, time_ms: u64, msgs: &[OwnedMessage]) -> Vec<Routed> {
-        let buf = encode(time_ms, msgs);
-        let batch = Batch::decode(&buf).expect("the writer writes valid batches");
-        batch
-            .messages()
-            .map(|m| Routed::from(self.plugin.route(&m)))
-            .collect()
+        run_batches(time_ms, msgs, |m| Routed::from(self.plugin.route(m)))
     }
 }
 
 /// Calls `f` with a borrowed view of `msg`, e.g. to test a filter function.
 pub fn with_message<T>(msg: &OwnedMessage, f: impl FnOnce(&Message<'_>) -> T) -> T {
+    // `encode` sets the requests flag from the one message.
     let buf = encode(0, std::slice::from_ref(msg));
     let batch = Batch::decode(&buf).expect("the writer writes valid batches");
     let m = batch.messages().next().expect("one message");
     f(&m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Edge;
+    impl Filter for Edge {
+        fn init(_: &Config<'_>) -> Result<Self, Error> {
+            Ok(Self)
+        }
+        fn filter(&mut self, msg: &Message<'_>) -> Verdict {
+            match (msg.is_request(), msg.topic()) {
+                (true, "ping") => Verdict::Reply(b"pong".to_vec()),
+                (true, _) => Verdict::Reject(format!("no {}", msg.topic())),
+                (false, _) => Verdict::Keep,
+            }
+        }
+    }
+
+    #[test]
+    fn requests_and_other_messages_keep_their_order_and_their_flag() {
+        let mut h = FilterHarness::<Edge>::new("{}").expect("init");
+        let got = h.run(&[
+            OwnedMessage::new("ping", "").request(),
+            OwnedMessage::new("ping", ""),
+            OwnedMessage::new("ping", "").request(),
+            OwnedMessage::new("other", "").request(),
+        ]);
+        assert_eq!(
+            got,
+            [
+                Verdict::Reply(b"pong".to_vec()),
+                Verdict::Keep,
+                Verdict::Reply(b"pong".to_vec()),
+                Verdict::Reject("no other".into()),
+            ]
+        );
+        let one = OwnedMessage::new("x", "").request();
+        assert!(with_message(&one, |m| m.is_request()));
+    }
 }

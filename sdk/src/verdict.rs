@@ -13,6 +13,17 @@ pub enum Verdict {
     Drop,
     /// Pass it on with the given fields replaced.
     Rewrite(Rewrite),
+    /// Answer the request with this payload, as a one-frame reply, and go
+    /// no further. On a message that is not a request
+    /// ([`Message::is_request`](crate::Message::is_request)) the router
+    /// counts it as filtered.
+    Reply(Vec<u8>),
+    /// Refuse the request: the client gets a `REJECTED` error carrying
+    /// this reason (at most [`abi::MAX_REJECT_REASON`] bytes; the SDK
+    /// cuts a longer one at a character boundary).
+    /// The message goes no further; on a message that is not a request it
+    /// is simply filtered.
+    Reject(String),
 }
 
 /// The fields a [`Verdict::Rewrite`] replaces; `None` keeps the original.
@@ -80,6 +91,15 @@ pub(crate) fn encode_verdict(out: &mut Vec<u8>, v: &Verdict) {
         Verdict::Keep => out.push(abi::FILTER_KEEP),
         Verdict::Drop => out.push(abi::FILTER_DROP),
         Verdict::Rewrite(r) => encode_rewrite(out, r),
+        Verdict::Reply(payload) => {
+            out.push(abi::FILTER_REPLY);
+            put_bytes(out, payload);
+        }
+        Verdict::Reject(reason) => {
+            out.push(abi::FILTER_REJECT);
+            let cut = reason.floor_char_boundary(abi::MAX_REJECT_REASON as usize);
+            put_bytes(out, &reason.as_bytes()[..cut]);
+        }
     }
 }
 
@@ -129,5 +149,41 @@ pub(crate) fn encode_route(out: &mut Vec<u8>, r: &Route<'_>) {
         }
         Route::Default => out.push(abi::ROUTE_DEFAULT),
         Route::DeadLetter => out.push(abi::ROUTE_DEAD_LETTER),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(v: &Verdict) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_verdict(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn reply_and_reject_are_a_tag_then_a_length_prefixed_field() {
+        assert_eq!(
+            encoded(&Verdict::Reply(b"ok".to_vec())),
+            [abi::FILTER_REPLY, 2, 0, 0, 0, b'o', b'k']
+        );
+        assert_eq!(
+            encoded(&Verdict::Reject("no".into())),
+            [abi::FILTER_REJECT, 2, 0, 0, 0, b'n', b'o']
+        );
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_character_boundary() {
+        // 'é' is two bytes: 1023 of them would end mid-character at 1024.
+        let out = encoded(&Verdict::Reject("é".repeat(1023)));
+        let len = u32::from_le_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len, 1024);
+        assert!(std::str::from_utf8(&out[5..]).is_ok());
+        let out = encoded(&Verdict::Reject(format!("x{}", "é".repeat(600))));
+        let len = u32::from_le_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len, 1023, "never past the limit, never inside a character");
+        assert!(std::str::from_utf8(&out[5..]).is_ok());
     }
 }

@@ -16,6 +16,11 @@
 //! given) and not in `deny`; every `compare` entry holds (numbers compare
 //! as numbers). A message without the `key` attribute is kept unless
 //! `missing = "drop"`.
+//!
+//! With `reject = true`, a request (a message whose sender waits for a
+//! reply) that would be dropped is refused instead: the client gets a
+//! `REJECTED` error saying why, e.g. `attribute level=debug denied`.
+//! Without it a dropped request is refused with the reason `filtered`.
 
 use serde::Deserialize;
 use switchyard_plugin_common::Comparison;
@@ -33,6 +38,8 @@ struct Settings {
     missing: Missing,
     #[serde(default)]
     compare: Vec<AttrComparison>,
+    #[serde(default)]
+    reject: bool,
 }
 
 #[derive(Deserialize, Default, PartialEq, Eq)]
@@ -72,22 +79,38 @@ impl Filter for AttrFilter {
 
     fn filter(&mut self, msg: &Message<'_>) -> Verdict {
         let s = &self.settings;
+        // The reason is only written for a request that gets it.
+        let refuse = |why: &dyn Fn() -> String| {
+            if s.reject && msg.is_request() {
+                Verdict::Reject(why())
+            } else {
+                Verdict::Drop
+            }
+        };
         if let Some(key) = &s.key {
-            let refused = match msg.attr(key) {
-                None => s.missing == Missing::Drop,
-                Some(v) => {
-                    (!s.allow.is_empty() && !s.allow.iter().any(|a| a == v))
-                        || s.deny.iter().any(|d| d == v)
+            match msg.attr(key) {
+                None if s.missing == Missing::Drop => {
+                    return refuse(&|| format!("attribute {key} missing"));
                 }
-            };
-            if refused {
-                return Verdict::Drop;
+                Some(v)
+                    if (!s.allow.is_empty() && !s.allow.iter().any(|a| a == v))
+                        || s.deny.iter().any(|d| d == v) =>
+                {
+                    return refuse(&|| format!("attribute {key}={v} denied"));
+                }
+                _ => {}
             }
         }
-        if s.compare.iter().all(|c| c.cmp.test_text(msg.attr(&c.key))) {
-            Verdict::Keep
-        } else {
-            Verdict::Drop
+        match s
+            .compare
+            .iter()
+            .find(|c| !c.cmp.test_text(msg.attr(&c.key)))
+        {
+            None => Verdict::Keep,
+            Some(c) => refuse(&|| {
+                let op = format!("{:?}", c.cmp.op).to_lowercase();
+                format!("attribute {} fails {op}", c.key)
+            }),
         }
     }
 }
@@ -145,6 +168,34 @@ mod tests {
             run(cfg, &msgs),
             [Verdict::Keep, Verdict::Drop, Verdict::Drop, Verdict::Drop]
         );
+    }
+
+    #[test]
+    fn with_reject_a_refused_request_is_told_why() {
+        let cfg = r#"{"key":"level","deny":["debug"],"missing":"drop","compare":[{"key":"temp","op":"lt","value":30}],"reject":true}"#;
+        let msgs = [
+            OwnedMessage::new("a", "").attr("level", "debug").request(),
+            OwnedMessage::new("a", "").request(),
+            OwnedMessage::new("a", "")
+                .attr("level", "info")
+                .attr("temp", "31")
+                .request(),
+            OwnedMessage::new("a", "").attr("level", "info").request(),
+            OwnedMessage::new("a", "").attr("level", "debug"),
+        ];
+        assert_eq!(
+            run(cfg, &msgs),
+            [
+                Verdict::Reject("attribute level=debug denied".into()),
+                Verdict::Reject("attribute level missing".into()),
+                Verdict::Reject("attribute temp fails lt".into()),
+                Verdict::Reject("attribute temp fails lt".into()),
+                Verdict::Drop,
+            ]
+        );
+        // Without `reject`, requests are dropped like any message.
+        let cfg = r#"{"key":"level","deny":["debug"]}"#;
+        assert_eq!(run(cfg, &msgs[..1]), [Verdict::Drop]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The pipeline's Prometheus families and each route's resolved children.
 //!
 //! Conservation, per route, exact whenever the route is idle:
-//! `offered = delivered + filtered + dead_lettered + dropped (all reasons)
-//! + queue_depth`, where the
+//! `offered = delivered + filtered + answered + dead_lettered + dropped
+//! (all reasons) + queue_depth`, where the
 //! depth counts queued messages *and* messages in flight to the outputs.
 //! `route_messages_total{outcome="dropped"}` equals the sum of
 //! `route_dropped_total` over its reasons. Messages refused to the input
@@ -100,7 +100,7 @@ impl PipelineMetrics {
         Self {
             messages: registry.counter_vec(
                 "switchyard_route_messages_total",
-                "Messages that left a route, by outcome (delivered, filtered, dead_lettered, dropped).",
+                "Messages that left a route, by outcome (delivered, filtered, answered, dead_lettered, dropped).",
                 &["route", "outcome"],
             ),
             offered: registry.counter_vec(
@@ -163,6 +163,7 @@ impl PipelineMetrics {
             offered: self.offered.with_label_values(l),
             delivered: self.messages.with_label_values(&[name, "delivered"]),
             filtered: self.messages.with_label_values(&[name, "filtered"]),
+            answered: self.messages.with_label_values(&[name, "answered"]),
             dead_lettered: self.messages.with_label_values(&[name, "dead_lettered"]),
             dropped_outcome: self.messages.with_label_values(&[name, "dropped"]),
             dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_str()])),
@@ -189,6 +190,8 @@ pub(crate) struct RouteMetrics {
     pub(crate) delivered: IntCounter,
     /// Messages a filter dropped, or a routing plugin sent nowhere.
     pub(crate) filtered: IntCounter,
+    /// Requests a filter plugin answered itself (a reply verdict).
+    pub(crate) answered: IntCounter,
     /// Messages the dead-letter output accepted.
     pub(crate) dead_lettered: IntCounter,
     dropped_outcome: IntCounter,

@@ -51,8 +51,11 @@ pub struct RouteSnapshot {
     pub offered: u64,
     /// Messages every target output accepted.
     pub delivered: u64,
-    /// Messages a filter plugin dropped, or the routing plugin sent nowhere.
+    /// Messages a filter plugin dropped or rejected, or the routing plugin
+    /// sent nowhere.
     pub filtered: u64,
+    /// Requests a filter plugin answered itself.
+    pub answered: u64,
     /// Messages the dead-letter output accepted.
     pub dead_lettered: u64,
     /// Messages dropped, by reason.
@@ -159,6 +162,8 @@ pub struct RouteReport {
     pub delivered: u64,
     /// Messages filtered out.
     pub filtered: u64,
+    /// Requests a filter plugin answered itself.
+    pub answered: u64,
     /// Messages dead-lettered.
     pub dead_lettered: u64,
     /// Messages dropped, by reason (the `left` ones are in `shutdown`).

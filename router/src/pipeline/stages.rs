@@ -14,8 +14,10 @@
 //! Each message of a batch ends in exactly one of:
 //! - **on** to its outputs ([`Staged::messages`], with per-message targets
 //!   when a routing plugin chose them);
-//! - **filtered**: a filter dropped it, or the routing plugin chose no
-//!   output;
+//! - **filtered**: a filter dropped or rejected it, or the routing plugin
+//!   chose no output;
+//! - **answered**: a filter answered its request itself (a reply verdict;
+//!   on a message that is not a request, a reply counts as filtered);
 //! - **dead letter**: the routing plugin dead-lettered it, or a plugin
 //!   failed on its batch under `on_error = "dead_letter"`
 //!   ([`Staged::dead`], sent to the route's `dead_letter` output);
@@ -24,6 +26,12 @@
 //!   verdict named an output the route does not send to) or
 //!   `no_dead_letter` (dead-lettered on a route without a `dead_letter`
 //!   output).
+//!
+//! A request ([`Message::request`]) that a filter drops or rejects, or for
+//! which the routing plugin chooses no output, is answered
+//! [`RequestError::Rejected`] with the plugin's name and its reason
+//! (`filtered` for a plain drop); one a filter replies to is answered with
+//! the reply, as one frame.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +40,7 @@ use tokio::time::Instant;
 
 use super::message::Message;
 use super::metrics::DropReason;
+use super::request::{RequestError, Source};
 use crate::plugin::{
     FailMode, FilterVerdict, Kind, Plugin, PluginError, PluginInstance, RouteVerdict,
 };
@@ -143,8 +152,11 @@ pub(crate) struct Staged {
     pub(crate) routed: Vec<Vec<u32>>,
     /// Messages for the route's dead-letter output.
     pub(crate) dead: Vec<Message>,
-    /// Messages filtered out.
+    /// Messages filtered out (dropped or rejected by a filter, sent nowhere
+    /// by the routing plugin).
     pub(crate) filtered: usize,
+    /// Requests a filter answered itself.
+    pub(crate) answered: usize,
     /// Messages dropped, by reason (`plugin_error`, `no_dead_letter`).
     pub(crate) dropped: Vec<(DropReason, usize)>,
 }
@@ -156,6 +168,7 @@ impl Staged {
         self.routed.iter_mut().for_each(Vec::clear);
         self.dead.clear();
         self.filtered = 0;
+        self.answered = 0;
         self.dropped.clear();
     }
 
@@ -170,7 +183,11 @@ impl Staged {
 pub(crate) struct StageRunner {
     route: Arc<str>,
     filters: Vec<PluginInstance>,
+    /// The filters' configured names, for the requests they reject.
+    filter_names: Vec<Arc<str>>,
     router: Option<PluginInstance>,
+    /// The routing plugin's configured name.
+    router_name: Arc<str>,
     on_error: OnError,
     has_dead_letter: bool,
     /// The route's target output names, in `to` order.
@@ -201,12 +218,45 @@ fn failure_reason(e: &PluginError) -> &'static str {
     }
 }
 
+/// Counts a message a filter stopped (drop, reply or reject) and answers
+/// its request, if it is one.
+fn stopped(msg: &Message, verdict: FilterVerdict, plugin: &Arc<str>, out: &mut Staged) {
+    match (verdict, &msg.request) {
+        (FilterVerdict::Reply(payload), Some(request)) => {
+            // False when another route's copy was answered first; this
+            // copy still ended here.
+            request.answer(smallvec::smallvec![payload], Source::Plugin);
+            out.answered += 1;
+        }
+        (FilterVerdict::Reject(reason), _) => {
+            reject(msg, plugin, reason);
+            out.filtered += 1;
+        }
+        _ => {
+            reject(msg, plugin, "filtered");
+            out.filtered += 1;
+        }
+    }
+}
+
+/// Answers `msg`'s request, if it is one, `REJECTED` by `plugin`.
+fn reject(msg: &Message, plugin: &Arc<str>, reason: impl Into<String>) {
+    if let Some(request) = &msg.request {
+        request.fail(RequestError::Rejected {
+            plugin: Arc::clone(plugin),
+            reason: reason.into(),
+        });
+    }
+}
+
 impl StageRunner {
     pub(crate) fn new(route: &str, stages: &Stages, outputs: &[String]) -> Self {
         Self {
             route: Arc::from(route),
             filters: stages.filters.iter().map(Plugin::instance).collect(),
+            filter_names: stages.filters.iter().map(|p| Arc::from(p.name())).collect(),
             router: stages.router.as_ref().map(Plugin::instance),
+            router_name: Arc::from(stages.router.as_ref().map_or("", Plugin::name)),
             on_error: stages.on_error,
             has_dead_letter: stages.dead_letter.is_some(),
             outputs: outputs.iter().map(|s| Arc::from(s.as_str())).collect(),
@@ -258,13 +308,18 @@ impl StageRunner {
                 Ok(()) => {
                     let mut next = std::mem::take(&mut self.spare);
                     next.clear();
-                    let before = msgs.len();
+                    let name = &self.filter_names[i];
                     next.extend(
                         msgs.drain(..)
                             .zip(self.filter_verdicts.drain(..))
-                            .filter_map(|(m, v)| v.apply(m)),
+                            .filter_map(|(m, v)| match v {
+                                FilterVerdict::Keep | FilterVerdict::Rewrite { .. } => v.apply(m),
+                                stop => {
+                                    stopped(&m, stop, name, out);
+                                    None
+                                }
+                            }),
                     );
-                    out.filtered += before - next.len();
                     self.spare = std::mem::replace(&mut msgs, next);
                 }
                 Err(PluginError::CircuitOpen {
@@ -395,6 +450,10 @@ impl StageRunner {
                     } else if chosen {
                         out.messages.push(msg);
                     } else {
+                        // Not reachable through ABI 1, whose decoder
+                        // refuses an empty output list; kept so the
+                        // count and the request stay right if it ever is.
+                        reject(&msg, &self.router_name, "filtered");
                         out.filtered += 1;
                     }
                 }

@@ -192,8 +192,13 @@ pub(crate) fn assert_conserved(snap: &PipelineSnapshot) {
         );
         assert_eq!(
             r.offered,
-            r.delivered + r.filtered + r.dead_lettered + d.total + r.queue.depth as u64,
-            "route {}: offered = delivered + filtered + dead_lettered + dropped + depth ({r:?})",
+            r.delivered
+                + r.filtered
+                + r.answered
+                + r.dead_lettered
+                + d.total
+                + r.queue.depth as u64,
+            "route {}: offered = delivered + filtered + answered + dead_lettered + dropped + depth ({r:?})",
             r.name
         );
     }

@@ -83,6 +83,7 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
                 s.messages.len()
                     + s.dead.len()
                     + s.filtered
+                    + s.answered
                     + s.dropped.iter().map(|d| d.1).sum::<usize>(),
                 popped.count,
                 "every staged message has exactly one fate"
@@ -189,6 +190,7 @@ async fn deliver(
     };
     let m = &route.metrics;
     m.filtered.inc_by(staged.filtered as u64);
+    m.answered.inc_by(staged.answered as u64);
     for (reason, n) in &staged.dropped {
         m.dropped(*reason, *n);
     }

@@ -372,9 +372,14 @@ impl PluginInstance {
         let mut start = 0;
         while start < msgs.len() {
             // Take messages while both caps allow; always at least one.
+            // Requests and other messages go in separate calls: the batch
+            // header's flag covers all of a batch (`ABI.md` §5.1).
             let mut end = start;
             let mut bytes = abi::BATCH_HEADER_LEN;
             while end < msgs.len() && end - start < limits.max_batch_messages {
+                if end > start && !wire::same_kind(&msgs[start], &msgs[end]) {
+                    break;
+                }
                 let len = wire::encoded_len(&msgs[end]);
                 if end > start && bytes + len > limits.max_batch_bytes {
                     break;

@@ -27,14 +27,24 @@ pub enum FilterVerdict {
         /// A new attribute set replacing the old one.
         attributes: Option<Attributes>,
     },
+    /// Answer the message's request with this payload as a one-frame
+    /// reply; the message goes no further (a plain drop when it is not a
+    /// request).
+    Reply(Bytes),
+    /// Refuse the message's request with this reason (at most
+    /// [`abi::MAX_REJECT_REASON`] bytes); the message goes no further (a
+    /// plain drop when it is not a request).
+    Reject(String),
 }
 
 impl FilterVerdict {
-    /// Applies this verdict to `msg`: `None` when dropped.
+    /// Applies this verdict to `msg`: `None` when it goes no further
+    /// (dropped, replied to or rejected; answering its request is the
+    /// caller's business).
     pub fn apply(self, mut msg: Message) -> Option<Message> {
         match self {
             FilterVerdict::Keep => Some(msg),
-            FilterVerdict::Drop => None,
+            FilterVerdict::Drop | FilterVerdict::Reply(_) | FilterVerdict::Reject(_) => None,
             FilterVerdict::Rewrite {
                 topic,
                 payload,
@@ -155,12 +165,19 @@ impl Out<'_> {
 }
 
 /// Writes the batch header and `msgs` into `dst`, which must be exactly
-/// `BATCH_HEADER_LEN + Σ encoded_len` bytes.
+/// `BATCH_HEADER_LEN + Σ encoded_len` bytes. `msgs` are all requests or
+/// none (see [`same_kind`]); the header's flags say which.
 pub(crate) fn write_batch(dst: &mut [u8], msgs: &[Message], time_ms: u64) {
     let mut out = Out { buf: dst, pos: 0 };
     let mut header = [0u8; abi::BATCH_HEADER_LEN];
     header[..4].copy_from_slice(&(msgs.len() as u32).to_le_bytes());
-    // Bytes 4..8 are the flags, zero.
+    let requests = msgs.first().is_some_and(|m| m.request.is_some());
+    debug_assert!(
+        msgs.iter().all(|m| m.request.is_some() == requests),
+        "a batch holds requests or other messages, not both"
+    );
+    let flags = if requests { abi::BATCH_REQUESTS } else { 0 };
+    header[4..8].copy_from_slice(&flags.to_le_bytes());
     header[8..].copy_from_slice(&time_ms.to_le_bytes());
     out.put(&header);
     let mut clock = UnixMs::new();
@@ -187,6 +204,13 @@ pub(crate) fn write_batch(dst: &mut [u8], msgs: &[Message], time_ms: u64) {
         out.buf.len(),
         "encoded_len agrees with write_batch"
     );
+}
+
+/// True when `a` and `b` may share a batch: both requests or neither (the
+/// batch flag `BATCH_REQUESTS` covers every message of a batch).
+#[inline]
+pub(crate) fn same_kind(a: &Message, b: &Message) -> bool {
+    a.request.is_some() == b.request.is_some()
 }
 
 /// Why a result buffer was refused (`bad_verdict`).
@@ -343,6 +367,21 @@ pub(crate) fn filter_verdicts(
             abi::FILTER_KEEP => FilterVerdict::Keep,
             abi::FILTER_DROP => FilterVerdict::Drop,
             abi::FILTER_REWRITE => rewrite(&mut r, index)?,
+            abi::FILTER_REPLY => FilterVerdict::Reply(Bytes::copy_from_slice(r.bytes("reply")?)),
+            abi::FILTER_REJECT => {
+                let reason = r.str("reject reason", index)?;
+                if reason.len() > abi::MAX_REJECT_REASON as usize {
+                    return Err(VerdictError::Invalid {
+                        index,
+                        why: format!(
+                            "reject reason of {} bytes (at most {})",
+                            reason.len(),
+                            abi::MAX_REJECT_REASON
+                        ),
+                    });
+                }
+                FilterVerdict::Reject(reason.to_owned())
+            }
             value => {
                 return Err(VerdictError::Unknown {
                     index,
@@ -554,7 +593,7 @@ mod tests {
             Err(VerdictError::Truncated(..))
         ));
         assert!(matches!(
-            filters(&ok(2, &[0, 3]), 2),
+            filters(&ok(2, &[0, 9]), 2),
             Err(VerdictError::Unknown { index: 1, .. })
         ));
     }
@@ -607,6 +646,115 @@ mod tests {
             filters(&ok(1, &body), 1),
             Err(VerdictError::Truncated(..))
         ));
+    }
+
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    #[test]
+    fn reply_and_reject_verdicts_decode() {
+        let mut body = field(abi::FILTER_REPLY, b"{\"status\":\"ok\"}");
+        body.push(abi::FILTER_KEEP);
+        body.extend(field(abi::FILTER_REJECT, "nope é".as_bytes()));
+        body.extend(field(abi::FILTER_REPLY, b""));
+        assert_eq!(
+            filters(&ok(4, &body), 4),
+            Ok(vec![
+                FilterVerdict::Reply(Bytes::from_static(b"{\"status\":\"ok\"}")),
+                FilterVerdict::Keep,
+                FilterVerdict::Reject("nope é".into()),
+                FilterVerdict::Reply(Bytes::new()),
+            ])
+        );
+        // Neither goes on.
+        assert!(
+            FilterVerdict::Reply(Bytes::new())
+                .apply(msg("a", b""))
+                .is_none()
+        );
+        assert!(
+            FilterVerdict::Reject("x".into())
+                .apply(msg("a", b""))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn hostile_reply_and_reject_verdicts_are_refused() {
+        let limit = abi::MAX_REJECT_REASON as usize;
+        // A reason of exactly the limit is fine, one byte more is not.
+        let at_limit = field(abi::FILTER_REJECT, &vec![b'x'; limit]);
+        assert!(filters(&ok(1, &at_limit), 1).is_ok());
+        let over = field(abi::FILTER_REJECT, &vec![b'x'; limit + 1]);
+        let err = filters(&ok(1, &over), 1).expect_err("too long");
+        assert!(
+            err.to_string().contains("reject reason of 1025 bytes"),
+            "{err}"
+        );
+        // Not UTF-8.
+        let bad = field(abi::FILTER_REJECT, &[0xff, 0xfe]);
+        let err = filters(&ok(1, &bad), 1).expect_err("not UTF-8");
+        assert!(
+            err.to_string().contains("reject reason is not UTF-8"),
+            "{err}"
+        );
+        // Truncated anywhere: inside the length, inside the bytes.
+        for whole in [
+            field(abi::FILTER_REPLY, b"pong"),
+            field(abi::FILTER_REJECT, b"no"),
+        ] {
+            for cut in 1..whole.len() {
+                assert!(
+                    matches!(
+                        filters(&ok(1, &whole[..cut]), 1),
+                        Err(VerdictError::Truncated(..))
+                    ),
+                    "cut at {cut} of {whole:?}"
+                );
+            }
+        }
+        // A length pointing past the end.
+        let mut huge = vec![abi::FILTER_REPLY];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge.extend_from_slice(b"short");
+        assert!(matches!(
+            filters(&ok(1, &huge), 1),
+            Err(VerdictError::Truncated("reply", _))
+        ));
+        // Trailing bytes after a reply.
+        let mut trailing = field(abi::FILTER_REPLY, b"ok");
+        trailing.push(0);
+        assert!(matches!(
+            filters(&ok(1, &trailing), 1),
+            Err(VerdictError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn requests_are_flagged_in_the_batch_header() {
+        use crate::pipeline::request::{OneshotReplier, RequestMetrics};
+        let registry = crate::metrics::Registry::new();
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let mut m = msg("status.health", b"");
+        m.request = Some(
+            RequestMetrics::register(&registry)
+                .for_input("x")
+                .start(Box::new(OneshotReplier(tx))),
+        );
+        let plain = msg("a", b"");
+        assert!(!same_kind(&m, &plain));
+        for (msgs, requests) in [(vec![m.clone(), m], true), (vec![plain], false)] {
+            let len = abi::BATCH_HEADER_LEN + msgs.iter().map(encoded_len).sum::<usize>();
+            let mut buf = vec![0; len];
+            write_batch(&mut buf, &msgs, 7);
+            let batch = switchyard_sdk::Batch::decode(&buf).expect("decodes");
+            assert_eq!(batch.is_requests(), requests);
+            assert!(batch.messages().all(|m| m.is_request() == requests));
+        }
     }
 
     proptest! {

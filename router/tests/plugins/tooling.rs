@@ -54,6 +54,68 @@ fn plugin_test_prints_one_verdict_per_line() {
 }
 
 #[test]
+fn plugin_test_runs_requests_through_edge_reply() {
+    // The SDK-built plugin sees which messages are requests (the batch
+    // flag) and its reply and reject verdicts decode and print.
+    let (engine, _) = engine();
+    let p = load(
+        &engine,
+        "edge",
+        "edge_reply",
+        r#"{"replies":[{"match":"status.*","payload":{"status":"ok","asked":"${topic.1}"}}],
+            "deny":[{"match":"admin.>","reason":"admin is internal"}]}"#,
+        fixtures::limits(),
+    );
+    let input = concat!(
+        r#"{"topic":"status.health","request":true}"#,
+        "\n",
+        r#"{"topic":"status.health"}"#,
+        "\n",
+        r#"{"topic":"admin.users","request":true}"#,
+        "\n",
+        r#"{"topic":"orders.new","request":true}"#,
+        "\n",
+        r#"{"topic":"x","request":"yes"}"#,
+        "\n",
+    );
+    let mut out = Vec::new();
+    let summary = tooling::run_jsonl(&p, input.as_bytes(), &mut out, 16).expect("runs");
+    assert_eq!(
+        summary,
+        Summary {
+            messages: 4,
+            bad_lines: 1,
+            passed: 2,
+            stopped: 2,
+            failed: 0
+        }
+    );
+    let text = String::from_utf8(out).expect("utf8");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines[0]["verdict"], "reply", "{text}");
+    let reply: serde_json::Value =
+        serde_json::from_str(lines[0]["payload"].as_str().expect("text")).expect("json reply");
+    assert_eq!(
+        reply,
+        serde_json::json!({"status": "ok", "asked": "health"})
+    );
+    assert_eq!(lines[1]["verdict"], "keep", "not a request: {text}");
+    assert_eq!(lines[2]["verdict"], "reject");
+    assert_eq!(lines[2]["reason"], "admin is internal");
+    assert_eq!(lines[3]["verdict"], "keep");
+    assert!(
+        lines[4]["error"]
+            .as_str()
+            .expect("error")
+            .contains("request must be true or false"),
+        "{text}"
+    );
+}
+
+#[test]
 fn plugin_test_reports_failed_batches() {
     let (engine, _) = engine();
     let bytes = assemble(&wat_filter("unreachable"));

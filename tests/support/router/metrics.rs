@@ -1,6 +1,6 @@
 //! Samples of one `/metrics` scrape (Prometheus text format), and the
 //! conservation law every route must obey: `offered = delivered + filtered +
-//! dead_lettered + dropped + depth`.
+//! answered + dead_lettered + dropped + depth`.
 
 use anyhow::{Result, anyhow};
 
@@ -114,6 +114,10 @@ impl Scrape {
                 "switchyard_route_messages_total",
                 &[("route", route), ("outcome", "filtered")],
             ),
+            answered: self.count(
+                "switchyard_route_messages_total",
+                &[("route", route), ("outcome", "answered")],
+            ),
             dead_lettered: self.count(
                 "switchyard_route_messages_total",
                 &[("route", route), ("outcome", "dead_lettered")],
@@ -145,6 +149,9 @@ pub struct RouteCounts {
     /// `route_messages_total{outcome="filtered"}`: a filter plugin dropped
     /// them, or the routing plugin chose no output.
     pub filtered: u64,
+    /// `route_messages_total{outcome="answered"}`: a filter plugin answered
+    /// the request itself.
+    pub answered: u64,
     /// `route_messages_total{outcome="dead_lettered"}`: the route's
     /// dead-letter output accepted them.
     pub dead_lettered: u64,
@@ -171,16 +178,16 @@ pub struct RouteCounts {
 }
 
 impl RouteCounts {
-    /// `offered == delivered + filtered + dead_lettered + dropped (sum over
-    /// reasons) + depth`, and the `dropped` outcome agrees with the reasons.
+    /// `offered == delivered + filtered + answered + dead_lettered + dropped
+    /// (sum over reasons) + depth`, and the `dropped` outcome agrees with the reasons.
     pub fn conserved(&self) -> bool {
         self.offered == self.left() + self.depth && self.dropped_outcome == self.dropped
     }
 
     /// Messages that have left the route, whatever their outcome:
-    /// `delivered + filtered + dead_lettered + dropped`.
+    /// `delivered + filtered + answered + dead_lettered + dropped`.
     pub fn left(&self) -> u64 {
-        self.delivered + self.filtered + self.dead_lettered + self.dropped
+        self.delivered + self.filtered + self.answered + self.dead_lettered + self.dropped
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::ToolingError;
+use crate::pipeline::request::{Answer, InputRequests, Replier, RequestMetrics};
 use crate::pipeline::{Attributes, Message, Publisher, Topic};
 use crate::plugin::{FilterVerdict, Inspection, Kind, Plugin, PluginError, RouteVerdict};
 
@@ -83,7 +84,7 @@ pub struct Summary {
     pub bad_lines: usize,
     /// Messages kept or rewritten (filters) or routed (routers).
     pub passed: usize,
-    /// Messages dropped or dead-lettered.
+    /// Messages dropped, replied to, rejected or dead-lettered.
     pub stopped: usize,
     /// Messages in failed batches.
     pub failed: usize,
@@ -145,9 +146,18 @@ pub fn load_for_test(path: &Path, config_json: &str) -> Result<Plugin, ToolingEr
         .map_err(|e| module_error(path, e))
 }
 
+/// Where the answers of `plugin test`'s requests go: nowhere (the verdict
+/// is what the tool prints).
+struct Discard;
+
+impl Replier for Discard {
+    fn reply(self: Box<Self>, _: Answer) {}
+}
+
 /// Reads one JSONL line: `{"topic": "...", "payload": "text" | {...},
-/// "payload_base64": "...", "attributes": {"k": "v"}, "priority": 0-9}`.
-fn parse_line(line: &str, input: &Arc<str>) -> Result<Message, String> {
+/// "payload_base64": "...", "attributes": {"k": "v"}, "priority": 0-9,
+/// "request": true}`.
+fn parse_line(line: &str, input: &Arc<str>, requests: &InputRequests) -> Result<Message, String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let topic = obj
@@ -196,6 +206,11 @@ fn parse_line(line: &str, input: &Arc<str>) -> Result<Message, String> {
             .filter(|p| *p <= u64::from(Message::MAX_PRIORITY))
             .ok_or("priority must be 0 to 9")? as u8;
     }
+    match obj.get("request") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => msg.request = Some(requests.start(Box::new(Discard))),
+        Some(_) => return Err("request must be true or false".into()),
+    }
     Ok(msg)
 }
 
@@ -231,6 +246,10 @@ fn filter_json(v: &FilterVerdict) -> Value {
             }
             Value::Object(m)
         }
+        FilterVerdict::Reply(payload) => {
+            json!({"verdict": "reply", "payload": payload_json(payload)})
+        }
+        FilterVerdict::Reject(reason) => json!({"verdict": "reject", "reason": reason}),
     }
 }
 
@@ -260,6 +279,8 @@ pub fn run_jsonl(
     batch: usize,
 ) -> Result<Summary, ToolingError> {
     let input_name: Arc<str> = Arc::from("plugin-test");
+    let requests =
+        RequestMetrics::register(&crate::metrics::Registry::new()).for_input(&input_name);
     let mut instance = plugin.instance();
     let mut summary = Summary::default();
     let mut pending: Vec<(usize, Message)> = Vec::new();
@@ -277,7 +298,12 @@ pub fn run_jsonl(
                 instance.run_filter(&msgs, &mut v).map(|()| {
                     v.iter()
                         .map(|v| {
-                            if *v == FilterVerdict::Drop {
+                            if matches!(
+                                v,
+                                FilterVerdict::Drop
+                                    | FilterVerdict::Reply(_)
+                                    | FilterVerdict::Reject(_)
+                            ) {
                                 summary.stopped += 1;
                             } else {
                                 summary.passed += 1;
@@ -340,7 +366,7 @@ pub fn run_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(&line, &input_name) {
+        match parse_line(&line, &input_name, &requests) {
             Ok(msg) => {
                 summary.messages += 1;
                 pending.push((line_no, msg));
