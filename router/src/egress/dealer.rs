@@ -364,6 +364,7 @@ impl ZmqDealerOutput {
         }
         self.shared.apply(effects);
         self.links.close().await;
+        self.shared.table().retire();
     }
 
     /// Starts the output's timer task (once, from async context).
@@ -376,9 +377,9 @@ impl ZmqDealerOutput {
                     let woken = shared.timer.notified();
                     let mut effects = Effects::default();
                     let next = shared.table().expire(Instant::now(), &mut effects);
-                    if !effects.answers.is_empty() {
-                        signal.freed();
-                    }
+                    // Room for waiting senders, or a change of health
+                    // that tells them there is no service any more.
+                    signal.freed();
                     shared.apply(effects);
                     let sleep = async {
                         match next {

@@ -169,7 +169,13 @@ pub(super) struct Table {
     ring: Ring,
     cursor: usize,
     closed: bool,
+    /// When the timer task wakes next (`None`: only when woken).
+    timer_at: Option<Instant>,
     gauges: Gauges,
+    /// What this table added to the gauges (by [`ServiceState`]): tables
+    /// of an old and a new output of the same name overlap during a
+    /// reload, so each adds and removes only its own share.
+    published: [i64; 4],
     ejections: IntCounter,
 }
 
@@ -198,7 +204,9 @@ impl Table {
             ring: Ring::default(),
             cursor: 0,
             closed: false,
+            timer_at: None,
             gauges,
+            published: [0; 4],
             ejections: metrics.ejections.with_label_values(&[output]),
         }
     }
@@ -459,8 +467,13 @@ impl Table {
                 key,
             },
         );
-        let wake = self.deadlines.first().is_none_or(|&(d, _)| deadline < d);
         self.deadlines.insert((deadline, id));
+        // The timer wakes at `timer_at` anyway and then sleeps until the
+        // earliest deadline: wake it only for an earlier one.
+        let wake = self.timer_at.is_none_or(|at| deadline < at);
+        if wake {
+            self.timer_at = Some(deadline);
+        }
         wake
     }
 
@@ -518,8 +531,14 @@ impl Table {
         unmatched
     }
 
-    /// Fails the requests whose deadline passed; returns the next deadline.
+    /// Fails the requests whose deadline passed; returns the next deadline,
+    /// when the timer must wake.
     pub(super) fn expire(&mut self, now: Instant, effects: &mut Effects) -> Option<Instant> {
+        self.timer_at = self.expire_due(now, effects);
+        self.timer_at
+    }
+
+    fn expire_due(&mut self, now: Instant, effects: &mut Effects) -> Option<Instant> {
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 return Some(deadline);
@@ -592,7 +611,7 @@ impl Table {
         self.services[i].conn = None;
         for m in unsent {
             let Some(id) = request_id(&m) else { continue };
-            if !self.in_flight.get(&id).is_some_and(|e| e.peer == peer) {
+            if self.in_flight.get(&id).is_none_or(|e| e.peer != peer) {
                 continue;
             }
             let Some((entry, _)) = self.take(id) else {
@@ -663,18 +682,33 @@ impl Table {
         self.ring = Ring::build(self.services.iter().map(|s| (&s.key[..], s.weight)));
     }
 
-    /// Sets the state gauges.
-    fn publish(&self) {
+    /// Brings the state gauges up to date.
+    fn publish(&mut self) {
         let mut counts = [0i64; 4];
         for s in &self.services {
             counts[s.state() as usize] += 1;
         }
+        self.add_to_gauges(counts);
+    }
+
+    /// Takes this table's share out of the state gauges (the output
+    /// closed).
+    pub(super) fn retire(&mut self) {
+        self.add_to_gauges([0; 4]);
+    }
+
+    fn add_to_gauges(&mut self, counts: [i64; 4]) {
         let g = &self.gauges;
-        g.up.set(counts[ServiceState::Up as usize]);
-        g.ejected.set(counts[ServiceState::Ejected as usize]);
-        g.probing.set(counts[ServiceState::Probing as usize]);
-        g.disconnected
-            .set(counts[ServiceState::Disconnected as usize]);
+        for (state, gauge) in [
+            (ServiceState::Up, &g.up),
+            (ServiceState::Ejected, &g.ejected),
+            (ServiceState::Probing, &g.probing),
+            (ServiceState::Disconnected, &g.disconnected),
+        ] {
+            let i = state as usize;
+            gauge.add(counts[i] - self.published[i]);
+        }
+        self.published = counts;
     }
 
     /// Requests in flight.
@@ -925,5 +959,27 @@ mod tests {
         assert_eq!((s.failures, s.in_flight), (1, 0));
         assert_eq!(t.services[1].in_flight, 3);
         assert_eq!(t.status()[0].state, ServiceState::Disconnected);
+    }
+
+    #[test]
+    fn bound_peers_come_and_go_keyed_by_identity() {
+        let mut t = table(Config::default());
+        let (queue, _rx) = peer_queue(10, 1 << 20);
+        t.attached(ServicePeer {
+            id: PeerId(7),
+            slot: None,
+            identity: Some(Bytes::from_static(b"billing-1")),
+            addr: "127.0.0.1:4000".parse().ok(),
+            queue,
+        })
+        .expect("attached");
+        let status = t.status();
+        assert_eq!(status[0].peer.as_deref(), Some("billing-1"));
+        assert_eq!(&t.services[0].key[..], b"billing-1");
+        assert_eq!(t.published[ServiceState::Up as usize], 1);
+        let mut fx = Effects::default();
+        t.detached(PeerId(7), Vec::new(), Instant::now(), &mut fx);
+        assert!(t.status().is_empty());
+        assert_eq!(t.published, [0; 4]);
     }
 }
