@@ -38,6 +38,7 @@
 //!   way, and their replies discarded.
 
 mod balance;
+mod service;
 mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};

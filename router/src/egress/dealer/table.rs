@@ -3,7 +3,7 @@
 //! every operation returns the answers to give ([`Effects`]), which the
 //! output delivers once the lock is released.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,103 +12,12 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::time::Instant;
 
 use super::balance::{self, Ring};
+use super::service::{Conn, Failure, Health, Policy, Service};
 use super::{Balance, Config, DealerMetrics, ServiceState, ServiceStatus};
 use crate::pipeline::request::{Answer, Request, RequestError};
-use crate::zmtp::connection::{PeerId, PushError, QueueTx};
+use crate::zmtp::connection::{PeerId, PushError};
 use crate::zmtp::dealer::{ServicePeer, request_id};
 use crate::zmtp::frame::Multipart;
-
-/// Request ids of timed-out requests remembered per service, so that their
-/// late replies are told apart from forged or unknown ones.
-const EXPIRED_MEMORY: usize = 1024;
-
-/// Whether a service takes requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    /// In rotation.
-    Up,
-    /// Out of rotation; from `until` on, the next request chosen for it is
-    /// its probe.
-    Ejected { until: Instant },
-    /// Out of rotation while request `id`, its probe, is out.
-    Probing { id: u64 },
-}
-
-#[derive(Debug)]
-struct Conn {
-    peer: PeerId,
-    queue: QueueTx,
-}
-
-#[derive(Debug)]
-struct Service {
-    /// A connect endpoint as configured; `None` for a bound peer.
-    endpoint: Option<String>,
-    /// A bound peer: its identity, else its address.
-    peer: Option<String>,
-    /// What the ring hashes.
-    key: Bytes,
-    weight: u32,
-    /// Its connect slot; `None` for a bound peer (removed when it goes).
-    slot: Option<usize>,
-    conn: Option<Conn>,
-    health: Health,
-    /// Consecutive failures (timeouts, disconnects holding requests).
-    failures: u32,
-    /// The wait before the next probe.
-    backoff: Duration,
-    in_flight: usize,
-    /// Smooth weighted round-robin state.
-    current: i64,
-    /// Recently expired request ids, and whether a reply to each counts as
-    /// late (requests do; one-way messages do not).
-    expired: VecDeque<(u64, bool)>,
-}
-
-impl Service {
-    fn new(weight: u32, key: Bytes, probe_interval: Duration) -> Self {
-        Self {
-            endpoint: None,
-            peer: None,
-            key,
-            weight: weight.max(1),
-            slot: None,
-            conn: None,
-            health: Health::Up,
-            failures: 0,
-            backoff: probe_interval,
-            in_flight: 0,
-            current: 0,
-            expired: VecDeque::new(),
-        }
-    }
-
-    /// May take a request now (as its probe, if it is ejected).
-    fn eligible(&self, now: Instant) -> bool {
-        self.conn.is_some()
-            && match self.health {
-                Health::Up => true,
-                Health::Ejected { until } => until <= now,
-                Health::Probing { .. } => false,
-            }
-    }
-
-    fn state(&self) -> ServiceState {
-        match (&self.conn, self.health) {
-            (None, _) => ServiceState::Disconnected,
-            (Some(_), Health::Up) => ServiceState::Up,
-            (Some(_), Health::Ejected { .. }) => ServiceState::Ejected,
-            (Some(_), Health::Probing { .. }) => ServiceState::Probing,
-        }
-    }
-
-    fn remember_expired(&mut self, id: u64, counts: bool) {
-        if self.expired.len() == EXPIRED_MEMORY {
-            self.expired.pop_front();
-        }
-        self.expired.push_back((id, counts));
-    }
-}
 
 #[derive(Debug)]
 struct InFlight {
@@ -157,9 +66,7 @@ pub(super) struct Table {
     output: Arc<str>,
     balance: Balance,
     weights: Vec<u32>,
-    eject_after: u32,
-    probe_interval: Duration,
-    probe_interval_max: Duration,
+    policy: Policy,
     max_in_flight: usize,
     default_timeout: Duration,
     services: Vec<Service>,
@@ -192,9 +99,11 @@ impl Table {
             output: Arc::from(output),
             balance: config.balance.clone(),
             weights: config.weights.clone(),
-            eject_after: config.eject_after.max(1),
-            probe_interval: config.probe_interval,
-            probe_interval_max: config.probe_interval_max.max(config.probe_interval),
+            policy: Policy {
+                eject_after: config.eject_after.max(1),
+                probe_interval: config.probe_interval,
+                probe_interval_max: config.probe_interval_max.max(config.probe_interval),
+            },
             max_in_flight: config.max_in_flight.max(1),
             default_timeout: config.default_timeout,
             services: Vec::new(),
@@ -251,7 +160,7 @@ impl Table {
     pub(super) fn add_endpoint(&mut self, slot: usize, endpoint: &str) {
         let weight = self.weights.get(slot).copied().unwrap_or(1);
         let key = Bytes::copy_from_slice(endpoint.as_bytes());
-        let mut service = Service::new(weight, key, self.probe_interval);
+        let mut service = Service::new(weight, key, self.policy.probe_interval);
         service.endpoint = Some(endpoint.to_owned());
         service.slot = Some(slot);
         self.services.push(service);
@@ -306,7 +215,7 @@ impl Table {
                     .identity
                     .clone()
                     .unwrap_or_else(|| Bytes::from(label.clone().into_bytes()));
-                let mut service = Service::new(1, key, self.probe_interval);
+                let mut service = Service::new(1, key, self.policy.probe_interval);
                 service.peer = Some(label);
                 service.conn = Some(conn);
                 self.services.push(service);
@@ -518,13 +427,9 @@ impl Table {
                 }
                 continue;
             }
-            let expired = &mut self.services[i].expired;
-            match expired.iter().position(|&(x, _)| x == id) {
-                Some(pos) => {
-                    if expired.remove(pos).is_some_and(|(_, counts)| counts) {
-                        effects.late += 1;
-                    }
-                }
+            match self.services[i].take_expired(id) {
+                Some(true) => effects.late += 1,
+                Some(false) => {}
                 None => unmatched += 1,
             }
         }
@@ -559,37 +464,19 @@ impl Table {
         None
     }
 
-    /// A service answered in time: back in rotation, its count reset.
+    /// A service answered in time.
     fn succeeded(&mut self, i: usize) {
-        let s = &mut self.services[i];
-        s.failures = 0;
-        s.backoff = self.probe_interval;
-        if s.health != Health::Up {
-            s.health = Health::Up;
+        if self.services[i].succeeded(&self.policy) {
             self.publish();
         }
     }
 
-    /// A service failed a request (`id`, if one request): ejected after
-    /// `eject_after` in a row; a failed probe ejects it again for twice as
-    /// long.
+    /// A service failed a request (`id`; `None`: its connection).
     fn failed(&mut self, i: usize, id: Option<u64>, now: Instant) {
-        let s = &mut self.services[i];
-        s.failures = s.failures.saturating_add(1);
-        match s.health {
-            Health::Probing { id: probe } if id.is_none_or(|id| id == probe) => {
-                s.backoff = (s.backoff * 2).min(self.probe_interval_max);
-                s.health = Health::Ejected {
-                    until: now + s.backoff,
-                };
-            }
-            Health::Up if s.failures >= self.eject_after => {
-                s.health = Health::Ejected {
-                    until: now + s.backoff,
-                };
-                self.ejections.inc();
-            }
-            _ => return,
+        match self.services[i].failed(id, now, &self.policy) {
+            Failure::Counted => return,
+            Failure::Ejected => self.ejections.inc(),
+            Failure::ProbeFailed => {}
         }
         self.publish();
     }
