@@ -18,6 +18,13 @@
 //!   [`SendError::PeerDisconnected`] (the request may or may not have run).
 //! - Each request has its own deadline (`timeout`), after which the caller
 //!   gets [`SendError::ReplyTimeout`].
+//!
+//! `ServiceLinks` is the same wire role for an owner that manages each
+//! service itself (the `zmq-dealer` output): it keeps the connections (one
+//! per connect slot, or every peer of a bound address), hands the owner
+//! each service's queue as it connects, its replies as they arrive, and
+//! what it had not written when it goes; choosing, matching and timing out
+//! are the owner's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
