@@ -17,6 +17,7 @@ use std::pin::Pin;
 
 use crate::pipeline::Message;
 
+pub mod dealer;
 pub mod zmq;
 
 /// The future [`Output::send`] returns.

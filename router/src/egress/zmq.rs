@@ -30,7 +30,7 @@ use crate::zmtp::push::PushSocket;
 /// Families every output kind counts into, registered once per registry.
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    messages: prometheus::IntCounterVec,
+    pub(super) messages: prometheus::IntCounterVec,
 }
 
 impl Metrics {

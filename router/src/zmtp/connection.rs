@@ -212,6 +212,8 @@ pub(crate) struct PeerLink<'a> {
     /// Cancels this connection alone (e.g. a slow subscriber).
     pub(crate) cancel: CancellationToken,
     pub(crate) info: &'a PeerInfo,
+    /// The peer's address, when the OS still knows it.
+    pub(crate) addr: Option<std::net::SocketAddr>,
 }
 
 /// Role-specific behaviour of a connection.
@@ -268,6 +270,7 @@ pub(crate) async fn run<R: Role>(
     closing: Linger,
 ) -> Outcome {
     let _ = stream.set_nodelay(true);
+    let addr = stream.peer_addr().ok();
     let cancel = core.cancel.child_token();
     let hs = tokio::select! {
         _ = cancel.cancelled() => return Outcome::HandshakeFailed,
@@ -295,6 +298,7 @@ pub(crate) async fn run<R: Role>(
         id,
         cancel: cancel.clone(),
         info: &info,
+        addr,
     };
     let attached = match role.attach(link) {
         Ok(a) => a,

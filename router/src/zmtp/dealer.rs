@@ -18,6 +18,13 @@
 //!   [`SendError::PeerDisconnected`] (the request may or may not have run).
 //! - Each request has its own deadline (`timeout`), after which the caller
 //!   gets [`SendError::ReplyTimeout`].
+//!
+//! `ServiceLinks` is the same wire role for an owner that manages each
+//! service itself (the `zmq-dealer` output): it keeps the connections (one
+//! per connect slot, or every peer of a bound address), hands the owner
+//! each service's queue as it connects, its replies as they arrive, and
+//! what it had not written when it goes; choosing, matching and timing out
+//! are the owner's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +35,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
-use super::connection::{Attached, PeerId, PeerLink, Role, SendError, SocketCore, Stop};
+use super::connection::{
+    Attached, PeerId, PeerLink, QueueTx, Role, Room, SendError, SocketCore, Stop, peer_queue,
+};
 use super::frame::Multipart;
 use super::handle::{Handle, socket_methods};
 use super::metrics::Metrics;
@@ -53,7 +62,8 @@ struct DealerRole {
     next_id: AtomicU64,
 }
 
-fn request_id(msg: &Multipart) -> Option<u64> {
+/// The request id of a request or reply (its first frame), if it has one.
+pub(crate) fn request_id(msg: &Multipart) -> Option<u64> {
     let first = msg.first()?;
     Some(u64::from_be_bytes(first.as_ref().try_into().ok()?))
 }
@@ -234,6 +244,204 @@ impl DealerSocket {
 }
 
 socket_methods!(DealerSocket, handle);
+
+/// One service connection, as [`ServiceLinks`] reports it to its owner.
+#[derive(Debug)]
+pub(crate) struct ServicePeer {
+    /// The connection.
+    pub(crate) id: PeerId,
+    /// The connect slot it belongs to (see [`ServiceLinks::connect`]);
+    /// `None` for a peer that connected to a bound address.
+    pub(crate) slot: Option<usize>,
+    /// The peer's ZMTP `Identity`, if it set one.
+    pub(crate) identity: Option<Bytes>,
+    /// The peer's address, when known.
+    pub(crate) addr: Option<std::net::SocketAddr>,
+    /// Its outbound queue (`send_hwm` messages, `send_hwm_bytes` bytes).
+    pub(crate) queue: QueueTx,
+}
+
+/// What the owner of a [`ServiceLinks`] socket does when services come,
+/// answer and go. Called from connection tasks: must not block.
+pub(crate) trait ServiceEvents: Send + Sync + 'static {
+    /// A service completed its handshake; `Err(reason)` refuses it.
+    fn attached(&self, peer: ServicePeer) -> Result<(), &'static str>;
+    /// Messages from `peer` (drains `msgs`); returns how many matched no
+    /// request it held (counted as `unmatched_reply`).
+    fn replies(&self, peer: PeerId, msgs: &mut Vec<Multipart>) -> u64;
+    /// `peer`'s connection ended; `unsent` are the requests taken from its
+    /// queue that were not (completely) written.
+    fn detached(&self, peer: PeerId, unsent: Vec<Multipart>);
+}
+
+/// The DEALER role of a [`ServiceLinks`] socket: one per connect slot, one
+/// for every bound address.
+struct LinkRole<E> {
+    core: Arc<SocketCore>,
+    events: Arc<E>,
+    slot: Option<usize>,
+}
+
+impl<E: ServiceEvents> Role for LinkRole<E> {
+    type Peer = PeerId;
+
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
+        let o = &self.core.options;
+        let (queue, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
+        self.events.attached(ServicePeer {
+            id: link.id,
+            slot: self.slot,
+            identity: link.info.identity.clone(),
+            addr: link.addr,
+            queue,
+        })?;
+        self.core.room.changed();
+        Ok(Attached {
+            state: link.id,
+            queue: Some(rx),
+            subscriptions: None,
+        })
+    }
+
+    async fn deliver(&self, from: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+        let unmatched = self.events.replies(*from, msgs);
+        msgs.clear();
+        self.core.metrics.dropped("unmatched_reply", unmatched);
+        // Answered requests free room for senders waiting on the in-flight
+        // bound.
+        self.core.room.freed();
+        Ok(())
+    }
+
+    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Multipart>) {
+        self.events.detached(peer, unsent);
+    }
+}
+
+/// DEALER connections whose requests, replies and peer choice belong to the
+/// owner ([`ServiceEvents`]): the socket only keeps the connections (bound,
+/// or one per connect slot, reconnecting) and hands over what they carry.
+/// Requests are framed as for [`DealerSocket`]: `[id (8 bytes), "", ...]`
+/// ([`encode_request_id`], [`request_id`]).
+pub(crate) struct ServiceLinks<E> {
+    core: Arc<SocketCore>,
+    events: Arc<E>,
+}
+
+impl<E> std::fmt::Debug for ServiceLinks<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceLinks")
+            .field("socket", &self.core.metrics.name())
+            .field("peers", &self.core.peer_count())
+            .finish()
+    }
+}
+
+impl<E: ServiceEvents> ServiceLinks<E> {
+    /// A socket named `name` (its metrics `socket` label) reporting to
+    /// `events`.
+    pub(crate) fn new(name: &str, options: Options, metrics: &Metrics, events: Arc<E>) -> Self {
+        let core = SocketCore::new(SocketType::Dealer, options, metrics.socket(name));
+        Self { core, events }
+    }
+
+    /// Listens on `endpoint`; every peer that connects is a service with
+    /// `slot: None`.
+    ///
+    /// # Errors
+    /// A malformed endpoint, a name that does not resolve, or a failed bind.
+    pub(crate) async fn bind(
+        &self,
+        endpoint: &str,
+    ) -> Result<std::net::SocketAddr, super::endpoint::EndpointError> {
+        super::endpoint::bind(&self.core, &self.role(None), endpoint).await
+    }
+
+    /// Keeps a connection to `endpoint`, reconnecting forever; its
+    /// connections are reported with `slot`.
+    ///
+    /// # Errors
+    /// A malformed endpoint, or a closed socket.
+    pub(crate) fn connect(
+        &self,
+        endpoint: &str,
+        slot: usize,
+    ) -> Result<(), super::endpoint::EndpointError> {
+        super::endpoint::connect(&self.core, &self.role(Some(slot)), endpoint)
+    }
+
+    fn role(&self, slot: Option<usize>) -> Arc<LinkRole<E>> {
+        Arc::new(LinkRole {
+            core: self.core.clone(),
+            events: self.events.clone(),
+            slot,
+        })
+    }
+
+    /// Signalled when a queue has room again, a service came or went, or
+    /// replies arrived.
+    pub(crate) fn room(&self) -> &Room {
+        &self.core.room
+    }
+
+    /// A handle on the socket's signals for a task of the owner's.
+    pub(crate) fn signal(&self) -> LinkSignal {
+        LinkSignal(self.core.clone())
+    }
+
+    /// The socket's tasks (to run the owner's timer beside them).
+    pub(crate) fn tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.core.tracker
+    }
+
+    /// Cancelled when the socket closes.
+    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.core.cancel.cancelled()
+    }
+
+    /// True once the socket closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.core.cancel.is_cancelled()
+    }
+
+    /// Services connected past the handshake.
+    pub(crate) fn peer_count(&self) -> usize {
+        self.core.peer_count()
+    }
+
+    /// Closes every connection and waits for the socket's tasks to end.
+    pub(crate) async fn close(&self) {
+        self.core.close().await;
+    }
+}
+
+impl<E> Drop for ServiceLinks<E> {
+    fn drop(&mut self) {
+        self.core.cancel.cancel();
+    }
+}
+
+/// The signals of a [`ServiceLinks`] socket, for the owner's own tasks.
+/// Holding it does not keep the socket open.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSignal(Arc<SocketCore>);
+
+impl LinkSignal {
+    /// Wakes senders waiting for room (requests were answered).
+    pub(crate) fn freed(&self) {
+        self.0.room.freed();
+    }
+
+    /// Resolves when the socket closes.
+    pub(crate) async fn cancelled(&self) {
+        self.0.cancel.cancelled().await;
+    }
+}
+
+/// The first two frames of a request: its id and the empty delimiter.
+pub(crate) fn encode_request_id(id: u64) -> [Bytes; 2] {
+    [Bytes::copy_from_slice(&id.to_be_bytes()), Bytes::new()]
+}
 
 #[cfg(test)]
 mod tests {
