@@ -19,8 +19,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Config, HttpInput, Input, InputKind, Output, OutputKind, Plugin, QueueConfig, Route,
-    Router, ZmqOptions, ZmqSocket,
+    Attach, Config, DealerOutput, HttpInput, Input, InputKind, Output, OutputKind, Plugin,
+    QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
 };
 
 /// What a reload from one config to another would change.
@@ -367,8 +367,10 @@ fn route_fields(old: &Route, new: &Route) -> Vec<&'static str> {
         dead_letter,
         to,
         queue,
+        request_timeout,
     } = old;
     let mut f = Fields::default();
+    f.check("request_timeout", request_timeout, &new.request_timeout);
     f.check("match", pattern, &new.pattern);
     f.check("attributes", attributes, &new.attributes);
     f.check("filters", filters, &new.filters);
@@ -425,6 +427,11 @@ fn input_fields(old: &Input, new: &Input) -> Vec<&'static str> {
             socket_fields(Fields(vec!["kind"]), a, b)
         }
         (InputKind::Http(a), InputKind::Http(b)) => http_fields(a, b),
+        (InputKind::ZmqRouter(a), InputKind::ZmqRouter(b)) => {
+            let mut f = Fields::default();
+            f.check("max_pending", &a.max_pending, &b.max_pending);
+            socket_fields(f, &a.socket, &b.socket)
+        }
         _ => vec!["kind"],
     }
 }
@@ -440,7 +447,33 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
         | (OutputKind::ZmqPush(a), OutputKind::ZmqPub(b)) => {
             socket_fields(Fields(vec!["kind"]), a, b)
         }
+        (OutputKind::ZmqDealer(a), OutputKind::ZmqDealer(b)) => dealer_fields(a, b),
+        _ => vec!["kind"],
     }
+}
+
+fn dealer_fields(old: &DealerOutput, new: &DealerOutput) -> Vec<&'static str> {
+    let DealerOutput {
+        socket,
+        balance,
+        weights,
+        eject_after,
+        probe_interval,
+        probe_interval_max,
+        max_in_flight,
+    } = old;
+    let mut f = Fields::default();
+    f.check("balance", balance, &new.balance);
+    f.check("weights", weights, &new.weights);
+    f.check("eject_after", eject_after, &new.eject_after);
+    f.check("probe_interval", probe_interval, &new.probe_interval);
+    f.check(
+        "probe_interval_max",
+        probe_interval_max,
+        &new.probe_interval_max,
+    );
+    f.check("max_in_flight", max_in_flight, &new.max_in_flight);
+    socket_fields(f, socket, &new.socket)
 }
 
 fn http_fields(old: &HttpInput, new: &HttpInput) -> Vec<&'static str> {
@@ -963,5 +996,31 @@ to = ["dashboard"]
              input \"api\": changed listen\n\
              restart required: router.admin"
         );
+    }
+}
+
+#[cfg(test)]
+mod request_tests {
+    use crate::config::fixture::{base, valid};
+
+    #[test]
+    fn request_settings_are_named_in_the_diff() {
+        let old = base("", "", "")
+            .replace("kind = \"zmq-pull\"", "kind = \"zmq-router\"")
+            .replace("kind = \"zmq-push\"", "kind = \"zmq-dealer\"");
+        let new = old
+            .replace(
+                "bind = \"tcp://127.0.0.1:5556\"",
+                "bind = \"tcp://127.0.0.1:5556\"\nmax_pending = 10",
+            )
+            .replace(
+                "bind = \"tcp://127.0.0.1:6556\"",
+                "bind = \"tcp://127.0.0.1:6556\"\neject_after = 5",
+            )
+            .replace("to = [\"out\"]", "to = [\"out\"]\nrequest_timeout = \"1s\"");
+        let d = valid(&old).diff(&valid(&new));
+        assert_eq!(d.inputs.changed[0].fields, ["max_pending"]);
+        assert_eq!(d.outputs.changed[0].fields, ["eject_after"]);
+        assert_eq!(d.routes.changed[0].fields, ["request_timeout"]);
     }
 }

@@ -210,12 +210,12 @@ mod tests {
         let got = problems(&base("", "", "").replace("kind = \"zmq-push\"", "kind = \"zmq-pull\""));
         assert_one(
             &got,
-            "output \"out\": kind: \"zmq-pull\" is an input kind; here the kinds are \"zmq-pub\", \"zmq-push\"",
+            "output \"out\": kind: \"zmq-pull\" is an input kind; here the kinds are \"zmq-pub\", \"zmq-push\", \"zmq-dealer\"",
         );
         let got = problems(&base("", "", "").replace("kind = \"zmq-pull\"\n", ""));
         assert!(
             got[0].contains(
-                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"http\")"
+                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"zmq-router\", \"http\")"
             ),
             "{got:#?}"
         );

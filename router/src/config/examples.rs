@@ -67,9 +67,10 @@ fn default_config_is_what_the_readme_runs() {
         .inputs
         .iter()
         .map(|i| {
-            let at = match &i.kind {
-                InputKind::Http(h) => h.listen.to_string(),
-                InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => format!("{:?}", z.attach),
+            let at = match (&i.kind, i.zmq()) {
+                (InputKind::Http(h), _) => h.listen.to_string(),
+                (_, Some(z)) => format!("{:?}", z.attach),
+                (_, None) => String::new(),
             };
             (i.name.clone(), at)
         })

@@ -35,6 +35,9 @@ pub enum InputKind {
     ZmqSub(ZmqSocket),
     /// `zmq-pull`: the PULL side facing PUSH producers.
     ZmqPull(ZmqSocket),
+    /// `zmq-router`: the ROUTER side facing REQ and DEALER clients. Each
+    /// request is a message that waits for one reply.
+    ZmqRouter(RouterInput),
     /// `http`: `POST /v1/publish` and `POST /v1/publish/{topic}`.
     Http(HttpInput),
 }
@@ -44,10 +47,36 @@ impl Input {
     /// `max_message_size`, an HTTP input's `max_body`.
     pub fn max_message_size(&self) -> usize {
         match &self.kind {
-            InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => z.options.max_message_size,
             InputKind::Http(h) => h.max_body,
+            _ => self.zmq().map_or(0, |z| z.options.max_message_size),
         }
     }
+
+    /// The ZeroMQ settings of a ZeroMQ input.
+    pub fn zmq(&self) -> Option<&ZmqSocket> {
+        match &self.kind {
+            InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => Some(z),
+            InputKind::ZmqRouter(r) => Some(&r.socket),
+            InputKind::Http(_) => None,
+        }
+    }
+}
+
+/// A `zmq-router` input. Every field reloads live (the input is rebuilt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouterInput {
+    /// Where it attaches, its envelope (of the request body, after the
+    /// REQ envelope) and limits.
+    #[serde(flatten)]
+    pub socket: ZmqSocket,
+    /// Most requests accepted and not answered yet; at the bound the input
+    /// stops reading until answers go out. Default 10000; 1 to 1000000.
+    pub max_pending: usize,
+}
+
+impl RouterInput {
+    /// The default `max_pending`.
+    pub const DEFAULT_MAX_PENDING: usize = 10_000;
 }
 
 /// An HTTP publish listener.
@@ -85,7 +114,7 @@ impl Default for HttpInput {
     }
 }
 
-/// Reads a `zmq-sub` or `zmq-pull` input.
+/// Reads a `zmq-sub`, `zmq-pull` or `zmq-router` input.
 pub(crate) fn build_zmq(
     raw: &RawZmq,
     role: ZmqRole,
@@ -95,6 +124,16 @@ pub(crate) fn build_zmq(
     let socket = zmq::build(raw, role, subject, c);
     let kind = match role {
         ZmqRole::Pull => InputKind::ZmqPull(socket),
+        ZmqRole::Router => InputKind::ZmqRouter(RouterInput {
+            socket,
+            max_pending: c.count(
+                subject,
+                "max_pending",
+                raw.max_pending.as_ref(),
+                RouterInput::DEFAULT_MAX_PENDING,
+                1..=1_000_000,
+            ),
+        }),
         _ => InputKind::ZmqSub(socket),
     };
     Input {

@@ -54,12 +54,13 @@ pub(crate) fn check_binds(
         span: span_in("router", "", "admin"),
     }];
     for input in inputs {
-        let (field, addr) = match &input.kind {
-            InputKind::Http(h) => ("listen", Some(h.listen)),
-            InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => match z.attach {
+        let (field, addr) = match (&input.kind, input.zmq()) {
+            (InputKind::Http(h), _) => ("listen", Some(h.listen)),
+            (_, Some(z)) => match z.attach {
                 Attach::Bind(a) => ("bind", Some(a)),
                 Attach::Connect(_) => ("bind", None),
             },
+            (_, None) => ("bind", None),
         };
         if let Some(addr) = addr {
             listeners.push(Listener {

@@ -1,11 +1,15 @@
 //! Outputs: where routed messages leave the router. One `[[output]]` per
 //! listener or set of connections; `kind` picks the protocol.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::checker::Checker;
+use super::endpoint::Attach;
 use super::error::Subject;
 use super::raw::RawZmq;
+use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
 /// One `[[output]]`. Reloads live: a changed output is rebuilt (closed,
@@ -35,6 +39,10 @@ pub enum OutputKind {
     /// workers with room; when none has room the route waits (up to
     /// `send_timeout`), so nothing is lost on the way out.
     ZmqPush(ZmqSocket),
+    /// `zmq-dealer`: the DEALER side facing REP services. Each message is
+    /// a request to one service, chosen by `balance`; the reply goes back
+    /// to the client that asked.
+    ZmqDealer(DealerOutput),
 }
 
 impl Output {
@@ -42,11 +50,202 @@ impl Output {
     pub fn zmq(&self) -> &ZmqSocket {
         match &self.kind {
             OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => z,
+            OutputKind::ZmqDealer(d) => &d.socket,
         }
     }
 }
 
-/// Reads a `zmq-pub` or `zmq-push` output.
+/// A `zmq-dealer` output: its socket, and how it picks and watches its
+/// services. Every field reloads live (the output is rebuilt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DealerOutput {
+    /// Where it attaches: with `connect`, each endpoint is one service;
+    /// with `bind`, each connected REP peer is one.
+    #[serde(flatten)]
+    pub socket: ZmqSocket,
+    /// How a service is chosen for each request. Default `round-robin`.
+    pub balance: Balance,
+    /// With `balance = "weighted"`: one weight per `connect` endpoint, in
+    /// order, each 1 to 1000. Required there, refused elsewhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<u32>,
+    /// Consecutive failures (timeouts, or disconnects holding a request)
+    /// that take a service out of rotation. Default 3; 1 to 1000.
+    pub eject_after: u32,
+    /// How long an ejected service stays out before one request probes it;
+    /// doubles per failed probe. Default 1s; 10ms to 1h.
+    #[serde(serialize_with = "serialize_duration")]
+    pub probe_interval: Duration,
+    /// Cap of that doubling. Default 30s; at least `probe_interval`, at
+    /// most 1h.
+    #[serde(serialize_with = "serialize_duration")]
+    pub probe_interval_max: Duration,
+    /// Most requests waiting for replies at once; more make the route wait
+    /// (its queue fills and `when_full` applies). Default 1024; 1 to
+    /// 1000000.
+    pub max_in_flight: usize,
+}
+
+pub use crate::egress::dealer::Balance;
+
+/// Reads a `zmq-dealer` output's service settings.
+fn build_dealer(
+    raw: &RawZmq,
+    socket: ZmqSocket,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> DealerOutput {
+    #[derive(Clone, Copy)]
+    enum Written {
+        RoundRobin,
+        Weighted,
+        Hash,
+    }
+    let written = c.choice(
+        subject,
+        "balance",
+        raw.balance.as_ref(),
+        Written::RoundRobin,
+        &[
+            ("round-robin", Written::RoundRobin),
+            ("weighted", Written::Weighted),
+            ("consistent-hash", Written::Hash),
+        ],
+    );
+    let at = |field: &Option<super::raw::S<String>>| {
+        field.as_ref().map_or_else(|| raw.name.span(), |f| f.span())
+    };
+    let balance = match (written, &raw.hash_attribute) {
+        (Written::Hash, Some(attr)) if !attr.get_ref().is_empty() => Balance::ConsistentHash {
+            attribute: attr.get_ref().clone(),
+        },
+        (Written::Hash, _) => {
+            c.invalid(
+                subject,
+                "hash_attribute",
+                at(&raw.balance),
+                "balance = \"consistent-hash\" needs `hash_attribute = \"<attribute>\"`, the attribute whose value picks the service",
+            );
+            Balance::RoundRobin
+        }
+        (other, Some(attr)) => {
+            c.invalid(
+                subject,
+                "hash_attribute",
+                attr.span(),
+                "only applies with balance = \"consistent-hash\"",
+            );
+            if matches!(other, Written::Weighted) {
+                Balance::Weighted
+            } else {
+                Balance::RoundRobin
+            }
+        }
+        (Written::Weighted, None) => Balance::Weighted,
+        (Written::RoundRobin, None) => Balance::RoundRobin,
+    };
+    let mut weights = Vec::new();
+    let endpoints = match &socket.attach {
+        Attach::Connect(list) => Some(list.len()),
+        Attach::Bind(_) => None,
+    };
+    match (&balance, &raw.weights) {
+        (Balance::Weighted, Some(list)) => {
+            for w in list.get_ref() {
+                match u32::try_from(*w.get_ref()) {
+                    Ok(v @ 1..=1000) => weights.push(v),
+                    _ => c.invalid(
+                        subject,
+                        "weights",
+                        w.span(),
+                        format!("each weight must be from 1 to 1000, got {}", w.get_ref()),
+                    ),
+                }
+            }
+            match endpoints {
+                Some(n) if n != list.get_ref().len() => c.invalid(
+                    subject,
+                    "weights",
+                    list.span(),
+                    format!(
+                        "lists {} weights for {n} `connect` endpoints; give one per endpoint, in order",
+                        list.get_ref().len()
+                    ),
+                ),
+                None => c.invalid(
+                    subject,
+                    "weights",
+                    list.span(),
+                    "needs `connect` endpoints to weigh; with `bind`, services are whoever connects",
+                ),
+                _ => {}
+            }
+        }
+        (Balance::Weighted, None) => c.invalid(
+            subject,
+            "weights",
+            at(&raw.balance),
+            "balance = \"weighted\" needs `weights = [...]`, one per `connect` endpoint",
+        ),
+        (_, Some(list)) => c.invalid(
+            subject,
+            "weights",
+            list.span(),
+            "only applies with balance = \"weighted\"",
+        ),
+        (_, None) => {}
+    }
+    let ms = Duration::from_millis(1);
+    let hour = Duration::from_secs(3600);
+    let eject_after = c.count(
+        subject,
+        "eject_after",
+        raw.eject_after.as_ref(),
+        3,
+        1..=1000,
+    );
+    let probe_interval = c.duration(
+        subject,
+        "probe_interval",
+        raw.probe_interval.as_ref(),
+        Duration::from_secs(1),
+        10 * ms..=hour,
+    );
+    let probe_interval_max = c.duration(
+        subject,
+        "probe_interval_max",
+        raw.probe_interval_max.as_ref(),
+        Duration::from_secs(30),
+        10 * ms..=hour,
+    );
+    if probe_interval_max < probe_interval {
+        let span = zmq::first_span(raw, &[&raw.probe_interval_max, &raw.probe_interval]);
+        c.invalid(
+            subject,
+            "probe_interval_max",
+            span,
+            "must be at least probe_interval",
+        );
+    }
+    let max_in_flight = c.count(
+        subject,
+        "max_in_flight",
+        raw.max_in_flight.as_ref(),
+        1024,
+        1..=1_000_000,
+    );
+    DealerOutput {
+        socket,
+        balance,
+        weights,
+        eject_after: eject_after as u32,
+        probe_interval,
+        probe_interval_max,
+        max_in_flight,
+    }
+}
+
+/// Reads a `zmq-pub`, `zmq-push` or `zmq-dealer` output.
 pub(crate) fn build_zmq(
     raw: &RawZmq,
     role: ZmqRole,
@@ -56,10 +255,119 @@ pub(crate) fn build_zmq(
     let socket = zmq::build(raw, role, subject, c);
     let kind = match role {
         ZmqRole::Push => OutputKind::ZmqPush(socket),
+        ZmqRole::Dealer => OutputKind::ZmqDealer(build_dealer(raw, socket, subject, c)),
         _ => OutputKind::ZmqPub(socket),
     };
     Output {
         name: raw.name.get_ref().clone(),
         kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fixture::{assert_one, base, problems, valid};
+
+    /// The base file with its output turned into a `zmq-dealer` with
+    /// `lines`, and its input into a `zmq-router`.
+    fn dealer(attach: &str, lines: &str) -> String {
+        base("", "", "request_timeout = \"250ms\"")
+            .replace("kind = \"zmq-pull\"", "kind = \"zmq-router\"")
+            .replace(
+                "kind = \"zmq-push\"\nbind = \"tcp://127.0.0.1:6556\"",
+                &format!("kind = \"zmq-dealer\"\n{attach}\n{lines}"),
+            )
+    }
+
+    const TWO: &str = "connect = [\"tcp://127.0.0.1:7001\", \"tcp://127.0.0.1:7002\"]";
+
+    #[test]
+    fn dealer_outputs_read_their_balance_and_health() {
+        let config = valid(&dealer(
+            TWO,
+            "balance = \"weighted\"\nweights = [3, 1]\neject_after = 2\nprobe_interval = \"200ms\"\nmax_in_flight = 64",
+        ));
+        let OutputKind::ZmqDealer(d) = &config.outputs[0].kind else {
+            panic!("zmq-dealer")
+        };
+        assert_eq!(d.balance, Balance::Weighted);
+        assert_eq!(d.weights, [3, 1]);
+        assert_eq!(d.eject_after, 2);
+        assert_eq!(d.probe_interval, Duration::from_millis(200));
+        assert_eq!(d.probe_interval_max, Duration::from_secs(30));
+        assert_eq!(d.max_in_flight, 64);
+        assert_eq!(config.routes[0].request_timeout, Duration::from_millis(250));
+        let config = valid(&dealer(
+            "bind = \"tcp://127.0.0.1:0\"",
+            "balance = \"consistent-hash\"\nhash_attribute = \"user\"",
+        ));
+        let OutputKind::ZmqDealer(d) = &config.outputs[0].kind else {
+            panic!("zmq-dealer")
+        };
+        assert_eq!(
+            d.balance,
+            Balance::ConsistentHash {
+                attribute: "user".into()
+            }
+        );
+        let crate::config::InputKind::ZmqRouter(r) = &config.inputs[0].kind else {
+            panic!("zmq-router")
+        };
+        assert_eq!(
+            r.max_pending,
+            crate::config::RouterInput::DEFAULT_MAX_PENDING
+        );
+    }
+
+    #[test]
+    fn dealer_settings_that_do_not_fit_are_refused() {
+        assert_one(
+            &problems(&dealer(TWO, "balance = \"weighted\"\nweights = [3]")),
+            "weights: lists 1 weights for 2 `connect` endpoints",
+        );
+        assert_one(
+            &problems(&dealer(TWO, "balance = \"weighted\"")),
+            "balance = \"weighted\" needs `weights = [...]`",
+        );
+        assert_one(
+            &problems(&dealer(TWO, "balance = \"consistent-hash\"")),
+            "needs `hash_attribute",
+        );
+        assert_one(
+            &problems(&dealer(TWO, "hash_attribute = \"user\"")),
+            "hash_attribute: only applies with balance = \"consistent-hash\"",
+        );
+        assert_one(
+            &problems(&dealer(
+                "bind = \"tcp://127.0.0.1:0\"",
+                "balance = \"weighted\"\nweights = [1]",
+            )),
+            "weights: needs `connect` endpoints",
+        );
+        assert_one(
+            &problems(&dealer(TWO, "balance = \"weighted\"\nweights = [0, 1]")),
+            "each weight must be from 1 to 1000, got 0",
+        );
+        assert_one(&problems(&dealer(TWO, "balance = \"random\"")), "balance");
+        assert_one(
+            &problems(&dealer(
+                TWO,
+                "probe_interval = \"2s\"\nprobe_interval_max = \"1s\"",
+            )),
+            "probe_interval_max: must be at least probe_interval",
+        );
+        assert_one(
+            &problems(&base("", "max_in_flight = 5", "")),
+            "max_in_flight: has no effect on a zmq-push output",
+        );
+        assert_one(
+            &problems(&base("max_pending = 5", "", "")),
+            "max_pending: has no effect on a zmq-pull input",
+        );
+        assert_one(
+            &problems(&dealer(TWO, "send_timeout = \"1s\"")),
+            "send_timeout: has no effect on a zmq-dealer output",
+        );
     }
 }

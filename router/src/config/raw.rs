@@ -28,7 +28,7 @@ pub(crate) struct RawRouter {
     pub(crate) plugin_cache: Option<S<String>>,
 }
 
-/// One `[[input]]` or `[[output]]` of a ZeroMQ kind. The four kinds share
+/// One `[[input]]` or `[[output]]` of a ZeroMQ kind. The six kinds share
 /// one field list; the validate step refuses fields that mean nothing for
 /// the kind at hand (such as `send_hwm` on an input).
 #[derive(Debug, Deserialize)]
@@ -57,6 +57,16 @@ pub(crate) struct RawZmq {
     pub(crate) slow_subscriber_timeout: Option<S<Quantity>>,
     pub(crate) plain: Option<S<RawPlain>>,
     pub(crate) identity: Option<S<String>>,
+    /// `zmq-router` inputs only.
+    pub(crate) max_pending: Option<S<i64>>,
+    /// `zmq-dealer` outputs only, from here on.
+    pub(crate) balance: Option<S<String>>,
+    pub(crate) hash_attribute: Option<S<String>>,
+    pub(crate) weights: Option<S<Vec<S<i64>>>>,
+    pub(crate) eject_after: Option<S<i64>>,
+    pub(crate) probe_interval: Option<S<Quantity>>,
+    pub(crate) probe_interval_max: Option<S<Quantity>>,
+    pub(crate) max_in_flight: Option<S<i64>>,
 }
 
 /// `plain = { users = { name = "password" } }` (server) or
@@ -126,6 +136,7 @@ pub(crate) struct RawRoute {
     pub(crate) dead_letter: Option<S<String>>,
     pub(crate) to: S<Vec<S<String>>>,
     pub(crate) queue: Option<S<RawQueue>>,
+    pub(crate) request_timeout: Option<S<Quantity>>,
 }
 
 /// A route's `queue = { ... }`.

@@ -56,6 +56,18 @@ pub struct Route {
     pub to: Vec<String>,
     /// The route's bounded queue. Reloads live.
     pub queue: QueueConfig,
+    /// How long a request (from a `zmq-router` input or the HTTP bridge)
+    /// on this route may wait for its reply, counted from when the router
+    /// accepted it; then the client gets a `REQUEST_TIMEOUT` error. Default
+    /// 5s; 1ms to 1h. Reloads live (applies to requests the route takes
+    /// from then on).
+    #[serde(serialize_with = "super::units::serialize_duration")]
+    pub request_timeout: std::time::Duration,
+}
+
+impl Route {
+    /// The default `request_timeout`.
+    pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 }
 
 /// A route's bounded queue, written `queue = { capacity = 10000, ... }`.
@@ -280,6 +292,14 @@ pub(crate) fn build(
         Some(q) => build_queue(q.get_ref(), subject, largest_message, c),
         None => QueueConfig::default(),
     };
+    let ms = std::time::Duration::from_millis(1);
+    let request_timeout = c.duration(
+        subject,
+        "request_timeout",
+        raw.request_timeout.as_ref(),
+        Route::DEFAULT_REQUEST_TIMEOUT,
+        ms..=std::time::Duration::from_secs(3600),
+    );
     Route {
         name: raw.name.get_ref().clone(),
         pattern,
@@ -290,6 +310,7 @@ pub(crate) fn build(
         dead_letter,
         to,
         queue,
+        request_timeout,
     }
 }
 

@@ -164,13 +164,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         let kinds = [
             ("zmq-sub", Some(ZmqRole::Sub)),
             ("zmq-pull", Some(ZmqRole::Pull)),
+            ("zmq-router", Some(ZmqRole::Router)),
             ("http", None),
         ];
         let Some(kind) = peek_kind(
             &item,
             &subject,
             &kinds,
-            &["zmq-pub", "zmq-push"],
+            &["zmq-pub", "zmq-push", "zmq-dealer"],
             "an output",
             c,
         ) else {
@@ -188,8 +189,12 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let mut outputs = Vec::new();
     for (i, item) in output_items.into_iter().enumerate() {
         let subject = entry_subject("output", &item, i);
-        let kinds = [("zmq-pub", ZmqRole::Pub), ("zmq-push", ZmqRole::Push)];
-        let inputs_kinds = ["zmq-sub", "zmq-pull", "http"];
+        let kinds = [
+            ("zmq-pub", ZmqRole::Pub),
+            ("zmq-push", ZmqRole::Push),
+            ("zmq-dealer", ZmqRole::Dealer),
+        ];
+        let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
         let Some(role) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
             continue;
         };

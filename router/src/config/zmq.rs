@@ -128,19 +128,25 @@ pub(crate) enum ZmqRole {
     Pub,
     /// `zmq-push` output.
     Push,
+    /// `zmq-router` input.
+    Router,
+    /// `zmq-dealer` output.
+    Dealer,
 }
 
 impl ZmqRole {
     fn is_input(self) -> bool {
-        matches!(self, ZmqRole::Sub | ZmqRole::Pull)
+        matches!(self, ZmqRole::Sub | ZmqRole::Pull | ZmqRole::Router)
     }
 
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             ZmqRole::Sub => "a zmq-sub input",
             ZmqRole::Pull => "a zmq-pull input",
             ZmqRole::Pub => "a zmq-pub output",
             ZmqRole::Push => "a zmq-push output",
+            ZmqRole::Router => "a zmq-router input",
+            ZmqRole::Dealer => "a zmq-dealer output",
         }
     }
 }
@@ -190,6 +196,38 @@ pub(crate) fn build(
             role != ZmqRole::Pub,
             "slow_subscriber_timeout",
             span_of(&raw.slow_subscriber_timeout),
+        ),
+        (
+            role != ZmqRole::Router,
+            "max_pending",
+            span_of(&raw.max_pending),
+        ),
+        (role != ZmqRole::Dealer, "balance", span_of(&raw.balance)),
+        (
+            role != ZmqRole::Dealer,
+            "hash_attribute",
+            span_of(&raw.hash_attribute),
+        ),
+        (role != ZmqRole::Dealer, "weights", span_of(&raw.weights)),
+        (
+            role != ZmqRole::Dealer,
+            "eject_after",
+            span_of(&raw.eject_after),
+        ),
+        (
+            role != ZmqRole::Dealer,
+            "probe_interval",
+            span_of(&raw.probe_interval),
+        ),
+        (
+            role != ZmqRole::Dealer,
+            "probe_interval_max",
+            span_of(&raw.probe_interval_max),
+        ),
+        (
+            role != ZmqRole::Dealer,
+            "max_in_flight",
+            span_of(&raw.max_in_flight),
         ),
     ];
     for (refuse, field, span) in refused {
@@ -422,13 +460,13 @@ pub(crate) fn build(
 }
 
 /// The span of an optional raw value.
-fn span_of<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
+pub(crate) fn span_of<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
     value.as_ref().map(|v| v.span())
 }
 
 /// Where to point at a problem between settings: the first of `settings`
 /// that is set, else the entry's name.
-fn first_span<T>(raw: &RawZmq, settings: &[&Option<S<T>>]) -> Range<usize> {
+pub(crate) fn first_span<T>(raw: &RawZmq, settings: &[&Option<S<T>>]) -> Range<usize> {
     settings
         .iter()
         .find_map(|v| span_of(v))

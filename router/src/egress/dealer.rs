@@ -64,8 +64,10 @@ use crate::zmtp::frame::Multipart;
 use crate::zmtp::metrics::SocketMetrics;
 use crate::zmtp::options::Options;
 
-/// How a `zmq-dealer` output chooses the service of each request.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How a `zmq-dealer` output chooses the service of each request; written
+/// `balance = "round-robin" | "weighted" | "consistent-hash"` in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// In turn over the services in rotation with room. The default.
     #[default]
@@ -335,6 +337,7 @@ impl ZmqDealerOutput {
             sent: self.sent.get(),
             dropped: self.wire.dropped_total(),
             peers: self.links.peer_count() as u64,
+            services: self.services(),
         }
     }
 

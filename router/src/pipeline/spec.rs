@@ -26,6 +26,9 @@ pub struct RouteSpec {
     pub outputs: Vec<String>,
     /// The route's plugins and what happens when they fail.
     pub stages: Stages,
+    /// How long a request on this route waits for its reply, counted from
+    /// when the router accepted it.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Bounds and policy of one route's queue.

@@ -167,6 +167,7 @@ pub(crate) fn spec(
         queue: QueueSpec::new(capacity, 1 << 20, when_full),
         outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
         stages: Default::default(),
+        request_timeout: std::time::Duration::from_secs(5),
     }
 }
 
