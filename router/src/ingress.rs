@@ -1,6 +1,8 @@
-//! Inputs: one file per input kind. Each decodes what arrives on the wire
-//! into [`Message`]s and offers them to a [`Sink`]. Ingress never sees
-//! routes; the sink (the pipeline) decides where messages go.
+//! Inputs: one file per input kind (`zmq`: SUB and PULL; `zmq_router`:
+//! REQ/DEALER clients' requests; `http`: publishes and the request
+//! bridge). Each decodes what arrives on the wire into [`Message`]s and
+//! offers them to a [`Sink`]. Ingress never sees routes; the sink (the
+//! pipeline) decides where messages go.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use crate::pipeline::Message;
 
 pub mod http;
 pub mod zmq;
+pub mod zmq_router;
 
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 
 use super::Body;
+use crate::pipeline::request::RequestError;
 use crate::pipeline::{MessageId, TopicError};
 
 /// Everything an HTTP handler can fail with. [`Error::status`] and
@@ -167,6 +168,13 @@ pub enum Error {
     /// running router cannot apply. `409 CONFLICT`.
     #[error("{0}")]
     Conflict(String),
+    /// A request through the bridge (`POST /v1/request/{topic}`) got no
+    /// reply: `504 REQUEST_TIMEOUT`, `503 NO_SERVICE`, `502
+    /// SERVICE_FAILED`, `404 ROUTE_NOT_FOUND`, `403 REJECTED`, `503
+    /// BACKPRESSURE`, `503 SHUTTING_DOWN`, `503 DROPPED` or `400
+    /// BAD_REQUEST`, with the same codes ZeroMQ clients get.
+    #[error("{0}")]
+    Request(RequestError),
     /// A bug or an unexpected failure inside the router. `500 INTERNAL`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -206,6 +214,17 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) | Self::Bind { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Request(e) => match e {
+                RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                RequestError::ServiceFailed { .. } => StatusCode::BAD_GATEWAY,
+                RequestError::NoRoute { .. } => StatusCode::NOT_FOUND,
+                RequestError::Rejected { .. } => StatusCode::FORBIDDEN,
+                RequestError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+                RequestError::NoService { .. }
+                | RequestError::Overloaded
+                | RequestError::ShuttingDown
+                | RequestError::Dropped { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 
@@ -232,6 +251,7 @@ impl Error {
             Self::ShuttingDown { .. } => "SHUTTING_DOWN",
             Self::NotReady => "NOT_READY",
             Self::Internal(_) | Self::Bind { .. } => "INTERNAL",
+            Self::Request(e) => e.code(),
         }
     }
 

@@ -8,7 +8,16 @@
 //!   `...+json`, or none) holding one message or a batch; see
 //!   `ingress/http/json.rs` for the fields.
 //!
-//! Answers:
+//! - `POST /v1/request/{topic}`: the bridge to request/reply services. The
+//!   body, headers and topic make a message as for a raw publish; it goes
+//!   through the routes as a request, and the answer is the reply: `200`,
+//!   the body is the reply's last frame and `X-Switchyard-Reply-Frames`
+//!   says how many frames it had. No reply gets the request's error with
+//!   its status (`504 REQUEST_TIMEOUT`, `503 NO_SERVICE`, `404
+//!   ROUTE_NOT_FOUND`, `403 REJECTED`, ...; see
+//!   [`crate::pipeline::request`]).
+//!
+//! Publish answers:
 //! - `202 Accepted`, `{"ids": ["<32 hex digits>", ...]}`: every message was
 //!   admitted; the ids are in request order.
 //! - `503 BACKPRESSURE` with `Retry-After`: a route with `when_full =
@@ -47,6 +56,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{Refusal, Sink};
 use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
+use crate::pipeline::request::{
+    Answer, InputRequests, OneshotReplier, RequestError, RequestMetrics,
+};
 use crate::pipeline::{Attributes, Message, MessageId, Publisher, Topic};
 
 /// Settings of one HTTP input.
@@ -116,17 +128,20 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// The HTTP listener families.
     pub http: http::Metrics,
+    /// The request families, for the bridge.
+    pub requests: RequestMetrics,
 }
 
 impl Metrics {
     /// The input families shared by every input kind, plus the listener
     /// families registered once per registry with
     /// [`http::Metrics::register`] and shared with the admin listener.
-    pub fn new(inputs: &super::Metrics, http: &http::Metrics) -> Self {
+    pub fn new(inputs: &super::Metrics, http: &http::Metrics, requests: &RequestMetrics) -> Self {
         Self {
             messages: inputs.messages.clone(),
             rejected: inputs.rejected.clone(),
             http: http.clone(),
+            requests: requests.clone(),
         }
     }
 }
@@ -201,7 +216,8 @@ impl Reason {
             | Error::Conflict(_)
             | Error::NotReady
             | Error::Internal(_)
-            | Error::Bind { .. } => return None,
+            | Error::Bind { .. }
+            | Error::Request(_) => return None,
         })
     }
 }
@@ -235,6 +251,7 @@ pub struct HttpInput {
     max_batch: usize,
     block_timeout: Duration,
     counters: Arc<Counters>,
+    requests: InputRequests,
 }
 
 impl std::fmt::Debug for HttpInput {
@@ -267,6 +284,7 @@ impl HttpInput {
         Ok(Self {
             server,
             counters: Arc::new(Counters::new(metrics, &config.name)),
+            requests: metrics.requests.for_input(&config.name),
             name: Arc::from(config.name),
             sink,
             limits: BodyLimits {
@@ -295,6 +313,7 @@ impl HttpInput {
             max_batch: self.max_batch,
             block_timeout: self.block_timeout,
             counters: self.counters,
+            requests: self.requests,
             shutdown: shutdown.clone(),
             tasks: self.server.tasks().clone(),
         });
@@ -310,12 +329,16 @@ struct Publish {
     max_batch: usize,
     block_timeout: Duration,
     counters: Arc<Counters>,
+    requests: InputRequests,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 const PUBLISH: &str = "/v1/publish";
 const PUBLISH_TOPIC: &str = "/v1/publish/";
+const REQUEST_TOPIC: &str = "/v1/request/";
+/// The number of frames of a bridged reply (its body is the last one).
+const REPLY_FRAMES: &str = "x-switchyard-reply-frames";
 const X_PRIORITY: &str = "x-priority";
 const X_ATTR: &str = "x-attr-";
 
@@ -337,6 +360,12 @@ impl Handler for Publish {
             }
             let topic = percent_decode(topic);
             self.publish_raw(topic, request, peer).await
+        } else if let Some(topic) = path.strip_prefix(REQUEST_TOPIC) {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            let topic = percent_decode(topic);
+            self.request(topic, request, peer).await
         } else {
             return Err(Error::NotFound {
                 path: path.to_owned(),
@@ -365,7 +394,19 @@ impl Publish {
         request: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<Body>, Error> {
-        // Everything the headers decide is checked before the body is read.
+        let message = self.raw_message(topic, request, peer).await?;
+        self.offer(vec![message]).await
+    }
+
+    /// The message of a raw publish or request: the topic from the path,
+    /// attributes and priority from the headers (checked before the body
+    /// is read), the body as the payload.
+    async fn raw_message(
+        &self,
+        topic: Result<Bytes, Error>,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Message, Error> {
         let topic = Topic::new(topic?).map_err(|source| Error::InvalidTopic {
             field: "path".into(),
             source,
@@ -375,7 +416,56 @@ impl Publish {
         let mut message = Message::new(topic, payload, self.publisher(peer));
         message.attributes = attributes;
         message.priority = priority;
-        self.offer(vec![message]).await
+        Ok(message)
+    }
+
+    /// The bridge: sends the body as a request through the routes and
+    /// answers with the reply (`200`, the body is the reply's last frame,
+    /// `X-Switchyard-Reply-Frames` says how many it had) or the request's
+    /// error.
+    async fn request(
+        &self,
+        topic: Result<Bytes, Error>,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        let mut message = self.raw_message(topic, request, peer).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pending = self.requests.start(Box::new(OneshotReplier(tx)));
+        message.request = Some(pending.clone());
+        let id = message.id;
+        if let Err(e) = self.offer(vec![message]).await {
+            // Refused before any route took it: answer the request way.
+            let error = match e {
+                Error::ShuttingDown { .. } => RequestError::ShuttingDown,
+                Error::Backpressure { .. } => RequestError::Overloaded,
+                other => return Err(other),
+            };
+            pending.fail(error.clone());
+            return Err(Error::Request(error));
+        }
+        drop(pending);
+        // Every request is answered: by a reply, a timeout, or an error as
+        // its last copy is dropped.
+        match rx.await {
+            Ok(Answer::Reply(frames)) => {
+                let count = frames.len();
+                let body = frames.into_iter().last().unwrap_or_default();
+                let mut response = Response::new(http_body_util::Full::new(body));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(REPLY_FRAMES, HeaderValue::from(count));
+                if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                    headers.insert("x-switchyard-id", v);
+                }
+                Ok(response)
+            }
+            Ok(Answer::Error(e)) => Err(Error::Request(e)),
+            Err(_) => Err(Error::Internal("the request was lost unanswered".into())),
+        }
     }
 
     async fn publish_json(

@@ -58,17 +58,17 @@ impl Socket {
 
 /// Counters of one ZeroMQ input, resolved once.
 #[derive(Debug, Clone)]
-struct Counters {
-    accepted: IntCounter,
+pub(super) struct Counters {
+    pub(super) accepted: IntCounter,
     bad_envelope: IntCounter,
     bad_topic: IntCounter,
     bad_attributes: IntCounter,
-    shutting_down: IntCounter,
-    backpressure: IntCounter,
+    pub(super) shutting_down: IntCounter,
+    pub(super) backpressure: IntCounter,
 }
 
 impl Counters {
-    fn new(metrics: &Metrics, input: &str) -> Self {
+    pub(super) fn new(metrics: &Metrics, input: &str) -> Self {
         let rejected = |reason: &str| metrics.rejected.with_label_values(&[input, reason]);
         Self {
             accepted: metrics.messages.with_label_values(&[input]),
@@ -80,11 +80,41 @@ impl Counters {
         }
     }
 
-    fn rejected(&self, error: &envelope::Error) -> &IntCounter {
+    pub(super) fn rejected(&self, error: &envelope::Error) -> &IntCounter {
         match error {
             envelope::Error::Topic(_) => &self.bad_topic,
             envelope::Error::Attributes(_) => &self.bad_attributes,
             envelope::Error::FrameCount { .. } | envelope::Error::NoSeparator => &self.bad_envelope,
+        }
+    }
+}
+
+/// The [`Publisher`] of each peer of one input, its name cached.
+#[derive(Debug)]
+pub(super) struct Publishers {
+    input: Arc<str>,
+    peers: HashMap<PeerId, Arc<str>>,
+}
+
+impl Publishers {
+    pub(super) fn new(input: &str) -> Self {
+        Self {
+            input: Arc::from(input),
+            peers: HashMap::new(),
+        }
+    }
+
+    pub(super) fn of(&mut self, peer: PeerId) -> Publisher {
+        if self.peers.len() >= PEER_NAME_CACHE {
+            self.peers.clear();
+        }
+        let name = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Arc::from(peer.to_string()));
+        Publisher {
+            input: Arc::clone(&self.input),
+            peer: Arc::clone(name),
         }
     }
 }
@@ -96,7 +126,7 @@ pub struct ZmqInput {
     envelope: Envelope,
     sink: Arc<dyn Sink>,
     counters: Counters,
-    peers: HashMap<PeerId, Arc<str>>,
+    publishers: Publishers,
 }
 
 impl std::fmt::Debug for ZmqInput {
@@ -123,21 +153,7 @@ impl ZmqInput {
             envelope,
             sink,
             counters: Counters::new(metrics, name),
-            peers: HashMap::new(),
-        }
-    }
-
-    fn publisher(&mut self, peer: PeerId) -> Publisher {
-        if self.peers.len() >= PEER_NAME_CACHE {
-            self.peers.clear();
-        }
-        let name = self
-            .peers
-            .entry(peer)
-            .or_insert_with(|| Arc::from(peer.to_string()));
-        Publisher {
-            input: Arc::clone(&self.name),
-            peer: Arc::clone(name),
+            publishers: Publishers::new(name),
         }
     }
 
@@ -190,7 +206,7 @@ impl ZmqInput {
     fn decode(&mut self, received: &mut Vec<Received>) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
         for r in received.drain(..) {
-            let publisher = self.publisher(r.peer);
+            let publisher = self.publishers.of(r.peer);
             match self.envelope.decode(&r.frames, &publisher) {
                 Ok(message) => batch.push(message),
                 Err(e) => {

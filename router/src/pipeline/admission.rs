@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::message::Message;
 use super::queue::WaitError;
+use super::request::RequestError;
 use super::route::Route;
 use super::runtime::{Inner, Pipeline};
 use super::table::Matches;
@@ -98,6 +99,16 @@ impl Drop for Reserved<'_> {
     }
 }
 
+/// Answers a refused request with why.
+fn refuse(message: &Message, why: Refusal) {
+    if let Some(request) = &message.request {
+        request.fail(match why {
+            Refusal::Backpressure => RequestError::Overloaded,
+            Refusal::ShuttingDown => RequestError::ShuttingDown,
+        });
+    }
+}
+
 fn refusal(err: WaitError) -> Refusal {
     match err {
         WaitError::Timeout { .. } => Refusal::Backpressure,
@@ -108,6 +119,7 @@ fn refusal(err: WaitError) -> Refusal {
 impl Inner {
     pub(crate) async fn offer(&self, batch: Vec<Message>, deadline: Option<Instant>) -> Offered {
         let Some(_active) = self.intake.enter() else {
+            batch.iter().for_each(|m| refuse(m, Refusal::ShuttingDown));
             return Offered {
                 admitted: 0,
                 refusal: Some(Refusal::ShuttingDown),
@@ -128,27 +140,36 @@ impl Inner {
         let routes = &generation.routes;
         let mut matches = Matches::new();
         let mut unrouted = 0u64;
-        for (i, message) in batch.into_iter().enumerate() {
+        let mut messages = batch.into_iter().enumerate();
+        for (i, message) in messages.by_ref() {
             if self.intake.is_closed() {
                 result = Offered {
                     admitted: i,
                     refusal: Some(Refusal::ShuttingDown),
                 };
+                refuse(&message, Refusal::ShuttingDown);
                 break;
             }
             generation.table.matches(&message, &mut matches);
             if matches.is_empty() {
                 unrouted += 1;
+                if let Some(request) = &message.request {
+                    request.fail(RequestError::NoRoute {
+                        topic: message.topic.to_string(),
+                    });
+                }
                 continue;
             }
             let size = message.size();
             if matches.iter().any(|r| routes[r].blocks()) {
                 stage.flush(routes);
                 if let Err(err) = admit_blocking(routes, &message, size, &matches, deadline).await {
+                    let why = refusal(err);
                     result = Offered {
                         admitted: i,
-                        refusal: Some(refusal(err)),
+                        refusal: Some(why),
                     };
+                    refuse(&message, why);
                     break;
                 }
             }
@@ -160,6 +181,11 @@ impl Inner {
                     stage.add(routes, route, message, size);
                     break;
                 }
+            }
+        }
+        if let Some(why) = result.refusal {
+            for (_, message) in messages {
+                refuse(&message, why);
             }
         }
         stage.flush(routes);

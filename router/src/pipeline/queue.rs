@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::message::Message;
+use super::metrics::DropReason;
 use super::spec::{QueueSpec, WhenFull};
 
 /// A bounded queue of messages for one route.
@@ -149,6 +150,7 @@ impl RouteQueue {
                     <= self.capacity_bytes.load(Ordering::Relaxed))
     }
 
+    #[inline]
     fn enqueue(&self, s: &mut State, message: Message, size: usize) {
         if s.items.is_empty() {
             self.not_empty.notify_one();
@@ -176,9 +178,10 @@ impl RouteQueue {
                 out.full_events += 1;
                 if self.when_full == WhenFull::DropOldest {
                     while !self.fits(&s, size) {
-                        let Some((_, old)) = s.items.pop_front() else {
+                        let Some((evicted, old)) = s.items.pop_front() else {
                             break;
                         };
+                        note_queue_full(&evicted);
                         s.queued_bytes -= old;
                         out.evicted += 1;
                         out.evicted_bytes += old;
@@ -186,6 +189,7 @@ impl RouteQueue {
                 }
                 if !self.fits(&s, size) {
                     out.dropped_newest += 1;
+                    note_queue_full(&message);
                     continue;
                 }
             }
@@ -447,6 +451,13 @@ impl RouteQueue {
     /// The queue's policy.
     pub fn when_full(&self) -> WhenFull {
         self.when_full
+    }
+}
+
+/// A request dropped for a full queue says so, if no other route answers it.
+fn note_queue_full(message: &Message) {
+    if let Some(request) = &message.request {
+        request.note_drop(DropReason::QueueFull.as_str());
     }
 }
 

@@ -21,14 +21,14 @@
 //!
 //! Errors reach ZeroMQ clients as two frames, `switchyard.error` and a JSON
 //! body ([`RequestError::frames`]), and HTTP clients as the router's usual
-//! JSON error with a status from [`RequestError::status`]:
+//! JSON error (`crate::http::Error::Request`) with the same code:
 //!
 //! ```json
 //! {"error":{"code":"REQUEST_TIMEOUT","message":"no reply within 2s (route \"status\")"}}
 //! ```
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,8 +44,8 @@ pub const ERROR_FRAME: &[u8] = b"switchyard.error";
 pub type Frames = smallvec::SmallVec<[Bytes; 3]>;
 
 /// Why a request got an error instead of a reply. Each variant has a
-/// stable [`code`](RequestError::code) and an HTTP
-/// [`status`](RequestError::status).
+/// stable [`code`](RequestError::code); `crate::http::Error::Request` gives
+/// its HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     /// No reply came within the route's `request_timeout` (counting from
@@ -93,9 +93,18 @@ pub enum RequestError {
     /// The router is shutting down. `SHUTTING_DOWN`, 503.
     #[error("the router is shutting down")]
     ShuttingDown,
+    /// The request could not be decoded (its frames do not fit the input's
+    /// envelope, or its topic or attributes are invalid). `BAD_REQUEST`,
+    /// 400.
+    #[error("{reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The router dropped the request without an answer: `reason` is the
     /// route's drop reason (`queue_full`, `plugin_error`, ...) or
-    /// `no_reply` when it went only to outputs that do not reply.
+    /// `no_reply` when no reason was recorded (it went only to outputs that
+    /// do not reply, or a plugin or output failed on it).
     /// `DROPPED`, 503.
     #[error("the request was dropped ({reason})")]
     Dropped {
@@ -116,20 +125,7 @@ impl RequestError {
             Self::Overloaded => "BACKPRESSURE",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Dropped { .. } => "DROPPED",
-        }
-    }
-
-    /// The HTTP status the bridge answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Timeout { .. } => 504,
-            Self::ServiceFailed { .. } => 502,
-            Self::NoRoute { .. } => 404,
-            Self::Rejected { .. } => 403,
-            Self::NoService { .. }
-            | Self::Overloaded
-            | Self::ShuttingDown
-            | Self::Dropped { .. } => 503,
+            Self::BadRequest { .. } => "BAD_REQUEST",
         }
     }
 
@@ -144,6 +140,7 @@ impl RequestError {
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::Dropped { .. } => "dropped",
+            Self::BadRequest { .. } => "bad_request",
         }
     }
 
@@ -269,6 +266,7 @@ impl InputRequests {
         Request {
             shared: Arc::new(Shared {
                 replier: Mutex::new(Some(replier)),
+                dropped: OnceLock::new(),
                 accepted: Instant::now(),
                 input: Arc::clone(&self.0),
             }),
@@ -285,6 +283,8 @@ impl InputRequests {
 struct Shared {
     /// Taken by the first answer.
     replier: Mutex<Option<Box<dyn Replier>>>,
+    /// Why a copy was dropped, for the answer once every copy is gone.
+    dropped: OnceLock<&'static str>,
     accepted: Instant,
     input: Arc<InputShared>,
 }
@@ -325,7 +325,8 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // Every holder let go without answering.
-        let error = RequestError::Dropped { reason: "no_reply" };
+        let reason = self.dropped.get().copied().unwrap_or("no_reply");
+        let error = RequestError::Dropped { reason };
         self.finish(Answer::Error(error), Source::Service, None);
     }
 }
@@ -371,6 +372,13 @@ impl Request {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_none()
+    }
+
+    /// Records why this copy is being dropped (a route's drop reason, e.g.
+    /// `queue_full`): if no other copy answers, the client's
+    /// [`RequestError::Dropped`] names the first reason recorded.
+    pub fn note_drop(&self, reason: &'static str) {
+        let _ = self.shared.dropped.set(reason);
     }
 
     /// Marks this copy as travelling `route`, whose timeout then applies.
@@ -510,7 +518,6 @@ mod tests {
             panic!("an error")
         };
         assert_eq!(e.code(), "REQUEST_TIMEOUT");
-        assert_eq!(e.status(), 504);
         let frames = e.frames();
         assert_eq!(&frames[0][..], ERROR_FRAME);
         let body: serde_json::Value = serde_json::from_slice(&frames[1]).expect("json");

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::Message;
 use super::metrics::DropReason;
 use super::queue::Popped;
+use super::request::RouteTag;
 use super::route::{Program, Route};
 use super::stages::{StageRunner, Staged};
 use crate::egress::{self, Delivery, Output, Reject, SendFuture};
@@ -39,6 +40,12 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
     let mut latency = route.metrics.latency.local();
     let mut program = route.program();
     let mut stage = start_stage(&route, &program).await;
+    let route_name: Arc<str> = Arc::from(route.name.as_str());
+    let tag = |program: &Program| RouteTag {
+        name: Arc::clone(&route_name),
+        timeout: program.spec.request_timeout,
+    };
+    let mut request_tag = tag(&program);
     loop {
         let max = program.spec.queue.max_batch.max(1);
         let popped = tokio::select! {
@@ -57,6 +64,11 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
                 stage = start_stage(&route, &now).await;
             }
             program = now;
+            request_tag = tag(&program);
+        }
+        // Requests learn which route carries them, and so their timeout.
+        for request in batch.iter_mut().filter_map(|m| m.request.as_mut()) {
+            request.set_route(request_tag.clone());
         }
         let staged = match stage.take() {
             None => None,

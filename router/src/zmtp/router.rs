@@ -85,6 +85,26 @@ impl RouterRole {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Queues `msg` for `peer` if its queue has room now.
+    fn try_send(&self, peer: PeerId, msg: Multipart) -> Result<(), TrySendError> {
+        if msg.is_empty() {
+            return Err(TrySendError::Failed(SendError::EmptyMessage));
+        }
+        let target = self.snapshot.load().get(&peer).cloned();
+        let Some(target) = target else {
+            self.core.metrics.dropped_unroutable.inc();
+            return Err(TrySendError::Failed(SendError::UnknownPeer(peer)));
+        };
+        match target.queue.try_push(msg) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed(_)) => {
+                self.core.metrics.dropped_unroutable.inc();
+                Err(TrySendError::Failed(SendError::UnknownPeer(peer)))
+            }
+            Err(PushError::Full(m)) => Err(TrySendError::Full(m)),
+        }
+    }
+
     async fn send(&self, peer: PeerId, mut msg: Multipart) -> Result<(), SendError> {
         if msg.is_empty() {
             return Err(SendError::EmptyMessage);
@@ -205,7 +225,29 @@ pub struct RouterSender {
     role: Arc<RouterRole>,
 }
 
+/// Why [`RouterSender::try_send`] did not queue a message.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The peer's queue is full now; the message is given back.
+    Full(Multipart),
+    /// It cannot be sent ([`SendError::UnknownPeer`],
+    /// [`SendError::EmptyMessage`]); counted like a failed
+    /// [`RouterSender::send`].
+    Failed(SendError),
+}
+
 impl RouterSender {
+    /// Queues `frames` for `peer` if its queue has room now, without
+    /// waiting: the fast path of [`RouterSender::send`], callable from
+    /// synchronous code.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] with the frames when the queue is full;
+    /// [`TrySendError::Failed`] when the peer is gone or the message empty.
+    pub fn try_send(&self, peer: PeerId, frames: Multipart) -> Result<(), TrySendError> {
+        self.role.try_send(peer, frames)
+    }
+
     /// Queues `frames` for `peer` (include the envelope the request came
     /// with, e.g. the REQ delimiter). Waits up to `send_timeout` while the
     /// peer's queue is full.

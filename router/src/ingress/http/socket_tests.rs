@@ -109,6 +109,7 @@ async fn start(sink: Arc<FakeSink>, tweak: impl FnOnce(&mut Config)) -> Running 
     let metrics = Metrics::new(
         &crate::ingress::Metrics::register(&registry),
         &http::Metrics::register(&registry),
+        &crate::pipeline::request::RequestMetrics::register(&registry),
     );
     let mut config = Config::new("api", "127.0.0.1:0".parse().expect("address"));
     tweak(&mut config);
@@ -584,4 +585,92 @@ async fn shutdown_lets_the_request_in_flight_finish_then_stops_accepting() {
     assert_eq!(stopped.connections_cut, 0);
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// What the sink holds, once it holds something.
+async fn until_received(sink: &FakeSink) -> Vec<Message> {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let got = sink.received();
+            if !got.is_empty() {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the request reached the sink")
+}
+
+#[tokio::test]
+async fn the_request_bridge_answers_with_the_reply() {
+    use crate::pipeline::request::Source;
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |_| {}).await;
+    let addr = running.addr;
+    let asked = tokio::spawn(async move {
+        send(
+            addr,
+            &request(
+                "POST",
+                "/v1/request/svc.status",
+                &[("X-Attr-Line", "1")],
+                b"?",
+            ),
+        )
+        .await
+    });
+    let got = until_received(&sink).await;
+    let m = &got[0];
+    assert_eq!(m.topic.as_str(), "svc.status");
+    assert_eq!(m.attributes["line"], "1");
+    let request = m.request.as_ref().expect("a request");
+    let reply = smallvec::smallvec![Bytes::from_static(b"svc"), Bytes::from_static(b"ok")];
+    assert!(request.answer(reply, Source::Service));
+    let reply = tokio::time::timeout(DEADLINE, asked)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, b"ok");
+    assert_eq!(reply.header("x-switchyard-reply-frames"), Some("2"));
+    assert_eq!(
+        reply.header("x-switchyard-id"),
+        Some(m.id.to_string().as_str())
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_bridge_answers_errors_with_their_status() {
+    let sink = FakeSink::new(0, Refusal::ShuttingDown);
+    let running = start(sink, |_| {}).await;
+    let reply = send(
+        running.addr,
+        &request("POST", "/v1/request/svc.status", &[], b"?"),
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "SHUTTING_DOWN");
+    assert_eq!(
+        running.metric(r#"switchyard_requests_total{input="api",outcome="shutting_down"}"#),
+        1.0
+    );
+    // An answer nobody gives (the sink lets go of the request) is an error,
+    // never a hang.
+    let sink = FakeSink::open();
+    let running = start(sink.clone(), |_| {}).await;
+    let addr = running.addr;
+    let asked = tokio::spawn(async move {
+        send(addr, &request("POST", "/v1/request/svc.status", &[], b"?")).await
+    });
+    until_received(&sink).await;
+    sink.received.lock().expect("sink lock").clear();
+    let reply = tokio::time::timeout(DEADLINE, asked)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], "DROPPED");
+    running.stop().await;
 }

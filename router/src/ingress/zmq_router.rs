@@ -1,0 +1,454 @@
+//! The `zmq-router` input: the ROUTER side facing REQ and DEALER clients.
+//!
+//! Each client message is a request. Its envelope (the frames up to the
+//! empty delimiter: the delimiter alone from a REQ client, or a request id
+//! and the delimiter from libzmq's `ZMQ_REQ_CORRELATE`) is kept for the
+//! reply; the frames after it are decoded with the input's envelope into a
+//! [`Message`] that carries a [`Request`](crate::pipeline::request::Request).
+//! A DEALER client that sends no delimiter gets its reply without one.
+//!
+//! Whatever answers the request (a service through a `zmq-dealer` output, a
+//! plugin, or an error) is sent back to the connection that asked, with its
+//! envelope: a reply as the service gave it, an error as two frames,
+//! `switchyard.error` and a JSON body (see [`crate::pipeline::request`]). A
+//! request that cannot be decoded is answered `BAD_REQUEST` at once.
+//!
+//! At most `max_pending` requests wait for answers; at the bound the input
+//! stops reading (TCP backpressure) until answers go out. When the input
+//! stops, it hands over what it had read, answers any later request with
+//! `SHUTTING_DOWN`, and keeps its connections until every pending request
+//! is answered (at most [`LINGER`]), so no client waits on a closed socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::zmq::{Counters, Publishers};
+use super::{Metrics, Refusal, Sink};
+use crate::envelope::Envelope;
+use crate::pipeline::Message;
+use crate::pipeline::request::{Answer, Frames, InputRequests, Replier, RequestError};
+use crate::zmtp::connection::{PeerId, Received};
+use crate::zmtp::router::{RouterSender, RouterSocket, TrySendError};
+
+/// Most requests read from the socket and offered as one batch.
+const BATCH: usize = 256;
+/// The longest a stopped input keeps its connections for pending answers.
+pub const LINGER: Duration = Duration::from_secs(30);
+
+/// A reply on its way to a client: the connection and the frames.
+type Outgoing = (PeerId, Frames);
+
+/// Sends a request's answer back to the connection that asked: straight
+/// into its queue when there is room, else through the input's writer.
+struct ZmqReplier {
+    sender: RouterSender,
+    to: mpsc::UnboundedSender<Outgoing>,
+    peer: PeerId,
+    /// The request's envelope, sent before the answer.
+    envelope: Frames,
+    /// One of the input's `max_pending` places, freed with the answer.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Replier for ZmqReplier {
+    fn reply(self: Box<Self>, answer: Answer) {
+        let mut frames = self.envelope;
+        frames.extend(answer.into_frames());
+        match self.sender.try_send(self.peer, frames) {
+            // A client gone is counted by the ZMTP layer.
+            Ok(()) | Err(TrySendError::Failed(_)) => {}
+            // Bounded by `max_pending`: each permit sends at most once. The
+            // writer is gone only once the socket closed; then nobody
+            // listens.
+            Err(TrySendError::Full(frames)) => {
+                let _ = self.to.send((self.peer, frames));
+            }
+        }
+    }
+}
+
+/// Splits a client message into its envelope (up to and including the
+/// empty delimiter, when one comes first or second with a body after it)
+/// and the body.
+fn split_envelope(frames: &[Bytes]) -> (&[Bytes], &[Bytes]) {
+    match frames.iter().take(2).position(Bytes::is_empty) {
+        Some(i) if i + 1 < frames.len() => frames.split_at(i + 1),
+        _ => (&[], frames),
+    }
+}
+
+/// A running `zmq-router` input.
+pub struct ZmqRouterInput {
+    name: Arc<str>,
+    socket: RouterSocket,
+    envelope: Envelope,
+    sink: Arc<dyn Sink>,
+    counters: Counters,
+    publishers: Publishers,
+    requests: InputRequests,
+    max_pending: usize,
+    places: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for ZmqRouterInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZmqRouterInput")
+            .field("name", &self.name)
+            .field("envelope", &self.envelope)
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZmqRouterInput {
+    /// An input named `name` reading `socket` (already bound or
+    /// connecting), with at most `max_pending` requests unanswered.
+    pub fn new(
+        name: &str,
+        socket: RouterSocket,
+        envelope: Envelope,
+        sink: Arc<dyn Sink>,
+        metrics: &Metrics,
+        requests: InputRequests,
+        max_pending: usize,
+    ) -> Self {
+        let max_pending = max_pending.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            name: Arc::from(name),
+            socket,
+            envelope,
+            sink,
+            counters: Counters::new(metrics, name),
+            publishers: Publishers::new(name),
+            requests,
+            max_pending,
+            places: Arc::new(Semaphore::new(max_pending)),
+        }
+    }
+
+    /// Reads, decodes and offers requests until `stop` is cancelled, then
+    /// cancels `handed_over` once everything read so far was offered. It
+    /// keeps answering (later requests get `SHUTTING_DOWN`) until every
+    /// pending request is answered or [`LINGER`] passes, then closes the
+    /// socket.
+    pub async fn run(mut self, stop: CancellationToken, handed_over: CancellationToken) {
+        // Cancelled at the hand-over below, or if this task ends otherwise.
+        let handed_over = handed_over.drop_guard();
+        let (to_writer, from_inputs) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_replies(self.socket.sender(), from_inputs));
+        let mut received = Vec::with_capacity(BATCH);
+        loop {
+            // A place for at least one more request before reading.
+            let room = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                room = Arc::clone(&self.places).acquire_owned() => room,
+            };
+            let Ok(first) = room else { break };
+            // No more than there are places for, so each read request has one.
+            let max = (self.places.available_permits() + 1).min(BATCH);
+            let n = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                n = self.socket.recv_many(&mut received, max) => n,
+            };
+            if n == 0 {
+                break;
+            }
+            let batch = self.decode(&mut received, first, &to_writer);
+            if batch.is_empty() {
+                continue;
+            }
+            let len = batch.len();
+            let offered = self.sink.offer(batch, None).await;
+            self.counters.accepted.inc_by(offered.admitted as u64);
+            if let Some(refusal) = offered.refusal {
+                let refused = (len - offered.admitted) as u64;
+                match refusal {
+                    Refusal::ShuttingDown => self.counters.shutting_down.inc_by(refused),
+                    Refusal::Backpressure => self.counters.backpressure.inc_by(refused),
+                }
+            }
+        }
+        drop(handed_over);
+        self.linger(&to_writer).await;
+        drop(to_writer);
+        // Answers still owed past the linger die with the socket.
+        let _ = timeout(Duration::from_secs(1), writer).await;
+        self.socket.close().await;
+        tracing::debug!(input = %self.name, "input stopped");
+    }
+
+    /// After the stop: answers new requests `SHUTTING_DOWN` until every
+    /// pending one is answered, or [`LINGER`].
+    async fn linger(&mut self, to_writer: &mpsc::UnboundedSender<Outgoing>) {
+        let until = Instant::now() + LINGER;
+        let all = u32::try_from(self.max_pending).unwrap_or(u32::MAX);
+        let places = Arc::clone(&self.places);
+        let mut received = Vec::with_capacity(BATCH);
+        let drained = places.acquire_many(all);
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut drained => break,
+                () = sleep_until(until) => {
+                    tracing::warn!(input = %self.name, pending = self.requests.pending(), "input closed with requests unanswered");
+                    break;
+                }
+                n = self.socket.recv_many(&mut received, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for r in received.drain(..) {
+                        let (envelope, _) = split_envelope(&r.frames);
+                        let mut frames: Frames = envelope.iter().cloned().collect();
+                        frames.extend(RequestError::ShuttingDown.frames());
+                        self.counters.shutting_down.inc();
+                        let _ = to_writer.send((r.peer, frames));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes `received` into requests, each holding a place (`first`
+    /// for the first one; the others take free places as they go, or wait
+    /// for one). Undecodable requests are answered `BAD_REQUEST` at once.
+    fn decode(
+        &mut self,
+        received: &mut Vec<Received>,
+        first: OwnedSemaphorePermit,
+        to_writer: &mpsc::UnboundedSender<Outgoing>,
+    ) -> Vec<Message> {
+        let mut batch = Vec::with_capacity(received.len());
+        let mut place = Some(first);
+        for r in received.drain(..) {
+            let (envelope, body) = split_envelope(&r.frames);
+            let publisher = self.publishers.of(r.peer);
+            let envelope: Frames = envelope.iter().cloned().collect();
+            match self.envelope.decode(body, &publisher) {
+                Ok(mut message) => {
+                    let permit = match place.take() {
+                        Some(p) => p,
+                        None => match Arc::clone(&self.places).try_acquire_owned() {
+                            Ok(p) => p,
+                            // Over the bound: the batch goes as it is; this
+                            // one is answered as refused for overload.
+                            Err(_) => {
+                                self.counters.backpressure.inc();
+                                let mut frames = envelope;
+                                frames.extend(RequestError::Overloaded.frames());
+                                let _ = to_writer.send((r.peer, frames));
+                                continue;
+                            }
+                        },
+                    };
+                    let replier = ZmqReplier {
+                        sender: self.socket.sender(),
+                        to: to_writer.clone(),
+                        peer: r.peer,
+                        envelope,
+                        _permit: permit,
+                    };
+                    message.request = Some(self.requests.start(Box::new(replier)));
+                    batch.push(message);
+                }
+                Err(e) => {
+                    self.counters.rejected(&e).inc();
+                    tracing::debug!(input = %self.name, peer = %r.peer, error = %e, "request rejected");
+                    let mut frames = envelope;
+                    let error = RequestError::BadRequest {
+                        reason: e.to_string(),
+                    };
+                    frames.extend(error.frames());
+                    let _ = to_writer.send((r.peer, frames));
+                }
+            }
+        }
+        batch
+    }
+}
+
+/// Sends the answers that found their client's queue full (and the
+/// input's own error answers), in order. One that still finds no room is
+/// handed to a task of its own, so one slow client does not hold up the
+/// others' answers.
+async fn write_replies(sender: RouterSender, mut from: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some((peer, frames)) = from.recv().await {
+        let copy = frames.clone();
+        if timeout(Duration::ZERO, sender.send(peer, frames))
+            .await
+            .is_err()
+        {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                // A client gone or stuck past send_timeout is counted by
+                // the ZMTP layer.
+                let _ = sender.send(peer, copy).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
+
+    use super::*;
+    use crate::ingress::Offered;
+    use crate::metrics::Registry;
+    use crate::pipeline::request::{RequestMetrics, Source};
+    use crate::zmtp::connection::testutil::{metrics, within};
+    use crate::zmtp::options::Options;
+
+    fn frames(parts: &[&[u8]]) -> Vec<Bytes> {
+        parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+    }
+
+    #[test]
+    fn envelopes_split_at_the_delimiter() {
+        let req = frames(&[b"", b"topic", b"body"]);
+        let (env, body) = split_envelope(&req);
+        assert_eq!((env.len(), body.len()), (1, 2));
+        let correlated = frames(&[b"\x00\x00\x00\x01", b"", b"topic", b"body"]);
+        let (env, body) = split_envelope(&correlated);
+        assert_eq!((env.len(), body.len()), (2, 2));
+        let dealer = frames(&[b"topic", b"body"]);
+        let (env, body) = split_envelope(&dealer);
+        assert_eq!((env.len(), body.len()), (0, 2));
+        let only_delimiter = frames(&[b""]);
+        let (env, body) = split_envelope(&only_delimiter);
+        assert_eq!((env.len(), body.len()), (0, 1));
+    }
+
+    /// Answers each request with its topic and payload reversed.
+    struct Answering;
+
+    impl Sink for Answering {
+        fn offer(
+            &self,
+            batch: Vec<Message>,
+            _deadline: Option<Instant>,
+        ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
+            Box::pin(async move {
+                let admitted = batch.len();
+                for m in batch {
+                    if let Some(r) = &m.request {
+                        let body: Vec<u8> = m.payload.iter().rev().copied().collect();
+                        let reply =
+                            smallvec::smallvec![m.topic.as_bytes().clone(), Bytes::from(body)];
+                        r.answer(reply, Source::Service);
+                    }
+                }
+                Offered {
+                    admitted,
+                    refusal: None,
+                }
+            })
+        }
+    }
+
+    async fn start(sink: Arc<dyn Sink>) -> (Registry, String, CancellationToken) {
+        let registry = Registry::new();
+        let (_wire_registry, wire) = metrics();
+        let socket = RouterSocket::new("clients", Options::default(), &wire);
+        let addr = socket.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let input = ZmqRouterInput::new(
+            "clients",
+            socket,
+            Envelope::TopicPayload,
+            sink,
+            &Metrics::register(&registry),
+            RequestMetrics::register(&registry).for_input("clients"),
+            64,
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(input.run(stop.clone(), CancellationToken::new()));
+        (registry, format!("tcp://{addr}"), stop)
+    }
+
+    fn message(parts: &[&[u8]]) -> ZmqMessage {
+        let mut m = ZmqMessage::from(parts[0].to_vec());
+        for p in &parts[1..] {
+            m.push_back(Bytes::copy_from_slice(p));
+        }
+        m
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_req_clients_each_get_their_own_answer() {
+        let (registry, endpoint, stop) = start(Arc::new(Answering)).await;
+        let mut clients = Vec::new();
+        for i in 0..20u32 {
+            let endpoint = endpoint.clone();
+            clients.push(tokio::spawn(async move {
+                let mut req = zeromq::ReqSocket::new();
+                within("connect", req.connect(&endpoint))
+                    .await
+                    .expect("connect");
+                for j in 0..10u32 {
+                    let body = format!("{i}-{j}");
+                    within("send", req.send(message(&[b"rpc.echo", body.as_bytes()])))
+                        .await
+                        .expect("send");
+                    let reply = within("reply", req.recv()).await.expect("recv");
+                    let want: String = body.chars().rev().collect();
+                    assert_eq!(reply.get(0).map(|b| &b[..]), Some(&b"rpc.echo"[..]));
+                    assert_eq!(reply.get(1).map(|b| &b[..]), Some(want.as_bytes()));
+                }
+            }));
+        }
+        for c in clients {
+            within("client", c).await.expect("client ok");
+        }
+        let text = registry.encode();
+        assert!(
+            text.contains(r#"switchyard_requests_total{input="clients",outcome="replied"} 200"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchyard_requests_pending{input="clients"} 0"#),
+            "{text}"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_does_not_fit_the_envelope_is_answered_bad_request() {
+        let (registry, endpoint, stop) = start(Arc::new(Answering)).await;
+        let mut req = zeromq::ReqSocket::new();
+        within("connect", req.connect(&endpoint))
+            .await
+            .expect("connect");
+        within("send", req.send(message(&[b"only-one-frame"])))
+            .await
+            .expect("send");
+        let reply = within("reply", req.recv()).await.expect("recv");
+        assert_eq!(
+            reply.get(0).map(|b| &b[..]),
+            Some(crate::pipeline::request::ERROR_FRAME)
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(reply.get(1).expect("json frame")).expect("json");
+        assert_eq!(body["error"]["code"], "BAD_REQUEST");
+        assert!(registry.encode().contains(
+            r#"switchyard_input_rejected_total{input="clients",reason="bad_envelope"} 1"#
+        ));
+        // The client is still served.
+        within("send", req.send(message(&[b"rpc.echo", b"ab"])))
+            .await
+            .expect("send");
+        let reply = within("reply", req.recv()).await.expect("recv");
+        assert_eq!(reply.get(1).map(|b| &b[..]), Some(&b"ba"[..]));
+        stop.cancel();
+    }
+}
