@@ -348,6 +348,7 @@ mod tests {
                 sent: 7,
                 dropped: 0,
                 peers: 2,
+                services: Vec::new(),
             }]
         }
 
@@ -599,6 +600,7 @@ mod tests {
         let metrics = input::Metrics::new(
             &crate::ingress::Metrics::register(&running.registry),
             &running.http_metrics,
+            &crate::pipeline::request::RequestMetrics::register(&running.registry),
         );
         let config = input::Config::new("api", "127.0.0.1:0".parse().expect("address"));
         let api = input::HttpInput::bind(config, Arc::new(Accept), &metrics)

@@ -30,6 +30,7 @@ use crate::config::{self, Attach, Config, Plain, ZmqOptions};
 use crate::egress::Output;
 use crate::ingress::{self, Sink};
 use crate::metrics::Registry;
+use crate::pipeline::request::RequestMetrics;
 use crate::pipeline::{
     self, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, ShutdownReport,
 };
@@ -164,6 +165,8 @@ pub(crate) struct Families {
     pub(crate) inputs: ingress::Metrics,
     pub(crate) outputs: egress::zmq::Metrics,
     pub(crate) http: http::Metrics,
+    pub(crate) requests: RequestMetrics,
+    pub(crate) dealers: egress::dealer::DealerMetrics,
     pipeline: PipelineMetrics,
 }
 
@@ -180,6 +183,8 @@ impl Families {
             zmtp: zmtp::metrics::Metrics::new(&registry),
             inputs: ingress::Metrics::register(&registry),
             outputs: egress::zmq::Metrics::register(&registry),
+            requests: RequestMetrics::register(&registry),
+            dealers: egress::dealer::DealerMetrics::register(&registry),
             http: http::Metrics::register(&registry),
             pipeline: PipelineMetrics::new(&registry),
             registry,
@@ -251,6 +256,7 @@ impl App {
             families: Arc::clone(&families),
             sink,
             tracker: intake.clone(),
+            lingering: TaskTracker::new(),
             stop: stop_intake.clone(),
             block_timeout,
             shutdown_grace: config.router.shutdown_grace,
@@ -486,6 +492,7 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
             ),
             outputs: route.to.clone(),
             stages: plugins.stages(route),
+            request_timeout: route.request_timeout,
         })
         .collect()
 }

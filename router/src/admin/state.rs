@@ -93,4 +93,8 @@ pub struct OutputStats {
     pub dropped: u64,
     /// Subscribers or workers connected now.
     pub peers: u64,
+    /// A `zmq-dealer` output's services and their health; empty (and not
+    /// shown) for other kinds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::egress::dealer::ServiceStatus>,
 }

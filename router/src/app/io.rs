@@ -12,9 +12,11 @@ use tokio_util::task::TaskTracker;
 use super::{Error, Families, attach, socket_options};
 use crate::admin::OutputStats;
 use crate::config::{self, InputKind, OutputKind};
-use crate::egress::Output;
+use crate::egress::dealer::ZmqDealerOutput;
 use crate::egress::zmq::{ZmqPubOutput, ZmqPushOutput};
+use crate::egress::{self, Output};
 use crate::ingress::zmq::{Socket as InputSocket, ZmqInput};
+use crate::ingress::zmq_router::ZmqRouterInput;
 use crate::ingress::{self, Sink};
 use crate::zmtp;
 use crate::zmtp::sub::Subscriptions;
@@ -24,6 +26,7 @@ use crate::zmtp::sub::Subscriptions;
 pub(crate) enum OutputHandle {
     Pub(Arc<ZmqPubOutput>),
     Push(Arc<ZmqPushOutput>),
+    Dealer(Arc<ZmqDealerOutput>),
 }
 
 impl OutputHandle {
@@ -31,6 +34,7 @@ impl OutputHandle {
         match self {
             Self::Pub(o) => Arc::clone(o) as Arc<dyn Output>,
             Self::Push(o) => Arc::clone(o) as Arc<dyn Output>,
+            Self::Dealer(o) => Arc::clone(o) as Arc<dyn Output>,
         }
     }
 
@@ -38,6 +42,7 @@ impl OutputHandle {
         match self {
             Self::Pub(o) => o.stats(),
             Self::Push(o) => o.stats(),
+            Self::Dealer(o) => o.stats(),
         }
     }
 
@@ -45,6 +50,7 @@ impl OutputHandle {
         match self {
             Self::Pub(o) => o.flush_and_close(linger).await,
             Self::Push(o) => o.flush_and_close(linger).await,
+            Self::Dealer(o) => o.flush_and_close(linger).await,
         }
     }
 }
@@ -76,6 +82,27 @@ impl RunningOutput {
                     &families.zmtp,
                 )))
             }
+            OutputKind::ZmqDealer(d) => {
+                let config = egress::dealer::Config {
+                    balance: d.balance.clone(),
+                    weights: d.weights.clone(),
+                    eject_after: d.eject_after,
+                    probe_interval: d.probe_interval,
+                    probe_interval_max: d.probe_interval_max,
+                    max_in_flight: d.max_in_flight,
+                    ..egress::dealer::Config::default()
+                };
+                OutputHandle::Dealer(Arc::new(ZmqDealerOutput::new(
+                    &output.name,
+                    config,
+                    options,
+                    zmq.envelope,
+                    &families.outputs,
+                    &families.zmtp,
+                    &families.dealers,
+                    &families.requests,
+                )))
+            }
             OutputKind::ZmqPush(_) => {
                 let socket = zmtp::push::PushSocket::new(&output.name, options, &families.zmtp);
                 OutputHandle::Push(Arc::new(ZmqPushOutput::new(
@@ -104,6 +131,7 @@ impl RunningOutput {
         match &self.handle {
             OutputHandle::Pub(o) => attach(o.socket(), &zmq.attach, &component).await,
             OutputHandle::Push(o) => attach(o.socket(), &zmq.attach, &component).await,
+            OutputHandle::Dealer(o) => attach(o.as_ref(), &zmq.attach, &component).await,
         }
     }
 
@@ -124,6 +152,9 @@ pub(crate) struct InputContext {
     pub(crate) sink: Arc<dyn Sink>,
     /// Input tasks are tracked here, so a shutdown waits for them.
     pub(crate) tracker: TaskTracker,
+    /// Stopped request inputs that still answer their pending requests;
+    /// a shutdown waits for them after closing the outputs.
+    pub(crate) lingering: TaskTracker,
     /// Cancelled when the app stops intake; each input's own stop token is
     /// a child of it.
     pub(crate) stop: CancellationToken,
@@ -196,6 +227,33 @@ impl RunningInput {
                 );
                 (addr, ctx.tracker.spawn(reader.run(stop.clone())))
             }
+            InputKind::ZmqRouter(router) => {
+                let zmq = &router.socket;
+                let socket = zmtp::router::RouterSocket::new(
+                    &input.name,
+                    socket_options(&zmq.options),
+                    &families.zmtp,
+                );
+                let addr = attach(&socket, &zmq.attach, &component).await?;
+                let reader = ZmqRouterInput::new(
+                    &input.name,
+                    socket,
+                    zmq.envelope,
+                    Arc::clone(&ctx.sink),
+                    &families.inputs,
+                    families.requests.for_input(&input.name),
+                    router.max_pending,
+                );
+                // The intake is done with the input once it handed over what
+                // it read; its connections stay for the answers.
+                let handed_over = CancellationToken::new();
+                ctx.lingering
+                    .spawn(reader.run(stop.clone(), handed_over.clone()));
+                let task = ctx
+                    .tracker
+                    .spawn(async move { handed_over.cancelled().await });
+                (addr, task)
+            }
             InputKind::Http(http_config) => {
                 let mut cfg = ingress::http::Config::new(&input.name, http_config.listen);
                 cfg.max_body = http_config.max_body;
@@ -204,7 +262,11 @@ impl RunningInput {
                 cfg.max_batch = http_config.max_batch;
                 cfg.block_timeout = ctx.block_timeout;
                 cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
-                let metrics = ingress::http::Metrics::new(&families.inputs, &families.http);
+                let metrics = ingress::http::Metrics::new(
+                    &families.inputs,
+                    &families.http,
+                    &families.requests,
+                );
                 let server = ingress::http::HttpInput::bind(cfg, Arc::clone(&ctx.sink), &metrics)
                     .await
                     .map_err(|source| Error::Http { component, source })?;
@@ -245,11 +307,12 @@ impl RunningInput {
 
 /// The address an input entry binds or listens on, if any.
 fn listen_addr(input: &config::Input) -> Option<SocketAddr> {
-    match &input.kind {
-        InputKind::Http(h) => Some(h.listen),
-        InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => match &z.attach {
+    match (&input.kind, input.zmq()) {
+        (InputKind::Http(h), _) => Some(h.listen),
+        (_, Some(z)) => match &z.attach {
             config::Attach::Bind(a) => Some(*a),
             config::Attach::Connect(_) => None,
         },
+        (_, None) => None,
     }
 }

@@ -187,7 +187,8 @@ pub(crate) struct Reloader {
     pipeline: Pipeline,
     /// The outputs in force (read by the admin API and the shutdown).
     outputs: ArcSwap<Vec<RunningOutput>>,
-    /// Outputs a reload removed or replaced, closing in the background.
+    /// Outputs a reload removed or replaced, closing in the background, and
+    /// stopped inputs still answering their pending requests.
     closing: TaskTracker,
     inputs_context: InputContext,
     /// How long a removed route may drain.
@@ -260,7 +261,7 @@ impl Reloader {
             plugins: ArcSwap::from_pointee(plugins),
             pipeline,
             outputs: ArcSwap::from_pointee(outputs),
-            closing: TaskTracker::new(),
+            closing: inputs_context.lingering.clone(),
             inputs_context,
             status: Mutex::new(status),
             metrics,
@@ -273,7 +274,8 @@ impl Reloader {
         self.outputs.load_full()
     }
 
-    /// Waits for outputs a reload removed to finish closing.
+    /// Waits for outputs a reload removed to finish closing, and for
+    /// stopped inputs to answer their pending requests.
     pub(crate) async fn wait_closing(&self) {
         self.closing.close();
         self.closing.wait().await;

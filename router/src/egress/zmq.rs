@@ -135,6 +135,7 @@ impl<S: Socket> ZmqOutput<S> {
             sent: self.sent.get(),
             dropped: self.wire.dropped_total(),
             peers: self.socket.peer_count() as u64,
+            services: Vec::new(),
         }
     }
 }
