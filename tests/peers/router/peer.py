@@ -24,6 +24,27 @@ Roles:
        While a send cannot go out for --held-after seconds it prints
        {"event":"held_back","sent":K} once per command.
 
+  rep  ENDPOINT --name NAME [--bind] [--delay-ms D]
+       REP service: connects (or binds, ENDPOINT may have port 0), prints
+       {"event":"ready","endpoint":E}; answers each request [..., payload]
+       with [NAME, payload] after D ms, printing the request as a msg
+       event. The command {"delay_ms": D} changes the delay (answered
+       {"event":"delay","ms":D}).
+  req  ENDPOINT
+       Request clients, one REQ socket each. The command
+       {"run": {"clients": N, "count": M, "topic": T, "timeout_ms": W,
+                "keys": K, "attrs": true, "pause_ms": P}}
+       runs N clients at once, each sending M requests [T][payload] (with
+       "attrs": [T][{"key": "k<j mod K>"}][payload]), payload "c<i>-<j>",
+       waiting up to W ms for each reply and P ms between requests. Then
+       it prints
+       {"event":"done","ok":..,"mismatches":..,"timeouts":..,
+        "errors":{CODE: n},"services":{NAME: n},"keys":{KEY: [NAME...]},
+        "answers":[...]} where a reply [NAME, payload] with the client's own
+       payload is ok, a [switchyard.error, JSON] reply counts under its
+       code, and "answers" lists the first frame of every answer in order
+       (the last client's, for ordering checks).
+
 Send commands (xpub, push), one JSON object per line:
   {"send": [["frame", "frame"], ...]}
   {"gen": {"topic": T, "start": S, "count": N, "size": Z, "attrs": A}}
@@ -41,6 +62,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 import zmq
 
@@ -202,9 +224,109 @@ def role_push(ctx, args):
     send_all(sock, args.held_after_ms)
 
 
+def role_rep(ctx, args):
+    sock = ctx.socket(zmq.REP)
+    if args.bind:
+        sock.bind(args.endpoint)
+        endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    else:
+        sock.connect(args.endpoint)
+        endpoint = args.endpoint
+    delay = [args.delay_ms / 1000.0]
+
+    def control():
+        for cmd in commands():
+            if "delay_ms" in cmd:
+                delay[0] = cmd["delay_ms"] / 1000.0
+                emit({"event": "delay", "ms": cmd["delay_ms"]})
+
+    threading.Thread(target=control, daemon=True).start()
+    emit({"event": "ready", "endpoint": endpoint})
+    name = args.name.encode()
+    while True:
+        frames = sock.recv_multipart()
+        emit_msg(frames)
+        if delay[0]:
+            time.sleep(delay[0])
+        sock.send_multipart([name, frames[-1]])
+
+
+def run_clients(ctx, endpoint, run):
+    clients, count = run["clients"], run["count"]
+    topic = run["topic"].encode()
+    keys = run.get("keys", 1)
+    timeout_ms = run.get("timeout_ms", 10000)
+    pause = run.get("pause_ms", 0) / 1000.0
+    lock = threading.Lock()
+    total = {"ok": 0, "mismatches": 0, "timeouts": 0, "errors": {}, "services": {}, "keys": {}}
+    answers = []
+
+    def client(i):
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        sock.connect(endpoint)
+        try:
+            for j in range(count):
+                if pause and j:
+                    time.sleep(pause)
+                body = ("c%d-%d" % (i, j)).encode()
+                key = "k%d" % (j % keys)
+                if run.get("attrs"):
+                    frames = [topic, json.dumps({"key": key}).encode(), body]
+                else:
+                    frames = [topic, body]
+                sock.send_multipart(frames)
+                try:
+                    reply = sock.recv_multipart()
+                except zmq.Again:
+                    with lock:
+                        total["timeouts"] += 1
+                    # A REQ socket that missed its reply cannot send again.
+                    sock.close(0)
+                    sock = ctx.socket(zmq.REQ)
+                    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                    sock.connect(endpoint)
+                    continue
+                first = reply[0].decode("utf-8", "backslashreplace") if reply else ""
+                with lock:
+                    if i == clients - 1:
+                        answers.append(first)
+                    if first == "switchyard.error":
+                        code = json.loads(reply[1])["error"]["code"]
+                        total["errors"][code] = total["errors"].get(code, 0) + 1
+                    elif len(reply) == 2 and reply[1] == body:
+                        total["ok"] += 1
+                        total["services"][first] = total["services"].get(first, 0) + 1
+                        seen = total["keys"].setdefault(key, [])
+                        if first not in seen:
+                            seen.append(first)
+                    else:
+                        total["mismatches"] += 1
+        finally:
+            sock.close(0)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total["answers"] = answers
+    emit(dict(event="done", **total))
+
+
+def role_req(ctx, args):
+    emit({"event": "ready"})
+    for cmd in commands():
+        if "run" in cmd:
+            run_clients(ctx, args.endpoint, cmd["run"])
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["sub", "pull", "xpub", "push"])
+    parser.add_argument("role", choices=["sub", "pull", "xpub", "push", "rep", "req"])
+    parser.add_argument("--name", default="svc")
+    parser.add_argument("--bind", action="store_true")
+    parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("endpoint")
     parser.add_argument("--subscribe", action="append", default=[])
     parser.add_argument("--expect", action="append", default=[])
@@ -224,9 +346,15 @@ def main():
     timer.start()
     ctx = zmq.Context()
     ctx.setsockopt(zmq.LINGER, 0)
-    {"sub": role_sub, "pull": role_pull, "xpub": role_xpub, "push": role_push}[args.role](
-        ctx, args
-    )
+    roles = {
+        "sub": role_sub,
+        "pull": role_pull,
+        "xpub": role_xpub,
+        "push": role_push,
+        "rep": role_rep,
+        "req": role_req,
+    }
+    roles[args.role](ctx, args)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ pub struct Peer {
     events: Receiver<Value>,
     pending: VecDeque<Value>,
     stderr: Arc<Mutex<String>>,
+    /// The endpoint the peer reported ready on (a binding `rep`'s real
+    /// port), else empty.
+    endpoint: String,
 }
 
 fn script() -> PathBuf {
@@ -171,9 +174,59 @@ impl Peer {
             events,
             pending: VecDeque::new(),
             stderr,
+            endpoint: String::new(),
         };
-        peer.wait_event("ready", DEADLINE)?;
+        let ready = peer.wait_event("ready", DEADLINE)?;
+        peer.endpoint = ready["endpoint"].as_str().unwrap_or_default().to_owned();
         Ok(peer)
+    }
+
+    /// A REP service answering each request `[..., payload]` with
+    /// `[name, payload]`: connected to `endpoint`, or bound there when
+    /// `bind` (see [`Peer::endpoint`] for the real port).
+    ///
+    /// # Errors
+    /// As [`Peer::spawn`].
+    pub fn rep(endpoint: &str, name: &str, bind: bool) -> Result<Self> {
+        let mut args = vec!["rep".into(), endpoint.into(), "--name".into(), name.into()];
+        if bind {
+            args.push("--bind".into());
+        }
+        Self::spawn(&args)
+    }
+
+    /// Changes a `rep` service's delay before each answer.
+    ///
+    /// # Errors
+    /// When the peer does not confirm within [`DEADLINE`].
+    pub fn set_delay(&mut self, delay: Duration) -> Result<()> {
+        self.command(&serde_json::json!({"delay_ms": delay.as_millis() as u64}))?;
+        self.wait_event("delay", DEADLINE).map(drop)
+    }
+
+    /// Request clients (REQ sockets) for `endpoint`; see
+    /// [`Peer::run_requests`].
+    ///
+    /// # Errors
+    /// As [`Peer::spawn`].
+    pub fn req(endpoint: &str) -> Result<Self> {
+        Self::spawn(&["req".into(), endpoint.into()])
+    }
+
+    /// Runs request clients as `run` says (see `tests/peers/router/peer.py`,
+    /// role `req`) and returns their `done` summary.
+    ///
+    /// # Errors
+    /// When the run does not finish within `timeout`.
+    pub fn run_requests(&mut self, run: &Value, timeout: Duration) -> Result<Value> {
+        self.command(&serde_json::json!({ "run": run }))?;
+        self.wait_event("done", timeout)
+    }
+
+    /// The endpoint the peer reported when ready (a bound `rep` service's
+    /// real address), or empty.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// A SUB subscriber connected to `endpoint`, subscribed to `prefixes`
