@@ -15,7 +15,9 @@
 //! [`Applied`]), `admission` (the [`crate::ingress::Sink`] impl),
 //! `stages` (a route's plugins and their runner), `worker` (route
 //! workers), `route`, `metrics` ([`PipelineMetrics`]),
-//! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
+//! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]),
+//! [`request`] (the waiting side of a request: its one answer, its errors
+//! and their codes).
 //!
 //! Nothing is lost silently: per route, `offered = delivered + filtered +
 //! answered + dead_lettered + dropped (by reason) + depth`, exactly,
