@@ -135,12 +135,14 @@ fn a_service_restarted_mid_stream_is_used_again() -> Result<()> {
             .all(|c| c == "SERVICE_FAILED" || c == "NO_SERVICE"),
         "{done}"
     );
+    // The first service answered what it had before it went (all but
+    // what it held when killed), the second what came after.
     ensure!(
-        done["services"]["first"].as_u64().unwrap_or(0) >= 40,
+        done["services"]["first"].as_u64().unwrap_or(0) >= 30,
         "{done}"
     );
     ensure!(
-        done["services"]["second"].as_u64().unwrap_or(0) >= 40,
+        done["services"]["second"].as_u64().unwrap_or(0) >= 30,
         "{done}"
     );
     // The last client's last answers came from the restarted service.

@@ -244,6 +244,11 @@ impl RequestMetrics {
             input: Arc::from(input),
             metrics: self.clone(),
             pending: self.pending.with_label_values(&[input]),
+            replied: self.requests.with_label_values(&[input, "replied"]),
+            answered_by_plugin: self
+                .requests
+                .with_label_values(&[input, "answered_by_plugin"]),
+            duration: self.duration.with_label_values(&[input]),
         }))
     }
 }
@@ -253,6 +258,10 @@ struct InputShared {
     input: Arc<str>,
     metrics: RequestMetrics,
     pending: prometheus::IntGauge,
+    /// The outcomes of nearly every request, resolved once.
+    replied: prometheus::IntCounter,
+    answered_by_plugin: prometheus::IntCounter,
+    duration: prometheus::Histogram,
 }
 
 /// Creates [`Request`]s for one input. Cheap to clone.
@@ -301,20 +310,21 @@ impl Shared {
             return false;
         };
         let input = &self.input;
-        let outcome = match (&answer, source) {
-            (Answer::Reply(_), Source::Service) => "replied",
-            (Answer::Reply(_), Source::Plugin) => "answered_by_plugin",
-            (Answer::Error(e), _) => e.outcome(),
-        };
         let m = &input.metrics;
-        m.requests
-            .with_label_values(&[&*input.input, outcome])
-            .inc();
-        if let (Answer::Error(RequestError::Timeout { .. }), Some(tag)) = (&answer, route) {
-            m.timeouts.with_label_values(&[&*tag.name]).inc();
+        match (&answer, source) {
+            (Answer::Reply(_), Source::Service) => input.replied.inc(),
+            (Answer::Reply(_), Source::Plugin) => input.answered_by_plugin.inc(),
+            (Answer::Error(e), _) => {
+                m.requests
+                    .with_label_values(&[&*input.input, e.outcome()])
+                    .inc();
+                if let (RequestError::Timeout { .. }, Some(tag)) = (e, route) {
+                    m.timeouts.with_label_values(&[&*tag.name]).inc();
+                }
+            }
         }
-        m.duration
-            .with_label_values(&[&*input.input])
+        input
+            .duration
             .observe(self.accepted.elapsed().as_secs_f64());
         input.pending.dec();
         replier.reply(answer);
