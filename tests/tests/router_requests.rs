@@ -327,3 +327,28 @@ fn the_http_bridge_answers_replies_timeouts_and_missing_services() -> Result<()>
     )?;
     Ok(())
 }
+
+#[test]
+fn a_shutdown_answers_the_requests_it_still_holds() -> Result<()> {
+    let text = config("20s", "").replace(
+        "admin = \"127.0.0.1:0\"",
+        "admin = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"",
+    );
+    let mut router = Router::start(&text)?;
+    let mut service = Peer::rep(&router.output_endpoint("services")?, "stuck", false)?;
+    services_up(&router, 1)?;
+    service.set_delay(Duration::from_secs(25))?;
+    let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
+    let run = json!({"clients": 3, "count": 1, "topic": "rpc.echo", "attrs": true});
+    clients.command(&json!({ "run": run }))?;
+    // The service holds one; the others wait in the output for it.
+    service.recv_n(1, DEADLINE)?;
+    router.wait_metric("switchyard_requests_pending", &[("input", "clients")], 3.0)?;
+    router.signal("TERM")?;
+    let done = clients.wait_event("done", DEADLINE)?;
+    ensure!(errors(&done, "SHUTTING_DOWN") == 3, "{done}");
+    ensure!(count(&done, "timeouts") == 0, "{done}");
+    let status = router.wait_exit(DEADLINE)?;
+    ensure!(status.success(), "{status}");
+    Ok(())
+}

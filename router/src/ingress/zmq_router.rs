@@ -39,6 +39,8 @@ use crate::zmtp::router::{RouterSender, RouterSocket, TrySendError};
 const BATCH: usize = 256;
 /// The longest a stopped input keeps its connections for pending answers.
 pub const LINGER: Duration = Duration::from_secs(30);
+/// How long the last answers get to reach the wire before the socket closes.
+const FLUSH: Duration = Duration::from_secs(1);
 
 /// A reply on its way to a client: the connection and the frames.
 type Outgoing = (PeerId, Frames);
@@ -178,8 +180,12 @@ impl ZmqRouterInput {
         drop(handed_over);
         self.linger(&to_writer).await;
         drop(to_writer);
-        // Answers still owed past the linger die with the socket.
-        let _ = timeout(Duration::from_secs(1), writer).await;
+        // Answers still owed past the linger die with the socket; those
+        // queued get a moment to reach the wire.
+        let _ = timeout(FLUSH, writer).await;
+        if !self.socket.flush(FLUSH).await {
+            tracing::warn!(input = %self.name, "clients did not take every answer before the input closed");
+        }
         self.socket.close().await;
         tracing::debug!(input = %self.name, "input stopped");
     }

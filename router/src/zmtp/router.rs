@@ -343,6 +343,19 @@ impl RouterSocket {
         self.inbound.handle.peer_count()
     }
 
+    /// Waits until every reply queued so far was written to the kernel, or
+    /// until `timeout`; returns whether everything was written. Use before
+    /// [`close`](Self::close) so the last replies are not lost.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let role = &self.sender.role;
+        self.inbound
+            .handle
+            .flush(timeout, || {
+                role.snapshot.load().values().all(|p| p.queue.is_drained())
+            })
+            .await
+    }
+
     /// Stops listening, closes every connection and waits for the socket's
     /// tasks to end.
     pub async fn close(&self) {
