@@ -1,6 +1,7 @@
 //! Pieces the first-party plugins share: comparisons read from config
 //! ([`Condition`]), message keys (`"attr:device"`, `"json:a.b"`, ...)
-//! ([`KeySpec`]) and NATS-style topic patterns ([`Pattern`]).
+//! ([`KeySpec`]), NATS-style topic patterns ([`Pattern`]) and the values
+//! templates insert ([`Placeholder`]).
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -256,6 +257,57 @@ impl Pattern {
             }
         }
         parts.next().is_none()
+    }
+}
+
+/// A value a template inserts, named `topic`, `topic.N` (the Nth token,
+/// from 0), `attr.NAME`, `json.PATH`, `input` or `id` (32 hex digits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placeholder {
+    /// The whole topic.
+    Topic,
+    /// One token of the topic.
+    Token(usize),
+    /// An attribute.
+    Attr(String),
+    /// A field of the JSON payload.
+    Json(String),
+    /// The input that accepted the message.
+    Input,
+    /// The message id.
+    Id,
+}
+
+impl Placeholder {
+    /// The names a template may use, for error messages.
+    pub const NAMES: &'static str = "topic, topic.N, attr.NAME, json.PATH, input or id";
+
+    /// Reads a placeholder's name; `None` when it names nothing known.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "topic" => Self::Topic,
+            "input" => Self::Input,
+            "id" => Self::Id,
+            _ => match name.split_once('.')? {
+                ("topic", n) => Self::Token(n.parse().ok()?),
+                ("attr", k) if !k.is_empty() => Self::Attr(k.to_owned()),
+                ("json", p) if !p.is_empty() => Self::Json(p.to_owned()),
+                _ => return None,
+            },
+        })
+    }
+
+    /// Its value in `msg`; `None` when the message has none (no such
+    /// token, attribute or field).
+    pub fn value<'a>(&self, msg: &Message<'a>) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Topic => Some(msg.topic().into()),
+            Self::Token(n) => msg.topic().split('.').nth(*n).map(Into::into),
+            Self::Attr(k) => msg.attr(k).map(Into::into),
+            Self::Json(p) => msg.json(p).map(|v| v.to_text()),
+            Self::Input => Some(msg.input().into()),
+            Self::Id => Some(format!("{:032x}", msg.id()).into()),
+        }
     }
 }
 

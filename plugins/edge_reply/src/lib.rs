@@ -31,10 +31,8 @@
 //! are inserted JSON-escaped; in a text one, as they are unless
 //! `escape = "json"`.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
-use switchyard_plugin_common::Pattern;
+use switchyard_plugin_common::{Pattern, Placeholder};
 use switchyard_sdk::serde_json::{self, Value};
 use switchyard_sdk::{Config, Error, Filter, Message, Verdict};
 
@@ -84,12 +82,7 @@ enum Escape {
 #[derive(Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Topic,
-    Token(usize),
-    Attr(String),
-    Json(String),
-    Input,
-    Id,
+    Value(Placeholder),
 }
 
 /// A payload with its placeholders found once, at init.
@@ -117,7 +110,14 @@ impl Template {
                 if !lit.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut lit)));
                 }
-                parts.push(placeholder(&inner[..end])?);
+                let name = &inner[..end];
+                let placeholder = Placeholder::parse(name).ok_or_else(|| {
+                    Error::config(format!(
+                        "unknown placeholder ${{{name}}}: expected {}",
+                        Placeholder::NAMES
+                    ))
+                })?;
+                parts.push(Part::Value(placeholder));
                 rest = &inner[end + 1..];
             } else {
                 lit.push('$');
@@ -134,17 +134,12 @@ impl Template {
     fn render(&self, msg: &Message<'_>) -> Vec<u8> {
         let mut out = String::new();
         for part in &self.parts {
-            let value: Option<Cow<'_, str>> = match part {
+            let value = match part {
                 Part::Text(t) => {
                     out.push_str(t);
                     continue;
                 }
-                Part::Topic => Some(msg.topic().into()),
-                Part::Token(n) => msg.topic().split('.').nth(*n).map(Into::into),
-                Part::Attr(k) => msg.attr(k).map(Into::into),
-                Part::Json(p) => msg.json(p).map(|v| v.to_text()),
-                Part::Input => Some(msg.input().into()),
-                Part::Id => Some(format!("{:032x}", msg.id()).into()),
+                Part::Value(p) => p.value(msg),
             };
             let value = value.unwrap_or_default();
             match self.escape {
@@ -159,25 +154,6 @@ impl Template {
         }
         out.into_bytes()
     }
-}
-
-fn placeholder(name: &str) -> Result<Part, Error> {
-    let bad = || {
-        Error::config(format!(
-            "unknown placeholder ${{{name}}}: expected topic, topic.N, attr.NAME, json.PATH, input or id"
-        ))
-    };
-    Ok(match name {
-        "topic" => Part::Topic,
-        "input" => Part::Input,
-        "id" => Part::Id,
-        _ => match name.split_once('.') {
-            Some(("topic", n)) => Part::Token(n.parse().map_err(|_| bad())?),
-            Some(("attr", k)) if !k.is_empty() => Part::Attr(k.to_owned()),
-            Some(("json", p)) if !p.is_empty() => Part::Json(p.to_owned()),
-            _ => return Err(bad()),
-        },
-    })
 }
 
 /// The edge reply filter.

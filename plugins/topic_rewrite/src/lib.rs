@@ -8,13 +8,14 @@
 //! ```
 //!
 //! Placeholders: `{topic}` (the whole topic), `{topic.N}` (token N, from
-//! 0), `{attr.NAME}`, `{json.PATH}` and `{id}`. Inserted values have
+//! 0), `{attr.NAME}`, `{json.PATH}`, `{input}` and `{id}`. Inserted values have
 //! characters a topic token may not hold (`.`, space, `*`, `>`, control
 //! characters) replaced by `_`. When a placeholder has no value the message
 //! is kept unchanged, or dropped with `on_missing = "drop"`, or the value
 //! `default` (if set) is used.
 
 use serde::Deserialize;
+use switchyard_plugin_common::Placeholder;
 use switchyard_sdk::{Config, Error, Filter, Message, Rewrite, Verdict};
 
 #[derive(Deserialize)]
@@ -37,11 +38,7 @@ enum OnMissing {
 #[derive(Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Topic,
-    Token(usize),
-    Attr(String),
-    Json(String),
-    Id,
+    Value(Placeholder),
 }
 
 fn parse_template(t: &str) -> Result<Vec<Part>, Error> {
@@ -55,25 +52,13 @@ fn parse_template(t: &str) -> Result<Vec<Part>, Error> {
             .find('}')
             .ok_or_else(|| Error::config(format!("template {t:?}: '{{' without '}}'")))?;
         let name = &rest[open + 1..open + close];
-        parts.push(match name {
-            "topic" => Part::Topic,
-            "id" => Part::Id,
-            _ => {
-                if let Some(n) = name.strip_prefix("topic.") {
-                    Part::Token(n.parse().map_err(|_| {
-                        Error::config(format!("template {t:?}: {{topic.N}} needs a number"))
-                    })?)
-                } else if let Some(a) = name.strip_prefix("attr.").filter(|a| !a.is_empty()) {
-                    Part::Attr(a.to_owned())
-                } else if let Some(p) = name.strip_prefix("json.").filter(|p| !p.is_empty()) {
-                    Part::Json(p.to_owned())
-                } else {
-                    return Err(Error::config(format!(
-                        "template {t:?}: unknown placeholder {{{name}}}"
-                    )));
-                }
-            }
-        });
+        let placeholder = Placeholder::parse(name).ok_or_else(|| {
+            Error::config(format!(
+                "template {t:?}: unknown placeholder {{{name}}}; expected {}",
+                Placeholder::NAMES
+            ))
+        })?;
+        parts.push(Part::Value(placeholder));
         rest = &rest[open + close + 1..];
     }
     if rest.contains('}') {
@@ -117,22 +102,14 @@ impl TopicRewrite {
                     self.buf.push_str(t);
                     continue;
                 }
-                Part::Topic => {
-                    // Already a valid topic: insert as it is.
-                    self.buf.push_str(msg.topic());
+                // Already valid in a topic: inserted as they are.
+                Part::Value(p @ (Placeholder::Topic | Placeholder::Id)) => {
+                    if let Some(v) = p.value(msg) {
+                        self.buf.push_str(&v);
+                    }
                     continue;
                 }
-                Part::Id => {
-                    self.buf.push_str(&format!("{:032x}", msg.id()));
-                    continue;
-                }
-                Part::Token(n) => msg
-                    .topic()
-                    .split('.')
-                    .nth(*n)
-                    .map(std::borrow::Cow::Borrowed),
-                Part::Attr(a) => msg.attr(a).map(std::borrow::Cow::Borrowed),
-                Part::Json(p) => msg.json(p).map(|v| v.to_text()),
+                Part::Value(p) => p.value(msg),
             };
             match (value, &self.default) {
                 (Some(v), _) => push_token(&mut self.buf, &v),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use super::{Metrics, Refusal, Sink};
+use super::{Metrics, Offered, Refusal, Sink};
 use crate::envelope::{self, Envelope};
 use crate::pipeline::{Message, Publisher};
 use crate::zmtp::connection::{PeerId, Received};
@@ -59,7 +59,7 @@ impl Socket {
 /// Counters of one ZeroMQ input, resolved once.
 #[derive(Debug, Clone)]
 pub(super) struct Counters {
-    pub(super) accepted: IntCounter,
+    accepted: IntCounter,
     bad_envelope: IntCounter,
     bad_topic: IntCounter,
     bad_attributes: IntCounter,
@@ -77,6 +77,18 @@ impl Counters {
             bad_attributes: rejected("bad_attributes"),
             shutting_down: rejected("shutting_down"),
             backpressure: rejected("backpressure"),
+        }
+    }
+
+    /// Counts what became of `len` messages offered to the sink.
+    pub(super) fn offered(&self, len: usize, offered: Offered) {
+        self.accepted.inc_by(offered.admitted as u64);
+        if let Some(refusal) = offered.refusal {
+            let refused = (len - offered.admitted) as u64;
+            match refusal {
+                Refusal::ShuttingDown => self.shutting_down.inc_by(refused),
+                Refusal::Backpressure => self.backpressure.inc_by(refused),
+            }
         }
     }
 
@@ -188,14 +200,7 @@ impl ZmqInput {
             }
             let len = batch.len();
             let offered = self.sink.offer(batch, None).await;
-            self.counters.accepted.inc_by(offered.admitted as u64);
-            if let Some(refusal) = offered.refusal {
-                let refused = (len - offered.admitted) as u64;
-                match refusal {
-                    Refusal::ShuttingDown => self.counters.shutting_down.inc_by(refused),
-                    Refusal::Backpressure => self.counters.backpressure.inc_by(refused),
-                }
-            }
+            self.counters.offered(len, offered);
         }
         if !closing {
             self.socket.stop_reading().await;

@@ -28,7 +28,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::zmq::{Counters, Publishers};
-use super::{Metrics, Refusal, Sink};
+use super::{Metrics, Sink};
 use crate::envelope::Envelope;
 use crate::pipeline::Message;
 use crate::pipeline::request::{Answer, Frames, InputRequests, Replier, RequestError};
@@ -168,14 +168,7 @@ impl ZmqRouterInput {
             }
             let len = batch.len();
             let offered = self.sink.offer(batch, None).await;
-            self.counters.accepted.inc_by(offered.admitted as u64);
-            if let Some(refusal) = offered.refusal {
-                let refused = (len - offered.admitted) as u64;
-                match refusal {
-                    Refusal::ShuttingDown => self.counters.shutting_down.inc_by(refused),
-                    Refusal::Backpressure => self.counters.backpressure.inc_by(refused),
-                }
-            }
+            self.counters.offered(len, offered);
         }
         drop(handed_over);
         self.linger(&to_writer).await;

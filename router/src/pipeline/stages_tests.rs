@@ -302,15 +302,9 @@ async fn answer(rx: Answered) -> Answer {
         .expect("answered, not dropped")
 }
 
-fn rejected(plugin: &str, reason: &str) -> Answer {
-    Answer::Error(RequestError::Rejected {
-        plugin: Arc::from(plugin),
-        reason: reason.into(),
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_filter_answers_and_rejects_requests_and_drops_the_rest() {
+/// A route with the EDGE fixture as its filter: the registry, the plugin,
+/// the route's output, the pipeline, and requests of input `clients`.
+fn edge_route() -> (Registry, Plugin, Arc<FakeOutput>, Setup, InputRequests) {
     let reg = Registry::new();
     let engine = engine(&reg);
     let wasm = wat::parse_str(EDGE).expect("valid WAT");
@@ -320,6 +314,19 @@ async fn a_filter_answers_and_rejects_requests_and_drops_the_rest() {
     let out = FakeOutput::new("out");
     let s = filtered(&f, &out);
     let requests = RequestMetrics::register(&reg).for_input("clients");
+    (reg, f, out, s, requests)
+}
+
+fn rejected(plugin: &str, reason: &str) -> Answer {
+    Answer::Error(RequestError::Rejected {
+        plugin: Arc::from(plugin),
+        reason: reason.into(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_answers_and_rejects_requests_and_drops_the_rest() {
+    let (reg, f, out, s, requests) = edge_route();
     let (ping, ping_rx) = request(&requests, "a.ping", 0);
     let (admin, admin_rx) = request(&requests, "x.admin", 1);
     let (drop, drop_rx) = request(&requests, "d.drop", 2);
@@ -370,15 +377,7 @@ async fn a_filter_answers_and_rejects_requests_and_drops_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_first_route_answers_is_not_answered_again() {
-    let reg = Registry::new();
-    let engine = engine(&reg);
-    let wasm = wat::parse_str(EDGE).expect("valid WAT");
-    let f = engine
-        .load("edge", Source::Bytes(&wasm), "{}", Limits::default())
-        .expect("the fixture loads");
-    let out = FakeOutput::new("out");
-    let s = filtered(&f, &out);
-    let requests = RequestMetrics::register(&reg).for_input("clients");
+    let (_reg, _f, _out, s, requests) = edge_route();
     let (ping, rx) = request(&requests, "a.ping", 0);
     let copy = ping.clone();
     assert_eq!(s.pipeline.offer(vec![ping], None).await.admitted, 1);

@@ -7,6 +7,22 @@ use switchyard::plugin::tooling::{self, SdkSource, Summary};
 
 use super::fixtures::{self, assemble, engine, load, wat_filter};
 
+/// Runs `input` (JSON lines) through the plugin as `switchyard plugin
+/// test` does: its summary, its output, and the output's lines parsed.
+fn run_lines(
+    p: &switchyard::plugin::Plugin,
+    input: &str,
+) -> (Summary, String, Vec<serde_json::Value>) {
+    let mut out = Vec::new();
+    let summary = tooling::run_jsonl(p, input.as_bytes(), &mut out, 16).expect("runs");
+    let text = String::from_utf8(out).expect("utf8");
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    (summary, text, lines)
+}
+
 #[test]
 fn plugin_test_prints_one_verdict_per_line() {
     let (engine, _) = engine();
@@ -27,8 +43,7 @@ fn plugin_test_prints_one_verdict_per_line() {
         "\n",
         "not json\n",
     );
-    let mut out = Vec::new();
-    let summary = tooling::run_jsonl(&p, input.as_bytes(), &mut out, 16).expect("runs");
+    let (summary, text, lines) = run_lines(&p, input);
     assert_eq!(
         summary,
         Summary {
@@ -39,11 +54,6 @@ fn plugin_test_prints_one_verdict_per_line() {
             failed: 0
         }
     );
-    let text = String::from_utf8(out).expect("utf8");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert_eq!(lines[0]["verdict"], "rewrite");
     assert_eq!(lines[0]["new_topic"], "out.x");
@@ -78,8 +88,7 @@ fn plugin_test_runs_requests_through_edge_reply() {
         r#"{"topic":"x","request":"yes"}"#,
         "\n",
     );
-    let mut out = Vec::new();
-    let summary = tooling::run_jsonl(&p, input.as_bytes(), &mut out, 16).expect("runs");
+    let (summary, text, lines) = run_lines(&p, input);
     assert_eq!(
         summary,
         Summary {
@@ -90,11 +99,6 @@ fn plugin_test_runs_requests_through_edge_reply() {
             failed: 0
         }
     );
-    let text = String::from_utf8(out).expect("utf8");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
     assert_eq!(lines[0]["verdict"], "reply", "{text}");
     let reply: serde_json::Value =
         serde_json::from_str(lines[0]["payload"].as_str().expect("text")).expect("json reply");

@@ -182,6 +182,30 @@ impl Fixture {
         (message, rx)
     }
 
+    /// Starts a service in `mode`, connects the output to it and waits
+    /// until `up` services are up.
+    async fn connected(&self, name: &'static str, mode: Mode, up: usize) -> Service {
+        let s = Service::start(name, mode, &self.wire).await;
+        self.output.connect(&s.endpoint()).expect("connect");
+        self.wait_up(up).await;
+        s
+    }
+
+    /// Sends one request with `payload` on a route whose timeout is
+    /// `timeout`; the message (held, so its request stays open) and its
+    /// answer to come.
+    async fn send_one(
+        &self,
+        payload: &str,
+        timeout: Duration,
+    ) -> (Message, oneshot::Receiver<Answer>) {
+        let (m, rx) = self.request("t", payload, Some(timeout));
+        within("send", self.output.send(std::slice::from_ref(&m)))
+            .await
+            .expect("send");
+        (m, rx)
+    }
+
     async fn wait_up(&self, n: usize) {
         eventually("services up", || {
             self.output
@@ -371,9 +395,7 @@ async fn consistent_hash_keeps_keys_on_their_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_request_gets_its_error_and_the_late_reply_is_counted() {
     let f = fixture(Config::default());
-    let s = Service::start("slow", Mode::Hold, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
+    let s = f.connected("slow", Mode::Hold, 1).await;
     let (m, rx) = f.request("t", "late", Some(Duration::from_millis(200)));
     let deadline = m
         .request
@@ -467,9 +489,7 @@ async fn a_silent_service_is_ejected_then_probed_back() {
         probe_interval: Duration::from_millis(100),
         ..Config::default()
     });
-    let s = Service::start("flaky", Mode::Hold, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
+    let s = f.connected("flaky", Mode::Hold, 1).await;
     for i in 0..2 {
         let (m, rx) = f.request("t", &format!("m{i}"), Some(Duration::from_millis(100)));
         within("send", f.output.send(std::slice::from_ref(&m)))
@@ -536,10 +556,7 @@ async fn a_failed_probe_ejects_again_and_others_take_the_load() {
     f.output.connect(&good.endpoint()).expect("connect");
     f.wait_up(2).await;
     // Round-robin: the first goes to bad and times out, ejecting it.
-    let (m, rx) = f.request("t", "first", Some(PROBE_TIMEOUT));
-    within("send", f.output.send(std::slice::from_ref(&m)))
-        .await
-        .expect("send");
+    let (_m, rx) = f.send_one("first", PROBE_TIMEOUT).await;
     assert_eq!(
         error_code(within("answer", rx).await.expect("answer")),
         "REQUEST_TIMEOUT"
@@ -574,13 +591,8 @@ async fn a_failed_probe_ejects_again_and_others_take_the_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_disconnects_holding_a_request_fails_it() {
     let f = fixture(Config::default());
-    let s = Service::start("dying", Mode::Hold, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
-    let (m, rx) = f.request("t", "x", Some(LONG));
-    within("send", f.output.send(std::slice::from_ref(&m)))
-        .await
-        .expect("send");
+    let s = f.connected("dying", Mode::Hold, 1).await;
+    let (_m, rx) = f.send_one("x", LONG).await;
     eventually("request held", || s.seen().len() == 1).await;
     s.stop();
     assert_eq!(
@@ -633,9 +645,7 @@ async fn in_flight_is_bounded_and_waits_end_at_the_deadline() {
         max_in_flight: 1,
         ..Config::default()
     });
-    let s = Service::start("slow", Mode::Hold, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
+    let s = f.connected("slow", Mode::Hold, 1).await;
     let (first, rx1) = f.request("t", "1", Some(Duration::from_millis(150)));
     let (second, rx2) = f.request("t", "2", Some(LONG));
     // The second waits for the first's slot, freed at its deadline.
@@ -658,9 +668,7 @@ async fn in_flight_is_bounded_and_waits_end_at_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_messages_are_sent_and_their_replies_discarded() {
     let f = fixture(Config::default());
-    let s = Service::start("a", Mode::Echo, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
+    let s = f.connected("a", Mode::Echo, 1).await;
     let (mut m, _rx) = f.request("t", "oneway", None);
     m.request = None;
     let d = within("send", f.output.send(std::slice::from_ref(&m)))
@@ -684,13 +692,8 @@ async fn one_way_messages_are_sent_and_their_replies_discarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_fails_what_is_outstanding_with_shutting_down() {
     let f = fixture(Config::default());
-    let s = Service::start("slow", Mode::Hold, &f.wire).await;
-    f.output.connect(&s.endpoint()).expect("connect");
-    f.wait_up(1).await;
-    let (m, rx) = f.request("t", "x", Some(LONG));
-    within("send", f.output.send(std::slice::from_ref(&m)))
-        .await
-        .expect("send");
+    let _s = f.connected("slow", Mode::Hold, 1).await;
+    let (_m, rx) = f.send_one("x", LONG).await;
     within("close", f.output.flush_and_close(Duration::from_millis(50))).await;
     assert_eq!(
         error_code(within("answer", rx).await.expect("answer")),
@@ -722,10 +725,7 @@ async fn zeromq_rep_services_connect_to_a_bound_output() {
             .is_some_and(|p| p.starts_with("127.0.0.1:")),
         "{services:?}"
     );
-    let (m, rx) = f.request("t", "ping", Some(LONG));
-    within("send", f.output.send(std::slice::from_ref(&m)))
-        .await
-        .expect("send");
+    let (_m, rx) = f.send_one("ping", LONG).await;
     let req = within("request", rep.recv()).await.expect("recv");
     assert_eq!(req.get(1).map(|b| &b[..]), Some(&b"ping"[..]));
     let mut out = zeromq::ZmqMessage::from("pong");
