@@ -352,3 +352,57 @@ fn a_shutdown_answers_the_requests_it_still_holds() -> Result<()> {
     ensure!(status.success(), "{status}");
     Ok(())
 }
+
+#[test]
+fn a_routing_plugin_chooses_the_service() -> Result<()> {
+    let plugin = entry(
+        "by-key",
+        "content_router",
+        "config = { rules = [{ attributes = { key = \"k0\" }, to = [\"east\"] }], otherwise = [\"west\"] }",
+    )?;
+    let text = format!(
+        r#"
+[router]
+admin = "127.0.0.1:0"
+
+[[input]]
+name = "clients"
+kind = "zmq-router"
+bind = "tcp://127.0.0.1:0"
+envelope = "topic-attrs-payload"
+
+[[output]]
+name = "east"
+kind = "zmq-dealer"
+bind = "tcp://127.0.0.1:0"
+
+[[output]]
+name = "west"
+kind = "zmq-dealer"
+bind = "tcp://127.0.0.1:0"
+
+[[route]]
+name = "rpc"
+match = "rpc.>"
+router = "by-key"
+to = ["east", "west"]
+{plugin}"#
+    );
+    let router = Router::start(&text)?;
+    let _east = Peer::rep(&router.output_endpoint("east")?, "e", false)?;
+    let _west = Peer::rep(&router.output_endpoint("west")?, "w", false)?;
+    for output in ["east", "west"] {
+        router.wait_metric(
+            "switchyard_output_services",
+            &[("output", output), ("state", "up")],
+            1.0,
+        )?;
+    }
+    let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
+    let run = json!({"clients": 2, "count": 20, "keys": 2, "topic": "rpc.echo", "attrs": true});
+    let done = clients.run_requests(&run, DEADLINE)?;
+    ensure!(count(&done, "ok") == 40, "{done}");
+    ensure!(done["keys"]["k0"] == json!(["e"]), "{done}");
+    ensure!(done["keys"]["k1"] == json!(["w"]), "{done}");
+    Ok(())
+}
