@@ -306,7 +306,7 @@ mod tests {
     use crate::ingress::Offered;
     use crate::metrics::Registry;
     use crate::pipeline::request::{RequestMetrics, Source};
-    use crate::zmtp::connection::testutil::{metrics, within};
+    use crate::zmtp::connection::testutil::{eventually, metrics, within};
     use crate::zmtp::options::Options;
 
     fn frames(parts: &[&[u8]]) -> Vec<Bytes> {
@@ -357,6 +357,13 @@ mod tests {
     }
 
     async fn start(sink: Arc<dyn Sink>) -> (Registry, String, CancellationToken) {
+        start_with(sink, 64).await
+    }
+
+    async fn start_with(
+        sink: Arc<dyn Sink>,
+        max_pending: usize,
+    ) -> (Registry, String, CancellationToken) {
         let registry = Registry::new();
         let (_wire_registry, wire) = metrics();
         let socket = RouterSocket::new("clients", Options::default(), &wire);
@@ -368,7 +375,7 @@ mod tests {
             sink,
             &Metrics::register(&registry),
             RequestMetrics::register(&registry).for_input("clients"),
-            64,
+            max_pending,
         );
         let stop = CancellationToken::new();
         tokio::spawn(input.run(stop.clone(), CancellationToken::new()));
@@ -448,6 +455,86 @@ mod tests {
             .expect("send");
         let reply = within("reply", req.recv()).await.expect("recv");
         assert_eq!(reply.get(1).map(|b| &b[..]), Some(&b"ba"[..]));
+        stop.cancel();
+    }
+
+    /// Holds every request it is offered, unanswered, until released.
+    #[derive(Default)]
+    struct Holding(std::sync::Mutex<Vec<Message>>);
+
+    impl Holding {
+        fn held(&self) -> usize {
+            self.0.lock().expect("lock").len()
+        }
+
+        /// Answers and lets go of everything held.
+        fn release(&self) {
+            for m in self.0.lock().expect("lock").drain(..) {
+                if let Some(r) = &m.request {
+                    r.answer(smallvec::smallvec![m.payload.clone()], Source::Service);
+                }
+            }
+        }
+    }
+
+    impl Sink for Holding {
+        fn offer(
+            &self,
+            batch: Vec<Message>,
+            _deadline: Option<Instant>,
+        ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
+            Box::pin(async move {
+                let admitted = batch.len();
+                self.0.lock().expect("lock").extend(batch);
+                Offered {
+                    admitted,
+                    refusal: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_max_pending_the_input_stops_reading_until_answers_go_out() {
+        let sink = Arc::new(Holding::default());
+        let (registry, endpoint, stop) = start_with(sink.clone(), 2).await;
+        let mut clients = Vec::new();
+        for i in 0..5u8 {
+            let endpoint = endpoint.clone();
+            clients.push(tokio::spawn(async move {
+                let mut req = zeromq::ReqSocket::new();
+                within("connect", req.connect(&endpoint))
+                    .await
+                    .expect("connect");
+                within("send", req.send(message(&[b"rpc.x", &[i]])))
+                    .await
+                    .expect("send");
+                let reply = within("reply", req.recv()).await.expect("recv");
+                assert_eq!(reply.get(0).map(|b| &b[..]), Some(&[i][..]), "its own");
+            }));
+        }
+        eventually("two held", || sink.held() == 2).await;
+        // The other three wait in the socket, unread, while two are
+        // pending; each answer lets one more in.
+        let pending = || {
+            crate::zmtp::connection::testutil::metric(
+                &registry,
+                "switchyard_requests_pending",
+                &[("input", "clients")],
+            )
+        };
+        assert_eq!(pending(), 2.0);
+        let mut answered = 0;
+        while answered < 5 {
+            eventually("more held", || sink.held() > 0).await;
+            answered += sink.held();
+            assert!(sink.held() <= 2, "never more than max_pending");
+            sink.release();
+        }
+        for c in clients {
+            within("client", c).await.expect("client ok");
+        }
+        assert_eq!(pending(), 0.0);
         stop.cancel();
     }
 }
