@@ -406,3 +406,62 @@ to = ["east", "west"]
     ensure!(done["keys"]["k1"] == json!(["w"]), "{done}");
     Ok(())
 }
+
+/// The config of the reload test: one connect-mode dealer output.
+fn connecting(endpoints: &[&str], note: &str) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    format!(
+        r#"
+# {note}
+[router]
+admin = "127.0.0.1:0"
+
+[[input]]
+name = "clients"
+kind = "zmq-router"
+bind = "tcp://127.0.0.1:0"
+envelope = "topic-attrs-payload"
+
+[[output]]
+name = "services"
+kind = "zmq-dealer"
+connect = [{}]
+
+[[route]]
+name = "rpc"
+match = "rpc.>"
+to = ["services"]
+"#,
+        list.join(", ")
+    )
+}
+
+#[test]
+fn a_reload_adds_a_service_while_clients_keep_asking() -> Result<()> {
+    let mut first = Peer::rep("tcp://127.0.0.1:0", "first", true)?;
+    let mut second = Peer::rep("tcp://127.0.0.1:0", "second", true)?;
+    let (e1, e2) = (first.endpoint().to_owned(), second.endpoint().to_owned());
+    let router = Router::start(&connecting(&[&e1], "one service"))?;
+    services_up(&router, 1)?;
+    let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
+    let run =
+        json!({"clients": 4, "count": 300, "pause_ms": 5, "topic": "rpc.echo", "attrs": true});
+    clients.command(&json!({ "run": run }))?;
+    first.recv_n(40, DEADLINE)?;
+    std::fs::write(
+        router.config_path(),
+        connecting(&[&e1, &e2], "two services"),
+    )?;
+    // The rebuilt output takes over and spreads over both.
+    second.recv_n(40, DEADLINE)?;
+    let done = clients.wait_event("done", DEADLINE * 2)?;
+    ensure!(
+        count(&done, "ok") == 1200,
+        "every request answered by a service: {done}"
+    );
+    ensure!(count(&done, "mismatches") == 0, "{done}");
+    ensure!(count(&done, "timeouts") == 0, "{done}");
+    let scrape = router.scrape()?;
+    ensure!(scrape.get("switchyard_config_reloads_total", &[("result", "success")]) >= 1.0);
+    Ok(())
+}

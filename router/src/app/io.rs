@@ -135,6 +135,22 @@ impl RunningOutput {
         }
     }
 
+    /// Waits up to `grace` for a connecting output to reach each of its
+    /// endpoints, so an output a reload rebuilds does not take over with
+    /// fewer peers than the one it replaces had (a `zmq-dealer` output would
+    /// answer `NO_SERVICE` meanwhile). Endpoints that are down cost the
+    /// whole grace; a bound output does not wait.
+    pub(crate) async fn wait_connected(&self, grace: Duration) {
+        let config::Attach::Connect(endpoints) = &self.config.zmq().attach else {
+            return;
+        };
+        let want = endpoints.len() as u64;
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.handle.stats().peers < want && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// True when `other` binds the same fixed address as this output, so
     /// this one must close before the other can bind.
     pub(crate) fn same_bind(&self, other: &config::Output) -> bool {

@@ -174,6 +174,10 @@ struct Live {
 /// what it queued before it closes and its successor binds.
 const REBIND_LINGER: Duration = Duration::from_millis(500);
 
+/// How long a reload waits for a rebuilt connecting output to reach its
+/// endpoints before it takes over.
+const CONNECT_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a removed output gives its peers, in the background.
 const RETIRE_LINGER: Duration = Duration::from_secs(1);
 
@@ -438,6 +442,7 @@ impl Reloader {
                     io.created.push(new.clone());
                     new.addr = new.attach().await?;
                     io.created.last_mut().expect("just pushed").addr = new.addr;
+                    new.wait_connected(CONNECT_GRACE).await;
                     if let Some(o) = other {
                         io.retiring.push(o.clone());
                     }
