@@ -12,6 +12,10 @@
 //! envelope: a reply as the service gave it, an error as two frames,
 //! `switchyard.error` and a JSON body (see [`crate::pipeline::request`]). A
 //! request that cannot be decoded is answered `BAD_REQUEST` at once.
+//! Answers go straight into the connection's queue; a client that lets
+//! `send_hwm` answers pile up unread loses the next ones, counted
+//! (`switchyard_zmtp_dropped_total{reason="peer_queue_full"}`), so a client
+//! that does not read costs a bounded amount of memory.
 //!
 //! At most `max_pending` requests wait for answers; at the bound the input
 //! stops reading (TCP backpressure) until answers go out. When the input
@@ -23,8 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::zmq::{Counters, Publishers};
@@ -33,7 +37,7 @@ use crate::envelope::Envelope;
 use crate::pipeline::Message;
 use crate::pipeline::request::{Answer, Frames, InputRequests, Replier, RequestError};
 use crate::zmtp::connection::{PeerId, Received};
-use crate::zmtp::router::{RouterSender, RouterSocket, TrySendError};
+use crate::zmtp::router::{RouterSender, RouterSocket};
 
 /// Most requests read from the socket and offered as one batch.
 const BATCH: usize = 256;
@@ -42,14 +46,10 @@ pub const LINGER: Duration = Duration::from_secs(30);
 /// How long the last answers get to reach the wire before the socket closes.
 const FLUSH: Duration = Duration::from_secs(1);
 
-/// A reply on its way to a client: the connection and the frames.
-type Outgoing = (PeerId, Frames);
-
-/// Sends a request's answer back to the connection that asked: straight
-/// into its queue when there is room, else through the input's writer.
+/// Sends a request's answer back to the connection that asked, with the
+/// request's envelope.
 struct ZmqReplier {
     sender: RouterSender,
-    to: mpsc::UnboundedSender<Outgoing>,
     peer: PeerId,
     /// The request's envelope, sent before the answer.
     envelope: Frames,
@@ -59,19 +59,18 @@ struct ZmqReplier {
 
 impl Replier for ZmqReplier {
     fn reply(self: Box<Self>, answer: Answer) {
-        let mut frames = self.envelope;
-        frames.extend(answer.into_frames());
-        match self.sender.try_send(self.peer, frames) {
-            // A client gone is counted by the ZMTP layer.
-            Ok(()) | Err(TrySendError::Failed(_)) => {}
-            // Bounded by `max_pending`: each permit sends at most once. The
-            // writer is gone only once the socket closed; then nobody
-            // listens.
-            Err(TrySendError::Full(frames)) => {
-                let _ = self.to.send((self.peer, frames));
-            }
-        }
+        answer_to(&self.sender, self.peer, self.envelope, answer.into_frames());
     }
+}
+
+/// Queues `answer` with `envelope` for `peer`. A client with
+/// `send_hwm` answers unread loses this one, counted
+/// (`switchyard_zmtp_dropped_total{reason="peer_queue_full"}`); one that
+/// is gone is counted as `unroutable`.
+fn answer_to(sender: &RouterSender, peer: PeerId, envelope: Frames, answer: Frames) {
+    let mut frames = envelope;
+    frames.extend(answer);
+    sender.send_or_drop(peer, frames);
 }
 
 /// Splits a client message into its envelope (up to and including the
@@ -92,6 +91,8 @@ pub struct ZmqRouterInput {
     sink: Arc<dyn Sink>,
     counters: Counters,
     publishers: Publishers,
+    /// The socket's sending half, for answers.
+    sender: RouterSender,
     requests: InputRequests,
     max_pending: usize,
     places: Arc<Semaphore>,
@@ -122,6 +123,7 @@ impl ZmqRouterInput {
         let max_pending = max_pending.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             name: Arc::from(name),
+            sender: socket.sender(),
             socket,
             envelope,
             sink,
@@ -141,8 +143,6 @@ impl ZmqRouterInput {
     pub async fn run(mut self, stop: CancellationToken, handed_over: CancellationToken) {
         // Cancelled at the hand-over below, or if this task ends otherwise.
         let handed_over = handed_over.drop_guard();
-        let (to_writer, from_inputs) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_replies(self.socket.sender(), from_inputs));
         let mut received = Vec::with_capacity(BATCH);
         loop {
             // A place for at least one more request before reading.
@@ -162,7 +162,7 @@ impl ZmqRouterInput {
             if n == 0 {
                 break;
             }
-            let batch = self.decode(&mut received, first, &to_writer);
+            let batch = self.decode(&mut received, first);
             if batch.is_empty() {
                 continue;
             }
@@ -171,11 +171,9 @@ impl ZmqRouterInput {
             self.counters.offered(len, offered);
         }
         drop(handed_over);
-        self.linger(&to_writer).await;
-        drop(to_writer);
+        self.linger().await;
         // Answers still owed past the linger die with the socket; those
         // queued get a moment to reach the wire.
-        let _ = timeout(FLUSH, writer).await;
         if !self.socket.flush(FLUSH).await {
             tracing::warn!(input = %self.name, "clients did not take every answer before the input closed");
         }
@@ -185,7 +183,7 @@ impl ZmqRouterInput {
 
     /// After the stop: answers new requests `SHUTTING_DOWN` until every
     /// pending one is answered, or [`LINGER`].
-    async fn linger(&mut self, to_writer: &mpsc::UnboundedSender<Outgoing>) {
+    async fn linger(&mut self) {
         let until = Instant::now() + LINGER;
         let all = u32::try_from(self.max_pending).unwrap_or(u32::MAX);
         let places = Arc::clone(&self.places);
@@ -205,15 +203,19 @@ impl ZmqRouterInput {
                         break;
                     }
                     for r in received.drain(..) {
-                        let (envelope, _) = split_envelope(&r.frames);
-                        let mut frames: Frames = envelope.iter().cloned().collect();
-                        frames.extend(RequestError::ShuttingDown.frames());
                         self.counters.shutting_down.inc();
-                        let _ = to_writer.send((r.peer, frames));
+                        self.refuse(&r, &RequestError::ShuttingDown);
                     }
                 }
             }
         }
+    }
+
+    /// Answers `r` with `error` at once, without making it a request.
+    fn refuse(&self, r: &Received, error: &RequestError) {
+        let (envelope, _) = split_envelope(&r.frames);
+        let envelope = envelope.iter().cloned().collect();
+        answer_to(&self.sender, r.peer, envelope, error.frames());
     }
 
     /// Decodes `received` into requests, each holding a place (`first`
@@ -223,7 +225,6 @@ impl ZmqRouterInput {
         &mut self,
         received: &mut Vec<Received>,
         first: OwnedSemaphorePermit,
-        to_writer: &mpsc::UnboundedSender<Outgoing>,
     ) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
         let mut place = Some(first);
@@ -241,16 +242,13 @@ impl ZmqRouterInput {
                             // one is answered as refused for overload.
                             Err(_) => {
                                 self.counters.backpressure.inc();
-                                let mut frames = envelope;
-                                frames.extend(RequestError::Overloaded.frames());
-                                let _ = to_writer.send((r.peer, frames));
+                                self.refuse(&r, &RequestError::Overloaded);
                                 continue;
                             }
                         },
                     };
                     let replier = ZmqReplier {
-                        sender: self.socket.sender(),
-                        to: to_writer.clone(),
+                        sender: self.sender.clone(),
                         peer: r.peer,
                         envelope,
                         _permit: permit,
@@ -261,37 +259,14 @@ impl ZmqRouterInput {
                 Err(e) => {
                     self.counters.rejected(&e).inc();
                     tracing::debug!(input = %self.name, peer = %r.peer, error = %e, "request rejected");
-                    let mut frames = envelope;
                     let error = RequestError::BadRequest {
                         reason: e.to_string(),
                     };
-                    frames.extend(error.frames());
-                    let _ = to_writer.send((r.peer, frames));
+                    answer_to(&self.sender, r.peer, envelope, error.frames());
                 }
             }
         }
         batch
-    }
-}
-
-/// Sends the answers that found their client's queue full (and the
-/// input's own error answers), in order. One that still finds no room is
-/// handed to a task of its own, so one slow client does not hold up the
-/// others' answers.
-async fn write_replies(sender: RouterSender, mut from: mpsc::UnboundedReceiver<Outgoing>) {
-    while let Some((peer, frames)) = from.recv().await {
-        let copy = frames.clone();
-        if timeout(Duration::ZERO, sender.send(peer, frames))
-            .await
-            .is_err()
-        {
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                // A client gone or stuck past send_timeout is counted by
-                // the ZMTP layer.
-                let _ = sender.send(peer, copy).await;
-            });
-        }
     }
 }
 
@@ -364,9 +339,21 @@ mod tests {
         sink: Arc<dyn Sink>,
         max_pending: usize,
     ) -> (Registry, String, CancellationToken) {
+        let (registry, endpoint, stop, _wire) =
+            start_full(sink, max_pending, Options::default()).await;
+        (registry, endpoint, stop)
+    }
+
+    /// The input with `options` on its socket; the last value is the ZMTP
+    /// layer's registry.
+    async fn start_full(
+        sink: Arc<dyn Sink>,
+        max_pending: usize,
+        options: Options,
+    ) -> (Registry, String, CancellationToken, Registry) {
         let registry = Registry::new();
-        let (_wire_registry, wire) = metrics();
-        let socket = RouterSocket::new("clients", Options::default(), &wire);
+        let (wire_registry, wire) = metrics();
+        let socket = RouterSocket::new("clients", options, &wire);
         let addr = socket.bind("tcp://127.0.0.1:0").await.expect("bind");
         let input = ZmqRouterInput::new(
             "clients",
@@ -379,7 +366,7 @@ mod tests {
         );
         let stop = CancellationToken::new();
         tokio::spawn(input.run(stop.clone(), CancellationToken::new()));
-        (registry, format!("tcp://{addr}"), stop)
+        (registry, format!("tcp://{addr}"), stop, wire_registry)
     }
 
     fn message(parts: &[&[u8]]) -> ZmqMessage {
@@ -535,6 +522,54 @@ mod tests {
             within("client", c).await.expect("client ok");
         }
         assert_eq!(pending(), 0.0);
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_never_reads_loses_answers_counted_not_memory() {
+        use tokio::io::AsyncWriteExt;
+
+        let options = Options {
+            send_hwm: 8,
+            ..Options::default()
+        };
+        let (_registry, endpoint, stop, wire) = start_full(Arc::new(Answering), 64, options).await;
+        let addr = endpoint
+            .trim_start_matches("tcp://")
+            .parse()
+            .expect("address");
+        let (mut hostile, _) = crate::zmtp::connection::testutil::raw_client_with(
+            addr,
+            crate::zmtp::socket_type::SocketType::Dealer,
+            Some(4096),
+        )
+        .await;
+        // Requests without a body, each answered BAD_REQUEST, never read.
+        let mut out = bytes::BytesMut::new();
+        for _ in 0..20_000 {
+            crate::zmtp::frame::encode_message(&[Bytes::from_static(b"x")], &mut out);
+        }
+        within("write", hostile.write_all(&out))
+            .await
+            .expect("write");
+        eventually("answers dropped for the stuck client", || {
+            crate::zmtp::connection::testutil::metric(
+                &wire,
+                "switchyard_zmtp_dropped_total",
+                &[("socket", "clients"), ("reason", "peer_queue_full")],
+            ) > 0.0
+        })
+        .await;
+        // Another client is served as ever.
+        let mut req = zeromq::ReqSocket::new();
+        within("connect", req.connect(&endpoint))
+            .await
+            .expect("connect");
+        within("send", req.send(message(&[b"rpc.echo", b"ab"])))
+            .await
+            .expect("send");
+        let reply = within("reply", req.recv()).await.expect("recv");
+        assert_eq!(reply.get(1).map(|b| &b[..]), Some(&b"ba"[..]));
         stop.cancel();
     }
 }

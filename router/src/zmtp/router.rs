@@ -248,6 +248,22 @@ impl RouterSender {
         self.role.try_send(peer, frames)
     }
 
+    /// Queues `frames` for `peer` if its queue has room now, else drops
+    /// them, counted (`dropped_total{reason="peer_queue_full"}`): for
+    /// answers to a client that has stopped reading. Returns whether they
+    /// were queued.
+    pub fn send_or_drop(&self, peer: PeerId, frames: Multipart) -> bool {
+        match self.role.try_send(peer, frames) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.role.core.metrics.dropped("peer_queue_full", 1);
+                false
+            }
+            // Counted as unroutable.
+            Err(TrySendError::Failed(_)) => false,
+        }
+    }
+
     /// Queues `frames` for `peer` (include the envelope the request came
     /// with, e.g. the REQ delimiter). Waits up to `send_timeout` while the
     /// peer's queue is full.
