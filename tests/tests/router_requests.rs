@@ -46,6 +46,20 @@ request_timeout = "{request_timeout}"
     )
 }
 
+/// Starts a router on [`config`] whose route runs the built plugin `file`
+/// as the filter `name`, with `settings` as its config.
+fn with_filter(name: &str, file: &str, settings: &str) -> Result<Router> {
+    let plugin = entry(name, file, &format!("config = {settings}"))?;
+    let text = config("10s", &format!("filters = [{name:?}]\n")) + &plugin;
+    Router::start(&text)
+}
+
+/// A run of `clients` request clients sending `count` requests each on
+/// `topic`, with a `key` attribute.
+fn requests(clients: u32, count: u32, topic: &str) -> Value {
+    json!({"clients": clients, "count": count, "topic": topic, "attrs": true})
+}
+
 /// The `done` summary's count of answers with error `code`.
 fn errors(done: &Value, code: &str) -> u64 {
     done["errors"][code].as_u64().unwrap_or(0)
@@ -92,7 +106,7 @@ fn a_hundred_clients_each_get_their_own_replies() -> Result<()> {
         .collect::<Result<_>>()?;
     services_up(&router, 3)?;
     let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
-    let run = json!({"clients": 100, "count": 20, "topic": "rpc.echo", "attrs": true});
+    let run = requests(100, 20, "rpc.echo");
     let done = clients.run_requests(&run, DEADLINE * 2)?;
     ensure!(count(&done, "ok") == 2000, "{done}");
     ensure!(count(&done, "mismatches") == 0, "{done}");
@@ -164,12 +178,12 @@ fn a_slow_service_times_out_is_ejected_probed_and_put_back() -> Result<()> {
     service.set_delay(Duration::from_millis(900))?;
     let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
     // Three timeouts (eject_after's default) take the only service out.
-    let run = json!({"clients": 1, "count": 3, "topic": "rpc.echo", "attrs": true});
+    let run = requests(1, 3, "rpc.echo");
     let done = clients.run_requests(&run, DEADLINE)?;
     ensure!(errors(&done, "REQUEST_TIMEOUT") == 3, "{done}");
     ensure!(count(&done, "timeouts") == 0, "the router answered: {done}");
     // Out of rotation: no service to ask.
-    let run1 = json!({"clients": 1, "count": 1, "topic": "rpc.echo", "attrs": true});
+    let run1 = requests(1, 1, "rpc.echo");
     let done = clients.run_requests(&run1, DEADLINE)?;
     ensure!(errors(&done, "NO_SERVICE") == 1, "{done}");
     let scrape = router.scrape()?;
@@ -202,7 +216,7 @@ fn a_slow_service_times_out_is_ejected_probed_and_put_back() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     services_up(&router, 1)?;
-    let run = json!({"clients": 2, "count": 50, "topic": "rpc.echo", "attrs": true});
+    let run = requests(2, 50, "rpc.echo");
     let done = clients.run_requests(&run, DEADLINE)?;
     ensure!(count(&done, "ok") == 100, "{done}");
     Ok(())
@@ -248,13 +262,11 @@ fn consistent_hashing_keeps_each_key_on_one_service() -> Result<()> {
 
 #[test]
 fn a_filter_plugin_rejects_requests_with_an_error_reply() -> Result<()> {
-    let plugin = entry(
+    let router = with_filter(
         "deny-k1",
         "attr_filter",
-        "config = { key = \"key\", deny = [\"k1\"] }",
+        r#"{ key = "key", deny = ["k1"] }"#,
     )?;
-    let text = config("10s", "filters = [\"deny-k1\"]\n") + &plugin;
-    let router = Router::start(&text)?;
     let _service = Peer::rep(&router.output_endpoint("services")?, "s", false)?;
     services_up(&router, 1)?;
     let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
@@ -270,16 +282,14 @@ fn a_filter_plugin_rejects_requests_with_an_error_reply() -> Result<()> {
 
 #[test]
 fn a_plugin_answers_requests_itself() -> Result<()> {
-    let plugin = entry(
+    let router = with_filter(
         "health",
         "edge_reply",
-        "config = { replies = [{ match = \"rpc.health\", payload = \"ok\" }] }",
+        r#"{ replies = [{ match = "rpc.health", payload = "ok" }] }"#,
     )?;
-    let text = config("10s", "filters = [\"health\"]\n") + &plugin;
-    let router = Router::start(&text)?;
     // No service at all: the plugin answers at the edge.
     let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
-    let run = json!({"clients": 3, "count": 10, "topic": "rpc.health", "attrs": true});
+    let run = requests(3, 10, "rpc.health");
     let done = clients.run_requests(&run, DEADLINE)?;
     ensure!(count(&done, "timeouts") == 0, "{done}");
     let answers = done["answers"].as_array().cloned().unwrap_or_default();
@@ -289,7 +299,7 @@ fn a_plugin_answers_requests_itself() -> Result<()> {
     let answered = [("input", "clients"), ("outcome", "answered_by_plugin")];
     ensure!(scrape.get("switchyard_requests_total", &answered) == 30.0);
     // Anything else goes on to the (absent) services.
-    let other = json!({"clients": 1, "count": 1, "topic": "rpc.other", "attrs": true});
+    let other = requests(1, 1, "rpc.other");
     let done = clients.run_requests(&other, DEADLINE)?;
     ensure!(errors(&done, "NO_SERVICE") == 1, "{done}");
     Ok(())
@@ -339,7 +349,7 @@ fn a_shutdown_answers_the_requests_it_still_holds() -> Result<()> {
     services_up(&router, 1)?;
     service.set_delay(Duration::from_secs(25))?;
     let mut clients = Peer::req(&router.input_endpoint("clients")?)?;
-    let run = json!({"clients": 3, "count": 1, "topic": "rpc.echo", "attrs": true});
+    let run = requests(3, 1, "rpc.echo");
     clients.command(&json!({ "run": run }))?;
     // The service holds one; the others wait in the output for it.
     service.recv_n(1, DEADLINE)?;
