@@ -13,10 +13,8 @@ use switchyard_tests::router::peer::Peer;
 use switchyard_tests::router::plugins::entry;
 use switchyard_tests::router::{DEADLINE, Router};
 
-/// Services connect to the router's bound `zmq-dealer` output.
-fn config(request_timeout: &str, extra: &str) -> String {
-    format!(
-        r#"
+/// The router and its request input, as every config here starts.
+const CLIENTS: &str = r#"
 [router]
 admin = "127.0.0.1:0"
 
@@ -25,7 +23,12 @@ name = "clients"
 kind = "zmq-router"
 bind = "tcp://127.0.0.1:0"
 envelope = "topic-attrs-payload"
+"#;
 
+/// Services connect to the router's bound `zmq-dealer` output.
+fn config(request_timeout: &str, extra: &str) -> String {
+    format!(
+        r#"{CLIENTS}
 [[input]]
 name = "api"
 kind = "http"
@@ -371,16 +374,7 @@ fn a_routing_plugin_chooses_the_service() -> Result<()> {
         "config = { rules = [{ attributes = { key = \"k0\" }, to = [\"east\"] }], otherwise = [\"west\"] }",
     )?;
     let text = format!(
-        r#"
-[router]
-admin = "127.0.0.1:0"
-
-[[input]]
-name = "clients"
-kind = "zmq-router"
-bind = "tcp://127.0.0.1:0"
-envelope = "topic-attrs-payload"
-
+        r#"{CLIENTS}
 [[output]]
 name = "east"
 kind = "zmq-dealer"
@@ -423,15 +417,7 @@ fn connecting(endpoints: &[&str], note: &str) -> String {
     format!(
         r#"
 # {note}
-[router]
-admin = "127.0.0.1:0"
-
-[[input]]
-name = "clients"
-kind = "zmq-router"
-bind = "tcp://127.0.0.1:0"
-envelope = "topic-attrs-payload"
-
+{CLIENTS}
 [[output]]
 name = "services"
 kind = "zmq-dealer"
