@@ -11,6 +11,7 @@ use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use switchyard_tests::router::peer::Peer;
 use switchyard_tests::router::plugins::entry;
+use switchyard_tests::router::reload::admin_json;
 use switchyard_tests::router::{DEADLINE, Router};
 
 /// The router and its request input, as every config here starts.
@@ -260,6 +261,21 @@ fn consistent_hashing_keeps_each_key_on_one_service() -> Result<()> {
     // A second run sends each key where the first did.
     let again = clients.run_requests(&run, DEADLINE)?;
     ensure!(again["keys"] == done["keys"], "{again} vs {done}");
+    // /v1/status shows each service, its state and what it has in flight.
+    let status = admin_json(&router, "/v1/status")?;
+    let services = status["outputs"][0]["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(services.len() == 3, "{status}");
+    for (service, endpoint) in services.iter().zip(&endpoints) {
+        ensure!(service["state"] == "up", "{service}");
+        ensure!(service["in_flight"] == 0, "{service}");
+        ensure!(
+            format!("{:?}", service["endpoint"].as_str().unwrap_or("")) == *endpoint,
+            "{service}"
+        );
+    }
     Ok(())
 }
 
