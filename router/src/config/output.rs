@@ -115,34 +115,35 @@ fn build_dealer(
     let at = |field: &Option<super::raw::S<String>>| {
         field.as_ref().map_or_else(|| raw.name.span(), |f| f.span())
     };
-    let balance = match (written, &raw.hash_attribute) {
-        (Written::Hash, Some(attr)) if !attr.get_ref().is_empty() => Balance::ConsistentHash {
-            attribute: attr.get_ref().clone(),
-        },
-        (Written::Hash, _) => {
-            c.invalid(
-                subject,
-                "hash_attribute",
-                at(&raw.balance),
-                "balance = \"consistent-hash\" needs `hash_attribute = \"<attribute>\"`, the attribute whose value picks the service",
-            );
-            Balance::RoundRobin
-        }
-        (other, Some(attr)) => {
-            c.invalid(
-                subject,
-                "hash_attribute",
-                attr.span(),
-                "only applies with balance = \"consistent-hash\"",
-            );
-            if matches!(other, Written::Weighted) {
-                Balance::Weighted
-            } else {
+    if let (Written::RoundRobin | Written::Weighted, Some(attr)) = (written, &raw.hash_attribute) {
+        c.invalid(
+            subject,
+            "hash_attribute",
+            attr.span(),
+            "only applies with balance = \"consistent-hash\"",
+        );
+    }
+    let balance = match written {
+        Written::RoundRobin => Balance::RoundRobin,
+        Written::Weighted => Balance::Weighted,
+        Written::Hash => match raw
+            .hash_attribute
+            .as_ref()
+            .filter(|a| !a.get_ref().is_empty())
+        {
+            Some(attr) => Balance::ConsistentHash {
+                attribute: attr.get_ref().clone(),
+            },
+            None => {
+                c.invalid(
+                    subject,
+                    "hash_attribute",
+                    at(&raw.balance),
+                    "balance = \"consistent-hash\" needs `hash_attribute = \"<attribute>\"`, the attribute whose value picks the service",
+                );
                 Balance::RoundRobin
             }
-        }
-        (Written::Weighted, None) => Balance::Weighted,
-        (Written::RoundRobin, None) => Balance::RoundRobin,
+        },
     };
     let mut weights = Vec::new();
     let endpoints = match &socket.attach {

@@ -250,6 +250,8 @@ pub struct ZmqDealerOutput {
     envelope: Envelope,
     /// The attribute `consistent_hash` keys by.
     hash_attribute: Option<String>,
+    /// [`Config::default_timeout`], read on every send without the table.
+    default_timeout: Duration,
     next_id: AtomicU64,
     timer_started: Once,
     sent: IntCounter,
@@ -287,6 +289,7 @@ impl ZmqDealerOutput {
             links,
             envelope,
             hash_attribute,
+            default_timeout: config.default_timeout,
             next_id: AtomicU64::new(1),
             timer_started: Once::new(),
             sent: outputs.messages.with_label_values(&[name]),
@@ -424,7 +427,12 @@ impl ZmqDealerOutput {
     async fn send_one(&self, message: &Message) -> Result<(), Option<Reject>> {
         let request = message.request.as_ref();
         let now = Instant::now();
-        let deadline = self.shared.table().deadline(request, now);
+        let deadline = match request {
+            Some(r) => r
+                .deadline()
+                .unwrap_or_else(|| r.accepted() + self.default_timeout),
+            None => now + self.default_timeout,
+        };
         let fail = |e: RequestError| {
             if let Some(r) = request {
                 r.fail(e);

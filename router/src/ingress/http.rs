@@ -434,7 +434,7 @@ impl Publish {
         let pending = self.requests.start(Box::new(OneshotReplier(tx)));
         message.request = Some(pending.clone());
         let id = message.id;
-        if let Err(e) = self.offer(vec![message]).await {
+        if let Err(e) = self.admit(vec![message]).await {
             // Refused before any route took it: answer the request way.
             let error = match e {
                 Error::ShuttingDown { .. } => RequestError::ShuttingDown,
@@ -495,6 +495,14 @@ impl Publish {
 
     /// Offers `batch` to the sink and answers with the ids admitted.
     async fn offer(&self, batch: Vec<Message>) -> Result<Response<Body>, Error> {
+        let ids = self.admit(batch).await?;
+        Ok(http::ids_response(StatusCode::ACCEPTED, &ids))
+    }
+
+    /// Offers `batch` to the sink, counted, in a task that completes even
+    /// if the client hangs up: the ids when every message was admitted,
+    /// else the refusal with the ids admitted before it.
+    async fn admit(&self, batch: Vec<Message>) -> Result<Vec<MessageId>, Error> {
         let count = batch.len();
         if self.shutdown.is_cancelled() {
             self.counters
@@ -531,7 +539,7 @@ impl Publish {
         let admitted = offered.admitted.min(count);
         ids.truncate(admitted);
         if admitted == count {
-            return Ok(http::ids_response(StatusCode::ACCEPTED, &ids));
+            return Ok(ids);
         }
         let refused = count - admitted;
         Err(match offered.refusal {

@@ -238,8 +238,10 @@ impl ZmqRouterInput {
                         Some(p) => p,
                         None => match Arc::clone(&self.places).try_acquire_owned() {
                             Ok(p) => p,
-                            // Over the bound: the batch goes as it is; this
-                            // one is answered as refused for overload.
+                            // Not while this task is the only one taking
+                            // places (it reads no more requests than are
+                            // free); should it happen, the request is
+                            // refused as overload, not let past the bound.
                             Err(_) => {
                                 self.counters.backpressure.inc();
                                 self.refuse(&r, &RequestError::Overloaded);

@@ -40,8 +40,8 @@ use crate::metrics::Registry;
 /// The first frame of every error reply to a ZeroMQ client.
 pub const ERROR_FRAME: &[u8] = b"switchyard.error";
 
-/// The frames of a reply (or of a request body).
-pub type Frames = smallvec::SmallVec<[Bytes; 3]>;
+/// The frames of a reply: the envelope module's frame list.
+pub use crate::envelope::Frames;
 
 /// Why a request got an error instead of a reply. Each variant has a
 /// stable [`code`](RequestError::code); `crate::http::Error::Request` gives
@@ -396,11 +396,6 @@ impl Request {
         self.route = Some(route);
     }
 
-    /// The route this copy travels, once a worker took it.
-    pub fn route(&self) -> Option<&RouteTag> {
-        self.route.as_ref()
-    }
-
     /// When the router accepted the request.
     pub fn accepted(&self) -> Instant {
         self.shared.accepted
@@ -414,15 +409,13 @@ impl Request {
             .map(|r| self.shared.accepted + r.timeout)
     }
 
-    /// The [`RequestError::Timeout`] of this copy's route.
-    pub fn timeout_error(&self) -> RequestError {
-        let (route, timeout) = self
-            .route
-            .as_ref()
-            .map_or((Arc::from(""), Duration::ZERO), |r| {
-                (Arc::clone(&r.name), r.timeout)
-            });
-        RequestError::Timeout { route, timeout }
+    /// The [`RequestError::Timeout`] of this copy's route; `None` before a
+    /// route took it.
+    pub fn timeout_error(&self) -> Option<RequestError> {
+        self.route.as_ref().map(|r| RequestError::Timeout {
+            route: Arc::clone(&r.name),
+            timeout: r.timeout,
+        })
     }
 }
 
@@ -523,7 +516,7 @@ mod tests {
             timeout: Duration::from_secs(2),
         });
         assert!(req.deadline().is_some_and(|d| d > req.accepted()));
-        req.fail(req.timeout_error());
+        req.fail(req.timeout_error().expect("tagged"));
         let Answer::Error(e) = rx.await.expect("answered") else {
             panic!("an error")
         };

@@ -85,27 +85,9 @@ impl RouterRole {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `msg` for `peer` if its queue has room now.
-    fn try_send(&self, peer: PeerId, msg: Multipart) -> Result<(), TrySendError> {
-        if msg.is_empty() {
-            return Err(TrySendError::Failed(SendError::EmptyMessage));
-        }
-        let target = self.snapshot.load().get(&peer).cloned();
-        let Some(target) = target else {
-            self.core.metrics.dropped_unroutable.inc();
-            return Err(TrySendError::Failed(SendError::UnknownPeer(peer)));
-        };
-        match target.queue.try_push(msg) {
-            Ok(()) => Ok(()),
-            Err(PushError::Closed(_)) => {
-                self.core.metrics.dropped_unroutable.inc();
-                Err(TrySendError::Failed(SendError::UnknownPeer(peer)))
-            }
-            Err(PushError::Full(m)) => Err(TrySendError::Full(m)),
-        }
-    }
-
-    async fn send(&self, peer: PeerId, mut msg: Multipart) -> Result<(), SendError> {
+    /// Queues `msg` for `peer` if its queue has room now: `Ok(None)` once
+    /// queued, `Ok(Some(msg))` back while the queue is full.
+    fn try_send(&self, peer: PeerId, msg: Multipart) -> Result<Option<Multipart>, SendError> {
         if msg.is_empty() {
             return Err(SendError::EmptyMessage);
         }
@@ -114,25 +96,26 @@ impl RouterRole {
             self.core.metrics.dropped_unroutable.inc();
             return Err(SendError::UnknownPeer(peer));
         };
-        // Ok(None) once queued, Ok(Some(msg)) back while the queue is full.
-        let try_push = |msg| match target.queue.try_push(msg) {
+        match target.queue.try_push(msg) {
             Ok(()) => Ok(None),
             Err(PushError::Closed(_)) => {
                 self.core.metrics.dropped_unroutable.inc();
                 Err(SendError::UnknownPeer(peer))
             }
             Err(PushError::Full(m)) => Ok(Some(m)),
-        };
-        // Fast path without registering a waiter.
-        match try_push(msg)? {
-            None => return Ok(()),
-            Some(m) => msg = m,
         }
+    }
+
+    async fn send(&self, peer: PeerId, msg: Multipart) -> Result<(), SendError> {
+        // Fast path without registering a waiter.
+        let Some(mut msg) = self.try_send(peer, msg)? else {
+            return Ok(());
+        };
         let mut deadline: Option<Instant> = None;
         loop {
             // Register, then re-check, so a wake-up in between is kept.
             let wait = self.core.room.wait();
-            match try_push(msg)? {
+            match self.try_send(peer, msg)? {
                 None => return Ok(()),
                 Some(m) => msg = m,
             }
@@ -225,42 +208,20 @@ pub struct RouterSender {
     role: Arc<RouterRole>,
 }
 
-/// Why [`RouterSender::try_send`] did not queue a message.
-#[derive(Debug)]
-pub enum TrySendError {
-    /// The peer's queue is full now; the message is given back.
-    Full(Multipart),
-    /// It cannot be sent ([`SendError::UnknownPeer`],
-    /// [`SendError::EmptyMessage`]); counted like a failed
-    /// [`RouterSender::send`].
-    Failed(SendError),
-}
-
 impl RouterSender {
-    /// Queues `frames` for `peer` if its queue has room now, without
-    /// waiting: the fast path of [`RouterSender::send`], callable from
-    /// synchronous code.
-    ///
-    /// # Errors
-    /// [`TrySendError::Full`] with the frames when the queue is full;
-    /// [`TrySendError::Failed`] when the peer is gone or the message empty.
-    pub fn try_send(&self, peer: PeerId, frames: Multipart) -> Result<(), TrySendError> {
-        self.role.try_send(peer, frames)
-    }
-
     /// Queues `frames` for `peer` if its queue has room now, else drops
     /// them, counted (`dropped_total{reason="peer_queue_full"}`): for
     /// answers to a client that has stopped reading. Returns whether they
     /// were queued.
     pub fn send_or_drop(&self, peer: PeerId, frames: Multipart) -> bool {
         match self.role.try_send(peer, frames) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Ok(None) => true,
+            Ok(Some(_)) => {
                 self.role.core.metrics.dropped("peer_queue_full", 1);
                 false
             }
             // Counted as unroutable.
-            Err(TrySendError::Failed(_)) => false,
+            Err(_) => false,
         }
     }
 

@@ -120,26 +120,15 @@ impl Table {
         }
     }
 
-    /// When a message with `request` (or none) must be answered by.
-    pub(super) fn deadline(&self, request: Option<&Request>, now: Instant) -> Instant {
-        match request {
-            Some(r) => r
-                .deadline()
-                .unwrap_or_else(|| r.accepted() + self.default_timeout),
-            None => now + self.default_timeout,
-        }
-    }
-
-    /// The error of `request` timing out.
+    /// The error of `request` timing out: its route's timeout, or the
+    /// output's default for an untagged one.
     pub(super) fn timeout_error(&self, request: &Request) -> RequestError {
-        if request.route().is_some() {
-            request.timeout_error()
-        } else {
-            RequestError::Timeout {
+        request
+            .timeout_error()
+            .unwrap_or_else(|| RequestError::Timeout {
                 route: Arc::clone(&self.output),
                 timeout: self.default_timeout,
-            }
-        }
+            })
     }
 
     /// The error of no service taking a request.
