@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchyard::egress::{Delivery, Output, SendFuture};
 use switchyard::ingress::Sink;
+use switchyard::message::{Message, Pattern, Publisher, Topic};
 use switchyard::metrics::Registry;
-use switchyard::pipeline::{
-    Message, Pattern, Pipeline, PipelineMetrics, Publisher, QueueSpec, RouteSpec, Stages, Topic,
-    WhenFull,
-};
+use switchyard::pipeline::{Pipeline, PipelineMetrics, QueueSpec, RouteSpec, Stages, WhenFull};
 use switchyard::plugin::Limits;
 
 #[path = "../tests/plugins/fixtures.rs"]
@@ -97,10 +95,7 @@ async fn run_with(
     let outputs: Vec<Arc<dyn Output>> = vec![null.clone()];
     let metrics = PipelineMetrics::new(&Registry::new());
     let pipeline = Pipeline::start(specs, &outputs, &metrics).expect("valid routes");
-    let publisher = Publisher {
-        input: Arc::from("bench"),
-        peer: Arc::from(""),
-    };
+    let publisher = Publisher::new("bench", "");
     let topic = Topic::try_from("sensors.line1.temp").expect("valid topic");
     let start = Instant::now();
     let cpu_start = cpu_time();

@@ -17,12 +17,11 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use switchyard::message::{Message, Publisher, Topic};
 use switchyard::metrics::Registry;
-use switchyard::pipeline::{Message, Publisher, Topic};
 use switchyard::plugin::{self, Engine, FilterVerdict, Limits, Source};
 
 #[path = "../tests/plugins/fixtures.rs"]
@@ -40,10 +39,7 @@ fn messages(n: usize) -> Vec<Message> {
             Message::new(
                 Topic::try_from("sensors.line1.temp").expect("topic"),
                 Bytes::from(payload),
-                Publisher {
-                    input: Arc::from("sensors"),
-                    peer: Arc::from(""),
-                },
+                Publisher::new("sensors", ""),
             )
         })
         .collect()

@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchyard::pipeline::{Matches, Message, Pattern, Publisher, RouteTable, Topic};
+use switchyard::message::Pattern;
+use switchyard::message::{Message, Publisher, Topic};
+use switchyard::pipeline::{Matches, RouteTable};
 
 const ROUTES: usize = 10_000;
 const TOPICS: usize = 4096;
@@ -111,10 +112,7 @@ fn main() {
         m.len()
     });
 
-    let publisher = Publisher {
-        input: Arc::from("bench"),
-        peer: Arc::from(""),
-    };
+    let publisher = Publisher::new("bench", "");
     let messages: Vec<Message> = topics
         .iter()
         .map(|t| {

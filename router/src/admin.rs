@@ -286,7 +286,8 @@ mod tests {
 
     use super::*;
     use crate::http::testing::{DEADLINE, metric, request, send};
-    use crate::pipeline::{DroppedCounts, Pattern, PipelineSnapshot, QueueSnapshot, WhenFull};
+    use crate::message::Pattern;
+    use crate::pipeline::{DroppedCounts, PipelineSnapshot, QueueSnapshot, WhenFull};
 
     struct FakeState {
         ready: AtomicBool,
@@ -577,7 +578,7 @@ mod tests {
     impl crate::ingress::Sink for Accept {
         fn offer(
             &self,
-            batch: Vec<crate::pipeline::Message>,
+            batch: Vec<crate::message::Message>,
             _deadline: Option<Instant>,
         ) -> std::pin::Pin<Box<dyn Future<Output = crate::ingress::Offered> + Send + '_>> {
             Box::pin(std::future::ready(crate::ingress::Offered {
@@ -600,7 +601,7 @@ mod tests {
         let metrics = input::Metrics::new(
             &crate::ingress::Metrics::register(&running.registry),
             &running.http_metrics,
-            &crate::pipeline::request::RequestMetrics::register(&running.registry),
+            &crate::message::request::RequestMetrics::register(&running.registry),
         );
         let config = input::Config::new("api", "127.0.0.1:0".parse().expect("address"));
         let api = input::HttpInput::bind(config, Arc::new(Accept), &metrics)

@@ -29,8 +29,8 @@ use crate::admin::{self, OutputStats, PluginStats};
 use crate::config::{self, Attach, Config, Plain, ZmqOptions};
 use crate::egress::Output;
 use crate::ingress::{self, Sink};
+use crate::message::request::RequestMetrics;
 use crate::metrics::Registry;
-use crate::pipeline::request::RequestMetrics;
 use crate::pipeline::{
     self, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, ShutdownReport,
 };

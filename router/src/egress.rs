@@ -15,7 +15,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 
-use crate::pipeline::Message;
+use crate::message::Message;
 
 pub mod dealer;
 pub mod zmq;

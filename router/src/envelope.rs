@@ -15,10 +15,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use crate::pipeline::{Attributes, Message, Publisher, Topic, TopicError};
-
-/// The frames of one ZeroMQ message.
-pub type Frames = SmallVec<[Bytes; 3]>;
+pub use crate::message::Frames;
+use crate::message::{Attributes, Message, Publisher, Topic, TopicError};
 
 /// The layout of a message in ZeroMQ frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -172,15 +170,10 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn publisher() -> Publisher {
-        Publisher {
-            input: Arc::from("in"),
-            peer: Arc::from(""),
-        }
+        Publisher::new("in", "")
     }
 
     fn round_trip(envelope: Envelope) {

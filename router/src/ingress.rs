@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use prometheus::IntCounterVec;
 
+use crate::message::Message;
 use crate::metrics::Registry;
-use crate::pipeline::Message;
 
 pub mod http;
 pub mod zmq;

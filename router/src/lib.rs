@@ -5,8 +5,11 @@
 //!   handshake, connections, and the peer roles the router needs.
 //! - [`config`]: the TOML file read into a raw serde model, then validated into
 //!   a typed [`config::Config`] that reports every problem with file and line.
-//! - [`pipeline`]: the [`pipeline::Message`] model, topic patterns, the route
-//!   table and the bounded per-route queues with their `when_full` policies.
+//! - [`message`]: the shared vocabulary ([`message::Message`], topics,
+//!   attributes, publishers, ids) and requests, the waiting side of a
+//!   message whose sender expects one answer.
+//! - [`pipeline`]: topic patterns, the route table and the bounded
+//!   per-route queues with their `when_full` policies.
 //! - [`ingress`]: one file per input kind; decodes wire data into messages.
 //! - [`egress`]: one file per output kind; encodes messages onto the wire.
 //! - [`envelope`]: how a message is laid out in ZeroMQ frames.
@@ -29,6 +32,7 @@ pub mod egress;
 pub mod envelope;
 pub mod http;
 pub mod ingress;
+pub mod message;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

@@ -1,4 +1,4 @@
-//! The router's core: the [`Message`] model, topic patterns, the route table,
+//! The router's core: topic patterns, the route table,
 //! the bounded per-route queues with their `when_full` policies, and the
 //! route workers that hand batches to the outputs.
 //!
@@ -9,15 +9,16 @@
 //! plugins ([`Stages`]: filters, then a routing plugin) on the blocking pool,
 //! and hands what is left to the route's [`crate::egress::Output`]s.
 //!
-//! Files: `message` (the model), `pattern` ([`Pattern`]), `table`
+//! It routes [`crate::message::Message`]s: the vocabulary lives in
+//! [`crate::message`], below the pipeline and the edges alike.
+//!
+//! Files: `table`
 //! ([`RouteTable`]), `spec` ([`RouteSpec`], what the app builds from config),
 //! `queue` ([`RouteQueue`]), `reconfigure` (a reload's new route set,
 //! [`Applied`]), `admission` (the [`crate::ingress::Sink`] impl),
 //! `stages` (a route's plugins and their runner), `worker` (route
 //! workers), `route`, `metrics` ([`PipelineMetrics`]),
-//! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]),
-//! [`request`] (the waiting side of a request: its one answer, its errors
-//! and their codes).
+//! `snapshot` (admin and shutdown views), `runtime` ([`Pipeline`]).
 //!
 //! Nothing is lost silently: per route, `offered = delivered + filtered +
 //! answered + dead_lettered + dropped (by reason) + depth`, exactly,
@@ -37,12 +38,9 @@
 //! | `switchyard_pipeline_unrouted_total` | | messages that matched no route |
 
 mod admission;
-mod message;
 mod metrics;
-mod pattern;
 mod queue;
 mod reconfigure;
-pub mod request;
 mod route;
 mod runtime;
 mod snapshot;
@@ -51,9 +49,7 @@ mod stages;
 mod table;
 mod worker;
 
-pub use message::{Attributes, Message, MessageId, Publisher, Topic, TopicError};
 pub use metrics::{DropReason, PipelineMetrics};
-pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
 pub use queue::{Popped, Pushed, QueueStats, RouteQueue, WaitError, Waited};
 pub use reconfigure::Applied;
 pub use runtime::Pipeline;

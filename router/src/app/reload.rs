@@ -36,7 +36,8 @@ use super::plugins::Plugins;
 use crate::config;
 use crate::config::{Config, ConfigErrors, Diff};
 use crate::egress::Output;
-use crate::pipeline::{self, Applied, Pipeline, subscription_prefixes};
+use crate::message::subscription_prefixes;
+use crate::pipeline::{self, Applied, Pipeline};
 use crate::zmtp::sub::Subscriptions;
 
 /// Why a reload was refused; the running generation carries on.

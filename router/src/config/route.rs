@@ -1,7 +1,7 @@
 //! Routes: which messages (topic pattern, attribute conditions) go through
 //! which plugins to which outputs, through what bounded queue.
 
-use crate::pipeline::Pattern;
+use crate::message::Pattern;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `zmq-dealer` output: each message becomes a request to one REP
 //! service (or a ROUTER service that echoes the envelope), and the
 //! service's reply answers the message's
-//! [`Request`](crate::pipeline::request::Request).
+//! [`Request`](crate::message::request::Request).
 //!
 //! - **Services.** With `connect`, each endpoint is one service (up, or
 //!   disconnected while it reconnects), weighted by its entry in
@@ -14,7 +14,7 @@
 //!   a key stays on its service while that one is healthy, and when it is
 //!   not, only its keys move, to the next service on the ring.
 //! - **Timeouts.** A request must be answered by its route's deadline
-//!   ([`Request::deadline`](crate::pipeline::request::Request::deadline), counted from acceptance), else by
+//!   ([`Request::deadline`](crate::message::request::Request::deadline), counted from acceptance), else by
 //!   [`Config::default_timeout`]. One timer task per output fails expired
 //!   requests with `REQUEST_TIMEOUT` at their deadline; a reply that comes
 //!   later is discarded and counted
@@ -54,9 +54,9 @@ use self::table::{Dispatched, Effects, Table};
 use super::{Delivery, Error, Output, Reject, SendFuture};
 use crate::admin::OutputStats;
 use crate::envelope::Envelope;
+use crate::message::Message;
+use crate::message::request::{Answer, RequestError, RequestMetrics, Source};
 use crate::metrics::Registry;
-use crate::pipeline::Message;
-use crate::pipeline::request::{Answer, RequestError, RequestMetrics, Source};
 use crate::zmtp::connection::PeerId;
 use crate::zmtp::dealer::{ServiceEvents, ServiceLinks, ServicePeer, encode_request_id};
 use crate::zmtp::endpoint::EndpointError;
@@ -405,7 +405,7 @@ impl ZmqDealerOutput {
     }
 
     /// Answers `request` (if any) with its timeout error.
-    fn time_out(&self, request: Option<&crate::pipeline::request::Request>) {
+    fn time_out(&self, request: Option<&crate::message::request::Request>) {
         if let Some(r) = request {
             let e = self.shared.table().timeout_error(r);
             r.fail(e);

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 
 use super::Body;
-use crate::pipeline::request::RequestError;
-use crate::pipeline::{MessageId, TopicError};
+use crate::message::request::RequestError;
+use crate::message::{MessageId, TopicError};
 
 /// Everything an HTTP handler can fail with. [`Error::status`] and
 /// [`Error::code`] give the status and the stable machine code.

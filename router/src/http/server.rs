@@ -85,7 +85,7 @@ pub struct Peer {
     /// Its address.
     pub addr: SocketAddr,
     /// Its address as text, made once per connection for
-    /// [`crate::pipeline::Publisher::peer`].
+    /// [`crate::message::Publisher::peer`].
     pub name: Arc<str>,
 }
 

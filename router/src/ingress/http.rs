@@ -15,7 +15,7 @@
 //!   says how many frames it had. No reply gets the request's error with
 //!   its status (`504 REQUEST_TIMEOUT`, `503 NO_SERVICE`, `404
 //!   ROUTE_NOT_FOUND`, `403 REJECTED`, ...; see
-//!   [`crate::pipeline::request`]).
+//!   [`crate::message::request`]).
 //!
 //! Publish answers:
 //! - `202 Accepted`, `{"ids": ["<32 hex digits>", ...]}`: every message was
@@ -56,10 +56,10 @@ use tokio_util::task::TaskTracker;
 
 use super::{Refusal, Sink};
 use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
-use crate::pipeline::request::{
+use crate::message::request::{
     Answer, InputRequests, OneshotReplier, RequestError, RequestMetrics,
 };
-use crate::pipeline::{Attributes, Message, MessageId, Publisher, Topic};
+use crate::message::{Attributes, Message, MessageId, Publisher, Topic};
 
 /// Settings of one HTTP input.
 #[derive(Debug, Clone)]
@@ -487,10 +487,7 @@ impl Publish {
     }
 
     fn publisher(&self, peer: &Peer) -> Publisher {
-        Publisher {
-            input: self.name.clone(),
-            peer: peer.name.clone(),
-        }
+        Publisher::new(self.name.clone(), peer.name.clone())
     }
 
     /// Offers `batch` to the sink and answers with the ids admitted.

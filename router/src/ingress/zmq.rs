@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Metrics, Offered, Refusal, Sink};
 use crate::envelope::{self, Envelope};
-use crate::pipeline::{Message, Publisher};
+use crate::message::{Message, Publisher};
 use crate::zmtp::connection::{PeerId, Received};
 use crate::zmtp::pull::PullSocket;
 use crate::zmtp::sub::SubSocket;
@@ -124,10 +124,7 @@ impl Publishers {
             .peers
             .entry(peer)
             .or_insert_with(|| Arc::from(peer.to_string()));
-        Publisher {
-            input: Arc::clone(&self.input),
-            peer: Arc::clone(name),
-        }
+        Publisher::new(Arc::clone(&self.input), Arc::clone(name))
     }
 }
 

@@ -4,13 +4,13 @@
 //! empty delimiter: the delimiter alone from a REQ client, or a request id
 //! and the delimiter from libzmq's `ZMQ_REQ_CORRELATE`) is kept for the
 //! reply; the frames after it are decoded with the input's envelope into a
-//! [`Message`] that carries a [`Request`](crate::pipeline::request::Request).
+//! [`Message`] that carries a [`Request`](crate::message::request::Request).
 //! A DEALER client that sends no delimiter gets its reply without one.
 //!
 //! Whatever answers the request (a service through a `zmq-dealer` output, a
 //! plugin, or an error) is sent back to the connection that asked, with its
 //! envelope: a reply as the service gave it, an error as two frames,
-//! `switchyard.error` and a JSON body (see [`crate::pipeline::request`]). A
+//! `switchyard.error` and a JSON body (see [`crate::message::request`]). A
 //! request that cannot be decoded is answered `BAD_REQUEST` at once.
 //! Answers go straight into the connection's queue; a client that lets
 //! `send_hwm` answers pile up unread loses the next ones, counted
@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use super::zmq::{Counters, Publishers};
 use super::{Metrics, Sink};
 use crate::envelope::Envelope;
-use crate::pipeline::Message;
-use crate::pipeline::request::{Answer, Frames, InputRequests, Replier, RequestError};
+use crate::message::Frames;
+use crate::message::Message;
+use crate::message::request::{Answer, InputRequests, Replier, RequestError};
 use crate::zmtp::connection::{PeerId, Received};
 use crate::zmtp::router::{RouterSender, RouterSocket};
 
@@ -281,8 +282,8 @@ mod tests {
 
     use super::*;
     use crate::ingress::Offered;
+    use crate::message::request::{RequestMetrics, Source};
     use crate::metrics::Registry;
-    use crate::pipeline::request::{RequestMetrics, Source};
     use crate::zmtp::connection::testutil::{eventually, metrics, within};
     use crate::zmtp::options::Options;
 
@@ -430,7 +431,7 @@ mod tests {
         let reply = within("reply", req.recv()).await.expect("recv");
         assert_eq!(
             reply.get(0).map(|b| &b[..]),
-            Some(crate::pipeline::request::ERROR_FRAME)
+            Some(crate::message::request::ERROR_FRAME)
         );
         let body: serde_json::Value =
             serde_json::from_slice(reply.get(1).expect("json frame")).expect("json");

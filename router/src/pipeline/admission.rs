@@ -20,13 +20,13 @@ use std::pin::Pin;
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use super::message::Message;
 use super::queue::WaitError;
-use super::request::RequestError;
 use super::route::Route;
 use super::runtime::{Inner, Pipeline};
 use super::table::Matches;
 use crate::ingress::{Offered, Refusal, Sink};
+use crate::message::Message;
+use crate::message::request::RequestError;
 
 impl Sink for Pipeline {
     fn offer(

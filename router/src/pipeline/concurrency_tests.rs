@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::testing::{DEADLINE, assert_conserved, spec, wait_idle};
-use super::{Message, Pipeline, PipelineMetrics, Publisher, Topic, WhenFull};
+use super::{Pipeline, PipelineMetrics, WhenFull};
 use crate::egress::{Delivery, Output, Reject, SendFuture};
 use crate::ingress::{Refusal, Sink};
+use crate::message::{Message, Publisher, Topic};
 use crate::metrics::Registry;
 
 /// Records `(producer, sequence)` of what it takes; yields a few times per
@@ -78,10 +79,7 @@ fn message(producer: u8, seq: u32) -> Message {
     Message::new(
         Topic::try_from("plant.line1.temp").expect("valid topic"),
         Bytes::from(payload),
-        Publisher {
-            input: Arc::from("test"),
-            peer: Arc::from(""),
-        },
+        Publisher::new("test", ""),
     )
 }
 

@@ -22,9 +22,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::message::Message;
 use super::metrics::DropReason;
 use super::spec::{QueueSpec, WhenFull};
+use crate::message::Message;
 
 /// A bounded queue of messages for one route.
 #[derive(Debug)]
@@ -468,16 +468,13 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::pipeline::{Publisher, Topic};
+    use crate::message::{Publisher, Topic};
 
     fn msg(n: u8) -> Message {
         Message::new(
             Topic::try_from("t").expect("valid topic"),
             Bytes::from(vec![n; 9]),
-            Publisher {
-                input: Arc::from("test"),
-                peer: Arc::from(""),
-            },
+            Publisher::new("test", ""),
         )
     }
 

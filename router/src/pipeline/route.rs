@@ -9,12 +9,12 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::message::Message;
 use super::metrics::{DropReason, RouteMetrics, delta};
 use super::queue::{Popped, RouteQueue, WaitError, Waited};
 use super::snapshot::{DroppedCounts, QueueSnapshot, RouteReport, RouteSnapshot};
 use super::spec::{RouteSpec, WhenFull};
 use crate::egress::Output;
+use crate::message::Message;
 
 /// A route at run time, shared by the admission path and its worker. Its
 /// queue, counters and worker live as long as the route keeps its name and

@@ -16,13 +16,13 @@ use tokio_util::task::TaskTracker;
 use super::Error;
 use super::metrics::DropReason;
 use super::metrics::PipelineMetrics;
-use super::pattern::subscription_prefixes;
 use super::route::{Program, Route};
 use super::snapshot::{PipelineSnapshot, RouteReport, RouteSnapshot, ShutdownReport};
 use super::spec::RouteSpec;
 use super::table::RouteTable;
 use super::worker::{self, Shared};
 use crate::egress::Output;
+use crate::message::subscription_prefixes;
 
 /// The router's core: matches each offered message against the route table,
 /// admits it to every matching route's bounded queue (or to none), and runs

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::metrics::DropReason;
-use super::pattern::Pattern;
 use super::spec::WhenFull;
 use super::stages::OnError;
+use crate::message::Pattern;
 
 /// The whole pipeline, now.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use super::pattern::Pattern;
 use super::stages::Stages;
+use crate::message::Pattern;
 
 /// One route, as the pipeline needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct QueueSpec {
     /// least 1.
     pub capacity: usize,
     /// Most bytes (topic + payload + attributes, see
-    /// [`super::Message::size`]) held at once. At least 1. A single message
+    /// [`crate::message::Message::size`]) held at once. At least 1. A single message
     /// larger than this is still taken when the queue is empty, so the bound
     /// is `max(capacity_bytes, largest message)`.
     pub capacity_bytes: usize,

@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::message::Message;
 use super::metrics::DropReason;
-use super::request::{RequestError, Source};
+use crate::message::Message;
+use crate::message::request::{RequestError, Source};
 use crate::plugin::{
     FailMode, FilterVerdict, Kind, Plugin, PluginError, PluginInstance, RouteVerdict,
 };

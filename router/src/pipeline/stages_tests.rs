@@ -10,12 +10,12 @@ use super::testing::{DEADLINE, FakeOutput, assert_conserved, msg, msgs, spec, wa
 use super::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, OnError, Pipeline, PipelineMetrics, Stages};
 use crate::egress::Output;
 use crate::ingress::Sink;
-use crate::metrics::Registry;
-use crate::pipeline::Message;
-use crate::pipeline::WhenFull;
-use crate::pipeline::request::{
+use crate::message::Message;
+use crate::message::request::{
     Answer, InputRequests, OneshotReplier, RequestError, RequestMetrics,
 };
+use crate::metrics::Registry;
+use crate::pipeline::WhenFull;
 use crate::plugin::{self, Engine, FailMode, FailurePolicy, Limits, Plugin, Source};
 use bytes::Bytes;
 

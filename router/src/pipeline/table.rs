@@ -22,8 +22,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use smallvec::SmallVec;
 
-use super::message::{Attributes, Message};
-use super::pattern::{Pattern, Segment};
+use crate::message::{Attributes, Message};
+use crate::message::{Pattern, Segment};
 
 /// The routes a message matched, as indices into the table in insertion
 /// order, ascending. Reuse one across messages: it does not allocate for up
@@ -268,13 +268,11 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use bytes::Bytes;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::pipeline::{Publisher, Topic};
+    use crate::message::{Publisher, Topic};
 
     fn table(patterns: &[&str]) -> RouteTable {
         let mut t = RouteTable::new();
@@ -294,10 +292,7 @@ mod tests {
         let mut m = Message::new(
             Topic::try_from(topic).expect("valid topic"),
             Bytes::new(),
-            Publisher {
-                input: Arc::from("test"),
-                peer: Arc::from(""),
-            },
+            Publisher::new("test", ""),
         );
         for (k, v) in attrs {
             m.attributes.insert((*k).into(), (*v).into());

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
-    DropReason, Message, Pattern, Pipeline, PipelineMetrics, PipelineSnapshot, Publisher,
-    QueueSpec, RouteSpec, Topic, WhenFull,
+    DropReason, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, WhenFull,
 };
 use crate::egress::{Delivery, Error, Output, Reject, SendFuture};
+use crate::message::{Message, Pattern, Publisher, Topic};
 use crate::metrics::Registry;
 
 /// Generous deadline for facts that normally take milliseconds.
@@ -140,10 +140,7 @@ pub(crate) fn msg(topic: &str, n: u8) -> Message {
     Message::new(
         Topic::try_from(topic).expect("valid topic"),
         Bytes::from(vec![n; 8]),
-        Publisher {
-            input: Arc::from("test"),
-            peer: Arc::from(""),
-        },
+        Publisher::new("test", ""),
     )
 }
 

@@ -12,13 +12,13 @@ use prometheus::local::LocalHistogram;
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
-use super::message::Message;
 use super::metrics::DropReason;
 use super::queue::Popped;
-use super::request::RouteTag;
 use super::route::{Program, Route};
 use super::stages::{StageRunner, Staged};
 use crate::egress::{self, Delivery, Output, Reject, SendFuture};
+use crate::message::Message;
+use crate::message::request::RouteTag;
 
 /// What the worker needs to know about the pipeline's state.
 #[derive(Debug, Default)]

@@ -16,7 +16,7 @@ use super::host::HostState;
 use super::load::{Plugin, PluginInner};
 use super::metrics::PluginMetrics;
 use super::wire::{self, FilterVerdict, NameCache, RouteVerdict, Status, VerdictError};
-use crate::pipeline::Message;
+use crate::message::Message;
 
 /// A plugin instance for one worker. Not shared between threads at once;
 /// `Send`, so it can move with its worker task.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use switchyard_sdk::abi;
 
-use crate::pipeline::{Attributes, Message, Topic};
+use crate::message::{Attributes, Message, Topic};
 
 /// A filter's answer for one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -523,17 +523,14 @@ pub(crate) fn route_verdicts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Publisher;
+    use crate::message::Publisher;
     use proptest::prelude::*;
 
     fn msg(topic: &str, payload: &'static [u8]) -> Message {
         let mut m = Message::new(
             Topic::try_from(topic).expect("topic"),
             Bytes::from_static(payload),
-            Publisher {
-                input: "in".into(),
-                peer: "".into(),
-            },
+            Publisher::new("in", ""),
         );
         m.attributes.insert("k".into(), "v".into());
         m
@@ -736,7 +733,7 @@ mod tests {
 
     #[test]
     fn requests_are_flagged_in_the_batch_header() {
-        use crate::pipeline::request::{OneshotReplier, RequestMetrics};
+        use crate::message::request::{OneshotReplier, RequestMetrics};
         let registry = crate::metrics::Registry::new();
         let (tx, _rx) = tokio::sync::oneshot::channel();
         let mut m = msg("status.health", b"");

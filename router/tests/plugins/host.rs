@@ -2,11 +2,10 @@
 //! written without the SDK, verdicts, kinds, config errors, the cache and
 //! the circuit breaker's recovery.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchyard::pipeline::{Message, Publisher, Topic};
+use switchyard::message::{Message, Publisher, Topic};
 use switchyard::plugin::{
     self, Engine, Error, FailMode, FailurePolicy, FilterVerdict, Kind, Limits, PluginError,
     RouteVerdict, Source, TrapReason,
@@ -18,10 +17,7 @@ pub(super) fn msg(topic: &str, payload: &str) -> Message {
     Message::new(
         Topic::try_from(topic).expect("valid topic"),
         Bytes::copy_from_slice(payload.as_bytes()),
-        Publisher {
-            input: Arc::from("test"),
-            peer: Arc::from(""),
-        },
+        Publisher::new("test", ""),
     )
 }
 

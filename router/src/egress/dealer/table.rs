@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::balance::{self, Ring};
 use super::service::{Conn, Failure, Health, Policy, Service};
 use super::{Balance, Config, DealerMetrics, ServiceState, ServiceStatus};
-use crate::pipeline::request::{Answer, Request, RequestError};
+use crate::message::request::{Answer, Request, RequestError};
 use crate::zmtp::connection::{PeerId, PushError};
 use crate::zmtp::dealer::{ServicePeer, request_id};
 use crate::zmtp::frame::Multipart;
@@ -645,8 +645,8 @@ impl Choice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::request::{OneshotReplier, RequestMetrics, RouteTag};
     use crate::metrics::Registry;
-    use crate::pipeline::request::{OneshotReplier, RequestMetrics, RouteTag};
     use crate::zmtp::connection::{QueueRx, peer_queue};
     use crate::zmtp::dealer::encode_request_id;
 

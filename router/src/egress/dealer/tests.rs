@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::egress::Rejection;
-use crate::pipeline::request::{InputRequests, OneshotReplier, Request, RouteTag};
-use crate::pipeline::{Publisher, Topic};
+use crate::message::request::{InputRequests, OneshotReplier, Request, RouteTag};
+use crate::message::{Publisher, Topic};
 use crate::zmtp::connection::testutil::{eventually, metric, within};
 use crate::zmtp::router::RouterSocket;
 
@@ -173,10 +173,7 @@ impl Fixture {
         let mut message = Message::new(
             Topic::new(Bytes::copy_from_slice(topic.as_bytes())).expect("topic"),
             Bytes::copy_from_slice(payload.as_bytes()),
-            Publisher {
-                input: Arc::from("clients"),
-                peer: Arc::from(""),
-            },
+            Publisher::new("clients", ""),
         );
         message.request = Some(request);
         (message, rx)

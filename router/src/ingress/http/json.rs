@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::http::Error;
-use crate::pipeline::{Attributes, Message, Publisher, Topic};
+use crate::message::{Attributes, Message, Publisher, Topic};
 
 /// The top level: a batch, or the fields of one message.
 #[derive(Deserialize)]
@@ -217,15 +217,10 @@ fn priority_from(at: Field, value: &Value) -> Result<u8, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn publisher() -> Publisher {
-        Publisher {
-            input: Arc::from("api"),
-            peer: Arc::from("127.0.0.1:1"),
-        }
+        Publisher::new("api", "127.0.0.1:1")
     }
 
     fn decode_str(body: &str) -> Result<Vec<Message>, Error> {

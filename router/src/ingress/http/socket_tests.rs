@@ -109,7 +109,7 @@ async fn start(sink: Arc<FakeSink>, tweak: impl FnOnce(&mut Config)) -> Running 
     let metrics = Metrics::new(
         &crate::ingress::Metrics::register(&registry),
         &http::Metrics::register(&registry),
-        &crate::pipeline::request::RequestMetrics::register(&registry),
+        &crate::message::request::RequestMetrics::register(&registry),
     );
     let mut config = Config::new("api", "127.0.0.1:0".parse().expect("address"));
     tweak(&mut config);
@@ -604,7 +604,7 @@ async fn until_received(sink: &FakeSink) -> Vec<Message> {
 
 #[tokio::test]
 async fn the_request_bridge_answers_with_the_reply() {
-    use crate::pipeline::request::Source;
+    use crate::message::request::Source;
     let sink = FakeSink::open();
     let running = start(sink.clone(), |_| {}).await;
     let addr = running.addr;

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::ToolingError;
-use crate::pipeline::request::{Answer, InputRequests, Replier, RequestMetrics};
-use crate::pipeline::{Attributes, Message, Publisher, Topic};
+use crate::message::request::{Answer, InputRequests, Replier, RequestMetrics};
+use crate::message::{Attributes, Message, Publisher, Topic};
 use crate::plugin::{FilterVerdict, Inspection, Kind, Plugin, PluginError, RouteVerdict};
 
 /// `switchyard plugin inspect`: reads and inspects the module at `path`.
@@ -180,14 +180,7 @@ fn parse_line(line: &str, input: &Arc<str>, requests: &InputRequests) -> Result<
         (None, Some(_)) => return Err("payload_base64 must be a string".into()),
         (None, None) => Bytes::new(),
     };
-    let mut msg = Message::new(
-        topic,
-        payload,
-        Publisher {
-            input: input.clone(),
-            peer: Arc::from(""),
-        },
-    );
+    let mut msg = Message::new(topic, payload, Publisher::new(input.clone(), ""));
     if let Some(attrs) = obj.get("attributes") {
         let attrs = attrs.as_object().ok_or("attributes must be an object")?;
         let mut out = Attributes::new();

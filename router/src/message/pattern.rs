@@ -8,7 +8,7 @@
 //! | `a.b`            | `a.b`                            | `a.b.c`, `a.bc`           |
 //!
 //! Patterns are sans-IO values: parsing and matching take strings and return
-//! values. The route table ([`super::RouteTable`]) indexes many patterns in a
+//! values. The route table ([`crate::pipeline::RouteTable`]) indexes many patterns in a
 //! trie; [`Pattern::matches`] is the plain one-pattern matcher it is tested
 //! against.
 
@@ -16,7 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use super::message::Topic;
+use super::Topic;
 
 /// One token of a [`Pattern`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -173,7 +173,7 @@ impl Pattern {
     }
 
     /// Whether `topic` matches this pattern. This is the plain reference
-    /// matcher; routing uses the trie in [`super::RouteTable`].
+    /// matcher; routing uses the trie in [`crate::pipeline::RouteTable`].
     pub fn matches(&self, topic: &Topic) -> bool {
         self.matches_str(topic.as_str())
     }

@@ -41,7 +41,7 @@ use crate::metrics::Registry;
 pub const ERROR_FRAME: &[u8] = b"switchyard.error";
 
 /// The frames of a reply: the envelope module's frame list.
-pub use crate::envelope::Frames;
+use super::Frames;
 
 /// Why a request got an error instead of a reply. Each variant has a
 /// stable [`code`](RequestError::code); `crate::http::Error::Request` gives

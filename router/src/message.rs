@@ -1,4 +1,11 @@
-//! The message model every input produces and every output consumes.
+//! The shared vocabulary: the message model every input produces, the
+//! pipeline routes and every output consumes ([`Message`], [`Topic`],
+//! [`Attributes`], [`Publisher`], [`MessageId`]), the topic patterns that
+//! routes and permissions are written in ([`Pattern`]), and [`request`], the
+//! waiting side of a message whose sender expects an answer.
+//!
+//! It sits below every other module but the wire layers: ingress, pipeline,
+//! plugin and egress all import it, and it imports none of them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
+
+mod pattern;
+pub mod request;
+
+pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
+
+/// The frames of one ZeroMQ message (or of a request's reply).
+pub type Frames = SmallVec<[Bytes; 3]>;
 
 /// Message attributes: a small string map, sorted by key.
 ///
@@ -132,8 +148,8 @@ pub struct Message {
     pub publisher: Publisher,
     /// 0 (lowest) to 9 (highest); 4 unless the publisher says otherwise.
     pub priority: u8,
-    /// Set when the sender waits for a reply (see [`super::request`]).
-    pub request: Option<super::request::Request>,
+    /// Set when the sender waits for a reply (see [`request`]).
+    pub request: Option<request::Request>,
 }
 
 impl Message {
@@ -209,6 +225,26 @@ pub struct Publisher {
     pub input: Arc<str>,
     /// The remote peer, e.g. `127.0.0.1:50312`; empty when unknown.
     pub peer: Arc<str>,
+    /// The identity the peer authenticated as (ZMTP PLAIN's user name
+    /// today); `None` for an anonymous peer. What authorization checks.
+    pub principal: Option<Arc<str>>,
+}
+
+impl Publisher {
+    /// An anonymous publisher: `peer` on `input`.
+    pub fn new(input: impl Into<Arc<str>>, peer: impl Into<Arc<str>>) -> Self {
+        Self {
+            input: input.into(),
+            peer: peer.into(),
+            principal: None,
+        }
+    }
+
+    /// The same publisher, authenticated as `principal`.
+    pub fn with_principal(mut self, principal: Option<Arc<str>>) -> Self {
+        self.principal = principal;
+        self
+    }
 }
 
 /// A validated topic: non-empty UTF-8 of at most [`Topic::MAX_LEN`] bytes,
