@@ -29,7 +29,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use state::{OutputStats, PluginStats, ReloadFuture, State};
+use crate::egress::OutputStats;
+pub use state::{PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
 

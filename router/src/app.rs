@@ -19,15 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, OutputStats, PluginStats};
-use crate::config::{self, Attach, Config, Plain, ZmqOptions};
-use crate::egress::Output;
+use crate::admin::{self, PluginStats};
+use crate::config::{self, Config};
+use crate::egress::{Output, OutputStats};
 use crate::ingress::{self, Sink};
 use crate::message::request::RequestMetrics;
 use crate::metrics::Registry;
@@ -35,15 +34,13 @@ use crate::pipeline::{
     self, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, ShutdownReport,
 };
 use crate::zmtp;
-use crate::zmtp::endpoint::EndpointError;
-use crate::zmtp::handshake::Mechanism;
 use crate::{egress, http};
 
 mod io;
 mod plugins;
 mod reload;
 
-use io::{InputContext, RunningInput, RunningOutput};
+use io::{RunningInput, RunningOutput};
 use plugins::Plugins;
 pub use plugins::check_plugins;
 use reload::Reloader;
@@ -52,15 +49,13 @@ pub use reload::{ReloadError, Report as ReloadReport, Status as ReloadStatus};
 /// Why the application could not start or stop.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A ZeroMQ input or output could not bind or connect.
-    #[error("{component}: {source}")]
-    Endpoint {
-        /// The input or output, e.g. `input "sensors"`.
-        component: String,
-        /// The underlying error.
-        source: EndpointError,
-    },
-    /// An HTTP listener (input or admin) could not bind.
+    /// An output could not bind or connect.
+    #[error(transparent)]
+    Output(#[from] egress::AttachError),
+    /// An input could not bind or connect.
+    #[error(transparent)]
+    Input(#[from] ingress::StartError),
+    /// The admin listener could not bind.
     #[error("{component}: {source}")]
     Http {
         /// The input or the admin listener.
@@ -161,12 +156,10 @@ impl admin::State for State {
 /// The families of every module, registered once.
 pub(crate) struct Families {
     pub(crate) registry: Registry,
-    pub(crate) zmtp: zmtp::metrics::Metrics,
+    /// What every output is built with.
+    pub(crate) outputs: egress::Context,
     pub(crate) inputs: ingress::Metrics,
-    pub(crate) outputs: egress::zmq::Metrics,
     pub(crate) http: http::Metrics,
-    pub(crate) requests: RequestMetrics,
-    pub(crate) dealers: egress::dealer::DealerMetrics,
     pipeline: PipelineMetrics,
 }
 
@@ -180,11 +173,13 @@ impl Families {
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Self {
-            zmtp: zmtp::metrics::Metrics::new(&registry),
+            outputs: egress::Context {
+                outputs: egress::Metrics::register(&registry),
+                zmtp: zmtp::metrics::Metrics::new(&registry),
+                dealers: egress::dealer::DealerMetrics::register(&registry),
+                requests: RequestMetrics::register(&registry),
+            },
             inputs: ingress::Metrics::register(&registry),
-            outputs: egress::zmq::Metrics::register(&registry),
-            requests: RequestMetrics::register(&registry),
-            dealers: egress::dealer::DealerMetrics::register(&registry),
             http: http::Metrics::register(&registry),
             pipeline: PipelineMetrics::new(&registry),
             registry,
@@ -235,15 +230,17 @@ impl App {
         let families = Arc::new(families);
         let mut outputs = Vec::with_capacity(config.outputs.len());
         for output in &config.outputs {
-            let mut running = RunningOutput::create(output, &families);
-            running.addr = running.attach().await?;
-            if let Some(addr) = running.addr {
+            let mut running = RunningOutput::create(output, &families.outputs);
+            if let Some(addr) = running.attach().await? {
                 bound.outputs.insert(output.name.clone(), addr);
             }
             outputs.push(running);
         }
 
-        let targets: Vec<Arc<dyn Output>> = outputs.iter().map(|o| o.handle.as_output()).collect();
+        let targets: Vec<Arc<dyn Output>> = outputs
+            .iter()
+            .map(|o| Arc::clone(&o.handle) as Arc<dyn Output>)
+            .collect();
         let pipeline =
             Pipeline::start(route_specs(&config, &plugins), &targets, &families.pipeline)?;
         let sink: Arc<dyn Sink> = Arc::new(pipeline.clone());
@@ -252,8 +249,11 @@ impl App {
 
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
-        let context = InputContext {
-            families: Arc::clone(&families),
+        let context = ingress::Context {
+            inputs: families.inputs.clone(),
+            zmtp: families.outputs.zmtp.clone(),
+            requests: families.outputs.requests.clone(),
+            http: families.http.clone(),
             sink,
             tracker: intake.clone(),
             lingering: TaskTracker::new(),
@@ -264,7 +264,7 @@ impl App {
         let mut inputs = Vec::with_capacity(config.inputs.len());
         for input in &config.inputs {
             let running = RunningInput::start(input, &prefixes, &context).await?;
-            if let Some(addr) = running.addr {
+            if let Some(addr) = running.addr() {
                 bound.inputs.insert(input.name.clone(), addr);
             }
             inputs.push(running);
@@ -508,75 +508,4 @@ fn block_timeout(config: &Config) -> Duration {
         .map(|r| r.queue.block_timeout)
         .max()
         .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)
-}
-
-/// The ZMTP layer's settings from a config entry's.
-fn socket_options(o: &ZmqOptions) -> zmtp::options::Options {
-    let defaults = zmtp::options::Options::default();
-    zmtp::options::Options {
-        limits: zmtp::limits::Limits {
-            max_frame_size: o.max_frame_size,
-            max_message_size: o.max_message_size,
-            max_frames: o.max_frames,
-            ..defaults.limits
-        },
-        identity: o
-            .identity
-            .as_ref()
-            .map(|i| Bytes::copy_from_slice(i.as_bytes()))
-            .unwrap_or_default(),
-        mechanism: match &o.plain {
-            None => Mechanism::Null,
-            Some(Plain::Client { username, password }) => Mechanism::PlainClient {
-                username: username.clone(),
-                password: password.expose().to_owned(),
-            },
-            Some(Plain::Server { users }) => Mechanism::PlainServer {
-                credentials: Arc::new(
-                    users
-                        .iter()
-                        .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
-                        .collect(),
-                ),
-            },
-        },
-        handshake_timeout: o.handshake_timeout,
-        heartbeat_interval: o.heartbeat_interval.unwrap_or(Duration::ZERO),
-        heartbeat_timeout: o.heartbeat_timeout,
-        max_connections: o.max_connections,
-        send_hwm: o.send_hwm,
-        send_hwm_bytes: o.send_hwm_bytes,
-        recv_hwm: o.recv_hwm,
-        reconnect_interval: o.reconnect_interval,
-        reconnect_interval_max: o.reconnect_interval_max,
-        send_timeout: o.send_timeout,
-        slow_subscriber_timeout: o.slow_subscriber_timeout,
-        ..defaults
-    }
-}
-
-/// Binds or connects a socket as the config says; returns the bound
-/// address.
-async fn attach<S: zmtp::endpoint::Attach>(
-    socket: &S,
-    attach: &Attach,
-    component: &str,
-) -> Result<Option<SocketAddr>, Error> {
-    let error = |source| Error::Endpoint {
-        component: component.to_owned(),
-        source,
-    };
-    match attach {
-        Attach::Bind(addr) => socket
-            .bind(&format!("tcp://{addr}"))
-            .await
-            .map(Some)
-            .map_err(error),
-        Attach::Connect(endpoints) => {
-            for endpoint in endpoints {
-                socket.connect(&endpoint.to_string()).map_err(error)?;
-            }
-            Ok(None)
-        }
-    }
 }

@@ -1,7 +1,18 @@
-//! Outputs: one file per output kind (added under `egress/`), each encoding
-//! messages onto the wire. This file holds what every output shares with the
-//! pipeline: the [`Output`] trait route workers hand batches to, and the
-//! [`Delivery`] report that makes each message's outcome exact.
+//! Outputs: one file per output kind (`zmq`: PUB and PUSH; `dealer`: DEALER
+//! facing REP services; `blackhole`), each encoding messages onto the wire.
+//! Each output has two halves:
+//!
+//! - the data half, in this file: the [`Output`] trait route workers hand
+//!   batches to, and the [`Delivery`] report that makes each message's
+//!   outcome exact;
+//! - the lifecycle half ([`Lifecycle`], in `lifecycle`): built from its
+//!   config entry by [`build`] with a [`Context`] of shared resources,
+//!   attached, waited on, read for `/v1/status`, flushed and closed.
+//!
+//! Every kind counts into the same families ([`Metrics`]):
+//! `switchyard_output_messages_total{output}`,
+//! `switchyard_output_dropped_total{output,reason}` and
+//! `switchyard_output_peers{output}`.
 //!
 //! A route worker pops a batch from its queue and calls [`Output::send`] on
 //! each of the route's target outputs. A message is *delivered* when every
@@ -17,8 +28,14 @@ use std::pin::Pin;
 
 use crate::message::Message;
 
+pub mod blackhole;
 pub mod dealer;
+mod lifecycle;
+mod metrics;
 pub mod zmq;
+
+pub use lifecycle::{AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats, build};
+pub use metrics::{Metrics, Refusals};
 
 /// The future [`Output::send`] returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, Error>> + Send + 'a>>;
@@ -51,11 +68,25 @@ pub trait Output: Send + Sync + 'static {
 pub enum Reject {
     /// Nobody was there to take it: no subscriber matched its topic, or no
     /// worker is connected.
-    NoSubscriber,
+    NoSubscriber = 0,
     /// It exceeds a size limit of the output or its peers.
-    TooLarge,
+    TooLarge = 1,
     /// The output failed on this message (encoding, a peer's error reply).
-    Failed,
+    Failed = 2,
+}
+
+impl Reject {
+    /// Every reason, in the order of their discriminants.
+    pub const ALL: [Reject; 3] = [Reject::NoSubscriber, Reject::TooLarge, Reject::Failed];
+
+    /// The `reason` label of `switchyard_output_dropped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::NoSubscriber => "no_subscriber",
+            Reject::TooLarge => "too_large",
+            Reject::Failed => "failed",
+        }
+    }
 }
 
 /// Messages of a batch an output refused, by position in the batch.

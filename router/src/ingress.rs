@@ -3,6 +3,11 @@
 //! bridge). Each decodes what arrives on the wire into [`Message`]s and
 //! offers them to a [`Sink`]. Ingress never sees routes; the sink (the
 //! pipeline) decides where messages go.
+//!
+//! [`start`] starts any kind from its config entry with a [`Context`] of
+//! shared resources; every kind counts into the same families
+//! ([`Metrics`]): `switchyard_input_messages_total{input}` and
+//! `switchyard_input_rejected_total{input,reason}`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +20,11 @@ use crate::message::Message;
 use crate::metrics::Registry;
 
 pub mod http;
+mod lifecycle;
 pub mod zmq;
 pub mod zmq_router;
+
+pub use lifecycle::{Context, Running, StartError, start};
 
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.

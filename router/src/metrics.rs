@@ -7,6 +7,20 @@
 //! its own families through the helpers here, so a name is defined once, in
 //! the module that counts it; look-ups of labelled children happen when a
 //! component is built, never per message.
+//!
+//! One family per concept across kinds: every output kind counts into
+//! `switchyard_output_messages_total{output}`,
+//! `switchyard_output_dropped_total{output,reason}` and
+//! `switchyard_output_peers{output}` ([`crate::egress::Metrics`]; later
+//! kinds add `output_retries_total`, `output_inflight`, `output_connected`
+//! there), every input kind into `switchyard_input_messages_total{input}`
+//! and `switchyard_input_rejected_total{input,reason}`
+//! ([`crate::ingress::Metrics`]). A kind adds families of its own only for
+//! what the shared ones cannot say, under its area's prefix (`output_` for
+//! a `zmq-dealer`'s services, `request_` for requests). The wire layer's
+//! `switchyard_zmtp_*{socket}` families stay beside them. The test
+//! `every_kind_reports_the_shared_families` in `tests/` checks this rule
+//! on a router with every kind configured.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,

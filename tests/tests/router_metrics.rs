@@ -84,25 +84,7 @@ fn promtool_accepts_metrics_after_traffic() -> Result<()> {
     let _ = sub.drain();
 
     let text = router.metrics_text()?;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run promtool (expected at /usr/bin/promtool)")?;
-    promtool
-        .stdin
-        .take()
-        .context("promtool stdin")?
-        .write_all(text.as_bytes())?;
-    let out = promtool.wait_with_output()?;
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n---- /metrics ----\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text)?;
     // Families PRODUCT.md names, present with their labels.
     for needle in [
         "switchyard_input_messages_total{input=\"api\"}",
@@ -132,5 +114,155 @@ fn promtool_accepts_metrics_after_traffic() -> Result<()> {
     let routes = get(router.admin(), "/v1/routes")?;
     assert_eq!(routes.status, 200);
     assert!(routes.text().contains("sensors.>"), "{}", routes.text());
+    Ok(())
+}
+
+/// Runs `promtool check metrics` on `text`; fails with its complaint.
+fn promtool_check(text: &str) -> Result<()> {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run promtool (installed by `./dev setup`: Debian package prometheus)")?;
+    promtool
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n---- /metrics ----\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// One of every input and output kind, and a route to each output.
+const ONE_OF_EACH: &str = r#"
+[router]
+admin = "127.0.0.1:0"
+
+[[input]]
+name = "devices"
+kind = "zmq-sub"
+bind = "tcp://127.0.0.1:0"
+
+[[input]]
+name = "producers"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:0"
+
+[[input]]
+name = "clients"
+kind = "zmq-router"
+bind = "tcp://127.0.0.1:0"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+
+[[output]]
+name = "dash"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:0"
+
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "50ms"
+
+[[output]]
+name = "services"
+kind = "zmq-dealer"
+bind = "tcp://127.0.0.1:0"
+
+[[output]]
+name = "void"
+kind = "blackhole"
+
+[[route]]
+name = "telemetry"
+match = "sensors.>"
+to = ["dash"]
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["workers"]
+
+[[route]]
+name = "calls"
+match = "calls.>"
+to = ["services"]
+
+[[route]]
+name = "bench"
+match = "bench.>"
+to = ["void"]
+"#;
+
+/// The rule in `metrics.rs`: every output kind reports the shared
+/// `output_*{output}` families, every input kind the `input_*{input}` ones.
+#[test]
+fn every_kind_reports_the_shared_families() -> Result<()> {
+    let router = Router::start(ONE_OF_EACH)?;
+    let mut api = router.http("api")?;
+    for _ in 0..3 {
+        let resp = api.post("/v1/publish/bench.a", &[], b"x")?;
+        ensure!(resp.status == 202, "{}", resp.text());
+    }
+    let scrape = router.wait_metric(
+        "switchyard_output_messages_total",
+        &[("output", "void")],
+        3.0,
+    )?;
+    ensure!(scrape.get("switchyard_output_peers", &[("output", "void")]) == 0.0);
+    let text = router.metrics_text()?;
+    promtool_check(&text)?;
+    for output in ["dash", "workers", "services", "void"] {
+        for family in [
+            "switchyard_output_messages_total{",
+            "switchyard_output_dropped_total{",
+            "switchyard_output_peers{",
+        ] {
+            let found = text
+                .lines()
+                .filter(|l| l.starts_with(family))
+                .any(|l| l.contains(&format!("output=\"{output}\"")));
+            ensure!(
+                found,
+                "no {family}output=\"{output}\"...}} in /metrics:\n{text}"
+            );
+        }
+    }
+    for input in ["devices", "producers", "clients", "api"] {
+        for family in [
+            "switchyard_input_messages_total{",
+            "switchyard_input_rejected_total{",
+        ] {
+            let found = text
+                .lines()
+                .filter(|l| l.starts_with(family))
+                .any(|l| l.contains(&format!("input=\"{input}\"")));
+            ensure!(
+                found,
+                "no {family}input=\"{input}\"...}} in /metrics:\n{text}"
+            );
+        }
+    }
+    let status = get(router.admin(), "/v1/status")?.json()?;
+    let void = status["outputs"]
+        .as_array()
+        .context("outputs")?
+        .iter()
+        .find(|o| o["name"] == "void")
+        .context("void in /v1/status")?;
+    ensure!(void["kind"] == "blackhole" && void["sent"] == 3, "{void}");
     Ok(())
 }

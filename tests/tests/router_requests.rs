@@ -118,9 +118,9 @@ fn a_hundred_clients_each_get_their_own_replies() -> Result<()> {
     ensure!(error_codes(&done).is_empty(), "{done}");
     let used = done["services"].as_object().map_or(0, |m| m.len());
     ensure!(used == 3, "round-robin reaches every service: {done}");
-    let scrape = router.wait_metric("switchyard_requests_pending", &[("input", "clients")], 0.0)?;
+    let scrape = router.wait_metric("switchyard_request_pending", &[("input", "clients")], 0.0)?;
     let replied = [("input", "clients"), ("outcome", "replied")];
-    ensure!(scrape.get("switchyard_requests_total", &replied) == 2000.0);
+    ensure!(scrape.get("switchyard_request_outcomes_total", &replied) == 2000.0);
     drop(services);
     Ok(())
 }
@@ -193,7 +193,7 @@ fn a_slow_service_times_out_is_ejected_probed_and_put_back() -> Result<()> {
     let scrape = router.scrape()?;
     ensure!(
         scrape.get(
-            "switchyard_service_ejections_total",
+            "switchyard_output_service_ejections_total",
             &[("output", "services")]
         ) == 1.0,
         "{}",
@@ -295,7 +295,7 @@ fn a_filter_plugin_rejects_requests_with_an_error_reply() -> Result<()> {
     ensure!(errors(&done, "REJECTED") == 10, "{done}");
     let scrape = router.scrape()?;
     let rejected = [("input", "clients"), ("outcome", "rejected")];
-    ensure!(scrape.get("switchyard_requests_total", &rejected) == 10.0);
+    ensure!(scrape.get("switchyard_request_outcomes_total", &rejected) == 10.0);
     Ok(())
 }
 
@@ -316,7 +316,7 @@ fn a_plugin_answers_requests_itself() -> Result<()> {
     ensure!(answers.iter().all(|a| a == "ok"), "{done}");
     let scrape = router.scrape()?;
     let answered = [("input", "clients"), ("outcome", "answered_by_plugin")];
-    ensure!(scrape.get("switchyard_requests_total", &answered) == 30.0);
+    ensure!(scrape.get("switchyard_request_outcomes_total", &answered) == 30.0);
     // Anything else goes on to the (absent) services.
     let other = requests(1, 1, "rpc.other");
     let done = clients.run_requests(&other, DEADLINE)?;
@@ -372,7 +372,7 @@ fn a_shutdown_answers_the_requests_it_still_holds() -> Result<()> {
     clients.command(&json!({ "run": run }))?;
     // The service holds one; the others wait in the output for it.
     service.recv_n(1, DEADLINE)?;
-    router.wait_metric("switchyard_requests_pending", &[("input", "clients")], 3.0)?;
+    router.wait_metric("switchyard_request_pending", &[("input", "clients")], 3.0)?;
     router.signal("TERM")?;
     let done = clients.wait_event("done", DEADLINE)?;
     ensure!(errors(&done, "SHUTTING_DOWN") == 3, "{done}");

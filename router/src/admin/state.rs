@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::egress::OutputStats;
 use crate::pipeline::PipelineSnapshot;
 
 /// The application's view, as the admin endpoints need it. Implemented by
@@ -78,23 +79,4 @@ pub struct PluginStats {
     pub max_batch: usize,
     /// `fail-open` or `fail-closed`: what happens while it is tripped.
     pub on_failure: String,
-}
-
-/// One output's counters, as `/v1/status` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct OutputStats {
-    /// The output's name.
-    pub name: String,
-    /// The output kind, e.g. `zmq-pub`.
-    pub kind: String,
-    /// Messages sent.
-    pub sent: u64,
-    /// Messages the output dropped.
-    pub dropped: u64,
-    /// Subscribers or workers connected now.
-    pub peers: u64,
-    /// A `zmq-dealer` output's services and their health; empty (and not
-    /// shown) for other kinds.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub services: Vec<crate::egress::dealer::ServiceStatus>,
 }

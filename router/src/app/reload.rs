@@ -31,11 +31,12 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use super::Families;
-use super::io::{InputContext, RunningInput, RunningOutput};
+use super::io::{RunningInput, RunningOutput};
 use super::plugins::Plugins;
 use crate::config;
 use crate::config::{Config, ConfigErrors, Diff};
 use crate::egress::Output;
+use crate::ingress;
 use crate::message::subscription_prefixes;
 use crate::pipeline::{self, Applied, Pipeline};
 use crate::zmtp::sub::Subscriptions;
@@ -195,7 +196,7 @@ pub(crate) struct Reloader {
     /// Outputs a reload removed or replaced, closing in the background, and
     /// stopped inputs still answering their pending requests.
     closing: TaskTracker,
-    inputs_context: InputContext,
+    inputs_context: ingress::Context,
     /// How long a removed route may drain.
     drain: Duration,
     live: tokio::sync::Mutex<Live>,
@@ -227,7 +228,7 @@ impl Reloader {
         pipeline: Pipeline,
         outputs: Vec<RunningOutput>,
         inputs: Vec<RunningInput>,
-        inputs_context: InputContext,
+        inputs_context: ingress::Context,
     ) -> Self {
         let registry = families.registry.clone();
         let reloads = registry.counter_vec(
@@ -380,7 +381,7 @@ impl Reloader {
             inputs: live
                 .inputs
                 .iter()
-                .filter_map(|i| i.addr.map(|a| (i.config.name.clone(), a)))
+                .filter_map(|i| i.addr().map(|a| (i.config.name.clone(), a)))
                 .collect(),
             outputs: self
                 .outputs
@@ -392,8 +393,8 @@ impl Reloader {
     }
 
     /// The context new inputs start with under `config`.
-    fn inputs_context(&self, config: &Config) -> InputContext {
-        InputContext {
+    fn inputs_context(&self, config: &Config) -> ingress::Context {
+        ingress::Context {
             block_timeout: super::block_timeout(config),
             shutdown_grace: config.router.shutdown_grace,
             ..self.inputs_context.clone()
@@ -433,15 +434,15 @@ impl Reloader {
             let before = old.iter().find(|o| o.config.name == entry.name);
             match before {
                 Some(o) if o.config == *entry => io.outputs.push(o.clone()),
-                Some(o) if o.same_bind(entry) => {
+                Some(o) if o.blocks(entry) => {
                     io.rebind.push((io.outputs.len(), o.clone()));
                     io.outputs
-                        .push(RunningOutput::create(entry, &self.families));
+                        .push(RunningOutput::create(entry, &self.families.outputs));
                 }
                 other => {
-                    let mut new = RunningOutput::create(entry, &self.families);
+                    let mut new = RunningOutput::create(entry, &self.families.outputs);
                     io.created.push(new.clone());
-                    new.addr = new.attach().await?;
+                    new.attach().await?;
                     io.created.last_mut().expect("just pushed").addr = new.addr;
                     new.wait_connected(CONNECT_GRACE).await;
                     if let Some(o) = other {
@@ -461,7 +462,7 @@ impl Reloader {
             let before = live.inputs.iter().find(|i| i.config.name == entry.name);
             match before {
                 Some(i) if i.config == *entry => {}
-                Some(i) if i.same_listener(entry) => {
+                Some(i) if i.blocks(entry) => {
                     io.leaving_inputs.push(entry.name.clone());
                     io.restart.push(entry.clone());
                 }
@@ -527,7 +528,7 @@ impl Reloader {
         for (at, old) in io.rebind {
             old.handle.flush_and_close(REBIND_LINGER).await;
             match outputs[at].attach().await {
-                Ok(addr) => outputs[at].addr = addr,
+                Ok(_) => {}
                 Err(e) => warnings.push(format!(
                     "output {:?} closed but could not bind again: {e}",
                     old.config.name
@@ -626,15 +627,18 @@ impl Reloader {
             .inputs
             .iter()
             .filter(|i| !io.leaving_inputs.contains(&i.config.name))
-            .filter_map(|i| i.subscriptions.clone())
+            .filter_map(|i| i.running.subscriptions.clone())
             .collect();
         for s in &kept_subscriptions {
             for p in &added {
                 s.subscribe(bytes::Bytes::copy_from_slice(p.as_bytes()));
             }
         }
-        let targets: Vec<Arc<dyn Output>> =
-            io.outputs.iter().map(|o| o.handle.as_output()).collect();
+        let targets: Vec<Arc<dyn Output>> = io
+            .outputs
+            .iter()
+            .map(|o| Arc::clone(&o.handle) as Arc<dyn Output>)
+            .collect();
         let applied = match self.pipeline.reconfigure(specs, &targets, self.drain) {
             Ok(applied) => applied,
             Err(e) => {

@@ -23,6 +23,44 @@ pub enum Attach {
     Connect(Vec<Endpoint>),
 }
 
+impl Attach {
+    /// Binds `socket` or connects it to every endpoint, as written;
+    /// returns the bound address (port 0 resolved).
+    ///
+    /// # Errors
+    /// A failed bind, or an endpoint the socket refuses.
+    pub async fn apply<S: crate::zmtp::endpoint::Attach>(
+        &self,
+        socket: &S,
+    ) -> Result<Option<SocketAddr>, crate::zmtp::endpoint::EndpointError> {
+        match self {
+            Self::Bind(addr) => socket.bind(&format!("tcp://{addr}")).await.map(Some),
+            Self::Connect(endpoints) => {
+                for endpoint in endpoints {
+                    socket.connect(&endpoint.to_string())?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The address it binds, if it binds.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Bind(addr) => Some(*addr),
+            Self::Connect(_) => None,
+        }
+    }
+
+    /// How many endpoints it connects to (0 when it binds).
+    pub fn endpoints(&self) -> usize {
+        match self {
+            Self::Bind(_) => 0,
+            Self::Connect(list) => list.len(),
+        }
+    }
+}
+
 /// A ZeroMQ TCP endpoint to connect to: `tcp://host:port`. The host is an
 /// IP address or a DNS name, resolved when connecting (not when
 /// validating).

@@ -88,13 +88,13 @@ fn default_config_is_what_the_readme_runs() {
     let outputs: Vec<_> = config
         .outputs
         .iter()
-        .map(|o| (o.name.as_str(), o.zmq().attach.clone()))
+        .map(|o| (o.name.as_str(), o.zmq().map(|z| z.attach.clone())))
         .collect();
     assert_eq!(
         outputs,
         [
-            ("dashboard", Attach::Bind(addr("127.0.0.1:6555"))),
-            ("workers", Attach::Bind(addr("127.0.0.1:6556"))),
+            ("dashboard", Some(Attach::Bind(addr("127.0.0.1:6555")))),
+            ("workers", Some(Attach::Bind(addr("127.0.0.1:6556")))),
         ]
     );
     let telemetry = config.route("telemetry").expect("telemetry route");

@@ -52,6 +52,23 @@ impl Input {
         }
     }
 
+    /// The resources it holds while it runs: what two entries may not
+    /// share, and what a rebuilt entry must give up before its successor
+    /// can take it.
+    pub fn resources(&self) -> Vec<super::Resource> {
+        let listen = match &self.kind {
+            InputKind::Http(h) => Some(("listen", h.listen)),
+            _ => self
+                .zmq()
+                .and_then(|z| z.attach.bound())
+                .map(|a| ("bind", a)),
+        };
+        listen
+            .map(|(field, addr)| super::Resource::Listen { field, addr })
+            .into_iter()
+            .collect()
+    }
+
     /// The ZeroMQ settings of a ZeroMQ input.
     pub fn zmq(&self) -> Option<&ZmqSocket> {
         match &self.kind {

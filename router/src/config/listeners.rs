@@ -8,12 +8,42 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use super::checker::Checker;
-use super::endpoint::Attach;
 use super::entry::peek_str;
 use super::error::{Error, Subject};
-use super::input::{Input, InputKind};
+use super::input::Input;
 use super::output::Output;
 use super::router::Router;
+
+/// What a running input or output holds that no other entry may hold at
+/// the same time. Declared by each entry ([`Input::resources`],
+/// [`Output::resources`]): the clash checks and the order a reload
+/// rebuilds entries in follow from it, whatever the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A TCP address it listens on; `field` is the key that names it
+    /// (`bind`, `listen`).
+    Listen {
+        /// The config key.
+        field: &'static str,
+        /// The address (port 0: any free port, which never clashes).
+        addr: SocketAddr,
+    },
+}
+
+impl Resource {
+    /// True when `self` and `other` cannot be held at once.
+    pub fn clashes(&self, other: &Resource) -> bool {
+        match (self, other) {
+            (Self::Listen { addr: a, .. }, Self::Listen { addr: b, .. }) => binds_clash(*a, *b),
+        }
+    }
+}
+
+/// True when an entry holding `held` must let go before an entry wanting
+/// `wanted` can start.
+pub fn overlaps(held: &[Resource], wanted: &[Resource]) -> bool {
+    held.iter().any(|h| wanted.iter().any(|w| h.clashes(w)))
+}
 
 /// Reports listeners that would bind the same address. Located at each
 /// later entry's `bind`/`listen`/`admin` value.
@@ -53,31 +83,18 @@ pub(crate) fn check_binds(
         addr: router.admin,
         span: span_in("router", "", "admin"),
     }];
-    for input in inputs {
-        let (field, addr) = match (&input.kind, input.zmq()) {
-            (InputKind::Http(h), _) => ("listen", Some(h.listen)),
-            (_, Some(z)) => match z.attach {
-                Attach::Bind(a) => ("bind", Some(a)),
-                Attach::Connect(_) => ("bind", None),
-            },
-            (_, None) => ("bind", None),
-        };
-        if let Some(addr) = addr {
+    let entries = inputs
+        .iter()
+        .map(|i| ("input", &i.name, i.resources()))
+        .chain(outputs.iter().map(|o| ("output", &o.name, o.resources())));
+    for (section, name, resources) in entries {
+        for resource in resources {
+            let Resource::Listen { field, addr } = resource;
             listeners.push(Listener {
-                who: format!("input {:?}", input.name),
+                who: format!("{section} {name:?}"),
                 field,
                 addr,
-                span: span_in("input", &input.name, field),
-            });
-        }
-    }
-    for output in outputs {
-        if let Attach::Bind(addr) = output.zmq().attach {
-            listeners.push(Listener {
-                who: format!("output {:?}", output.name),
-                field: "bind",
-                addr,
-                span: span_in("output", &output.name, "bind"),
+                span: span_in(section, name, field),
             });
         }
     }

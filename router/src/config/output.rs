@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
-use super::raw::RawZmq;
+use super::raw::{RawBlackhole, RawZmq};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -43,15 +43,38 @@ pub enum OutputKind {
     /// a request to one service, chosen by `balance`; the reply goes back
     /// to the client that asked.
     ZmqDealer(DealerOutput),
+    /// `blackhole`: takes every message and discards it, counted
+    /// (`switchyard_output_messages_total`). For benchmarks, and for routes
+    /// whose only job is to be measured.
+    Blackhole(Blackhole),
 }
 
+/// A `blackhole` output: no settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Blackhole {}
+
 impl Output {
-    /// The ZeroMQ settings (every output kind so far is ZeroMQ).
-    pub fn zmq(&self) -> &ZmqSocket {
+    /// The ZeroMQ settings of a ZeroMQ output.
+    pub fn zmq(&self) -> Option<&ZmqSocket> {
         match &self.kind {
-            OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => z,
-            OutputKind::ZmqDealer(d) => &d.socket,
+            OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => Some(z),
+            OutputKind::ZmqDealer(d) => Some(&d.socket),
+            OutputKind::Blackhole(_) => None,
         }
+    }
+
+    /// The resources it holds while it runs: what two entries may not
+    /// share, and what a rebuilt entry must give up before its successor
+    /// can take it.
+    pub fn resources(&self) -> Vec<super::Resource> {
+        self.zmq()
+            .and_then(|z| z.attach.bound())
+            .map(|addr| super::Resource::Listen {
+                field: "bind",
+                addr,
+            })
+            .into_iter()
+            .collect()
     }
 }
 
@@ -86,7 +109,24 @@ pub struct DealerOutput {
     pub max_in_flight: usize,
 }
 
-pub use crate::egress::dealer::Balance;
+/// How a `zmq-dealer` output chooses the service of each request; written
+/// `balance = "round-robin" | "weighted" | "consistent-hash"` in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// In turn over the services in rotation with room. The default.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round-robin by `weights`.
+    Weighted,
+    /// A hash ring keyed by the message attribute `attribute` (its topic
+    /// when it lacks the attribute): the same key reaches the same service
+    /// while that service is in rotation.
+    ConsistentHash {
+        /// The attribute whose value is the key.
+        attribute: String,
+    },
+}
 
 /// Reads a `zmq-dealer` output's service settings.
 fn build_dealer(
@@ -243,6 +283,14 @@ fn build_dealer(
         probe_interval,
         probe_interval_max,
         max_in_flight,
+    }
+}
+
+/// Reads a `blackhole` output.
+pub(crate) fn build_blackhole(raw: &RawBlackhole) -> Output {
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::Blackhole(Blackhole {}),
     }
 }
 

@@ -94,6 +94,16 @@ pub(crate) struct RawHttp {
     pub(crate) max_batch: Option<S<i64>>,
 }
 
+/// One `[[output]]` of kind `blackhole`: nothing but its name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBlackhole {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+}
+
 /// One `[[plugin]]`. `config` is the plugin's own settings, any table: it
 /// is not checked for unknown keys (the plugin checks it when it starts),
 /// only converted to JSON. Each top-level key keeps its span, so a value

@@ -25,7 +25,8 @@ use super::listeners::check_binds;
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawZmq, fields_of,
+    RawBlackhole, RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter,
+    RawZmq, fields_of,
 };
 use super::route;
 use super::router::{self, Router};
@@ -171,7 +172,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             &item,
             &subject,
             &kinds,
-            &["zmq-pub", "zmq-push", "zmq-dealer"],
+            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole"],
             "an output",
             c,
         ) else {
@@ -190,16 +191,21 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     for (i, item) in output_items.into_iter().enumerate() {
         let subject = entry_subject("output", &item, i);
         let kinds = [
-            ("zmq-pub", ZmqRole::Pub),
-            ("zmq-push", ZmqRole::Push),
-            ("zmq-dealer", ZmqRole::Dealer),
+            ("zmq-pub", Some(ZmqRole::Pub)),
+            ("zmq-push", Some(ZmqRole::Push)),
+            ("zmq-dealer", Some(ZmqRole::Dealer)),
+            ("blackhole", None),
         ];
         let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
-        let Some(role) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
+        let Some(kind) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
             continue;
         };
-        let built = read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
-            .map(|raw| output::build_zmq(&raw, role, &subject, c));
+        let built = match kind {
+            Some(role) => read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
+                .map(|raw| output::build_zmq(&raw, role, &subject, c)),
+            None => read::<RawBlackhole>(item, &subject, &[], c)
+                .map(|raw| output::build_blackhole(&raw)),
+        };
         outputs.extend(built);
     }
 

@@ -91,6 +91,54 @@ pub struct ZmqOptions {
     pub identity: Option<String>,
 }
 
+impl ZmqOptions {
+    /// The ZMTP layer's settings for a socket with these options.
+    pub fn socket_options(&self) -> crate::zmtp::options::Options {
+        use crate::zmtp::handshake::Mechanism;
+        let defaults = crate::zmtp::options::Options::default();
+        crate::zmtp::options::Options {
+            limits: crate::zmtp::limits::Limits {
+                max_frame_size: self.max_frame_size,
+                max_message_size: self.max_message_size,
+                max_frames: self.max_frames,
+                ..defaults.limits
+            },
+            identity: self
+                .identity
+                .as_ref()
+                .map(|i| bytes::Bytes::copy_from_slice(i.as_bytes()))
+                .unwrap_or_default(),
+            mechanism: match &self.plain {
+                None => Mechanism::Null,
+                Some(Plain::Client { username, password }) => Mechanism::PlainClient {
+                    username: username.clone(),
+                    password: password.expose().to_owned(),
+                },
+                Some(Plain::Server { users }) => Mechanism::PlainServer {
+                    credentials: std::sync::Arc::new(
+                        users
+                            .iter()
+                            .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
+                            .collect(),
+                    ),
+                },
+            },
+            handshake_timeout: self.handshake_timeout,
+            heartbeat_interval: self.heartbeat_interval.unwrap_or(Duration::ZERO),
+            heartbeat_timeout: self.heartbeat_timeout,
+            max_connections: self.max_connections,
+            send_hwm: self.send_hwm,
+            send_hwm_bytes: self.send_hwm_bytes,
+            recv_hwm: self.recv_hwm,
+            reconnect_interval: self.reconnect_interval,
+            reconnect_interval_max: self.reconnect_interval_max,
+            send_timeout: self.send_timeout,
+            slow_subscriber_timeout: self.slow_subscriber_timeout,
+            ..defaults
+        }
+    }
+}
+
 impl Default for ZmqOptions {
     /// The ZMTP layer's own defaults: one source of truth for both.
     fn default() -> Self {

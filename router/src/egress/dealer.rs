@@ -23,7 +23,7 @@
 //!   `switchyard_zmtp_dropped_total{reason="unmatched_reply"}`.
 //! - **Health.** `eject_after` failures in a row (timeouts, a disconnect
 //!   holding requests) take a service out of rotation
-//!   (`switchyard_service_ejections_total`); after `probe_interval`
+//!   (`switchyard_output_service_ejections_total`); after `probe_interval`
 //!   (doubling per failed probe up to `probe_interval_max`) the next
 //!   request chosen for it is a probe: a reply puts it back, a failure
 //!   ejects it again.
@@ -51,8 +51,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::table::{Dispatched, Effects, Table};
-use super::{Delivery, Error, Output, Reject, SendFuture};
-use crate::admin::OutputStats;
+use super::{
+    AttachError, Context, Delivery, Error, Handle, Lifecycle, LifecycleFuture, Output, OutputStats,
+    Refusals, Reject, SendFuture,
+};
+use crate::config::{self, Attach};
 use crate::envelope::Envelope;
 use crate::message::Message;
 use crate::message::request::{Answer, RequestError, RequestMetrics, Source};
@@ -64,24 +67,7 @@ use crate::zmtp::frame::Multipart;
 use crate::zmtp::metrics::SocketMetrics;
 use crate::zmtp::options::Options;
 
-/// How a `zmq-dealer` output chooses the service of each request; written
-/// `balance = "round-robin" | "weighted" | "consistent-hash"` in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Balance {
-    /// In turn over the services in rotation with room. The default.
-    #[default]
-    RoundRobin,
-    /// Smooth weighted round-robin by [`Config::weights`].
-    Weighted,
-    /// A hash ring keyed by the message attribute `attribute` (its topic
-    /// when it lacks the attribute): the same key reaches the same service
-    /// while that service is in rotation.
-    ConsistentHash {
-        /// The attribute whose value is the key.
-        attribute: String,
-    },
-}
+pub use crate::config::Balance;
 
 /// Settings of a `zmq-dealer` output (beyond its socket [`Options`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +93,20 @@ pub struct Config {
     /// request), counted from acceptance (requests) or from sending
     /// (one-way messages). Default 5 s.
     pub default_timeout: Duration,
+}
+
+impl From<&config::DealerOutput> for Config {
+    fn from(entry: &config::DealerOutput) -> Self {
+        Self {
+            balance: entry.balance.clone(),
+            weights: entry.weights.clone(),
+            eject_after: entry.eject_after,
+            probe_interval: entry.probe_interval,
+            probe_interval_max: entry.probe_interval_max,
+            max_in_flight: entry.max_in_flight,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -140,7 +140,7 @@ impl DealerMetrics {
                 &["output", "state"],
             ),
             ejections: registry.counter_vec(
-                "switchyard_service_ejections_total",
+                "switchyard_output_service_ejections_total",
                 "Services a zmq-dealer output took out of rotation after consecutive failures.",
                 &["output"],
             ),
@@ -255,7 +255,10 @@ pub struct ZmqDealerOutput {
     next_id: AtomicU64,
     timer_started: Once,
     sent: IntCounter,
+    refused: Refusals,
     wire: SocketMetrics,
+    /// Where it attaches ([`Lifecycle::attach`]).
+    attach: Option<Attach>,
 }
 
 impl ZmqDealerOutput {
@@ -267,7 +270,7 @@ impl ZmqDealerOutput {
         config: Config,
         options: Options,
         envelope: Envelope,
-        outputs: &super::zmq::Metrics,
+        outputs: &super::Metrics,
         wire: &crate::zmtp::metrics::Metrics,
         metrics: &DealerMetrics,
         requests: &RequestMetrics,
@@ -292,9 +295,29 @@ impl ZmqDealerOutput {
             default_timeout: config.default_timeout,
             next_id: AtomicU64::new(1),
             timer_started: Once::new(),
-            sent: outputs.messages.with_label_values(&[name]),
+            sent: outputs.messages(name),
+            refused: outputs.refusals(name),
             wire: wire.socket(name),
+            attach: None,
         }
+    }
+
+    /// The output `name` as its entry describes it, counting into `ctx`'s
+    /// families; not attached yet.
+    pub fn build(name: &str, entry: &config::DealerOutput, ctx: &Context) -> Handle {
+        ctx.outputs.declare_peers(name);
+        let mut output = Self::new(
+            name,
+            Config::from(entry),
+            entry.socket.options.socket_options(),
+            entry.socket.envelope,
+            &ctx.outputs,
+            &ctx.wire(),
+            &ctx.dealers,
+            &ctx.requests,
+        );
+        output.attach = Some(entry.socket.attach.clone());
+        Arc::new(output)
     }
 
     /// Listens on `endpoint`; each peer that connects is a service.
@@ -333,7 +356,7 @@ impl ZmqDealerOutput {
     }
 
     /// Counts for `/v1/status`.
-    pub fn stats(&self) -> OutputStats {
+    fn status(&self) -> OutputStats {
         OutputStats {
             name: self.name.clone(),
             kind: "zmq-dealer".into(),
@@ -347,7 +370,7 @@ impl ZmqDealerOutput {
     /// Refuses new requests, gives the services up to `linger` to answer
     /// the outstanding ones, fails the rest with `SHUTTING_DOWN`, and
     /// closes the connections.
-    pub async fn flush_and_close(&self, linger: Duration) {
+    async fn close_after(&self, linger: Duration) {
         self.shared.table().close();
         let deadline = Instant::now() + linger;
         loop {
@@ -495,6 +518,40 @@ impl ZmqDealerOutput {
     }
 }
 
+impl Lifecycle for ZmqDealerOutput {
+    fn attach(&self) -> LifecycleFuture<'_, Result<Option<std::net::SocketAddr>, AttachError>> {
+        Box::pin(async move {
+            let Some(attach) = &self.attach else {
+                return Ok(None);
+            };
+            attach.apply(self).await.map_err(|source| AttachError {
+                output: self.name.clone(),
+                source,
+            })
+        })
+    }
+
+    fn wait_connected(&self, timeout: Duration) -> LifecycleFuture<'_, ()> {
+        Box::pin(async move {
+            let want = self.attach.as_ref().map_or(0, Attach::endpoints);
+            if want > 0 {
+                self.links.wait_for_peers(want, timeout).await;
+            }
+        })
+    }
+
+    fn stats(&self) -> OutputStats {
+        self.status()
+    }
+
+    /// Refuses new requests, gives the services up to `linger` to answer
+    /// the outstanding ones, fails the rest with `SHUTTING_DOWN`, and
+    /// closes the connections.
+    fn flush_and_close(&self, linger: Duration) -> LifecycleFuture<'_, ()> {
+        Box::pin(self.close_after(linger))
+    }
+}
+
 impl crate::zmtp::endpoint::Attach for ZmqDealerOutput {
     async fn bind(&self, endpoint: &str) -> Result<std::net::SocketAddr, EndpointError> {
         ZmqDealerOutput::bind(self, endpoint).await
@@ -539,6 +596,7 @@ impl Output for ZmqDealerOutput {
                     }
                 }
             }
+            self.refused.count(&delivery, batch.len());
             Ok(delivery)
         })
     }

@@ -11,45 +11,43 @@
 //!   fills and its `when_full` policy applies. With no worker connected for
 //!   the output's `send_timeout`, the message is reported as
 //!   `no_subscriber`.
+//!
+//! Drops after a message was taken (a subscriber's queue full, a peer gone
+//! with messages queued) are counted by the sockets, in
+//! `switchyard_zmtp_dropped_total{socket}` and, as the output's,
+//! `switchyard_output_dropped_total{output}`.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use super::{Delivery, Error, Output, Reject, SendFuture};
-use crate::admin::OutputStats;
+use super::{
+    AttachError, Context, Delivery, Error, Handle, Lifecycle, LifecycleFuture, Output, OutputStats,
+    Refusals, Reject, SendFuture,
+};
+use crate::config::{Attach, ZmqSocket};
 use crate::envelope::Envelope;
 use crate::message::Message;
-use crate::metrics::Registry;
 use crate::zmtp::connection::SendError;
 use crate::zmtp::metrics::SocketMetrics;
 use crate::zmtp::publish::PubSocket;
 use crate::zmtp::push::PushSocket;
 
-/// Families every output kind counts into, registered once per registry.
-#[derive(Clone, Debug)]
-pub struct Metrics {
-    pub(super) messages: prometheus::IntCounterVec,
-}
-
-impl Metrics {
-    /// Registers the output families.
-    pub fn register(registry: &Registry) -> Self {
-        Self {
-            messages: registry.counter_vec(
-                "switchyard_output_messages_total",
-                "Messages an output took from its routes (PUB: queued to at least one subscriber; PUSH: queued to a worker).",
-                &["output"],
-            ),
-        }
-    }
-}
-
 /// What an output needs of its socket beyond sending.
-pub trait Socket: Send + Sync + 'static {
+pub trait Socket: crate::zmtp::endpoint::Attach + Send + Sync + 'static {
     /// The output kind, as `/v1/status` names it.
     const KIND: &'static str;
+    /// A socket named `name` (its metrics label), not attached yet.
+    fn new(
+        name: &str,
+        options: crate::zmtp::options::Options,
+        wire: &crate::zmtp::metrics::Metrics,
+    ) -> Self;
+    /// Waits until `want` peers are connected, or `timeout`.
+    fn wait_for_peers(&self, want: usize, timeout: Duration) -> impl Future<Output = bool> + Send;
     /// Connected subscribers or workers.
     fn peer_count(&self) -> usize;
     /// Waits until every queued message is written, or `timeout`; returns
@@ -63,8 +61,18 @@ macro_rules! output_socket {
     ($socket:ty, $kind:literal) => {
         impl Socket for $socket {
             const KIND: &'static str = $kind;
+            fn new(
+                name: &str,
+                options: crate::zmtp::options::Options,
+                wire: &crate::zmtp::metrics::Metrics,
+            ) -> Self {
+                <$socket>::new(name, options, wire)
+            }
             fn peer_count(&self) -> usize {
                 <$socket>::peer_count(self)
+            }
+            async fn wait_for_peers(&self, want: usize, timeout: Duration) -> bool {
+                <$socket>::wait_for_peers(self, want, timeout).await
             }
             async fn flush(&self, timeout: Duration) -> bool {
                 <$socket>::flush(self, timeout).await
@@ -85,7 +93,9 @@ pub struct ZmqOutput<S> {
     name: String,
     socket: S,
     envelope: Envelope,
+    attach: Attach,
     sent: IntCounter,
+    refused: Refusals,
     wire: SocketMetrics,
 }
 
@@ -94,41 +104,59 @@ pub type ZmqPubOutput = ZmqOutput<PubSocket>;
 /// A `zmq-push` output.
 pub type ZmqPushOutput = ZmqOutput<PushSocket>;
 
-impl<S: Socket> ZmqOutput<S> {
-    /// An output named `name` over `socket` (already bound or connecting).
-    pub fn new(
-        name: &str,
-        socket: S,
-        envelope: Envelope,
-        metrics: &Metrics,
-        wire: &crate::zmtp::metrics::Metrics,
-    ) -> Self {
-        Self {
+impl<S: Socket> ZmqOutput<S>
+where
+    Self: Output,
+{
+    /// The output `name` as `settings` describe it, counting into `ctx`'s
+    /// families; not attached yet.
+    pub fn build(name: &str, settings: &ZmqSocket, ctx: &Context) -> Handle {
+        let wire = ctx.wire();
+        let socket = S::new(name, settings.options.socket_options(), &wire);
+        ctx.outputs.declare_peers(name);
+        Arc::new(Self {
             name: name.to_owned(),
             socket,
-            envelope,
-            sent: metrics.messages.with_label_values(&[name]),
+            envelope: settings.envelope,
+            attach: settings.attach.clone(),
+            sent: ctx.outputs.messages(name),
+            refused: ctx.outputs.refusals(name),
             wire: wire.socket(name),
-        }
+        })
     }
 
-    /// The socket, e.g. to bind or connect it after the output was built.
+    /// The socket.
     pub fn socket(&self) -> &S {
         &self.socket
     }
+}
 
-    /// Gives the peers up to `linger` to take what is queued for them,
-    /// then closes. What they did not take is counted as dropped by the
-    /// ZMTP layer (`peer_disconnected`).
-    pub async fn flush_and_close(&self, linger: Duration) {
-        if !self.socket.flush(linger).await {
-            tracing::warn!(output = %self.name, ?linger, "peers did not take every queued message before the output closed");
-        }
-        self.socket.close().await;
+impl<S: Socket> Lifecycle for ZmqOutput<S>
+where
+    Self: Output,
+{
+    fn attach(&self) -> LifecycleFuture<'_, Result<Option<SocketAddr>, AttachError>> {
+        Box::pin(async move {
+            self.attach
+                .apply(&self.socket)
+                .await
+                .map_err(|source| AttachError {
+                    output: self.name.clone(),
+                    source,
+                })
+        })
     }
 
-    /// Counts for `/v1/status`.
-    pub fn stats(&self) -> OutputStats {
+    fn wait_connected(&self, timeout: Duration) -> LifecycleFuture<'_, ()> {
+        Box::pin(async move {
+            let want = self.attach.endpoints();
+            if want > 0 {
+                self.socket.wait_for_peers(want, timeout).await;
+            }
+        })
+    }
+
+    fn stats(&self) -> OutputStats {
         OutputStats {
             name: self.name.clone(),
             kind: S::KIND.into(),
@@ -137,6 +165,18 @@ impl<S: Socket> ZmqOutput<S> {
             peers: self.socket.peer_count() as u64,
             services: Vec::new(),
         }
+    }
+
+    /// Gives the peers up to `linger` to take what is queued for them,
+    /// then closes. What they did not take is counted as dropped by the
+    /// ZMTP layer (`peer_disconnected`).
+    fn flush_and_close(&self, linger: Duration) -> LifecycleFuture<'_, ()> {
+        Box::pin(async move {
+            if !self.socket.flush(linger).await {
+                tracing::warn!(output = %self.name, ?linger, "peers did not take every queued message before the output closed");
+            }
+            self.socket.close().await;
+        })
     }
 }
 
@@ -158,6 +198,7 @@ impl Output for ZmqPubOutput {
                 }
             }
             self.sent.inc_by(sent);
+            self.refused.count(&delivery, batch.len());
             Ok(delivery)
         })
     }
@@ -190,6 +231,7 @@ impl Output for ZmqPushOutput {
                     }
                 }
             }
+            self.refused.count(&delivery, batch.len());
             Ok(delivery)
         })
     }

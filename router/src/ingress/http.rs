@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Refusal, Sink};
+use crate::config;
 use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
 use crate::message::request::{
     Answer, InputRequests, OneshotReplier, RequestError, RequestMetrics,
@@ -294,6 +295,39 @@ impl HttpInput {
             max_batch: config.max_batch.max(1),
             block_timeout: config.block_timeout,
         })
+    }
+
+    /// Starts an `http` input as its entry says, serving on a task of
+    /// `ctx.tracker`.
+    ///
+    /// # Errors
+    /// [`StartError::Http`] when it cannot listen.
+    pub async fn start(
+        name: &str,
+        entry: &config::HttpInput,
+        ctx: &super::Context,
+    ) -> Result<super::Running, super::StartError> {
+        let mut cfg = Config::new(name, entry.listen);
+        cfg.max_body = entry.max_body;
+        cfg.header_timeout = entry.header_timeout;
+        cfg.body_timeout = entry.body_timeout;
+        cfg.max_batch = entry.max_batch;
+        cfg.block_timeout = ctx.block_timeout;
+        cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
+        let metrics = Metrics::new(&ctx.inputs, &ctx.http, &ctx.requests);
+        let server = Self::bind(cfg, Arc::clone(&ctx.sink), &metrics)
+            .await
+            .map_err(|source| super::StartError::Http {
+                input: name.to_owned(),
+                source,
+            })?;
+        let addr = server.local_addr();
+        let stop = ctx.stop.child_token();
+        let until = stop.clone();
+        let task = ctx.tracker.spawn(async move {
+            server.run(until).await;
+        });
+        Ok(super::Running::new(Some(addr), stop, task))
     }
 
     /// The address bound (the real port when port 0 was asked for).

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use super::{Metrics, Offered, Refusal, Sink};
+use super::lifecycle::endpoint_error;
+use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError};
+use crate::config::ZmqSocket;
 use crate::envelope::{self, Envelope};
 use crate::message::{Message, Publisher};
 use crate::zmtp::connection::{PeerId, Received};
@@ -164,6 +166,63 @@ impl ZmqInput {
             counters: Counters::new(metrics, name),
             publishers: Publishers::new(name),
         }
+    }
+
+    /// Starts a `zmq-sub` input subscribed to `prefixes`: bound or
+    /// connected as `settings` say, reading on a task of `ctx.tracker`.
+    ///
+    /// # Errors
+    /// [`StartError::Endpoint`] when it cannot bind.
+    pub async fn start_sub(
+        name: &str,
+        settings: &ZmqSocket,
+        prefixes: &[String],
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let socket = SubSocket::new(name, settings.options.socket_options(), &ctx.zmtp);
+        for prefix in prefixes {
+            socket.subscribe(bytes::Bytes::copy_from_slice(prefix.as_bytes()));
+        }
+        let subscriptions = socket.subscriptions();
+        let mut running = Self::start(name, Socket::Sub(socket), settings, ctx).await?;
+        running.subscriptions = Some(subscriptions);
+        Ok(running)
+    }
+
+    /// Starts a `zmq-pull` input, as [`ZmqInput::start_sub`] does.
+    ///
+    /// # Errors
+    /// [`StartError::Endpoint`] when it cannot bind.
+    pub async fn start_pull(
+        name: &str,
+        settings: &ZmqSocket,
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let socket = PullSocket::new(name, settings.options.socket_options(), &ctx.zmtp);
+        Self::start(name, Socket::Pull(socket), settings, ctx).await
+    }
+
+    async fn start(
+        name: &str,
+        socket: Socket,
+        settings: &ZmqSocket,
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let addr = match &socket {
+            Socket::Sub(s) => settings.attach.apply(s).await,
+            Socket::Pull(s) => settings.attach.apply(s).await,
+        }
+        .map_err(endpoint_error(name))?;
+        let reader = Self::new(
+            name,
+            socket,
+            settings.envelope,
+            Arc::clone(&ctx.sink),
+            &ctx.inputs,
+        );
+        let stop = ctx.stop.child_token();
+        let task = ctx.tracker.spawn(reader.run(stop.clone()));
+        Ok(Running::new(addr, stop, task))
     }
 
     /// Reads, decodes and offers until `stop` is cancelled. Then it closes

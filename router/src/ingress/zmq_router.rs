@@ -31,8 +31,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::lifecycle::endpoint_error;
 use super::zmq::{Counters, Publishers};
-use super::{Metrics, Sink};
+use super::{Context, Metrics, Running, Sink, StartError};
+use crate::config::RouterInput;
 use crate::envelope::Envelope;
 use crate::message::Frames;
 use crate::message::Message;
@@ -134,6 +136,44 @@ impl ZmqRouterInput {
             max_pending,
             places: Arc::new(Semaphore::new(max_pending)),
         }
+    }
+
+    /// Starts a `zmq-router` input as its entry says: bound or connected,
+    /// reading on a task of `ctx.lingering` that outlives the intake (its
+    /// connections stay for the answers), handed over to `ctx.tracker`
+    /// once it has offered what it read.
+    ///
+    /// # Errors
+    /// [`StartError::Endpoint`] when it cannot bind.
+    pub async fn start(
+        name: &str,
+        entry: &RouterInput,
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let settings = &entry.socket;
+        let socket = RouterSocket::new(name, settings.options.socket_options(), &ctx.zmtp);
+        let addr = settings
+            .attach
+            .apply(&socket)
+            .await
+            .map_err(endpoint_error(name))?;
+        let reader = Self::new(
+            name,
+            socket,
+            settings.envelope,
+            Arc::clone(&ctx.sink),
+            &ctx.inputs,
+            ctx.requests.for_input(name),
+            entry.max_pending,
+        );
+        let stop = ctx.stop.child_token();
+        let handed_over = CancellationToken::new();
+        ctx.lingering
+            .spawn(reader.run(stop.clone(), handed_over.clone()));
+        let task = ctx
+            .tracker
+            .spawn(async move { handed_over.cancelled().await });
+        Ok(Running::new(addr, stop, task))
     }
 
     /// Reads, decodes and offers requests until `stop` is cancelled, then
@@ -408,11 +448,13 @@ mod tests {
         }
         let text = registry.encode();
         assert!(
-            text.contains(r#"switchyard_requests_total{input="clients",outcome="replied"} 200"#),
+            text.contains(
+                r#"switchyard_request_outcomes_total{input="clients",outcome="replied"} 200"#
+            ),
             "{text}"
         );
         assert!(
-            text.contains(r#"switchyard_requests_pending{input="clients"} 0"#),
+            text.contains(r#"switchyard_request_pending{input="clients"} 0"#),
             "{text}"
         );
         stop.cancel();
@@ -509,7 +551,7 @@ mod tests {
         let pending = || {
             crate::zmtp::connection::testutil::metric(
                 &registry,
-                "switchyard_requests_pending",
+                "switchyard_request_pending",
                 &[("input", "clients")],
             )
         };

@@ -129,7 +129,7 @@ impl RequestError {
         }
     }
 
-    /// The `outcome` label of `switchyard_requests_total`.
+    /// The `outcome` label of `switchyard_request_outcomes_total`.
     fn outcome(&self) -> &'static str {
         match self {
             Self::Timeout { .. } => "timeout",
@@ -175,7 +175,7 @@ impl Answer {
     }
 }
 
-/// Who answered, for `switchyard_requests_total{outcome}`.
+/// Who answered, for `switchyard_request_outcomes_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// A service, through an output.
@@ -205,7 +205,7 @@ impl RequestMetrics {
     pub fn register(registry: &Registry) -> Self {
         Self {
             requests: registry.counter_vec(
-                "switchyard_requests_total",
+                "switchyard_request_outcomes_total",
                 "Requests answered, by input and outcome (replied, answered_by_plugin, timeout, no_service, service_failed, no_route, rejected, overloaded, shutting_down, dropped).",
                 &["input", "outcome"],
             ),
@@ -220,7 +220,7 @@ impl RequestMetrics {
                 &["output"],
             ),
             pending: registry.gauge_vec(
-                "switchyard_requests_pending",
+                "switchyard_request_pending",
                 "Requests accepted and not answered yet, by input.",
                 &["input"],
             ),
@@ -487,7 +487,9 @@ mod tests {
         assert_eq!(input.pending(), 0);
         let text = registry.encode();
         assert!(
-            text.contains(r#"switchyard_requests_total{input="clients",outcome="replied"} 1"#),
+            text.contains(
+                r#"switchyard_request_outcomes_total{input="clients",outcome="replied"} 1"#
+            ),
             "{text}"
         );
     }

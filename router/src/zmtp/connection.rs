@@ -160,6 +160,25 @@ impl SocketCore {
         self.peers.load(Ordering::Relaxed)
     }
 
+    /// Waits until at least `want` peers are past the handshake, or until
+    /// `timeout`; returns whether they are. Woken by every change of the
+    /// peer set, not polled.
+    pub(crate) async fn wait_for_peers(&self, want: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let wait = self.room.wait();
+            if self.peer_count() >= want {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, wait.until_signalled())
+                .await
+                .is_err()
+            {
+                return self.peer_count() >= want;
+            }
+        }
+    }
+
     /// Waits until `drained()` holds (checked after every write), or until
     /// `timeout`; returns whether it held.
     pub(crate) async fn flush(&self, timeout: Duration, drained: impl Fn() -> bool) -> bool {
@@ -309,6 +328,7 @@ pub(crate) async fn run<R: Role>(
     };
     core.peers.fetch_add(1, Ordering::Relaxed);
     core.metrics.peers.inc();
+    core.room.changed();
     let Attached {
         mut state,
         queue,

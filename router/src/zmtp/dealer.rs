@@ -409,6 +409,11 @@ impl<E: ServiceEvents> ServiceLinks<E> {
         self.core.peer_count()
     }
 
+    /// See [`SocketCore::wait_for_peers`].
+    pub(crate) async fn wait_for_peers(&self, want: usize, timeout: std::time::Duration) -> bool {
+        self.core.wait_for_peers(want, timeout).await
+    }
+
     /// Closes every connection and waits for the socket's tasks to end.
     pub(crate) async fn close(&self) {
         self.core.close().await;

@@ -114,6 +114,13 @@ macro_rules! socket_methods {
             ) -> Result<(), $crate::zmtp::endpoint::EndpointError> {
                 self.$($handle).+.connect(endpoint)
             }
+
+            /// Waits until at least `want` peers are past the handshake, or
+            /// until `timeout`; returns whether they are. Woken by each
+            /// change of the peer set, not polled.
+            pub async fn wait_for_peers(&self, want: usize, timeout: std::time::Duration) -> bool {
+                self.$($handle).+.core.wait_for_peers(want, timeout).await
+            }
         }
 
         impl $crate::zmtp::endpoint::Attach for $socket {

@@ -18,6 +18,12 @@
 //! - `switchyard_zmtp_disconnects_total{socket,reason}`: why established
 //!   connections ended (`peer_closed`, `io_error`, `heartbeat_timeout`,
 //!   `protocol_error`, `slow_subscriber`, `peer_error`).
+//!
+//! A socket's owner may ask for its drops and peers to be counted a second
+//! time in families of its own ([`Mirror`]), labelled with its name: the
+//! outputs do, so every output kind reports `output_dropped_total` and
+//! `output_peers` whatever carries its messages. The ZMTP layer does not
+//! know who the owner is; it only counts twice.
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
@@ -33,6 +39,67 @@ pub struct Metrics {
     dropped: IntCounterVec,
     messages: IntCounterVec,
     disconnects: IntCounterVec,
+    mirror: Option<Mirror>,
+}
+
+/// Families a socket's owner counts the socket's drops and peers in as
+/// well: `dropped` labelled `[owner, reason]`, `peers` labelled `[owner]`,
+/// the owner being the socket's name.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    dropped: IntCounterVec,
+    peers: IntGaugeVec,
+}
+
+impl Mirror {
+    /// Drops go to `dropped` (labels: owner, reason), peers to `peers`
+    /// (label: owner).
+    pub fn new(dropped: IntCounterVec, peers: IntGaugeVec) -> Self {
+        Self { dropped, peers }
+    }
+}
+
+/// A counter of the socket, and its owner's copy when it has one.
+#[derive(Clone, Debug)]
+pub(crate) struct Counter {
+    wire: IntCounter,
+    also: Option<IntCounter>,
+}
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    pub(crate) fn inc_by(&self, n: u64) {
+        self.wire.inc_by(n);
+        if let Some(also) = &self.also {
+            also.inc_by(n);
+        }
+    }
+}
+
+/// The socket's peer gauge, and its owner's copy when it has one.
+#[derive(Clone, Debug)]
+pub(crate) struct Gauge {
+    wire: IntGauge,
+    also: Option<IntGauge>,
+}
+
+impl Gauge {
+    pub(crate) fn inc(&self) {
+        self.wire.inc();
+        if let Some(also) = &self.also {
+            also.inc();
+        }
+    }
+
+    pub(crate) fn dec(&self) {
+        self.wire.dec();
+        if let Some(also) = &self.also {
+            also.dec();
+        }
+    }
 }
 
 impl Metrics {
@@ -78,19 +145,41 @@ impl Metrics {
                 "Established ZMTP connections that ended, by reason.",
                 &["socket", "reason"],
             ),
+            mirror: None,
+        }
+    }
+
+    /// The same families, with every socket built from the result also
+    /// counting its drops and peers in `mirror`.
+    pub fn mirrored(&self, mirror: Mirror) -> Self {
+        Self {
+            mirror: Some(mirror),
+            ..self.clone()
         }
     }
 
     /// The children of socket `name`, resolved once.
     pub fn socket(&self, name: &str) -> SocketMetrics {
-        let dropped = |reason: &str| self.dropped.with_label_values(&[name, reason]);
+        let dropped = |reason: &str| Counter {
+            wire: self.dropped.with_label_values(&[name, reason]),
+            also: self
+                .mirror
+                .as_ref()
+                .map(|m| m.dropped.with_label_values(&[name, reason])),
+        };
         let rejected = |reason: &str| self.rejected.with_label_values(&[name, reason]);
         SocketMetrics {
             name: name.into(),
             family: self.clone(),
             messages_in: self.messages.with_label_values(&[name, "in"]),
             messages_out: self.messages.with_label_values(&[name, "out"]),
-            peers: self.peers.with_label_values(&[name]),
+            peers: Gauge {
+                wire: self.peers.with_label_values(&[name]),
+                also: self
+                    .mirror
+                    .as_ref()
+                    .map(|m| m.peers.with_label_values(&[name])),
+            },
             dropped_queue_full: dropped("subscriber_queue_full"),
             dropped_peer_disconnected: dropped("peer_disconnected"),
             dropped_unroutable: dropped("unroutable"),
@@ -112,15 +201,15 @@ pub struct SocketMetrics {
     /// `messages_total{direction="out"}`.
     pub(crate) messages_out: IntCounter,
     /// `peers`.
-    pub(crate) peers: IntGauge,
+    pub(crate) peers: Gauge,
     /// `dropped_total{reason="subscriber_queue_full"}`.
-    pub(crate) dropped_queue_full: IntCounter,
+    pub(crate) dropped_queue_full: Counter,
     /// `dropped_total{reason="peer_disconnected"}`.
-    pub(crate) dropped_peer_disconnected: IntCounter,
+    pub(crate) dropped_peer_disconnected: Counter,
     /// `dropped_total{reason="unroutable"}`.
-    pub(crate) dropped_unroutable: IntCounter,
+    pub(crate) dropped_unroutable: Counter,
     /// `dropped_total{reason="send_timeout"}`.
-    pub(crate) dropped_send_timeout: IntCounter,
+    pub(crate) dropped_send_timeout: Counter,
     /// `connections_rejected_total{reason="max_connections"}`.
     pub(crate) rejected_max_connections: IntCounter,
     /// `connections_rejected_total{reason="accept_error"}`.
@@ -192,6 +281,12 @@ impl SocketMetrics {
                 .dropped
                 .with_label_values(&[&self.name, reason])
                 .inc_by(n);
+            if let Some(mirror) = &self.family.mirror {
+                mirror
+                    .dropped
+                    .with_label_values(&[&self.name, reason])
+                    .inc_by(n);
+            }
         }
     }
 }
@@ -217,5 +312,30 @@ mod tests {
         assert!(text.contains(
             "switchyard_zmtp_protocol_errors_total{reason=\"frame_too_large\",socket=\"a\"} 1"
         ));
+    }
+
+    #[test]
+    fn a_mirrored_socket_counts_drops_and_peers_twice() {
+        let reg = Registry::new();
+        let m = Metrics::new(&reg);
+        let mirror = Mirror::new(
+            reg.counter_vec("owner_dropped_total", "drops", &["owner", "reason"]),
+            reg.gauge_vec("owner_peers", "peers", &["owner"]),
+        );
+        let s = m.mirrored(mirror).socket("o");
+        s.dropped_queue_full.inc_by(2);
+        s.dropped("peer_queue_full", 1);
+        s.peers.inc();
+        let plain = m.socket("p");
+        plain.dropped_queue_full.inc();
+        let text = reg.encode();
+        assert!(
+            text.contains("owner_dropped_total{owner=\"o\",reason=\"subscriber_queue_full\"} 2")
+        );
+        assert!(text.contains("owner_dropped_total{owner=\"o\",reason=\"peer_queue_full\"} 1"));
+        assert!(text.contains("owner_peers{owner=\"o\"} 1"));
+        assert!(text.contains("switchyard_zmtp_peers{socket=\"o\"} 1"));
+        assert!(!text.contains("owner=\"p\""));
+        assert_eq!(s.dropped_total(), 3);
     }
 }

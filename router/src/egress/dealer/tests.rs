@@ -132,7 +132,7 @@ struct Fixture {
 fn fixture(config: Config) -> Fixture {
     let registry = Registry::new();
     let wire = crate::zmtp::metrics::Metrics::new(&registry);
-    let outputs = super::super::zmq::Metrics::register(&registry);
+    let outputs = super::super::Metrics::register(&registry);
     let dealer = DealerMetrics::register(&registry);
     let requests = RequestMetrics::register(&registry);
     let output = Arc::new(ZmqDealerOutput::new(
@@ -286,7 +286,10 @@ async fn round_robin_spreads_requests_evenly() {
         30.0
     );
     assert_eq!(
-        f.metric("switchyard_requests_total", &[("outcome", "replied")]),
+        f.metric(
+            "switchyard_request_outcomes_total",
+            &[("outcome", "replied")]
+        ),
         30.0
     );
 }
@@ -500,7 +503,10 @@ async fn a_silent_service_is_ejected_then_probed_back() {
     assert_eq!(f.output.services()[0].state, ServiceState::Ejected);
     assert_eq!(f.output.services()[0].failures, 2);
     assert_eq!(
-        f.metric("switchyard_service_ejections_total", &[("output", "svc")]),
+        f.metric(
+            "switchyard_output_service_ejections_total",
+            &[("output", "svc")]
+        ),
         1.0
     );
     assert_eq!(
@@ -578,7 +584,10 @@ async fn a_failed_probe_ejects_again_and_others_take_the_load() {
     .await;
     assert_eq!(f.output.services()[0].state, ServiceState::Ejected);
     assert_eq!(
-        f.metric("switchyard_service_ejections_total", &[("output", "svc")]),
+        f.metric(
+            "switchyard_output_service_ejections_total",
+            &[("output", "svc")]
+        ),
         1.0,
         "a failed probe is not a new ejection"
     );

@@ -653,7 +653,7 @@ async fn the_request_bridge_answers_errors_with_their_status() {
     assert_eq!(reply.status, 503, "{reply:?}");
     assert_eq!(reply.json()["error"]["code"], "SHUTTING_DOWN");
     assert_eq!(
-        running.metric(r#"switchyard_requests_total{input="api",outcome="shutting_down"}"#),
+        running.metric(r#"switchyard_request_outcomes_total{input="api",outcome="shutting_down"}"#),
         1.0
     );
     // An answer nobody gives (the sink lets go of the request) is an error,

@@ -1,0 +1,114 @@
+//! The lifecycle half of an output, beside the data half ([`Output`]):
+//! built from its config entry with the router's shared resources
+//! ([`Context`]), attached (bound or connected), waited on until it reaches
+//! its peers, read for `/v1/status` ([`OutputStats`]), and flushed and
+//! closed with a linger. [`build`] is the one place that knows every kind:
+//! adding a kind is its own file, its config entry and one line there.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Metrics, Output, blackhole, dealer, zmq};
+use crate::config::{self, OutputKind};
+use crate::message::request::RequestMetrics;
+use crate::zmtp::endpoint::EndpointError;
+
+/// The futures of [`Lifecycle`].
+pub type LifecycleFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An output as the app runs it: the data half route workers call, and
+/// what the app does with it around that.
+pub trait Lifecycle: Output {
+    /// Binds or connects as its entry says; the bound address, if it binds.
+    /// Until then it has no peers (what it is given is refused as
+    /// `no_subscriber`). Outputs with no socket answer `Ok(None)`.
+    ///
+    /// # Errors
+    /// [`AttachError`] when it cannot bind, or an endpoint is refused.
+    fn attach(&self) -> LifecycleFuture<'_, Result<Option<SocketAddr>, AttachError>>;
+
+    /// Waits up to `timeout` for the output to reach every endpoint it
+    /// connects to, woken by each new peer rather than polling; resolves at
+    /// once for an output that binds or has no endpoints. A reload waits
+    /// here so a rebuilt output does not take over with fewer peers than
+    /// the one it replaces.
+    fn wait_connected(&self, timeout: Duration) -> LifecycleFuture<'_, ()>;
+
+    /// Its counts for `/v1/status`.
+    fn stats(&self) -> OutputStats;
+
+    /// Gives its peers up to `linger` to take what it queued for them,
+    /// then closes; what they did not take is counted as dropped.
+    fn flush_and_close(&self, linger: Duration) -> LifecycleFuture<'_, ()>;
+}
+
+/// A built output, shared by the app, the route workers and the admin API.
+pub type Handle = Arc<dyn Lifecycle>;
+
+/// Why an output could not attach.
+#[derive(Debug, thiserror::Error)]
+#[error("output {output:?}: {source}")]
+pub struct AttachError {
+    /// The output.
+    pub output: String,
+    /// What the socket layer said.
+    #[source]
+    pub source: EndpointError,
+}
+
+/// What every output is built with: the families it counts into.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// `output_*{output}`, every kind.
+    pub outputs: Metrics,
+    /// The ZMTP layer's families.
+    pub zmtp: crate::zmtp::metrics::Metrics,
+    /// The `zmq-dealer` service families.
+    pub dealers: dealer::DealerMetrics,
+    /// The request families (answers, late replies).
+    pub requests: RequestMetrics,
+}
+
+impl Context {
+    /// The ZMTP families for an output's sockets: their drops and peers
+    /// are also counted as the output's (`output_dropped_total`,
+    /// `output_peers`).
+    pub fn wire(&self) -> crate::zmtp::metrics::Metrics {
+        self.zmtp.mirrored(self.outputs.mirror())
+    }
+}
+
+/// Builds the output `entry` describes, not yet attached.
+pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
+    let name = entry.name.as_str();
+    match &entry.kind {
+        OutputKind::ZmqPub(socket) => zmq::ZmqPubOutput::build(name, socket, ctx),
+        OutputKind::ZmqPush(socket) => zmq::ZmqPushOutput::build(name, socket, ctx),
+        OutputKind::ZmqDealer(settings) => dealer::ZmqDealerOutput::build(name, settings, ctx),
+        OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
+    }
+}
+
+/// One output's counters, as `/v1/status` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutputStats {
+    /// The output's name.
+    pub name: String,
+    /// The output kind, e.g. `zmq-pub`.
+    pub kind: String,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the output dropped.
+    pub dropped: u64,
+    /// Subscribers or workers connected now.
+    pub peers: u64,
+    /// A `zmq-dealer` output's services and their health; empty (and not
+    /// shown) for other kinds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<dealer::ServiceStatus>,
+}

@@ -1,0 +1,143 @@
+//! The lifecycle of an input: [`start`] builds one from its config entry
+//! with the router's shared resources ([`Context`]), binds or connects it
+//! and spawns its reader; the [`Running`] input it returns is stopped
+//! again by a reload or the shutdown. [`start`] is the one place that
+//! knows every kind: adding a kind is its own file, its config entry and
+//! one line there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Metrics, Sink, http, zmq, zmq_router};
+use crate::config::{self, InputKind};
+use crate::message::request::RequestMetrics;
+use crate::zmtp::endpoint::EndpointError;
+use crate::zmtp::sub::Subscriptions;
+
+/// What starting an input needs from the router.
+#[derive(Clone)]
+pub struct Context {
+    /// `input_*{input}`, every kind.
+    pub inputs: Metrics,
+    /// The ZMTP layer's families.
+    pub zmtp: crate::zmtp::metrics::Metrics,
+    /// The request families (the `zmq-router` input, the HTTP bridge).
+    pub requests: RequestMetrics,
+    /// The HTTP server families.
+    pub http: crate::http::Metrics,
+    /// Where inputs offer what they accept (the pipeline).
+    pub sink: Arc<dyn Sink>,
+    /// Input tasks are tracked here, so a shutdown waits for them.
+    pub tracker: TaskTracker,
+    /// Stopped request inputs that still answer their pending requests;
+    /// a shutdown waits for them after closing the outputs.
+    pub lingering: TaskTracker,
+    /// Cancelled when the router stops intake; each input's own stop
+    /// token is a child of it.
+    pub stop: CancellationToken,
+    /// How long an HTTP publish waits for room under `block` routes.
+    pub block_timeout: Duration,
+    /// How long an HTTP input drains its requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("block_timeout", &self.block_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an input could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A ZeroMQ input could not bind, or an endpoint was refused.
+    #[error("input {input:?}: {source}")]
+    Endpoint {
+        /// The input.
+        input: String,
+        /// What the socket layer said.
+        #[source]
+        source: EndpointError,
+    },
+    /// An HTTP input could not listen.
+    #[error("input {input:?}: {source}")]
+    Http {
+        /// The input.
+        input: String,
+        /// What the HTTP layer said.
+        #[source]
+        source: crate::http::Error,
+    },
+}
+
+/// A started input.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens, once bound (port 0 resolved).
+    pub addr: Option<SocketAddr>,
+    /// A `zmq-sub` input's subscriptions (the literal prefixes of the
+    /// route patterns), changed by reloads.
+    pub subscriptions: Option<Subscriptions>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// An input listening on `addr` whose reader is `task`, stopped by
+    /// cancelling `stop`.
+    pub(super) fn new(
+        addr: Option<SocketAddr>,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            addr,
+            subscriptions: None,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops reading (what was read is handed over first), closes the
+    /// listener, and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the input `entry` describes: binds or connects it and spawns
+/// its reader. A `zmq-sub` input subscribes to `prefixes` first.
+///
+/// # Errors
+/// [`StartError`] when it cannot bind.
+pub async fn start(
+    entry: &config::Input,
+    prefixes: &[String],
+    ctx: &Context,
+) -> Result<Running, StartError> {
+    let name = entry.name.as_str();
+    match &entry.kind {
+        InputKind::ZmqSub(socket) => zmq::ZmqInput::start_sub(name, socket, prefixes, ctx).await,
+        InputKind::ZmqPull(socket) => zmq::ZmqInput::start_pull(name, socket, ctx).await,
+        InputKind::ZmqRouter(settings) => {
+            zmq_router::ZmqRouterInput::start(name, settings, ctx).await
+        }
+        InputKind::Http(settings) => http::HttpInput::start(name, settings, ctx).await,
+    }
+}
+
+/// [`StartError::Endpoint`] of `input`.
+pub(super) fn endpoint_error(input: &str) -> impl FnOnce(EndpointError) -> StartError + '_ {
+    move |source| StartError::Endpoint {
+        input: input.to_owned(),
+        source,
+    }
+}
