@@ -99,6 +99,7 @@ mod examples;
 mod fixture;
 mod input;
 mod listeners;
+mod names;
 mod output;
 mod plain;
 mod plugin;

@@ -8,8 +8,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
+use super::names::check_name;
 use super::raw::fields_of;
-use super::validate::check_name;
 
 /// A shape problem (`Error::Shape`).
 pub(crate) fn shape(subject: &Subject, reason: &str) -> Error {

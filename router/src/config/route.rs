@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
+use super::names::Declared;
 use super::raw::{RawQueue, RawRoute, S};
 use super::units::{format_size, serialize_duration};
-use super::validate::Declared;
 
 /// One `[[route]]`. Reloads live: routes are the part of the file operators
 /// edit while the router runs.

@@ -22,6 +22,7 @@ use super::entry::{entry_subject, peek_kind, peek_str, read, shape, unknown_fiel
 use super::error::{Error, Subject};
 use super::input::{self, Input};
 use super::listeners::check_binds;
+use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
@@ -31,37 +32,8 @@ use super::route;
 use super::router::{self, Router};
 use super::zmq::ZmqRole;
 
-/// A named entry of the file, gathered before entries are read.
-#[derive(Debug, Clone)]
-pub(crate) struct Declared {
-    /// The name as written.
-    pub(crate) name: String,
-    /// `input`, `output`, `plugin` or `route`.
-    pub(crate) section: &'static str,
-    /// The line of its `name = ...`.
-    pub(crate) line: usize,
-}
-
 /// The `[[...]]` sections, whose entries are named.
 const SECTIONS: [&str; 4] = ["input", "output", "plugin", "route"];
-
-/// Checks an input, output, plugin, route or router name: 1 to 64
-/// characters from letters, digits, `_`, `-` and `.` (names are metric
-/// label values).
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid name: use 1 to 64 letters, digits, `_`, `-` or `.`"
-        ))
-    }
-}
 
 /// Parses and validates the substituted text. Problems are collected in
 /// `c`; a `Config` is returned only when there are none.
