@@ -484,11 +484,7 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
             queue: QueueSpec::new(
                 route.queue.capacity,
                 route.queue.max_bytes,
-                match route.queue.when_full {
-                    config::WhenFull::Block => pipeline::WhenFull::Block,
-                    config::WhenFull::DropNewest => pipeline::WhenFull::DropNewest,
-                    config::WhenFull::DropOldest => pipeline::WhenFull::DropOldest,
-                },
+                route.queue.when_full,
             ),
             outputs: route.to.clone(),
             stages: plugins.stages(route),
@@ -504,7 +500,7 @@ fn block_timeout(config: &Config) -> Duration {
     config
         .routes
         .iter()
-        .filter(|r| r.queue.when_full == config::WhenFull::Block)
+        .filter(|r| r.queue.when_full == pipeline::WhenFull::Block)
         .map(|r| r.queue.block_timeout)
         .max()
         .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)

@@ -101,42 +101,7 @@ impl Default for QueueConfig {
     }
 }
 
-/// What a full route queue does with a new message. Every message dropped
-/// is counted in `switchyard_route_dropped_total{route, reason="queue_full"}`.
-///
-/// The default is `drop_oldest`: a stalled consumer then costs only its
-/// own route the oldest messages, counted, while the inputs, and every other
-/// route fed by them, keep flowing; at the edge the newest reading is
-/// usually the one worth having. `block` is the choice when nothing may be
-/// dropped (work queues): it pushes back to producers instead, but one
-/// stalled route then holds back every message from the inputs that feed
-/// it, and a ZeroMQ PUB publisher that is pushed back drops at its own
-/// high-water mark, where the router cannot count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Wait for room: ZeroMQ inputs stop reading the peer; HTTP publish
-    /// waits up to `block_timeout`, then answers 503.
-    Block,
-    /// Refuse the new message (counted).
-    DropNewest,
-    /// Evict the oldest queued message to make room (counted).
-    #[default]
-    DropOldest,
-}
-
-/// What a route does with a batch of messages a plugin failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// `drop`: the messages are dropped, counted in
-    /// `switchyard_route_dropped_total{route, reason="plugin_error"}`.
-    #[default]
-    Drop,
-    /// `dead_letter`: the messages go, unchanged, to the route's
-    /// `dead_letter` output.
-    DeadLetter,
-}
+pub use crate::pipeline::{OnError, WhenFull};
 
 /// Reads one route. `declared` lists every named entry in the file (even
 /// broken ones), so references resolve without echoing other problems;

@@ -68,18 +68,33 @@ impl QueueSpec {
     }
 }
 
-/// What a route does with a message that finds its queue full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+/// What a route does with a message that finds its queue full, written
+/// `queue = { when_full = "block" }`. Every message dropped is counted in
+/// `switchyard_route_dropped_total{route, reason="queue_full"}`.
+///
+/// The default is `drop_oldest`: a stalled consumer then costs only its
+/// own route the oldest messages, counted, while the inputs, and every other
+/// route fed by them, keep flowing; at the edge the newest reading is
+/// usually the one worth having. `block` is the choice when nothing may be
+/// dropped (work queues): it pushes back to producers instead, but one
+/// stalled route then holds back every message from the inputs that feed
+/// it, and a ZeroMQ PUB publisher that is pushed back drops at its own
+/// high-water mark, where the router cannot count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
-    /// The producer waits for room (until its deadline): the pressure goes
-    /// back to the input and its peer; nothing is dropped.
+    /// `block`: the producer waits for room: ZeroMQ inputs stop reading the
+    /// peer (the pressure goes back to it); an HTTP publish waits up to the
+    /// route's `block_timeout`, then is answered 503. Nothing is dropped.
     Block,
-    /// The incoming message is dropped and counted (`queue_full`).
+    /// `drop_newest`: the incoming message is dropped and counted
+    /// (`queue_full`).
     DropNewest,
-    /// The oldest queued message is evicted and counted (`queue_full`) to
-    /// make room. Messages already handed to the worker cannot be evicted;
-    /// if only those fill the queue, the incoming message is dropped instead.
+    /// `drop_oldest`: the oldest queued message is evicted and counted
+    /// (`queue_full`) to make room. Messages already handed to the worker
+    /// cannot be evicted; if only those fill the queue, the incoming message
+    /// is dropped instead.
+    #[default]
     DropOldest,
 }
 
