@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, OutputStats, PluginStats};
-use crate::config::{self, Attach, Config, Plain, ZmqOptions};
+use crate::config::{self, Attach, Config};
 use crate::egress::Output;
 use crate::ingress::{self, Sink};
 use crate::metrics::Registry;
@@ -36,7 +35,6 @@ use crate::pipeline::{
 };
 use crate::zmtp;
 use crate::zmtp::endpoint::EndpointError;
-use crate::zmtp::handshake::Mechanism;
 use crate::{egress, http};
 
 mod io;
@@ -504,51 +502,6 @@ fn block_timeout(config: &Config) -> Duration {
         .map(|r| r.queue.block_timeout)
         .max()
         .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)
-}
-
-/// The ZMTP layer's settings from a config entry's.
-fn socket_options(o: &ZmqOptions) -> zmtp::options::Options {
-    let defaults = zmtp::options::Options::default();
-    zmtp::options::Options {
-        limits: zmtp::limits::Limits {
-            max_frame_size: o.max_frame_size,
-            max_message_size: o.max_message_size,
-            max_frames: o.max_frames,
-            ..defaults.limits
-        },
-        identity: o
-            .identity
-            .as_ref()
-            .map(|i| Bytes::copy_from_slice(i.as_bytes()))
-            .unwrap_or_default(),
-        mechanism: match &o.plain {
-            None => Mechanism::Null,
-            Some(Plain::Client { username, password }) => Mechanism::PlainClient {
-                username: username.clone(),
-                password: password.expose().to_owned(),
-            },
-            Some(Plain::Server { users }) => Mechanism::PlainServer {
-                credentials: Arc::new(
-                    users
-                        .iter()
-                        .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
-                        .collect(),
-                ),
-            },
-        },
-        handshake_timeout: o.handshake_timeout,
-        heartbeat_interval: o.heartbeat_interval.unwrap_or(Duration::ZERO),
-        heartbeat_timeout: o.heartbeat_timeout,
-        max_connections: o.max_connections,
-        send_hwm: o.send_hwm,
-        send_hwm_bytes: o.send_hwm_bytes,
-        recv_hwm: o.recv_hwm,
-        reconnect_interval: o.reconnect_interval,
-        reconnect_interval_max: o.reconnect_interval_max,
-        send_timeout: o.send_timeout,
-        slow_subscriber_timeout: o.slow_subscriber_timeout,
-        ..defaults
-    }
 }
 
 /// Binds or connects a socket as the config says; returns the bound

@@ -9,12 +9,12 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Error, Families, attach, socket_options};
+use super::{Error, Families, attach};
 use crate::admin::OutputStats;
 use crate::config::{self, InputKind, OutputKind};
+use crate::egress::Output;
 use crate::egress::dealer::ZmqDealerOutput;
 use crate::egress::zmq::{ZmqPubOutput, ZmqPushOutput};
-use crate::egress::{self, Output};
 use crate::ingress::zmq::{Socket as InputSocket, ZmqInput};
 use crate::ingress::zmq_router::ZmqRouterInput;
 use crate::ingress::{self, Sink};
@@ -70,7 +70,7 @@ impl RunningOutput {
     /// refused as `no_subscriber`).
     pub(crate) fn create(output: &config::Output, families: &Families) -> Self {
         let zmq = output.zmq();
-        let options = socket_options(&zmq.options);
+        let options = zmq.options.socket_options();
         let handle = match &output.kind {
             OutputKind::ZmqPub(_) => {
                 let socket = zmtp::publish::PubSocket::new(&output.name, options, &families.zmtp);
@@ -82,27 +82,16 @@ impl RunningOutput {
                     &families.zmtp,
                 )))
             }
-            OutputKind::ZmqDealer(d) => {
-                let config = egress::dealer::Config {
-                    balance: d.balance.clone(),
-                    weights: d.weights.clone(),
-                    eject_after: d.eject_after,
-                    probe_interval: d.probe_interval,
-                    probe_interval_max: d.probe_interval_max,
-                    max_in_flight: d.max_in_flight,
-                    ..egress::dealer::Config::default()
-                };
-                OutputHandle::Dealer(Arc::new(ZmqDealerOutput::new(
-                    &output.name,
-                    config,
-                    options,
-                    zmq.envelope,
-                    &families.outputs,
-                    &families.zmtp,
-                    &families.dealers,
-                    &families.requests,
-                )))
-            }
+            OutputKind::ZmqDealer(d) => OutputHandle::Dealer(Arc::new(ZmqDealerOutput::new(
+                &output.name,
+                d.dealer_config(),
+                options,
+                zmq.envelope,
+                &families.outputs,
+                &families.zmtp,
+                &families.dealers,
+                &families.requests,
+            ))),
             OutputKind::ZmqPush(_) => {
                 let socket = zmtp::push::PushSocket::new(&output.name, options, &families.zmtp);
                 OutputHandle::Push(Arc::new(ZmqPushOutput::new(
@@ -210,7 +199,7 @@ impl RunningInput {
             InputKind::ZmqSub(zmq) => {
                 let socket = zmtp::sub::SubSocket::new(
                     &input.name,
-                    socket_options(&zmq.options),
+                    zmq.options.socket_options(),
                     &families.zmtp,
                 );
                 for prefix in prefixes {
@@ -230,7 +219,7 @@ impl RunningInput {
             InputKind::ZmqPull(zmq) => {
                 let socket = zmtp::pull::PullSocket::new(
                     &input.name,
-                    socket_options(&zmq.options),
+                    zmq.options.socket_options(),
                     &families.zmtp,
                 );
                 let addr = attach(&socket, &zmq.attach, &component).await?;
@@ -247,7 +236,7 @@ impl RunningInput {
                 let zmq = &router.socket;
                 let socket = zmtp::router::RouterSocket::new(
                     &input.name,
-                    socket_options(&zmq.options),
+                    zmq.options.socket_options(),
                     &families.zmtp,
                 );
                 let addr = attach(&socket, &zmq.attach, &component).await?;

@@ -11,6 +11,7 @@ use super::error::Subject;
 use super::raw::RawZmq;
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
+use crate::egress;
 
 /// One `[[output]]`. Reloads live: a changed output is rebuilt (closed,
 /// then built from its new entry); the others keep their listeners and
@@ -87,6 +88,23 @@ pub struct DealerOutput {
 }
 
 pub use crate::egress::dealer::Balance;
+
+impl DealerOutput {
+    /// The `zmq-dealer` output's settings for the egress layer; what the
+    /// entry has no field for (the default timeout of untagged messages)
+    /// keeps the egress default.
+    pub fn dealer_config(&self) -> egress::dealer::Config {
+        egress::dealer::Config {
+            balance: self.balance.clone(),
+            weights: self.weights.clone(),
+            eject_after: self.eject_after,
+            probe_interval: self.probe_interval,
+            probe_interval_max: self.probe_interval_max,
+            max_in_flight: self.max_in_flight,
+            ..egress::dealer::Config::default()
+        }
+    }
+}
 
 /// Reads a `zmq-dealer` output's service settings.
 fn build_dealer(

@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::checker::Checker;
@@ -12,6 +13,8 @@ use super::error::Subject;
 use super::plain::{self, Plain};
 use super::raw::{OneOrMany, RawZmq, S};
 use super::units::{format_size, serialize_duration, serialize_opt_duration};
+use crate::zmtp;
+use crate::zmtp::handshake::Mechanism;
 
 /// One ZeroMQ input or output: where it attaches, how messages map onto
 /// frames, and its limits.
@@ -94,7 +97,7 @@ pub struct ZmqOptions {
 impl Default for ZmqOptions {
     /// The ZMTP layer's own defaults: one source of truth for both.
     fn default() -> Self {
-        let wire = crate::zmtp::options::Options::default();
+        let wire = zmtp::options::Options::default();
         Self {
             max_frame_size: wire.limits.max_frame_size,
             max_message_size: wire.limits.max_message_size,
@@ -113,6 +116,44 @@ impl Default for ZmqOptions {
             slow_subscriber_timeout: wire.slow_subscriber_timeout,
             plain: None,
             identity: None,
+        }
+    }
+}
+
+impl ZmqOptions {
+    /// The ZMTP layer's settings for a socket built from this entry; what
+    /// the entry does not set keeps the ZMTP layer's default.
+    pub fn socket_options(&self) -> zmtp::options::Options {
+        let defaults = zmtp::options::Options::default();
+        zmtp::options::Options {
+            limits: zmtp::limits::Limits {
+                max_frame_size: self.max_frame_size,
+                max_message_size: self.max_message_size,
+                max_frames: self.max_frames,
+                ..defaults.limits
+            },
+            identity: self
+                .identity
+                .as_ref()
+                .map(|i| Bytes::copy_from_slice(i.as_bytes()))
+                .unwrap_or_default(),
+            mechanism: self
+                .plain
+                .as_ref()
+                .map_or(Mechanism::Null, Plain::mechanism),
+            handshake_timeout: self.handshake_timeout,
+            // The ZMTP layer spells "no heartbeats" as a zero interval.
+            heartbeat_interval: self.heartbeat_interval.unwrap_or(Duration::ZERO),
+            heartbeat_timeout: self.heartbeat_timeout,
+            max_connections: self.max_connections,
+            send_hwm: self.send_hwm,
+            send_hwm_bytes: self.send_hwm_bytes,
+            recv_hwm: self.recv_hwm,
+            reconnect_interval: self.reconnect_interval,
+            reconnect_interval_max: self.reconnect_interval_max,
+            send_timeout: self.send_timeout,
+            slow_subscriber_timeout: self.slow_subscriber_timeout,
+            ..defaults
         }
     }
 }
