@@ -479,11 +479,7 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
             name: route.name.clone(),
             pattern: route.pattern.clone(),
             attributes: route.attributes.clone(),
-            queue: QueueSpec::new(
-                route.queue.capacity,
-                route.queue.max_bytes,
-                route.queue.when_full,
-            ),
+            queue: route.queue.spec(),
             outputs: route.to.clone(),
             stages: plugins.stages(route),
             request_timeout: route.request_timeout,
@@ -491,9 +487,9 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
         .collect()
 }
 
-/// How long an HTTP publish waits for room under `block` routes: the
-/// longest `block_timeout` of any `block` route, so no such route gives up
-/// before its own timeout.
+/// The longest an HTTP publish may wait for room: the longest
+/// `block_timeout` of any `block` route (each route holds a publish for its
+/// own). An HTTP input's shutdown grace stays above it.
 fn block_timeout(config: &Config) -> Duration {
     config
         .routes
@@ -501,7 +497,7 @@ fn block_timeout(config: &Config) -> Duration {
         .filter(|r| r.queue.when_full == pipeline::WhenFull::Block)
         .map(|r| r.queue.block_timeout)
         .max()
-        .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)
+        .unwrap_or(QueueSpec::DEFAULT_BLOCK_TIMEOUT)
 }
 
 /// Binds or connects a socket as the config says; returns the bound

@@ -163,7 +163,9 @@ pub(crate) struct InputContext {
     /// Cancelled when the app stops intake; each input's own stop token is
     /// a child of it.
     pub(crate) stop: CancellationToken,
-    /// How long an HTTP publish waits for room under `block` routes.
+    /// The longest an HTTP publish waits for room under `block` routes
+    /// (the longest route `block_timeout`): an HTTP input's shutdown grace
+    /// stays above it.
     pub(crate) block_timeout: Duration,
     /// How long an HTTP input drains its requests at shutdown.
     pub(crate) shutdown_grace: Duration,
@@ -265,7 +267,6 @@ impl RunningInput {
                 cfg.header_timeout = http_config.header_timeout;
                 cfg.body_timeout = http_config.body_timeout;
                 cfg.max_batch = http_config.max_batch;
-                cfg.block_timeout = ctx.block_timeout;
                 cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
                 let metrics = ingress::http::Metrics::new(
                     &families.inputs,

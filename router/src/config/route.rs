@@ -1,7 +1,7 @@
 //! Routes: which messages (topic pattern, attribute conditions) go through
 //! which plugins to which outputs, through what bounded queue.
 
-use crate::pipeline::Pattern;
+use crate::pipeline::{Pattern, QueueSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -82,10 +82,11 @@ pub struct QueueConfig {
     /// What to do with a message when either bound is reached. Default
     /// `drop_oldest`.
     pub when_full: WhenFull,
-    /// Under `block`, how long an HTTP publish waits for room before it is
-    /// answered 503 with `Retry-After`. ZeroMQ inputs wait as long as it
-    /// takes (they stop reading the peer). Default 1s; 0s to 5m. Only valid
-    /// with `when_full = "block"`.
+    /// Under `block`, how long an HTTP publish waits for room in this
+    /// route before it is answered 503 with `Retry-After`; each route holds
+    /// a publish for its own timeout. ZeroMQ inputs wait as long as it takes
+    /// (they stop reading the peer). Default 1s; 0s to 5m. Only valid with
+    /// `when_full = "block"`.
     #[serde(serialize_with = "serialize_duration")]
     pub block_timeout: Duration,
 }
@@ -96,7 +97,17 @@ impl Default for QueueConfig {
             capacity: 10_000,
             max_bytes: 64 << 20,
             when_full: WhenFull::default(),
-            block_timeout: Duration::from_secs(1),
+            block_timeout: QueueSpec::DEFAULT_BLOCK_TIMEOUT,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The pipeline's settings for this queue.
+    pub fn spec(&self) -> QueueSpec {
+        QueueSpec {
+            block_timeout: self.block_timeout,
+            ..QueueSpec::new(self.capacity, self.max_bytes, self.when_full)
         }
     }
 }

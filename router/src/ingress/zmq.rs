@@ -1,9 +1,10 @@
 //! ZeroMQ inputs: `zmq-sub` (publishers connect with PUB, or the router
 //! connects to them) and `zmq-pull` (producers PUSH). Both read batches from
 //! their socket, decode each message with the input's envelope and offer the
-//! batch to the pipeline with no deadline: while a `block` route is full,
-//! the input stops reading, its socket's inbound buffer fills, and its
-//! connections stop reading from their peers (TCP backpressure).
+//! batch to the pipeline without a deadline ([`Wait::Unbounded`]): while a
+//! `block` route is full, the input stops reading, its socket's inbound
+//! buffer fills, and its connections stop reading from their peers (TCP
+//! backpressure).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use super::{Metrics, Offered, Refusal, Sink};
+use super::{Metrics, Offered, Refusal, Sink, Wait};
 use crate::envelope::{self, Envelope};
 use crate::pipeline::{Message, Publisher};
 use crate::zmtp::connection::{PeerId, Received};
@@ -199,7 +200,7 @@ impl ZmqInput {
                 continue;
             }
             let len = batch.len();
-            let offered = self.sink.offer(batch, None).await;
+            let offered = self.sink.offer(batch, Wait::Unbounded).await;
             self.counters.offered(len, offered);
         }
         if !closing {

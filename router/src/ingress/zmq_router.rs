@@ -32,7 +32,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::zmq::{Counters, Publishers};
-use super::{Metrics, Sink};
+use super::{Metrics, Sink, Wait};
 use crate::envelope::Envelope;
 use crate::pipeline::Message;
 use crate::pipeline::request::{Answer, Frames, InputRequests, Replier, RequestError};
@@ -167,7 +167,7 @@ impl ZmqRouterInput {
                 continue;
             }
             let len = batch.len();
-            let offered = self.sink.offer(batch, None).await;
+            let offered = self.sink.offer(batch, Wait::Unbounded).await;
             self.counters.offered(len, offered);
         }
         drop(handed_over);
@@ -313,7 +313,7 @@ mod tests {
         fn offer(
             &self,
             batch: Vec<Message>,
-            _deadline: Option<Instant>,
+            _wait: Wait,
         ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
             Box::pin(async move {
                 let admitted = batch.len();
@@ -470,7 +470,7 @@ mod tests {
         fn offer(
             &self,
             batch: Vec<Message>,
-            _deadline: Option<Instant>,
+            _wait: Wait,
         ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
             Box::pin(async move {
                 let admitted = batch.len();

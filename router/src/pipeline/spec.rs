@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::pattern::Pattern;
 use super::stages::Stages;
@@ -44,6 +45,11 @@ pub struct QueueSpec {
     pub capacity_bytes: usize,
     /// What happens to a message that finds the queue full.
     pub when_full: WhenFull,
+    /// Under [`WhenFull::Block`], how long an offer that asked for a
+    /// bounded wait ([`crate::ingress::Wait::Bounded`]) waits for room
+    /// before the route refuses it. Changes apply to offers made from then
+    /// on.
+    pub block_timeout: Duration,
     /// Most messages the route's worker hands to its outputs in one batch.
     /// At least 1.
     pub max_batch: usize,
@@ -52,9 +58,11 @@ pub struct QueueSpec {
 impl QueueSpec {
     /// The default for [`QueueSpec::max_batch`].
     pub const DEFAULT_MAX_BATCH: usize = 256;
+    /// The default for [`QueueSpec::block_timeout`].
+    pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
     /// A queue of `capacity` messages and `capacity_bytes` bytes with the
-    /// default batch size, capped at half the capacity: messages in flight
+    /// default block timeout and the default batch size, capped at half the capacity: messages in flight
     /// to a stalled output cannot be evicted, so this keeps at least half
     /// of a full queue evictable and `drop_oldest` meaningful on small
     /// queues.
@@ -63,6 +71,7 @@ impl QueueSpec {
             capacity,
             capacity_bytes,
             when_full,
+            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
             max_batch: Self::DEFAULT_MAX_BATCH.min((capacity / 2).max(1)),
         }
     }
