@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchyard::egress::{Delivery, Output, SendFuture};
-use switchyard::ingress::Sink;
+use switchyard::ingress::{Sink, Wait};
 use switchyard::message::{Message, Pattern, Publisher, Topic};
 use switchyard::metrics::Registry;
 use switchyard::pipeline::{Pipeline, PipelineMetrics, QueueSpec, RouteSpec, Stages, WhenFull};
@@ -104,7 +104,7 @@ async fn run_with(
         let batch: Vec<Message> = (0..64)
             .map(|_| Message::new(topic.clone(), payload.clone(), publisher.clone()))
             .collect();
-        let got = pipeline.offer(batch, None).await;
+        let got = pipeline.offer(batch, Wait::Unbounded).await;
         offered += got.admitted as u64;
     }
     let report = pipeline.shutdown(Duration::from_secs(30)).await;

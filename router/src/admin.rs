@@ -580,7 +580,7 @@ mod tests {
         fn offer(
             &self,
             batch: Vec<crate::message::Message>,
-            _deadline: Option<Instant>,
+            _wait: crate::ingress::Wait,
         ) -> std::pin::Pin<Box<dyn Future<Output = crate::ingress::Offered> + Send + '_>> {
             Box::pin(std::future::ready(crate::ingress::Offered {
                 admitted: batch.len(),

@@ -481,15 +481,7 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
             name: route.name.clone(),
             pattern: route.pattern.clone(),
             attributes: route.attributes.clone(),
-            queue: QueueSpec::new(
-                route.queue.capacity,
-                route.queue.max_bytes,
-                match route.queue.when_full {
-                    config::WhenFull::Block => pipeline::WhenFull::Block,
-                    config::WhenFull::DropNewest => pipeline::WhenFull::DropNewest,
-                    config::WhenFull::DropOldest => pipeline::WhenFull::DropOldest,
-                },
-            ),
+            queue: QueueSpec::from(&route.queue),
             outputs: route.to.clone(),
             stages: plugins.stages(route),
             request_timeout: route.request_timeout,
@@ -497,15 +489,15 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
         .collect()
 }
 
-/// How long an HTTP publish waits for room under `block` routes: the
-/// longest `block_timeout` of any `block` route, so no such route gives up
-/// before its own timeout.
+/// The longest an HTTP publish may wait for room: the longest
+/// `block_timeout` of any `block` route (each route holds a publish for its
+/// own). An HTTP input's shutdown grace stays above it.
 fn block_timeout(config: &Config) -> Duration {
     config
         .routes
         .iter()
-        .filter(|r| r.queue.when_full == config::WhenFull::Block)
+        .filter(|r| r.queue.when_full == pipeline::WhenFull::Block)
         .map(|r| r.queue.block_timeout)
         .max()
-        .unwrap_or(ingress::http::Config::DEFAULT_BLOCK_TIMEOUT)
+        .unwrap_or(config::QueueConfig::DEFAULT_BLOCK_TIMEOUT)
 }

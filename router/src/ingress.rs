@@ -12,8 +12,6 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use tokio::time::Instant;
-
 use prometheus::IntCounterVec;
 
 use crate::message::Message;
@@ -31,20 +29,33 @@ pub use lifecycle::{Context, Running, StartError, start};
 pub trait Sink: Send + Sync + 'static {
     /// Offers `batch`, in order. The future resolves once every message has
     /// been admitted to each route it matches (or counted as unrouted). When a
-    /// matching route is full and its policy is `block`, this waits for room,
-    /// until `deadline` if one is given, forever otherwise: that wait is the
-    /// backpressure an input passes on to its peer.
+    /// matching route is full and its policy is `block`, this waits for room
+    /// as `wait` says: that wait is the backpressure an input passes on to
+    /// its peer.
     ///
     /// A message is admitted to all of its routes or to none of them.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropping the future may leave a prefix of the batch
-    /// admitted. Pass a `deadline` instead of cancelling.
+    /// admitted. Offer with [`Wait::Bounded`] instead of cancelling.
     fn offer(
         &self,
         batch: Vec<Message>,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>>;
+}
+
+/// How long an offer waits for room in a full `block` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Up to each full route's own `block_timeout`, counted from the start
+    /// of the offer; then the rest of the batch is refused
+    /// ([`Refusal::Backpressure`]). For inputs that answer a client (HTTP),
+    /// which had rather say 503 than hang.
+    Bounded,
+    /// As long as it takes. For inputs whose backpressure is the transport's
+    /// (ZeroMQ): they stop reading the peer meanwhile.
+    Unbounded,
 }
 
 /// What became of a batch offered to a [`Sink`].
@@ -60,8 +71,8 @@ pub struct Offered {
 /// were never accepted, so they are not the router's to count as dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// A matching route with `when_full = "block"` stayed full until the
-    /// deadline.
+    /// A matching route with `when_full = "block"` stayed full until its
+    /// `block_timeout` ran out ([`Wait::Bounded`] offers only).
     Backpressure,
     /// The router is shutting down and takes no more messages.
     ShuttingDown,

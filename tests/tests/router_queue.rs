@@ -388,3 +388,77 @@ fn block_holds_a_zmq_producer_back_with_bounded_memory() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two `block` routes with different `block_timeout`s, each behind a
+/// `zmq-push` output no worker ever joins, so one message in flight fills
+/// each (capacity 1).
+const TWO_TIMEOUTS: &str = r#"
+[router]
+admin = "127.0.0.1:0"
+shutdown_grace = "1s"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+
+[[output]]
+name = "fast-workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "60s"
+
+[[output]]
+name = "slow-workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "60s"
+
+[[route]]
+name = "fast"
+match = "fast.>"
+to = ["fast-workers"]
+queue = { capacity = 1, when_full = "block", block_timeout = "100ms" }
+
+[[route]]
+name = "slow"
+match = "slow.>"
+to = ["slow-workers"]
+queue = { capacity = 1, when_full = "block", block_timeout = "5s" }
+"#;
+
+#[test]
+fn each_block_route_holds_an_http_publish_for_its_own_timeout() -> Result<()> {
+    let router = Router::start(TWO_TIMEOUTS)?;
+    let mut api = router.http("api")?;
+    // One message each fills both routes.
+    for topic in ["fast.a", "slow.a"] {
+        let resp = api.post(&format!("/v1/publish/{topic}"), &[], b"x")?;
+        ensure!(resp.status == 202, "{topic}: {}", resp.text());
+    }
+    // A publish to the full 100 ms route gives up at that route's deadline,
+    // not at the 5 s of the other full route.
+    let started = std::time::Instant::now();
+    let resp = api.post("/v1/publish/fast.b", &[], b"x")?;
+    let waited = started.elapsed();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.error_code().as_deref(), Some("BACKPRESSURE"));
+    assert!(
+        waited < std::time::Duration::from_secs(3),
+        "held {waited:?} by a 100ms block_timeout"
+    );
+    let s = router.scrape()?;
+    assert_eq!(
+        s.count(
+            "switchyard_input_rejected_total",
+            &[("input", "api"), ("reason", "backpressure")]
+        ),
+        1
+    );
+    assert_eq!(
+        s.route("fast").offered,
+        1,
+        "the refused one was not offered"
+    );
+    Ok(())
+}

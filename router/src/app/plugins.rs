@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::admin::PluginStats;
 use crate::config::{self, Config, ConfigErrors, Problem};
 use crate::metrics::Registry;
-use crate::pipeline::{OnError, Stages};
+use crate::pipeline::Stages;
 use crate::plugin::{self, Engine, Kind, Plugin, Source, TrapReason};
 
 /// Instance slots kept free beyond what the routes use, so instances can be
@@ -244,10 +244,7 @@ impl Plugins {
         Stages {
             filters: route.filters.iter().map(found).collect(),
             router: route.router.as_ref().map(found),
-            on_error: match route.on_error {
-                config::OnError::Drop => OnError::Drop,
-                config::OnError::DeadLetter => OnError::DeadLetter,
-            },
+            on_error: route.on_error,
             dead_letter: route.dead_letter.clone(),
         }
     }

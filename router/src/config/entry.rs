@@ -8,8 +8,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
+use super::names::check_name;
 use super::raw::fields_of;
-use super::validate::check_name;
 
 /// A shape problem (`Error::Shape`).
 pub(crate) fn shape(subject: &Subject, reason: &str) -> Error {
@@ -110,22 +110,36 @@ pub(crate) fn peek_kind<T: Copy>(
     None
 }
 
+/// The other kinds of an entry's family, for an entry being read: a field
+/// one of them has is reported as having no effect on this entry's kind
+/// rather than as unknown.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Family<'a> {
+    /// This entry's kind, as the message names it (`a zmq-pull input`).
+    pub(crate) kind: &'a str,
+    /// Every field of any kind of the family.
+    pub(crate) fields: &'a [&'a str],
+}
+
 /// Reads one entry into its raw struct: reports and removes every unknown
 /// key (also inside the `nested` tables), then lets serde read the shape.
+/// With a `family`, a key another kind of the family has is refused as
+/// having no effect on this kind.
 pub(crate) fn read<T: serde::de::DeserializeOwned>(
     mut item: Spanned<DeValue<'_>>,
     subject: &Subject,
     nested: &[(&str, &'static [&'static str])],
+    family: Option<Family<'_>>,
     c: &mut Checker<'_>,
 ) -> Option<T> {
     let span = item.span();
     if let DeValue::Table(table) = item.get_mut() {
-        drop_unknown(table, subject, "", fields_of::<T>(), c);
+        drop_unknown(table, subject, "", fields_of::<T>(), family, c);
         for (key, fields) in nested {
             if let Some(value) = table.get_mut(*key)
                 && let DeValue::Table(inner) = value.get_mut()
             {
-                drop_unknown(inner, subject, &format!("{key}."), fields, c);
+                drop_unknown(inner, subject, &format!("{key}."), fields, None, c);
             }
         }
     }
@@ -143,15 +157,30 @@ fn drop_unknown(
     subject: &Subject,
     prefix: &str,
     fields: &[&str],
+    family: Option<Family<'_>>,
     c: &mut Checker<'_>,
 ) {
     let mut unknown = Vec::new();
     for (key, _) in table.iter() {
         let k: &str = key.get_ref();
-        if !fields.contains(&k) {
-            unknown_field(c, subject, prefix, k, key.span(), fields);
-            unknown.push(k.to_owned());
+        if fields.contains(&k) {
+            continue;
         }
+        match family {
+            Some(family) if family.fields.contains(&k) => c.invalid(
+                subject,
+                k,
+                key.span(),
+                format!("has no effect on {}", family.kind),
+            ),
+            // A near miss of another kind's field is still suggested: that
+            // message then says the field does not apply here.
+            Some(family) if closest(k, fields.iter().copied()).is_none() => {
+                unknown_field(c, subject, prefix, k, key.span(), family.fields);
+            }
+            _ => unknown_field(c, subject, prefix, k, key.span(), fields),
+        }
+        unknown.push(k.to_owned());
     }
     for k in unknown {
         table.remove(k.as_str());

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::parse_listen;
 use super::error::Subject;
-use super::raw::{RawHttp, RawZmq};
+use super::raw::{RawHttp, RawZmqReader, RawZmqRouter};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -131,31 +131,40 @@ impl Default for HttpInput {
     }
 }
 
-/// Reads a `zmq-sub`, `zmq-pull` or `zmq-router` input.
-pub(crate) fn build_zmq(
-    raw: &RawZmq,
+/// Reads a `zmq-sub` or `zmq-pull` input.
+pub(crate) fn build_reader(
+    raw: &RawZmqReader,
     role: ZmqRole,
     subject: &Subject,
     c: &mut Checker<'_>,
 ) -> Input {
-    let socket = zmq::build(raw, role, subject, c);
+    let socket = zmq::build(raw.zmq(), raw.queues(), role, subject, c);
     let kind = match role {
         ZmqRole::Pull => InputKind::ZmqPull(socket),
-        ZmqRole::Router => InputKind::ZmqRouter(RouterInput {
-            socket,
-            max_pending: c.count(
-                subject,
-                "max_pending",
-                raw.max_pending.as_ref(),
-                RouterInput::DEFAULT_MAX_PENDING,
-                1..=1_000_000,
-            ),
-        }),
         _ => InputKind::ZmqSub(socket),
     };
     Input {
         name: raw.name.get_ref().clone(),
         kind,
+    }
+}
+
+/// Reads a `zmq-router` input.
+pub(crate) fn build_router(raw: &RawZmqRouter, subject: &Subject, c: &mut Checker<'_>) -> Input {
+    let socket = zmq::build(raw.zmq(), raw.queues(), ZmqRole::Router, subject, c);
+    let max_pending = c.count(
+        subject,
+        "max_pending",
+        raw.max_pending.as_ref(),
+        RouterInput::DEFAULT_MAX_PENDING,
+        1..=1_000_000,
+    );
+    Input {
+        name: raw.name.get_ref().clone(),
+        kind: InputKind::ZmqRouter(RouterInput {
+            socket,
+            max_pending,
+        }),
     }
 }
 

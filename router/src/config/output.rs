@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
-use super::raw::{RawBlackhole, RawZmq};
+use super::raw::{RawBlackhole, RawZmqDealer, RawZmqPub, RawZmqPush};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -129,8 +129,8 @@ pub enum Balance {
 }
 
 /// Reads a `zmq-dealer` output's service settings.
-fn build_dealer(
-    raw: &RawZmq,
+fn dealer_settings(
+    raw: &RawZmqDealer,
     socket: ZmqSocket,
     subject: &Subject,
     c: &mut Checker<'_>,
@@ -260,7 +260,7 @@ fn build_dealer(
         10 * ms..=hour,
     );
     if probe_interval_max < probe_interval {
-        let span = zmq::first_span(raw, &[&raw.probe_interval_max, &raw.probe_interval]);
+        let span = zmq::first_span(raw.zmq(), &[&raw.probe_interval_max, &raw.probe_interval]);
         c.invalid(
             subject,
             "probe_interval_max",
@@ -294,22 +294,30 @@ pub(crate) fn build_blackhole(raw: &RawBlackhole) -> Output {
     }
 }
 
-/// Reads a `zmq-pub`, `zmq-push` or `zmq-dealer` output.
-pub(crate) fn build_zmq(
-    raw: &RawZmq,
-    role: ZmqRole,
-    subject: &Subject,
-    c: &mut Checker<'_>,
-) -> Output {
-    let socket = zmq::build(raw, role, subject, c);
-    let kind = match role {
-        ZmqRole::Push => OutputKind::ZmqPush(socket),
-        ZmqRole::Dealer => OutputKind::ZmqDealer(build_dealer(raw, socket, subject, c)),
-        _ => OutputKind::ZmqPub(socket),
-    };
+/// Reads a `zmq-pub` output.
+pub(crate) fn build_pub(raw: &RawZmqPub, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    let socket = zmq::build(raw.zmq(), raw.queues(), ZmqRole::Pub, subject, c);
     Output {
         name: raw.name.get_ref().clone(),
-        kind,
+        kind: OutputKind::ZmqPub(socket),
+    }
+}
+
+/// Reads a `zmq-push` output.
+pub(crate) fn build_push(raw: &RawZmqPush, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    let socket = zmq::build(raw.zmq(), raw.queues(), ZmqRole::Push, subject, c);
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::ZmqPush(socket),
+    }
+}
+
+/// Reads a `zmq-dealer` output.
+pub(crate) fn build_dealer(raw: &RawZmqDealer, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    let socket = zmq::build(raw.zmq(), raw.queues(), ZmqRole::Dealer, subject, c);
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::ZmqDealer(dealer_settings(raw, socket, subject, c)),
     }
 }
 

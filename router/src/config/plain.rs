@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::checker::Checker;
 use super::error::Subject;
 use super::raw::RawPlain;
+use crate::zmtp::handshake::Mechanism;
 
 /// ZMTP PLAIN authentication (RFC 24). Credentials cross the wire in clear
 /// text: use it on trusted networks only.
@@ -30,6 +32,26 @@ pub enum Plain {
         /// The password, up to 255 bytes.
         password: Secret,
     },
+}
+
+impl Plain {
+    /// The ZMTP handshake's mechanism for these settings.
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            Plain::Client { username, password } => Mechanism::PlainClient {
+                username: username.clone(),
+                password: password.expose().to_owned(),
+            },
+            Plain::Server { users } => Mechanism::PlainServer {
+                credentials: Arc::new(
+                    users
+                        .iter()
+                        .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
+                        .collect(),
+                ),
+            },
+        }
+    }
 }
 
 /// A password: shown as `<redacted>` by `Debug` and `Serialize`.

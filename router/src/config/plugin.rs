@@ -87,18 +87,7 @@ impl Default for OnFailure {
     }
 }
 
-/// What happens to messages while a plugin's circuit is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// `open`: messages pass as if the plugin had kept them (a filter) or
-    /// chosen the route's `to` outputs (a router).
-    Open,
-    /// `closed`: messages are dropped, counted in
-    /// `switchyard_route_dropped_total{reason="plugin_error"}`.
-    #[default]
-    Closed,
-}
+pub use crate::plugin::FailMode;
 
 impl Plugin {
     /// The limits the plugin host loads it with.
@@ -109,10 +98,7 @@ impl Plugin {
             deadline: self.deadline,
             max_batch_messages: self.max_batch,
             on_failure: crate::plugin::FailurePolicy {
-                mode: match f.mode {
-                    FailMode::Open => crate::plugin::FailMode::Open,
-                    FailMode::Closed => crate::plugin::FailMode::Closed,
-                },
+                mode: f.mode,
                 trip_after: f.trip_after,
                 backoff: f.backoff,
                 max_backoff: f.max_backoff,

@@ -28,45 +28,203 @@ pub(crate) struct RawRouter {
     pub(crate) plugin_cache: Option<S<String>>,
 }
 
-/// One `[[input]]` or `[[output]]` of a ZeroMQ kind. The six kinds share
-/// one field list; the validate step refuses fields that mean nothing for
-/// the kind at hand (such as `send_hwm` on an input).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawZmq {
-    pub(crate) name: S<String>,
-    /// Read (and mapped to a role) before this struct is deserialized.
-    #[serde(rename = "kind")]
-    pub(crate) _kind: S<String>,
-    pub(crate) bind: Option<S<String>>,
-    pub(crate) connect: Option<S<OneOrMany>>,
-    pub(crate) envelope: Option<S<String>>,
-    pub(crate) max_frame_size: Option<S<Quantity>>,
-    pub(crate) max_message_size: Option<S<Quantity>>,
-    pub(crate) max_frames: Option<S<i64>>,
-    pub(crate) handshake_timeout: Option<S<Quantity>>,
-    pub(crate) heartbeat_interval: Option<S<Quantity>>,
-    pub(crate) heartbeat_timeout: Option<S<Quantity>>,
-    pub(crate) max_connections: Option<S<i64>>,
-    pub(crate) send_hwm: Option<S<i64>>,
-    pub(crate) send_hwm_bytes: Option<S<Quantity>>,
-    pub(crate) recv_hwm: Option<S<i64>>,
-    pub(crate) reconnect_interval: Option<S<Quantity>>,
-    pub(crate) reconnect_interval_max: Option<S<Quantity>>,
-    pub(crate) send_timeout: Option<S<Quantity>>,
-    pub(crate) slow_subscriber_timeout: Option<S<Quantity>>,
-    pub(crate) plain: Option<S<RawPlain>>,
-    pub(crate) identity: Option<S<String>>,
-    /// `zmq-router` inputs only.
-    pub(crate) max_pending: Option<S<i64>>,
-    /// `zmq-dealer` outputs only, from here on.
-    pub(crate) balance: Option<S<String>>,
-    pub(crate) hash_attribute: Option<S<String>>,
-    pub(crate) weights: Option<S<Vec<S<i64>>>>,
-    pub(crate) eject_after: Option<S<i64>>,
-    pub(crate) probe_interval: Option<S<Quantity>>,
-    pub(crate) probe_interval_max: Option<S<Quantity>>,
-    pub(crate) max_in_flight: Option<S<i64>>,
+/// Declares the raw struct of each ZeroMQ kind: the fields every kind has
+/// (given once, in `common`), then the kind's own. Each struct denies
+/// unknown fields, so a field of another kind is refused where it is
+/// written; each also lends out its common part as a [`RawZmq`].
+///
+/// A struct per kind rather than one `#[serde(flatten)]`ed common struct:
+/// serde's flatten and `deny_unknown_fields` do not work together, and
+/// flatten would hide the field list [`fields_of`] reads.
+macro_rules! zmq_kinds {
+    (
+        common $common:tt
+        $( $(#[$meta:meta])* $kind:ident $own:tt )*
+    ) => {
+        zmq_common!($common);
+        $( zmq_kind!($common $(#[$meta])* $kind $own); )*
+    };
+}
+
+/// The borrowed view of the common fields (see `zmq_kinds`).
+macro_rules! zmq_common {
+    ({ $( $(#[$cmeta:meta])* $cfield:ident : $ctype:ty, )* }) => {
+        /// The fields every ZeroMQ kind has, borrowed from one entry's raw
+        /// struct: what [`super::zmq::build`] reads.
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) struct RawZmq<'a> {
+            // The fields' attributes are serde's, for the kinds' structs.
+            $( pub(crate) $cfield: &'a $ctype, )*
+        }
+    };
+}
+
+/// One kind's raw struct (see `zmq_kinds`).
+macro_rules! zmq_kind {
+    (
+        { $( $(#[$cmeta:meta])* $cfield:ident : $ctype:ty, )* }
+        $(#[$meta:meta])* $kind:ident
+        { $( $(#[$ometa:meta])* $ofield:ident : $otype:ty, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $kind {
+            $( $(#[$cmeta])* pub(crate) $cfield: $ctype, )*
+            $( $(#[$ometa])* pub(crate) $ofield: $otype, )*
+        }
+
+        impl $kind {
+            /// The fields every ZeroMQ kind has.
+            pub(crate) fn zmq(&self) -> RawZmq<'_> {
+                RawZmq { $( $cfield: &self.$cfield, )* }
+            }
+        }
+    };
+}
+
+zmq_kinds! {
+    common {
+        name: S<String>,
+        /// Read (and mapped to a role) before the struct is deserialized.
+        #[serde(rename = "kind")]
+        _kind: S<String>,
+        bind: Option<S<String>>,
+        connect: Option<S<OneOrMany>>,
+        envelope: Option<S<String>>,
+        max_frame_size: Option<S<Quantity>>,
+        max_message_size: Option<S<Quantity>>,
+        max_frames: Option<S<i64>>,
+        handshake_timeout: Option<S<Quantity>>,
+        heartbeat_interval: Option<S<Quantity>>,
+        heartbeat_timeout: Option<S<Quantity>>,
+        max_connections: Option<S<i64>>,
+        reconnect_interval: Option<S<Quantity>>,
+        reconnect_interval_max: Option<S<Quantity>>,
+        plain: Option<S<RawPlain>>,
+        identity: Option<S<String>>,
+    }
+
+    /// One `[[input]]` of kind `zmq-sub` or `zmq-pull`.
+    RawZmqReader {
+        recv_hwm: Option<S<i64>>,
+    }
+
+    /// One `[[input]]` of kind `zmq-router`.
+    RawZmqRouter {
+        recv_hwm: Option<S<i64>>,
+        max_pending: Option<S<i64>>,
+    }
+
+    /// One `[[output]]` of kind `zmq-pub`.
+    RawZmqPub {
+        send_hwm: Option<S<i64>>,
+        send_hwm_bytes: Option<S<Quantity>>,
+        slow_subscriber_timeout: Option<S<Quantity>>,
+    }
+
+    /// One `[[output]]` of kind `zmq-push`.
+    RawZmqPush {
+        send_hwm: Option<S<i64>>,
+        send_hwm_bytes: Option<S<Quantity>>,
+        send_timeout: Option<S<Quantity>>,
+    }
+
+    /// One `[[output]]` of kind `zmq-dealer`.
+    RawZmqDealer {
+        send_hwm: Option<S<i64>>,
+        send_hwm_bytes: Option<S<Quantity>>,
+        balance: Option<S<String>>,
+        hash_attribute: Option<S<String>>,
+        weights: Option<S<Vec<S<i64>>>>,
+        eject_after: Option<S<i64>>,
+        probe_interval: Option<S<Quantity>>,
+        probe_interval_max: Option<S<Quantity>>,
+        max_in_flight: Option<S<i64>>,
+    }
+}
+
+/// The queue and timer settings only some ZeroMQ kinds have, borrowed from
+/// one entry: `None` where the entry does not set it or its kind has no
+/// such field (the default applies).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RawZmqQueues<'a> {
+    pub(crate) recv_hwm: Option<&'a S<i64>>,
+    pub(crate) send_hwm: Option<&'a S<i64>>,
+    pub(crate) send_hwm_bytes: Option<&'a S<Quantity>>,
+    pub(crate) send_timeout: Option<&'a S<Quantity>>,
+    pub(crate) slow_subscriber_timeout: Option<&'a S<Quantity>>,
+}
+
+impl RawZmqReader {
+    /// Its queue settings.
+    pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
+        RawZmqQueues {
+            recv_hwm: self.recv_hwm.as_ref(),
+            ..RawZmqQueues::default()
+        }
+    }
+}
+
+impl RawZmqRouter {
+    /// Its queue settings.
+    pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
+        RawZmqQueues {
+            recv_hwm: self.recv_hwm.as_ref(),
+            ..RawZmqQueues::default()
+        }
+    }
+}
+
+impl RawZmqPub {
+    /// Its queue settings.
+    pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
+        RawZmqQueues {
+            send_hwm: self.send_hwm.as_ref(),
+            send_hwm_bytes: self.send_hwm_bytes.as_ref(),
+            slow_subscriber_timeout: self.slow_subscriber_timeout.as_ref(),
+            ..RawZmqQueues::default()
+        }
+    }
+}
+
+impl RawZmqPush {
+    /// Its queue settings.
+    pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
+        RawZmqQueues {
+            send_hwm: self.send_hwm.as_ref(),
+            send_hwm_bytes: self.send_hwm_bytes.as_ref(),
+            send_timeout: self.send_timeout.as_ref(),
+            ..RawZmqQueues::default()
+        }
+    }
+}
+
+impl RawZmqDealer {
+    /// Its queue settings.
+    pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
+        RawZmqQueues {
+            send_hwm: self.send_hwm.as_ref(),
+            send_hwm_bytes: self.send_hwm_bytes.as_ref(),
+            ..RawZmqQueues::default()
+        }
+    }
+}
+
+/// Every field some ZeroMQ kind has: a field of this list on an entry whose
+/// kind lacks it is reported as having no effect there, not as unknown.
+pub(crate) fn zmq_fields() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = [
+        fields_of::<RawZmqReader>(),
+        fields_of::<RawZmqRouter>(),
+        fields_of::<RawZmqPub>(),
+        fields_of::<RawZmqPush>(),
+        fields_of::<RawZmqDealer>(),
+    ]
+    .concat();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// `plain = { users = { name = "password" } }` (server) or
@@ -255,6 +413,10 @@ mod tests {
             fields_of::<RawOnFailure>(),
             &["mode", "trip_after", "backoff", "max_backoff"]
         );
-        assert!(fields_of::<RawZmq>().contains(&"slow_subscriber_timeout"));
+        assert!(fields_of::<RawZmqPub>().contains(&"slow_subscriber_timeout"));
+        assert!(!fields_of::<RawZmqPush>().contains(&"slow_subscriber_timeout"));
+        assert!(fields_of::<RawZmqReader>().contains(&"identity"));
+        assert!(zmq_fields().contains(&"max_pending"));
+        assert!(zmq_fields().contains(&"max_in_flight"));
     }
 }

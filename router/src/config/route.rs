@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
+use super::names::Declared;
 use super::raw::{RawQueue, RawRoute, S};
 use super::units::{format_size, serialize_duration};
-use super::validate::Declared;
 
 /// One `[[route]]`. Reloads live: routes are the part of the file operators
 /// edit while the router runs.
@@ -82,10 +82,11 @@ pub struct QueueConfig {
     /// What to do with a message when either bound is reached. Default
     /// `drop_oldest`.
     pub when_full: WhenFull,
-    /// Under `block`, how long an HTTP publish waits for room before it is
-    /// answered 503 with `Retry-After`. ZeroMQ inputs wait as long as it
-    /// takes (they stop reading the peer). Default 1s; 0s to 5m. Only valid
-    /// with `when_full = "block"`.
+    /// Under `block`, how long an HTTP publish waits for room in this
+    /// route before it is answered 503 with `Retry-After`; each route holds
+    /// a publish for its own timeout. ZeroMQ inputs wait as long as it takes
+    /// (they stop reading the peer). Default 1s; 0s to 5m. Only valid with
+    /// `when_full = "block"`.
     #[serde(serialize_with = "serialize_duration")]
     pub block_timeout: Duration,
 }
@@ -96,47 +97,17 @@ impl Default for QueueConfig {
             capacity: 10_000,
             max_bytes: 64 << 20,
             when_full: WhenFull::default(),
-            block_timeout: Duration::from_secs(1),
+            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
         }
     }
 }
 
-/// What a full route queue does with a new message. Every message dropped
-/// is counted in `switchyard_route_dropped_total{route, reason="queue_full"}`.
-///
-/// The default is `drop_oldest`: a stalled consumer then costs only its
-/// own route the oldest messages, counted, while the inputs, and every other
-/// route fed by them, keep flowing; at the edge the newest reading is
-/// usually the one worth having. `block` is the choice when nothing may be
-/// dropped (work queues): it pushes back to producers instead, but one
-/// stalled route then holds back every message from the inputs that feed
-/// it, and a ZeroMQ PUB publisher that is pushed back drops at its own
-/// high-water mark, where the router cannot count it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Wait for room: ZeroMQ inputs stop reading the peer; HTTP publish
-    /// waits up to `block_timeout`, then answers 503.
-    Block,
-    /// Refuse the new message (counted).
-    DropNewest,
-    /// Evict the oldest queued message to make room (counted).
-    #[default]
-    DropOldest,
+impl QueueConfig {
+    /// The default `block_timeout`.
+    pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(1);
 }
 
-/// What a route does with a batch of messages a plugin failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// `drop`: the messages are dropped, counted in
-    /// `switchyard_route_dropped_total{route, reason="plugin_error"}`.
-    #[default]
-    Drop,
-    /// `dead_letter`: the messages go, unchanged, to the route's
-    /// `dead_letter` output.
-    DeadLetter,
-}
+pub use super::policy::{OnError, WhenFull};
 
 /// Reads one route. `declared` lists every named entry in the file (even
 /// broken ones), so references resolve without echoing other problems;

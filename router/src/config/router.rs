@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::parse_listen;
 use super::error::Subject;
+use super::names::check_name;
 use super::plugin::resolve_path;
 use super::raw::RawRouter;
 use super::units::serialize_duration;
-use super::validate::check_name;
 
 /// The `[router]` section. The whole section may be left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,51 +18,23 @@ use toml::de::{DeTable, DeValue};
 
 use super::Config;
 use super::checker::Checker;
-use super::entry::{entry_subject, peek_kind, peek_str, read, shape, unknown_field};
+use super::entry::{Family, entry_subject, peek_kind, peek_str, read, shape, unknown_field};
 use super::error::{Error, Subject};
 use super::input::{self, Input};
 use super::listeners::check_binds;
+use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
     RawBlackhole, RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter,
-    RawZmq, fields_of,
+    RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
 use super::zmq::ZmqRole;
 
-/// A named entry of the file, gathered before entries are read.
-#[derive(Debug, Clone)]
-pub(crate) struct Declared {
-    /// The name as written.
-    pub(crate) name: String,
-    /// `input`, `output`, `plugin` or `route`.
-    pub(crate) section: &'static str,
-    /// The line of its `name = ...`.
-    pub(crate) line: usize,
-}
-
 /// The `[[...]]` sections, whose entries are named.
 const SECTIONS: [&str; 4] = ["input", "output", "plugin", "route"];
-
-/// Checks an input, output, plugin, route or router name: 1 to 64
-/// characters from letters, digits, `_`, `-` and `.` (names are metric
-/// label values).
-pub(crate) fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid name: use 1 to 64 letters, digits, `_`, `-` or `.`"
-        ))
-    }
-}
 
 /// Parses and validates the substituted text. Problems are collected in
 /// `c`; a `Config` is returned only when there are none.
@@ -153,12 +125,20 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     }
 
     let router = match &router_table {
-        Some(t) => read::<RawRouter>(t.clone(), &Subject::table("router"), &[], c)
+        Some(t) => read::<RawRouter>(t.clone(), &Subject::table("router"), &[], None, c)
             .map(|raw| router::build(&raw, c)),
         None => Some(Router::default()),
     };
 
     let [input_items, output_items, plugin_items, route_items] = sections;
+    let plain = [("plain", fields_of::<RawPlain>())];
+    let zmq_fields = zmq_fields();
+    let zmq_family = |role: ZmqRole| {
+        Some(Family {
+            kind: role.describe(),
+            fields: &zmq_fields,
+        })
+    };
     let mut inputs = Vec::new();
     for (i, item) in input_items.into_iter().enumerate() {
         let subject = entry_subject("input", &item, i);
@@ -179,9 +159,13 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             continue;
         };
         let built = match kind {
-            Some(role) => read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
-                .map(|raw| input::build_zmq(&raw, role, &subject, c)),
-            None => read::<RawHttp>(item, &subject, &[], c)
+            Some(ZmqRole::Router) => {
+                read::<RawZmqRouter>(item, &subject, &plain, zmq_family(ZmqRole::Router), c)
+                    .map(|raw| input::build_router(&raw, &subject, c))
+            }
+            Some(role) => read::<RawZmqReader>(item, &subject, &plain, zmq_family(role), c)
+                .map(|raw| input::build_reader(&raw, role, &subject, c)),
+            None => read::<RawHttp>(item, &subject, &[], None, c)
                 .map(|raw| input::build_http(&raw, &subject, c)),
         };
         inputs.extend(built);
@@ -201,9 +185,17 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             continue;
         };
         let built = match kind {
-            Some(role) => read::<RawZmq>(item, &subject, &[("plain", fields_of::<RawPlain>())], c)
-                .map(|raw| output::build_zmq(&raw, role, &subject, c)),
-            None => read::<RawBlackhole>(item, &subject, &[], c)
+            Some(ZmqRole::Dealer) => {
+                read::<RawZmqDealer>(item, &subject, &plain, zmq_family(ZmqRole::Dealer), c)
+                    .map(|raw| output::build_dealer(&raw, &subject, c))
+            }
+            Some(ZmqRole::Push) => {
+                read::<RawZmqPush>(item, &subject, &plain, zmq_family(ZmqRole::Push), c)
+                    .map(|raw| output::build_push(&raw, &subject, c))
+            }
+            Some(role) => read::<RawZmqPub>(item, &subject, &plain, zmq_family(role), c)
+                .map(|raw| output::build_pub(&raw, &subject, c)),
+            None => read::<RawBlackhole>(item, &subject, &[], None, c)
                 .map(|raw| output::build_blackhole(&raw)),
         };
         outputs.extend(built);
@@ -213,7 +205,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     for (i, item) in plugin_items.into_iter().enumerate() {
         let subject = entry_subject("plugin", &item, i);
         let nested = [("on_failure", fields_of::<RawOnFailure>())];
-        let built = read::<RawPlugin>(item, &subject, &nested, c)
+        let built = read::<RawPlugin>(item, &subject, &nested, None, c)
             .map(|raw| plugin::build(&raw, &subject, c));
         plugins.extend(built);
     }
@@ -226,7 +218,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let mut routes = Vec::new();
     for (i, item) in route_items.into_iter().enumerate() {
         let subject = entry_subject("route", &item, i);
-        let built = read::<RawRoute>(item, &subject, &[("queue", fields_of::<RawQueue>())], c)
+        let nested = [("queue", fields_of::<RawQueue>())];
+        let built = read::<RawRoute>(item, &subject, &nested, None, c)
             .map(|raw| route::build(&raw, &subject, &declared, largest_message, c));
         routes.extend(built);
     }

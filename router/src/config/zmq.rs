@@ -4,14 +4,17 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 
 use super::checker::Checker;
 use super::endpoint::{Attach, parse_bind, parse_connect};
 use super::error::Subject;
 use super::plain::{self, Plain};
-use super::raw::{OneOrMany, RawZmq, S};
+use super::raw::{OneOrMany, RawZmq, RawZmqQueues, S};
 use super::units::{format_size, serialize_duration, serialize_opt_duration};
+use crate::zmtp;
+use crate::zmtp::handshake::Mechanism;
 
 /// One ZeroMQ input or output: where it attaches, how messages map onto
 /// frames, and its limits.
@@ -91,58 +94,10 @@ pub struct ZmqOptions {
     pub identity: Option<String>,
 }
 
-impl ZmqOptions {
-    /// The ZMTP layer's settings for a socket with these options.
-    pub fn socket_options(&self) -> crate::zmtp::options::Options {
-        use crate::zmtp::handshake::Mechanism;
-        let defaults = crate::zmtp::options::Options::default();
-        crate::zmtp::options::Options {
-            limits: crate::zmtp::limits::Limits {
-                max_frame_size: self.max_frame_size,
-                max_message_size: self.max_message_size,
-                max_frames: self.max_frames,
-                ..defaults.limits
-            },
-            identity: self
-                .identity
-                .as_ref()
-                .map(|i| bytes::Bytes::copy_from_slice(i.as_bytes()))
-                .unwrap_or_default(),
-            mechanism: match &self.plain {
-                None => Mechanism::Null,
-                Some(Plain::Client { username, password }) => Mechanism::PlainClient {
-                    username: username.clone(),
-                    password: password.expose().to_owned(),
-                },
-                Some(Plain::Server { users }) => Mechanism::PlainServer {
-                    credentials: std::sync::Arc::new(
-                        users
-                            .iter()
-                            .map(|(user, secret)| (user.clone(), secret.expose().to_owned()))
-                            .collect(),
-                    ),
-                },
-            },
-            handshake_timeout: self.handshake_timeout,
-            heartbeat_interval: self.heartbeat_interval.unwrap_or(Duration::ZERO),
-            heartbeat_timeout: self.heartbeat_timeout,
-            max_connections: self.max_connections,
-            send_hwm: self.send_hwm,
-            send_hwm_bytes: self.send_hwm_bytes,
-            recv_hwm: self.recv_hwm,
-            reconnect_interval: self.reconnect_interval,
-            reconnect_interval_max: self.reconnect_interval_max,
-            send_timeout: self.send_timeout,
-            slow_subscriber_timeout: self.slow_subscriber_timeout,
-            ..defaults
-        }
-    }
-}
-
 impl Default for ZmqOptions {
     /// The ZMTP layer's own defaults: one source of truth for both.
     fn default() -> Self {
-        let wire = crate::zmtp::options::Options::default();
+        let wire = zmtp::options::Options::default();
         Self {
             max_frame_size: wire.limits.max_frame_size,
             max_message_size: wire.limits.max_message_size,
@@ -161,6 +116,44 @@ impl Default for ZmqOptions {
             slow_subscriber_timeout: wire.slow_subscriber_timeout,
             plain: None,
             identity: None,
+        }
+    }
+}
+
+impl ZmqOptions {
+    /// The ZMTP layer's settings for a socket built from this entry; what
+    /// the entry does not set keeps the ZMTP layer's default.
+    pub fn socket_options(&self) -> zmtp::options::Options {
+        let defaults = zmtp::options::Options::default();
+        zmtp::options::Options {
+            limits: zmtp::limits::Limits {
+                max_frame_size: self.max_frame_size,
+                max_message_size: self.max_message_size,
+                max_frames: self.max_frames,
+                ..defaults.limits
+            },
+            identity: self
+                .identity
+                .as_ref()
+                .map(|i| Bytes::copy_from_slice(i.as_bytes()))
+                .unwrap_or_default(),
+            mechanism: self
+                .plain
+                .as_ref()
+                .map_or(Mechanism::Null, Plain::mechanism),
+            handshake_timeout: self.handshake_timeout,
+            // The ZMTP layer spells "no heartbeats" as a zero interval.
+            heartbeat_interval: self.heartbeat_interval.unwrap_or(Duration::ZERO),
+            heartbeat_timeout: self.heartbeat_timeout,
+            max_connections: self.max_connections,
+            send_hwm: self.send_hwm,
+            send_hwm_bytes: self.send_hwm_bytes,
+            recv_hwm: self.recv_hwm,
+            reconnect_interval: self.reconnect_interval,
+            reconnect_interval_max: self.reconnect_interval_max,
+            send_timeout: self.send_timeout,
+            slow_subscriber_timeout: self.slow_subscriber_timeout,
+            ..defaults
         }
     }
 }
@@ -206,9 +199,12 @@ const MS: Duration = Duration::from_millis(1);
 const MIN: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// Reads the ZeroMQ part of one entry.
+/// Reads the ZeroMQ part of one entry: the common fields, and the queue
+/// settings its kind has (a field its kind lacks was refused when the entry
+/// was read).
 pub(crate) fn build(
-    raw: &RawZmq,
+    raw: RawZmq<'_>,
+    queues: RawZmqQueues<'_>,
     role: ZmqRole,
     subject: &Subject,
     c: &mut Checker<'_>,
@@ -226,85 +222,23 @@ pub(crate) fn build(
         ],
     );
 
-    // Refuse settings that would be silently ignored for this kind.
-    let refused = [
-        (role.is_input(), "send_hwm", span_of(&raw.send_hwm)),
-        (
-            role.is_input(),
-            "send_hwm_bytes",
-            span_of(&raw.send_hwm_bytes),
-        ),
-        (!role.is_input(), "recv_hwm", span_of(&raw.recv_hwm)),
-        (
-            role != ZmqRole::Push,
-            "send_timeout",
-            span_of(&raw.send_timeout),
-        ),
-        (
-            role != ZmqRole::Pub,
-            "slow_subscriber_timeout",
-            span_of(&raw.slow_subscriber_timeout),
-        ),
-        (
-            role != ZmqRole::Router,
-            "max_pending",
-            span_of(&raw.max_pending),
-        ),
-        (role != ZmqRole::Dealer, "balance", span_of(&raw.balance)),
-        (
-            role != ZmqRole::Dealer,
-            "hash_attribute",
-            span_of(&raw.hash_attribute),
-        ),
-        (role != ZmqRole::Dealer, "weights", span_of(&raw.weights)),
-        (
-            role != ZmqRole::Dealer,
-            "eject_after",
-            span_of(&raw.eject_after),
-        ),
-        (
-            role != ZmqRole::Dealer,
-            "probe_interval",
-            span_of(&raw.probe_interval),
-        ),
-        (
-            role != ZmqRole::Dealer,
-            "probe_interval_max",
-            span_of(&raw.probe_interval_max),
-        ),
-        (
-            role != ZmqRole::Dealer,
-            "max_in_flight",
-            span_of(&raw.max_in_flight),
-        ),
-    ];
-    for (refuse, field, span) in refused {
-        if let (true, Some(span)) = (refuse, span) {
-            c.invalid(
-                subject,
-                field,
-                span,
-                format!("has no effect on {}", role.describe()),
-            );
-        }
-    }
     let by_attach = [
         (
             raw.connect.is_some(),
             "max_connections",
-            span_of(&raw.max_connections),
+            span_of(raw.max_connections),
             "bind",
         ),
         (
             raw.bind.is_some(),
             "reconnect_interval",
-            span_of(&raw.reconnect_interval),
+            span_of(raw.reconnect_interval),
             "connect",
         ),
         (
             raw.bind.is_some(),
             "reconnect_interval_max",
-            span_of(&raw.reconnect_interval_max),
+            span_of(raw.reconnect_interval_max),
             "connect",
         ),
     ];
@@ -330,7 +264,7 @@ pub(crate) fn build(
         64..=256 * MIB,
     );
     if max_frame_size > max_message_size {
-        let span = first_span(raw, &[&raw.max_frame_size, &raw.max_message_size]);
+        let span = first_span(raw, &[raw.max_frame_size, raw.max_message_size]);
         c.invalid(
             subject,
             "max_frame_size",
@@ -350,7 +284,7 @@ pub(crate) fn build(
         1..=65536,
     );
     if role.is_input() && max_frames < envelope.frames() {
-        let span = first_span(raw, &[&raw.max_frames]);
+        let span = first_span(raw, &[raw.max_frames]);
         c.invalid(
             subject,
             "max_frames",
@@ -384,7 +318,7 @@ pub(crate) fn build(
         d.heartbeat_timeout,
         100 * MS..=HOUR,
     );
-    match (heartbeat_interval, &raw.heartbeat_timeout) {
+    match (heartbeat_interval, raw.heartbeat_timeout) {
         (None, Some(t)) => c.invalid(
             subject,
             "heartbeat_timeout",
@@ -392,7 +326,7 @@ pub(crate) fn build(
             "has no effect while heartbeat_interval is \"off\"",
         ),
         (Some(i), _) if heartbeat_timeout <= i => {
-            let span = first_span(raw, &[&raw.heartbeat_timeout, &raw.heartbeat_interval]);
+            let span = first_span(raw, &[raw.heartbeat_timeout, raw.heartbeat_interval]);
             c.invalid(subject, "heartbeat_timeout", span, "must be longer than heartbeat_interval, or every peer would time out between pings");
         }
         _ => {}
@@ -407,21 +341,21 @@ pub(crate) fn build(
     let send_hwm = c.count(
         subject,
         "send_hwm",
-        raw.send_hwm.as_ref(),
+        queues.send_hwm,
         d.send_hwm,
         1..=10_000_000,
     );
     let send_hwm_bytes = c.size(
         subject,
         "send_hwm_bytes",
-        raw.send_hwm_bytes.as_ref(),
+        queues.send_hwm_bytes,
         d.send_hwm_bytes,
         KIB..=GIB,
     );
     let recv_hwm = c.count(
         subject,
         "recv_hwm",
-        raw.recv_hwm.as_ref(),
+        queues.recv_hwm,
         d.recv_hwm,
         1..=10_000_000,
     );
@@ -440,7 +374,7 @@ pub(crate) fn build(
         10 * MS..=HOUR,
     );
     if reconnect_interval_max < reconnect_interval {
-        let span = first_span(raw, &[&raw.reconnect_interval_max, &raw.reconnect_interval]);
+        let span = first_span(raw, &[raw.reconnect_interval_max, raw.reconnect_interval]);
         c.invalid(
             subject,
             "reconnect_interval_max",
@@ -451,14 +385,14 @@ pub(crate) fn build(
     let send_timeout = c.duration(
         subject,
         "send_timeout",
-        raw.send_timeout.as_ref(),
+        queues.send_timeout,
         d.send_timeout,
         MS..=HOUR,
     );
     let slow_subscriber_timeout = c.duration_or_off(
         subject,
         "slow_subscriber_timeout",
-        raw.slow_subscriber_timeout.as_ref(),
+        queues.slow_subscriber_timeout,
         None,
         100 * MS..=HOUR,
         true,
@@ -514,7 +448,7 @@ pub(crate) fn span_of<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
 
 /// Where to point at a problem between settings: the first of `settings`
 /// that is set, else the entry's name.
-pub(crate) fn first_span<T>(raw: &RawZmq, settings: &[&Option<S<T>>]) -> Range<usize> {
+pub(crate) fn first_span<T>(raw: RawZmq<'_>, settings: &[&Option<S<T>>]) -> Range<usize> {
     settings
         .iter()
         .find_map(|v| span_of(v))
@@ -522,9 +456,9 @@ pub(crate) fn first_span<T>(raw: &RawZmq, settings: &[&Option<S<T>>]) -> Range<u
 }
 
 /// Reads `bind` or `connect`: exactly one of them.
-fn build_attach(raw: &RawZmq, subject: &Subject, c: &mut Checker<'_>) -> Attach {
+fn build_attach(raw: RawZmq<'_>, subject: &Subject, c: &mut Checker<'_>) -> Attach {
     let placeholder = Attach::Connect(Vec::new());
-    match (&raw.bind, &raw.connect) {
+    match (raw.bind, raw.connect) {
         (Some(bind), None) => match parse_bind(bind.get_ref()) {
             Ok(addr) => Attach::Bind(addr),
             Err(reason) => {

@@ -20,11 +20,11 @@
 //! Publish answers:
 //! - `202 Accepted`, `{"ids": ["<32 hex digits>", ...]}`: every message was
 //!   admitted; the ids are in request order.
-//! - `503 BACKPRESSURE` with `Retry-After`: a route with `when_full =
-//!   "block"` stayed full for the block timeout. The error body's `ids`
-//!   lists the messages admitted before the refusal (a prefix of the
-//!   request); the rest were not accepted and may be retried. `503
-//!   SHUTTING_DOWN` has the same shape.
+//! - `503 BACKPRESSURE` with `Retry-After` (as long as the publish waited):
+//!   a route with `when_full = "block"` stayed full for that route's
+//!   `block_timeout`. The error body's `ids` lists the messages admitted
+//!   before the refusal (a prefix of the request); the rest were not
+//!   accepted and may be retried. `503 SHUTTING_DOWN` has the same shape.
 //! - `400`/`413`/`415`/`408` errors (see [`crate::http::Error`]): nothing of
 //!   the request was accepted.
 //!
@@ -54,7 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Refusal, Sink};
+use super::{Refusal, Sink, Wait};
 use crate::config;
 use crate::http::{self, Body, BodyLimits, Error, Handler, Peer, Stopped};
 use crate::message::request::{
@@ -79,14 +79,12 @@ pub struct Config {
     pub body_timeout: Duration,
     /// The most messages one JSON batch may hold (default 1000).
     pub max_batch: usize,
-    /// How long a publish waits for room in a full `block` route before
-    /// answering 503 (default 1 s). Also the `Retry-After` it suggests.
-    pub block_timeout: Duration,
     /// Connections served at once (default 1024).
     pub max_connections: usize,
     /// On shutdown, how long requests in flight may take (default 5 s).
-    /// Keep it above `block_timeout`, so a publish waiting out backpressure
-    /// can still tell its client which messages were admitted.
+    /// Keep it above the longest `block_timeout` of the routes it feeds, so
+    /// a publish waiting out backpressure can still tell its client which
+    /// messages were admitted.
     pub shutdown_grace: Duration,
 }
 
@@ -97,8 +95,6 @@ impl Config {
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default for [`Config::max_batch`].
     pub const DEFAULT_MAX_BATCH: usize = 1000;
-    /// Default for [`Config::block_timeout`].
-    pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
     /// An input named `name` on `listen` with default limits.
     pub fn new(name: impl Into<String>, listen: SocketAddr) -> Self {
@@ -109,7 +105,6 @@ impl Config {
             header_timeout: http::Config::DEFAULT_HEADER_TIMEOUT,
             body_timeout: Self::DEFAULT_BODY_TIMEOUT,
             max_batch: Self::DEFAULT_MAX_BATCH,
-            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
             max_connections: http::Config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: http::Config::DEFAULT_SHUTDOWN_GRACE,
         }
@@ -250,7 +245,6 @@ pub struct HttpInput {
     sink: Arc<dyn Sink>,
     limits: BodyLimits,
     max_batch: usize,
-    block_timeout: Duration,
     counters: Arc<Counters>,
     requests: InputRequests,
 }
@@ -293,7 +287,6 @@ impl HttpInput {
                 timeout: config.body_timeout,
             },
             max_batch: config.max_batch.max(1),
-            block_timeout: config.block_timeout,
         })
     }
 
@@ -312,7 +305,6 @@ impl HttpInput {
         cfg.header_timeout = entry.header_timeout;
         cfg.body_timeout = entry.body_timeout;
         cfg.max_batch = entry.max_batch;
-        cfg.block_timeout = ctx.block_timeout;
         cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
         let metrics = Metrics::new(&ctx.inputs, &ctx.http, &ctx.requests);
         let server = Self::bind(cfg, Arc::clone(&ctx.sink), &metrics)
@@ -345,7 +337,6 @@ impl HttpInput {
             sink: self.sink,
             limits: self.limits,
             max_batch: self.max_batch,
-            block_timeout: self.block_timeout,
             counters: self.counters,
             requests: self.requests,
             shutdown: shutdown.clone(),
@@ -361,7 +352,6 @@ struct Publish {
     sink: Arc<dyn Sink>,
     limits: BodyLimits,
     max_batch: usize,
-    block_timeout: Duration,
     counters: Arc<Counters>,
     requests: InputRequests,
     shutdown: CancellationToken,
@@ -545,7 +535,7 @@ impl Publish {
             });
         }
         let mut ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
-        let deadline = Instant::now() + self.block_timeout;
+        let started = Instant::now();
         let sink = self.sink.clone();
         let counters = self.counters.clone();
         // The offer is not cancel safe and a client may hang up while it
@@ -553,7 +543,7 @@ impl Publish {
         let offered = self
             .tasks
             .spawn(async move {
-                let offered = sink.offer(batch, Some(deadline)).await;
+                let offered = sink.offer(batch, Wait::Bounded).await;
                 let admitted = offered.admitted.min(count);
                 counters.messages.inc_by(admitted as u64);
                 if admitted < count {
@@ -578,8 +568,10 @@ impl Publish {
                 admitted: ids,
                 refused,
             },
+            // The route that refused held the publish for its own
+            // block_timeout: as long a pause is worth suggesting.
             Some(Refusal::Backpressure) | None => Error::Backpressure {
-                retry_after: self.block_timeout,
+                retry_after: started.elapsed(),
                 admitted: ids,
                 refused,
             },

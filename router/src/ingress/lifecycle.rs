@@ -39,7 +39,9 @@ pub struct Context {
     /// Cancelled when the router stops intake; each input's own stop
     /// token is a child of it.
     pub stop: CancellationToken,
-    /// How long an HTTP publish waits for room under `block` routes.
+    /// The longest `block_timeout` of the routes (each route holds a
+    /// publish for its own): an HTTP input's shutdown grace stays above
+    /// it, so a publish waiting on a route is answered before it closes.
     pub block_timeout: Duration,
     /// How long an HTTP input drains its requests at shutdown.
     pub shutdown_grace: Duration,

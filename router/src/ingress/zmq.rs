@@ -1,9 +1,10 @@
 //! ZeroMQ inputs: `zmq-sub` (publishers connect with PUB, or the router
 //! connects to them) and `zmq-pull` (producers PUSH). Both read batches from
 //! their socket, decode each message with the input's envelope and offer the
-//! batch to the pipeline with no deadline: while a `block` route is full,
-//! the input stops reading, its socket's inbound buffer fills, and its
-//! connections stop reading from their peers (TCP backpressure).
+//! batch to the pipeline without a deadline ([`Wait::Unbounded`]): while a
+//! `block` route is full, the input stops reading, its socket's inbound
+//! buffer fills, and its connections stop reading from their peers (TCP
+//! backpressure).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::endpoint_error;
-use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError};
+use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait};
 use crate::config::ZmqSocket;
 use crate::envelope::{self, Envelope};
 use crate::message::{Message, Publisher};
@@ -255,7 +256,7 @@ impl ZmqInput {
                 continue;
             }
             let len = batch.len();
-            let offered = self.sink.offer(batch, None).await;
+            let offered = self.sink.offer(batch, Wait::Unbounded).await;
             self.counters.offered(len, offered);
         }
         if !closing {

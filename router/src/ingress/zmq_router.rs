@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::endpoint_error;
 use super::zmq::{Counters, Publishers};
-use super::{Context, Metrics, Running, Sink, StartError};
+use super::{Context, Metrics, Running, Sink, StartError, Wait};
 use crate::config::RouterInput;
 use crate::envelope::Envelope;
 use crate::message::Frames;
@@ -208,7 +208,7 @@ impl ZmqRouterInput {
                 continue;
             }
             let len = batch.len();
-            let offered = self.sink.offer(batch, None).await;
+            let offered = self.sink.offer(batch, Wait::Unbounded).await;
             self.counters.offered(len, offered);
         }
         drop(handed_over);
@@ -354,7 +354,7 @@ mod tests {
         fn offer(
             &self,
             batch: Vec<Message>,
-            _deadline: Option<Instant>,
+            _wait: Wait,
         ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
             Box::pin(async move {
                 let admitted = batch.len();
@@ -513,7 +513,7 @@ mod tests {
         fn offer(
             &self,
             batch: Vec<Message>,
-            _deadline: Option<Instant>,
+            _wait: Wait,
         ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
             Box::pin(async move {
                 let admitted = batch.len();

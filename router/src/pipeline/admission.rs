@@ -24,7 +24,7 @@ use super::queue::WaitError;
 use super::route::Route;
 use super::runtime::{Inner, Pipeline};
 use super::table::Matches;
-use crate::ingress::{Offered, Refusal, Sink};
+use crate::ingress::{Offered, Refusal, Sink, Wait};
 use crate::message::Message;
 use crate::message::request::RequestError;
 
@@ -32,9 +32,9 @@ impl Sink for Pipeline {
     fn offer(
         &self,
         batch: Vec<Message>,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
-        Box::pin(self.inner.offer(batch, deadline))
+        Box::pin(self.inner.offer(batch, wait))
     }
 }
 
@@ -117,7 +117,9 @@ fn refusal(err: WaitError) -> Refusal {
 }
 
 impl Inner {
-    pub(crate) async fn offer(&self, batch: Vec<Message>, deadline: Option<Instant>) -> Offered {
+    pub(crate) async fn offer(&self, batch: Vec<Message>, wait: Wait) -> Offered {
+        // Each block route's deadline counts from here, for the whole batch.
+        let since = Instant::now();
         let Some(_active) = self.intake.enter() else {
             batch.iter().for_each(|m| refuse(m, Refusal::ShuttingDown));
             return Offered {
@@ -163,7 +165,9 @@ impl Inner {
             let size = message.size();
             if matches.iter().any(|r| routes[r].blocks()) {
                 stage.flush(routes);
-                if let Err(err) = admit_blocking(routes, &message, size, &matches, deadline).await {
+                if let Err(err) =
+                    admit_blocking(routes, &message, size, &matches, (wait, since)).await
+                {
                     let why = refusal(err);
                     result = Offered {
                         admitted: i,
@@ -196,13 +200,14 @@ impl Inner {
     }
 }
 
-/// Admits `message` to every matching block route, or to none.
+/// Admits `message` to every matching block route, or to none, waiting for
+/// each until its own deadline for an offer `(wait, since)`.
 async fn admit_blocking(
     routes: &[std::sync::Arc<Route>],
     message: &Message,
     size: usize,
     matches: &Matches,
-    deadline: Option<Instant>,
+    (wait, since): (Wait, Instant),
 ) -> Result<(), WaitError> {
     {
         let blocking: SmallVec<[&Route; 4]> = matches
@@ -218,12 +223,13 @@ async fn admit_blocking(
             size,
         };
         for route in firsts {
-            route.reserve(size, deadline).await?;
+            route.reserve(size, route.deadline(wait, since)).await?;
             reserved.routes.push(route);
         }
         // The last one takes the message as soon as there is room; the
         // reserved ones cannot fail after that.
-        last.push_waiting(message.clone(), size, deadline).await?;
+        last.push_waiting(message.clone(), size, last.deadline(wait, since))
+            .await?;
         for route in reserved.routes.drain(..) {
             route.commit(message.clone(), size);
         }
@@ -253,11 +259,17 @@ mod tests {
     }
 
     /// m0 goes in flight to the stalled output, then m1..m9 arrive in one
-    /// batch at a route of capacity 4: 3 more fit.
+    /// batch at a route of capacity 4: 3 more fit. Under `block`, a bounded
+    /// offer waits 2s.
     async fn fill_against_stalled(when_full: WhenFull) -> (Pipeline, Arc<FakeOutput>, Registry) {
         let out = FakeOutput::stalled("out");
-        let (p, reg) = start(vec![spec("r", "t.>", 4, when_full, &["out"])], &[&out]);
-        assert_eq!(p.offer(vec![msg("t.x", 0)], None).await, all_admitted(1));
+        let mut s = spec("r", "t.>", 4, when_full, &["out"]);
+        s.queue.block_timeout = Duration::from_secs(2);
+        let (p, reg) = start(vec![s], &[&out]);
+        assert_eq!(
+            p.offer(vec![msg("t.x", 0)], Wait::Unbounded).await,
+            all_admitted(1)
+        );
         out.wait_arrived(1).await;
         (p, out, reg)
     }
@@ -305,7 +317,10 @@ mod tests {
     #[tokio::test]
     async fn drop_newest_against_a_stalled_output() {
         let (p, out, reg) = fill_against_stalled(WhenFull::DropNewest).await;
-        assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
+        assert_eq!(
+            p.offer(msgs("t.x", 1..10), Wait::Unbounded).await,
+            all_admitted(9)
+        );
         let snap = p.snapshot();
         let r = &snap.routes[0];
         assert_eq!((r.offered, r.queue.depth, r.queue.in_flight), (10, 4, 1));
@@ -327,7 +342,10 @@ mod tests {
     #[tokio::test]
     async fn drop_oldest_against_a_stalled_output() {
         let (p, out, reg) = fill_against_stalled(WhenFull::DropOldest).await;
-        assert_eq!(p.offer(msgs("t.x", 1..10), None).await, all_admitted(9));
+        assert_eq!(
+            p.offer(msgs("t.x", 1..10), Wait::Unbounded).await,
+            all_admitted(9)
+        );
         let snap = p.snapshot();
         let r = &snap.routes[0];
         assert_eq!((r.offered, r.queue.depth, r.dropped.queue_full), (10, 4, 6));
@@ -355,7 +373,7 @@ mod tests {
                 let mut admitted = 0;
                 for chunk in 0..25u8 {
                     let batch = msgs("t.x", chunk * 10..chunk * 10 + 10);
-                    let offered = p.offer(batch, None).await;
+                    let offered = p.offer(batch, Wait::Unbounded).await;
                     assert_eq!(offered.refusal, None);
                     admitted += offered.admitted;
                 }
@@ -393,8 +411,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn block_refuses_past_the_deadline() {
         let (p, out, reg) = fill_against_stalled(WhenFull::Block).await;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let offered = p.offer(msgs("t.x", 1..10), Some(deadline)).await;
+        let offered = p.offer(msgs("t.x", 1..10), Wait::Bounded).await;
         assert_eq!(
             offered,
             Offered {
@@ -412,6 +429,64 @@ mod tests {
         out.release();
         let snap = wait_idle(&p).await;
         assert_eq!(out.taken(), vec![0, 1, 2, 3]);
+        assert_conserved(&snap);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_block_route_gives_up_at_its_own_deadline() {
+        let fast_out = FakeOutput::stalled("fast-out");
+        let slow_out = FakeOutput::stalled("slow-out");
+        let mut fast = spec("fast", "fast.>", 1, WhenFull::Block, &["fast-out"]);
+        fast.queue.block_timeout = Duration::from_millis(100);
+        let mut slow = spec("slow", "slow.>", 1, WhenFull::Block, &["slow-out"]);
+        slow.queue.block_timeout = Duration::from_secs(5);
+        let (p, _reg) = start(vec![fast, slow], &[&fast_out, &slow_out]);
+        // One message in flight fills each route.
+        assert_eq!(
+            p.offer(vec![msg("fast.x", 0), msg("slow.x", 1)], Wait::Unbounded)
+                .await,
+            all_admitted(2)
+        );
+        let backpressure = Offered {
+            admitted: 0,
+            refusal: Some(Refusal::Backpressure),
+        };
+        // Only the fast route is matched: its 100ms, not the slow route's 5s.
+        let started = Instant::now();
+        assert_eq!(
+            p.offer(vec![msg("fast.x", 2)], Wait::Bounded).await,
+            backpressure
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(1),
+            "{waited:?}"
+        );
+        // The slow route keeps its own 5s.
+        let started = Instant::now();
+        assert_eq!(
+            p.offer(vec![msg("slow.x", 3)], Wait::Bounded).await,
+            backpressure
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+            "{waited:?}"
+        );
+        // An unbounded offer (a ZeroMQ input) is still waiting long after.
+        let p2 = p.clone();
+        let waiting =
+            tokio::spawn(async move { p2.offer(vec![msg("fast.x", 4)], Wait::Unbounded).await });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished());
+        fast_out.release();
+        let offered = tokio::time::timeout(DEADLINE, waiting)
+            .await
+            .expect("admitted once there is room")
+            .expect("join");
+        assert_eq!(offered, all_admitted(1));
+        slow_out.release();
+        let snap = wait_idle(&p).await;
         assert_conserved(&snap);
     }
 
@@ -439,7 +514,7 @@ mod tests {
         );
         let m = msg("plant.line1.temp", 7);
         let payload = m.payload.as_ptr();
-        assert_eq!(p.offer(vec![m], None).await, all_admitted(1));
+        assert_eq!(p.offer(vec![m], Wait::Unbounded).await, all_admitted(1));
         let snap = wait_idle(&p).await;
         for out in &outs {
             let got = out.messages();
@@ -467,7 +542,7 @@ mod tests {
         let mut no = msg("t.x", 2);
         no.attributes.insert("site".into(), "43".into());
         let batch = vec![yes, no, msg("t.x", 3), msg("u.x", 4)];
-        assert_eq!(p.offer(batch, None).await, all_admitted(4));
+        assert_eq!(p.offer(batch, Wait::Unbounded).await, all_admitted(4));
         let snap = wait_idle(&p).await;
         assert_eq!(out.taken(), vec![1]);
         assert_eq!(snap.unrouted, 3);
@@ -487,10 +562,13 @@ mod tests {
             ],
             &[&free, &stuck],
         );
-        assert_eq!(p.offer(vec![msg("t.x", 0)], None).await, all_admitted(1));
+        assert_eq!(
+            p.offer(vec![msg("t.x", 0)], Wait::Unbounded).await,
+            all_admitted(1)
+        );
         stuck.wait_arrived(1).await;
-        let deadline = Some(Instant::now() + Duration::from_secs(1));
-        let offered = p.offer(msgs("t.x", 1..3), deadline).await;
+        // Both block routes hold the offer for the default 1s.
+        let offered = p.offer(msgs("t.x", 1..3), Wait::Bounded).await;
         assert_eq!(offered.admitted, 0);
         assert_eq!(offered.refusal, Some(Refusal::Backpressure));
         let snap = wait_snapshot(&p, |s| s.routes[0].queue.depth == 0).await;
@@ -498,7 +576,10 @@ mod tests {
         assert_eq!(offered, vec![1, 1, 1], "m1 went nowhere");
         // Route a's reservation was given back: it still takes two at once.
         stuck.release();
-        assert_eq!(p.offer(msgs("t.x", 1..3), None).await, all_admitted(2));
+        assert_eq!(
+            p.offer(msgs("t.x", 1..3), Wait::Unbounded).await,
+            all_admitted(2)
+        );
         let snap = wait_idle(&p).await;
         assert_eq!(stuck.taken(), vec![0, 1, 2]);
         assert_eq!(free.taken().len(), 6);
@@ -524,7 +605,10 @@ mod tests {
             ],
             &[&odd, &all, &bad],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..10), None).await, all_admitted(10));
+        assert_eq!(
+            p.offer(msgs("t.x", 0..10), Wait::Unbounded).await,
+            all_admitted(10)
+        );
         let snap = wait_idle(&p).await;
         let [two, fail, first] = &snap.routes[..] else {
             panic!("three routes")
@@ -559,7 +643,10 @@ mod tests {
         // Each test message is 3 + 8 = 11 bytes; room for 3.
         s.queue = QueueSpec::new(100, 33, WhenFull::DropNewest);
         let (p, _reg) = start(vec![s], &[&out]);
-        assert_eq!(p.offer(msgs("t.x", 0..10), None).await, all_admitted(10));
+        assert_eq!(
+            p.offer(msgs("t.x", 0..10), Wait::Unbounded).await,
+            all_admitted(10)
+        );
         let snap = p.snapshot();
         assert_eq!(
             (snap.routes[0].queue.depth, snap.routes[0].queue.bytes),

@@ -2,6 +2,7 @@
 //! all-or-none admission, per-producer order and exact conservation must
 //! survive real interleavings, including a shutdown in the middle of intake.
 
+use crate::ingress::Wait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,7 +140,7 @@ async fn producers_and_routes_interleave_without_loss() {
                     .map(|s| message(producer, s))
                     .collect::<Vec<_>>();
                 let len = batch.len() as u32;
-                let offered = p.offer(batch, None).await;
+                let offered = p.offer(batch, Wait::Unbounded).await;
                 assert_eq!((offered.admitted as u32, offered.refusal), (len, None));
                 seq += len;
             }
@@ -195,7 +196,7 @@ async fn shutdown_in_the_middle_of_intake_counts_everything() {
             let mut seq = 0u32;
             loop {
                 let batch: Vec<_> = (seq..seq + 5).map(|s| message(producer, s)).collect();
-                let offered = p.offer(batch, None).await;
+                let offered = p.offer(batch, Wait::Unbounded).await;
                 admitted.fetch_add(offered.admitted, Ordering::Relaxed);
                 seq += offered.admitted as u32;
                 if let Some(refusal) = offered.refusal {

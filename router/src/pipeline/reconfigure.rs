@@ -193,6 +193,7 @@ impl Pipeline {
 mod tests {
     use super::*;
     use crate::ingress::Sink;
+    use crate::ingress::Wait;
     use crate::pipeline::WhenFull;
     use crate::pipeline::testing::{
         DEADLINE, FakeOutput, assert_conserved, msgs, spec, start, wait_snapshot,
@@ -232,9 +233,18 @@ mod tests {
         assert_eq!(applied.removed, vec!["b"]);
         assert_eq!(p.generation(), 2);
         // The new table: t.z no longer matches "a"; x.1 goes to "c".
-        assert_eq!(p.offer(msgs("t.z", 0..2), None).await.admitted, 2);
-        assert_eq!(p.offer(msgs("t.y.1", 2..4), None).await.admitted, 2);
-        assert_eq!(p.offer(msgs("x.1", 4..5), None).await.admitted, 1);
+        assert_eq!(
+            p.offer(msgs("t.z", 0..2), Wait::Unbounded).await.admitted,
+            2
+        );
+        assert_eq!(
+            p.offer(msgs("t.y.1", 2..4), Wait::Unbounded).await.admitted,
+            2
+        );
+        assert_eq!(
+            p.offer(msgs("x.1", 4..5), Wait::Unbounded).await.admitted,
+            1
+        );
         let snap = wait_snapshot(&p, |s| {
             s.routes.iter().all(|r| r.queue.depth == 0) && s.routes.len() == 3
         })
@@ -254,7 +264,10 @@ mod tests {
             vec![spec("a", "t.>", 100, WhenFull::DropNewest, &["out"])],
             &[&out],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..20), None).await.admitted, 20);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..20), Wait::Unbounded).await.admitted,
+            20
+        );
         out.wait_arrived(1).await;
         let mut bad = spec("a", "t.>", 100, WhenFull::DropNewest, &["nope"]);
         bad.queue.max_batch = 4;
@@ -272,7 +285,10 @@ mod tests {
             )
             .expect("valid");
         assert_eq!(applied.changed, vec!["a"]);
-        assert_eq!(p.offer(msgs("t.x", 20..21), None).await.admitted, 1);
+        assert_eq!(
+            p.offer(msgs("t.x", 20..21), Wait::Unbounded).await.admitted,
+            1
+        );
         let snap = p.snapshot();
         assert_eq!(snap.routes[0].queue.capacity, 10);
         assert_eq!(snap.routes[0].queue.depth, 20);
@@ -295,7 +311,10 @@ mod tests {
             ],
             &[&stuck, &other],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..10), None).await.admitted, 10);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..10), Wait::Unbounded).await.admitted,
+            10
+        );
         stuck.wait_arrived(1).await;
         let applied = p
             .reconfigure(
@@ -336,7 +355,7 @@ mod tests {
                 let mut sent = 0usize;
                 for round in 0..200u32 {
                     let batch = msgs("t.x", 0..50);
-                    sent += p.offer(batch, None).await.admitted;
+                    sent += p.offer(batch, Wait::Unbounded).await.admitted;
                     if round % 20 == 0 {
                         tokio::task::yield_now().await;
                     }

@@ -14,6 +14,7 @@ use super::queue::{Popped, RouteQueue, WaitError, Waited};
 use super::snapshot::{DroppedCounts, QueueSnapshot, RouteReport, RouteSnapshot};
 use super::spec::{RouteSpec, WhenFull};
 use crate::egress::Output;
+use crate::ingress::Wait;
 use crate::message::Message;
 
 /// A route at run time, shared by the admission path and its worker. Its
@@ -85,6 +86,16 @@ impl Route {
     /// reload that changes it builds a new route).
     pub(crate) fn blocks(&self) -> bool {
         self.queue.when_full() == WhenFull::Block
+    }
+
+    /// Until when an offer that started at `since` waits for room in this
+    /// block route: its own `block_timeout` later for a bounded wait, no
+    /// deadline for an unbounded one.
+    pub(crate) fn deadline(&self, wait: Wait, since: Instant) -> Option<Instant> {
+        match wait {
+            Wait::Bounded => Some(since + self.program.load().spec.queue.block_timeout),
+            Wait::Unbounded => None,
+        }
     }
 
     /// Admits a run of messages without waiting (drop policies), counting

@@ -389,6 +389,7 @@ fn validate(spec: &RouteSpec) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::Wait;
     use crate::ingress::{Offered, Refusal, Sink};
     use crate::metrics::Registry;
     use crate::pipeline::WhenFull;
@@ -406,7 +407,10 @@ mod tests {
             ],
             &[&out],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..50), None).await.admitted, 50);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..50), Wait::Unbounded).await.admitted,
+            50
+        );
         out.wait_arrived(2).await;
         let shutdown = {
             let p = p.clone();
@@ -415,7 +419,7 @@ mod tests {
         // Intake stops first...
         crate::pipeline::testing::wait_snapshot(&p, |s| s.shutting_down).await;
         assert_eq!(
-            p.offer(vec![msg("t.x", 99)], None).await,
+            p.offer(vec![msg("t.x", 99)], Wait::Unbounded).await,
             Offered {
                 admitted: 0,
                 refusal: Some(Refusal::ShuttingDown)
@@ -443,12 +447,15 @@ mod tests {
             vec![spec("r", "t.>", 10, WhenFull::Block, &["stuck"])],
             &[&stuck],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..10), None).await.admitted, 10);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..10), Wait::Unbounded).await.admitted,
+            10
+        );
         stuck.wait_arrived(1).await;
         // A producer blocked on the full route is refused by the shutdown.
         let blocked = {
             let p = p.clone();
-            tokio::spawn(async move { p.offer(vec![msg("t.x", 10)], None).await })
+            tokio::spawn(async move { p.offer(vec![msg("t.x", 10)], Wait::Unbounded).await })
         };
         crate::pipeline::testing::wait_snapshot(&p, |s| s.routes[0].backpressure_events == 1).await;
         let report = p.shutdown(Duration::from_secs(5)).await;
@@ -476,7 +483,10 @@ mod tests {
             vec![spec("r", "t.>", 10, WhenFull::DropNewest, &["closed"])],
             &[&closed],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..4), None).await.admitted, 4);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..4), Wait::Unbounded).await.admitted,
+            4
+        );
         closed.wait_arrived(1).await;
         let shutdown = {
             let p = p.clone();

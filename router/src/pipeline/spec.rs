@@ -3,8 +3,7 @@
 //! never reads the config module itself.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
+use std::time::Duration;
 
 use super::stages::Stages;
 use crate::message::Pattern;
@@ -44,6 +43,11 @@ pub struct QueueSpec {
     pub capacity_bytes: usize,
     /// What happens to a message that finds the queue full.
     pub when_full: WhenFull,
+    /// Under [`WhenFull::Block`], how long an offer that asked for a
+    /// bounded wait ([`crate::ingress::Wait::Bounded`]) waits for room
+    /// before the route refuses it. Changes apply to offers made from then
+    /// on.
+    pub block_timeout: Duration,
     /// Most messages the route's worker hands to its outputs in one batch.
     /// At least 1.
     pub max_batch: usize,
@@ -52,9 +56,11 @@ pub struct QueueSpec {
 impl QueueSpec {
     /// The default for [`QueueSpec::max_batch`].
     pub const DEFAULT_MAX_BATCH: usize = 256;
+    /// The default for [`QueueSpec::block_timeout`].
+    pub const DEFAULT_BLOCK_TIMEOUT: Duration = crate::config::QueueConfig::DEFAULT_BLOCK_TIMEOUT;
 
     /// A queue of `capacity` messages and `capacity_bytes` bytes with the
-    /// default batch size, capped at half the capacity: messages in flight
+    /// default block timeout and the default batch size, capped at half the capacity: messages in flight
     /// to a stalled output cannot be evicted, so this keeps at least half
     /// of a full queue evictable and `drop_oldest` meaningful on small
     /// queues.
@@ -63,73 +69,19 @@ impl QueueSpec {
             capacity,
             capacity_bytes,
             when_full,
+            block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
             max_batch: Self::DEFAULT_MAX_BATCH.min((capacity / 2).max(1)),
         }
     }
 }
 
-/// What a route does with a message that finds its queue full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// The producer waits for room (until its deadline): the pressure goes
-    /// back to the input and its peer; nothing is dropped.
-    Block,
-    /// The incoming message is dropped and counted (`queue_full`).
-    DropNewest,
-    /// The oldest queued message is evicted and counted (`queue_full`) to
-    /// make room. Messages already handed to the worker cannot be evicted;
-    /// if only those fill the queue, the incoming message is dropped instead.
-    DropOldest,
-}
+pub use crate::config::{UnknownPolicy, WhenFull};
 
-impl WhenFull {
-    /// The config spelling: `block`, `drop_newest` or `drop_oldest`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Block => "block",
-            Self::DropNewest => "drop_newest",
-            Self::DropOldest => "drop_oldest",
+impl From<&crate::config::QueueConfig> for QueueSpec {
+    fn from(queue: &crate::config::QueueConfig) -> Self {
+        Self {
+            block_timeout: queue.block_timeout,
+            ..Self::new(queue.capacity, queue.max_bytes, queue.when_full)
         }
-    }
-}
-
-impl fmt::Display for WhenFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that is not a `when_full` policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown when_full policy {0:?}; expected block, drop_newest or drop_oldest")]
-pub struct UnknownPolicy(pub String);
-
-impl FromStr for WhenFull {
-    type Err = UnknownPolicy;
-    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
-        match s {
-            "block" => Ok(Self::Block),
-            "drop_newest" => Ok(Self::DropNewest),
-            "drop_oldest" => Ok(Self::DropOldest),
-            other => Err(UnknownPolicy(other.to_owned())),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policies_round_trip() {
-        for p in [WhenFull::Block, WhenFull::DropNewest, WhenFull::DropOldest] {
-            assert_eq!(p.as_str().parse::<WhenFull>(), Ok(p));
-            assert_eq!(
-                serde_json::to_string(&p).expect("serialize"),
-                format!("\"{p}\"")
-            );
-        }
-        assert!("drop".parse::<WhenFull>().is_err());
     }
 }

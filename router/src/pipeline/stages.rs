@@ -56,17 +56,7 @@ pub const DEAD_LETTER_ROUTE: &str = "switchyard.dead_letter.route";
 /// plugin failure's reason (`timeout`, `memory`, `panic`, `circuit_open`, ...).
 pub const DEAD_LETTER_REASON: &str = "switchyard.dead_letter.reason";
 
-/// What a route does with a batch a plugin failed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Drop the batch, counted (`route_dropped_total{reason="plugin_error"}`).
-    #[default]
-    Drop,
-    /// Send the batch to the route's `dead_letter` output, each message
-    /// marked with [`DEAD_LETTER_ROUTE`] and [`DEAD_LETTER_REASON`].
-    DeadLetter,
-}
+pub use crate::config::OnError;
 
 /// A route's plugins, as the pipeline needs them.
 #[derive(Clone, Default)]

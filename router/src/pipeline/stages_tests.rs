@@ -3,6 +3,7 @@
 //! panics when the first topic of a batch starts with `h`), and one that
 //! answers requests itself, driven through a pipeline with fake outputs.
 
+use crate::ingress::Wait;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ async fn filters_drop_and_count_what_they_filter() {
     let mut batch = msgs("t.keep", 0..3);
     batch.extend(msgs("d.drop", 3..5));
     batch.push(msg("t.keep", 5));
-    assert_eq!(s.pipeline.offer(batch, None).await.admitted, 6);
+    assert_eq!(s.pipeline.offer(batch, Wait::Unbounded).await.admitted, 6);
     let snap = wait_idle(&s.pipeline).await;
     let r = &snap.routes[0];
     assert_eq!((r.offered, r.filtered, r.delivered), (6, 2, 4), "{r:?}");
@@ -110,13 +111,25 @@ async fn a_runaway_filter_is_stopped_and_its_batch_dropped_while_the_route_goes_
     let f = filter(&engine, "spin", LOOP, limits(FailMode::Closed, 100));
     let out = FakeOutput::new("out");
     let s = filtered(&f, &out);
-    assert_eq!(s.pipeline.offer(msgs("h.x", 0..3), None).await.admitted, 3);
+    assert_eq!(
+        s.pipeline
+            .offer(msgs("h.x", 0..3), Wait::Unbounded)
+            .await
+            .admitted,
+        3
+    );
     let snap = wait_idle(&s.pipeline).await;
     let r = &snap.routes[0];
     assert_eq!((r.dropped.plugin_error, r.delivered), (3, 0), "{r:?}");
     assert_eq!(f.traps(plugin::TrapReason::Timeout), 1);
     // The instance was rebuilt: the next batch goes through.
-    assert_eq!(s.pipeline.offer(msgs("t.ok", 3..6), None).await.admitted, 3);
+    assert_eq!(
+        s.pipeline
+            .offer(msgs("t.ok", 3..6), Wait::Unbounded)
+            .await
+            .admitted,
+        3
+    );
     let snap = wait_idle(&s.pipeline).await;
     assert_eq!(snap.routes[0].delivered, 3);
     assert_eq!(out.taken(), vec![3, 4, 5]);
@@ -139,7 +152,13 @@ async fn a_failed_batch_goes_to_the_dead_letter_output_marked() {
         },
         &[&out, &dlq],
     );
-    assert_eq!(s.pipeline.offer(msgs("h.x", 0..4), None).await.admitted, 4);
+    assert_eq!(
+        s.pipeline
+            .offer(msgs("h.x", 0..4), Wait::Unbounded)
+            .await
+            .admitted,
+        4
+    );
     let snap = wait_idle(&s.pipeline).await;
     let r = &snap.routes[0];
     assert_eq!((r.dead_lettered, r.delivered, r.dropped.total), (4, 0, 0));
@@ -180,7 +199,10 @@ async fn a_tripped_filter_fails_open_or_closed_as_configured() {
         );
         // One failure trips it (trip_after = 1)...
         assert_eq!(
-            s.pipeline.offer(vec![msg("h.x", 9)], None).await.admitted,
+            s.pipeline
+                .offer(vec![msg("h.x", 9)], Wait::Unbounded)
+                .await
+                .admitted,
             1
         );
         let snap = wait_idle(&s.pipeline).await;
@@ -188,7 +210,13 @@ async fn a_tripped_filter_fails_open_or_closed_as_configured() {
         assert!(f.is_tripped());
         // ...then batches are passed or dropped without calling it.
         let calls = f.calls();
-        assert_eq!(s.pipeline.offer(msgs("h.x", 0..3), None).await.admitted, 3);
+        assert_eq!(
+            s.pipeline
+                .offer(msgs("h.x", 0..3), Wait::Unbounded)
+                .await
+                .admitted,
+            3
+        );
         let snap = wait_idle(&s.pipeline).await;
         let r = &snap.routes[0];
         assert_eq!(
@@ -341,7 +369,7 @@ async fn a_filter_answers_and_rejects_requests_and_drops_the_rest() {
         msg("t.plain", 12),
         kept,
     ];
-    assert_eq!(s.pipeline.offer(batch, None).await.admitted, 7);
+    assert_eq!(s.pipeline.offer(batch, Wait::Unbounded).await.admitted, 7);
     assert_eq!(
         answer(ping_rx).await,
         Answer::Reply(smallvec::smallvec![Bytes::from_static(b"pong")])
@@ -380,12 +408,18 @@ async fn a_request_the_first_route_answers_is_not_answered_again() {
     let (_reg, _f, _out, s, requests) = edge_route();
     let (ping, rx) = request(&requests, "a.ping", 0);
     let copy = ping.clone();
-    assert_eq!(s.pipeline.offer(vec![ping], None).await.admitted, 1);
+    assert_eq!(
+        s.pipeline.offer(vec![ping], Wait::Unbounded).await.admitted,
+        1
+    );
     assert!(matches!(answer(rx).await, Answer::Reply(_)));
     let r = wait_idle(&s.pipeline).await.routes[0].clone();
     assert_eq!(r.answered, 1, "{r:?}");
     // A second copy of the answered request still counts as answered here.
-    assert_eq!(s.pipeline.offer(vec![copy], None).await.admitted, 1);
+    assert_eq!(
+        s.pipeline.offer(vec![copy], Wait::Unbounded).await.admitted,
+        1
+    );
     let snap = wait_idle(&s.pipeline).await;
     assert_eq!(snap.routes[0].answered, 2);
     assert_conserved(&snap);

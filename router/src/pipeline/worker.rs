@@ -429,6 +429,7 @@ mod tests {
     use super::*;
     use crate::egress::Rejection;
     use crate::ingress::Sink;
+    use crate::ingress::Wait;
     use crate::pipeline::WhenFull;
     use crate::pipeline::testing::{FakeOutput, assert_conserved, msgs, spec, start, wait_idle};
 
@@ -465,7 +466,7 @@ mod tests {
         // them as one batch.
         for round in 0..2u8 {
             assert_eq!(
-                p.offer(msgs("t.x", round * 5..round * 5 + 5), None)
+                p.offer(msgs("t.x", round * 5..round * 5 + 5), Wait::Unbounded)
                     .await
                     .admitted,
                 5
@@ -501,7 +502,10 @@ mod tests {
             )],
             &[&fast, &slow],
         );
-        assert_eq!(p.offer(msgs("t.x", 0..3), None).await.admitted, 3);
+        assert_eq!(
+            p.offer(msgs("t.x", 0..3), Wait::Unbounded).await.admitted,
+            3
+        );
         slow.wait_arrived(3).await;
         fast.wait_arrived(3).await;
         assert_eq!(fast.taken(), vec![0, 1, 2], "sent to both at once");

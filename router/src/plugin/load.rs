@@ -51,13 +51,16 @@ impl Default for Limits {
     }
 }
 
-/// What happens to messages while a plugin's circuit is open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// What happens to messages while a plugin's circuit is open, written
+/// `on_failure = { mode = "open" }` or `"closed"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailMode {
-    /// Pass messages through as if the plugin kept them (filters) or chose
-    /// the route's default outputs (routers).
+    /// `open`: messages pass as if the plugin had kept them (a filter) or
+    /// chosen the route's `to` outputs (a router).
     Open,
-    /// Drop them, counted (`route_dropped_total{reason="plugin_error"}`).
+    /// `closed`: messages are dropped, counted in
+    /// `switchyard_route_dropped_total{reason="plugin_error"}`.
     #[default]
     Closed,
 }

@@ -15,8 +15,9 @@ use crate::http::testing::{DEADLINE, connect, metric, read_reply, request, send}
 use crate::ingress::Offered;
 
 /// A sink that admits up to `room` messages, then refuses with
-/// `refusal` (waiting for the deadline first, as a full `block` route
-/// does). With a `gate`, each offer first waits for a permit.
+/// `refusal` (after holding a bounded offer for [`HOLD`], as a full `block`
+/// route does for its `block_timeout`). With a `gate`, each offer first
+/// waits for a permit.
 struct FakeSink {
     received: Mutex<Vec<Message>>,
     room: AtomicUsize,
@@ -45,11 +46,15 @@ impl FakeSink {
     }
 }
 
+/// How long [`FakeSink`] holds a bounded offer before refusing it for
+/// backpressure.
+const HOLD: Duration = Duration::from_millis(50);
+
 impl Sink for FakeSink {
     fn offer(
         &self,
         batch: Vec<Message>,
-        deadline: Option<Instant>,
+        wait: Wait,
     ) -> Pin<Box<dyn Future<Output = Offered> + Send + '_>> {
         Box::pin(async move {
             self.started.notify_one();
@@ -62,10 +67,8 @@ impl Sink for FakeSink {
                     .room
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
                 if took.is_err() {
-                    if self.refusal == Refusal::Backpressure
-                        && let Some(deadline) = deadline
-                    {
-                        tokio::time::sleep_until(deadline).await;
+                    if self.refusal == Refusal::Backpressure && wait == Wait::Bounded {
+                        tokio::time::sleep(HOLD).await;
                     }
                     return Offered {
                         admitted,
@@ -498,12 +501,9 @@ async fn slow_body_gets_408() {
 
 #[tokio::test]
 async fn backpressure_answers_503_with_retry_after_and_the_admitted_ids() {
-    // Room for one message; the sink then holds out until the deadline.
+    // Room for one message; the sink then holds out for a while.
     let sink = FakeSink::new(1, Refusal::Backpressure);
-    let running = start(sink.clone(), |c| {
-        c.block_timeout = Duration::from_millis(50)
-    })
-    .await;
+    let running = start(sink.clone(), |_| {}).await;
     let reply = send(
         running.addr,
         &request(
