@@ -21,6 +21,7 @@ pub mod connection;
 pub mod dealer;
 pub mod endpoint;
 mod handle;
+mod inbox;
 pub mod metrics;
 pub mod options;
 pub mod publish;
