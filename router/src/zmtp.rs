@@ -15,6 +15,7 @@ pub mod frame;
 pub mod greeting;
 pub mod handshake;
 pub mod limits;
+mod protocol_error;
 pub mod socket_type;
 
 pub mod connection;
