@@ -12,8 +12,8 @@ use super::Kind;
 use super::breaker::Admit;
 use super::engine::Engine;
 use super::error::{PluginError, TrapReason};
+use super::handle::{Plugin, PluginInner};
 use super::host::HostState;
-use super::load::{Plugin, PluginInner};
 use super::metrics::PluginMetrics;
 use super::wire::{self, FilterVerdict, NameCache, RouteVerdict, Status, VerdictError};
 use crate::pipeline::Message;
@@ -231,15 +231,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl PluginInstance {
-    pub(crate) fn new(plugin: Plugin) -> Self {
-        Self {
-            plugin,
+// Here rather than beside `Plugin`, so the handle need not know about
+// instances: an instance is made from a plugin, not the other way round.
+impl Plugin {
+    /// A new instance for one worker; it starts on first use (or
+    /// [`PluginInstance::start`]).
+    pub fn instance(&self) -> PluginInstance {
+        PluginInstance {
+            plugin: self.clone(),
             live: None,
             names: NameCache::default(),
         }
     }
+}
 
+impl PluginInstance {
     /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
