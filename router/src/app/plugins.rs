@@ -289,14 +289,14 @@ impl Plugins {
 }
 
 /// A load error's text without the plugin's name, which the problem
-/// already places in front: `cannot read ...`, `failed (code 2): ...`.
+/// already places in front: `cannot read ...`, `switchyard_init failed
+/// (code 2): ...`.
 fn reason(name: &str, e: &plugin::Error) -> String {
     let text = e.to_string();
-    let quoted = format!("plugin {name:?}");
-    let rest = text.strip_prefix(&format!("{quoted}: ")).unwrap_or(&text);
-    rest.strip_prefix(&format!("{quoted} "))
-        .unwrap_or(rest)
-        .to_owned()
+    match text.strip_prefix(&format!("plugin {name:?}: ")) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
 
 /// Loads every plugin of `config` as [`crate::app::App::start`] would, to
@@ -307,4 +307,27 @@ fn reason(name: &str, e: &plugin::Error) -> String {
 /// Every problem found, as for a start.
 pub fn check_plugins(config: &Config, file: &str) -> Result<usize, ConfigErrors> {
     Plugins::load(config, file, &Registry::new()).map(|p| p.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginError;
+
+    #[test]
+    fn a_trapping_init_is_told_as_such_after_the_plugin_name() {
+        let e = plugin::Error::Init {
+            plugin: "x".into(),
+            call: "switchyard_init",
+            source: PluginError::Trap {
+                plugin: "x".into(),
+                reason: TrapReason::Unreachable,
+                detail: "wasm trap: wasm `unreachable` instruction executed".into(),
+            },
+        };
+        assert_eq!(
+            reason("x", &e),
+            "switchyard_init trapped (unreachable): wasm trap: wasm `unreachable` instruction executed"
+        );
+    }
 }

@@ -128,15 +128,19 @@ impl Engine {
             })?;
         let name: Arc<str> = Arc::from(name);
         let metrics = self.inner.families.for_plugin(&name);
-        let mut probe = instance::Probe::new(self, &pre, &name, limits.memory_bytes, &metrics)
-            .map_err(|source| Error::Init {
-                plugin: name.to_string(),
+        let failed = |call| {
+            let plugin = name.to_string();
+            move |source| Error::Init {
+                plugin,
+                call,
                 source,
-            })?;
-        let version = probe.abi_version().map_err(|source| Error::Init {
-            plugin: name.to_string(),
-            source,
-        })?;
+            }
+        };
+        let mut probe = instance::Probe::new(self, &pre, &name, limits.memory_bytes, &metrics)
+            .map_err(failed("instantiation"))?;
+        let version = probe
+            .abi_version()
+            .map_err(failed("switchyard_abi_version"))?;
         if version != abi::ABI_VERSION {
             return Err(Error::AbiVersion {
                 plugin: name.to_string(),
@@ -167,10 +171,7 @@ impl Engine {
                 &[ValType::I64],
             )?;
         }
-        let kind_value = probe.kind().map_err(|source| Error::Init {
-            plugin: name.to_string(),
-            source,
-        })?;
+        let kind_value = probe.kind().map_err(failed("switchyard_kind"))?;
         let kind = Kind::from_abi(kind_value).ok_or_else(|| Error::UnknownKind {
             plugin: name.to_string(),
             found: kind_value,
@@ -189,9 +190,10 @@ impl Engine {
             cached: origin == Origin::Cached,
             sha256: cache::content_hash(bytes),
         };
-        instance::try_start(&inner).map_err(|source| Error::Init {
+        instance::try_start(&inner).map_err(|e| Error::Init {
             plugin: inner.name.to_string(),
-            source,
+            call: e.call,
+            source: e.error,
         })?;
         Ok(Plugin {
             inner: Arc::new(inner),
