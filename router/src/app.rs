@@ -42,7 +42,7 @@ mod reload;
 
 use io::{RunningInput, RunningOutput};
 use plugins::Plugins;
-pub use plugins::check_plugins;
+pub use plugins::{Validated, check_plugins, validate};
 use reload::Reloader;
 pub use reload::{ReloadError, Report as ReloadReport, Status as ReloadStatus};
 

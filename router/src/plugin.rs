@@ -27,19 +27,24 @@
 //! callers on a tokio runtime run them where that is acceptable (a route
 //! worker), never on an I/O task.
 //!
-//! Files: `engine` (settings, wasmtime engine, ticker, metrics), `cache`
-//! (compiled modules on disk), `load` (checks and [`Plugin`]), `instance`
-//! (stores, calls, trap reasons), `wire` (batch and verdict encoding),
-//! `breaker`, `host` (the `switchyard_log` import and limits), `inspect`,
-//! `tooling` (CLI support), `error`.
+//! Files, from the bottom up, each using only those before it: `limits`
+//! (a plugin's settings: [`Limits`], [`FailurePolicy`]), `breaker` (the
+//! circuit breaker), `handle` (the loaded [`Plugin`]), `instance` (stores,
+//! calls, trap reasons), `load` (the checks and [`Engine::load`]). Beside
+//! them: `engine` (settings, wasmtime engine, ticker, metrics), `cache`
+//! (compiled modules on disk), `wire` (batch and verdict encoding), `host`
+//! (the `switchyard_log` import and limits), `inspect`, `tooling` (CLI
+//! support), `error`.
 
 mod breaker;
 mod cache;
 mod engine;
 mod error;
+mod handle;
 mod host;
 mod inspect;
 mod instance;
+mod limits;
 mod load;
 mod metrics;
 pub mod tooling;
@@ -47,9 +52,11 @@ mod wire;
 
 pub use engine::{Config, Engine};
 pub use error::{Error, PluginError, TrapReason};
+pub use handle::Plugin;
 pub use inspect::{Inspection, inspect};
 pub use instance::PluginInstance;
-pub use load::{FailMode, FailurePolicy, Limits, Plugin, Source};
+pub use limits::{FailMode, FailurePolicy, Limits};
+pub use load::Source;
 pub use wire::{FilterVerdict, OutputNames, RouteVerdict};
 
 /// Hex SHA-256 of module bytes: what [`Plugin::sha256`] reports, so a

@@ -15,12 +15,14 @@ pub mod frame;
 pub mod greeting;
 pub mod handshake;
 pub mod limits;
+mod protocol_error;
 pub mod socket_type;
 
 pub mod connection;
 pub mod dealer;
 pub mod endpoint;
 mod handle;
+mod inbox;
 pub mod metrics;
 pub mod options;
 pub mod publish;

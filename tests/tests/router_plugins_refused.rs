@@ -1,8 +1,9 @@
 //! Plugins refused at load, end to end: `switchyard run` and `validate`
 //! exit 2 naming the file, the plugin's line and the problem (wrong ABI,
-//! missing export, forbidden import, oversized or non-wasm files, a config
-//! the plugin refuses, a filter used as a router and the reverse), and a
-//! plugin path resolved against the config file's directory.
+//! missing export, an init that traps, forbidden import, oversized or
+//! non-wasm files, a config the plugin refuses, a filter used as a router
+//! and the reverse), and a plugin path resolved against the config file's
+//! directory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,12 +44,16 @@ fn refused_cases(dir: &Path) -> Result<Vec<Refused>> {
         r#"(func (export "switchyard_abi_version") (result i32) (i32.const 2))"#,
     );
     let no_batch = good.replace(r#"(export "switchyard_batch")"#, "");
+    let init_traps = good.replace(
+        r#"(func (export "switchyard_init") (param i32 i32) (result i64)"#,
+        r#"(func (export "switchyard_init") (param i32 i32) (result i64) unreachable"#,
+    );
     let wasi = good.replace(
         "(memory (export",
         "(import \"wasi_snapshot_preview1\" \"fd_write\" (func (param i32 i32 i32 i32) (result i32)))\n  (memory (export",
     );
     ensure!(
-        abi2 != good && no_batch != good && wasi != good,
+        abi2 != good && no_batch != good && init_traps != good && wasi != good,
         "the WAT edits apply"
     );
     // Past the 16 MiB cap, with a valid header; sparse, so cheap to write.
@@ -75,6 +80,12 @@ fn refused_cases(dir: &Path) -> Result<Vec<Refused>> {
             &write("no_batch.wasm", &assemble(&no_batch)?)?,
             Use::Filter,
             "export \"switchyard_batch\" is missing",
+        ),
+        at(
+            "init-traps",
+            &write("init_traps.wasm", &assemble(&init_traps)?)?,
+            Use::Filter,
+            "switchyard_init trapped (unreachable)",
         ),
         at(
             "wasi",

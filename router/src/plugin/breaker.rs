@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::load::FailurePolicy;
+use super::limits::FailurePolicy;
 
 /// Breaker state, shared by every instance of a plugin.
 pub(crate) struct Breaker {

@@ -105,18 +105,39 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The first instance failed: a trap at start, or `switchyard_init`
-    /// refused the config.
-    #[error("plugin {plugin:?}: {source}")]
+    /// The first instance failed: a trap at start, or in one of the calls
+    /// the load makes (`switchyard_init` refusing the config or trapping,
+    /// say).
+    #[error("plugin {plugin:?}: {}", init_failure(call, source))]
     Init {
         /// The plugin's name.
         plugin: String,
+        /// What was running: `instantiation` (a start function, memory and
+        /// tables) or the export called, e.g. `switchyard_init`.
+        call: &'static str,
         /// What the instance reported.
         source: PluginError,
     },
     /// The wasmtime engine could not be built from the settings.
     #[error("plugin engine: {0}")]
     Engine(String),
+}
+
+/// An [`Error::Init`] told after the plugin's name, with what was running
+/// in place of the name `source` repeats: `switchyard_init trapped
+/// (unreachable): ...`, `switchyard_init failed (code 2): ...`.
+fn init_failure(call: &str, source: &PluginError) -> String {
+    match source {
+        PluginError::Trap { reason, detail, .. } => format!("{call} trapped ({reason}): {detail}"),
+        PluginError::Guest { code, message, .. } => {
+            format!("{call} failed (code {code}): {message}")
+        }
+        PluginError::Abi { reason, detail, .. } => {
+            format!("{call} broke the ABI ({reason}): {detail}")
+        }
+        // Not made by a load; told whole.
+        other => format!("{call}: {other}"),
+    }
 }
 
 /// Why one call into a plugin failed. The instance that failed is thrown

@@ -12,8 +12,8 @@ use super::Kind;
 use super::breaker::Admit;
 use super::engine::Engine;
 use super::error::{PluginError, TrapReason};
+use super::handle::{Plugin, PluginInner};
 use super::host::HostState;
-use super::load::{Plugin, PluginInner};
 use super::metrics::PluginMetrics;
 use super::wire::{self, FilterVerdict, NameCache, RouteVerdict, Status, VerdictError};
 use crate::message::Message;
@@ -35,12 +35,16 @@ impl std::fmt::Debug for PluginInstance {
     }
 }
 
+/// An export that takes a region (address, length) and returns a result
+/// word: `switchyard_init`, `switchyard_batch`.
+type RegionCall = TypedFunc<(i32, i32), i64>;
+
 /// A running instance: its store and the exports the host calls.
 struct Live {
     store: Store<HostState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
-    batch: TypedFunc<(i32, i32), i64>,
+    batch: RegionCall,
     /// The region `switchyard_alloc` last returned: address and size.
     region: (usize, usize),
 }
@@ -115,9 +119,31 @@ fn bad_verdict(plugin: &Arc<str>, e: VerdictError) -> PluginError {
     }
 }
 
+/// Why an instance did not start: what was running (`instantiation` or
+/// the export called) and how it failed.
+pub(crate) struct StartError {
+    pub(crate) call: &'static str,
+    pub(crate) error: PluginError,
+}
+
 impl Live {
     /// Instantiates and runs `switchyard_init` with the plugin's config.
-    fn start(p: &PluginInner) -> Result<Live, PluginError> {
+    fn start(p: &PluginInner) -> Result<Live, StartError> {
+        let at = |call| move |error| StartError { call, error };
+        let (mut live, init) = Live::instantiate(p).map_err(at("instantiation"))?;
+        // One deadline for the config's region and init together.
+        live.store.set_epoch_deadline(p.deadline_ticks);
+        let config = p.config_json.as_bytes();
+        let ptr = live
+            .write(&p.name, config.len(), |dst| dst.copy_from_slice(config))
+            .map_err(at("switchyard_alloc"))?;
+        live.init(p, init, ptr, config.len())
+            .map_err(at("switchyard_init"))?;
+        Ok(live)
+    }
+
+    /// A fresh instance, and its `switchyard_init`.
+    fn instantiate(p: &PluginInner) -> Result<(Live, RegionCall), PluginError> {
         let mut store = new_store(&p.engine, &p.name, p.limits.memory_bytes, &p.metrics);
         let instance = instantiate(&mut store, &p.pre, p.deadline_ticks)
             .map_err(|e| classify(&p.name, store.data_mut(), &e))?;
@@ -129,27 +155,35 @@ impl Live {
             .get_typed_func(&mut store, "switchyard_alloc")
             .map_err(|_| missing("switchyard_alloc"))?;
         let init = instance
-            .get_typed_func::<(i32, i32), i64>(&mut store, "switchyard_init")
+            .get_typed_func(&mut store, "switchyard_init")
             .map_err(|_| missing("switchyard_init"))?;
         let batch = instance
             .get_typed_func(&mut store, "switchyard_batch")
             .map_err(|_| missing("switchyard_batch"))?;
-        let mut live = Live {
+        let live = Live {
             store,
             memory,
             alloc,
             batch,
             region: (0, 0),
         };
-        live.store.set_epoch_deadline(p.deadline_ticks);
-        let config = p.config_json.as_bytes();
-        let ptr = live.write(&p.name, config.len(), |dst| dst.copy_from_slice(config))?;
+        Ok((live, init))
+    }
+
+    /// Calls `init` on the config written at `ptr` (`len` bytes).
+    fn init(
+        &mut self,
+        p: &PluginInner,
+        init: RegionCall,
+        ptr: usize,
+        len: usize,
+    ) -> Result<(), PluginError> {
         let word = init
-            .call(&mut live.store, (ptr as i32, config.len() as i32))
-            .map_err(|e| classify(&p.name, live.store.data_mut(), &e))?;
-        let buf = live.result(&p.name, word)?;
+            .call(&mut self.store, (ptr as i32, len as i32))
+            .map_err(|e| classify(&p.name, self.store.data_mut(), &e))?;
+        let buf = self.result(&p.name, word)?;
         match wire::status(buf).map_err(|e| bad_verdict(&p.name, e))? {
-            Status::Ok(_) => Ok(live),
+            Status::Ok(_) => Ok(()),
             Status::Error { code, message } => Err(PluginError::Guest {
                 plugin: p.name.clone(),
                 code,
@@ -231,15 +265,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-impl PluginInstance {
-    pub(crate) fn new(plugin: Plugin) -> Self {
-        Self {
-            plugin,
+// Here rather than beside `Plugin`, so the handle need not know about
+// instances: an instance is made from a plugin, not the other way round.
+impl Plugin {
+    /// A new instance for one worker; it starts on first use (or
+    /// [`PluginInstance::start`]).
+    pub fn instance(&self) -> PluginInstance {
+        PluginInstance {
+            plugin: self.clone(),
             live: None,
             names: NameCache::default(),
         }
     }
+}
 
+impl PluginInstance {
     /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
@@ -258,7 +298,7 @@ impl PluginInstance {
                     inner.metrics.trap(TrapReason::InitFailed);
                     return Err(PluginError::InitFailed {
                         plugin: inner.name.clone(),
-                        detail: e.to_string(),
+                        detail: e.error.to_string(),
                     });
                 }
             }
@@ -420,7 +460,7 @@ impl PluginInstance {
         if self.live.is_none() {
             self.live = Some(Live::start(inner).map_err(|e| PluginError::InitFailed {
                 plugin: inner.name.clone(),
-                detail: e.to_string(),
+                detail: e.error.to_string(),
             })?);
         }
         let live = self.live.as_mut().expect("started above");
@@ -504,6 +544,6 @@ impl Probe {
 
 /// Starts (and drops) one instance of a plugin being loaded, exactly as a
 /// worker would: instantiation and `switchyard_init` with its config.
-pub(crate) fn try_start(inner: &PluginInner) -> Result<(), PluginError> {
+pub(crate) fn try_start(inner: &PluginInner) -> Result<(), StartError> {
     Live::start(inner).map(drop)
 }

@@ -4,99 +4,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchyard_sdk::abi;
-use wasmtime::{ExternType, InstancePre, Module, ValType};
+use wasmtime::{ExternType, Module, ValType};
 
+use super::Kind;
 use super::breaker::Breaker;
 use super::cache::{self, Origin};
 use super::engine::Engine;
 use super::error::Error;
-use super::host::HostState;
-use super::instance::{self, PluginInstance};
-use super::metrics::PluginMetrics;
-use super::{Kind, TrapReason};
-
-/// Per-plugin limits. Reload live: a reload with new limits loads the
-/// plugin again.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Memory cap of one instance, in bytes; growing past it traps
-    /// (`memory`). Default 64 MiB; at most the engine's `max_memory_bytes`.
-    pub memory_bytes: u64,
-    /// Deadline of one batch call; a call still running then is stopped
-    /// (`timeout`). Measured in engine epochs, i.e. wall-clock time: on an
-    /// overloaded box a descheduled worker counts against it, so keep it
-    /// far above the plugin's normal batch time. Default 100 ms.
-    pub deadline: Duration,
-    /// Most messages in one guest call; longer slices are split. Default 256.
-    pub max_batch_messages: usize,
-    /// Soft cap on one call's batch bytes; longer slices are split (a single
-    /// bigger message still goes alone). Default 1 MiB.
-    pub max_batch_bytes: usize,
-    /// What to do when the plugin keeps failing.
-    pub on_failure: FailurePolicy,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 64 << 20,
-            deadline: Duration::from_millis(100),
-            max_batch_messages: 256,
-            max_batch_bytes: 1 << 20,
-            on_failure: FailurePolicy::default(),
-        }
-    }
-}
-
-/// What happens to messages while a plugin's circuit is open, written
-/// `on_failure = { mode = "open" }` or `"closed"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// `open`: messages pass as if the plugin had kept them (a filter) or
-    /// chosen the route's `to` outputs (a router).
-    Open,
-    /// `closed`: messages are dropped, counted in
-    /// `switchyard_route_dropped_total{reason="plugin_error"}`.
-    #[default]
-    Closed,
-}
-
-impl std::fmt::Display for FailMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FailMode::Open => "fail-open",
-            FailMode::Closed => "fail-closed",
-        })
-    }
-}
-
-/// The circuit breaker's settings.
-#[derive(Clone, Copy, Debug)]
-pub struct FailurePolicy {
-    /// What callers do with messages while the circuit is open.
-    pub mode: FailMode,
-    /// Consecutive failed calls that open the circuit. Default 5.
-    pub trip_after: u32,
-    /// Wait before the first retry. Default 1 s; doubles per failed retry.
-    pub backoff: Duration,
-    /// Longest wait between retries. Default 60 s.
-    pub max_backoff: Duration,
-}
-
-impl Default for FailurePolicy {
-    fn default() -> Self {
-        Self {
-            mode: FailMode::Closed,
-            trip_after: 5,
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-        }
-    }
-}
+use super::handle::{Plugin, PluginInner};
+use super::instance;
+use super::limits::Limits;
 
 /// Where a plugin's module comes from.
 #[derive(Clone, Copy, Debug)]
@@ -116,85 +35,6 @@ impl<'a> From<&'a Path> for Source<'a> {
 impl<'a> From<&'a [u8]> for Source<'a> {
     fn from(b: &'a [u8]) -> Self {
         Source::Bytes(b)
-    }
-}
-
-/// A loaded, checked plugin. Cheap to clone; make one
-/// [`PluginInstance`] per worker with [`Plugin::instance`].
-#[derive(Clone)]
-pub struct Plugin {
-    pub(crate) inner: Arc<PluginInner>,
-}
-
-pub(crate) struct PluginInner {
-    pub(crate) name: Arc<str>,
-    pub(crate) kind: Kind,
-    pub(crate) engine: Engine,
-    pub(crate) pre: InstancePre<HostState>,
-    pub(crate) config_json: Arc<str>,
-    pub(crate) limits: Limits,
-    pub(crate) deadline_ticks: u64,
-    pub(crate) metrics: PluginMetrics,
-    pub(crate) breaker: Breaker,
-    pub(crate) cached: bool,
-    pub(crate) sha256: String,
-}
-
-impl std::fmt::Debug for Plugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("name", &self.inner.name)
-            .field("kind", &self.inner.kind)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Plugin {
-    /// The plugin's name (its metrics label).
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    /// Filter or router.
-    pub fn kind(&self) -> Kind {
-        self.inner.kind
-    }
-
-    /// The limits it runs with.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
-    /// True if the compiled module came from the disk cache.
-    pub fn from_cache(&self) -> bool {
-        self.inner.cached
-    }
-
-    /// Hex SHA-256 of the module bytes (for `/v1/plugins` and reload diffs).
-    pub fn sha256(&self) -> &str {
-        &self.inner.sha256
-    }
-
-    /// True while the circuit breaker refuses calls.
-    pub fn is_tripped(&self) -> bool {
-        self.inner.breaker.is_open()
-    }
-
-    /// Failures counted for `reason` so far (the value of
-    /// `switchyard_plugin_traps_total{plugin,reason}`).
-    pub fn traps(&self, reason: TrapReason) -> u64 {
-        self.inner.metrics.traps(reason)
-    }
-
-    /// Batches handed to the guest so far.
-    pub fn calls(&self) -> u64 {
-        self.inner.metrics.calls.get()
-    }
-
-    /// A new instance for one worker; it starts on first use (or
-    /// [`PluginInstance::start`]).
-    pub fn instance(&self) -> PluginInstance {
-        PluginInstance::new(self.clone())
     }
 }
 
@@ -288,15 +128,19 @@ impl Engine {
             })?;
         let name: Arc<str> = Arc::from(name);
         let metrics = self.inner.families.for_plugin(&name);
-        let mut probe = instance::Probe::new(self, &pre, &name, limits.memory_bytes, &metrics)
-            .map_err(|source| Error::Init {
-                plugin: name.to_string(),
+        let failed = |call| {
+            let plugin = name.to_string();
+            move |source| Error::Init {
+                plugin,
+                call,
                 source,
-            })?;
-        let version = probe.abi_version().map_err(|source| Error::Init {
-            plugin: name.to_string(),
-            source,
-        })?;
+            }
+        };
+        let mut probe = instance::Probe::new(self, &pre, &name, limits.memory_bytes, &metrics)
+            .map_err(failed("instantiation"))?;
+        let version = probe
+            .abi_version()
+            .map_err(failed("switchyard_abi_version"))?;
         if version != abi::ABI_VERSION {
             return Err(Error::AbiVersion {
                 plugin: name.to_string(),
@@ -327,10 +171,7 @@ impl Engine {
                 &[ValType::I64],
             )?;
         }
-        let kind_value = probe.kind().map_err(|source| Error::Init {
-            plugin: name.to_string(),
-            source,
-        })?;
+        let kind_value = probe.kind().map_err(failed("switchyard_kind"))?;
         let kind = Kind::from_abi(kind_value).ok_or_else(|| Error::UnknownKind {
             plugin: name.to_string(),
             found: kind_value,
@@ -349,9 +190,10 @@ impl Engine {
             cached: origin == Origin::Cached,
             sha256: cache::content_hash(bytes),
         };
-        instance::try_start(&inner).map_err(|source| Error::Init {
+        instance::try_start(&inner).map_err(|e| Error::Init {
             plugin: inner.name.to_string(),
-            source,
+            call: e.call,
+            source: e.error,
         })?;
         Ok(Plugin {
             inner: Arc::new(inner),

@@ -1,5 +1,6 @@
-//! What the `switchyard plugin ...` commands do, as functions main wires
-//! up: `new` ([`find_sdk`], [`write_scaffold`], [`next_steps`]), `build`
+//! What the `switchyard plugin ...` commands do: [`Command`] (their
+//! arguments) and [`execute`], which main hands the parsed one to, built on
+//! these functions: `new` ([`find_sdk`], [`write_scaffold`], [`next_steps`]), `build`
 //! ([`ensure_wasm_target`], [`build_plugins`]), `test` ([`load_for_test`],
 //! [`run_jsonl`], [`Summary`]), `inspect` ([`inspect_file`],
 //! [`inspect_text`], [`inspection_json`]), and [`build_wasm`], which the
@@ -8,10 +9,12 @@
 use std::path::PathBuf;
 
 mod build;
+mod cli;
 mod run;
 mod scaffold;
 
 pub use build::{build_plugins, build_wasm, ensure_wasm_target};
+pub use cli::{Command, execute};
 pub use run::{Summary, inspect_file, inspect_text, inspection_json, load_for_test, run_jsonl};
 pub use scaffold::{SDK_VERSION, SdkSource, find_sdk, next_steps, scaffold, write_scaffold};
 

@@ -7,7 +7,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::frame::ProtocolError;
+use super::protocol_error::ProtocolError;
 use super::socket_type::SocketType;
 
 /// Name of the property announcing the sender's socket type.

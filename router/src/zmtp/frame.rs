@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 
 use super::command::Command;
 use super::limits::Limits;
+pub use super::protocol_error::ProtocolError;
 
 /// One ZeroMQ message: its frames, in order. Up to three frames are held
 /// inline without a heap allocation.
@@ -37,78 +38,6 @@ pub enum Inbound {
     Message(Multipart),
     /// A command (PING, SUBSCRIBE, ...).
     Command(Command),
-}
-
-/// A peer broke the framing rules or a limit; the connection must be closed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    /// A frame header declares a body larger than `max_frame_size`.
-    #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
-    FrameTooLarge {
-        /// Declared body size.
-        size: u64,
-        /// The configured limit.
-        max: usize,
-    },
-    /// A message's frames would add up to more than `max_message_size`.
-    #[error("message of at least {size} bytes exceeds the limit of {max} bytes")]
-    MessageTooLarge {
-        /// Size of the message including the frame being announced.
-        size: u64,
-        /// The configured limit.
-        max: usize,
-    },
-    /// A message has more than `max_frames` frames.
-    #[error("message has more than {max} frames")]
-    TooManyFrames {
-        /// The configured limit.
-        max: usize,
-    },
-    /// A command frame header declares a body larger than `max_command_size`.
-    #[error("command of {size} bytes exceeds the limit of {max} bytes")]
-    CommandTooLarge {
-        /// Declared body size.
-        size: u64,
-        /// The configured limit.
-        max: usize,
-    },
-    /// A command body could not be parsed.
-    #[error("malformed {command} command: {detail}")]
-    MalformedCommand {
-        /// Which command (`"READY"`, `"HELLO"`, or `"command"` when the name
-        /// itself is broken).
-        command: &'static str,
-        /// What is wrong.
-        detail: &'static str,
-    },
-    /// A command frame arrived between the frames of a multipart message.
-    #[error("command frame inside a multipart message")]
-    CommandInsideMessage,
-    /// A frame header is invalid (e.g. a command with the MORE flag).
-    #[error("malformed frame: {detail}")]
-    MalformedFrame {
-        /// What is wrong.
-        detail: &'static str,
-    },
-    /// A message frame arrived where only a command is allowed (handshake).
-    #[error("message frame where a command was expected")]
-    ExpectedCommand,
-}
-
-impl ProtocolError {
-    /// A short, bounded label for metrics (`reason="frame_too_large"`).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ProtocolError::FrameTooLarge { .. } => "frame_too_large",
-            ProtocolError::MessageTooLarge { .. } => "message_too_large",
-            ProtocolError::TooManyFrames { .. } => "too_many_frames",
-            ProtocolError::CommandTooLarge { .. } => "command_too_large",
-            ProtocolError::MalformedCommand { .. } => "malformed_command",
-            ProtocolError::CommandInsideMessage => "command_inside_message",
-            ProtocolError::MalformedFrame { .. } => "malformed_frame",
-            ProtocolError::ExpectedCommand => "expected_command",
-        }
-    }
 }
 
 /// A parsed frame header.

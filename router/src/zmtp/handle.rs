@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::connection::{Received, Role, SocketCore};
 use super::endpoint::{self, EndpointError};
-use super::pull::InboxRx;
+use super::inbox::InboxRx;
 
 /// A socket's shared core and its role.
 #[derive(Debug)]

@@ -38,9 +38,9 @@ use super::connection::{
 };
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
+use super::inbox::Inbox;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::Inbox;
 use super::socket_type::SocketType;
 
 #[derive(Debug)]

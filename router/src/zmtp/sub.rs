@@ -23,9 +23,9 @@ use bytes::Bytes;
 use super::connection::{Attached, PeerId, PeerLink, Role, SocketCore, Stop};
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
+use super::inbox::Inbox;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::pull::Inbox;
 use super::socket_type::SocketType;
 use super::subscriptions::SubscriptionSet;
 

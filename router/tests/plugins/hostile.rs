@@ -230,6 +230,35 @@ fn a_plugin_that_refuses_to_start_is_refused_at_load() {
     assert!(err.to_string().contains("refuses to start"), "{err}");
 }
 
+#[test]
+fn a_plugin_whose_init_traps_is_refused_naming_init() {
+    let text = wat_filter("nop").replace(
+        r#"(func (export "switchyard_init") (param i32 i32) (result i64)"#,
+        r#"(func (export "switchyard_init") (param i32 i32) (result i64) unreachable"#,
+    );
+    assert_ne!(text, wat_filter("nop"), "the WAT edit applies");
+    let err = load_err(&assemble(&text));
+    assert!(
+        matches!(
+            err,
+            Error::Init {
+                call: "switchyard_init",
+                source: PluginError::Trap {
+                    reason: TrapReason::Unreachable,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with(r#"plugin "m": switchyard_init trapped (unreachable): "#),
+        "{text}"
+    );
+}
+
 fn load_err(module: &[u8]) -> Error {
     let (engine, _) = engine();
     engine
