@@ -283,7 +283,7 @@ mod tests {
     use crate::ingress::Offered;
     use crate::metrics::Registry;
     use crate::pipeline::request::{RequestMetrics, Source};
-    use crate::zmtp::connection::testutil::{eventually, metrics, within};
+    use crate::zmtp::connection::testing::{eventually, metrics, within};
     use crate::zmtp::options::Options;
 
     fn frames(parts: &[&[u8]]) -> Vec<Bytes> {
@@ -506,7 +506,7 @@ mod tests {
         // The other three wait in the socket, unread, while two are
         // pending; each answer lets one more in.
         let pending = || {
-            crate::zmtp::connection::testutil::metric(
+            crate::zmtp::connection::testing::metric(
                 &registry,
                 "switchyard_requests_pending",
                 &[("input", "clients")],
@@ -540,7 +540,7 @@ mod tests {
             .trim_start_matches("tcp://")
             .parse()
             .expect("address");
-        let (mut hostile, _) = crate::zmtp::connection::testutil::raw_client_with(
+        let (mut hostile, _) = crate::zmtp::connection::testing::raw_client_with(
             addr,
             crate::zmtp::socket_type::SocketType::Dealer,
             Some(4096),
@@ -555,7 +555,7 @@ mod tests {
             .await
             .expect("write");
         eventually("answers dropped for the stuck client", || {
-            crate::zmtp::connection::testutil::metric(
+            crate::zmtp::connection::testing::metric(
                 &wire,
                 "switchyard_zmtp_dropped_total",
                 &[("socket", "clients"), ("reason", "peer_queue_full")],

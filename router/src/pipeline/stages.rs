@@ -469,3 +469,6 @@ impl StageRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
