@@ -4,7 +4,9 @@
 //! suite, and builds the plugin fixtures once per run.
 //!
 //! Run one suite with a filter: `cargo test -p switchyard-tests --test e2e
-//! hostile::` (a module's tests all start with its name and `::`).
+//! slow_subscriber::` (a module's tests all start with its name and `::`;
+//! the filter is a substring, so `hostile::` also matches
+//! `router_plugins_hostile::`).
 //!
 //! Every suite shares this process with the others, so none may change
 //! process-wide state (environment, working directory, signal handlers,
