@@ -25,6 +25,8 @@ use switchyard::metrics::Registry;
 use switchyard::pipeline::{Pipeline, PipelineMetrics, QueueSpec, RouteSpec, Stages, WhenFull};
 use switchyard::plugin::Limits;
 
+// Shared with the integration tests; a bench uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/plugins/fixtures.rs"]
 mod fixtures;
 

@@ -24,6 +24,8 @@ use switchyard::message::{Message, Publisher, Topic};
 use switchyard::metrics::Registry;
 use switchyard::plugin::{self, Engine, FilterVerdict, Limits, Source};
 
+// Shared with the integration tests; a bench uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/plugins/fixtures.rs"]
 mod fixtures;
 

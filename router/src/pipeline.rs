@@ -126,8 +126,6 @@ pub enum Error {
 }
 
 #[cfg(test)]
-mod concurrency_tests;
-#[cfg(test)]
-mod stages_tests;
-#[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;

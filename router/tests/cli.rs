@@ -1,17 +1,14 @@
 //! The `switchyard` command line: `validate` reports every mistake with its
 //! line and exits non-zero, accepts every shipped config, and binds
 //! nothing; the `plugin` commands scaffold a crate that builds, test and
-//! inspect the result, and name what is wrong with bad arguments. Being an
-//! integration test of this package, it also makes `cargo test --workspace`
-//! build the binary the end-to-end tests in `tests/` run.
+//! inspect the result, and name what is wrong with bad arguments.
 
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-#[path = "plugins/fixtures.rs"]
-mod fixtures;
+use crate::plugins::fixtures;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 

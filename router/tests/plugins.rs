@@ -2,9 +2,7 @@
 //! the test setup, a plugin written in WebAssembly text without the SDK,
 //! hostile plugins, the compiled-module cache, and the CLI tooling.
 
-mod plugins {
-    pub mod fixtures;
-    mod host;
-    mod hostile;
-    mod tooling;
-}
+pub mod fixtures;
+mod host;
+mod hostile;
+mod tooling;

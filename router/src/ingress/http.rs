@@ -663,38 +663,4 @@ fn percent_decode(raw: &str) -> Result<Bytes, Error> {
 }
 
 #[cfg(test)]
-mod socket_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_index_their_counters() {
-        for (i, reason) in Reason::ALL.iter().enumerate() {
-            assert_eq!(*reason as usize, i, "{}", reason.label());
-        }
-    }
-
-    #[test]
-    fn content_types() {
-        for (value, json) in [
-            ("application/json", true),
-            ("Application/JSON; charset=utf-8", true),
-            ("application/cloudevents+json", true),
-            ("+json", false),
-            ("text/plain", false),
-            ("application/jsonx", false),
-        ] {
-            assert_eq!(is_json(&HeaderValue::from_static(value)), json, "{value}");
-        }
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a.b").expect("plain"), "a.b");
-        assert_eq!(percent_decode("a%2Eb%20").expect("escaped"), "a.b ");
-        assert!(percent_decode("a%2").is_err());
-        assert!(percent_decode("a%g0").is_err());
-    }
-}
+mod tests;

@@ -324,7 +324,7 @@ mod tests {
     use crate::ingress::Offered;
     use crate::message::request::{RequestMetrics, Source};
     use crate::metrics::Registry;
-    use crate::zmtp::connection::testutil::{eventually, metrics, within};
+    use crate::zmtp::connection::testing::{eventually, metrics, within};
     use crate::zmtp::options::Options;
 
     fn frames(parts: &[&[u8]]) -> Vec<Bytes> {
@@ -549,7 +549,7 @@ mod tests {
         // The other three wait in the socket, unread, while two are
         // pending; each answer lets one more in.
         let pending = || {
-            crate::zmtp::connection::testutil::metric(
+            crate::zmtp::connection::testing::metric(
                 &registry,
                 "switchyard_request_pending",
                 &[("input", "clients")],
@@ -583,7 +583,7 @@ mod tests {
             .trim_start_matches("tcp://")
             .parse()
             .expect("address");
-        let (mut hostile, _) = crate::zmtp::connection::testutil::raw_client_with(
+        let (mut hostile, _) = crate::zmtp::connection::testing::raw_client_with(
             addr,
             crate::zmtp::socket_type::SocketType::Dealer,
             Some(4096),
@@ -598,7 +598,7 @@ mod tests {
             .await
             .expect("write");
         eventually("answers dropped for the stuck client", || {
-            crate::zmtp::connection::testutil::metric(
+            crate::zmtp::connection::testing::metric(
                 &wire,
                 "switchyard_zmtp_dropped_total",
                 &[("socket", "clients"), ("reason", "peer_queue_full")],

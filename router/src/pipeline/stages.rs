@@ -459,3 +459,6 @@ impl StageRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,7 +31,7 @@
 mod io;
 mod queue;
 #[cfg(test)]
-pub(crate) mod testutil;
+pub(crate) mod testing;
 
 use std::fmt;
 use std::future::Future;

@@ -451,7 +451,7 @@ pub(crate) fn encode_request_id(id: u64) -> [Bytes; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+    use crate::zmtp::connection::testing::{eventually, metric, metrics, msg, within};
     use crate::zmtp::router::RouterSocket;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

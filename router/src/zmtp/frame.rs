@@ -297,7 +297,4 @@ pub fn encode_command(cmd: &Command, out: &mut BytesMut) {
 }
 
 #[cfg(test)]
-mod proptests;
-
-#[cfg(test)]
 mod tests;

@@ -334,7 +334,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+    use crate::zmtp::connection::testing::{eventually, metric, metrics, msg, within};
     use crate::zmtp::sub::SubSocket;
 
     fn opts() -> Options {

@@ -79,7 +79,7 @@ socket_methods!(PullSocket, inbound.handle, inbound: inbound);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zmtp::connection::testutil::{metrics, msg, within};
+    use crate::zmtp::connection::testing::{metrics, msg, within};
     use crate::zmtp::push::PushSocket;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -350,7 +350,7 @@ mod tests {
     use zeromq::{Socket, SocketRecv, SocketSend};
 
     use super::*;
-    use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, raw_client, within};
+    use crate::zmtp::connection::testing::{eventually, metric, metrics, msg, raw_client, within};
     use crate::zmtp::dealer::DealerSocket;
     use crate::zmtp::frame::encode_message;
 

@@ -2,7 +2,9 @@
 //! and the SDK-built `hostile` fixture (cargo, for wasm32, once per test
 //! binary), and WebAssembly-text plugins written without the SDK.
 
-#![allow(dead_code, unreachable_pub)]
+// A test binary has no public API: `pub` here means "for the other test
+// modules" (`cli` and the plugin host tests).
+#![allow(unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -14,7 +14,7 @@ use super::*;
 use crate::egress::Rejection;
 use crate::message::request::{InputRequests, OneshotReplier, Request, RouteTag};
 use crate::message::{Publisher, Topic};
-use crate::zmtp::connection::testutil::{eventually, metric, within};
+use crate::zmtp::connection::testing::{eventually, metric, within};
 use crate::zmtp::router::RouterSocket;
 
 /// What a test service does with the requests it receives.

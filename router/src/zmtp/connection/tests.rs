@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::testutil::{eventually, metric, metrics, msg, raw_client, within};
+use super::testing::{eventually, metric, metrics, msg, raw_client, within};
 use super::*;
 use crate::zmtp::frame::{Decoder, Inbound, encode_command, encode_message};
 use crate::zmtp::pull::PullSocket;

@@ -1,6 +1,9 @@
 //! Unit tests for the frame decoder and encoders, including the hostile
 //! cases: huge declared lengths, millions of empty frames, commands inside
-//! messages, truncation at every offset.
+//! messages, truncation at every offset; the property tests are in
+//! `proptests`.
+
+mod proptests;
 
 use super::*;
 

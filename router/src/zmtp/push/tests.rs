@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::zmtp::connection::testutil::{eventually, metric, metrics, msg, within};
+use crate::zmtp::connection::testing::{eventually, metric, metrics, msg, within};
 use crate::zmtp::pull::PullSocket;
 
 fn opts() -> Options {
@@ -117,10 +117,7 @@ async fn flush_then_close_loses_nothing() {
             .await
             .expect("send");
     }
-    assert!(
-        push.flush(crate::zmtp::connection::testutil::DEADLINE)
-            .await
-    );
+    assert!(push.flush(crate::zmtp::connection::testing::DEADLINE).await);
     push.close().await;
     for i in 0u32..500 {
         let r = within("recv", pull.recv()).await.expect("open");
@@ -151,7 +148,7 @@ async fn round_robins_over_workers() {
         tokio::select! {
             n = a.recv_many(&mut bufa, 100) => na += n,
             n = b.recv_many(&mut bufb, 100) => nb += n,
-            () = tokio::time::sleep(crate::zmtp::connection::testutil::DEADLINE) => panic!("timeout"),
+            () = tokio::time::sleep(crate::zmtp::connection::testing::DEADLINE) => panic!("timeout"),
         }
     }
     assert!(na > 0 && nb > 0, "both workers got work: {na} {nb}");
@@ -257,7 +254,7 @@ async fn frozen_worker_is_dropped_and_nothing_is_lost() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use crate::zmtp::command::Command;
-    use crate::zmtp::connection::testutil::raw_client_with;
+    use crate::zmtp::connection::testing::raw_client_with;
     use crate::zmtp::frame::{Decoder, Inbound, encode_command};
 
     let (reg, m) = metrics();

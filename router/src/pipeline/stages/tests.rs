@@ -7,8 +7,6 @@ use crate::ingress::Wait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::testing::{DEADLINE, FakeOutput, assert_conserved, msg, msgs, spec, wait_idle};
-use super::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, OnError, Pipeline, PipelineMetrics, Stages};
 use crate::egress::Output;
 use crate::ingress::Sink;
 use crate::message::Message;
@@ -16,13 +14,18 @@ use crate::message::request::{
     Answer, InputRequests, OneshotReplier, RequestError, RequestMetrics,
 };
 use crate::metrics::Registry;
-use crate::pipeline::WhenFull;
+use crate::pipeline::testing::{
+    DEADLINE, FakeOutput, assert_conserved, msg, msgs, spec, wait_idle,
+};
+use crate::pipeline::{
+    DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, OnError, Pipeline, PipelineMetrics, Stages, WhenFull,
+};
 use crate::plugin::{self, Engine, FailMode, FailurePolicy, Limits, Plugin, Source};
 use bytes::Bytes;
 
 /// Keeps a message unless its topic starts with `d`; runs `HOSTILE` when
 /// the batch's first topic starts with `h`.
-const FILTER: &str = include_str!("../../tests/plugins/wat_filter.wat");
+const FILTER: &str = include_str!("../../../tests/plugins/wat_filter.wat");
 
 const LOOP: &str = "(loop $spin (br $spin))";
 const TRAP: &str = "unreachable";

@@ -1,5 +1,6 @@
-//! Socket tests of the HTTP input: real connections on 127.0.0.1 port 0
-//! against a fake [`Sink`].
+//! Tests of the HTTP input: real connections on 127.0.0.1 port 0 against a
+//! fake [`Sink`], then the helpers (reason indices, content types, percent
+//! decoding) on their own.
 
 use crate::metrics::Registry;
 use std::future::Future;
@@ -673,4 +674,33 @@ async fn the_request_bridge_answers_errors_with_their_status() {
     assert_eq!(reply.status, 503, "{reply:?}");
     assert_eq!(reply.json()["error"]["code"], "DROPPED");
     running.stop().await;
+}
+
+#[test]
+fn reasons_index_their_counters() {
+    for (i, reason) in Reason::ALL.iter().enumerate() {
+        assert_eq!(*reason as usize, i, "{}", reason.label());
+    }
+}
+
+#[test]
+fn content_types() {
+    for (value, json) in [
+        ("application/json", true),
+        ("Application/JSON; charset=utf-8", true),
+        ("application/cloudevents+json", true),
+        ("+json", false),
+        ("text/plain", false),
+        ("application/jsonx", false),
+    ] {
+        assert_eq!(is_json(&HeaderValue::from_static(value)), json, "{value}");
+    }
+}
+
+#[test]
+fn percent_decoding() {
+    assert_eq!(percent_decode("a.b").expect("plain"), "a.b");
+    assert_eq!(percent_decode("a%2Eb%20").expect("escaped"), "a.b ");
+    assert!(percent_decode("a%2").is_err());
+    assert!(percent_decode("a%g0").is_err());
 }

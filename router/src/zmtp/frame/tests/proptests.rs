@@ -4,8 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-use super::{Decoder, Inbound, ProtocolError, encode_command, encode_message};
 use crate::zmtp::command::{Command, Properties};
+use crate::zmtp::frame::{Decoder, Inbound, ProtocolError, encode_command, encode_message};
 use crate::zmtp::limits::Limits;
 
 fn frame() -> impl Strategy<Value = Bytes> {
