@@ -119,7 +119,10 @@ impl Publishers {
         }
     }
 
-    pub(super) fn of(&mut self, peer: PeerId) -> Publisher {
+    /// The publisher of a message `received`: this input, the peer's
+    /// address, and the user its connection authenticated as.
+    pub(super) fn of(&mut self, received: &Received) -> Publisher {
+        let peer = received.peer;
         if self.peers.len() >= PEER_NAME_CACHE {
             self.peers.clear();
         }
@@ -128,6 +131,7 @@ impl Publishers {
             .entry(peer)
             .or_insert_with(|| Arc::from(peer.to_string()));
         Publisher::new(Arc::clone(&self.input), Arc::clone(name))
+            .with_principal(received.user.clone())
     }
 }
 
@@ -268,7 +272,7 @@ impl ZmqInput {
     fn decode(&mut self, received: &mut Vec<Received>) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
         for r in received.drain(..) {
-            let publisher = self.publishers.of(r.peer);
+            let publisher = self.publishers.of(&r);
             match self.envelope.decode(&r.frames, &publisher) {
                 Ok(message) => batch.push(message),
                 Err(e) => {
@@ -278,5 +282,26 @@ impl ZmqInput {
             }
         }
         batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publisher_carries_its_connections_user_as_principal() {
+        let mut publishers = Publishers::new("devices");
+        let from = |user: Option<&str>| Received {
+            peer: PeerId(7),
+            user: user.map(Arc::from),
+            frames: Default::default(),
+        };
+        let plain = publishers.of(&from(Some("edge")));
+        assert_eq!(&*plain.input, "devices");
+        assert_eq!(plain.principal.as_deref(), Some("edge"));
+        let anonymous = publishers.of(&from(None));
+        assert_eq!(anonymous.peer, plain.peer);
+        assert_eq!(anonymous.principal, None);
     }
 }

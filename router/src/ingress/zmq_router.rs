@@ -271,7 +271,7 @@ impl ZmqRouterInput {
         let mut place = Some(first);
         for r in received.drain(..) {
             let (envelope, body) = split_envelope(&r.frames);
-            let publisher = self.publishers.of(r.peer);
+            let publisher = self.publishers.of(&r);
             let envelope: Frames = envelope.iter().cloned().collect();
             match self.envelope.decode(body, &publisher) {
                 Ok(mut message) => {

@@ -79,6 +79,9 @@ impl fmt::Display for PeerId {
 pub struct Received {
     /// The connection it came from (ROUTER: where a reply must go).
     pub peer: PeerId,
+    /// The PLAIN user name that connection authenticated as; `None` for a
+    /// NULL-mechanism peer.
+    pub user: Option<std::sync::Arc<str>>,
     /// Its frames (ROUTER: without a routing-id frame; the REQ envelope
     /// delimiter, if any, is kept).
     pub frames: Multipart,

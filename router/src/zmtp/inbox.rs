@@ -7,8 +7,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::connection::{PeerId, Received, Room, Stop, message_size};
+use super::connection::{PeerId, PeerLink, Received, Room, Stop, message_size};
 use super::frame::Multipart;
+
+/// Where the messages of one connection come from: the connection, and
+/// the PLAIN user it authenticated as (kept per connection, handed on with
+/// each message).
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    pub(crate) id: PeerId,
+    pub(crate) user: Option<Arc<str>>,
+}
+
+impl Origin {
+    /// The origin of what arrives on `link`.
+    pub(crate) fn of(link: &PeerLink<'_>) -> Self {
+        Self {
+            id: link.id,
+            user: link.info.user.as_deref().map(Arc::from),
+        }
+    }
+}
 
 /// The inbound side shared by a socket's readers: one channel bounded in
 /// messages, plus an atomic count of the bytes it holds, bounded too.
@@ -104,11 +123,11 @@ impl Inbox {
         }
     }
 
-    /// Moves `msgs` into the channel, waiting for room in messages and bytes
-    /// (backpressure).
+    /// Moves `msgs` from `origin` into the channel, waiting for room in
+    /// messages and bytes (backpressure).
     pub(crate) async fn deliver(
         &self,
-        peer: PeerId,
+        origin: &Origin,
         msgs: &mut Vec<Multipart>,
     ) -> Result<(), Stop> {
         let mut rest = &mut msgs[..];
@@ -134,7 +153,8 @@ impl Inbox {
             let (now, later) = rest.split_at_mut(k);
             for (permit, frames) in permits.zip(now.iter_mut()) {
                 permit.send(Received {
-                    peer,
+                    peer: origin.id,
+                    user: origin.user.clone(),
                     frames: std::mem::take(frames),
                 });
             }

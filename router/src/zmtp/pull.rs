@@ -13,10 +13,10 @@
 
 use std::sync::Arc;
 
-use super::connection::{Attached, PeerId, PeerLink, Role, SocketCore, Stop};
+use super::connection::{Attached, PeerLink, Role, SocketCore, Stop};
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
-use super::inbox::Inbox;
+use super::inbox::{Inbox, Origin};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -27,21 +27,21 @@ struct PullRole {
 }
 
 impl Role for PullRole {
-    type Peer = PeerId;
+    type Peer = Origin;
 
-    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<Origin>, &'static str> {
         Ok(Attached {
-            state: link.id,
+            state: Origin::of(&link),
             queue: None,
             subscriptions: None,
         })
     }
 
-    async fn deliver(&self, peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
-        self.inbox.deliver(*peer, msgs).await
+    async fn deliver(&self, peer: &mut Origin, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+        self.inbox.deliver(peer, msgs).await
     }
 
-    fn detach(self: &Arc<Self>, _peer: PeerId, _unsent: Vec<Multipart>) {}
+    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<Multipart>) {}
 }
 
 /// A PULL socket: receives messages from PUSH peers, with backpressure.

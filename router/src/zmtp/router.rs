@@ -38,7 +38,7 @@ use super::connection::{
 };
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
-use super::inbox::Inbox;
+use super::inbox::{Inbox, Origin};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -76,7 +76,7 @@ fn has_req_envelope(m: &Multipart) -> bool {
 /// Per-connection state of a ROUTER peer.
 #[derive(Debug)]
 struct Conn {
-    id: PeerId,
+    origin: Origin,
     req: bool,
 }
 
@@ -162,7 +162,7 @@ impl Role for RouterRole {
         self.snapshot.store(Arc::new(table.peers.clone()));
         Ok(Attached {
             state: Conn {
-                id: link.id,
+                origin: Origin::of(&link),
                 req: link.info.socket_type == SocketType::Req,
             },
             queue: Some(rx),
@@ -174,12 +174,12 @@ impl Role for RouterRole {
         if peer.req && !msgs.iter().all(has_req_envelope) {
             return Err(Stop::Protocol("req_envelope"));
         }
-        self.inbox.deliver(peer.id, msgs).await
+        self.inbox.deliver(&peer.origin, msgs).await
     }
 
     fn detach(self: &Arc<Self>, peer: Conn, unsent: Vec<Multipart>) {
         let mut table = self.table();
-        if let Some(p) = table.peers.remove(&peer.id)
+        if let Some(p) = table.peers.remove(&peer.origin.id)
             && let Some(i) = &p.identity
         {
             table.identities.remove(i);

@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::connection::{Attached, PeerId, PeerLink, Role, SocketCore, Stop};
+use super::connection::{Attached, PeerLink, Role, SocketCore, Stop};
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
-use super::inbox::Inbox;
+use super::inbox::{Inbox, Origin};
 use super::metrics::Metrics;
 use super::options::Options;
 use super::socket_type::SocketType;
@@ -37,17 +37,17 @@ struct SubRole {
 }
 
 impl Role for SubRole {
-    type Peer = PeerId;
+    type Peer = Origin;
 
-    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<PeerId>, &'static str> {
+    fn attach(self: &Arc<Self>, link: PeerLink<'_>) -> Result<Attached<Origin>, &'static str> {
         Ok(Attached {
-            state: link.id,
+            state: Origin::of(&link),
             queue: None,
             subscriptions: Some(self.subscriptions.clone()),
         })
     }
 
-    async fn deliver(&self, peer: &mut PeerId, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
+    async fn deliver(&self, peer: &mut Origin, msgs: &mut Vec<Multipart>) -> Result<(), Stop> {
         let filter = self.subscriptions.filter();
         let before = msgs.len();
         msgs.retain(|m| m.first().is_some_and(|topic| filter.matches_any(topic)));
@@ -55,10 +55,10 @@ impl Role for SubRole {
         if filtered > 0 {
             self.core.metrics.dropped("unsubscribed", filtered as u64);
         }
-        self.inbox.deliver(*peer, msgs).await
+        self.inbox.deliver(peer, msgs).await
     }
 
-    fn detach(self: &Arc<Self>, _peer: PeerId, _unsent: Vec<Multipart>) {}
+    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<Multipart>) {}
 }
 
 /// Changes a [`SubSocket`]'s subscriptions; cheap to clone.

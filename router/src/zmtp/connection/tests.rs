@@ -11,10 +11,11 @@ use crate::zmtp::pull::PullSocket;
 use crate::zmtp::push::PushSocket;
 
 /// A well-behaved PUSH peer keeps flowing into `pull`.
-async fn good_peer_flows(pull: &mut PullSocket, push: &PushSocket, tag: &[u8]) {
+async fn good_peer_flows(pull: &mut PullSocket, push: &PushSocket, tag: &[u8]) -> Received {
     within("send", push.send(msg(&[tag]))).await.expect("send");
     let r = within("recv", pull.recv()).await.expect("open");
     assert_eq!(&r.frames[0][..], tag);
+    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +25,8 @@ async fn oversized_frame_header_closes_only_that_connection() {
     let addr = pull.bind("tcp://127.0.0.1:0").await.expect("bind");
     let push = PushSocket::new("good", Options::default(), &m);
     push.connect(&format!("tcp://{addr}")).expect("connect");
-    good_peer_flows(&mut pull, &push, b"before").await;
+    let anonymous = good_peer_flows(&mut pull, &push, b"before").await;
+    assert_eq!(anonymous.user, None);
     for size in [1u64 << 40, u64::MAX] {
         let (mut s, _) = raw_client(addr, SocketType::Push).await;
         let mut header = vec![0x02u8];
@@ -211,5 +213,7 @@ async fn plain_credentials_are_checked() {
     intruder.close().await;
     let push = PushSocket::new("good", client("secret"), &m);
     push.connect(&format!("tcp://{addr}")).expect("connect");
-    good_peer_flows(&mut pull, &push, b"authenticated").await;
+    let received = good_peer_flows(&mut pull, &push, b"authenticated").await;
+    // Each message names the user its connection authenticated as.
+    assert_eq!(received.user.as_deref(), Some("edge"));
 }
