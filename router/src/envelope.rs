@@ -10,7 +10,8 @@
 //! The topic always leads the first frame, so ZeroMQ subscribers' prefix
 //! filters work on every envelope. Decoding is strict: a message with the
 //! wrong number of frames, a bad topic or attributes that are not a JSON
-//! object of strings is rejected with a reason, never guessed at.
+//! object of strings with non-empty names is rejected with a reason, never
+//! guessed at.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -50,7 +51,8 @@ pub enum Error {
     /// The topic is invalid.
     #[error("invalid topic: {0}")]
     Topic(#[from] TopicError),
-    /// The attributes frame is not a JSON object whose values are strings.
+    /// The attributes frame is not a JSON object whose values are strings
+    /// and whose names are not empty.
     #[error("attributes frame is not a JSON object of strings: {0}")]
     Attributes(String),
 }
@@ -114,6 +116,14 @@ impl Envelope {
                     serde_json::from_slice::<Attributes>(&frames[1])
                         .map_err(|e| Error::Attributes(e.to_string()))?
                 };
+                // Refused as at the HTTP inputs: the ABI forbids empty names
+                // in a plugin's rewrite, so a plugin passing such a set on
+                // would have its verdict refused and count as failing.
+                if attributes.contains_key("") {
+                    return Err(Error::Attributes(
+                        "attribute names must not be empty".into(),
+                    ));
+                }
                 (frames[0].clone(), frames[2].clone(), attributes)
             }
             Self::SingleFrame => {
@@ -227,5 +237,21 @@ mod tests {
                 .reason(),
             "bad_attributes"
         );
+    }
+
+    #[test]
+    fn empty_attribute_names_are_rejected() {
+        // Accepted before: the HTTP inputs refuse such names and a plugin
+        // rewrite may not carry them, so passing them on failed the plugin.
+        let frames = [
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"{\"\":\"x\",\"site\":\"42\"}"),
+            Bytes::new(),
+        ];
+        let err = Envelope::TopicAttrsPayload
+            .decode(&frames, &publisher())
+            .unwrap_err();
+        assert_eq!(err.reason(), "bad_attributes");
+        assert!(err.to_string().contains("must not be empty"), "{err}");
     }
 }

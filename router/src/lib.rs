@@ -21,6 +21,8 @@
 //! - [`reload`]: what triggers a hot reload: the watched config and plugin
 //!   files (debounced), SIGHUP and the admin endpoint, all as one
 //!   [`reload::Trigger`] channel.
+//! - `fuzzing` (hidden): entry points for the cargo-fuzz targets in `fuzz/`
+//!   into decoders that are otherwise crate-private.
 //!
 //! Data flows one way: ingress -> pipeline (route match, per-route queue) ->
 //! route worker -> egress. Only [`app`] wires the modules together.
@@ -30,6 +32,8 @@ pub mod app;
 pub mod config;
 pub mod egress;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingress;
 pub mod message;

@@ -48,7 +48,8 @@ mod limits;
 mod load;
 mod metrics;
 pub mod tooling;
-mod wire;
+// Crate-visible for `crate::fuzzing`, which feeds the verdict reader bytes.
+pub(crate) mod wire;
 
 pub use engine::{Config, Engine};
 pub use error::{Error, PluginError, TrapReason};

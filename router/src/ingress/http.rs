@@ -39,7 +39,8 @@
 //! `bad_request`, `unsupported_media_type`, `timeout`, `backpressure`,
 //! `shutting_down`.
 
-mod json;
+// Crate-visible for `crate::fuzzing`, which feeds the parser bytes.
+pub(crate) mod json;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -66,7 +66,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 /// errors [`Error::InvalidTopic`], [`Error::InvalidAttribute`],
 /// [`Error::InvalidPriority`], [`Error::InvalidPayload`], each naming the
 /// field, e.g. `messages[3].topic`.
-pub(super) fn decode(
+pub(crate) fn decode(
     body: &[u8],
     publisher: &Publisher,
     max_batch: usize,
