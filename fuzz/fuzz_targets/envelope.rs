@@ -14,12 +14,10 @@
 
 #![no_main]
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use switchyard::envelope::{Envelope, Error};
-use switchyard::pipeline::{Message, Publisher, Topic};
+use switchyard::message::{Message, Publisher, Topic};
 
 const ALL: [Envelope; 3] = [
     Envelope::TopicPayload,
@@ -51,10 +49,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let envelope = ALL[usize::from(sel % 3)];
     let frames = frames(usize::from(sel >> 2 & 3), rest);
-    let publisher = Publisher {
-        input: Arc::from("fuzz"),
-        peer: Arc::from("peer"),
-    };
+    let publisher = Publisher::new("fuzz", "peer");
 
     let message = match envelope.decode(&frames, &publisher) {
         Ok(message) => message,

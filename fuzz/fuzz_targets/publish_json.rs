@@ -11,13 +11,11 @@
 
 #![no_main]
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use switchyard::fuzzing::publish_body;
-use switchyard::pipeline::{Message, Publisher, Topic};
+use switchyard::message::{Message, Publisher, Topic};
 
 const MAX_BATCH: usize = 4;
 
@@ -47,10 +45,7 @@ fn content(msgs: &[Message]) -> Vec<(&Topic, &[u8], Vec<(&str, &str)>, u8)> {
 }
 
 fuzz_target!(|body: &[u8]| {
-    let publisher = Publisher {
-        input: Arc::from("api"),
-        peer: Arc::from("127.0.0.1:1"),
-    };
+    let publisher = Publisher::new("api", "127.0.0.1:1");
     let msgs = match publish_body(body, &publisher, MAX_BATCH) {
         Ok(msgs) => msgs,
         Err(e) => {

@@ -14,20 +14,15 @@
 
 #![no_main]
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use switchyard::fuzzing::{RouteVerdictReader, Verdicts, filter_verdicts};
-use switchyard::pipeline::{Message, Publisher, Topic};
+use switchyard::message::{Message, Publisher, Topic};
 use switchyard::plugin::{FilterVerdict, RouteVerdict};
 use switchyard_sdk::abi;
 
 fn batch(n: usize) -> Vec<Message> {
-    let publisher = Publisher {
-        input: Arc::from("fuzz"),
-        peer: Arc::from(""),
-    };
+    let publisher = Publisher::new("fuzz", "");
     (0..n)
         .map(|i| {
             let topic = Topic::try_from(format!("t.{i}").as_str()).expect("a valid topic");

@@ -14,7 +14,7 @@
 //! [`crate::envelope::Envelope::decode`] is public already.
 
 use crate::http::Error as HttpError;
-use crate::pipeline::{Message, Publisher};
+use crate::message::{Message, Publisher};
 use crate::plugin::wire::{self, NameCache, Status};
 use crate::plugin::{FilterVerdict, RouteVerdict};
 
