@@ -26,6 +26,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 
+use crate::config::{self, OutputKind};
 use crate::message::Message;
 
 pub mod blackhole;
@@ -34,8 +35,19 @@ mod lifecycle;
 mod metrics;
 pub mod zmq;
 
-pub use lifecycle::{AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats, build};
+pub use lifecycle::{AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats};
 pub use metrics::{Metrics, Refusals};
+
+/// Builds the output `entry` describes, not yet attached.
+pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
+    let name = entry.name.as_str();
+    match &entry.kind {
+        OutputKind::ZmqPub(socket) => zmq::ZmqPubOutput::build(name, socket, ctx),
+        OutputKind::ZmqPush(socket) => zmq::ZmqPushOutput::build(name, socket, ctx),
+        OutputKind::ZmqDealer(settings) => dealer::ZmqDealerOutput::build(name, settings, ctx),
+        OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
+    }
+}
 
 /// The future [`Output::send`] returns.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, Error>> + Send + 'a>>;

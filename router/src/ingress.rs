@@ -14,6 +14,7 @@ use std::pin::Pin;
 
 use prometheus::IntCounterVec;
 
+use crate::config::{self, InputKind};
 use crate::message::Message;
 use crate::metrics::Registry;
 
@@ -22,7 +23,29 @@ mod lifecycle;
 pub mod zmq;
 pub mod zmq_router;
 
-pub use lifecycle::{Context, Running, StartError, start};
+use lifecycle::endpoint_error;
+pub use lifecycle::{Context, Running, StartError};
+
+/// Starts the input `entry` describes: binds or connects it and spawns
+/// its reader. A `zmq-sub` input subscribes to `prefixes` first.
+///
+/// # Errors
+/// [`StartError`] when it cannot bind.
+pub async fn start(
+    entry: &config::Input,
+    prefixes: &[String],
+    ctx: &Context,
+) -> Result<Running, StartError> {
+    let name = entry.name.as_str();
+    match &entry.kind {
+        InputKind::ZmqSub(socket) => zmq::ZmqInput::start_sub(name, socket, prefixes, ctx).await,
+        InputKind::ZmqPull(socket) => zmq::ZmqInput::start_pull(name, socket, ctx).await,
+        InputKind::ZmqRouter(settings) => {
+            zmq_router::ZmqRouterInput::start(name, settings, ctx).await
+        }
+        InputKind::Http(settings) => http::HttpInput::start(name, settings, ctx).await,
+    }
+}
 
 /// Where inputs hand accepted messages. Implemented by the pipeline; tests
 /// may implement it to observe an input alone.

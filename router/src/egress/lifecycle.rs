@@ -2,8 +2,9 @@
 //! built from its config entry with the router's shared resources
 //! ([`Context`]), attached (bound or connected), waited on until it reaches
 //! its peers, read for `/v1/status` ([`OutputStats`]), and flushed and
-//! closed with a linger. [`build`] is the one place that knows every kind:
-//! adding a kind is its own file, its config entry and one line there.
+//! closed with a linger. [`super::build`] is the one place that knows every
+//! kind: adding a kind is its own file, its config entry and one line
+//! there.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,8 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Metrics, Output, blackhole, dealer, zmq};
-use crate::config::{self, OutputKind};
+use super::{Metrics, Output, dealer};
 use crate::message::request::RequestMetrics;
 use crate::zmtp::endpoint::EndpointError;
 
@@ -80,17 +80,6 @@ impl Context {
     /// `output_peers`).
     pub fn wire(&self) -> crate::zmtp::metrics::Metrics {
         self.zmtp.mirrored(self.outputs.mirror())
-    }
-}
-
-/// Builds the output `entry` describes, not yet attached.
-pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
-    let name = entry.name.as_str();
-    match &entry.kind {
-        OutputKind::ZmqPub(socket) => zmq::ZmqPubOutput::build(name, socket, ctx),
-        OutputKind::ZmqPush(socket) => zmq::ZmqPushOutput::build(name, socket, ctx),
-        OutputKind::ZmqDealer(settings) => dealer::ZmqDealerOutput::build(name, settings, ctx),
-        OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
     }
 }
 

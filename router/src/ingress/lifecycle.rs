@@ -1,7 +1,7 @@
-//! The lifecycle of an input: [`start`] builds one from its config entry
+//! The lifecycle of an input: [`super::start`] builds one from its config entry
 //! with the router's shared resources ([`Context`]), binds or connects it
 //! and spawns its reader; the [`Running`] input it returns is stopped
-//! again by a reload or the shutdown. [`start`] is the one place that
+//! again by a reload or the shutdown. [`super::start`] is the one place that
 //! knows every kind: adding a kind is its own file, its config entry and
 //! one line there.
 
@@ -12,8 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Metrics, Sink, http, zmq, zmq_router};
-use crate::config::{self, InputKind};
+use super::{Metrics, Sink};
 use crate::message::request::RequestMetrics;
 use crate::zmtp::endpoint::EndpointError;
 use crate::zmtp::sub::Subscriptions;
@@ -112,27 +111,6 @@ impl Running {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
-    }
-}
-
-/// Starts the input `entry` describes: binds or connects it and spawns
-/// its reader. A `zmq-sub` input subscribes to `prefixes` first.
-///
-/// # Errors
-/// [`StartError`] when it cannot bind.
-pub async fn start(
-    entry: &config::Input,
-    prefixes: &[String],
-    ctx: &Context,
-) -> Result<Running, StartError> {
-    let name = entry.name.as_str();
-    match &entry.kind {
-        InputKind::ZmqSub(socket) => zmq::ZmqInput::start_sub(name, socket, prefixes, ctx).await,
-        InputKind::ZmqPull(socket) => zmq::ZmqInput::start_pull(name, socket, ctx).await,
-        InputKind::ZmqRouter(settings) => {
-            zmq_router::ZmqRouterInput::start(name, settings, ctx).await
-        }
-        InputKind::Http(settings) => http::HttpInput::start(name, settings, ctx).await,
     }
 }
 

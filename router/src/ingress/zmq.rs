@@ -12,8 +12,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::endpoint_error;
-use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait};
+use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait, endpoint_error};
 use crate::config::ZmqSocket;
 use crate::envelope::{self, Envelope};
 use crate::message::{Message, Publisher};

@@ -31,9 +31,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::endpoint_error;
 use super::zmq::{Counters, Publishers};
-use super::{Context, Metrics, Running, Sink, StartError, Wait};
+use super::{Context, Metrics, Running, Sink, StartError, Wait, endpoint_error};
 use crate::config::RouterInput;
 use crate::envelope::Envelope;
 use crate::message::Frames;
