@@ -1,9 +1,9 @@
 //! The app's inputs and outputs as running things, each with the config
 //! entry it was built from: built at start and by reloads, and stopped or
 //! closed again. Nothing here knows a kind: [`crate::egress::build`] and
-//! [`crate::ingress::start`] do, and each entry's declared
-//! [`resources`](config::Output::resources) say which entries must give
-//! way before others can start.
+//! [`crate::ingress::start`] do, and the reload's plan (`reload/plan.rs`)
+//! reads each entry's declared [`resources`](config::Output::resources) to
+//! know which entries must give way before others can start.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,12 +50,6 @@ impl RunningOutput {
     pub(crate) async fn wait_connected(&self, grace: Duration) {
         self.handle.wait_connected(grace).await;
     }
-
-    /// True when `other` needs something this output holds (a fixed
-    /// address), so this one must close before the other can attach.
-    pub(crate) fn blocks(&self, other: &config::Output) -> bool {
-        config::overlaps(&self.config.resources(), &other.resources())
-    }
 }
 
 /// A running input and the config entry it was started from.
@@ -91,11 +85,5 @@ impl RunningInput {
     /// listener, and waits for it.
     pub(crate) async fn stop(self) {
         self.running.stop().await;
-    }
-
-    /// True when `other` needs something this input holds (a fixed
-    /// address), so this one must stop before the other can start.
-    pub(crate) fn blocks(&self, other: &config::Input) -> bool {
-        config::overlaps(&self.config.resources(), &other.resources())
     }
 }

@@ -27,18 +27,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
-use serde::Serialize;
 use tokio_util::task::TaskTracker;
+
+mod io;
+mod plan;
+mod report;
+
+use report::ms;
+use report::{Listeners, Timings};
+pub use report::{Report, Status};
 
 use super::Families;
 use super::io::{RunningInput, RunningOutput};
 use super::plugins::Plugins;
-use crate::config;
-use crate::config::{Config, ConfigErrors, Diff};
+use crate::config::{Config, ConfigErrors};
 use crate::egress::Output;
 use crate::ingress;
 use crate::message::subscription_prefixes;
-use crate::pipeline::{self, Applied, Pipeline};
+use crate::pipeline::{self, Pipeline};
 use crate::zmtp::sub::Subscriptions;
 
 /// Why a reload was refused; the running generation carries on.
@@ -51,109 +57,6 @@ pub enum ReloadError {
     /// The new config is valid but cannot be applied while running.
     #[error("{0}")]
     Conflict(String),
-}
-
-/// What a reload did (or, for a dry run, would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// True for a dry run: nothing was applied.
-    pub dry_run: bool,
-    /// The generation in force after the reload.
-    pub generation: u64,
-    /// The differences between the running config and the new one.
-    pub diff: Diff,
-    /// What the route set did, when applied.
-    pub applied: Option<Applied>,
-    /// Where the inputs and outputs in force listen (port 0 resolved).
-    pub bound: Listeners,
-    /// What went wrong after the swap (a changed input or output that
-    /// could not bind its address again); the rest is in force.
-    pub warnings: Vec<String>,
-    /// Where the time went, in milliseconds.
-    pub timings: Timings,
-}
-
-/// The phases of one reload, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Timings {
-    /// Reading and validating the config file.
-    pub config_ms: f64,
-    /// Loading the plugins whose entry or module changed (compiling, or
-    /// deserializing from the compile cache, and starting a first
-    /// instance); unchanged plugins cost only reading and hashing their
-    /// module.
-    pub plugins_ms: f64,
-    /// Building and swapping in the new route set.
-    pub swap_ms: f64,
-    /// The whole reload.
-    pub total_ms: f64,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Where the inputs and outputs that bind listen, by name.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Listeners {
-    /// Inputs.
-    pub inputs: std::collections::BTreeMap<String, std::net::SocketAddr>,
-    /// Outputs.
-    pub outputs: std::collections::BTreeMap<String, std::net::SocketAddr>,
-}
-
-/// Inputs and outputs made ready for a reload before its swap.
-#[derive(Default)]
-struct IoChange {
-    /// The output set to be in force, in config order.
-    outputs: Vec<RunningOutput>,
-    /// Outputs built and bound for this reload (closed again by an undo).
-    created: Vec<RunningOutput>,
-    /// Changed outputs that keep their fixed address: (successor,
-    /// predecessor); the successor binds once the predecessor closed.
-    rebind: Vec<(usize, RunningOutput)>,
-    /// Outputs that leave: removed, or replaced by a successor bound
-    /// elsewhere.
-    retiring: Vec<RunningOutput>,
-    /// Inputs started for this reload (stopped again by an undo).
-    started: Vec<RunningInput>,
-    /// Old inputs that stop after the swap: removed or replaced.
-    leaving_inputs: Vec<String>,
-    /// Changed inputs that keep their fixed address: started once their
-    /// predecessor stopped.
-    restart: Vec<config::Input>,
-}
-
-impl IoChange {
-    /// Gives back what was built for a reload that does not happen.
-    async fn undo(self) {
-        for output in self.created {
-            output.handle.flush_and_close(Duration::ZERO).await;
-        }
-        for input in self.started {
-            input.stop().await;
-        }
-    }
-}
-
-/// The outcome of the last reload, for `/v1/status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Status {
-    /// The generation in force.
-    pub generation: u64,
-    /// `success` or `failure`, once a reload was tried.
-    pub last_result: Option<&'static str>,
-    /// Unix seconds of the last reload tried.
-    pub last_attempt: Option<u64>,
-    /// Unix seconds of the last reload applied.
-    pub last_success: Option<u64>,
-    /// The last failed reload's problems, one per line; cleared by a
-    /// success.
-    pub last_error: Option<String>,
-    /// Changes the running router has not applied: they need a restart.
-    pub restart_required: Vec<String>,
-    /// Where the time of the last applied reload went.
-    pub last_timings: Option<Timings>,
 }
 
 /// The reload metric children.
@@ -390,161 +293,6 @@ impl Reloader {
                 .filter_map(|o| o.addr.map(|a| (o.config.name.clone(), a)))
                 .collect(),
         }
-    }
-
-    /// The context new inputs start with under `config`.
-    fn inputs_context(&self, config: &Config) -> ingress::Context {
-        ingress::Context {
-            block_timeout: super::block_timeout(config),
-            shutdown_grace: config.router.shutdown_grace,
-            ..self.inputs_context.clone()
-        }
-    }
-
-    /// Builds and binds what the new config adds or moves, before the
-    /// swap; on any failure gives it all back.
-    async fn prepare_io(
-        &self,
-        live: &Live,
-        config: &Config,
-        prefixes: &[String],
-    ) -> Result<IoChange, ReloadError> {
-        let mut io = IoChange::default();
-        match self.prepare_io_steps(live, config, prefixes, &mut io).await {
-            Ok(()) => Ok(io),
-            Err(e) => {
-                io.undo().await;
-                Err(ReloadError::Conflict(format!(
-                    "{}: {e}",
-                    self.path.display()
-                )))
-            }
-        }
-    }
-
-    async fn prepare_io_steps(
-        &self,
-        live: &Live,
-        config: &Config,
-        prefixes: &[String],
-        io: &mut IoChange,
-    ) -> Result<(), super::Error> {
-        let old = self.outputs.load_full();
-        for entry in &config.outputs {
-            let before = old.iter().find(|o| o.config.name == entry.name);
-            match before {
-                Some(o) if o.config == *entry => io.outputs.push(o.clone()),
-                Some(o) if o.blocks(entry) => {
-                    io.rebind.push((io.outputs.len(), o.clone()));
-                    io.outputs
-                        .push(RunningOutput::create(entry, &self.families.outputs));
-                }
-                other => {
-                    let mut new = RunningOutput::create(entry, &self.families.outputs);
-                    io.created.push(new.clone());
-                    new.attach().await?;
-                    io.created.last_mut().expect("just pushed").addr = new.addr;
-                    new.wait_connected(CONNECT_GRACE).await;
-                    if let Some(o) = other {
-                        io.retiring.push(o.clone());
-                    }
-                    io.outputs.push(new);
-                }
-            }
-        }
-        io.retiring.extend(
-            old.iter()
-                .filter(|o| !config.outputs.iter().any(|e| e.name == o.config.name))
-                .cloned(),
-        );
-        let context = self.inputs_context(config);
-        for entry in &config.inputs {
-            let before = live.inputs.iter().find(|i| i.config.name == entry.name);
-            match before {
-                Some(i) if i.config == *entry => {}
-                Some(i) if i.blocks(entry) => {
-                    io.leaving_inputs.push(entry.name.clone());
-                    io.restart.push(entry.clone());
-                }
-                other => {
-                    io.started
-                        .push(RunningInput::start(entry, prefixes, &context).await?);
-                    if other.is_some() {
-                        io.leaving_inputs.push(entry.name.clone());
-                    }
-                }
-            }
-        }
-        io.leaving_inputs.extend(
-            live.inputs
-                .iter()
-                .filter(|i| !config.inputs.iter().any(|e| e.name == i.config.name))
-                .map(|i| i.config.name.clone()),
-        );
-        Ok(())
-    }
-
-    /// After the swap: stops the inputs that leave and starts their
-    /// successors on the same address, closes the outputs that leave and
-    /// binds their successors, and puts the new sets in force. What could
-    /// not be bound again is returned as warnings.
-    async fn finish_io(
-        &self,
-        live: &mut Live,
-        io: IoChange,
-        config: &Config,
-        prefixes: &[String],
-    ) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let (leaving, staying): (Vec<RunningInput>, Vec<RunningInput>) = live
-            .inputs
-            .drain(..)
-            .partition(|i| io.leaving_inputs.contains(&i.config.name));
-        for input in leaving {
-            input.stop().await;
-        }
-        let mut inputs = staying;
-        inputs.extend(io.started);
-        let context = self.inputs_context(config);
-        for entry in &io.restart {
-            match RunningInput::start(entry, prefixes, &context).await {
-                Ok(input) => inputs.push(input),
-                Err(e) => warnings.push(format!(
-                    "input {:?} stopped but could not start again: {e}",
-                    entry.name
-                )),
-            }
-        }
-        inputs.sort_by_key(|i| {
-            config
-                .inputs
-                .iter()
-                .position(|e| e.name == i.config.name)
-                .unwrap_or(usize::MAX)
-        });
-        live.inputs = inputs;
-
-        let mut outputs = io.outputs;
-        for (at, old) in io.rebind {
-            old.handle.flush_and_close(REBIND_LINGER).await;
-            match outputs[at].attach().await {
-                Ok(_) => {}
-                Err(e) => warnings.push(format!(
-                    "output {:?} closed but could not bind again: {e}",
-                    old.config.name
-                )),
-            }
-        }
-        for old in io.retiring {
-            self.closing.spawn(async move {
-                old.handle.flush_and_close(RETIRE_LINGER).await;
-            });
-        }
-        self.outputs.store(Arc::new(outputs));
-        for w in &warnings {
-            tracing::error!("{w}");
-        }
-        warnings
     }
 
     async fn attempt(
