@@ -17,9 +17,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+mod error_body;
 mod pattern;
 pub mod request;
 
+pub use error_body::{ErrorBody, Ids};
 pub use pattern::{Pattern, PatternError, Segment, subscription_prefixes};
 
 /// The frames of one ZeroMQ message (or of a request's reply).

@@ -1,7 +1,8 @@
 //! The HTTP error enum and its rendering: the only place a failure becomes a
 //! status code and a JSON body.
 //!
-//! Every error body has one shape:
+//! Every error body has one shape ([`crate::message::ErrorBody`], shared
+//! with the error replies ZeroMQ clients get):
 //!
 //! ```json
 //! {"error": {"code": "INVALID_TOPIC", "message": "path: topic has an empty token"}}
@@ -21,11 +22,10 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
-use serde::ser::{SerializeSeq, Serializer};
 
 use super::Body;
 use crate::message::request::RequestError;
-use crate::message::{MessageId, TopicError};
+use crate::message::{ErrorBody, Ids, MessageId, TopicError};
 
 /// Everything an HTTP handler can fail with. [`Error::status`] and
 /// [`Error::code`] give the status and the stable machine code.
@@ -121,6 +121,14 @@ pub enum Error {
         /// The media type the endpoint expects.
         expected: &'static str,
     },
+    /// The request carries no credentials, or ones that do not
+    /// authenticate: `401 UNAUTHORIZED`, with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The authenticated principal may not do this (publish to this topic,
+    /// use this admin endpoint). `403 FORBIDDEN`.
+    #[error("{0}")]
+    Forbidden(String),
     /// The client is over a rate limit. `429 TOO_MANY_REQUESTS`, with
     /// `Retry-After`.
     #[error("too many requests; retry after {retry_after:?}")]
@@ -201,6 +209,8 @@ impl Error {
             | Self::InvalidPayload { .. }
             | Self::BodyRead(_)
             | Self::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -239,6 +249,8 @@ impl Error {
             Self::InvalidPayload { .. } => "INVALID_PAYLOAD",
             Self::BodyRead(_) => "BODY_READ_FAILED",
             Self::InvalidConfig(_) => "INVALID_CONFIG",
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::Conflict(_) => "CONFLICT",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
@@ -259,18 +271,13 @@ impl Error {
     /// headers the status calls for (`Retry-After`, `Allow`, and
     /// `Connection: close` when the request body was left unread).
     pub fn to_response(&self) -> Response<Body> {
-        let ids = match self {
+        let message = self.to_string();
+        let body = ErrorBody::new(self.code(), &message);
+        let body = match self {
             Self::Backpressure { admitted, .. } | Self::ShuttingDown { admitted, .. } => {
-                Some(Ids(admitted))
+                body.with_ids(admitted)
             }
-            _ => None,
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-                ids,
-            },
+            _ => body,
         };
         let mut response = json_response(self.status(), &body);
         let headers = response.headers_mut();
@@ -280,6 +287,9 @@ impl Error {
             }
             Self::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             // The body may be partly unread: tell the client the connection
             // ends here rather than let it send more on it.
@@ -296,41 +306,6 @@ impl Error {
 fn retry_after_value(after: Duration) -> HeaderValue {
     let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
     HeaderValue::from(secs.max(1))
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ids: Option<Ids<'a>>,
-}
-
-/// Message ids serialised as a JSON array of 32-digit hex strings, without
-/// an intermediate `String` per id.
-struct Ids<'a>(&'a [MessageId]);
-
-impl Serialize for Ids<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for id in self.0 {
-            seq.serialize_element(&HexId(*id))?;
-        }
-        seq.end()
-    }
-}
-
-struct HexId(MessageId);
-
-impl Serialize for HexId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
-    }
 }
 
 /// The success body of a publish: `{"ids": ["<32 hex digits>", ...]}`, in
@@ -386,6 +361,27 @@ mod tests {
             .expect("Full never fails")
             .to_bytes();
         serde_json::from_slice(&bytes).expect("error bodies are JSON")
+    }
+
+    #[tokio::test]
+    async fn unauthorized_and_forbidden_answer_401_and_403() {
+        let r = Error::Unauthorized("no bearer token".into()).to_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let v = body_json(r).await;
+        assert_eq!(v["error"]["code"], "UNAUTHORIZED");
+        assert_eq!(v["error"]["message"], "no bearer token");
+        let r = Error::Forbidden("may not publish to sensors.a".into()).to_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_json(r).await["error"]["code"], "FORBIDDEN");
+    }
+
+    #[tokio::test]
+    async fn a_request_error_has_the_body_zeromq_clients_get() {
+        let e = RequestError::Overloaded;
+        let over_http = body_json(Error::Request(e.clone()).to_response()).await;
+        let over_zmq: serde_json::Value = serde_json::from_str(&e.json()).expect("json");
+        assert_eq!(over_http, over_zmq);
     }
 
     #[tokio::test]

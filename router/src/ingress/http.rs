@@ -157,10 +157,12 @@ enum Reason {
     Timeout,
     Backpressure,
     ShuttingDown,
+    Unauthorized,
+    Forbidden,
 }
 
 impl Reason {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 13] = [
         Self::TooLarge,
         Self::BadJson,
         Self::BadTopic,
@@ -172,6 +174,8 @@ impl Reason {
         Self::Timeout,
         Self::Backpressure,
         Self::ShuttingDown,
+        Self::Unauthorized,
+        Self::Forbidden,
     ];
 
     fn label(self) -> &'static str {
@@ -187,6 +191,8 @@ impl Reason {
             Self::Timeout => "timeout",
             Self::Backpressure => "backpressure",
             Self::ShuttingDown => "shutting_down",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 
@@ -204,6 +210,8 @@ impl Reason {
             Error::BadRequest(_) | Error::BodyRead(_) => Self::BadRequest,
             Error::UnsupportedMediaType { .. } => Self::UnsupportedMediaType,
             Error::BodyTimeout { .. } => Self::Timeout,
+            Error::Unauthorized(_) => Self::Unauthorized,
+            Error::Forbidden(_) => Self::Forbidden,
             Error::NotFound { .. }
             | Error::MethodNotAllowed { .. }
             | Error::Backpressure { .. }

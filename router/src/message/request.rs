@@ -146,7 +146,7 @@ impl RequestError {
 
     /// The JSON body: `{"error":{"code":...,"message":...}}`.
     pub fn json(&self) -> String {
-        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}}).to_string()
+        super::ErrorBody::new(self.code(), &self.to_string()).to_json()
     }
 
     /// The error as a ZeroMQ reply: [`ERROR_FRAME`], then the JSON body.
