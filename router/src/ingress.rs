@@ -23,7 +23,7 @@ mod lifecycle;
 pub mod zmq;
 pub mod zmq_router;
 
-use lifecycle::endpoint_error;
+use lifecycle::attach;
 pub use lifecycle::{Context, Running, StartError};
 
 /// Starts the input `entry` describes: binds or connects it and spawns

@@ -114,10 +114,22 @@ impl Running {
     }
 }
 
-/// [`StartError::Endpoint`] of `input`.
-pub(super) fn endpoint_error(input: &str) -> impl FnOnce(EndpointError) -> StartError + '_ {
-    move |source| StartError::Endpoint {
-        input: input.to_owned(),
-        source,
-    }
+/// Binds or connects the socket of ZeroMQ input `input` as `settings`
+/// say; the bound address.
+///
+/// # Errors
+/// [`StartError::Endpoint`] when it cannot bind, or an endpoint is refused.
+pub(super) async fn attach<S: crate::zmtp::endpoint::Attach>(
+    input: &str,
+    settings: &crate::config::ZmqSocket,
+    socket: &S,
+) -> Result<Option<SocketAddr>, StartError> {
+    settings
+        .attach
+        .apply(socket)
+        .await
+        .map_err(|source| StartError::Endpoint {
+            input: input.to_owned(),
+            source,
+        })
 }

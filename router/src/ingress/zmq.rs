@@ -12,7 +12,7 @@ use std::sync::Arc;
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait, endpoint_error};
+use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait, attach};
 use crate::config::ZmqSocket;
 use crate::envelope::{self, Envelope};
 use crate::message::{Message, Publisher};
@@ -213,10 +213,9 @@ impl ZmqInput {
         ctx: &Context,
     ) -> Result<Running, StartError> {
         let addr = match &socket {
-            Socket::Sub(s) => settings.attach.apply(s).await,
-            Socket::Pull(s) => settings.attach.apply(s).await,
-        }
-        .map_err(endpoint_error(name))?;
+            Socket::Sub(s) => attach(name, settings, s).await?,
+            Socket::Pull(s) => attach(name, settings, s).await?,
+        };
         let reader = Self::new(
             name,
             socket,

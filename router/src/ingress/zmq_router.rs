@@ -32,7 +32,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::zmq::{Counters, Publishers};
-use super::{Context, Metrics, Running, Sink, StartError, Wait, endpoint_error};
+use super::{Context, Metrics, Running, Sink, StartError, Wait, attach};
 use crate::config::RouterInput;
 use crate::envelope::Envelope;
 use crate::message::Frames;
@@ -151,11 +151,7 @@ impl ZmqRouterInput {
     ) -> Result<Running, StartError> {
         let settings = &entry.socket;
         let socket = RouterSocket::new(name, settings.options.socket_options(), &ctx.zmtp);
-        let addr = settings
-            .attach
-            .apply(&socket)
-            .await
-            .map_err(endpoint_error(name))?;
+        let addr = attach(name, settings, &socket).await?;
         let reader = Self::new(
             name,
             socket,
