@@ -1,6 +1,6 @@
-//! The router's core: topic patterns, the route table,
-//! the bounded per-route queues with their `when_full` policies, and the
-//! route workers that hand batches to the outputs.
+//! The router's core: the route table, the bounded per-route queues with
+//! their `when_full` policies, and the route workers that hand batches to
+//! the outputs.
 //!
 //! Data flow: an input offers a batch to the [`Pipeline`] (through
 //! [`crate::ingress::Sink`]); each message is matched in the [`RouteTable`]
