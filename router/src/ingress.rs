@@ -96,7 +96,11 @@ pub struct Offered {
 pub enum Refusal {
     /// A matching route with `when_full = "block"` stayed full until its
     /// `block_timeout` ran out ([`Wait::Bounded`] offers only).
-    Backpressure,
+    Backpressure {
+        /// That route's `block_timeout`: how long the client is told to
+        /// wait before it tries again.
+        retry_after: std::time::Duration,
+    },
     /// The router is shutting down and takes no more messages.
     ShuttingDown,
 }

@@ -436,29 +436,30 @@ fn each_block_route_holds_an_http_publish_for_its_own_timeout() -> Result<()> {
         let resp = api.post(&format!("/v1/publish/{topic}"), &[], b"x")?;
         ensure!(resp.status == 202, "{topic}: {}", resp.text());
     }
-    // A publish to the full 100 ms route gives up at that route's deadline,
-    // not at the 5 s of the other full route.
-    let started = std::time::Instant::now();
-    let resp = api.post("/v1/publish/fast.b", &[], b"x")?;
-    let waited = started.elapsed();
-    assert_eq!(resp.status, 503, "{}", resp.text());
-    assert_eq!(resp.error_code().as_deref(), Some("BACKPRESSURE"));
-    assert!(
-        waited < std::time::Duration::from_secs(3),
-        "held {waited:?} by a 100ms block_timeout"
-    );
+    // A publish to each full route is refused by that route, with its own
+    // block_timeout as the pause to wait (rounded up to whole seconds); the
+    // deadlines themselves are checked on a paused clock in the pipeline's
+    // admission tests.
+    for (topic, retry_after) in [("fast.b", "1"), ("slow.b", "5")] {
+        let resp = api.post(&format!("/v1/publish/{topic}"), &[], b"x")?;
+        assert_eq!(resp.status, 503, "{topic}: {}", resp.text());
+        assert_eq!(resp.error_code().as_deref(), Some("BACKPRESSURE"));
+        assert_eq!(resp.header("retry-after"), Some(retry_after), "{topic}");
+    }
     let s = router.scrape()?;
     assert_eq!(
         s.count(
             "switchyard_input_rejected_total",
             &[("input", "api"), ("reason", "backpressure")]
         ),
-        1
+        2
     );
-    assert_eq!(
-        s.route("fast").offered,
-        1,
-        "the refused one was not offered"
-    );
+    for route in ["fast", "slow"] {
+        assert_eq!(
+            s.route(route).offered,
+            1,
+            "{route}: the refused one was not offered"
+        );
+    }
     Ok(())
 }

@@ -51,7 +51,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{IntCounter, IntCounterVec};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -544,7 +543,6 @@ impl Publish {
             });
         }
         let mut ids: Vec<MessageId> = batch.iter().map(|m| m.id).collect();
-        let started = Instant::now();
         let sink = self.sink.clone();
         let counters = self.counters.clone();
         // The offer is not cancel safe and a client may hang up while it
@@ -558,7 +556,7 @@ impl Publish {
                 if admitted < count {
                     let reason = match offered.refusal {
                         Some(Refusal::ShuttingDown) => Reason::ShuttingDown,
-                        Some(Refusal::Backpressure) | None => Reason::Backpressure,
+                        Some(Refusal::Backpressure { .. }) | None => Reason::Backpressure,
                     };
                     counters.rejected(reason).inc_by((count - admitted) as u64);
                 }
@@ -579,8 +577,14 @@ impl Publish {
             },
             // The route that refused held the publish for its own
             // block_timeout: as long a pause is worth suggesting.
-            Some(Refusal::Backpressure) | None => Error::Backpressure {
-                retry_after: started.elapsed(),
+            Some(Refusal::Backpressure { retry_after }) => Error::Backpressure {
+                retry_after,
+                admitted: ids,
+                refused,
+            },
+            // A sink that stops short without saying why: the default pause.
+            None => Error::Backpressure {
+                retry_after: crate::config::QueueConfig::DEFAULT_BLOCK_TIMEOUT,
                 admitted: ids,
                 refused,
             },

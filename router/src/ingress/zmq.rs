@@ -89,7 +89,7 @@ impl Counters {
             let refused = (len - offered.admitted) as u64;
             match refusal {
                 Refusal::ShuttingDown => self.shutting_down.inc_by(refused),
-                Refusal::Backpressure => self.backpressure.inc_by(refused),
+                Refusal::Backpressure { .. } => self.backpressure.inc_by(refused),
             }
         }
     }

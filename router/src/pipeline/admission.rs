@@ -103,15 +103,18 @@ impl Drop for Reserved<'_> {
 fn refuse(message: &Message, why: Refusal) {
     if let Some(request) = &message.request {
         request.fail(match why {
-            Refusal::Backpressure => RequestError::Overloaded,
+            Refusal::Backpressure { .. } => RequestError::Overloaded,
             Refusal::ShuttingDown => RequestError::ShuttingDown,
         });
     }
 }
 
-fn refusal(err: WaitError) -> Refusal {
+/// Why `route` refused a message it could not take in time.
+fn refusal(err: WaitError, route: &Route) -> Refusal {
     match err {
-        WaitError::Timeout { .. } => Refusal::Backpressure,
+        WaitError::Timeout { .. } => Refusal::Backpressure {
+            retry_after: route.block_timeout(),
+        },
         WaitError::Closed { .. } => Refusal::ShuttingDown,
     }
 }
@@ -165,10 +168,9 @@ impl Inner {
             let size = message.size();
             if matches.iter().any(|r| routes[r].blocks()) {
                 stage.flush(routes);
-                if let Err(err) =
+                if let Err(why) =
                     admit_blocking(routes, &message, size, &matches, (wait, since)).await
                 {
-                    let why = refusal(err);
                     result = Offered {
                         admitted: i,
                         refusal: Some(why),
@@ -201,14 +203,15 @@ impl Inner {
 }
 
 /// Admits `message` to every matching block route, or to none, waiting for
-/// each until its own deadline for an offer `(wait, since)`.
+/// each until its own deadline for an offer `(wait, since)`; a refusal
+/// names the first route that stayed full.
 async fn admit_blocking(
     routes: &[std::sync::Arc<Route>],
     message: &Message,
     size: usize,
     matches: &Matches,
     (wait, since): (Wait, Instant),
-) -> Result<(), WaitError> {
+) -> Result<(), Refusal> {
     {
         let blocking: SmallVec<[&Route; 4]> = matches
             .iter()
@@ -223,13 +226,17 @@ async fn admit_blocking(
             size,
         };
         for route in firsts {
-            route.reserve(size, route.deadline(wait, since)).await?;
+            route
+                .reserve(size, route.deadline(wait, since))
+                .await
+                .map_err(|e| refusal(e, route))?;
             reserved.routes.push(route);
         }
         // The last one takes the message as soon as there is room; the
         // reserved ones cannot fail after that.
         last.push_waiting(message.clone(), size, last.deadline(wait, since))
-            .await?;
+            .await
+            .map_err(|e| refusal(e, last))?;
         for route in reserved.routes.drain(..) {
             route.commit(message.clone(), size);
         }
@@ -416,7 +423,9 @@ mod tests {
             offered,
             Offered {
                 admitted: 3,
-                refusal: Some(Refusal::Backpressure)
+                refusal: Some(Refusal::Backpressure {
+                    retry_after: Duration::from_secs(2)
+                })
             }
         );
         let snap = p.snapshot();
@@ -447,15 +456,15 @@ mod tests {
                 .await,
             all_admitted(2)
         );
-        let backpressure = Offered {
+        let backpressure = |retry_after| Offered {
             admitted: 0,
-            refusal: Some(Refusal::Backpressure),
+            refusal: Some(Refusal::Backpressure { retry_after }),
         };
         // Only the fast route is matched: its 100ms, not the slow route's 5s.
         let started = Instant::now();
         assert_eq!(
             p.offer(vec![msg("fast.x", 2)], Wait::Bounded).await,
-            backpressure
+            backpressure(Duration::from_millis(100))
         );
         let waited = started.elapsed();
         assert!(
@@ -466,7 +475,7 @@ mod tests {
         let started = Instant::now();
         assert_eq!(
             p.offer(vec![msg("slow.x", 3)], Wait::Bounded).await,
-            backpressure
+            backpressure(Duration::from_secs(5))
         );
         let waited = started.elapsed();
         assert!(
@@ -570,7 +579,12 @@ mod tests {
         // Both block routes hold the offer for the default 1s.
         let offered = p.offer(msgs("t.x", 1..3), Wait::Bounded).await;
         assert_eq!(offered.admitted, 0);
-        assert_eq!(offered.refusal, Some(Refusal::Backpressure));
+        assert_eq!(
+            offered.refusal,
+            Some(Refusal::Backpressure {
+                retry_after: QueueSpec::DEFAULT_BLOCK_TIMEOUT
+            })
+        );
         let snap = wait_snapshot(&p, |s| s.routes[0].queue.depth == 0).await;
         let offered: Vec<_> = snap.routes.iter().map(|r| r.offered).collect();
         assert_eq!(offered, vec![1, 1, 1], "m1 went nowhere");

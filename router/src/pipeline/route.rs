@@ -93,9 +93,14 @@ impl Route {
     /// deadline for an unbounded one.
     pub(crate) fn deadline(&self, wait: Wait, since: Instant) -> Option<Instant> {
         match wait {
-            Wait::Bounded => Some(since + self.program.load().spec.queue.block_timeout),
+            Wait::Bounded => Some(since + self.block_timeout()),
             Wait::Unbounded => None,
         }
+    }
+
+    /// How long a bounded offer waits for room here, as configured now.
+    pub(crate) fn block_timeout(&self) -> std::time::Duration {
+        self.program.load().spec.queue.block_timeout
     }
 
     /// Admits a run of messages without waiting (drop policies), counting

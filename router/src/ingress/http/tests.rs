@@ -39,7 +39,7 @@ impl FakeSink {
     }
 
     fn open() -> Arc<Self> {
-        Self::new(usize::MAX, Refusal::Backpressure)
+        Self::new(usize::MAX, BACKPRESSURE)
     }
 
     fn received(&self) -> Vec<Message> {
@@ -50,6 +50,11 @@ impl FakeSink {
 /// How long [`FakeSink`] holds a bounded offer before refusing it for
 /// backpressure.
 const HOLD: Duration = Duration::from_millis(50);
+
+/// The refusal of a full route whose `block_timeout` is 1s.
+const BACKPRESSURE: Refusal = Refusal::Backpressure {
+    retry_after: Duration::from_secs(1),
+};
 
 impl Sink for FakeSink {
     fn offer(
@@ -68,7 +73,7 @@ impl Sink for FakeSink {
                     .room
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
                 if took.is_err() {
-                    if self.refusal == Refusal::Backpressure && wait == Wait::Bounded {
+                    if self.refusal == BACKPRESSURE && wait == Wait::Bounded {
                         tokio::time::sleep(HOLD).await;
                     }
                     return Offered {
@@ -503,7 +508,7 @@ async fn slow_body_gets_408() {
 #[tokio::test]
 async fn backpressure_answers_503_with_retry_after_and_the_admitted_ids() {
     // Room for one message; the sink then holds out for a while.
-    let sink = FakeSink::new(1, Refusal::Backpressure);
+    let sink = FakeSink::new(1, BACKPRESSURE);
     let running = start(sink.clone(), |_| {}).await;
     let reply = send(
         running.addr,
@@ -559,7 +564,7 @@ async fn a_sink_shutting_down_answers_503_shutting_down() {
 
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish_then_stops_accepting() {
-    let mut sink = FakeSink::new(usize::MAX, Refusal::Backpressure);
+    let mut sink = FakeSink::new(usize::MAX, BACKPRESSURE);
     Arc::get_mut(&mut sink).expect("sole owner").gate = Some(Semaphore::new(0));
     let running = start(sink.clone(), |_| {}).await;
     let addr = running.addr;
