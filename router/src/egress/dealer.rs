@@ -305,7 +305,6 @@ impl ZmqDealerOutput {
     /// The output `name` as its entry describes it, counting into `ctx`'s
     /// families; not attached yet.
     pub fn build(name: &str, entry: &config::DealerOutput, ctx: &Context) -> Handle {
-        ctx.outputs.declare_peers(name);
         let mut output = Self::new(
             name,
             Config::from(entry),

@@ -113,7 +113,6 @@ where
     pub fn build(name: &str, settings: &ZmqSocket, ctx: &Context) -> Handle {
         let wire = ctx.wire();
         let socket = S::new(name, settings.options.socket_options(), &wire);
-        ctx.outputs.declare_peers(name);
         Arc::new(Self {
             name: name.to_owned(),
             socket,
@@ -123,11 +122,6 @@ where
             refused: ctx.outputs.refusals(name),
             wire: wire.socket(name),
         })
-    }
-
-    /// The socket.
-    pub fn socket(&self) -> &S {
-        &self.socket
     }
 }
 

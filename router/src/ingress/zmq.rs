@@ -118,10 +118,9 @@ impl Publishers {
         }
     }
 
-    /// The publisher of a message `received`: this input, the peer's
-    /// address, and the user its connection authenticated as.
-    pub(super) fn of(&mut self, received: &Received) -> Publisher {
-        let peer = received.peer;
+    /// The publisher of a message from `peer`: this input, the peer's
+    /// address, and `user`, the user its connection authenticated as.
+    pub(super) fn of(&mut self, peer: PeerId, user: Option<Arc<str>>) -> Publisher {
         if self.peers.len() >= PEER_NAME_CACHE {
             self.peers.clear();
         }
@@ -129,8 +128,7 @@ impl Publishers {
             .peers
             .entry(peer)
             .or_insert_with(|| Arc::from(peer.to_string()));
-        Publisher::new(Arc::clone(&self.input), Arc::clone(name))
-            .with_principal(received.user.clone())
+        Publisher::new(Arc::clone(&self.input), Arc::clone(name)).with_principal(user)
     }
 }
 
@@ -269,8 +267,8 @@ impl ZmqInput {
 
     fn decode(&mut self, received: &mut Vec<Received>) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
-        for r in received.drain(..) {
-            let publisher = self.publishers.of(&r);
+        for mut r in received.drain(..) {
+            let publisher = self.publishers.of(r.peer, r.user.take());
             match self.envelope.decode(&r.frames, &publisher) {
                 Ok(message) => batch.push(message),
                 Err(e) => {
@@ -290,15 +288,10 @@ mod tests {
     #[test]
     fn a_publisher_carries_its_connections_user_as_principal() {
         let mut publishers = Publishers::new("devices");
-        let from = |user: Option<&str>| Received {
-            peer: PeerId(7),
-            user: user.map(Arc::from),
-            frames: Default::default(),
-        };
-        let plain = publishers.of(&from(Some("edge")));
+        let plain = publishers.of(PeerId(7), Some(Arc::from("edge")));
         assert_eq!(&*plain.input, "devices");
         assert_eq!(plain.principal.as_deref(), Some("edge"));
-        let anonymous = publishers.of(&from(None));
+        let anonymous = publishers.of(PeerId(7), None);
         assert_eq!(anonymous.peer, plain.peer);
         assert_eq!(anonymous.principal, None);
     }

@@ -264,9 +264,9 @@ impl ZmqRouterInput {
     ) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
         let mut place = Some(first);
-        for r in received.drain(..) {
+        for mut r in received.drain(..) {
+            let publisher = self.publishers.of(r.peer, r.user.take());
             let (envelope, body) = split_envelope(&r.frames);
-            let publisher = self.publishers.of(&r);
             let envelope: Frames = envelope.iter().cloned().collect();
             match self.envelope.decode(body, &publisher) {
                 Ok(mut message) => {
