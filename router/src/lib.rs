@@ -17,6 +17,8 @@
 //!   HTTP responses; [`admin`]: the admin endpoints.
 //! - [`plugin`]: the Wasm plugin host (the only module that imports wasmtime):
 //!   engine, loading and checks, instances, batched calls, limits.
+//! - [`store`]: durable queues on disk: CRC-framed records in segmented
+//!   logs, recovery that resynchronises past damage, group commit.
 //! - [`metrics`]: every Prometheus family the router exports.
 //! - [`reload`]: what triggers a hot reload: the watched config and plugin
 //!   files (debounced), SIGHUP and the admin endpoint, all as one
@@ -42,4 +44,5 @@ pub mod pipeline;
 pub mod plugin;
 pub mod reload;
 pub mod shutdown;
+pub mod store;
 pub mod zmtp;

@@ -1,0 +1,37 @@
+//! Durable queues: what keeps a route's messages on disk across crashes,
+//! power cuts and dead uplinks.
+//!
+//! Files: `record` (one record's framing: length, CRC-32C, the message),
+//! `scan` (walking a segment's bytes, resynchronising after damage),
+//! `log` ([`Log`]: the segments of one queue, their recovery, writes,
+//! reads and release), `cursors` (the persisted delivery cursors),
+//! `queue` ([`Queue`]: a log, its group-commit writer and its read cache),
+//! `storage` (the files behind a small trait, so tests can simulate a
+//! crash that loses every unsynced write).
+//!
+//! Why our own format and not a crate: the workload is a queue, append at
+//! the tail, release from the head, a cursor per target, group commit
+//! across producers; the embedded stores on crates.io are key-value trees
+//! (sled, redb, fjall) whose write path costs a B-tree or LSM update per
+//! message and whose compaction fights a FIFO. A log of CRC-framed records
+//! is a few hundred lines and does exactly one fsync per group. See
+//! `docs/ARCHITECTURE.md`.
+
+mod cursors;
+mod log;
+mod queue;
+mod record;
+mod scan;
+mod storage;
+
+pub use cursors::Saved as SavedCursors;
+pub use log::{Log, Options as LogOptions, Position, ReadReport, Recovery};
+pub use queue::{Error, Fsync, Opened, Options, Queue, Stats};
+pub use record::{Decoded, Frame, Framed, Record, decode, encode, encoded_len};
+pub use scan::Damage;
+pub use storage::{DirLock, Directory, Segment, Storage, lock_dir};
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;

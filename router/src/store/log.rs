@@ -1,0 +1,395 @@
+//! A segmented append-only log of records: the files of one durable queue.
+//!
+//! Segments are named by the sequence number of their first record
+//! (`00000000000000000042.log`) and hold records in sequence order. Writes
+//! go to the last segment; once it reaches the segment size it is synced
+//! (sealed) and a new one begins. The head of the log moves forward as
+//! records are released; a segment is deleted once all its records are
+//! behind the head. Sans-threads: the queue above decides who calls what.
+//!
+//! Opening verifies every segment (records are small next to the disk's
+//! read rate) so the counts are exact: a torn or zero-filled tail is cut
+//! off, a damaged span in the middle is skipped and reported with its
+//! segment and offset, and every intact record after it is kept.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::record::{self, Record};
+use super::scan::{Cursor, Damage, Step, Window};
+use super::storage::{Segment, Storage};
+
+const SUFFIX: &str = ".log";
+
+/// How a log is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// A segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+}
+
+/// What opening a log found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Intact records found.
+    pub records: u64,
+    /// Damaged spans skipped, by segment.
+    pub damaged: Vec<(String, Damage)>,
+    /// Torn tails cut off, by segment.
+    pub torn: Vec<(String, Damage)>,
+    /// For each mark given to [`Log::open`]: the intact records at or
+    /// above it, and their bytes.
+    pub from_marks: [(u64, u64); 2],
+}
+
+/// One segment file and what it holds.
+#[derive(Debug, Clone)]
+struct Seg {
+    name: String,
+    /// The sequence number its name gives: no record in it is below.
+    base: u64,
+    file: Arc<dyn Segment>,
+    /// Bytes of whole records written to it.
+    len: u64,
+    /// Intact records in it.
+    records: u64,
+    /// The last record's sequence number.
+    last_seq: Option<u64>,
+    /// The newest record's publish time (ns since the epoch).
+    newest: u64,
+}
+
+/// Where a reader of a log is: the next sequence number it wants and, once
+/// known, where that record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The next sequence number wanted.
+    pub seq: u64,
+    /// The segment (by base) and offset the scan continues at.
+    at: Option<(u64, Cursor)>,
+}
+
+impl Position {
+    /// From `seq` on.
+    pub fn at(seq: u64) -> Self {
+        Self { seq, at: None }
+    }
+}
+
+/// What one read found beside its records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Bytes of the records read.
+    pub bytes: usize,
+    /// Sequence numbers passed over with no intact record: lost to damage.
+    pub missing: u64,
+    /// Damaged spans passed.
+    pub damaged: u64,
+}
+
+/// A view of a segment for reading outside the log's lock.
+#[derive(Debug, Clone)]
+pub struct Extent {
+    base: u64,
+    file: Arc<dyn Segment>,
+    len: u64,
+    name: String,
+}
+
+/// The log.
+#[derive(Debug)]
+pub struct Log {
+    storage: Arc<dyn Storage>,
+    options: Options,
+    segments: VecDeque<Seg>,
+    next_seq: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `storage`, verifying every segment and
+    /// cutting off torn tails; `floor` is a sequence number known to be
+    /// used already (from the cursors), so numbering never goes back even
+    /// when every segment is gone. `marks` are sequence numbers to count
+    /// records from ([`Recovery::from_marks`]).
+    ///
+    /// # Errors
+    /// A file cannot be listed, read or truncated.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        options: Options,
+        floor: u64,
+        marks: [u64; 2],
+    ) -> io::Result<(Self, Recovery)> {
+        let mut names: Vec<(u64, String)> = storage
+            .list()?
+            .into_iter()
+            .filter_map(|n| {
+                let base = n.strip_suffix(SUFFIX)?.parse::<u64>().ok()?;
+                Some((base, n))
+            })
+            .collect();
+        names.sort();
+        let mut recovery = Recovery::default();
+        let mut segments = VecDeque::with_capacity(names.len());
+        let mut buf = Vec::new();
+        let mut last_seq: Option<u64> = None;
+        for (base, name) in names {
+            let file = storage.open(&name)?;
+            let end = file.size()?;
+            let mut seg = Seg {
+                name: name.clone(),
+                base,
+                file: Arc::clone(&file),
+                len: end,
+                records: 0,
+                last_seq: None,
+                newest: 0,
+            };
+            let mut window = Window::new(&*file, end, std::mem::take(&mut buf));
+            // Records must go on past the previous segment's and not below
+            // this one's base.
+            let mut cursor = Cursor {
+                pos: 0,
+                last_seq: last_seq.max(base.checked_sub(1)),
+            };
+            loop {
+                match cursor.step(&mut window)? {
+                    Step::Record { frame, .. } => {
+                        for (mark, (n, bytes)) in marks.iter().zip(&mut recovery.from_marks) {
+                            if frame.seq >= *mark {
+                                *n += 1;
+                                *bytes += frame.len as u64;
+                            }
+                        }
+                        seg.records += 1;
+                        seg.last_seq = Some(frame.seq);
+                        seg.newest = seg.newest.max(frame.time);
+                    }
+                    Step::Damaged(d) => recovery.damaged.push((name.clone(), d)),
+                    Step::Torn(d) => {
+                        seg.len = d.offset;
+                        recovery.torn.push((name.clone(), d));
+                    }
+                    Step::End => break,
+                }
+            }
+            buf = window.into_buf();
+            if seg.len < end {
+                file.truncate(seg.len)?;
+                file.sync()?;
+            }
+            recovery.records += seg.records;
+            last_seq = seg.last_seq.or(last_seq);
+            segments.push_back(seg);
+        }
+        let next_seq = last_seq.map_or(0, |s| s + 1).max(floor);
+        Ok((
+            Self {
+                storage,
+                options,
+                segments,
+                next_seq,
+            },
+            recovery,
+        ))
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The lowest sequence number any segment may hold.
+    pub fn first_seq(&self) -> u64 {
+        self.segments.front().map_or(self.next_seq, |s| s.base)
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The publish time (ns since the epoch) of the newest record of the
+    /// oldest segment, and that segment's last sequence number: what
+    /// age-based retention looks at.
+    pub fn oldest_segment(&self) -> Option<(u64, u64)> {
+        if self.segments.len() < 2 {
+            return None;
+        }
+        let s = self.segments.front()?;
+        Some((s.newest, s.last_seq.unwrap_or(s.base)))
+    }
+
+    /// Writes `records` (whole encoded records, sequence numbers `seqs`,
+    /// which must start at [`Log::next_seq`]) to the last segment, sealing
+    /// it first if it is full.
+    ///
+    /// # Errors
+    /// The write failed; the segment is cut back to where it was, so no
+    /// partial record is left behind, and nothing counts as written.
+    pub fn write(&mut self, records: &[u8], seqs: Range<u64>, newest: u64) -> io::Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        debug_assert_eq!(seqs.start, self.next_seq, "records are written in order");
+        let roll = self
+            .segments
+            .back()
+            .is_none_or(|s| s.len >= self.options.segment_bytes);
+        if roll {
+            if let Some(last) = self.segments.back() {
+                last.file.sync()?;
+            }
+            let name = format!("{:020}{SUFFIX}", seqs.start);
+            let file = self.storage.open(&name)?;
+            self.storage.sync_dir()?;
+            self.segments.push_back(Seg {
+                name,
+                base: seqs.start,
+                file,
+                len: 0,
+                records: 0,
+                last_seq: None,
+                newest: 0,
+            });
+        }
+        let seg = self
+            .segments
+            .back_mut()
+            .expect("a segment was just ensured");
+        if let Err(e) = seg.file.append(records) {
+            // Leave no partial record: cut back to the last whole one.
+            let _ = seg.file.truncate(seg.len);
+            return Err(e);
+        }
+        seg.len += records.len() as u64;
+        seg.records += seqs.end - seqs.start;
+        seg.last_seq = Some(seqs.end - 1);
+        seg.newest = seg.newest.max(newest);
+        self.next_seq = seqs.end;
+        Ok(())
+    }
+
+    /// The last segment, to sync outside the lock.
+    pub fn tail(&self) -> Option<Arc<dyn Segment>> {
+        self.segments.back().map(|s| Arc::clone(&s.file))
+    }
+
+    /// Deletes every segment whose records are all below `head`, but never
+    /// the last one. Returns how many records they held.
+    ///
+    /// # Errors
+    /// A file could not be removed (it is tried again next time).
+    pub fn release(&mut self, head: u64) -> io::Result<u64> {
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let next_base = self.segments[1].base;
+            if next_base > head {
+                break;
+            }
+            let seg = self.segments.front().expect("more than one segment");
+            self.storage.remove(&seg.name)?;
+            removed += seg.records;
+            self.segments.pop_front();
+        }
+        Ok(removed)
+    }
+
+    /// Seals the last segment so that the next write starts a new one
+    /// (and the old one can be released as a whole).
+    pub fn seal(&mut self) {
+        if let Some(last) = self.segments.back_mut()
+            && last.records > 0
+        {
+            last.len = last.len.max(self.options.segment_bytes);
+        }
+    }
+
+    /// The segments from the one that may hold `seq` on, for reading.
+    pub fn extents(&self, seq: u64) -> Vec<Extent> {
+        let start = self
+            .segments
+            .iter()
+            .rposition(|s| s.base <= seq)
+            .unwrap_or(0);
+        self.segments
+            .iter()
+            .skip(start)
+            .map(|s| Extent {
+                base: s.base,
+                file: Arc::clone(&s.file),
+                len: s.len,
+                name: s.name.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Reads up to `max` records (and about `max_bytes`) from `pos` on, out
+/// of `extents` (from [`Log::extents`]), appending them to `out` and moving
+/// `pos` past them. Damaged spans are skipped; a record that fails to parse
+/// counts as damage.
+///
+/// # Errors
+/// A read failed.
+pub(crate) fn read(
+    extents: &[Extent],
+    pos: &mut Position,
+    max: usize,
+    max_bytes: usize,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<Record>,
+) -> io::Result<ReadReport> {
+    let mut report = ReadReport::default();
+    let mut taken = 0;
+    for extent in extents {
+        if taken >= max || report.bytes >= max_bytes {
+            break;
+        }
+        let mut cursor = match pos.at {
+            Some((base, cursor)) if base == extent.base => cursor,
+            Some((base, _)) if base > extent.base => continue,
+            _ => Cursor {
+                pos: 0,
+                last_seq: extent.base.checked_sub(1),
+            },
+        };
+        let mut window = Window::new(&*extent.file, extent.len, std::mem::take(buf));
+        loop {
+            if taken >= max || report.bytes >= max_bytes {
+                break;
+            }
+            match cursor.step(&mut window)? {
+                Step::Record { offset, frame } => {
+                    if frame.seq < pos.seq {
+                        continue;
+                    }
+                    let view = window.view(offset, frame.len)?;
+                    match record::parse_framed(view, &frame) {
+                        Some(r) => {
+                            report.missing += frame.seq - pos.seq;
+                            pos.seq = frame.seq + 1;
+                            report.bytes += frame.len;
+                            taken += 1;
+                            out.push(r);
+                        }
+                        None => {
+                            tracing::warn!(segment = %extent.name, offset, "a record with a good CRC does not parse; skipped");
+                            report.damaged += 1;
+                        }
+                    }
+                }
+                Step::Damaged(d) | Step::Torn(d) => {
+                    tracing::warn!(segment = %extent.name, offset = d.offset, len = d.len, "damaged span in a queue segment; skipped to the next intact record");
+                    report.damaged += 1;
+                }
+                Step::End => break,
+            }
+        }
+        *buf = window.into_buf();
+        pos.at = Some((extent.base, cursor));
+    }
+    Ok(report)
+}

@@ -1,0 +1,176 @@
+//! A simulated directory for the store's tests: it keeps, per file, what a
+//! sync made durable apart from what was only written, and a crash loses
+//! every unsynced byte but a torn prefix of them. It can also be made to
+//! fail writes (a full disk), after writing part of them.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::storage::{Segment, Storage};
+
+#[derive(Debug, Default)]
+struct File {
+    data: Vec<u8>,
+    /// How much of `data` a sync covered (bytes past a truncation included
+    /// until the next sync: a truncate is not durable either).
+    synced: Vec<u8>,
+    /// The file's creation was made durable by a directory sync.
+    linked: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SimStorage {
+    files: Mutex<BTreeMap<String, Arc<Mutex<File>>>>,
+    /// Writes fail with `ENOSPC` (after writing half of their bytes).
+    pub(crate) full: AtomicBool,
+    /// `fdatasync`s done.
+    pub(crate) syncs: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SimStorage {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// What a power cut leaves: per file the synced bytes plus the first
+    /// `tear(unsynced)` of the bytes written after them; files never linked
+    /// by a directory sync are gone.
+    pub(crate) fn crash(&self, mut tear: impl FnMut(usize) -> usize) {
+        let mut files = locked(&self.files);
+        files.retain(|_, f| locked(f).linked);
+        for f in files.values() {
+            let mut f = locked(f);
+            let synced = f.synced.clone();
+            let common = synced.len().min(f.data.len());
+            let extra = if f.data[..common] == synced[..common] && f.data.len() > synced.len() {
+                let unsynced = f.data.len() - synced.len();
+                f.data[synced.len()..synced.len() + tear(unsynced).min(unsynced)].to_vec()
+            } else {
+                Vec::new()
+            };
+            let mut data = synced;
+            data.extend_from_slice(&extra);
+            f.data = data.clone();
+            f.synced = data;
+        }
+        // The process is gone: every open handle is stale, but they are
+        // only reachable through the dropped queue.
+    }
+
+    /// The bytes of `name`.
+    pub(crate) fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        locked(&self.files)
+            .get(name)
+            .map(|f| locked(f).data.clone())
+    }
+
+    /// Sets the bytes of `name`, durably (damage done from outside, or a
+    /// file copied in).
+    pub(crate) fn set_bytes(&self, name: &str, data: Vec<u8>) {
+        let mut files = locked(&self.files);
+        let mut f = locked(files.entry(name.to_owned()).or_default());
+        f.synced = data.clone();
+        f.data = data;
+        f.linked = true;
+    }
+
+    /// The names of the segment files, in order.
+    pub(crate) fn segments(&self) -> Vec<String> {
+        locked(&self.files)
+            .keys()
+            .filter(|n| n.ends_with(".log"))
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    file: Arc<Mutex<File>>,
+    storage: Arc<SimStorage>,
+}
+
+impl Storage for Arc<SimStorage> {
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(locked(&self.files).keys().cloned().collect())
+    }
+
+    fn open(&self, name: &str) -> io::Result<Arc<dyn Segment>> {
+        let file = Arc::clone(locked(&self.files).entry(name.to_owned()).or_default());
+        Ok(Arc::new(SimFile {
+            file,
+            storage: Arc::clone(self),
+        }))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        locked(&self.files).remove(name);
+        Ok(())
+    }
+
+    fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        let file = File {
+            data: data.to_vec(),
+            synced: data.to_vec(),
+            linked: true,
+        };
+        locked(&self.files).insert(name.to_owned(), Arc::new(Mutex::new(file)));
+        Ok(())
+    }
+
+    fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.bytes(name))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        for f in locked(&self.files).values() {
+            locked(f).linked = true;
+        }
+        Ok(())
+    }
+}
+
+impl Segment for SimFile {
+    fn size(&self) -> io::Result<u64> {
+        Ok(locked(&self.file).data.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let f = locked(&self.file);
+        let start = (offset as usize).min(f.data.len());
+        let n = buf.len().min(f.data.len() - start);
+        buf[..n].copy_from_slice(&f.data[start..start + n]);
+        Ok(n)
+    }
+
+    fn append(&self, data: &[u8]) -> io::Result<()> {
+        let mut f = locked(&self.file);
+        if self.storage.full.load(Ordering::Relaxed) {
+            f.data.extend_from_slice(&data[..data.len() / 2]);
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        f.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        locked(&self.file).data.truncate(len as usize);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.storage.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut f = locked(&self.file);
+        f.synced = f.data.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,540 @@
+//! The store's format, recovery and model tests, on the simulated
+//! directory (`testing`) and on a real one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::testing::SimStorage;
+use super::*;
+use crate::message::{Message, Publisher, Topic};
+
+fn message(n: u64) -> Message {
+    let mut m = Message::new(
+        Topic::try_from("sensors.temp").expect("valid topic"),
+        Bytes::from(format!("payload-{n}")),
+        Publisher::new("http-in", "127.0.0.1:5000").with_principal(Some("alice".into())),
+    );
+    m.attributes.insert("unit".into(), "celsius".into());
+    m.attributes.insert("n".into(), n.to_string());
+    m
+}
+
+fn options(fsync: Fsync) -> Options {
+    Options {
+        fsync,
+        segment_bytes: 1 << 20,
+        cache_bytes: 1 << 16,
+        checkpoint_every: Duration::ZERO,
+    }
+}
+
+fn open(storage: &Arc<SimStorage>) -> (Queue, Opened) {
+    Queue::open_unstarted(Arc::new(Arc::clone(storage)), options(Fsync::Always)).expect("opens")
+}
+
+/// Pops everything readable now.
+fn drain(q: &Queue) -> Vec<Record> {
+    let mut out = Vec::new();
+    while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {}
+    out
+}
+
+fn payload_numbers(records: &[Record]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| {
+            r.message
+                .attributes
+                .get("n")
+                .expect("n")
+                .parse()
+                .expect("number")
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_round_trips_and_its_length_is_known_beforehand() {
+    let m = message(7);
+    let mut buf = Vec::new();
+    let len = encode(42, &m, &mut buf);
+    assert_eq!(len, buf.len());
+    assert_eq!(len, encoded_len(&m));
+    match decode(&buf) {
+        Decoded::Record(r, n) => {
+            assert_eq!(n, len);
+            assert_eq!(r.seq, 42);
+            let mut expected = m.clone();
+            // Time keeps nanoseconds; the id, attributes, publisher and
+            // priority survive exactly.
+            expected.publish_time = r.message.publish_time;
+            assert_eq!(r.message, expected);
+        }
+        other => panic!("not decoded: {other:?}"),
+    }
+    assert_eq!(decode(&buf[..len - 1]), Decoded::Incomplete { need: len });
+}
+
+/// A log of three records in one segment, committed; returns the segment
+/// name and the records' offsets.
+fn three_records(storage: &Arc<SimStorage>) -> (String, Vec<usize>) {
+    let (q, _) = open(storage);
+    for n in 0..3 {
+        q.append([&message(n)]).expect("appends");
+        q.commit().expect("commits");
+    }
+    q.close().expect("closes");
+    let name = storage.segments().pop().expect("a segment");
+    let data = storage.bytes(&name).expect("bytes");
+    let mut offsets = vec![0];
+    let mut at = 0;
+    while let Framed::Frame(f) = super::record::frame(&data[at..]) {
+        at += f.len;
+        offsets.push(at);
+    }
+    assert_eq!(offsets.len(), 4, "three whole records");
+    (name, offsets)
+}
+
+#[test]
+fn a_torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
+    let base = SimStorage::new();
+    let (name, offsets) = three_records(&base);
+    let whole = base.bytes(&name).expect("bytes");
+    let cursors = base.bytes("cursors").expect("cursors");
+    for cut in offsets[2]..offsets[3] {
+        let storage = SimStorage::new();
+        storage.set_bytes(&name, whole[..cut].to_vec());
+        storage.set_bytes("cursors", cursors.clone());
+        let (q, opened) = open(&storage);
+        assert_eq!(opened.recovery.records, 2, "cut at {cut}");
+        assert_eq!(
+            opened.recovery.torn.len(),
+            usize::from(cut > offsets[2]),
+            "cut at {cut}"
+        );
+        assert!(opened.recovery.damaged.is_empty());
+        assert_eq!(
+            storage.bytes(&name).expect("bytes").len(),
+            offsets[2],
+            "truncated"
+        );
+        // The log goes on where the whole records end.
+        q.append([&message(9)]).expect("appends");
+        q.commit().expect("commits");
+        q.close().expect("closes");
+        let (q, opened) = open(&storage);
+        assert_eq!(opened.recovery.records, 3);
+        assert!(opened.recovery.torn.is_empty());
+        drop(q);
+    }
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_a_record_loses_that_record_only() {
+    let base = SimStorage::new();
+    let (name, offsets) = three_records(&base);
+    let whole = base.bytes(&name).expect("bytes");
+    for byte in offsets[1]..offsets[2] {
+        for bit in [0, 3, 7] {
+            let storage = SimStorage::new();
+            let mut data = whole.clone();
+            data[byte] ^= 1 << bit;
+            storage.set_bytes(&name, data);
+            // No cursors: everything is to be delivered.
+            let (q, opened) = open(&storage);
+            assert_eq!(opened.recovery.records, 2, "byte {byte} bit {bit}");
+            assert_eq!(opened.recovery.damaged.len(), 1, "byte {byte} bit {bit}");
+            assert_eq!(
+                opened.recovery.damaged[0].1,
+                Damage {
+                    offset: offsets[1] as u64,
+                    len: (offsets[2] - offsets[1]) as u64
+                }
+            );
+            let records = drain(&q);
+            assert_eq!(
+                payload_numbers(&records),
+                vec![0, 2],
+                "byte {byte} bit {bit}"
+            );
+            assert_eq!(q.stats().missing, 1, "the lost record is counted");
+        }
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_cut_off_and_the_records_before_it_kept() {
+    let storage = SimStorage::new();
+    let (name, offsets) = three_records(&storage);
+    let mut data = storage.bytes(&name).expect("bytes");
+    data.extend(std::iter::repeat_n(0, 4096));
+    storage.set_bytes(&name, data);
+    let (q, opened) = open(&storage);
+    assert_eq!(opened.recovery.records, 3);
+    assert_eq!(
+        opened.recovery.torn[0].1,
+        Damage {
+            offset: offsets[3] as u64,
+            len: 4096
+        }
+    );
+    assert_eq!(storage.bytes(&name).expect("bytes").len(), offsets[3]);
+    drop(q);
+}
+
+#[test]
+fn damage_in_the_middle_of_many_records_loses_only_the_damaged_ones() {
+    let storage = SimStorage::new();
+    let (q, _) = open(&storage);
+    for n in 0..1000 {
+        q.append([&message(n)]).expect("appends");
+    }
+    q.commit().expect("commits");
+    q.close().expect("closes");
+    let name = storage.segments().pop().expect("a segment");
+    let mut data = storage.bytes(&name).expect("bytes");
+    // Zero 300 bytes somewhere in the middle: a few records.
+    data[20_000..20_300].fill(0);
+    storage.set_bytes(&name, data);
+    storage.remove("cursors").expect("removes");
+    let (q, opened) = open(&storage);
+    let lost = 1000 - opened.recovery.records;
+    assert!((2..=6).contains(&lost), "lost {lost}");
+    let records = drain(&q);
+    assert_eq!(records.len() as u64, opened.recovery.records);
+    assert_eq!(q.stats().missing, lost);
+    let numbers = payload_numbers(&records);
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        numbers.last(),
+        Some(&999),
+        "every good record after the damage is kept"
+    );
+}
+
+#[test]
+fn missing_damaged_and_stale_cursors_mean_redelivery_not_loss() {
+    let storage = SimStorage::new();
+    let (q, _) = open(&storage);
+    for n in 0..10 {
+        q.append([&message(n)]).expect("appends");
+    }
+    q.commit().expect("commits");
+    let mut out = Vec::new();
+    q.pop(4, usize::MAX, &mut out).expect("reads");
+    q.ack();
+    q.close().expect("closes");
+    let current = storage.bytes("cursors").expect("cursors");
+
+    // Current cursors: the 6 left.
+    let (q, opened) = open(&storage);
+    assert_eq!(
+        (opened.backlog, opened.redeliver, opened.cursors_lost),
+        (6, 0, false)
+    );
+    assert_eq!(payload_numbers(&drain(&q)), (4..10).collect::<Vec<_>>());
+    drop(q);
+
+    // A stale one (the head from before the ack): all 10 again.
+    storage.set_bytes("cursors", SavedCursors::default().encode());
+    let (q, opened) = open(&storage);
+    assert_eq!(opened.backlog, 10);
+    assert_eq!(drain(&q).len(), 10);
+    drop(q);
+
+    // Missing, or damaged: all 10 again, said so.
+    for cursors in [None, Some(b"garbage".to_vec())] {
+        match cursors {
+            Some(bytes) => storage.set_bytes("cursors", bytes),
+            None => storage.remove("cursors").expect("removes"),
+        }
+        let (q, opened) = open(&storage);
+        assert_eq!((opened.backlog, opened.cursors_lost), (10, true));
+        assert_eq!(drain(&q).len(), 10);
+        drop(q);
+    }
+
+    // A cursor past the end of the log (records lost at a power cut after
+    // the cursor was saved): clamped, and numbering goes on above it.
+    let ahead = SavedCursors {
+        head: 50,
+        targets: Default::default(),
+    };
+    storage.set_bytes("cursors", ahead.encode());
+    let (q, opened) = open(&storage);
+    assert_eq!(opened.backlog, 0);
+    assert_eq!(q.append([&message(11)]).expect("appends"), 51);
+    drop(q);
+    let _ = current;
+}
+
+#[test]
+fn one_sync_covers_every_append_made_before_it() {
+    let storage = SimStorage::new();
+    let (q, _) = open(&storage);
+    let mut last = 0;
+    for n in 0..50 {
+        last = q.append([&message(n)]).expect("appends");
+        assert!(!q.is_durable(last));
+    }
+    let before = storage.syncs.load(Ordering::Relaxed);
+    q.commit().expect("commits");
+    assert!(q.is_durable(last));
+    assert_eq!(storage.syncs.load(Ordering::Relaxed) - before, 1);
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_record_and_the_queue_resumes() {
+    let storage = SimStorage::new();
+    let (q, _) = open(&storage);
+    q.append([&message(0)]).expect("appends");
+    q.commit().expect("commits");
+    storage.full.store(true, Ordering::Relaxed);
+    let end = q.append([&message(1), &message(2)]).expect("appends");
+    assert!(q.commit().is_err());
+    assert!(q.stats().failing);
+    assert!(!q.is_durable(end));
+    let name = storage.segments().pop().expect("segment");
+    let len = storage.bytes(&name).expect("bytes").len();
+    assert_eq!(
+        len,
+        encoded_len(&message(0)),
+        "the half-written record is cut back"
+    );
+    storage.full.store(false, Ordering::Relaxed);
+    q.commit().expect("commits once space returns");
+    assert!(q.is_durable(end));
+    assert_eq!(payload_numbers(&drain(&q)), vec![0, 1, 2]);
+}
+
+#[test]
+fn segments_roll_and_are_deleted_behind_the_head() {
+    let storage = SimStorage::new();
+    let opts = Options {
+        segment_bytes: 1024,
+        ..options(Fsync::Always)
+    };
+    let (q, _) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    for n in 0..100 {
+        q.append([&message(n)]).expect("appends");
+        q.commit().expect("commits");
+    }
+    let segments = storage.segments().len();
+    assert!(segments > 5, "{segments} segments");
+    let mut out = Vec::new();
+    while q.pop(10, usize::MAX, &mut out).expect("reads") > 0 {
+        q.ack();
+    }
+    assert_eq!(payload_numbers(&out), (0..100).collect::<Vec<_>>());
+    q.close().expect("closes");
+    assert_eq!(storage.segments().len(), 1, "only the last segment stays");
+    let (q, opened) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    assert_eq!(opened.backlog, 0);
+    assert_eq!(q.append([&message(100)]).expect("appends"), 101);
+}
+
+#[test]
+fn a_reader_far_behind_reads_from_disk_with_bounded_memory() {
+    let storage = SimStorage::new();
+    let opts = Options {
+        cache_bytes: 2048,
+        ..options(Fsync::Always)
+    };
+    let (q, _) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    for n in 0..500 {
+        q.append([&message(n)]).expect("appends");
+    }
+    q.commit().expect("commits");
+    let mut all = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        if q.pop(1000, usize::MAX, &mut out).expect("reads") == 0 {
+            break;
+        }
+        let bytes: usize = out.iter().map(|r| encoded_len(&r.message)).sum();
+        assert!(bytes <= 2048 + 200, "one read holds {bytes} bytes");
+        q.ack();
+        all.extend(out);
+    }
+    assert_eq!(payload_numbers(&all), (0..500).collect::<Vec<_>>());
+    assert_eq!(q.stats().held, 0);
+}
+
+#[test]
+fn on_a_real_directory_records_survive_a_crash_and_a_clean_close() {
+    let dir = std::env::temp_dir().join(format!("switchyard-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = || -> Arc<dyn Storage> { Arc::new(Directory::create(&dir).expect("dir")) };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    {
+        let (q, _) = Queue::open(storage(), Options::default()).expect("opens");
+        let end = q
+            .append((0..100).map(message).collect::<Vec<_>>().iter())
+            .expect("appends");
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), q.durable(end))
+                .await
+                .expect("durable in time")
+                .expect("durable");
+        });
+        // A crash: no close.
+        drop(q);
+    }
+    let (q, opened) = Queue::open(storage(), Options::default()).expect("opens");
+    assert_eq!(opened.backlog, 100);
+    let mut out = Vec::new();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), q.readable())
+            .await
+            .expect("readable")
+    });
+    while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {
+        q.ack();
+    }
+    assert_eq!(payload_numbers(&out), (0..100).collect::<Vec<_>>());
+    q.close().expect("closes");
+    let (_q, opened) = Queue::open(storage(), Options::default()).expect("opens");
+    assert_eq!(opened.backlog, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    Commit,
+    Pop(u8),
+    Ack,
+    /// A power cut tearing the unsynced bytes at this fraction (of 256).
+    Crash(u8),
+    Restart,
+    DiskFull(bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..8).prop_map(Op::Append),
+        3 => Just(Op::Commit),
+        3 => (1u8..8).prop_map(Op::Pop),
+        3 => Just(Op::Ack),
+        1 => any::<u8>().prop_map(Op::Crash),
+        1 => Just(Op::Restart),
+        1 => any::<bool>().prop_map(Op::DiskFull),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// Random appends, commits, pops, acks, restarts, crashes and full
+    /// disks: the queue never hands out a message it was not given, never
+    /// loses one it reported durable and not yet acknowledged, hands them
+    /// out in order, and without crashes is exactly a FIFO.
+    #[test]
+    fn the_queue_matches_a_model_across_crashes(ops in proptest::collection::vec(op(), 1..60)) {
+        let storage = SimStorage::new();
+        let opts = Options { segment_bytes: 600, cache_bytes: 700, ..options(Fsync::Always) };
+        let reopen = || Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens").0;
+        let mut q = reopen();
+        let mut next = 0u64;
+        // Messages given and not acknowledged, by number, with whether
+        // they were reported durable.
+        let mut given: std::collections::BTreeMap<u64, bool> = Default::default();
+        // Acknowledged since the last commit saved the cursors: a crash may
+        // bring them back (at least once), so they may be handed out again.
+        let mut acked_unsaved: std::collections::BTreeSet<u64> = Default::default();
+        // What a crash may or may not have kept: acknowledged but unsaved,
+        // or given but not yet durable. Allowed out, never required.
+        let mut maybe: std::collections::BTreeSet<u64> = Default::default();
+        let mut popped: Vec<Vec<u64>> = Vec::new();
+        let mut crashed = false;
+        for op in ops {
+            match op {
+                Op::Append(n) => {
+                    let batch: Vec<Message> = (next..next + u64::from(n)).map(message).collect();
+                    q.append(batch.iter()).expect("appends");
+                    for m in next..next + u64::from(n) {
+                        given.insert(m, false);
+                    }
+                    next += u64::from(n);
+                }
+                Op::Commit => {
+                    if q.commit().is_ok() {
+                        given.values_mut().for_each(|d| *d = true);
+                        acked_unsaved.clear();
+                    }
+                }
+                Op::Pop(n) => {
+                    let mut out = Vec::new();
+                    q.pop(usize::from(n), usize::MAX, &mut out).expect("reads");
+                    let numbers = payload_numbers(&out);
+                    for m in &numbers {
+                        prop_assert!(*m < next, "handed out {m}, never given");
+                        prop_assert!(
+                            given.contains_key(m) || acked_unsaved.contains(m) || maybe.contains(m),
+                            "handed out {m}, acknowledged and saved before"
+                        );
+                    }
+                    if !numbers.is_empty() {
+                        popped.push(numbers);
+                    }
+                }
+                Op::Ack => {
+                    if !popped.is_empty() {
+                        q.ack();
+                        for m in popped.remove(0) {
+                            given.remove(&m);
+                            acked_unsaved.insert(m);
+                        }
+                    }
+                }
+                Op::Crash(tear) => {
+                    drop(q);
+                    storage.crash(|n| n * usize::from(tear) / 256);
+                    storage.full.store(false, Ordering::Relaxed);
+                    q = reopen();
+                    maybe.extend(given.iter().filter(|(_, d)| !**d).map(|(m, _)| *m));
+                    maybe.append(&mut acked_unsaved);
+                    given.retain(|_, durable| *durable);
+                    popped.clear();
+                    crashed = true;
+                }
+                Op::Restart => {
+                    storage.full.store(false, Ordering::Relaxed);
+                    q.close().expect("closes");
+                    given.values_mut().for_each(|d| *d = true);
+                    acked_unsaved.clear();
+                    q = reopen();
+                    popped.clear();
+                }
+                Op::DiskFull(full) => storage.full.store(full, Ordering::Relaxed),
+            }
+        }
+        // Drain what is left: every durable message not acknowledged comes
+        // out, in order.
+        storage.full.store(false, Ordering::Relaxed);
+        q.commit().expect("commits");
+        given.values_mut().for_each(|d| *d = true);
+        let mut out = Vec::new();
+        while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {}
+        let numbers = payload_numbers(&out);
+        prop_assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order: {numbers:?}");
+        let outstanding: Vec<u64> = popped.iter().flatten().copied().collect();
+        for m in given.keys() {
+            prop_assert!(numbers.contains(m) || outstanding.contains(m), "lost {m}");
+        }
+        if !crashed {
+            // Nothing was ever lost or duplicated: exactly the unacked ones.
+            let expected: Vec<u64> = given.keys().copied().filter(|m| !outstanding.contains(m)).collect();
+            prop_assert_eq!(numbers, expected);
+        }
+    }
+}
