@@ -6,8 +6,9 @@
 //! `log` ([`Log`]: the segments of one queue, their recovery, writes,
 //! reads and release), `cursors` (the persisted delivery cursors),
 //! `queue` ([`Queue`]: a log, its group-commit writer and its read cache),
-//! `storage` (the files behind a small trait, so tests can simulate a
-//! crash that loses every unsynced write).
+//! `storage` (the files behind a small trait), `memory`
+//! ([`MemoryStorage`]: files in memory, for tests and fuzzing, with a
+//! simulated crash that loses every unsynced write).
 //!
 //! Why our own format and not a crate: the workload is a queue, append at
 //! the tail, release from the head, a cursor per target, group commit
@@ -19,6 +20,7 @@
 
 mod cursors;
 mod log;
+mod memory;
 mod queue;
 mod record;
 mod scan;
@@ -26,12 +28,11 @@ mod storage;
 
 pub use cursors::Saved as SavedCursors;
 pub use log::{Log, Options as LogOptions, Position, ReadReport, Recovery};
+pub use memory::MemoryStorage;
 pub use queue::{Error, Fsync, Opened, Options, Queue, Stats};
 pub use record::{Decoded, Frame, Framed, Record, decode, encode, encoded_len};
 pub use scan::Damage;
 pub use storage::{DirLock, Directory, Segment, Storage, lock_dir};
 
-#[cfg(test)]
-mod testing;
 #[cfg(test)]
 mod tests;

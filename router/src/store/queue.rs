@@ -119,6 +119,13 @@ pub struct Stats {
     /// The last write or sync failed (e.g. the disk is full); it is
     /// retried.
     pub failing: bool,
+    /// Commits done (each one write, and one `fdatasync` unless `os`), and
+    /// the records they covered: their ratio is the group size.
+    pub commits: u64,
+    /// See `commits`.
+    pub committed: u64,
+    /// Time spent in `fdatasync`, in total.
+    pub sync_time: Duration,
 }
 
 #[derive(Debug)]
@@ -149,6 +156,9 @@ struct State {
     missing: u64,
     failing: bool,
     closed: bool,
+    commits: u64,
+    committed: u64,
+    sync_time: Duration,
 }
 
 #[derive(Debug)]
@@ -257,6 +267,9 @@ impl Queue {
             missing: 0,
             failing: false,
             closed: false,
+            commits: 0,
+            committed: 0,
+            sync_time: Duration::ZERO,
         };
         let shared = Arc::new(Shared {
             options,
@@ -467,6 +480,9 @@ impl Queue {
             head: s.head,
             missing: s.missing,
             failing: s.failing,
+            commits: s.commits,
+            committed: s.committed,
+            sync_time: s.sync_time,
         }
     }
 
@@ -569,6 +585,7 @@ impl Shared {
             s.written = end;
         }
         self.readable.notify_one();
+        let synced = Instant::now();
         if sync
             && self.options.fsync != Fsync::Os
             && let Some(tail) = tail
@@ -578,6 +595,9 @@ impl Shared {
             return Err(e.into());
         }
         let mut s = lock(&self.state);
+        s.sync_time += synced.elapsed();
+        s.commits += 1;
+        s.committed += end - from;
         s.durable = end;
         s.failing = false;
         drop(s);

@@ -1,6 +1,7 @@
 //! The files a log lives in, behind a small trait: the real directory
-//! ([`Directory`]) and, in tests, a simulated one that loses at a crash
-//! every write no sync covered (`testing::SimStorage`).
+//! ([`Directory`]) and, for tests and fuzzing, one in memory that loses at
+//! a simulated crash every write no sync covered
+//! ([`super::MemoryStorage`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::testing::SimStorage;
 use super::*;
 use crate::message::{Message, Publisher, Topic};
 
@@ -32,7 +31,7 @@ fn options(fsync: Fsync) -> Options {
     }
 }
 
-fn open(storage: &Arc<SimStorage>) -> (Queue, Opened) {
+fn open(storage: &Arc<MemoryStorage>) -> (Queue, Opened) {
     Queue::open_unstarted(Arc::new(Arc::clone(storage)), options(Fsync::Always)).expect("opens")
 }
 
@@ -81,7 +80,7 @@ fn a_record_round_trips_and_its_length_is_known_beforehand() {
 
 /// A log of three records in one segment, committed; returns the segment
 /// name and the records' offsets.
-fn three_records(storage: &Arc<SimStorage>) -> (String, Vec<usize>) {
+fn three_records(storage: &Arc<MemoryStorage>) -> (String, Vec<usize>) {
     let (q, _) = open(storage);
     for n in 0..3 {
         q.append([&message(n)]).expect("appends");
@@ -102,12 +101,12 @@ fn three_records(storage: &Arc<SimStorage>) -> (String, Vec<usize>) {
 
 #[test]
 fn a_torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
-    let base = SimStorage::new();
+    let base = MemoryStorage::new();
     let (name, offsets) = three_records(&base);
     let whole = base.bytes(&name).expect("bytes");
     let cursors = base.bytes("cursors").expect("cursors");
     for cut in offsets[2]..offsets[3] {
-        let storage = SimStorage::new();
+        let storage = MemoryStorage::new();
         storage.set_bytes(&name, whole[..cut].to_vec());
         storage.set_bytes("cursors", cursors.clone());
         let (q, opened) = open(&storage);
@@ -136,12 +135,12 @@ fn a_torn_tail_at_every_byte_of_the_last_record_is_cut_off() {
 
 #[test]
 fn a_flipped_bit_anywhere_in_a_record_loses_that_record_only() {
-    let base = SimStorage::new();
+    let base = MemoryStorage::new();
     let (name, offsets) = three_records(&base);
     let whole = base.bytes(&name).expect("bytes");
     for byte in offsets[1]..offsets[2] {
         for bit in [0, 3, 7] {
-            let storage = SimStorage::new();
+            let storage = MemoryStorage::new();
             let mut data = whole.clone();
             data[byte] ^= 1 << bit;
             storage.set_bytes(&name, data);
@@ -169,7 +168,7 @@ fn a_flipped_bit_anywhere_in_a_record_loses_that_record_only() {
 
 #[test]
 fn a_zero_filled_tail_is_cut_off_and_the_records_before_it_kept() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let (name, offsets) = three_records(&storage);
     let mut data = storage.bytes(&name).expect("bytes");
     data.extend(std::iter::repeat_n(0, 4096));
@@ -189,7 +188,7 @@ fn a_zero_filled_tail_is_cut_off_and_the_records_before_it_kept() {
 
 #[test]
 fn damage_in_the_middle_of_many_records_loses_only_the_damaged_ones() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let (q, _) = open(&storage);
     for n in 0..1000 {
         q.append([&message(n)]).expect("appends");
@@ -219,7 +218,7 @@ fn damage_in_the_middle_of_many_records_loses_only_the_damaged_ones() {
 
 #[test]
 fn missing_damaged_and_stale_cursors_mean_redelivery_not_loss() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let (q, _) = open(&storage);
     for n in 0..10 {
         q.append([&message(n)]).expect("appends");
@@ -275,7 +274,7 @@ fn missing_damaged_and_stale_cursors_mean_redelivery_not_loss() {
 
 #[test]
 fn one_sync_covers_every_append_made_before_it() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let (q, _) = open(&storage);
     let mut last = 0;
     for n in 0..50 {
@@ -290,7 +289,7 @@ fn one_sync_covers_every_append_made_before_it() {
 
 #[test]
 fn a_full_disk_leaves_no_partial_record_and_the_queue_resumes() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let (q, _) = open(&storage);
     q.append([&message(0)]).expect("appends");
     q.commit().expect("commits");
@@ -314,7 +313,7 @@ fn a_full_disk_leaves_no_partial_record_and_the_queue_resumes() {
 
 #[test]
 fn segments_roll_and_are_deleted_behind_the_head() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let opts = Options {
         segment_bytes: 1024,
         ..options(Fsync::Always)
@@ -340,7 +339,7 @@ fn segments_roll_and_are_deleted_behind_the_head() {
 
 #[test]
 fn a_reader_far_behind_reads_from_disk_with_bounded_memory() {
-    let storage = SimStorage::new();
+    let storage = MemoryStorage::new();
     let opts = Options {
         cache_bytes: 2048,
         ..options(Fsync::Always)
@@ -440,7 +439,7 @@ proptest! {
     /// out in order, and without crashes is exactly a FIFO.
     #[test]
     fn the_queue_matches_a_model_across_crashes(ops in proptest::collection::vec(op(), 1..60)) {
-        let storage = SimStorage::new();
+        let storage = MemoryStorage::new();
         let opts = Options { segment_bytes: 600, cache_bytes: 700, ..options(Fsync::Always) };
         let reopen = || Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens").0;
         let mut q = reopen();

@@ -1,7 +1,7 @@
-//! A simulated directory for the store's tests: it keeps, per file, what a
-//! sync made durable apart from what was only written, and a crash loses
-//! every unsynced byte but a torn prefix of them. It can also be made to
-//! fail writes (a full disk), after writing part of them.
+//! A directory in memory, for tests and fuzzing: it keeps, per file, what a
+//! sync made durable apart from what was only written, and a simulated
+//! crash loses every unsynced byte but a torn prefix of them. It can also
+//! be made to fail writes (a full disk), after writing part of them.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,28 +20,30 @@ struct File {
     linked: bool,
 }
 
+/// See the module doc.
 #[derive(Debug, Default)]
-pub(crate) struct SimStorage {
+pub struct MemoryStorage {
     files: Mutex<BTreeMap<String, Arc<Mutex<File>>>>,
     /// Writes fail with `ENOSPC` (after writing half of their bytes).
-    pub(crate) full: AtomicBool,
+    pub full: AtomicBool,
     /// `fdatasync`s done.
-    pub(crate) syncs: AtomicU64,
+    pub syncs: AtomicU64,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl SimStorage {
-    pub(crate) fn new() -> Arc<Self> {
+impl MemoryStorage {
+    /// An empty directory.
+    pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
     /// What a power cut leaves: per file the synced bytes plus the first
     /// `tear(unsynced)` of the bytes written after them; files never linked
     /// by a directory sync are gone.
-    pub(crate) fn crash(&self, mut tear: impl FnMut(usize) -> usize) {
+    pub fn crash(&self, mut tear: impl FnMut(usize) -> usize) {
         let mut files = locked(&self.files);
         files.retain(|_, f| locked(f).linked);
         for f in files.values() {
@@ -64,7 +66,7 @@ impl SimStorage {
     }
 
     /// The bytes of `name`.
-    pub(crate) fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
         locked(&self.files)
             .get(name)
             .map(|f| locked(f).data.clone())
@@ -72,7 +74,7 @@ impl SimStorage {
 
     /// Sets the bytes of `name`, durably (damage done from outside, or a
     /// file copied in).
-    pub(crate) fn set_bytes(&self, name: &str, data: Vec<u8>) {
+    pub fn set_bytes(&self, name: &str, data: Vec<u8>) {
         let mut files = locked(&self.files);
         let mut f = locked(files.entry(name.to_owned()).or_default());
         f.synced = data.clone();
@@ -81,7 +83,7 @@ impl SimStorage {
     }
 
     /// The names of the segment files, in order.
-    pub(crate) fn segments(&self) -> Vec<String> {
+    pub fn segments(&self) -> Vec<String> {
         locked(&self.files)
             .keys()
             .filter(|n| n.ends_with(".log"))
@@ -91,19 +93,19 @@ impl SimStorage {
 }
 
 #[derive(Debug)]
-struct SimFile {
+struct MemoryFile {
     file: Arc<Mutex<File>>,
-    storage: Arc<SimStorage>,
+    storage: Arc<MemoryStorage>,
 }
 
-impl Storage for Arc<SimStorage> {
+impl Storage for Arc<MemoryStorage> {
     fn list(&self) -> io::Result<Vec<String>> {
         Ok(locked(&self.files).keys().cloned().collect())
     }
 
     fn open(&self, name: &str) -> io::Result<Arc<dyn Segment>> {
         let file = Arc::clone(locked(&self.files).entry(name.to_owned()).or_default());
-        Ok(Arc::new(SimFile {
+        Ok(Arc::new(MemoryFile {
             file,
             storage: Arc::clone(self),
         }))
@@ -139,7 +141,7 @@ impl Storage for Arc<SimStorage> {
     }
 }
 
-impl Segment for SimFile {
+impl Segment for MemoryFile {
     fn size(&self) -> io::Result<u64> {
         Ok(locked(&self.file).data.len() as u64)
     }
