@@ -29,6 +29,7 @@
 //! shutdown_grace = "5s"
 //! log_level = "info"               # optional; --log-level / RUST_LOG win
 //! plugin_cache = "cache/plugins"   # optional; compiled plugins kept on disk
+//! data_dir = "var/switchyard"      # optional; durable queues, dead letters
 //!
 //! [[input]]
 //! name = "sensors"
@@ -67,14 +68,22 @@
 //! dead_letter = "errors"           # an output; required by "dead_letter"
 //! to = ["dashboard"]
 //! queue = { capacity = 10000, max_bytes = "64MiB", when_full = "drop_oldest" }
+//!
+//! [[route]]
+//! name = "uplink"
+//! match = "sensors.>"
+//! to = ["dashboard"]
+//! # On disk under [router] data_dir; fsync "always", "batch" or "os".
+//! queue = { durable = true, max_age = "7d", fsync = "batch", fsync_interval = "10ms" }
 //! ```
 //!
-//! Durations are strings with a unit (`"250ms"`, `"5s"`, `"1m"`, `"1h"`);
+//! Durations are strings with a unit (`"250ms"`, `"5s"`, `"1m"`, `"1h"`,
+//! `"7d"`);
 //! sizes are integers of bytes or strings with a unit (`"64KiB"`, `"1MiB"`,
 //! `"1GB"`). Each typed field's doc gives its unit, default, range and
 //! whether it reloads live (everything does but the `[router]` keys other
 //! than `name`: a changed input or output is rebuilt, the rest keep their
-//! sockets).
+//! sockets; a changed `data_dir` refuses the whole reload).
 //!
 //! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and
@@ -120,8 +129,8 @@ pub use listeners::{Resource, overlaps};
 pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind};
 pub use plain::{Plain, Secret};
 pub use plugin::{FailMode, OnFailure, Plugin};
-pub use policy::UnknownPolicy;
-pub use route::{OnError, QueueConfig, Route, WhenFull};
+pub use policy::{UnknownFsync, UnknownPolicy};
+pub use route::{Durability, Fsync, OnError, QueueConfig, Route, WhenFull};
 pub use router::Router;
 pub use zmq::{Envelope, ZmqOptions, ZmqSocket};
 
@@ -610,6 +619,7 @@ queue = { when_full = "drop_newest" }
                 max_bytes: 4 << 20,
                 when_full: WhenFull::Block,
                 block_timeout: Duration::ZERO,
+                durable: None,
             }
         );
         let r2 = config.route("r2").expect("r2");
@@ -633,6 +643,7 @@ queue = { when_full = "drop_newest" }
                 shutdown_grace: Duration::from_secs(5),
                 log_level: None,
                 plugin_cache: None,
+                data_dir: None,
             }
         );
         let OutputKind::ZmqPub(publ) = &config.outputs[0].kind else {
@@ -661,6 +672,7 @@ queue = { when_full = "drop_newest" }
                 max_bytes: 64 << 20,
                 when_full: WhenFull::DropOldest,
                 block_timeout: Duration::from_secs(1),
+                durable: None,
             }
         );
     }

@@ -56,7 +56,7 @@ pub use runtime::Pipeline;
 pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };
-pub use spec::{QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
+pub use spec::{Durability, Fsync, QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
 pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, INLINE_BUDGET, OnError, Stages};
 pub use table::{Matches, RouteTable};
 

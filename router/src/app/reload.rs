@@ -10,7 +10,9 @@
 //! removed, or rebuilt when their entry changed; the others keep their
 //! sockets and peers) and `[router] name`. The other `[router]` keys need a
 //! restart: a reload that changes them applies the rest and reports them
-//! under `restart_required`.
+//! under `restart_required`, but for `data_dir`, held locked with the
+//! durable queues in it: a reload that changes it is refused as a whole
+//! ([`Config::reload_conflict`]).
 //!
 //! Inputs and outputs: new ones, and changed ones that move to another
 //! address, are bound before the swap, so a port that cannot be bound
@@ -342,6 +344,10 @@ impl Reloader {
         };
         timings.config_ms = ms(config_took);
         timings.plugins_ms = ms(plugins_took);
+        if let Some(why) = live.config.reload_conflict(&config) {
+            // Dry runs too: a dry run must not promise what the reload refuses.
+            return Err(ReloadError::Conflict(format!("{file}: {why}")));
+        }
         let swap_started = Instant::now();
         let mut diff = live.config.diff(&config);
         for name in &rebuilt {

@@ -19,8 +19,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Config, DealerOutput, HttpInput, Input, InputKind, Output, OutputKind, Plugin,
-    QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
+    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, Output, OutputKind,
+    Plugin, QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
 };
 
 /// What a reload from one config to another would change.
@@ -60,13 +60,16 @@ use super::{
 #[serde(default)]
 pub struct Diff {
     /// The `[router]` keys that changed, in the section's order: `name`,
-    /// `admin`, `shutdown_grace`, `log_level`, `plugin_cache`. Only `name`
-    /// reloads live.
+    /// `admin`, `shutdown_grace`, `log_level`, `plugin_cache`, `data_dir`.
+    /// Only `name` reloads live; a changed `data_dir` is refused outright
+    /// ([`Config::reload_conflict`]).
     pub router: Vec<String>,
     /// `[[route]]`s, the only section where renames are detected. Fields:
     /// `match`, `attributes`, `filters`, `router`, `on_error`,
     /// `dead_letter`, `to`, `queue.capacity`, `queue.max_bytes`,
-    /// `queue.when_full`, `queue.block_timeout`. A reordered `filters` or
+    /// `queue.when_full`, `queue.block_timeout`, `queue.durable` (turned on
+    /// or off), and, for a queue durable in both, `queue.max_age`,
+    /// `queue.fsync`, `queue.fsync_interval`. A reordered `filters` or
     /// `to` list counts as changed. A route whose plugins or outputs
     /// changed is not itself changed: see those sections.
     pub routes: Changes,
@@ -147,6 +150,29 @@ impl Config {
             outputs,
             restart_required,
         }
+    }
+}
+
+impl Config {
+    /// Why a reload from `self` (the running config) to `new` must be
+    /// refused as a whole, if it must: `[router] data_dir` changed. The
+    /// running router holds that directory locked with the durable queues
+    /// in it, so a new one could only be taken by a restart, and applying
+    /// the rest of the file would leave routes written for the new
+    /// directory running on the old one.
+    pub fn reload_conflict(&self, new: &Config) -> Option<String> {
+        let (old, new) = (&self.router.data_dir, &new.router.data_dir);
+        (old != new).then(|| {
+            let shown = |d: &Option<std::path::PathBuf>| match d {
+                Some(d) => format!("{d:?}"),
+                None => "none".to_owned(),
+            };
+            format!(
+                "[router] data_dir changed from {} to {}: the running router holds its data directory locked, so this needs a restart (nothing was reloaded)",
+                shown(old),
+                shown(new)
+            )
+        })
     }
 }
 
@@ -345,6 +371,7 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
         shutdown_grace,
         log_level,
         plugin_cache,
+        data_dir,
     } = old;
     let mut f = Fields::default();
     f.check("name", name, &new.name);
@@ -352,6 +379,7 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
     f.check("shutdown_grace", shutdown_grace, &new.shutdown_grace);
     f.check("log_level", log_level, &new.log_level);
     f.check("plugin_cache", plugin_cache, &new.plugin_cache);
+    f.check("data_dir", data_dir, &new.data_dir);
     f.0.into_iter().map(str::to_owned).collect()
 }
 
@@ -383,6 +411,7 @@ fn route_fields(old: &Route, new: &Route) -> Vec<&'static str> {
         max_bytes,
         when_full,
         block_timeout,
+        durable,
     } = queue;
     f.check("queue.capacity", capacity, &new.queue.capacity);
     f.check("queue.max_bytes", max_bytes, &new.queue.max_bytes);
@@ -392,6 +421,21 @@ fn route_fields(old: &Route, new: &Route) -> Vec<&'static str> {
         block_timeout,
         &new.queue.block_timeout,
     );
+    match (durable, &new.queue.durable) {
+        (Some(old), Some(new)) => {
+            let Durability {
+                max_age,
+                fsync,
+                fsync_interval,
+            } = old;
+            f.check("queue.max_age", max_age, &new.max_age);
+            f.check("queue.fsync", fsync, &new.fsync);
+            f.check("queue.fsync_interval", fsync_interval, &new.fsync_interval);
+        }
+        (None, None) => {}
+        // Turned on or off: the durable keys come or go with it.
+        _ => f.0.push("queue.durable"),
+    }
     f.0
 }
 
@@ -832,7 +876,7 @@ path = "g.wasm"
         assert_eq!(d.router, ["admin"]);
         assert_eq!(d.restart_required, ["router.admin"]);
 
-        let all = "[router]\nname = \"n\"\nadmin = \"127.0.0.1:1\"\nshutdown_grace = \"1s\"\nlog_level = \"warn\"\nplugin_cache = \"cache\"\n";
+        let all = "[router]\nname = \"n\"\nadmin = \"127.0.0.1:1\"\nshutdown_grace = \"1s\"\nlog_level = \"warn\"\nplugin_cache = \"cache\"\ndata_dir = \"var\"\n";
         let d = diff(&body, &format!("{all}{body}"));
         assert_eq!(
             d.restart_required,
@@ -840,9 +884,126 @@ path = "g.wasm"
                 "router.admin",
                 "router.shutdown_grace",
                 "router.log_level",
-                "router.plugin_cache"
+                "router.plugin_cache",
+                "router.data_dir"
             ]
         );
+    }
+
+    #[test]
+    fn each_durable_queue_field_is_reported() {
+        let r = |route_extra: &str| format!("[router]\ndata_dir = \"var\"\n{}", site(route_extra));
+        let q = |queue: &str| r(&format!("queue = {{ {queue} }}"));
+        let cases: &[(String, String, &[&str])] = &[
+            // A durable queue's default bounds are not memory's, so they
+            // change with it.
+            (
+                r(""),
+                q("durable = true"),
+                &["queue.capacity", "queue.max_bytes", "queue.durable"],
+            ),
+            (
+                q("durable = true"),
+                r(""),
+                &["queue.capacity", "queue.max_bytes", "queue.durable"],
+            ),
+            // Turned on with its keys: the keys come with it.
+            (
+                r(""),
+                q(
+                    "durable = true, capacity = 10000, max_bytes = \"64MiB\", max_age = \"7d\", fsync = \"os\"",
+                ),
+                &["queue.durable"],
+            ),
+            // Written as the default: no change.
+            (r(""), q("durable = false"), &[]),
+            (
+                q("durable = true"),
+                q("durable = true, fsync = \"batch\", fsync_interval = \"10ms\""),
+                &[],
+            ),
+            (
+                q("durable = true"),
+                q("durable = true, max_age = \"7d\""),
+                &["queue.max_age"],
+            ),
+            (
+                q("durable = true, max_age = \"7d\""),
+                q("durable = true, max_age = \"1d\""),
+                &["queue.max_age"],
+            ),
+            (
+                q("durable = true"),
+                q("durable = true, fsync = \"always\""),
+                &["queue.fsync"],
+            ),
+            (
+                q("durable = true"),
+                q("durable = true, fsync_interval = \"50ms\""),
+                &["queue.fsync_interval"],
+            ),
+            (
+                q("durable = true, fsync = \"always\""),
+                q("durable = true, fsync_interval = \"50ms\""),
+                &["queue.fsync", "queue.fsync_interval"],
+            ),
+            (
+                q("durable = true"),
+                q("durable = true, capacity = 10000"),
+                &["queue.capacity"],
+            ),
+        ];
+        for (old, new, fields) in cases {
+            let d = diff(old, new);
+            let want = Changes {
+                changed: if fields.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![changed("r", fields)]
+                },
+                ..Changes::default()
+            };
+            assert_eq!(d.routes, want, "{old}\n->\n{new}");
+            assert!(d.restart_required.is_empty(), "{d:?}");
+        }
+        let d = diff(&q("durable = true"), &q("durable = true, fsync = \"os\""));
+        assert_eq!(d.to_string(), "route \"r\": changed queue.fsync");
+        assert!(
+            valid(&r(""))
+                .reload_conflict(&valid(&q("durable = true")))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_changed_data_dir_refuses_the_reload() {
+        let body = base("", "", "");
+        let with = |dir: &str| format!("[router]\ndata_dir = \"{dir}\"\n{body}");
+        let (none, a, b) = (valid(&body), valid(&with("var/a")), valid(&with("var/b")));
+        assert_eq!(none.reload_conflict(&none), None);
+        assert_eq!(a.reload_conflict(&valid(&with("var/a"))), None);
+        // Other [router] keys are only reported as needing a restart.
+        let admin = valid(&format!("[router]\nadmin = \"127.0.0.1:9465\"\n{body}"));
+        assert_eq!(none.reload_conflict(&admin), None);
+
+        let why = a.reload_conflict(&b).expect("refused");
+        assert_eq!(
+            why,
+            "[router] data_dir changed from \"var/a\" to \"var/b\": the running router holds its data directory locked, so this needs a restart (nothing was reloaded)"
+        );
+        assert!(
+            none.reload_conflict(&a)
+                .expect("refused")
+                .starts_with("[router] data_dir changed from none to \"var/a\""),
+        );
+        assert!(
+            a.reload_conflict(&none)
+                .expect("refused")
+                .contains("from \"var/a\" to none"),
+        );
+        let d = a.diff(&b);
+        assert_eq!(d.router, ["data_dir"]);
+        assert_eq!(d.restart_required, ["router.data_dir"]);
     }
 
     #[test]

@@ -137,3 +137,31 @@ fn multi_site_needs_its_variables() {
         Config::parse_with_env(&text, "config/multi-site.toml", &example_env).expect("valid");
     assert_eq!(config.router.name, "site-42");
 }
+
+#[test]
+fn store_and_forward_keeps_the_uplink_on_disk() {
+    let config =
+        Config::load(config_dir().join("store-and-forward.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.router.data_dir,
+        Some(config_dir().join("var/switchyard"))
+    );
+    let uplink = config.route("uplink").expect("uplink route");
+    assert_eq!(uplink.to, ["cloud", "archive"]);
+    assert_eq!(
+        uplink.queue,
+        QueueConfig {
+            capacity: 1_000_000,
+            max_bytes: 2 << 30,
+            when_full: WhenFull::Block,
+            block_timeout: QueueConfig::DEFAULT_BLOCK_TIMEOUT,
+            durable: Some(Durability {
+                max_age: Some(std::time::Duration::from_secs(7 * 86_400)),
+                fsync: Fsync::Batch,
+                fsync_interval: std::time::Duration::from_millis(10),
+            }),
+        }
+    );
+    let live = config.route("live").expect("live route");
+    assert_eq!(live.queue.durable, None);
+}

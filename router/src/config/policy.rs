@@ -1,5 +1,6 @@
 //! The policies a route is written with: what it does when its queue is
-//! full ([`WhenFull`]) and when a plugin fails on a batch ([`OnError`]).
+//! full ([`WhenFull`]), when a durable queue syncs to disk ([`Fsync`]) and
+//! when a plugin fails on a batch ([`OnError`]).
 //! Settings, shared as they are by the config and the pipeline that
 //! applies them.
 
@@ -70,6 +71,62 @@ impl FromStr for WhenFull {
     }
 }
 
+/// When a durable queue (`queue = { durable = true }`) forces what it wrote
+/// to disk, written `queue = { fsync = "batch" }`: the trade between how
+/// much a power cut can lose and how many messages a second the disk takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// `always`: each message is `fdatasync`ed before it counts as
+    /// accepted. Nothing accepted is lost, even to a power cut; the
+    /// slowest.
+    Always,
+    /// `batch`: group commit: one `fdatasync` covers every message accepted
+    /// within the queue's `fsync_interval`, and none of them counts as
+    /// accepted before it. Nothing accepted is lost; a producer waits up to
+    /// one interval longer.
+    #[default]
+    Batch,
+    /// `os`: no `fdatasync`; the operating system writes back when it
+    /// likes. What is accepted survives a crash of the process, not a power
+    /// cut or a kernel crash.
+    Os,
+}
+
+impl Fsync {
+    /// The config spelling: `always`, `batch` or `os`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::Batch => "batch",
+            Self::Os => "os",
+        }
+    }
+}
+
+impl fmt::Display for Fsync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not an `fsync` mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fsync mode {0:?}; expected always, batch or os")]
+pub struct UnknownFsync(pub String);
+
+impl FromStr for Fsync {
+    type Err = UnknownFsync;
+    fn from_str(s: &str) -> Result<Self, UnknownFsync> {
+        match s {
+            "always" => Ok(Self::Always),
+            "batch" => Ok(Self::Batch),
+            "os" => Ok(Self::Os),
+            other => Err(UnknownFsync(other.to_owned())),
+        }
+    }
+}
+
 /// What a route does with a batch a plugin failed on (trap, timeout, broken
 /// verdict), written `on_error = "drop"` or `"dead_letter"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
@@ -99,5 +156,17 @@ mod tests {
             );
         }
         assert!("drop".parse::<WhenFull>().is_err());
+        for f in [Fsync::Always, Fsync::Batch, Fsync::Os] {
+            assert_eq!(f.as_str().parse::<Fsync>(), Ok(f));
+            assert_eq!(
+                serde_json::to_string(&f).expect("serialize"),
+                format!("\"{f}\"")
+            );
+        }
+        assert_eq!(Fsync::default(), Fsync::Batch);
+        assert_eq!(
+            "never".parse::<Fsync>().unwrap_err().to_string(),
+            "unknown fsync mode \"never\"; expected always, batch or os"
+        );
     }
 }

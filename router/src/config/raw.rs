@@ -26,6 +26,7 @@ pub(crate) struct RawRouter {
     pub(crate) shutdown_grace: Option<S<Quantity>>,
     pub(crate) log_level: Option<S<String>>,
     pub(crate) plugin_cache: Option<S<String>>,
+    pub(crate) data_dir: Option<S<String>>,
 }
 
 /// Declares the raw struct of each ZeroMQ kind: the fields every kind has
@@ -315,6 +316,10 @@ pub(crate) struct RawQueue {
     pub(crate) max_bytes: Option<S<Quantity>>,
     pub(crate) when_full: Option<S<String>>,
     pub(crate) block_timeout: Option<S<Quantity>>,
+    pub(crate) durable: Option<S<bool>>,
+    pub(crate) max_age: Option<S<Quantity>>,
+    pub(crate) fsync: Option<S<String>>,
+    pub(crate) fsync_interval: Option<S<Quantity>>,
 }
 
 /// A string or a list of strings (`connect = "tcp://a:1"` or
@@ -405,7 +410,16 @@ mod tests {
     fn field_lists_come_from_the_derive() {
         assert_eq!(
             fields_of::<RawQueue>(),
-            &["capacity", "max_bytes", "when_full", "block_timeout"]
+            &[
+                "capacity",
+                "max_bytes",
+                "when_full",
+                "block_timeout",
+                "durable",
+                "max_age",
+                "fsync",
+                "fsync_interval"
+            ]
         );
         assert!(fields_of::<RawRoute>().contains(&"match"));
         assert!(fields_of::<RawRoute>().contains(&"dead_letter"));

@@ -11,7 +11,7 @@ use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
 use super::names::Declared;
 use super::raw::{RawQueue, RawRoute, S};
-use super::units::{format_size, serialize_duration};
+use super::units::{format_size, serialize_duration, serialize_duration_or_none};
 
 /// One `[[route]]`. Reloads live: routes are the part of the file operators
 /// edit while the router runs.
@@ -73,11 +73,12 @@ impl Route {
 /// A route's bounded queue, written `queue = { capacity = 10000, ... }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueConfig {
-    /// Bound in messages. Default 10000; 1 to 10000000.
+    /// Bound in messages. Default 10000, or 10000000 for a durable queue;
+    /// 1 to 10000000.
     pub capacity: usize,
     /// Bound in bytes (topic + payload + attributes of queued messages).
-    /// Default 64 MiB; 1 KiB to 16 GiB, and at least the largest message an
-    /// input accepts.
+    /// Default 64 MiB, or 1 GiB for a durable queue; 1 KiB to 16 GiB, and
+    /// at least the largest message an input accepts.
     pub max_bytes: usize,
     /// What to do with a message when either bound is reached. Default
     /// `drop_oldest`.
@@ -89,6 +90,11 @@ pub struct QueueConfig {
     /// `when_full = "block"`.
     #[serde(serialize_with = "serialize_duration")]
     pub block_timeout: Duration,
+    /// `Some` for a durable queue, written `durable = true`: kept on disk
+    /// under `[router] data_dir` (which it requires), so what it holds
+    /// survives a restart. Default `None` (`durable = false`): in memory.
+    /// Turning it on or off reloads; what is queued is kept.
+    pub durable: Option<Durability>,
 }
 
 impl Default for QueueConfig {
@@ -98,6 +104,7 @@ impl Default for QueueConfig {
             max_bytes: 64 << 20,
             when_full: WhenFull::default(),
             block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
+            durable: None,
         }
     }
 }
@@ -105,18 +112,61 @@ impl Default for QueueConfig {
 impl QueueConfig {
     /// The default `block_timeout`.
     pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The default `capacity` of a durable queue: a disk holds far more
+    /// than memory.
+    pub const DEFAULT_DURABLE_CAPACITY: usize = 10_000_000;
+    /// The default `max_bytes` of a durable queue, 1 GiB.
+    pub const DEFAULT_DURABLE_MAX_BYTES: usize = 1 << 30;
 }
 
-pub use super::policy::{OnError, WhenFull};
+/// How a durable queue keeps its messages: the keys only a queue with
+/// `durable = true` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Durability {
+    /// Queued messages older than this (since the router accepted them)
+    /// are dropped. Default none: unbounded, only `capacity` and
+    /// `max_bytes` limit the queue; 1ms to 3650d. Changes apply on reload.
+    #[serde(serialize_with = "serialize_duration_or_none")]
+    pub max_age: Option<Duration>,
+    /// When what is written is forced to disk: see [`Fsync`]. Default
+    /// `batch`. Changes apply on reload.
+    pub fsync: Fsync,
+    /// Under `fsync = "batch"`, the group-commit window: one `fdatasync`
+    /// covers every message accepted within it. Default 10ms; 1ms to 10s.
+    /// Only valid with `fsync = "batch"` (under the other modes it stays at
+    /// the default and is not used). Changes apply on reload.
+    #[serde(serialize_with = "serialize_duration")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Self {
+            max_age: None,
+            fsync: Fsync::default(),
+            fsync_interval: Self::DEFAULT_FSYNC_INTERVAL,
+        }
+    }
+}
+
+impl Durability {
+    /// The default `fsync_interval`.
+    pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(10);
+}
+
+pub use super::policy::{Fsync, OnError, WhenFull};
 
 /// Reads one route. `declared` lists every named entry in the file (even
 /// broken ones), so references resolve without echoing other problems;
-/// `largest_message` is the biggest message any input accepts.
+/// `largest_message` is the biggest message any input accepts;
+/// `data_dir_written` is whether `[router]` sets `data_dir` (even to a bad
+/// value, reported there), which durable queues need.
 pub(crate) fn build(
     raw: &RawRoute,
     subject: &Subject,
     declared: &[Declared],
     largest_message: usize,
+    data_dir_written: bool,
     c: &mut Checker<'_>,
 ) -> Route {
     let pattern = Pattern::parse(raw.pattern.get_ref()).unwrap_or_else(|e| {
@@ -260,7 +310,7 @@ pub(crate) fn build(
     }
 
     let queue = match &raw.queue {
-        Some(q) => build_queue(q.get_ref(), subject, largest_message, c),
+        Some(q) => build_queue(q.get_ref(), subject, largest_message, data_dir_written, c),
         None => QueueConfig::default(),
     };
     let ms = std::time::Duration::from_millis(1);
@@ -339,23 +389,33 @@ fn build_queue(
     raw: &RawQueue,
     subject: &Subject,
     largest_message: usize,
+    data_dir_written: bool,
     c: &mut Checker<'_>,
 ) -> QueueConfig {
     const GIB: u64 = 1 << 30;
     let max_bytes_limit = usize::try_from(16 * GIB).unwrap_or(usize::MAX);
+    let durable = raw.durable.as_ref().is_some_and(|v| *v.get_ref());
     let d = QueueConfig::default();
+    let (default_capacity, default_max_bytes) = if durable {
+        (
+            QueueConfig::DEFAULT_DURABLE_CAPACITY,
+            QueueConfig::DEFAULT_DURABLE_MAX_BYTES,
+        )
+    } else {
+        (d.capacity, d.max_bytes)
+    };
     let capacity = c.count(
         subject,
         "queue.capacity",
         raw.capacity.as_ref(),
-        d.capacity,
+        default_capacity,
         1..=10_000_000,
     );
     let max_bytes = c.size(
         subject,
         "queue.max_bytes",
         raw.max_bytes.as_ref(),
-        d.max_bytes,
+        default_max_bytes,
         1024..=max_bytes_limit,
     );
     if let Some(v) = &raw.max_bytes
@@ -408,17 +468,108 @@ fn build_queue(
             format!("only applies with when_full = \"block\"{note}"),
         );
     }
+    let durable = durable.then(|| build_durability(raw, subject, data_dir_written, c));
+    if durable.is_none() {
+        // The durable keys on a queue kept in memory: each is refused
+        // where it is written.
+        let note = match &raw.durable {
+            Some(_) => " (this queue has durable = false)",
+            None => " (queues are kept in memory by default)",
+        };
+        for (field, span) in [
+            ("queue.max_age", raw.max_age.as_ref().map(S::span)),
+            ("queue.fsync", raw.fsync.as_ref().map(S::span)),
+            (
+                "queue.fsync_interval",
+                raw.fsync_interval.as_ref().map(S::span),
+            ),
+        ] {
+            if let Some(span) = span {
+                c.invalid(subject, field, span, format!("needs durable = true{note}"));
+            }
+        }
+    }
     QueueConfig {
         capacity,
         max_bytes,
         when_full,
         block_timeout,
+        durable,
+    }
+}
+
+/// Reads the keys of a queue written `durable = true`.
+fn build_durability(
+    raw: &RawQueue,
+    subject: &Subject,
+    data_dir_written: bool,
+    c: &mut Checker<'_>,
+) -> Durability {
+    if let Some(v) = &raw.durable
+        && !data_dir_written
+    {
+        c.invalid(
+            subject,
+            "queue.durable",
+            v.span(),
+            "needs a directory to keep the queue in: set `[router] data_dir` (e.g. data_dir = \"var/switchyard\")",
+        );
+    }
+    let d = Durability::default();
+    let ms = Duration::from_millis(1);
+    let max_age = c.duration_or_off(
+        subject,
+        "queue.max_age",
+        raw.max_age.as_ref(),
+        d.max_age,
+        ms..=Duration::from_secs(3650 * 86_400),
+        false,
+    );
+    let problems_before = c.problem_count();
+    let fsync = c.choice(
+        subject,
+        "queue.fsync",
+        raw.fsync.as_ref(),
+        d.fsync,
+        &[
+            ("always", Fsync::Always),
+            ("batch", Fsync::Batch),
+            ("os", Fsync::Os),
+        ],
+    );
+    let fsync_ok = c.problem_count() == problems_before;
+    let fsync_interval = c.duration(
+        subject,
+        "queue.fsync_interval",
+        raw.fsync_interval.as_ref(),
+        d.fsync_interval,
+        ms..=Duration::from_secs(10),
+    );
+    if let Some(v) = &raw.fsync_interval
+        && fsync != Fsync::Batch
+        && fsync_ok
+    {
+        c.invalid(
+            subject,
+            "queue.fsync_interval",
+            v.span(),
+            format!(
+                "only applies with fsync = \"batch\" (group commit); with fsync = \"{fsync}\" there is no interval, remove it"
+            ),
+        );
+    }
+    Durability {
+        max_age,
+        fsync,
+        fsync_interval,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OnError;
+    use std::time::Duration;
+
+    use super::{Durability, Fsync, OnError, QueueConfig, WhenFull};
     use crate::config::fixture::{assert_one, base, problems, valid};
 
     /// `base` with `route_extra` in the route, plus a second output and two
@@ -596,5 +747,187 @@ path = "router.wasm"
             &got,
             "queue.max_bytes: 2MiB is smaller than the largest message an input accepts (4MiB)",
         );
+    }
+
+    /// `base` with `[router] data_dir` and `queue = { <queue> }` in the route.
+    fn durable(queue: &str) -> String {
+        format!(
+            "[router]\ndata_dir = \"var/switchyard\"\n\n{}",
+            base("", "", &format!("queue = {{ {queue} }}"))
+        )
+    }
+
+    #[test]
+    fn a_durable_queue_reads_every_key() {
+        let config = valid(&durable(
+            "durable = true, capacity = 1_000_000, max_bytes = \"2GiB\", max_age = \"7d\", when_full = \"block\", fsync = \"batch\", fsync_interval = \"25ms\"",
+        ));
+        assert_eq!(
+            config.routes[0].queue,
+            QueueConfig {
+                capacity: 1_000_000,
+                max_bytes: 2 << 30,
+                when_full: WhenFull::Block,
+                block_timeout: QueueConfig::DEFAULT_BLOCK_TIMEOUT,
+                durable: Some(Durability {
+                    max_age: Some(Duration::from_secs(7 * 86_400)),
+                    fsync: Fsync::Batch,
+                    fsync_interval: Duration::from_millis(25),
+                }),
+            }
+        );
+        for (written, fsync) in [("always", Fsync::Always), ("os", Fsync::Os)] {
+            let config = valid(&durable(&format!("durable = true, fsync = \"{written}\"")));
+            let d = config.routes[0].queue.durable.expect("durable");
+            assert_eq!(d.fsync, fsync);
+            assert_eq!(d.fsync_interval, Durability::DEFAULT_FSYNC_INTERVAL);
+        }
+        let config = valid(&durable("durable = true, fsync = \"os\""));
+        let json = serde_json::to_value(&config).expect("serializable");
+        assert_eq!(json["routes"][0]["queue"]["durable"]["fsync"], "os");
+        assert_eq!(
+            json["routes"][0]["queue"]["durable"]["max_age"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            json["routes"][0]["queue"]["durable"]["fsync_interval"],
+            "10ms"
+        );
+        let config = valid(&durable("durable = true, max_age = \"36h\""));
+        let json = serde_json::to_value(&config).expect("serializable");
+        assert_eq!(json["routes"][0]["queue"]["durable"]["max_age"], "1d12h");
+    }
+
+    #[test]
+    fn durable_and_memory_queues_have_their_own_defaults() {
+        let config = valid(&durable("durable = true"));
+        assert_eq!(
+            config.routes[0].queue,
+            QueueConfig {
+                capacity: 10_000_000,
+                max_bytes: 1 << 30,
+                durable: Some(Durability {
+                    max_age: None,
+                    fsync: Fsync::Batch,
+                    fsync_interval: Duration::from_millis(10),
+                }),
+                ..QueueConfig::default()
+            }
+        );
+        assert_eq!(
+            Durability::default(),
+            config.routes[0].queue.durable.expect("durable")
+        );
+        for memory in [
+            durable("durable = false"),
+            durable("capacity = 5"),
+            base("", "", ""),
+        ] {
+            let q = &valid(&memory).routes[0].queue;
+            assert_eq!(q.durable, None, "{memory}");
+            assert_eq!(q.max_bytes, 64 << 20, "{memory}");
+        }
+        assert_eq!(
+            valid(&durable("durable = false")).routes[0].queue.capacity,
+            10_000
+        );
+        // The 16 GiB ceiling holds for durable queues too.
+        valid(&durable("durable = true, max_bytes = \"16GiB\""));
+        let got = problems(&durable("durable = true, max_bytes = \"17GiB\""));
+        assert_one(
+            &got,
+            "queue.max_bytes: must be from 1KiB to 16GiB, got 17GiB",
+        );
+    }
+
+    #[test]
+    fn a_durable_queue_needs_a_data_dir() {
+        let text = base("", "", "queue = { capacity = 5, durable = true }");
+        let got = problems(&text);
+        assert_one(
+            &got,
+            "t.toml:17:35: route \"r\": queue.durable: needs a directory to keep the queue in: set `[router] data_dir`",
+        );
+        // A [router] without it is no better.
+        let got = problems(&format!("[router]\nname = \"x\"\n{text}"));
+        assert_one(&got, "t.toml:19:35: route \"r\": queue.durable: needs");
+        // A bad data_dir is reported once, at [router], not at each route.
+        let got = problems(&format!("[router]\ndata_dir = \"\"\n{text}"));
+        assert_one(&got, "t.toml:2:12: [router]: data_dir: is empty");
+        // Every durable queue is named.
+        let two = format!(
+            "{text}\n[[route]]\nname = \"r2\"\nmatch = \"x\"\nto = [\"out\"]\nqueue = {{ durable = true }}\n"
+        );
+        let got = problems(&two);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[1].starts_with("t.toml:23:21: route \"r2\": queue.durable:"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn durable_keys_need_a_durable_queue() {
+        let text = base(
+            "",
+            "",
+            "queue = { max_age = \"7d\", fsync = \"always\", fsync_interval = \"5ms\" }",
+        );
+        let got = problems(&text);
+        assert_eq!(
+            got,
+            [
+                "t.toml:17:21: route \"r\": queue.max_age: needs durable = true (queues are kept in memory by default)",
+                "t.toml:17:35: route \"r\": queue.fsync: needs durable = true (queues are kept in memory by default)",
+                "t.toml:17:62: route \"r\": queue.fsync_interval: needs durable = true (queues are kept in memory by default)",
+            ]
+        );
+        let got = problems(&durable("durable = false, fsync = \"os\""));
+        assert_one(
+            &got,
+            "queue.fsync: needs durable = true (this queue has durable = false)",
+        );
+    }
+
+    #[test]
+    fn durable_queue_mistakes_are_all_reported() {
+        let got = problems(&durable(
+            "capacity = 0, durable = true, max_age = \"0s\", fsync = \"sometimes\", fsync_interval = \"1m\"",
+        ));
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(
+            got[0].contains("queue.capacity: must be from 1 to 10000000, got 0"),
+            "{got:#?}"
+        );
+        assert!(
+            got[1].contains("queue.max_age: must be from 1ms to 3650d, got 0s"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2]
+                .contains("queue.fsync: \"sometimes\" is not one of \"always\", \"batch\", \"os\""),
+            "{got:#?}"
+        );
+        assert!(
+            got[3].contains("queue.fsync_interval: must be from 1ms to 10s, got 1m"),
+            "{got:#?}"
+        );
+        for mode in ["always", "os"] {
+            let got = problems(&durable(&format!(
+                "durable = true, fsync = \"{mode}\", fsync_interval = \"10ms\""
+            )));
+            assert_one(
+                &got,
+                &format!(
+                    "queue.fsync_interval: only applies with fsync = \"batch\" (group commit); with fsync = \"{mode}\" there is no interval, remove it"
+                ),
+            );
+        }
+        let got = problems(&durable("durable = \"yes\""));
+        assert_one(&got, "invalid type: string \"yes\", expected a boolean");
+        let got = problems(&durable("durable = true, max_age = 7"));
+        assert_one(&got, "queue.max_age: 7 has no unit");
+        let got = problems(&durable("durable = true, fsync_intervall = \"5ms\""));
+        assert_one(&got, "(did you mean \"fsync_interval\"?)");
     }
 }

@@ -39,6 +39,14 @@ pub struct Router {
     /// disk cache. A cached module is native code, so the directory must be
     /// writable only by the router's user. Restart required.
     pub plugin_cache: Option<PathBuf>,
+    /// Directory where durable route queues (`queue = { durable = true }`)
+    /// and the dead-letter store live. Written relative to the config
+    /// file's directory (absolute paths are kept). One router per
+    /// directory: the running router holds it locked. Default none: no
+    /// route may be durable. Not reloaded: a reload that changes it is
+    /// refused ([`Config::reload_conflict`](super::Config::reload_conflict));
+    /// restart to move it.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Router {
@@ -49,6 +57,7 @@ impl Default for Router {
             shutdown_grace: Duration::from_secs(5),
             log_level: None,
             plugin_cache: None,
+            data_dir: None,
         }
     }
 }
@@ -103,12 +112,25 @@ pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
         }
         Some(resolve_path(c.file(), p.get_ref()))
     });
+    let data_dir = raw.data_dir.as_ref().and_then(|p| {
+        if p.get_ref().trim().is_empty() {
+            c.invalid(
+                &subject,
+                "data_dir",
+                p.span(),
+                "is empty; leave it out when no route is durable",
+            );
+            return None;
+        }
+        Some(resolve_path(c.file(), p.get_ref()))
+    });
     Router {
         name,
         admin,
         shutdown_grace,
         log_level,
         plugin_cache,
+        data_dir,
     }
 }
 
@@ -195,6 +217,37 @@ mod tests {
         );
         assert!(
             got[3].starts_with("t.toml:5:13: [router]: log_level:"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn data_dir_is_resolved_like_plugin_cache() {
+        let text = format!(
+            "[router]\ndata_dir = \"var/switchyard\"\nplugin_cache = \"cache\"\n{}",
+            base("", "", "")
+        );
+        let config = crate::config::Config::parse_with_env(&text, "etc/sy/t.toml", &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.router.data_dir,
+            Some(PathBuf::from("etc/sy/var/switchyard"))
+        );
+        assert_eq!(
+            config.router.plugin_cache,
+            Some(PathBuf::from("etc/sy/cache"))
+        );
+        let config = crate::config::fixture::valid(&format!(
+            "[router]\ndata_dir = \"/srv/switchyard\"\n{}",
+            base("", "", "")
+        ));
+        assert_eq!(
+            config.router.data_dir,
+            Some(PathBuf::from("/srv/switchyard"))
+        );
+        let got = problems(&format!("[router]\ndata_dir = \" \"\n{}", base("", "", "")));
+        assert!(
+            got.len() == 1 && got[0].starts_with("t.toml:2:12: [router]: data_dir: is empty"),
             "{got:#?}"
         );
     }

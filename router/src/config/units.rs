@@ -1,8 +1,8 @@
 //! Durations and sizes as people write them.
 //!
-//! - Durations are strings: a number and a unit, `ms`, `s`, `m` or `h`
-//!   (`"250ms"`, `"5s"`, `"1.5s"`, `"1m"`, `"1h"`), and parts may be
-//!   chained (`"1m30s"`). A bare number is refused: `5` could mean seconds or
+//! - Durations are strings: a number and a unit, `ms`, `s`, `m`, `h` or
+//!   `d` (`"250ms"`, `"5s"`, `"1.5s"`, `"1m"`, `"1h"`, `"7d"`; a day is
+//!   24h), and parts may be chained (`"1m30s"`). A bare number is refused: `5` could mean seconds or
 //!   milliseconds, and the reader should not have to guess.
 //! - Sizes are a plain integer of bytes (`65536`) or a string with a unit:
 //!   `B`; binary `KiB`, `MiB`, `GiB` (powers of 1024); decimal `kB`, `MB`,
@@ -119,6 +119,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             "" => return Err(format!("{text:?} has no unit; {DURATION_HINT}")),
             other => {
                 return Err(format!(
@@ -176,7 +177,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Formats a duration the way the config writes it: `"250ms"`, `"5s"`,
-/// `"1m30s"`, `"1h"`.
+/// `"1m30s"`, `"1h"`, `"7d"`.
 pub(crate) fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() != 0 {
         let ms = d.as_secs_f64() * 1000.0;
@@ -190,9 +191,9 @@ pub(crate) fn format_duration(d: Duration) -> String {
     if secs == 0 {
         return "0s".into();
     }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     let mut out = String::new();
-    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m"), (s, "s")] {
         if n != 0 {
             out.push_str(&format!("{n}{unit}"));
         }
@@ -226,6 +227,18 @@ pub(crate) fn serialize_duration<S: serde::Serializer>(
     s.serialize_str(&format_duration(*d))
 }
 
+/// Serializes an optional [`Duration`] that has no `"off"` spelling;
+/// `None` (not set) becomes `null`.
+pub(crate) fn serialize_duration_or_none<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Serializes an optional [`Duration`]; `None` becomes `"off"`.
 pub(crate) fn serialize_opt_duration<S: serde::Serializer>(
     d: &Option<Duration>,
@@ -248,6 +261,8 @@ mod tests {
             ("5s", Duration::from_secs(5)),
             ("1m", Duration::from_secs(60)),
             ("1h", Duration::from_secs(3600)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+            ("1d12h", Duration::from_secs(36 * 3600)),
             ("1.5s", Duration::from_millis(1500)),
             ("0.1s", Duration::from_millis(100)),
             ("1m30s", Duration::from_secs(90)),
@@ -257,7 +272,7 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "5", "5 secs", "s", "1d", "-1s", "1..5s", "5sm"] {
+        for bad in ["", "5", "5 secs", "s", "1w", "-1s", "1..5s", "5sm"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -304,11 +319,13 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for d in ["250ms", "5s", "1m30s", "1h", "0s", "1500ms"] {
+        for d in ["250ms", "5s", "1m30s", "1h", "0s", "1500ms", "7d", "1d1h"] {
             let parsed = parse_duration(d).expect("valid");
             assert_eq!(parse_duration(&format_duration(parsed)), Ok(parsed), "{d}");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(format_duration(Duration::from_secs(25 * 3600)), "1d1h");
         assert_eq!(format_size(1 << 20), "1MiB");
         assert_eq!(format_size(1000), "1kB");
         assert_eq!(format_size(2_000_000), "2MB");

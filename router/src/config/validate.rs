@@ -215,12 +215,25 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         .map(Input::max_message_size)
         .max()
         .unwrap_or(0);
+    // Whether `[router]` writes `data_dir` at all: a bad value is reported
+    // there, not again at every durable queue.
+    let data_dir_written = router_table
+        .as_ref()
+        .is_some_and(|t| matches!(t.get_ref(), DeValue::Table(t) if t.get("data_dir").is_some()));
     let mut routes = Vec::new();
     for (i, item) in route_items.into_iter().enumerate() {
         let subject = entry_subject("route", &item, i);
         let nested = [("queue", fields_of::<RawQueue>())];
-        let built = read::<RawRoute>(item, &subject, &nested, None, c)
-            .map(|raw| route::build(&raw, &subject, &declared, largest_message, c));
+        let built = read::<RawRoute>(item, &subject, &nested, None, c).map(|raw| {
+            route::build(
+                &raw,
+                &subject,
+                &declared,
+                largest_message,
+                data_dir_written,
+                c,
+            )
+        });
         routes.extend(built);
     }
 

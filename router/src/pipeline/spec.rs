@@ -51,6 +51,10 @@ pub struct QueueSpec {
     /// Most messages the route's worker hands to its outputs in one batch.
     /// At least 1.
     pub max_batch: usize,
+    /// `Some` when the route's queue is to be kept on disk under
+    /// `[router] data_dir`, with these settings. Not acted on yet: every
+    /// queue is held in memory until the disk log lands (issue 13).
+    pub durable: Option<Durability>,
 }
 
 impl QueueSpec {
@@ -59,8 +63,8 @@ impl QueueSpec {
     /// The default for [`QueueSpec::block_timeout`].
     pub const DEFAULT_BLOCK_TIMEOUT: Duration = crate::config::QueueConfig::DEFAULT_BLOCK_TIMEOUT;
 
-    /// A queue of `capacity` messages and `capacity_bytes` bytes with the
-    /// default block timeout and the default batch size, capped at half the capacity: messages in flight
+    /// A queue in memory of `capacity` messages and `capacity_bytes` bytes
+    /// with the default block timeout and the default batch size, capped at half the capacity: messages in flight
     /// to a stalled output cannot be evicted, so this keeps at least half
     /// of a full queue evictable and `drop_oldest` meaningful on small
     /// queues.
@@ -71,16 +75,18 @@ impl QueueSpec {
             when_full,
             block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
             max_batch: Self::DEFAULT_MAX_BATCH.min((capacity / 2).max(1)),
+            durable: None,
         }
     }
 }
 
-pub use crate::config::{UnknownPolicy, WhenFull};
+pub use crate::config::{Durability, Fsync, UnknownPolicy, WhenFull};
 
 impl From<&crate::config::QueueConfig> for QueueSpec {
     fn from(queue: &crate::config::QueueConfig) -> Self {
         Self {
             block_timeout: queue.block_timeout,
+            durable: queue.durable,
             ..Self::new(queue.capacity, queue.max_bytes, queue.when_full)
         }
     }
