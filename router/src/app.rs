@@ -70,6 +70,14 @@ pub enum Error {
     /// problems, one per line.
     #[error("{0}")]
     Plugins(config::ConfigErrors),
+    /// `[router] data_dir` cannot be created or is held by another router.
+    #[error("data_dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Where the router listens, once bound (port 0 resolved).
@@ -94,6 +102,8 @@ pub struct App {
     reloads: tokio::task::JoinHandle<()>,
     grace: Duration,
     bound: Bound,
+    /// Holds `[router] data_dir` for this process while it runs.
+    _data_dir: Option<crate::store::DirLock>,
 }
 
 impl std::fmt::Debug for App {
@@ -195,6 +205,19 @@ impl App {
     /// An [`Error`] when a port cannot be bound or the routes cannot be
     /// built; whatever had started is stopped again.
     pub async fn start(config: Config, path: PathBuf) -> Result<Self, Error> {
+        // One router per data_dir: two writing one durable queue would
+        // corrupt it.
+        let data_dir = config
+            .router
+            .data_dir
+            .as_ref()
+            .map(|dir| {
+                crate::store::lock_dir(dir).map_err(|source| Error::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })
+            })
+            .transpose()?;
         let families = Families::new();
         // Watch the files from now on, before anything else: a save made
         // while the router starts still triggers a reload once it runs.
@@ -329,6 +352,7 @@ impl App {
             reloads,
             grace: config.router.shutdown_grace,
             bound,
+            _data_dir: data_dir,
         })
     }
 
@@ -481,7 +505,14 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
             name: route.name.clone(),
             pattern: route.pattern.clone(),
             attributes: route.attributes.clone(),
-            queue: QueueSpec::from(&route.queue),
+            queue: QueueSpec::from_config(
+                &route.queue,
+                config
+                    .router
+                    .data_dir
+                    .as_ref()
+                    .map(|d| d.join("queues").join(&route.name)),
+            ),
             outputs: route.to.clone(),
             stages: plugins.stages(route),
             request_timeout: route.request_timeout,

@@ -56,7 +56,7 @@ pub use runtime::Pipeline;
 pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };
-pub use spec::{Durability, Fsync, QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
+pub use spec::{Durability, DurableSpec, Fsync, QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
 pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, INLINE_BUDGET, OnError, Stages};
 pub use table::{Matches, RouteTable};
 
@@ -120,6 +120,26 @@ pub enum Error {
     /// A reconfiguration came after the shutdown began.
     #[error("the pipeline is shutting down")]
     ShuttingDown,
+    /// A durable route's queue could not be opened.
+    #[error("route {route:?}: durable queue: {reason}")]
+    Store {
+        /// The route.
+        route: String,
+        /// What failed, with the directory.
+        reason: String,
+    },
+    /// A reload would turn a route's queue durable or back, change a
+    /// durable route's `when_full`, or remove a durable route: its backlog
+    /// cannot move yet.
+    #[error(
+        "route {route:?}: {change}; restart the router to do that (what its queue holds stays on disk)"
+    )]
+    DurableChange {
+        /// The route.
+        route: String,
+        /// What the reload would do.
+        change: &'static str,
+    },
     /// [`Pipeline::start`] was called outside a tokio runtime.
     #[error("the pipeline must be started inside a tokio runtime")]
     NoRuntime,

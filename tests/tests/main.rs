@@ -31,4 +31,5 @@ mod router_reload_edits;
 mod router_requests;
 mod router_routing;
 mod router_shutdown;
+mod router_store;
 mod slow_subscriber;

@@ -900,20 +900,30 @@ path = "g.wasm"
             (
                 r(""),
                 q("durable = true"),
-                &["queue.capacity", "queue.max_bytes", "queue.durable"],
+                &[
+                    "queue.capacity",
+                    "queue.max_bytes",
+                    "queue.when_full",
+                    "queue.durable",
+                ],
             ),
             (
                 q("durable = true"),
                 r(""),
-                &["queue.capacity", "queue.max_bytes", "queue.durable"],
+                &[
+                    "queue.capacity",
+                    "queue.max_bytes",
+                    "queue.when_full",
+                    "queue.durable",
+                ],
             ),
             // Turned on with its keys: the keys come with it.
             (
                 r(""),
                 q(
-                    "durable = true, capacity = 10000, max_bytes = \"64MiB\", max_age = \"7d\", fsync = \"os\"",
+                    "durable = true, capacity = 10000, max_bytes = \"64MiB\", when_full = \"drop_newest\", fsync = \"os\"",
                 ),
-                &["queue.durable"],
+                &["queue.when_full", "queue.durable"],
             ),
             // Written as the default: no change.
             (r(""), q("durable = false"), &[]),
@@ -921,16 +931,6 @@ path = "g.wasm"
                 q("durable = true"),
                 q("durable = true, fsync = \"batch\", fsync_interval = \"10ms\""),
                 &[],
-            ),
-            (
-                q("durable = true"),
-                q("durable = true, max_age = \"7d\""),
-                &["queue.max_age"],
-            ),
-            (
-                q("durable = true, max_age = \"7d\""),
-                q("durable = true, max_age = \"1d\""),
-                &["queue.max_age"],
             ),
             (
                 q("durable = true"),

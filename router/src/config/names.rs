@@ -21,12 +21,14 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         && name.len() <= 64
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        // Route names name directories under data_dir.
+        && !name.chars().all(|c| c == '.');
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid name: use 1 to 64 letters, digits, `_`, `-` or `.`"
+            "{name:?} is not a valid name: use 1 to 64 letters, digits, `_`, `-` or `.`, not only dots"
         ))
     }
 }

@@ -433,11 +433,18 @@ fn build_queue(
         );
     }
     let problems_before = c.problem_count();
+    // A durable queue is there not to lose messages: it pushes back by
+    // default.
+    let default_when_full = if durable {
+        WhenFull::Block
+    } else {
+        d.when_full
+    };
     let when_full = c.choice(
         subject,
         "queue.when_full",
         raw.when_full.as_ref(),
-        d.when_full,
+        default_when_full,
         &[
             ("block", WhenFull::Block),
             ("drop_newest", WhenFull::DropNewest),
@@ -445,6 +452,17 @@ fn build_queue(
         ],
     );
     let when_full_ok = c.problem_count() == problems_before;
+    if durable
+        && when_full == WhenFull::DropOldest
+        && let Some(v) = &raw.when_full
+    {
+        c.invalid(
+            subject,
+            "queue.when_full",
+            v.span(),
+            "\"drop_oldest\" is not supported on a durable queue yet; use \"block\" (the durable default) or \"drop_newest\"".to_owned(),
+        );
+    }
     let block_timeout = c.duration(
         subject,
         "queue.block_timeout",
@@ -525,6 +543,19 @@ fn build_durability(
         ms..=Duration::from_secs(3650 * 86_400),
         false,
     );
+    if max_age.is_some()
+        && let Some(v) = &raw.max_age
+    {
+        // Parsed and checked above so the key is ready; applying it needs
+        // retention that drops whole segments by age, not yet built.
+        c.invalid(
+            subject,
+            "queue.max_age",
+            v.span(),
+            "age-based retention is not supported yet; bound the queue with capacity and max_bytes"
+                .to_owned(),
+        );
+    }
     let problems_before = c.problem_count();
     let fsync = c.choice(
         subject,
@@ -760,17 +791,17 @@ path = "router.wasm"
     #[test]
     fn a_durable_queue_reads_every_key() {
         let config = valid(&durable(
-            "durable = true, capacity = 1_000_000, max_bytes = \"2GiB\", max_age = \"7d\", when_full = \"block\", fsync = \"batch\", fsync_interval = \"25ms\"",
+            "durable = true, capacity = 1_000_000, max_bytes = \"2GiB\", when_full = \"drop_newest\", fsync = \"batch\", fsync_interval = \"25ms\"",
         ));
         assert_eq!(
             config.routes[0].queue,
             QueueConfig {
                 capacity: 1_000_000,
                 max_bytes: 2 << 30,
-                when_full: WhenFull::Block,
+                when_full: WhenFull::DropNewest,
                 block_timeout: QueueConfig::DEFAULT_BLOCK_TIMEOUT,
                 durable: Some(Durability {
-                    max_age: Some(Duration::from_secs(7 * 86_400)),
+                    max_age: None,
                     fsync: Fsync::Batch,
                     fsync_interval: Duration::from_millis(25),
                 }),
@@ -793,9 +824,17 @@ path = "router.wasm"
             json["routes"][0]["queue"]["durable"]["fsync_interval"],
             "10ms"
         );
-        let config = valid(&durable("durable = true, max_age = \"36h\""));
-        let json = serde_json::to_value(&config).expect("serializable");
-        assert_eq!(json["routes"][0]["queue"]["durable"]["max_age"], "1d12h");
+        // Parsed, checked, and refused until age-based retention exists.
+        let got = problems(&durable("durable = true, max_age = \"36h\""));
+        assert_one(
+            &got,
+            "queue.max_age: age-based retention is not supported yet",
+        );
+        let got = problems(&durable("durable = true, when_full = \"drop_oldest\""));
+        assert_one(
+            &got,
+            "queue.when_full: \"drop_oldest\" is not supported on a durable queue yet",
+        );
     }
 
     #[test]
@@ -806,6 +845,7 @@ path = "router.wasm"
             QueueConfig {
                 capacity: 10_000_000,
                 max_bytes: 1 << 30,
+                when_full: WhenFull::Block,
                 durable: Some(Durability {
                     max_age: None,
                     fsync: Fsync::Batch,

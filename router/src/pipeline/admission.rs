@@ -145,6 +145,9 @@ impl Inner {
         let routes = &generation.routes;
         let mut matches = Matches::new();
         let mut unrouted = 0u64;
+        // Durable routes this offer admitted to: a bounded offer (HTTP)
+        // answers only once they have it on disk.
+        let mut durable: SmallVec<[usize; 4]> = SmallVec::new();
         let mut messages = batch.into_iter().enumerate();
         for (i, message) in messages.by_ref() {
             if self.intake.is_closed() {
@@ -166,6 +169,13 @@ impl Inner {
                 continue;
             }
             let size = message.size();
+            if wait == Wait::Bounded {
+                for r in matches.iter() {
+                    if routes[r].queue.store().is_some() && !durable.contains(&r) {
+                        durable.push(r);
+                    }
+                }
+            }
             if matches.iter().any(|r| routes[r].blocks()) {
                 stage.flush(routes);
                 if let Err(why) =
@@ -198,7 +208,43 @@ impl Inner {
         if unrouted > 0 {
             self.metrics.unrouted.inc_by(unrouted);
         }
+        if result.admitted > 0 {
+            for &r in &durable {
+                if let Err(why) = made_durable(&routes[r], since).await {
+                    // Admitted and perhaps written, but not known durable:
+                    // the client is told to try again (a duplicate at
+                    // worst, never a loss).
+                    result = Offered {
+                        admitted: 0,
+                        refusal: Some(why),
+                    };
+                    break;
+                }
+            }
+        }
         result
+    }
+}
+
+/// The least time a bounded offer waits for a durable route's sync.
+const MIN_DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until durable `route` has on disk everything appended to it so
+/// far, up to its `block_timeout` (at least [`MIN_DURABLE_WAIT`]) after
+/// `since`.
+async fn made_durable(route: &Route, since: Instant) -> Result<(), Refusal> {
+    let Some(store) = route.queue.store() else {
+        return Ok(());
+    };
+    let seq = store.appended();
+    if store.is_durable(seq) {
+        return Ok(());
+    }
+    let wait = route.block_timeout().max(MIN_DURABLE_WAIT);
+    match tokio::time::timeout_at(since + wait, store.durable(seq)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Refusal::ShuttingDown),
+        Err(_) => Err(Refusal::Backpressure { retry_after: wait }),
     }
 }
 

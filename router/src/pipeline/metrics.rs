@@ -87,6 +87,10 @@ pub struct PipelineMetrics {
     backpressure: IntCounterVec,
     blocked: prometheus::CounterVec,
     latency: HistogramVec,
+    recovered: IntCounterVec,
+    corrupt: IntCounterVec,
+    redelivered: IntCounterVec,
+    fsync: HistogramVec,
     pub(crate) unrouted: IntCounter,
 }
 
@@ -149,6 +153,27 @@ impl PipelineMetrics {
                 &["route"],
                 latency_buckets(),
             ),
+            recovered: registry.counter_vec(
+                "switchyard_queue_recovered_records_total",
+                "Records a durable route's queue found on disk at start, to be delivered.",
+                &["route"],
+            ),
+            corrupt: registry.counter_vec(
+                "switchyard_queue_corrupt_records_total",
+                "Damaged spans a durable queue skipped (at start or while reading), each logged with its segment and offset.",
+                &["route"],
+            ),
+            redelivered: registry.counter_vec(
+                "switchyard_route_redelivered_total",
+                "Records found at start that had been handed to the outputs before (as of the last saved cursors): they are sent again.",
+                &["route"],
+            ),
+            fsync: registry.histogram_vec(
+                "switchyard_queue_fsync_seconds",
+                "Time each fdatasync of a durable queue took.",
+                &["route"],
+                latency_buckets(),
+            ),
             unrouted: registry.counter(
                 "switchyard_pipeline_unrouted_total",
                 "Messages that matched no route.",
@@ -172,6 +197,10 @@ impl PipelineMetrics {
             backpressure: self.backpressure.with_label_values(l),
             blocked: self.blocked.with_label_values(l),
             latency: self.latency.with_label_values(l),
+            recovered: self.recovered.with_label_values(l),
+            corrupt: self.corrupt.with_label_values(l),
+            redelivered: self.redelivered.with_label_values(l),
+            fsync: self.fsync.with_label_values(l),
         };
         self.capacity
             .with_label_values(l)
@@ -201,6 +230,12 @@ pub(crate) struct RouteMetrics {
     pub(crate) backpressure: IntCounter,
     pub(crate) blocked: Counter,
     pub(crate) latency: Histogram,
+    /// Durable queues: records found at start, damaged spans skipped,
+    /// records sent again, and each sync's time.
+    pub(crate) recovered: IntCounter,
+    pub(crate) corrupt: IntCounter,
+    pub(crate) redelivered: IntCounter,
+    pub(crate) fsync: Histogram,
 }
 
 impl RouteMetrics {

@@ -7,6 +7,13 @@
 //! `block` routes at once. So a route's memory is bounded at every instant,
 //! and a stalled output fills exactly `capacity` messages.
 //!
+//! A durable route's queue keeps the same bounds and policy, but its
+//! messages live in a [`store::Queue`] on disk rather than in memory: a push
+//! appends, a pop reads (from the store's cache, or from disk on the
+//! blocking pool), and completing a batch acknowledges it, which releases
+//! it from the disk. What a durable queue holds when the router stops is
+//! not dropped: it stays on disk and is delivered after the next start.
+//!
 //! The queue is a plain data structure with async waits; it counts nothing in
 //! Prometheus. It reports what happened ([`Pushed`], [`Waited`], [`Popped`])
 //! and the route turns that into metrics. One mutex guards the state; it is
@@ -16,7 +23,7 @@
 use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -25,6 +32,7 @@ use tokio::time::Instant;
 use super::metrics::DropReason;
 use super::spec::{QueueSpec, WhenFull};
 use crate::message::Message;
+use crate::store;
 
 /// A bounded queue of messages for one route.
 #[derive(Debug)]
@@ -38,11 +46,15 @@ pub struct RouteQueue {
     not_empty: Notify,
     /// Wakes producers waiting for room (`block` queues only).
     room: Notify,
+    /// Where a durable queue's messages are.
+    store: Option<Arc<store::Queue>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<(Message, usize)>,
+    /// A durable queue's queued messages, which are in its store.
+    stored: usize,
     queued_bytes: usize,
     in_flight: usize,
     in_flight_bytes: usize,
@@ -120,6 +132,10 @@ pub struct QueueStats {
 /// Above this allocated length an emptied queue gives memory back.
 const SHRINK_ABOVE: usize = 4096;
 
+/// How often a producer waiting on a durable queue whose disk is failing
+/// looks again (nothing else wakes it when space returns).
+const FAILING_RECHECK: Duration = Duration::from_millis(100);
+
 impl RouteQueue {
     /// An empty queue with `spec`'s bounds and policy (a zero bound is
     /// treated as 1).
@@ -131,7 +147,34 @@ impl RouteQueue {
             when_full: spec.when_full,
             not_empty: Notify::new(),
             room: Notify::new(),
+            store: None,
         }
+    }
+
+    /// A queue with `spec`'s bounds and policy whose messages are in
+    /// `store`, which already holds `recovered` of them (`bytes` in all)
+    /// from before a restart.
+    pub fn durable(
+        spec: &QueueSpec,
+        store: Arc<store::Queue>,
+        recovered: usize,
+        bytes: usize,
+    ) -> Self {
+        let q = Self {
+            store: Some(store),
+            ..Self::new(spec)
+        };
+        {
+            let mut s = q.lock();
+            s.stored = recovered;
+            s.queued_bytes = bytes;
+        }
+        q
+    }
+
+    /// The store of a durable queue.
+    pub fn store(&self) -> Option<&Arc<store::Queue>> {
+        self.store.as_ref()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -143,20 +186,39 @@ impl RouteQueue {
     /// Whether a message of `size` bytes fits now. An empty queue takes any
     /// one message, however large, so nothing waits forever.
     fn fits(&self, s: &State, size: usize) -> bool {
-        let held = s.items.len() + s.in_flight + s.reserved;
+        if self.store.as_ref().is_some_and(|q| q.failing()) {
+            // The disk is failing (full): take nothing until it recovers,
+            // so what waits to be written stays bounded.
+            return false;
+        }
+        let held = s.items.len() + s.stored + s.in_flight + s.reserved;
         held == 0
             || (held < self.capacity.load(Ordering::Relaxed)
                 && s.queued_bytes + s.in_flight_bytes + s.reserved_bytes + size
                     <= self.capacity_bytes.load(Ordering::Relaxed))
     }
 
+    /// Queues `message`; false (and dropped) if a durable queue's store
+    /// is closed.
     #[inline]
-    fn enqueue(&self, s: &mut State, message: Message, size: usize) {
+    fn enqueue(&self, s: &mut State, message: Message, size: usize) -> bool {
+        if let Some(store) = &self.store {
+            if store.append([&message]).is_err() {
+                return false;
+            }
+            if s.stored == 0 {
+                self.not_empty.notify_one();
+            }
+            s.stored += 1;
+            s.queued_bytes += size;
+            return true;
+        }
         if s.items.is_empty() {
             self.not_empty.notify_one();
         }
         s.items.push_back((message, size));
         s.queued_bytes += size;
+        true
     }
 
     /// Pushes `run` (message, size) in order without waiting, applying the
@@ -193,9 +255,12 @@ impl RouteQueue {
                     continue;
                 }
             }
-            self.enqueue(&mut s, message, size);
-            out.queued += 1;
-            out.queued_bytes += size;
+            if self.enqueue(&mut s, message, size) {
+                out.queued += 1;
+                out.queued_bytes += size;
+            } else {
+                out.after_finish += 1;
+            }
         }
         out
     }
@@ -218,12 +283,21 @@ impl RouteQueue {
         on_full: impl FnOnce(),
     ) -> Result<Waited, WaitError> {
         let mut message = Some(message);
-        self.wait_for_room(size, deadline, on_full, |queue, s| {
-            if let Some(m) = message.take() {
-                queue.enqueue(s, m, size);
-            }
-        })
-        .await
+        let mut stored = true;
+        let waited = self
+            .wait_for_room(size, deadline, on_full, |queue, s| {
+                if let Some(m) = message.take() {
+                    stored = queue.enqueue(s, m, size);
+                }
+            })
+            .await?;
+        if stored {
+            Ok(waited)
+        } else {
+            Err(WaitError::Closed {
+                waited: waited.0.unwrap_or_default(),
+            })
+        }
     }
 
     /// Waits until a message of `size` bytes fits, then holds room for it
@@ -258,8 +332,7 @@ impl RouteQueue {
         if s.finished {
             return false;
         }
-        self.enqueue(&mut s, message, size);
-        true
+        self.enqueue(&mut s, message, size)
     }
 
     /// Gives back room reserved with [`RouteQueue::reserve`].
@@ -315,14 +388,30 @@ impl RouteQueue {
                     });
                 }
             }
+            // A failing disk frees no room when it recovers: look again
+            // now and then.
+            let recheck = self
+                .store
+                .as_ref()
+                .is_some_and(|q| q.failing())
+                .then(|| Instant::now() + FAILING_RECHECK);
+            let wake = match (deadline, recheck) {
+                (Some(d), Some(r)) => Some(d.min(r)),
+                (d, r) => d.or(r),
+            };
             match deadline {
                 Some(d) if Instant::now() >= d => {
                     return Err(WaitError::Timeout {
                         waited: start.elapsed(),
                     });
                 }
-                Some(d) => {
-                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                _ => {}
+            }
+            match wake {
+                Some(w) => {
+                    if tokio::time::timeout_at(w, notified).await.is_err()
+                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    {
                         return Err(WaitError::Timeout {
                             waited: start.elapsed(),
                         });
@@ -341,6 +430,9 @@ impl RouteQueue {
     /// # Cancel safety
     /// Cancel safe: messages move only in the poll that returns.
     pub async fn pop_batch(&self, max: usize, out: &mut Vec<Message>) -> Popped {
+        if let Some(store) = &self.store {
+            return self.pop_stored(store, max, out).await;
+        }
         loop {
             let notified = self.not_empty.notified();
             {
@@ -369,12 +461,114 @@ impl RouteQueue {
         }
     }
 
+    /// [`RouteQueue::pop_batch`] of a durable queue: from the store's cache,
+    /// or from disk on the blocking pool. A finished durable queue hands out
+    /// nothing more: what it holds stays on disk.
+    async fn pop_stored(
+        &self,
+        store: &Arc<store::Queue>,
+        max: usize,
+        out: &mut Vec<Message>,
+    ) -> Popped {
+        let max = max.max(1);
+        let mut records = Vec::with_capacity(max);
+        loop {
+            let notified = self.not_empty.notified();
+            let readable = store.readable();
+            let empty = {
+                let s = self.lock();
+                if s.finished {
+                    return Popped::default();
+                }
+                s.stored == 0
+            };
+            if empty {
+                notified.await;
+                continue;
+            }
+            let n = match store.pop_cached(max, usize::MAX, &mut records) {
+                Some(n) => Ok(n),
+                None => {
+                    let store = Arc::clone(store);
+                    match tokio::task::spawn_blocking(move || {
+                        let mut records = Vec::with_capacity(max);
+                        store.pop(max, usize::MAX, &mut records).map(|_| records)
+                    })
+                    .await
+                    {
+                        Ok(Ok(read)) => {
+                            let n = read.len();
+                            records = read;
+                            Ok(n)
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    // A read error: the records stay on disk; try again
+                    // after a pause rather than spin.
+                    tracing::warn!(error = %e, "durable queue read failed; retrying");
+                    tokio::time::sleep(FAILING_RECHECK).await;
+                    continue;
+                }
+            };
+            if n == 0 {
+                // Appended but not yet written: wait for the writer.
+                tokio::select! {
+                    () = readable => {}
+                    () = tokio::time::sleep(FAILING_RECHECK) => {}
+                }
+                continue;
+            }
+            let mut bytes = 0;
+            out.reserve(records.len());
+            for record in records.drain(..) {
+                bytes += record.message.size();
+                out.push(record.message);
+            }
+            let count = out.len();
+            let mut s = self.lock();
+            // A read may pass over records lost to damage: they leave the
+            // count with the batch.
+            s.stored = s.stored.saturating_sub(count);
+            s.queued_bytes = if s.stored == 0 {
+                0
+            } else {
+                s.queued_bytes.saturating_sub(bytes)
+            };
+            s.in_flight += count;
+            s.in_flight_bytes += bytes;
+            return Popped { count, bytes };
+        }
+    }
+
     /// Ends the in-flight state of a popped batch: the outputs took (or
-    /// refused) it, so its room is free again.
+    /// refused) it, so its room is free again. A durable queue's store
+    /// releases it.
     pub fn complete(&self, popped: Popped) {
         if popped.count == 0 {
             return;
         }
+        if let Some(store) = &self.store {
+            store.ack();
+        }
+        self.uncount(popped);
+    }
+
+    /// Ends the in-flight state of a batch the outputs never confirmed
+    /// (a stop): a durable queue keeps it on disk, to be sent again after
+    /// the next start.
+    pub fn abandon(&self, popped: Popped) {
+        if popped.count > 0 {
+            self.uncount(popped);
+        }
+    }
+
+    fn uncount(&self, popped: Popped) {
         let mut s = self.lock();
         s.in_flight -= popped.count;
         s.in_flight_bytes -= popped.bytes;
@@ -405,8 +599,12 @@ impl RouteQueue {
     }
 
     /// Removes every queued (not in-flight) message and returns how many and
-    /// their bytes, for counting at the end of a shutdown.
+    /// their bytes, for counting at the end of a shutdown. A durable queue
+    /// gives up nothing: its messages stay on disk.
     pub fn take_queued(&self) -> Popped {
+        if self.store.is_some() {
+            return Popped::default();
+        }
         let mut s = self.lock();
         let count = s.items.len();
         let bytes = s.queued_bytes;
@@ -419,7 +617,7 @@ impl RouteQueue {
     pub fn stats(&self) -> QueueStats {
         let s = self.lock();
         QueueStats {
-            queued: s.items.len(),
+            queued: s.items.len() + s.stored,
             in_flight: s.in_flight,
             bytes: s.queued_bytes + s.in_flight_bytes,
         }

@@ -80,14 +80,42 @@ impl Pipeline {
             generation: old.number + 1,
             ..Applied::default()
         };
-        let mut table = RouteTable::new();
-        let mut routes: Vec<Arc<Route>> = Vec::with_capacity(programs.len());
+        durable_changes(&old.routes, &programs)?;
+        // Build every new route first: opening a durable queue can fail,
+        // and then nothing may have changed.
+        let mut built = Vec::with_capacity(programs.len());
         for program in programs {
+            let existing = old
+                .routes
+                .iter()
+                .find(|r| r.name == program.spec.name)
+                .filter(|r| r.queue.when_full() == program.spec.queue.when_full);
+            built.push(match existing {
+                Some(route) => (program, Ok(Arc::clone(route))),
+                None => {
+                    let replaced = old.routes.iter().any(|r| r.name == program.spec.name);
+                    let (spec, outputs, dead_letter) = (
+                        program.spec.clone(),
+                        program.outputs.clone(),
+                        program.dead_letter.clone(),
+                    );
+                    let route = new_route(program, &inner.metrics, &inner.shared)?;
+                    let program = super::route::Program {
+                        spec,
+                        outputs,
+                        dead_letter,
+                    };
+                    (program, Err((route, replaced)))
+                }
+            });
+        }
+        let mut table = RouteTable::new();
+        let mut routes: Vec<Arc<Route>> = Vec::with_capacity(built.len());
+        for (program, route) in built {
             let name = program.spec.name.clone();
             table.insert(&program.spec.pattern, &program.spec.attributes);
-            let existing = old.routes.iter().find(|r| r.name == name);
-            match existing {
-                Some(route) if route.queue.when_full() == program.spec.queue.when_full => {
+            match route {
+                Ok(route) => {
                     let now = route.program();
                     let same_targets = now.outputs.len() == program.outputs.len()
                         && now
@@ -104,15 +132,14 @@ impl Pipeline {
                         route.set_program(program);
                         applied.changed.push(name);
                     }
-                    routes.push(Arc::clone(route));
+                    routes.push(route);
                 }
-                other => {
-                    if other.is_some() {
+                Err((route, replaced)) => {
+                    if replaced {
                         applied.replaced.push(name);
                     } else {
                         applied.added.push(name);
                     }
-                    let route = new_route(program, &inner.metrics, &inner.shared);
                     inner
                         .tracker
                         .spawn(worker::run(Arc::clone(&route), Arc::clone(&inner.shared)));
@@ -187,6 +214,39 @@ impl Pipeline {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|r| !leaving.iter().any(|l| Arc::ptr_eq(l, r)));
     }
+}
+
+/// Refuses what a reload cannot do to a durable route yet: move its
+/// backlog between memory and disk (turning it durable or back, or changing
+/// its `when_full`, which rebuilds the route), or remove it.
+fn durable_changes(old: &[Arc<Route>], programs: &[super::route::Program]) -> Result<(), Error> {
+    for route in old {
+        let was_durable = route.queue.store().is_some();
+        let refuse = |change| {
+            Err(Error::DurableChange {
+                route: route.name.clone(),
+                change,
+            })
+        };
+        match programs.iter().find(|p| p.spec.name == route.name) {
+            None if was_durable => return refuse("the reload removes this durable route"),
+            None => {}
+            Some(p) => {
+                let durable = p.spec.queue.durable.is_some();
+                if durable != was_durable {
+                    return refuse(if durable {
+                        "the reload turns this route's queue durable"
+                    } else {
+                        "the reload turns this route's durable queue into a memory one"
+                    });
+                }
+                if durable && p.spec.queue.when_full != route.queue.when_full() {
+                    return refuse("the reload changes this durable route's when_full");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

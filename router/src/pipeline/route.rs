@@ -16,6 +16,7 @@ use super::spec::{RouteSpec, WhenFull};
 use crate::egress::Output;
 use crate::ingress::Wait;
 use crate::message::Message;
+use crate::store;
 
 /// A route at run time, shared by the admission path and its worker. Its
 /// queue, counters and worker live as long as the route keeps its name and
@@ -55,16 +56,31 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
-    pub(crate) fn new(program: Program, metrics: RouteMetrics, stop: CancellationToken) -> Self {
-        Self {
+    /// The route `program` describes. A durable route opens its queue's
+    /// directory: what it finds there (from before a restart) is counted
+    /// and delivered first.
+    ///
+    /// # Errors
+    /// A durable queue's directory cannot be created, read or repaired.
+    pub(crate) fn new(
+        program: Program,
+        metrics: RouteMetrics,
+        stop: CancellationToken,
+    ) -> Result<Self, super::Error> {
+        let spec = &program.spec.queue;
+        let queue = match &spec.durable {
+            None => RouteQueue::new(spec),
+            Some(durable) => open_durable(&program.spec.name, spec, durable, &metrics)?,
+        };
+        Ok(Self {
             name: program.spec.name.clone(),
-            queue: RouteQueue::new(&program.spec.queue),
+            queue,
             program: ArcSwap::from_pointee(program),
             metrics,
             stop,
             exited: CancellationToken::new(),
             left: AtomicU64::new(0),
-        }
+        })
     }
 
     /// What the route does now.
@@ -72,12 +88,15 @@ impl Route {
         self.program.load_full()
     }
 
-    /// Replaces what the route does (a reload): new bounds apply at once,
-    /// the rest from the worker's next batch.
+    /// Replaces what the route does (a reload): new bounds and sync policy
+    /// apply at once, the rest from the worker's next batch.
     pub(crate) fn set_program(&self, program: Program) {
         let q = &program.spec.queue;
         if q.capacity != self.queue.capacity() || q.capacity_bytes != self.queue.capacity_bytes() {
             self.queue.resize(q.capacity, q.capacity_bytes);
+        }
+        if let (Some(store), Some(durable)) = (self.queue.store(), &q.durable) {
+            store.set_fsync(fsync(&durable.settings));
         }
         self.program.store(Arc::new(program));
     }
@@ -192,7 +211,9 @@ impl Route {
     /// period, `route_removed` when a removed route's drain time is up):
     /// they were queued or in flight.
     pub(crate) fn abandon(&self, popped: Popped, reason: DropReason) {
-        if popped.count == 0 {
+        if popped.count == 0 || self.queue.store().is_some() {
+            // A durable route's batch stays on disk, sent again after the
+            // next start: not dropped.
             return;
         }
         self.metrics.dropped(reason, popped.count);
@@ -268,4 +289,68 @@ impl Route {
             left: self.left.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The store's sync policy for a durable route's settings.
+fn fsync(settings: &super::spec::Durability) -> store::Fsync {
+    match settings.fsync {
+        super::spec::Fsync::Always => store::Fsync::Always,
+        super::spec::Fsync::Batch => store::Fsync::Batch(settings.fsync_interval),
+        super::spec::Fsync::Os => store::Fsync::Os,
+    }
+}
+
+/// Opens a durable route's queue in its directory, counting what it finds.
+fn open_durable(
+    route: &str,
+    spec: &super::spec::QueueSpec,
+    durable: &super::spec::DurableSpec,
+    metrics: &RouteMetrics,
+) -> Result<RouteQueue, super::Error> {
+    let failed = |e: &dyn std::fmt::Display| super::Error::Store {
+        route: route.to_owned(),
+        reason: format!("{}: {e}", durable.dir.display()),
+    };
+    let dir = store::Directory::create(&durable.dir).map_err(|e| failed(&e))?;
+    let histogram = metrics.fsync.clone();
+    let options = store::Options {
+        fsync: fsync(&durable.settings),
+        // Segments small enough that a release frees disk soon, large
+        // enough that a roll (a sync and a new file) is rare.
+        segment_bytes: (spec.capacity_bytes as u64 / 8).clamp(1 << 20, 64 << 20),
+        on_sync: Some(Arc::new(move |took| histogram.observe(took.as_secs_f64()))),
+        ..store::Options::default()
+    };
+    let (queue, opened) = store::Queue::open(Arc::new(dir), options).map_err(|e| failed(&e))?;
+    for (segment, d) in opened.recovery.damaged.iter().chain(&opened.recovery.torn) {
+        tracing::warn!(
+            route,
+            segment,
+            offset = d.offset,
+            len = d.len,
+            "durable queue: damaged span skipped"
+        );
+    }
+    if opened.cursors_lost {
+        tracing::warn!(
+            route,
+            "durable queue: cursors missing or damaged; its whole log is delivered again"
+        );
+    }
+    if opened.backlog > 0 {
+        tracing::info!(
+            route,
+            backlog = opened.backlog,
+            redeliver = opened.redeliver,
+            "durable queue: delivering what was on disk"
+        );
+    }
+    metrics.recovered.inc_by(opened.backlog);
+    metrics.redelivered.inc_by(opened.redeliver);
+    metrics.corrupt.inc_by(opened.recovery.damaged.len() as u64);
+    let stats = queue.stats();
+    let backlog = usize::try_from(opened.backlog).unwrap_or(usize::MAX);
+    let bytes = usize::try_from(stats.held_bytes).unwrap_or(usize::MAX);
+    metrics.held(delta(backlog), delta(bytes));
+    Ok(RouteQueue::durable(spec, Arc::new(queue), backlog, bytes))
 }

@@ -139,7 +139,7 @@ impl Pipeline {
         let mut routes = Vec::with_capacity(programs.len());
         for program in programs {
             table.insert(&program.spec.pattern, &program.spec.attributes);
-            let route = new_route(program, metrics, &shared);
+            let route = new_route(program, metrics, &shared)?;
             tracker.spawn(worker::run(Arc::clone(&route), Arc::clone(&shared)));
             routes.push(route);
         }
@@ -268,6 +268,25 @@ impl Pipeline {
         }
         for route in &routes {
             worker::sweep(route, DropReason::Shutdown);
+            // A durable queue's backlog stays on disk: commit what was
+            // appended and save the cursors, on the blocking pool.
+            if let Some(store) = route.queue.store() {
+                let (store, name) = (Arc::clone(store), route.name.clone());
+                let kept = store.stats().held;
+                match tokio::task::spawn_blocking(move || store.close()).await {
+                    Ok(Ok(())) => {
+                        if kept > 0 {
+                            tracing::info!(route = %name, kept, "durable queue closed; its backlog is delivered after the next start");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(route = %name, error = %e, "durable queue: the last commit failed")
+                    }
+                    Err(e) => {
+                        tracing::error!(route = %name, error = %e, "durable queue: close failed")
+                    }
+                }
+            }
         }
         let mut reports: Vec<RouteReport> = Vec::new();
         for route in &routes {
@@ -341,14 +360,14 @@ pub(crate) fn new_route(
     program: Program,
     metrics: &PipelineMetrics,
     shared: &Shared,
-) -> Arc<Route> {
+) -> Result<Arc<Route>, Error> {
     let q = &program.spec.queue;
     let route_metrics = metrics.route(&program.spec.name, q.capacity, q.capacity_bytes);
-    Arc::new(Route::new(
+    Ok(Arc::new(Route::new(
         program,
         route_metrics,
         shared.hard_stop.child_token(),
-    ))
+    )?))
 }
 
 fn validate(spec: &RouteSpec) -> Result<(), Error> {

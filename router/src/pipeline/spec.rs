@@ -31,7 +31,7 @@ pub struct RouteSpec {
 }
 
 /// Bounds and policy of one route's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
     /// Most messages held at once, queued or in flight to the outputs. At
     /// least 1.
@@ -51,10 +51,18 @@ pub struct QueueSpec {
     /// Most messages the route's worker hands to its outputs in one batch.
     /// At least 1.
     pub max_batch: usize,
-    /// `Some` when the route's queue is to be kept on disk under
-    /// `[router] data_dir`, with these settings. Not acted on yet: every
-    /// queue is held in memory until the disk log lands (issue 13).
-    pub durable: Option<Durability>,
+    /// `Some` when the route's queue is kept on disk.
+    pub durable: Option<DurableSpec>,
+}
+
+/// Where and how a durable route keeps its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSpec {
+    /// The queue's own directory (the app uses
+    /// `<data_dir>/queues/<route>`); created if missing.
+    pub dir: std::path::PathBuf,
+    /// Its sync policy and retention.
+    pub settings: Durability,
 }
 
 impl QueueSpec {
@@ -82,11 +90,19 @@ impl QueueSpec {
 
 pub use crate::config::{Durability, Fsync, UnknownPolicy, WhenFull};
 
-impl From<&crate::config::QueueConfig> for QueueSpec {
-    fn from(queue: &crate::config::QueueConfig) -> Self {
+impl QueueSpec {
+    /// The spec of `queue`, a route's settings; a durable one keeps its
+    /// files in `dir`.
+    pub fn from_config(
+        queue: &crate::config::QueueConfig,
+        dir: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             block_timeout: queue.block_timeout,
-            durable: queue.durable,
+            durable: queue
+                .durable
+                .zip(dir)
+                .map(|(settings, dir)| DurableSpec { dir, settings }),
             ..Self::new(queue.capacity, queue.max_bytes, queue.when_full)
         }
     }

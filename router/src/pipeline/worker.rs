@@ -111,7 +111,7 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
             route.complete(popped);
         } else {
             // The outputs never confirmed this batch.
-            route.queue.complete(popped);
+            route.queue.abandon(popped);
             route.abandon(popped, stop_reason(&shared));
             break;
         }

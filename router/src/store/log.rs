@@ -297,16 +297,6 @@ impl Log {
         Ok(removed)
     }
 
-    /// Seals the last segment so that the next write starts a new one
-    /// (and the old one can be released as a whole).
-    pub fn seal(&mut self) {
-        if let Some(last) = self.segments.back_mut()
-            && last.records > 0
-        {
-            last.len = last.len.max(self.options.segment_bytes);
-        }
-    }
-
     /// The segments from the one that may hold `seq` on, for reading.
     pub fn extents(&self, seq: u64) -> Vec<Extent> {
         let start = self

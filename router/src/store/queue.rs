@@ -43,8 +43,11 @@ pub enum Fsync {
     Os,
 }
 
+/// Called with the duration of each `fdatasync` (for a histogram).
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// How a durable queue is set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     /// The sync policy.
     pub fsync: Fsync,
@@ -55,6 +58,19 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Cursors are saved at most this often (and at close).
     pub checkpoint_every: Duration,
+    /// Told how long each sync took.
+    pub on_sync: Option<SyncObserver>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("fsync", &self.fsync)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
@@ -64,6 +80,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             cache_bytes: 4 << 20,
             checkpoint_every: Duration::from_millis(100),
+            on_sync: None,
         }
     }
 }
@@ -164,6 +181,8 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     options: Options,
+    /// The sync policy now (a reload may change it).
+    fsync: Mutex<Fsync>,
     storage: Arc<dyn Storage>,
     state: Mutex<State>,
     log: Mutex<Log>,
@@ -180,7 +199,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Queue {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The mark of the reader's progress kept in the cursors file.
@@ -202,9 +221,9 @@ impl Queue {
     /// # Errors
     /// The log cannot be read or repaired, or the thread cannot start.
     pub fn open(storage: Arc<dyn Storage>, options: Options) -> Result<(Self, Opened), Error> {
-        let (mut queue, opened) = Self::open_unstarted(storage, options)?;
+        let (queue, opened) = Self::open_unstarted(storage, options)?;
         let shared = Arc::clone(&queue.shared);
-        queue.writer = Some(
+        *lock(&queue.writer) = Some(
             std::thread::Builder::new()
                 .name("switchyard-queue".into())
                 .spawn(move || shared.run())?,
@@ -272,6 +291,7 @@ impl Queue {
             sync_time: Duration::ZERO,
         };
         let shared = Arc::new(Shared {
+            fsync: Mutex::new(options.fsync),
             options,
             storage,
             state: Mutex::new(state),
@@ -283,7 +303,7 @@ impl Queue {
         Ok((
             Self {
                 shared,
-                writer: None,
+                writer: Mutex::new(None),
             },
             opened,
         ))
@@ -372,6 +392,15 @@ impl Queue {
     /// # Errors
     /// A read failed.
     pub fn pop(&self, max: usize, max_bytes: usize, out: &mut Vec<Record>) -> Result<usize, Error> {
+        match self.pop_cached(max, max_bytes, out) {
+            Some(n) => Ok(n),
+            None => self.pop_from_disk(max, max_bytes, out),
+        }
+    }
+
+    /// As [`Queue::pop`] without touching the disk: `None` when the next
+    /// records must be read from it.
+    pub fn pop_cached(&self, max: usize, max_bytes: usize, out: &mut Vec<Record>) -> Option<usize> {
         let shared = &*self.shared;
         let mut s = lock(&shared.state);
         // Drop cache entries the reader has passed (read from disk).
@@ -396,9 +425,24 @@ impl Queue {
             let read = s.read;
             s.read_pos = Position::at(read);
             s.in_flight.push_back((read, bytes));
-            return Ok(n);
+            return Some(n);
         }
         // From disk: only what is written.
+        if from >= s.written {
+            return Some(0);
+        }
+        None
+    }
+
+    fn pop_from_disk(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<usize, Error> {
+        let shared = &*self.shared;
+        let s = lock(&shared.state);
+        let from = s.read;
         if from >= s.written {
             return Ok(0);
         }
@@ -486,14 +530,32 @@ impl Queue {
         }
     }
 
+    /// The sequence number the next append gets: waiting for
+    /// [`Queue::durable`] of it covers every append made so far.
+    pub fn appended(&self) -> u64 {
+        lock(&self.shared.state).next
+    }
+
+    /// Whether the last write or sync failed (a full disk, say); appends
+    /// are still taken, so a caller bounds them.
+    pub fn failing(&self) -> bool {
+        lock(&self.shared.state).failing
+    }
+
+    /// Changes the sync policy from the next commit on.
+    pub fn set_fsync(&self, fsync: Fsync) {
+        *lock(&self.shared.fsync) = fsync;
+    }
+
     /// Commits what is pending, saves the cursors and stops the writer.
+    /// Appends fail from then on; calling it again does nothing more.
     ///
     /// # Errors
     /// The last commit failed: what it held is not durable.
-    pub fn close(mut self) -> Result<(), Error> {
+    pub fn close(&self) -> Result<(), Error> {
         lock(&self.shared.state).closed = true;
         self.shared.work.notify_all();
-        if let Some(writer) = self.writer.take() {
+        if let Some(writer) = lock(&self.writer).take() {
             let _ = writer.join();
         }
         self.shared.commit(true)?;
@@ -533,7 +595,7 @@ impl Shared {
                     continue;
                 }
             }
-            if let Fsync::Batch(interval) = self.options.fsync
+            if let Fsync::Batch(interval) = *lock(&self.fsync)
                 && let Some(rest) = interval.checked_sub(started.elapsed())
             {
                 std::thread::sleep(rest);
@@ -586,16 +648,20 @@ impl Shared {
         }
         self.readable.notify_one();
         let synced = Instant::now();
-        if sync
-            && self.options.fsync != Fsync::Os
+        let syncs = sync && *lock(&self.fsync) != Fsync::Os;
+        if syncs
             && let Some(tail) = tail
             && let Err(e) = tail.sync()
         {
             lock(&self.state).failing = true;
             return Err(e.into());
         }
+        let took = synced.elapsed();
+        if syncs && let Some(observe) = &self.options.on_sync {
+            observe(took);
+        }
         let mut s = lock(&self.state);
-        s.sync_time += synced.elapsed();
+        s.sync_time += took;
         s.commits += 1;
         s.committed += end - from;
         s.durable = end;
@@ -631,7 +697,7 @@ impl Drop for Queue {
     fn drop(&mut self) {
         lock(&self.shared.state).closed = true;
         self.shared.work.notify_all();
-        if let Some(writer) = self.writer.take() {
+        if let Some(writer) = lock(&self.writer).take() {
             let _ = writer.join();
         }
     }

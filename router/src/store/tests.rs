@@ -28,6 +28,7 @@ fn options(fsync: Fsync) -> Options {
         segment_bytes: 1 << 20,
         cache_bytes: 1 << 16,
         checkpoint_every: Duration::ZERO,
+        on_sync: None,
     }
 }
 
@@ -318,7 +319,8 @@ fn segments_roll_and_are_deleted_behind_the_head() {
         segment_bytes: 1024,
         ..options(Fsync::Always)
     };
-    let (q, _) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    let (q, _) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts.clone()).expect("opens");
     for n in 0..100 {
         q.append([&message(n)]).expect("appends");
         q.commit().expect("commits");
@@ -332,7 +334,8 @@ fn segments_roll_and_are_deleted_behind_the_head() {
     assert_eq!(payload_numbers(&out), (0..100).collect::<Vec<_>>());
     q.close().expect("closes");
     assert_eq!(storage.segments().len(), 1, "only the last segment stays");
-    let (q, opened) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    let (q, opened) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts.clone()).expect("opens");
     assert_eq!(opened.backlog, 0);
     assert_eq!(q.append([&message(100)]).expect("appends"), 101);
 }
@@ -344,7 +347,8 @@ fn a_reader_far_behind_reads_from_disk_with_bounded_memory() {
         cache_bytes: 2048,
         ..options(Fsync::Always)
     };
-    let (q, _) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    let (q, _) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts.clone()).expect("opens");
     for n in 0..500 {
         q.append([&message(n)]).expect("appends");
     }
@@ -441,7 +445,7 @@ proptest! {
     fn the_queue_matches_a_model_across_crashes(ops in proptest::collection::vec(op(), 1..60)) {
         let storage = MemoryStorage::new();
         let opts = Options { segment_bytes: 600, cache_bytes: 700, ..options(Fsync::Always) };
-        let reopen = || Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens").0;
+        let reopen = || Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts.clone()).expect("opens").0;
         let mut q = reopen();
         let mut next = 0u64;
         // Messages given and not acknowledged, by number, with whether

@@ -1,0 +1,184 @@
+//! Durable route queues on the real `switchyard` binary: HTTP publishers
+//! get `202` only once a message is on disk, and `kill -9` of the router at
+//! varied moments, ten times over, loses none of them; after the last
+//! restart a PULL worker (pyzmq) gets every acknowledged message at least
+//! once, the duplicates bounded by what the restarts found on disk.
+//!
+//! The worker is away while the router is killed (the backlog is on disk,
+//! waiting for it), so what is tested is the queue's own guarantee; a
+//! PUSH output's socket queues are the router's memory and are not
+//! covered by it (see the README's guarantee table).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use switchyard_tests::router::http::numbered_batch;
+use switchyard_tests::router::peer::{Peer, PullOptions};
+use switchyard_tests::router::{DEADLINE, Router, TempDir};
+
+fn config(data_dir: &std::path::Path, fsync: &str) -> String {
+    format!(
+        r#"
+[router]
+admin = "127.0.0.1:0"
+shutdown_grace = "2s"
+data_dir = "{}"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "60s"
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["workers"]
+queue = {{ durable = true, capacity = 100000, max_bytes = "64MiB", fsync = "{fsync}" }}
+"#,
+        data_dir.display()
+    )
+}
+
+/// Publishes numbered batches of 10 from `next` on until a request fails
+/// (the router was killed); returns the numbers that got a `202`.
+fn publish_until_gone(
+    router: &Router,
+    next: u64,
+    accepted: Arc<Mutex<BTreeSet<u64>>>,
+) -> Result<std::thread::JoinHandle<u64>> {
+    let mut api = router.http("api")?;
+    Ok(std::thread::spawn(move || {
+        let mut n = next;
+        loop {
+            let Ok(resp) = api.post_json("/v1/publish", &numbered_batch("jobs.x", n, n + 10, 32))
+            else {
+                return n + 10;
+            };
+            if resp.status == 202 {
+                accepted.lock().expect("lock").extend(n..n + 10);
+            }
+            n += 10;
+        }
+    }))
+}
+
+fn number(payload: &str) -> Option<u64> {
+    payload.trim_end_matches('.').parse().ok()
+}
+
+fn survive_kills(fsync: &str) -> Result<()> {
+    let data = TempDir::new()?;
+    let config = config(data.path(), fsync);
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut next = 0;
+    let mut recovered = 0.0;
+    for cycle in 0..10u64 {
+        let mut router = Router::start(&config)?;
+        recovered += router.scrape()?.get(
+            "switchyard_queue_recovered_records_total",
+            &[("route", "jobs")],
+        );
+        let publisher = publish_until_gone(&router, next, Arc::clone(&accepted))?;
+        // Kill at a different moment each cycle: 30 to 300 messages in.
+        let at = 30 * (1 + (cycle * 7) % 10);
+        router.wait_scrape(
+            &format!("{at} offered"),
+            "switchyard_route",
+            DEADLINE,
+            |s| s.route("jobs").offered >= at,
+        )?;
+        router.signal("KILL")?;
+        router.wait_exit(DEADLINE)?;
+        next = publisher
+            .join()
+            .map_err(|_| anyhow::anyhow!("publisher panicked"))?;
+    }
+    let accepted = accepted.lock().expect("lock").clone();
+    ensure!(
+        accepted.len() >= 10 * 30,
+        "too few accepted: {}",
+        accepted.len()
+    );
+
+    // The worker comes back: everything acknowledged arrives.
+    let router = Router::start(&config)?;
+    let scrape = router.scrape()?;
+    recovered += scrape.get(
+        "switchyard_queue_recovered_records_total",
+        &[("route", "jobs")],
+    );
+    let backlog = scrape.get("switchyard_route_queue_depth", &[("route", "jobs")]);
+    ensure!(
+        backlog as usize >= accepted.len(),
+        "backlog {backlog} < accepted {}",
+        accepted.len()
+    );
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    let mut api = router.http("api")?;
+    router.wait_scrape(
+        "the backlog delivered",
+        "switchyard_route",
+        Duration::from_secs(120),
+        |s| s.route("jobs").depth == 0,
+    )?;
+    let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
+    ensure!(resp.status == 202, "marker: {}", resp.text());
+    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
+    got.pop();
+    let numbers: Vec<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
+    let unique: BTreeSet<u64> = numbers.iter().copied().collect();
+    let lost: Vec<&u64> = accepted
+        .iter()
+        .filter(|n| !unique.contains(n))
+        .take(10)
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "acknowledged but never delivered (first 10): {lost:?}"
+    );
+    let duplicates = numbers.len() - unique.len();
+    ensure!(
+        duplicates as f64 <= recovered,
+        "{duplicates} duplicates, more than the {recovered} records the restarts found"
+    );
+    let s = router.scrape()?;
+    ensure!(
+        s.get(
+            "switchyard_route_dropped_total",
+            &[("route", "jobs"), ("reason", "no_subscriber")]
+        ) == 0.0
+    );
+    drop(worker);
+    Ok(())
+}
+
+#[test]
+fn kill_9_ten_times_loses_no_acknowledged_message_batch_fsync() -> Result<()> {
+    survive_kills("batch").context("fsync = batch")
+}
+
+#[test]
+fn kill_9_ten_times_loses_no_acknowledged_message_always_fsync() -> Result<()> {
+    survive_kills("always").context("fsync = always")
+}
+
+#[test]
+fn a_second_router_on_the_same_data_dir_refuses_to_start() -> Result<()> {
+    let data = TempDir::new()?;
+    let config = config(data.path(), "batch");
+    let _first = Router::start(&config)?;
+    let err = Router::start(&config).expect_err("the data_dir is locked");
+    ensure!(
+        format!("{err:?}").contains("in use by another router"),
+        "{err:?}"
+    );
+    Ok(())
+}
