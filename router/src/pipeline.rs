@@ -36,6 +36,10 @@
 //! | `switchyard_route_blocked_seconds_total` | route | time producers waited on a `block` route (added as each wait ends) |
 //! | `switchyard_route_latency_seconds` | route | histogram: input acceptance to hand-off, delivered messages |
 //! | `switchyard_pipeline_unrouted_total` | | messages that matched no route |
+//! | `switchyard_queue_recovered_records_total` | route | durable: records found on disk at start (add them to `offered` for the sum above) |
+//! | `switchyard_route_redelivered_total` | route | durable: of those, records handed to the outputs before the restart |
+//! | `switchyard_queue_corrupt_records_total` | route | durable: damaged spans skipped at start |
+//! | `switchyard_queue_fsync_seconds` | route | durable: histogram of each sync |
 
 mod admission;
 mod metrics;
