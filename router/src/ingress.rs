@@ -103,6 +103,13 @@ pub enum Refusal {
     },
     /// The router is shutting down and takes no more messages.
     ShuttingDown,
+    /// A matching durable route cannot write to its disk (it is full, or
+    /// failing) and stayed so until its `block_timeout`; it resumes by
+    /// itself once the disk takes writes again.
+    DiskFull {
+        /// That route's `block_timeout`, as for [`Refusal::Backpressure`].
+        retry_after: std::time::Duration,
+    },
 }
 
 /// The families every input kind counts into, registered once per registry.

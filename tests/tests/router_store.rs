@@ -182,3 +182,140 @@ fn a_second_router_on_the_same_data_dir_refuses_to_start() -> Result<()> {
     );
     Ok(())
 }
+
+/// A 16 MiB tmpfs mounted for one test, unmounted when dropped. CI runs as
+/// root; elsewhere run the suite as root (`sudo ./dev test`).
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Result<Self> {
+        let dir = TempDir::new()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir_all(&path)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&path)
+            .output()
+            .context("run mount")?;
+        ensure!(
+            out.status.success(),
+            "mounting a 16 MiB tmpfs needs root (CI runs as root; locally: sudo ./dev test): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Self { path, _dir: dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_503_and_the_route_resumes_when_space_returns() -> Result<()> {
+    let disk = SmallDisk::mount()?;
+    let data = disk.path.join("data");
+    // Leave about 3 MiB for the queue.
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; 13 << 20]).context("fill the disk")?;
+    let config = config(&data, "always").replace(
+        "fsync = \"always\" }",
+        "fsync = \"always\", block_timeout = \"300ms\" }",
+    );
+    let router = Router::start(&config)?;
+    let mut api = router.http("api")?;
+
+    // Publish 1 KiB messages until the disk is full.
+    let mut accepted = BTreeSet::new();
+    let mut next = 0u64;
+    let full = loop {
+        ensure!(next < 100_000, "the disk never filled");
+        let resp = api.post_json(
+            "/v1/publish",
+            &numbered_batch("jobs.x", next, next + 10, 1024),
+        )?;
+        match resp.status {
+            202 => accepted.extend(next..next + 10),
+            503 => break resp,
+            s => anyhow::bail!("unexpected {s}: {}", resp.text()),
+        }
+        next += 10;
+    };
+    next += 10;
+    assert_eq!(
+        full.error_code().as_deref(),
+        Some("BACKPRESSURE"),
+        "{}",
+        full.text()
+    );
+    assert!(full.header("retry-after").is_some());
+    let s = router.scrape()?;
+    ensure!(
+        s.get(
+            "switchyard_input_rejected_total",
+            &[("input", "api"), ("reason", "disk_full")]
+        ) > 0.0,
+        "{}",
+        s.show("switchyard_input_rejected_total")
+    );
+    // Still full: refused again, the router alive.
+    let again = api.post_json(
+        "/v1/publish",
+        &numbered_batch("jobs.x", next, next + 10, 1024),
+    )?;
+    assert_eq!(again.status, 503, "{}", again.text());
+    next += 10;
+
+    // Space returns: the route resumes by itself.
+    std::fs::remove_file(&filler)?;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let resp = api.post_json(
+            "/v1/publish",
+            &numbered_batch("jobs.x", next, next + 10, 1024),
+        )?;
+        if resp.status == 202 {
+            accepted.extend(next..next + 10);
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "never resumed: {}",
+            resp.text()
+        );
+        next += 10;
+    }
+
+    // Everything accepted, before and after, is delivered.
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    router.wait_scrape(
+        "the backlog delivered",
+        "switchyard_route",
+        Duration::from_secs(120),
+        |s| s.route("jobs").depth == 0,
+    )?;
+    let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
+    ensure!(resp.status == 202, "marker: {}", resp.text());
+    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
+    got.pop();
+    let unique: BTreeSet<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
+    let lost: Vec<&u64> = accepted
+        .iter()
+        .filter(|n| !unique.contains(n))
+        .take(10)
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "accepted but never delivered (first 10): {lost:?}"
+    );
+    drop(worker);
+    drop(router);
+    Ok(())
+}

@@ -37,7 +37,8 @@
 //! refusals by the sink count each refused message. Reasons: `too_large`,
 //! `bad_json`, `bad_topic`, `bad_attribute`, `bad_priority`, `bad_payload`,
 //! `bad_request`, `unsupported_media_type`, `timeout`, `backpressure`,
-//! `shutting_down`.
+//! `disk_full` (a durable route's disk is full: answered as `503
+//! BACKPRESSURE`), `shutting_down`.
 
 // Crate-visible for `crate::fuzzing`, which feeds the parser bytes.
 pub(crate) mod json;
@@ -155,13 +156,14 @@ enum Reason {
     UnsupportedMediaType,
     Timeout,
     Backpressure,
+    DiskFull,
     ShuttingDown,
     Unauthorized,
     Forbidden,
 }
 
 impl Reason {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 14] = [
         Self::TooLarge,
         Self::BadJson,
         Self::BadTopic,
@@ -172,6 +174,7 @@ impl Reason {
         Self::UnsupportedMediaType,
         Self::Timeout,
         Self::Backpressure,
+        Self::DiskFull,
         Self::ShuttingDown,
         Self::Unauthorized,
         Self::Forbidden,
@@ -189,6 +192,7 @@ impl Reason {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Timeout => "timeout",
             Self::Backpressure => "backpressure",
+            Self::DiskFull => "disk_full",
             Self::ShuttingDown => "shutting_down",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
@@ -557,6 +561,7 @@ impl Publish {
                     let reason = match offered.refusal {
                         Some(Refusal::ShuttingDown) => Reason::ShuttingDown,
                         Some(Refusal::Backpressure { .. }) | None => Reason::Backpressure,
+                        Some(Refusal::DiskFull { .. }) => Reason::DiskFull,
                     };
                     counters.rejected(reason).inc_by((count - admitted) as u64);
                 }
@@ -577,11 +582,14 @@ impl Publish {
             },
             // The route that refused held the publish for its own
             // block_timeout: as long a pause is worth suggesting.
-            Some(Refusal::Backpressure { retry_after }) => Error::Backpressure {
-                retry_after,
-                admitted: ids,
-                refused,
-            },
+            // A full disk is backpressure to the client: try again later.
+            Some(Refusal::Backpressure { retry_after } | Refusal::DiskFull { retry_after }) => {
+                Error::Backpressure {
+                    retry_after,
+                    admitted: ids,
+                    refused,
+                }
+            }
             // A sink that stops short without saying why: the default pause.
             None => Error::Backpressure {
                 retry_after: crate::config::QueueConfig::DEFAULT_BLOCK_TIMEOUT,

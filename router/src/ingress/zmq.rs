@@ -67,6 +67,7 @@ pub(super) struct Counters {
     bad_attributes: IntCounter,
     pub(super) shutting_down: IntCounter,
     pub(super) backpressure: IntCounter,
+    pub(super) disk_full: IntCounter,
 }
 
 impl Counters {
@@ -79,6 +80,7 @@ impl Counters {
             bad_attributes: rejected("bad_attributes"),
             shutting_down: rejected("shutting_down"),
             backpressure: rejected("backpressure"),
+            disk_full: rejected("disk_full"),
         }
     }
 
@@ -90,6 +92,7 @@ impl Counters {
             match refusal {
                 Refusal::ShuttingDown => self.shutting_down.inc_by(refused),
                 Refusal::Backpressure { .. } => self.backpressure.inc_by(refused),
+                Refusal::DiskFull { .. } => self.disk_full.inc_by(refused),
             }
         }
     }

@@ -103,7 +103,7 @@ impl Drop for Reserved<'_> {
 fn refuse(message: &Message, why: Refusal) {
     if let Some(request) = &message.request {
         request.fail(match why {
-            Refusal::Backpressure { .. } => RequestError::Overloaded,
+            Refusal::Backpressure { .. } | Refusal::DiskFull { .. } => RequestError::Overloaded,
             Refusal::ShuttingDown => RequestError::ShuttingDown,
         });
     }
@@ -112,6 +112,11 @@ fn refuse(message: &Message, why: Refusal) {
 /// Why `route` refused a message it could not take in time.
 fn refusal(err: WaitError, route: &Route) -> Refusal {
     match err {
+        WaitError::Timeout { .. } if route.queue.store().is_some_and(|s| s.failing()) => {
+            Refusal::DiskFull {
+                retry_after: route.block_timeout(),
+            }
+        }
         WaitError::Timeout { .. } => Refusal::Backpressure {
             retry_after: route.block_timeout(),
         },
@@ -244,6 +249,7 @@ async fn made_durable(route: &Route, since: Instant) -> Result<(), Refusal> {
     match tokio::time::timeout_at(since + wait, store.durable(seq)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Refusal::ShuttingDown),
+        Err(_) if store.failing() => Err(Refusal::DiskFull { retry_after: wait }),
         Err(_) => Err(Refusal::Backpressure { retry_after: wait }),
     }
 }

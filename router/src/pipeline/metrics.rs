@@ -39,11 +39,13 @@ pub enum DropReason {
     /// Still queued or in flight when a route removed by a reload ran out
     /// of time to drain.
     RouteRemoved,
+    /// A `drop_newest` durable route's disk was full (or failing).
+    DiskFull,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -52,6 +54,7 @@ impl DropReason {
         Self::PluginError,
         Self::NoDeadLetter,
         Self::RouteRemoved,
+        Self::DiskFull,
     ];
 
     /// The metric label value.
@@ -65,6 +68,7 @@ impl DropReason {
             Self::PluginError => "plugin_error",
             Self::NoDeadLetter => "no_dead_letter",
             Self::RouteRemoved => "route_removed",
+            Self::DiskFull => "disk_full",
         }
     }
 

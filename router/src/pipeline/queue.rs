@@ -84,6 +84,8 @@ pub struct Pushed {
     /// Messages that arrived after [`RouteQueue::finish`] and were not
     /// queued; the caller counts them as dropped at shutdown.
     pub after_finish: usize,
+    /// Incoming messages dropped because a durable queue's disk was full.
+    pub disk_full: usize,
 }
 
 /// How long a producer waited for room; `None` when there was room at once.
@@ -235,7 +237,12 @@ impl RouteQueue {
             run.clear();
             return out;
         }
+        let failing = self.store.as_ref().is_some_and(|q| q.failing());
         for (message, size) in run.drain(..) {
+            if failing {
+                out.disk_full += 1;
+                continue;
+            }
             if !self.fits(&s, size) {
                 out.full_events += 1;
                 if self.when_full == WhenFull::DropOldest {

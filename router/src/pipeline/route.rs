@@ -131,9 +131,10 @@ impl Route {
         let p = self.queue.push(run);
         let m = &self.metrics;
         m.offered
-            .inc_by((p.queued + p.dropped_newest + p.after_finish) as u64);
+            .inc_by((p.queued + p.dropped_newest + p.after_finish + p.disk_full) as u64);
         m.dropped(DropReason::QueueFull, p.dropped_newest + p.evicted);
         m.dropped(DropReason::Shutdown, p.after_finish);
+        m.dropped(DropReason::DiskFull, p.disk_full);
         if p.full_events > 0 {
             m.backpressure.inc_by(p.full_events as u64);
         }
@@ -234,6 +235,7 @@ impl Route {
             plugin_error: m.dropped_count(DropReason::PluginError),
             no_dead_letter: m.dropped_count(DropReason::NoDeadLetter),
             route_removed: m.dropped_count(DropReason::RouteRemoved),
+            disk_full: m.dropped_count(DropReason::DiskFull),
         }
     }
 

@@ -116,6 +116,8 @@ pub struct DroppedCounts {
     pub no_dead_letter: u64,
     /// `route_removed`.
     pub route_removed: u64,
+    /// `disk_full`.
+    pub disk_full: u64,
 }
 
 impl DroppedCounts {
@@ -130,6 +132,7 @@ impl DroppedCounts {
             DropReason::PluginError => self.plugin_error,
             DropReason::NoDeadLetter => self.no_dead_letter,
             DropReason::RouteRemoved => self.route_removed,
+            DropReason::DiskFull => self.disk_full,
         }
     }
 }
