@@ -103,6 +103,11 @@ ROUTER_CASES = [
     Case("pub-sub-64", "pub", "sub", 64, 2, "bench.data", {"proxy": "xsub-xpub"}),
     Case("pub-sub-1k", "pub", "sub", 1024, 2, "bench.data", {"proxy": "xsub-xpub"}),
 ]
+# Issue 13: PUSH -> router -> PULL, the route's queue in memory and on disk.
+STORE_CASES = [
+    Case("push-pull-64", "push", "pull", 64, 2, "bench.data", {"proxy": "pull-push"}),
+    Case("push-pull-1k", "push", "pull", 1024, 2, "bench.data", {"proxy": "pull-push"}),
+]
 # Issue 4: payloads open with a JSON document whose `sensor.temp` the plugin
 # suite's JSON-field filter tests (and keeps: 25.5 > 20); padding and the
 # sequence number follow the field, where the filter's scan never looks.
@@ -116,6 +121,14 @@ CARGO_RELEASE_BENCH = ["cargo", "build", "--release", "-p", "switchyard-bench"]
 CARGO_RELEASE_ROUTER = ["cargo", "build", "--release", "-p", "switchyard"]
 CARGO_RELEASE_PLUGINS = ["cargo", "build", "--release", "--target", "wasm32-unknown-unknown",
                          "--manifest-path", "plugins/Cargo.toml"]
+
+# What every router config under bench/ reads from the environment.
+ROUTER_ENV = {
+    "BENCH_IN": "tcp://127.0.0.1:{in_port}",
+    "BENCH_OUT": "tcp://127.0.0.1:{out_port}",
+    "BENCH_ADMIN": "127.0.0.1:{admin_port}",
+    "BENCH_HWM": "{hwm}",
+}
 
 IMPLS = {
     "libzmq": Impl(
@@ -138,12 +151,7 @@ IMPLS = {
     "router": Impl(
         "router",
         "{root}/target/release/switchyard run --config {root}/bench/router-bench.toml",
-        env={
-            "BENCH_IN": "tcp://127.0.0.1:{in_port}",
-            "BENCH_OUT": "tcp://127.0.0.1:{out_port}",
-            "BENCH_ADMIN": "127.0.0.1:{admin_port}",
-            "BENCH_HWM": "{hwm}",
-        },
+        env=ROUTER_ENV,
         build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
     ),
@@ -151,13 +159,25 @@ IMPLS = {
     "router-plugin": Impl(
         "router-plugin",
         "{root}/target/release/switchyard run --config {root}/bench/router-plugin-bench.toml",
-        env={
-            "BENCH_IN": "tcp://127.0.0.1:{in_port}",
-            "BENCH_OUT": "tcp://127.0.0.1:{out_port}",
-            "BENCH_ADMIN": "127.0.0.1:{admin_port}",
-            "BENCH_HWM": "{hwm}",
-        },
+        env=ROUTER_ENV,
         build=[CARGO_RELEASE_ROUTER, CARGO_RELEASE_PLUGINS],
+        mode_key="proxy",
+    ),
+    # Store suite (issue 13): the same PUSH -> router -> PULL route in memory
+    # and on disk; the durable one starts each trial on an empty data_dir.
+    "router-push": Impl(
+        "router-push",
+        "{root}/target/release/switchyard run --config {root}/bench/router-push-bench.toml",
+        env=ROUTER_ENV,
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
+    "router-durable": Impl(
+        "router-durable",
+        "sh -c 'rm -rf \"$BENCH_DATA\" && exec {root}/target/release/switchyard run "
+        "--config {root}/bench/router-durable-bench.toml'",
+        env={**ROUTER_ENV, "BENCH_DATA": "{root}/target/bench-data-{admin_port}"},
+        build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
     ),
     # Baseline, opt-in: the load programs alone (zrecv binds, zsend connects to
@@ -176,6 +196,7 @@ SUITES = {
     "layer": (LAYER_CASES, ["libzmq", "switchyard"]),
     "router": (ROUTER_CASES, ["zmq_proxy", "router"]),
     "plugin": (PLUGIN_CASES, ["router", "router-plugin"]),
+    "store": (STORE_CASES, ["router-push", "router-durable"]),
 }
 
 
@@ -599,7 +620,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Forwarder command placeholders:" + PLACEHOLDERS)
-    p.add_argument("--suite", choices=["layer", "router", "plugin", "latency", "idle", "reqrep"],
+    p.add_argument("--suite", choices=["layer", "router", "plugin", "store", "latency", "idle", "reqrep"],
                    default="layer", help="reqrep hands over to bench/reqrep.py (its own options)")
     p.add_argument("--latency-count", type=int, default=2000,
                    help="latency suite: measured round trips per run")

@@ -106,6 +106,24 @@ fn reader(
     })
 }
 
+/// Stops the reader, closes the queue, and reports `rate` with the group
+/// size the queue reached.
+fn finish(
+    q: Arc<Queue>,
+    rate: f64,
+    stop: &AtomicBool,
+    reading: std::thread::JoinHandle<u64>,
+) -> Run {
+    stop.store(true, Ordering::Relaxed);
+    let _ = reading.join();
+    let stats = q.stats();
+    q.close().expect("closes");
+    Run {
+        rate,
+        group: stats.committed as f64 / stats.commits.max(1) as f64,
+    }
+}
+
 /// One producer appending runs of 256, at most 256 Ki records ahead of
 /// what is durable.
 fn producer(dir: &Path, size: usize, fsync: Fsync, secs: f64) -> Run {
@@ -129,16 +147,12 @@ fn producer(dir: &Path, size: usize, fsync: Fsync, secs: f64) -> Run {
         }
     }
     rt.block_on(q.durable(end)).expect("durable");
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = reading.join();
-    let stats = q.stats();
-    let q = Arc::into_inner(q).expect("reader gone");
-    q.close().expect("closes");
-    Run {
-        rate: end as f64 / elapsed,
-        group: stats.committed as f64 / stats.commits.max(1) as f64,
-    }
+    finish(
+        q,
+        end as f64 / start.elapsed().as_secs_f64(),
+        &stop,
+        reading,
+    )
 }
 
 /// `publishers` tasks, each appending one message and waiting for it to be
@@ -173,16 +187,8 @@ fn publishers(dir: &Path, size: usize, publishers: usize, secs: f64) -> Run {
             t.await.expect("publisher");
         }
     });
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = reading.join();
-    let stats = q.stats();
-    let q = Arc::into_inner(q).expect("reader gone");
-    q.close().expect("closes");
-    Run {
-        rate: done.load(Ordering::Relaxed) as f64 / elapsed,
-        group: stats.committed as f64 / stats.commits.max(1) as f64,
-    }
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    finish(q, rate, &stop, reading)
 }
 
 fn main() {

@@ -74,6 +74,36 @@ fn number(payload: &str) -> Option<u64> {
     payload.trim_end_matches('.').parse().ok()
 }
 
+/// Connects a PULL worker, waits until route `jobs` is empty, then sends an
+/// end marker and returns the numbers the worker got before it, checking
+/// that every one of `accepted` is among them.
+fn deliver_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    let mut api = router.http("api")?;
+    router.wait_scrape(
+        "the backlog delivered",
+        "switchyard_route",
+        Duration::from_secs(120),
+        |s| s.route("jobs").depth == 0,
+    )?;
+    let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
+    ensure!(resp.status == 202, "marker: {}", resp.text());
+    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
+    got.pop();
+    let numbers: Vec<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
+    let unique: BTreeSet<u64> = numbers.iter().copied().collect();
+    let lost: Vec<&u64> = accepted
+        .iter()
+        .filter(|n| !unique.contains(n))
+        .take(10)
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "accepted but never delivered (first 10): {lost:?}"
+    );
+    Ok(numbers)
+}
+
 fn survive_kills(fsync: &str) -> Result<()> {
     let data = TempDir::new()?;
     let config = config(data.path(), fsync);
@@ -121,29 +151,8 @@ fn survive_kills(fsync: &str) -> Result<()> {
         "backlog {backlog} < accepted {}",
         accepted.len()
     );
-    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
-    let mut api = router.http("api")?;
-    router.wait_scrape(
-        "the backlog delivered",
-        "switchyard_route",
-        Duration::from_secs(120),
-        |s| s.route("jobs").depth == 0,
-    )?;
-    let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
-    ensure!(resp.status == 202, "marker: {}", resp.text());
-    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
-    got.pop();
-    let numbers: Vec<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
+    let numbers = deliver_all(&router, &accepted)?;
     let unique: BTreeSet<u64> = numbers.iter().copied().collect();
-    let lost: Vec<&u64> = accepted
-        .iter()
-        .filter(|n| !unique.contains(n))
-        .take(10)
-        .collect();
-    ensure!(
-        lost.is_empty(),
-        "acknowledged but never delivered (first 10): {lost:?}"
-    );
     let duplicates = numbers.len() - unique.len();
     ensure!(
         duplicates as f64 <= recovered,
@@ -156,7 +165,6 @@ fn survive_kills(fsync: &str) -> Result<()> {
             &[("route", "jobs"), ("reason", "no_subscriber")]
         ) == 0.0
     );
-    drop(worker);
     Ok(())
 }
 
@@ -294,28 +302,7 @@ fn a_full_disk_answers_503_and_the_route_resumes_when_space_returns() -> Result<
     }
 
     // Everything accepted, before and after, is delivered.
-    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
-    router.wait_scrape(
-        "the backlog delivered",
-        "switchyard_route",
-        Duration::from_secs(120),
-        |s| s.route("jobs").depth == 0,
-    )?;
-    let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
-    ensure!(resp.status == 202, "marker: {}", resp.text());
-    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
-    got.pop();
-    let unique: BTreeSet<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
-    let lost: Vec<&u64> = accepted
-        .iter()
-        .filter(|n| !unique.contains(n))
-        .take(10)
-        .collect();
-    ensure!(
-        lost.is_empty(),
-        "accepted but never delivered (first 10): {lost:?}"
-    );
-    drop(worker);
+    deliver_all(&router, &accepted)?;
     drop(router);
     Ok(())
 }

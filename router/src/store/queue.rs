@@ -147,6 +147,10 @@ pub struct Stats {
 
 #[derive(Debug)]
 struct State {
+    /// The writer waits on its condition variable: an append must wake it
+    /// (otherwise it looks at the pending buffer by itself, and a wake-up
+    /// would be a wasted system call per append).
+    writer_idle: bool,
     /// Encoded records not yet written, and their sequence numbers.
     pending: Vec<u8>,
     pending_from: u64,
@@ -265,6 +269,7 @@ impl Queue {
             cursors_lost: cursors_lost || (raw.is_none() && held > 0),
         };
         let state = State {
+            writer_idle: false,
             pending: Vec::new(),
             pending_from: next,
             pending_newest: 0,
@@ -345,8 +350,11 @@ impl Queue {
             }
         }
         let end = s.next;
+        let wake = std::mem::take(&mut s.writer_idle);
         drop(s);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         if was_empty {
             self.shared.readable.notify_one();
         }
@@ -505,8 +513,8 @@ impl Queue {
             s.head = end;
             s.held_bytes = s.held_bytes.saturating_sub(bytes);
         }
-        drop(s);
-        self.shared.work.notify_one();
+        // The writer saves the cursors on its own schedule
+        // (`checkpoint_every`): no wake-up per batch.
     }
 
     /// Now.
@@ -575,11 +583,13 @@ impl Shared {
                 let mut s = lock(&self.state);
                 while s.pending.is_empty() && !s.closed && !self.checkpoint_due(&s) {
                     let wait = self.options.checkpoint_every;
+                    s.writer_idle = true;
                     s = self
                         .work
                         .wait_timeout(s, wait)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    s.writer_idle = false;
                 }
                 if s.closed {
                     return;
