@@ -192,7 +192,9 @@ fn publishers(dir: &Path, size: usize, publishers: usize, secs: f64) -> Run {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    // `cargo test --all-targets` runs this without `--bench`: a smoke run.
+    let quick =
+        std::env::args().any(|a| a == "--quick") || !std::env::args().any(|a| a == "--bench");
     let secs = if quick { 1.0 } else { 3.0 };
     let dir = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)

@@ -38,7 +38,7 @@
 //! | `switchyard_pipeline_unrouted_total` | | messages that matched no route |
 //! | `switchyard_queue_recovered_records_total` | route | durable: records found on disk at start (add them to `offered` for the sum above) |
 //! | `switchyard_route_redelivered_total` | route | durable: of those, records handed to the outputs before the restart |
-//! | `switchyard_queue_corrupt_records_total` | route | durable: damaged spans skipped at start |
+//! | `switchyard_queue_corrupt_records_total` | route | durable: damaged spans skipped, at start or while reading |
 //! | `switchyard_queue_fsync_seconds` | route | durable: histogram of each sync |
 
 mod admission;

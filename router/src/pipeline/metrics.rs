@@ -41,11 +41,13 @@ pub enum DropReason {
     RouteRemoved,
     /// A `drop_newest` durable route's disk was full (or failing).
     DiskFull,
+    /// A durable route's record was damaged on disk and could not be read.
+    Corrupt,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -55,6 +57,7 @@ impl DropReason {
         Self::NoDeadLetter,
         Self::RouteRemoved,
         Self::DiskFull,
+        Self::Corrupt,
     ];
 
     /// The metric label value.
@@ -69,6 +72,7 @@ impl DropReason {
             Self::NoDeadLetter => "no_dead_letter",
             Self::RouteRemoved => "route_removed",
             Self::DiskFull => "disk_full",
+            Self::Corrupt => "corrupt",
         }
     }
 

@@ -118,6 +118,12 @@ pub struct Popped {
     pub count: usize,
     /// Their bytes.
     pub bytes: usize,
+    /// Durable queues: damaged spans on disk this pop passed over (the
+    /// reader logged each).
+    pub damaged: u64,
+    /// Durable queues: records lost in them, no longer held (not in
+    /// `count`); the caller counts them as dropped.
+    pub lost: usize,
 }
 
 /// A point-in-time view of a queue.
@@ -458,7 +464,11 @@ impl RouteQueue {
                     if s.items.is_empty() && s.items.capacity() > SHRINK_ABOVE {
                         s.items.shrink_to(SHRINK_ABOVE / 16);
                     }
-                    return Popped { count, bytes };
+                    return Popped {
+                        count,
+                        bytes,
+                        ..Popped::default()
+                    };
                 }
                 if s.finished {
                     return Popped::default();
@@ -479,6 +489,10 @@ impl RouteQueue {
     ) -> Popped {
         let max = max.max(1);
         let mut records = Vec::with_capacity(max);
+        let before = store.stats();
+        // Records lost to damage already taken off `stored` (reported with
+        // the next batch that has any message).
+        let mut lost_taken = 0;
         loop {
             let notified = self.not_empty.notified();
             let readable = store.readable();
@@ -524,6 +538,14 @@ impl RouteQueue {
                 }
             };
             if n == 0 {
+                let lost = store.stats().missing - before.missing;
+                let lost = usize::try_from(lost).unwrap_or(usize::MAX);
+                if lost > lost_taken {
+                    let mut s = self.lock();
+                    s.stored = s.stored.saturating_sub(lost - lost_taken);
+                    lost_taken = lost;
+                    continue;
+                }
                 // Appended but not yet written: wait for the writer.
                 tokio::select! {
                     () = readable => {}
@@ -532,16 +554,20 @@ impl RouteQueue {
                 continue;
             }
             let mut bytes = 0;
-            out.reserve(records.len());
+            let count = records.len();
+            out.reserve(count);
             for record in records.drain(..) {
                 bytes += record.message.size();
                 out.push(record.message);
             }
-            let count = out.len();
+            let after = store.stats();
+            let lost = usize::try_from(after.missing - before.missing).unwrap_or(usize::MAX);
             let mut s = self.lock();
             // A read may pass over records lost to damage: they leave the
             // count with the batch.
-            s.stored = s.stored.saturating_sub(count);
+            s.stored = s
+                .stored
+                .saturating_sub(count + lost.saturating_sub(lost_taken));
             s.queued_bytes = if s.stored == 0 {
                 0
             } else {
@@ -549,7 +575,13 @@ impl RouteQueue {
             };
             s.in_flight += count;
             s.in_flight_bytes += bytes;
-            return Popped { count, bytes };
+            drop(s);
+            return Popped {
+                count,
+                bytes,
+                damaged: after.damaged - before.damaged,
+                lost,
+            };
         }
     }
 
@@ -617,7 +649,11 @@ impl RouteQueue {
         let bytes = s.queued_bytes;
         s.items = VecDeque::new();
         s.queued_bytes = 0;
-        Popped { count, bytes }
+        Popped {
+            count,
+            bytes,
+            ..Popped::default()
+        }
     }
 
     /// Queued and in-flight counts and bytes, now.
@@ -819,5 +855,46 @@ mod tests {
             "drains after finish"
         );
         assert_eq!(q.pop_batch(10, &mut out).await.count, 0);
+    }
+
+    #[tokio::test]
+    async fn a_durable_queue_reads_past_damage_and_reports_it() {
+        let storage = store::MemoryStorage::new();
+        let options = store::Options {
+            fsync: store::Fsync::Always,
+            // No cache: every pop reads the disk.
+            cache_bytes: 1,
+            ..store::Options::default()
+        };
+        let (st, _) =
+            store::Queue::open_unstarted(Arc::new(Arc::clone(&storage)), options).expect("opens");
+        let st = Arc::new(st);
+        let q = RouteQueue::durable(
+            &QueueSpec::new(10, 1000, WhenFull::Block),
+            Arc::clone(&st),
+            0,
+            0,
+        );
+        for n in 1..=3 {
+            q.push_waiting(msg(n), 10, None, || ()).await.expect("room");
+        }
+        st.commit().expect("commits");
+        // Damage the second record on disk.
+        let name = storage.segments().pop().expect("a segment");
+        let mut data = storage.bytes(&name).expect("bytes");
+        let second = store::encoded_len(&msg(1)) + 20;
+        data[second] ^= 0xff;
+        storage.set_bytes(&name, data);
+        let mut out = Vec::new();
+        let mut damaged = 0;
+        while out.len() < 2 {
+            let popped = q.pop_batch(10, &mut out).await;
+            damaged += popped.damaged;
+            assert_eq!(popped.lost, usize::from(popped.damaged > 0));
+            q.complete(popped);
+        }
+        assert_eq!(payloads(&out), vec![1, 3]);
+        assert_eq!(damaged, 1);
+        assert_eq!(q.stats().queued, 0, "the lost record is no longer held");
     }
 }

@@ -236,6 +236,7 @@ impl Route {
             no_dead_letter: m.dropped_count(DropReason::NoDeadLetter),
             route_removed: m.dropped_count(DropReason::RouteRemoved),
             disk_full: m.dropped_count(DropReason::DiskFull),
+            corrupt: m.dropped_count(DropReason::Corrupt),
         }
     }
 

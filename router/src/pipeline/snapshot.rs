@@ -118,6 +118,8 @@ pub struct DroppedCounts {
     pub route_removed: u64,
     /// `disk_full`.
     pub disk_full: u64,
+    /// `corrupt`.
+    pub corrupt: u64,
 }
 
 impl DroppedCounts {
@@ -133,6 +135,7 @@ impl DroppedCounts {
             DropReason::NoDeadLetter => self.no_dead_letter,
             DropReason::RouteRemoved => self.route_removed,
             DropReason::DiskFull => self.disk_full,
+            DropReason::Corrupt => self.corrupt,
         }
     }
 }

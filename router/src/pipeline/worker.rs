@@ -12,7 +12,7 @@ use prometheus::local::LocalHistogram;
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::DropReason;
+use super::metrics::{DropReason, delta};
 use super::queue::Popped;
 use super::route::{Program, Route};
 use super::stages::{StageRunner, Staged};
@@ -55,6 +55,14 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         };
         if popped.count == 0 {
             break;
+        }
+        if popped.damaged > 0 {
+            route.metrics.corrupt.inc_by(popped.damaged);
+        }
+        if popped.lost > 0 {
+            // Accepted once, gone to damage on disk: counted, not silent.
+            route.metrics.dropped(DropReason::Corrupt, popped.lost);
+            route.metrics.held(-delta(popped.lost), 0);
         }
         // A reload's new program applies from a batch boundary: every
         // message of a batch sees one generation's plugins and targets.

@@ -133,6 +133,8 @@ pub struct Stats {
     pub head: u64,
     /// Records found lost to damage while reading.
     pub missing: u64,
+    /// Damaged spans passed over while reading (each logged).
+    pub damaged: u64,
     /// The last write or sync failed (e.g. the disk is full); it is
     /// retried.
     pub failing: bool,
@@ -175,6 +177,7 @@ struct State {
     saved: Saved,
     last_checkpoint: Option<Instant>,
     missing: u64,
+    damaged: u64,
     failing: bool,
     closed: bool,
     commits: u64,
@@ -289,6 +292,7 @@ impl Queue {
             },
             last_checkpoint: None,
             missing: 0,
+            damaged: 0,
             failing: false,
             closed: false,
             commits: 0,
@@ -477,6 +481,7 @@ impl Queue {
         // releases them too.
         let mut s = lock(&shared.state);
         s.missing += report.missing;
+        s.damaged += report.damaged;
         if pos.seq > from {
             s.read = pos.seq;
             s.read_pos = pos;
@@ -531,6 +536,7 @@ impl Queue {
             durable: *self.shared.durable.borrow(),
             head: s.head,
             missing: s.missing,
+            damaged: s.damaged,
             failing: s.failing,
             commits: s.commits,
             committed: s.committed,
