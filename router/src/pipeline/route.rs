@@ -340,19 +340,23 @@ fn open_durable(
             "durable queue: cursors missing or damaged; its whole log is delivered again"
         );
     }
-    if opened.backlog > 0 {
+    // Counted in sequence numbers, so records damaged on disk are in it
+    // too: the reader passes over them and counts them dropped (`corrupt`),
+    // which keeps `offered + recovered = delivered + ... + depth`.
+    let stats = queue.stats();
+    if stats.held > 0 {
         tracing::info!(
             route,
-            backlog = opened.backlog,
+            backlog = stats.held,
+            intact = opened.backlog,
             redeliver = opened.redeliver,
             "durable queue: delivering what was on disk"
         );
     }
-    metrics.recovered.inc_by(opened.backlog);
+    metrics.recovered.inc_by(stats.held);
     metrics.redelivered.inc_by(opened.redeliver);
     metrics.corrupt.inc_by(opened.recovery.damaged.len() as u64);
-    let stats = queue.stats();
-    let backlog = usize::try_from(opened.backlog).unwrap_or(usize::MAX);
+    let backlog = usize::try_from(stats.held).unwrap_or(usize::MAX);
     let bytes = usize::try_from(stats.held_bytes).unwrap_or(usize::MAX);
     metrics.held(delta(backlog), delta(bytes));
     Ok(RouteQueue::durable(spec, Arc::new(queue), backlog, bytes))
