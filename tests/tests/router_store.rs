@@ -371,3 +371,44 @@ fn a_damaged_segment_costs_only_its_damaged_records_and_is_counted() -> Result<(
     );
     Ok(())
 }
+
+#[test]
+fn a_reload_changes_fsync_live_but_refuses_to_move_a_durable_backlog() -> Result<()> {
+    use switchyard_tests::router::reload::post;
+    let data = TempDir::new()?;
+    let config = config(data.path(), "batch");
+    let router = Router::start(&config)?;
+
+    let always = config.replace("fsync = \"batch\"", "fsync = \"always\"");
+    let resp = post(&router, "", Some(&always))?;
+    ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
+    ensure!(resp.text().contains("queue.fsync"), "{}", resp.text());
+
+    let memory = always
+        .replace("durable = true, ", "")
+        .replace(", fsync = \"always\"", ", when_full = \"block\"");
+    let removed = always.replace("[[route]]\nname = \"jobs\"", "[[route]]\nname = \"jobs2\"");
+    for (edit, why) in [
+        (&memory, "durable queue into a memory one"),
+        (&removed, "removes this durable route"),
+    ] {
+        let resp = post(&router, "", Some(edit))?;
+        ensure!(
+            resp.status != 200,
+            "a reload that {why} was applied: {}",
+            resp.text()
+        );
+        ensure!(
+            resp.text().contains(why) && resp.text().contains("restart the router"),
+            "{} {}",
+            resp.status,
+            resp.text()
+        );
+    }
+    // Still serving the durable route.
+    let resp = router
+        .http("api")?
+        .post("/v1/publish/jobs.x", &[], b"still")?;
+    ensure!(resp.status == 202, "{}", resp.text());
+    Ok(())
+}

@@ -91,31 +91,20 @@ impl Pipeline {
                 .find(|r| r.name == program.spec.name)
                 .filter(|r| r.queue.when_full() == program.spec.queue.when_full);
             built.push(match existing {
-                Some(route) => (program, Ok(Arc::clone(route))),
+                Some(route) => Built::Kept(Arc::clone(route), Box::new(program)),
                 None => {
                     let replaced = old.routes.iter().any(|r| r.name == program.spec.name);
-                    let (spec, outputs, dead_letter) = (
-                        program.spec.clone(),
-                        program.outputs.clone(),
-                        program.dead_letter.clone(),
-                    );
-                    let route = new_route(program, &inner.metrics, &inner.shared)?;
-                    let program = super::route::Program {
-                        spec,
-                        outputs,
-                        dead_letter,
-                    };
-                    (program, Err((route, replaced)))
+                    Built::New(new_route(program, &inner.metrics, &inner.shared)?, replaced)
                 }
             });
         }
         let mut table = RouteTable::new();
         let mut routes: Vec<Arc<Route>> = Vec::with_capacity(built.len());
-        for (program, route) in built {
-            let name = program.spec.name.clone();
-            table.insert(&program.spec.pattern, &program.spec.attributes);
-            match route {
-                Ok(route) => {
+        for built in built {
+            match built {
+                Built::Kept(route, program) => {
+                    let name = program.spec.name.clone();
+                    table.insert(&program.spec.pattern, &program.spec.attributes);
                     let now = route.program();
                     let same_targets = now.outputs.len() == program.outputs.len()
                         && now
@@ -129,16 +118,18 @@ impl Pipeline {
                         let q = &program.spec.queue;
                         // Refreshes the capacity gauges.
                         inner.metrics.route(&name, q.capacity, q.capacity_bytes);
-                        route.set_program(program);
+                        route.set_program(*program);
                         applied.changed.push(name);
                     }
                     routes.push(route);
                 }
-                Err((route, replaced)) => {
+                Built::New(route, replaced) => {
+                    let spec = &route.program().spec;
+                    table.insert(&spec.pattern, &spec.attributes);
                     if replaced {
-                        applied.replaced.push(name);
+                        applied.replaced.push(route.name.clone());
                     } else {
-                        applied.added.push(name);
+                        applied.added.push(route.name.clone());
                     }
                     inner
                         .tracker
@@ -214,6 +205,15 @@ impl Pipeline {
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|r| !leaving.iter().any(|l| Arc::ptr_eq(l, r)));
     }
+}
+
+/// A route of the new set, before the swap.
+enum Built {
+    /// An existing route that takes the new program.
+    Kept(Arc<Route>, Box<super::route::Program>),
+    /// A route built for this reload; `true` when it replaces one of the
+    /// same name.
+    New(Arc<Route>, bool),
 }
 
 /// Refuses what a reload cannot do to a durable route yet: move its
