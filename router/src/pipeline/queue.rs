@@ -489,10 +489,10 @@ impl RouteQueue {
     ) -> Popped {
         let max = max.max(1);
         let mut records = Vec::with_capacity(max);
-        let before = store.stats();
-        // Records lost to damage already taken off `stored` (reported with
-        // the next batch that has any message).
-        let mut lost_taken = 0;
+        // What disk reads passed over: damaged spans, and the records lost
+        // in them, which leave `stored` at once and are reported with the
+        // next batch that has any message.
+        let (mut damaged, mut lost) = (0, 0);
         loop {
             let notified = self.not_empty.notified();
             let readable = store.readable();
@@ -507,28 +507,27 @@ impl RouteQueue {
                 notified.await;
                 continue;
             }
-            let n = match store.pop_cached(max, usize::MAX, &mut records) {
-                Some(n) => Ok(n),
+            let read = match store.pop_cached(max, usize::MAX, &mut records) {
+                Some(n) => Ok((n, store::ReadReport::default())),
                 None => {
                     let store = Arc::clone(store);
-                    match tokio::task::spawn_blocking(move || {
+                    tokio::task::spawn_blocking(move || {
                         let mut records = Vec::with_capacity(max);
-                        store.pop(max, usize::MAX, &mut records).map(|_| records)
+                        store
+                            .pop_from_disk(max, usize::MAX, &mut records)
+                            .map(|(_, report)| (records, report))
+                            .map_err(|e| e.to_string())
                     })
                     .await
-                    {
-                        Ok(Ok(read)) => {
-                            let n = read.len();
-                            records = read;
-                            Ok(n)
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map(|(read, report)| {
+                        records = read;
+                        (records.len(), report)
+                    })
                 }
             };
-            let n = match n {
-                Ok(n) => n,
+            let (n, report) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     // A read error: the records stay on disk; try again
                     // after a pause rather than spin.
@@ -537,13 +536,13 @@ impl RouteQueue {
                     continue;
                 }
             };
+            damaged += report.damaged;
+            let lost_now = usize::try_from(report.missing).unwrap_or(usize::MAX);
+            lost += lost_now;
             if n == 0 {
-                let lost = store.stats().missing - before.missing;
-                let lost = usize::try_from(lost).unwrap_or(usize::MAX);
-                if lost > lost_taken {
+                if lost_now > 0 {
                     let mut s = self.lock();
-                    s.stored = s.stored.saturating_sub(lost - lost_taken);
-                    lost_taken = lost;
+                    s.stored = s.stored.saturating_sub(lost_now);
                     continue;
                 }
                 // Appended but not yet written: wait for the writer.
@@ -554,32 +553,25 @@ impl RouteQueue {
                 continue;
             }
             let mut bytes = 0;
-            let count = records.len();
-            out.reserve(count);
+            out.reserve(n);
             for record in records.drain(..) {
                 bytes += record.message.size();
                 out.push(record.message);
             }
-            let after = store.stats();
-            let lost = usize::try_from(after.missing - before.missing).unwrap_or(usize::MAX);
             let mut s = self.lock();
-            // A read may pass over records lost to damage: they leave the
-            // count with the batch.
-            s.stored = s
-                .stored
-                .saturating_sub(count + lost.saturating_sub(lost_taken));
+            s.stored = s.stored.saturating_sub(n + lost_now);
             s.queued_bytes = if s.stored == 0 {
                 0
             } else {
                 s.queued_bytes.saturating_sub(bytes)
             };
-            s.in_flight += count;
+            s.in_flight += n;
             s.in_flight_bytes += bytes;
             drop(s);
             return Popped {
-                count,
+                count: n,
                 bytes,
-                damaged: after.damaged - before.damaged,
+                damaged,
                 lost,
             };
         }

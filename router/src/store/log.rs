@@ -57,8 +57,6 @@ struct Seg {
     records: u64,
     /// The last record's sequence number.
     last_seq: Option<u64>,
-    /// The newest record's publish time (ns since the epoch).
-    newest: u64,
 }
 
 /// Where a reader of a log is: the next sequence number it wants and, once
@@ -145,7 +143,6 @@ impl Log {
                 len: end,
                 records: 0,
                 last_seq: None,
-                newest: 0,
             };
             let mut window = Window::new(&*file, end, std::mem::take(&mut buf));
             // Records must go on past the previous segment's and not below
@@ -165,7 +162,6 @@ impl Log {
                         }
                         seg.records += 1;
                         seg.last_seq = Some(frame.seq);
-                        seg.newest = seg.newest.max(frame.time);
                     }
                     Step::Damaged(d) => recovery.damaged.push((name.clone(), d)),
                     Step::Torn(d) => {
@@ -211,17 +207,6 @@ impl Log {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    /// The publish time (ns since the epoch) of the newest record of the
-    /// oldest segment, and that segment's last sequence number: what
-    /// age-based retention looks at.
-    pub fn oldest_segment(&self) -> Option<(u64, u64)> {
-        if self.segments.len() < 2 {
-            return None;
-        }
-        let s = self.segments.front()?;
-        Some((s.newest, s.last_seq.unwrap_or(s.base)))
-    }
-
     /// Writes `records` (whole encoded records, sequence numbers `seqs`,
     /// which must start at [`Log::next_seq`]) to the last segment, sealing
     /// it first if it is full.
@@ -229,7 +214,7 @@ impl Log {
     /// # Errors
     /// The write failed; the segment is cut back to where it was, so no
     /// partial record is left behind, and nothing counts as written.
-    pub fn write(&mut self, records: &[u8], seqs: Range<u64>, newest: u64) -> io::Result<()> {
+    pub fn write(&mut self, records: &[u8], seqs: Range<u64>) -> io::Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -252,7 +237,6 @@ impl Log {
                 len: 0,
                 records: 0,
                 last_seq: None,
-                newest: 0,
             });
         }
         let seg = self
@@ -267,7 +251,6 @@ impl Log {
         seg.len += records.len() as u64;
         seg.records += seqs.end - seqs.start;
         seg.last_seq = Some(seqs.end - 1);
-        seg.newest = seg.newest.max(newest);
         self.next_seq = seqs.end;
         Ok(())
     }

@@ -18,9 +18,10 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
@@ -156,7 +157,6 @@ struct State {
     /// Encoded records not yet written, and their sequence numbers.
     pending: Vec<u8>,
     pending_from: u64,
-    pending_newest: u64,
     next: u64,
     written: u64,
     durable: u64,
@@ -178,7 +178,6 @@ struct State {
     last_checkpoint: Option<Instant>,
     missing: u64,
     damaged: u64,
-    failing: bool,
     closed: bool,
     commits: u64,
     committed: u64,
@@ -190,6 +189,9 @@ struct Shared {
     options: Options,
     /// The sync policy now (a reload may change it).
     fsync: Mutex<Fsync>,
+    /// The last write or sync failed: read without a lock on every
+    /// admission to a durable route.
+    failing: AtomicBool,
     storage: Arc<dyn Storage>,
     state: Mutex<State>,
     log: Mutex<Log>,
@@ -214,12 +216,6 @@ const SENT: &str = "sent";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Queue {
@@ -275,7 +271,6 @@ impl Queue {
             writer_idle: false,
             pending: Vec::new(),
             pending_from: next,
-            pending_newest: 0,
             next,
             written: next,
             durable: next,
@@ -293,7 +288,6 @@ impl Queue {
             last_checkpoint: None,
             missing: 0,
             damaged: 0,
-            failing: false,
             closed: false,
             commits: 0,
             committed: 0,
@@ -301,6 +295,7 @@ impl Queue {
         };
         let shared = Arc::new(Shared {
             fsync: Mutex::new(options.fsync),
+            failing: AtomicBool::new(false),
             options,
             storage,
             state: Mutex::new(state),
@@ -328,7 +323,6 @@ impl Queue {
         &self,
         messages: impl IntoIterator<Item = &'a Message>,
     ) -> Result<u64, Error> {
-        let time = now_nanos();
         let mut s = lock(&self.shared.state);
         if s.closed {
             return Err(Error::Closed);
@@ -337,7 +331,6 @@ impl Queue {
         for message in messages {
             let seq = s.next;
             let len = record::encode(seq, message, &mut s.pending);
-            s.pending_newest = s.pending_newest.max(time);
             s.next += 1;
             s.held_bytes += len as u64;
             // Cache it for the reader while the cache is contiguous with
@@ -406,7 +399,7 @@ impl Queue {
     pub fn pop(&self, max: usize, max_bytes: usize, out: &mut Vec<Record>) -> Result<usize, Error> {
         match self.pop_cached(max, max_bytes, out) {
             Some(n) => Ok(n),
-            None => self.pop_from_disk(max, max_bytes, out),
+            None => Ok(self.pop_from_disk(max, max_bytes, out)?.0),
         }
     }
 
@@ -446,17 +439,23 @@ impl Queue {
         None
     }
 
-    fn pop_from_disk(
+    /// As [`Queue::pop`], from disk only (what [`Queue::pop_cached`] could
+    /// not hand out), with what the read passed over: damaged spans and
+    /// the records lost in them.
+    ///
+    /// # Errors
+    /// A read failed.
+    pub fn pop_from_disk(
         &self,
         max: usize,
         max_bytes: usize,
         out: &mut Vec<Record>,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, ReadReport), Error> {
         let shared = &*self.shared;
         let s = lock(&shared.state);
         let from = s.read;
         if from >= s.written {
-            return Ok(0);
+            return Ok((0, ReadReport::default()));
         }
         let mut pos = s.read_pos;
         drop(s);
@@ -472,10 +471,7 @@ impl Queue {
             out,
         )?;
         let n = out.len() - before;
-        let bytes: u64 = out[before..]
-            .iter()
-            .map(|r| record::encoded_len(&r.message) as u64)
-            .sum();
+        let bytes = report.bytes as u64;
         // One reader: nothing else moved `read` meanwhile. Sequence numbers
         // passed over for damage are in flight with the batch, so its ack
         // releases them too.
@@ -487,7 +483,7 @@ impl Queue {
             s.read_pos = pos;
             s.in_flight.push_back((pos.seq, bytes));
         }
-        Ok(n)
+        Ok((n, report))
     }
 
     /// Resolves when [`Queue::pop`] may have records to hand out.
@@ -537,7 +533,7 @@ impl Queue {
             head: s.head,
             missing: s.missing,
             damaged: s.damaged,
-            failing: s.failing,
+            failing: self.shared.failing.load(Ordering::Relaxed),
             commits: s.commits,
             committed: s.committed,
             sync_time: s.sync_time,
@@ -553,7 +549,7 @@ impl Queue {
     /// Whether the last write or sync failed (a full disk, say); appends
     /// are still taken, so a caller bounds them.
     pub fn failing(&self) -> bool {
-        lock(&self.shared.state).failing
+        self.shared.failing.load(Ordering::Relaxed)
     }
 
     /// Changes the sync policy from the next commit on.
@@ -628,7 +624,7 @@ impl Shared {
 
     /// Writes the pending records and syncs per the policy.
     fn commit(&self, sync: bool) -> Result<(), Error> {
-        let (data, from, newest) = {
+        let (data, from) = {
             let mut s = lock(&self.state);
             if s.pending.is_empty() {
                 return Ok(());
@@ -636,13 +632,12 @@ impl Shared {
             let data = std::mem::take(&mut s.pending);
             let next = s.next;
             let from = std::mem::replace(&mut s.pending_from, next);
-            let newest = std::mem::take(&mut s.pending_newest);
-            (data, from..s.next, newest)
+            (data, from..s.next)
         };
         let (from, end) = (from.start, from.end);
         let result = {
             let mut log = lock(&self.log);
-            log.write(&data, from..end, newest).map(|()| log.tail())
+            log.write(&data, from..end).map(|()| log.tail())
         };
         let tail = match result {
             Ok(tail) => tail,
@@ -653,8 +648,7 @@ impl Shared {
                 back.extend_from_slice(&s.pending);
                 s.pending = back;
                 s.pending_from = from;
-                s.pending_newest = s.pending_newest.max(newest);
-                s.failing = true;
+                self.failing.store(true, Ordering::Relaxed);
                 return Err(e.into());
             }
         };
@@ -669,7 +663,7 @@ impl Shared {
             && let Some(tail) = tail
             && let Err(e) = tail.sync()
         {
-            lock(&self.state).failing = true;
+            self.failing.store(true, Ordering::Relaxed);
             return Err(e.into());
         }
         let took = synced.elapsed();
@@ -681,7 +675,7 @@ impl Shared {
         s.commits += 1;
         s.committed += end - from;
         s.durable = end;
-        s.failing = false;
+        self.failing.store(false, Ordering::Relaxed);
         drop(s);
         self.durable.send_replace(end);
         Ok(())
