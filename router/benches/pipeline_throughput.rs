@@ -55,6 +55,7 @@ fn route(name: &str, pattern: &str, when_full: WhenFull) -> RouteSpec {
         attributes: Default::default(),
         queue: QueueSpec::new(10_000, 64 << 20, when_full),
         outputs: vec!["null".to_owned()],
+        retry: Default::default(),
         request_timeout: std::time::Duration::from_secs(5),
     }
 }

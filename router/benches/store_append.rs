@@ -92,14 +92,14 @@ fn reader(
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             out.clear();
-            let got = q.pop(1024, usize::MAX, &mut out).expect("reads");
+            let got = q.pop(0, 1024, usize::MAX, &mut out).expect("reads");
             if got == 0 {
                 rt.block_on(async {
-                    let _ = tokio::time::timeout(Duration::from_millis(50), q.readable()).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(50), q.readable(0)).await;
                 });
                 continue;
             }
-            q.ack();
+            q.ack(0);
             n += got as u64;
         }
         n

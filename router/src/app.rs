@@ -514,6 +514,14 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
                     .map(|d| d.join("queues").join(&route.name)),
             ),
             outputs: route.to.clone(),
+            retry: route
+                .to
+                .iter()
+                .filter_map(|to| {
+                    let output = config.outputs.iter().find(|o| &o.name == to)?;
+                    Some((to.clone(), output.retry?))
+                })
+                .collect(),
             stages: plugins.stages(route),
             request_timeout: route.request_timeout,
         })

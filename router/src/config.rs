@@ -126,7 +126,7 @@ pub use endpoint::{Attach, Endpoint};
 pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind, RouterInput};
 pub use listeners::{Resource, overlaps};
-pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind};
+pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind, Retry};
 pub use plain::{Plain, Secret};
 pub use plugin::{FailMode, OnFailure, Plugin};
 pub use policy::{UnknownFsync, UnknownPolicy};

@@ -45,12 +45,14 @@ mod admission;
 mod metrics;
 mod queue;
 mod reconfigure;
+mod retry;
 mod route;
 mod runtime;
 mod snapshot;
 mod spec;
 mod stages;
 mod table;
+mod tally;
 mod worker;
 
 pub use metrics::{DropReason, PipelineMetrics};
@@ -60,7 +62,9 @@ pub use runtime::Pipeline;
 pub use snapshot::{
     DroppedCounts, PipelineSnapshot, QueueSnapshot, RouteReport, RouteSnapshot, ShutdownReport,
 };
-pub use spec::{Durability, DurableSpec, Fsync, QueueSpec, RouteSpec, UnknownPolicy, WhenFull};
+pub use spec::{
+    Durability, DurableSpec, Fsync, QueueSpec, Retry, RouteSpec, UnknownPolicy, WhenFull,
+};
 pub use stages::{DEAD_LETTER_REASON, DEAD_LETTER_ROUTE, INLINE_BUDGET, OnError, Stages};
 pub use table::{Matches, RouteTable};
 

@@ -29,7 +29,7 @@ mod storage;
 pub use cursors::Saved as SavedCursors;
 pub use log::{Log, Options as LogOptions, Position, ReadReport, Recovery};
 pub use memory::MemoryStorage;
-pub use queue::{Error, Fsync, Opened, Options, Queue, Stats, SyncObserver};
+pub use queue::{Error, Fsync, ONLY, Opened, Options, Queue, Released, Stats, SyncObserver};
 pub use record::{Decoded, Frame, Framed, Record, decode, encode, encoded_len};
 pub use scan::Damage;
 pub use storage::{DirLock, Directory, Segment, Storage, lock_dir};

@@ -481,8 +481,12 @@ fn input_fields(old: &Input, new: &Input) -> Vec<&'static str> {
 }
 
 fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
-    let Output { name: _, kind } = old;
-    match (kind, &new.kind) {
+    let Output {
+        name: _,
+        kind,
+        retry,
+    } = old;
+    let mut fields = match (kind, &new.kind) {
         (OutputKind::ZmqPub(a), OutputKind::ZmqPub(b))
         | (OutputKind::ZmqPush(a), OutputKind::ZmqPush(b)) => {
             socket_fields(Fields::default(), a, b)
@@ -492,8 +496,13 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
             socket_fields(Fields(vec!["kind"]), a, b)
         }
         (OutputKind::ZmqDealer(a), OutputKind::ZmqDealer(b)) => dealer_fields(a, b),
+        (OutputKind::Blackhole(_), OutputKind::Blackhole(_)) => Vec::new(),
         _ => vec!["kind"],
+    };
+    if *retry != new.retry {
+        fields.push("retry");
     }
+    fields
 }
 
 fn dealer_fields(old: &DealerOutput, new: &DealerOutput) -> Vec<&'static str> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
-use super::raw::{RawBlackhole, RawZmqDealer, RawZmqPub, RawZmqPush};
+use super::raw::{RawBlackhole, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -24,6 +24,50 @@ pub struct Output {
     /// The protocol and its settings.
     #[serde(flatten)]
     pub kind: OutputKind,
+    /// How a send this output failed is tried again. Default none: one
+    /// attempt. Reloads live (the output is rebuilt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// An output's `retry = { initial, max, max_attempts }`: a message the
+/// output failed to take (an error, no peer to take it, a peer's error
+/// reply) is sent to it again after a pause drawn at random up to
+/// `min(max, initial * 2^(attempt - 1))` (exponential backoff, full
+/// jitter). A message it refuses for good (too large) is not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// The first pause's cap. Default 100ms; 1ms to 1h.
+    #[serde(serialize_with = "serialize_duration")]
+    pub initial: Duration,
+    /// The cap of the doubling. Default 30s; at least `initial`, at most
+    /// 1h.
+    #[serde(serialize_with = "serialize_duration")]
+    pub max: Duration,
+    /// Attempts in all, the first send included, before the message goes
+    /// to the dead-letter store (or, without one, is dropped, counted).
+    /// Default none: retried until it is taken (the route's queue holds it
+    /// and backs up meanwhile); 1 to 1000000.
+    pub max_attempts: Option<u32>,
+}
+
+impl Retry {
+    /// The default first pause.
+    pub const DEFAULT_INITIAL: Duration = Duration::from_millis(100);
+    /// The default cap.
+    pub const DEFAULT_MAX: Duration = Duration::from_secs(30);
+    /// How a durable route retries a target output that has no `retry`:
+    /// with the default pauses, until the output takes the message.
+    pub const DURABLE_DEFAULT: Self = Self {
+        initial: Self::DEFAULT_INITIAL,
+        max: Self::DEFAULT_MAX,
+        max_attempts: None,
+    };
+
+    /// Whether a message sent `attempts` times may be sent again.
+    pub fn allows(&self, attempts: u32) -> bool {
+        self.max_attempts.is_none_or(|max| attempts < max)
+    }
 }
 
 /// An output's protocol, written `kind = "zmq-pub"` and so on.
@@ -286,11 +330,55 @@ fn dealer_settings(
     }
 }
 
+/// Reads an output's `retry` table.
+fn build_retry(raw: Option<&S<RawRetry>>, subject: &Subject, c: &mut Checker<'_>) -> Option<Retry> {
+    let raw = raw?.get_ref();
+    let hour = Duration::from_secs(3600);
+    let initial = c.duration(
+        subject,
+        "retry.initial",
+        raw.initial.as_ref(),
+        Retry::DEFAULT_INITIAL,
+        Duration::from_millis(1)..=hour,
+    );
+    let max = c.duration(
+        subject,
+        "retry.max",
+        raw.max.as_ref(),
+        Retry::DEFAULT_MAX.max(initial),
+        Duration::from_millis(1)..=hour,
+    );
+    if max < initial
+        && let Some(at) = raw.max.as_ref()
+    {
+        c.invalid(
+            subject,
+            "retry.max",
+            at.span(),
+            "must be at least retry.initial",
+        );
+    }
+    let max_attempts = raw
+        .max_attempts
+        .as_ref()
+        .map(|n| c.count(subject, "retry.max_attempts", Some(n), 1, 1..=1_000_000) as u32);
+    Some(Retry {
+        initial,
+        max: max.max(initial),
+        max_attempts,
+    })
+}
+
 /// Reads a `blackhole` output.
-pub(crate) fn build_blackhole(raw: &RawBlackhole) -> Output {
+pub(crate) fn build_blackhole(
+    raw: &RawBlackhole,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Output {
     Output {
         name: raw.name.get_ref().clone(),
         kind: OutputKind::Blackhole(Blackhole {}),
+        retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }
 
@@ -300,6 +388,7 @@ pub(crate) fn build_pub(raw: &RawZmqPub, subject: &Subject, c: &mut Checker<'_>)
     Output {
         name: raw.name.get_ref().clone(),
         kind: OutputKind::ZmqPub(socket),
+        retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }
 
@@ -309,6 +398,7 @@ pub(crate) fn build_push(raw: &RawZmqPush, subject: &Subject, c: &mut Checker<'_
     Output {
         name: raw.name.get_ref().clone(),
         kind: OutputKind::ZmqPush(socket),
+        retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }
 
@@ -318,6 +408,7 @@ pub(crate) fn build_dealer(raw: &RawZmqDealer, subject: &Subject, c: &mut Checke
     Output {
         name: raw.name.get_ref().clone(),
         kind: OutputKind::ZmqDealer(dealer_settings(raw, socket, subject, c)),
+        retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }
 
@@ -425,6 +516,57 @@ mod tests {
         assert_one(
             &problems(&dealer(TWO, "send_timeout = \"1s\"")),
             "send_timeout: has no effect on a zmq-dealer output",
+        );
+    }
+
+    #[test]
+    fn outputs_read_their_retry_policy() {
+        let config = valid(&base(
+            "",
+            "retry = { initial = \"50ms\", max = \"2s\", max_attempts = 5 }",
+            "",
+        ));
+        assert_eq!(
+            config.outputs[0].retry,
+            Some(Retry {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(2),
+                max_attempts: Some(5),
+            })
+        );
+        let config = valid(&base("", "retry = {}", ""));
+        assert_eq!(
+            config.outputs[0].retry,
+            Some(Retry {
+                initial: Retry::DEFAULT_INITIAL,
+                max: Retry::DEFAULT_MAX,
+                max_attempts: None,
+            })
+        );
+        assert_eq!(valid(&base("", "", "")).outputs[0].retry, None);
+        assert!(Retry::DURABLE_DEFAULT.allows(1_000_000));
+        assert!(
+            !Retry {
+                max_attempts: Some(2),
+                ..Retry::DURABLE_DEFAULT
+            }
+            .allows(2)
+        );
+    }
+
+    #[test]
+    fn bad_retry_policies_are_refused() {
+        assert_one(
+            &problems(&base("", "retry = { initial = \"2s\", max = \"1s\" }", "")),
+            "retry.max: must be at least retry.initial",
+        );
+        assert_one(
+            &problems(&base("", "retry = { max_attempts = 0 }", "")),
+            "retry.max_attempts",
+        );
+        assert_one(
+            &problems(&base("", "retry = { attempts = 3 }", "")),
+            "attempts",
         );
     }
 }

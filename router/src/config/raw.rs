@@ -119,6 +119,7 @@ zmq_kinds! {
 
     /// One `[[output]]` of kind `zmq-pub`.
     RawZmqPub {
+        retry: Option<S<RawRetry>>,
         send_hwm: Option<S<i64>>,
         send_hwm_bytes: Option<S<Quantity>>,
         slow_subscriber_timeout: Option<S<Quantity>>,
@@ -126,6 +127,7 @@ zmq_kinds! {
 
     /// One `[[output]]` of kind `zmq-push`.
     RawZmqPush {
+        retry: Option<S<RawRetry>>,
         send_hwm: Option<S<i64>>,
         send_hwm_bytes: Option<S<Quantity>>,
         send_timeout: Option<S<Quantity>>,
@@ -133,6 +135,7 @@ zmq_kinds! {
 
     /// One `[[output]]` of kind `zmq-dealer`.
     RawZmqDealer {
+        retry: Option<S<RawRetry>>,
         send_hwm: Option<S<i64>>,
         send_hwm_bytes: Option<S<Quantity>>,
         balance: Option<S<String>>,
@@ -261,6 +264,16 @@ pub(crate) struct RawBlackhole {
     /// Read before this struct is deserialized.
     #[serde(rename = "kind")]
     pub(crate) _kind: S<String>,
+    pub(crate) retry: Option<S<RawRetry>>,
+}
+
+/// An output's `retry = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub(crate) initial: Option<S<Quantity>>,
+    pub(crate) max: Option<S<Quantity>>,
+    pub(crate) max_attempts: Option<S<i64>>,
 }
 
 /// One `[[plugin]]`. `config` is the plugin's own settings, any table: it

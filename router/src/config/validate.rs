@@ -196,7 +196,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Some(role) => read::<RawZmqPub>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| output::build_pub(&raw, &subject, c)),
             None => read::<RawBlackhole>(item, &subject, &[], None, c)
-                .map(|raw| output::build_blackhole(&raw)),
+                .map(|raw| output::build_blackhole(&raw, &subject, c)),
         };
         outputs.extend(built);
     }

@@ -76,7 +76,7 @@ impl DropReason {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -99,6 +99,7 @@ pub struct PipelineMetrics {
     corrupt: IntCounterVec,
     redelivered: IntCounterVec,
     fsync: HistogramVec,
+    output_retries: IntCounterVec,
     pub(crate) unrouted: IntCounter,
 }
 
@@ -182,6 +183,11 @@ impl PipelineMetrics {
                 &["route"],
                 latency_buckets(),
             ),
+            output_retries: registry.counter_vec(
+                "switchyard_output_retries_total",
+                "Messages sent to an output again after it failed to take them (its `retry` policy; durable routes retry by default).",
+                &["output"],
+            ),
             unrouted: registry.counter(
                 "switchyard_pipeline_unrouted_total",
                 "Messages that matched no route.",
@@ -209,6 +215,7 @@ impl PipelineMetrics {
             corrupt: self.corrupt.with_label_values(l),
             redelivered: self.redelivered.with_label_values(l),
             fsync: self.fsync.with_label_values(l),
+            retries: self.output_retries.clone(),
         };
         self.capacity
             .with_label_values(l)
@@ -244,9 +251,24 @@ pub(crate) struct RouteMetrics {
     pub(crate) corrupt: IntCounter,
     pub(crate) redelivered: IntCounter,
     pub(crate) fsync: Histogram,
+    /// `output_retries_total{output}`, the family.
+    retries: IntCounterVec,
 }
 
 impl RouteMetrics {
+    /// `output_retries_total` of `output` (resolved per batch with a
+    /// retry policy: a hash lookup, no allocation once it exists).
+    pub(crate) fn output_retries(&self, output: &str) -> IntCounter {
+        self.retries.with_label_values(&[output])
+    }
+
+    /// Makes sure every one of `outputs` has its retries series, at 0.
+    pub(crate) fn declare_retries<'a>(&self, outputs: impl IntoIterator<Item = &'a str>) {
+        for o in outputs {
+            let _ = self.retries.with_label_values(&[o]);
+        }
+    }
+
     /// Counts `n` messages dropped for `reason`.
     pub(crate) fn dropped(&self, reason: DropReason, n: usize) {
         if n > 0 {

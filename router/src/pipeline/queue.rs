@@ -9,10 +9,13 @@
 //!
 //! A durable route's queue keeps the same bounds and policy, but its
 //! messages live in a [`store::Queue`] on disk rather than in memory: a push
-//! appends, a pop reads (from the store's cache, or from disk on the
-//! blocking pool), and completing a batch acknowledges it, which releases
-//! it from the disk. What a durable queue holds when the router stops is
-//! not dropped: it stays on disk and is delivered after the next start.
+//! appends, and each *lane* (one per target output, or one for all of
+//! them) pops from its own cursor (from the store's cache, or from disk on
+//! the blocking pool) and acknowledges its batches; a record is released
+//! once every lane has acknowledged it. What a durable queue holds counts
+//! against the bounds until it is released, in bytes as encoded on disk.
+//! What it holds when the router stops is not dropped: it stays on disk
+//! and is delivered after the next start.
 //!
 //! The queue is a plain data structure with async waits; it counts nothing in
 //! Prometheus. It reports what happened ([`Pushed`], [`Waited`], [`Popped`])
@@ -53,8 +56,10 @@ pub struct RouteQueue {
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<(Message, usize)>,
-    /// A durable queue's queued messages, which are in its store.
+    /// A durable queue's messages not yet released (queued or in flight
+    /// on some lane), which are in its store, and their bytes as encoded.
     stored: usize,
+    stored_bytes: usize,
     queued_bytes: usize,
     in_flight: usize,
     in_flight_bytes: usize,
@@ -121,9 +126,14 @@ pub struct Popped {
     /// Durable queues: damaged spans on disk this pop passed over (the
     /// reader logged each).
     pub damaged: u64,
-    /// Durable queues: records lost in them, no longer held (not in
-    /// `count`); the caller counts them as dropped.
+    /// Durable queues: records lost in them (not in `count`); the caller
+    /// counts them as dropped.
     pub lost: usize,
+    /// Durable queues: the sequence numbers the pop passed, `start..end`
+    /// (the batch's records and the lost ones).
+    pub start: u64,
+    /// See `start`.
+    pub end: u64,
 }
 
 /// A point-in-time view of a queue.
@@ -175,9 +185,19 @@ impl RouteQueue {
         {
             let mut s = q.lock();
             s.stored = recovered;
-            s.queued_bytes = bytes;
+            s.stored_bytes = bytes;
         }
         q
+    }
+
+    /// The bytes `message` (of `size`) holds in this queue: as encoded on
+    /// disk for a durable queue.
+    pub fn held_size(&self, message: &Message, size: usize) -> usize {
+        if self.store.is_some() {
+            store::encoded_len(message)
+        } else {
+            size
+        }
     }
 
     /// The store of a durable queue.
@@ -202,31 +222,28 @@ impl RouteQueue {
         let held = s.items.len() + s.stored + s.in_flight + s.reserved;
         held == 0
             || (held < self.capacity.load(Ordering::Relaxed)
-                && s.queued_bytes + s.in_flight_bytes + s.reserved_bytes + size
+                && s.queued_bytes + s.stored_bytes + s.in_flight_bytes + s.reserved_bytes + size
                     <= self.capacity_bytes.load(Ordering::Relaxed))
     }
 
-    /// Queues `message`; false (and dropped) if a durable queue's store
-    /// is closed.
+    /// Queues `message`; `None` (and dropped) if a durable queue's store
+    /// is closed, else the bytes it holds ([`RouteQueue::held_size`]).
     #[inline]
-    fn enqueue(&self, s: &mut State, message: Message, size: usize) -> bool {
+    fn enqueue(&self, s: &mut State, message: Message, size: usize) -> Option<usize> {
         if let Some(store) = &self.store {
-            if store.append([&message]).is_err() {
-                return false;
-            }
-            if s.stored == 0 {
-                self.not_empty.notify_one();
-            }
+            // The store wakes the lanes waiting for records.
+            let (_, bytes) = store.append_counted([&message]).ok()?;
+            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
             s.stored += 1;
-            s.queued_bytes += size;
-            return true;
+            s.stored_bytes += bytes;
+            return Some(bytes);
         }
         if s.items.is_empty() {
             self.not_empty.notify_one();
         }
         s.items.push_back((message, size));
         s.queued_bytes += size;
-        true
+        Some(size)
     }
 
     /// Pushes `run` (message, size) in order without waiting, applying the
@@ -268,9 +285,9 @@ impl RouteQueue {
                     continue;
                 }
             }
-            if self.enqueue(&mut s, message, size) {
+            if let Some(bytes) = self.enqueue(&mut s, message, size) {
                 out.queued += 1;
-                out.queued_bytes += size;
+                out.queued_bytes += bytes;
             } else {
                 out.after_finish += 1;
             }
@@ -300,7 +317,7 @@ impl RouteQueue {
         let waited = self
             .wait_for_room(size, deadline, on_full, |queue, s| {
                 if let Some(m) = message.take() {
-                    stored = queue.enqueue(s, m, size);
+                    stored = queue.enqueue(s, m, size).is_some();
                 }
             })
             .await?;
@@ -345,7 +362,7 @@ impl RouteQueue {
         if s.finished {
             return false;
         }
-        self.enqueue(&mut s, message, size)
+        self.enqueue(&mut s, message, size).is_some()
     }
 
     /// Gives back room reserved with [`RouteQueue::reserve`].
@@ -444,7 +461,7 @@ impl RouteQueue {
     /// Cancel safe: messages move only in the poll that returns.
     pub async fn pop_batch(&self, max: usize, out: &mut Vec<Message>) -> Popped {
         if let Some(store) = &self.store {
-            return self.pop_stored(store, max, out).await;
+            return self.pop_lane(store, 0, max, out, &mut Vec::new()).await;
         }
         loop {
             let notified = self.not_empty.notified();
@@ -478,43 +495,40 @@ impl RouteQueue {
         }
     }
 
-    /// [`RouteQueue::pop_batch`] of a durable queue: from the store's cache,
-    /// or from disk on the blocking pool. A finished durable queue hands out
-    /// nothing more: what it holds stays on disk.
-    async fn pop_stored(
+    /// [`RouteQueue::pop_batch`] for one lane of a durable queue, whose
+    /// store reader is `lane`: from the store's cache, or from disk on the
+    /// blocking pool; `seqs` gets each message's sequence number. A
+    /// finished durable queue hands out nothing more: what it holds stays
+    /// on disk.
+    pub async fn pop_lane(
         &self,
         store: &Arc<store::Queue>,
+        lane: usize,
         max: usize,
         out: &mut Vec<Message>,
+        seqs: &mut Vec<u64>,
     ) -> Popped {
         let max = max.max(1);
         let mut records = Vec::with_capacity(max);
         // What disk reads passed over: damaged spans, and the records lost
-        // in them, which leave `stored` at once and are reported with the
-        // next batch that has any message.
+        // in them, reported with the next batch that has any message.
         let (mut damaged, mut lost) = (0, 0);
+        // Only this lane moves its reader.
+        let start = store.read_position(lane);
         loop {
-            let notified = self.not_empty.notified();
-            let readable = store.readable();
-            let empty = {
-                let s = self.lock();
-                if s.finished {
-                    return Popped::default();
-                }
-                s.stored == 0
-            };
-            if empty {
-                notified.await;
-                continue;
+            let finished = self.not_empty.notified();
+            let readable = store.readable(lane);
+            if self.lock().finished {
+                return Popped::default();
             }
-            let read = match store.pop_cached(max, usize::MAX, &mut records) {
+            let read = match store.pop_cached(lane, max, usize::MAX, &mut records) {
                 Some(n) => Ok((n, store::ReadReport::default())),
                 None => {
                     let store = Arc::clone(store);
                     tokio::task::spawn_blocking(move || {
                         let mut records = Vec::with_capacity(max);
                         store
-                            .pop_from_disk(max, usize::MAX, &mut records)
+                            .pop_from_disk(lane, max, usize::MAX, &mut records)
                             .map(|(_, report)| (records, report))
                             .map_err(|e| e.to_string())
                     })
@@ -537,64 +551,93 @@ impl RouteQueue {
                 }
             };
             damaged += report.damaged;
-            let lost_now = usize::try_from(report.missing).unwrap_or(usize::MAX);
-            lost += lost_now;
-            if n == 0 {
-                if lost_now > 0 {
-                    let mut s = self.lock();
-                    s.stored = s.stored.saturating_sub(lost_now);
-                    continue;
-                }
-                // Appended but not yet written: wait for the writer.
+            lost += usize::try_from(report.missing).unwrap_or(usize::MAX);
+            if n == 0 && report.missing == 0 {
+                // Nothing readable yet (appended, not yet written): wait
+                // for the store, or the finish.
                 tokio::select! {
                     () = readable => {}
+                    () = finished => {}
                     () = tokio::time::sleep(FAILING_RECHECK) => {}
                 }
                 continue;
             }
+            if n == 0 {
+                continue;
+            }
+            let end = records.last().map_or(start, |r| r.seq + 1);
             let mut bytes = 0;
             out.reserve(n);
+            seqs.reserve(n);
             for record in records.drain(..) {
                 bytes += record.message.size();
+                seqs.push(record.seq);
                 out.push(record.message);
             }
-            let mut s = self.lock();
-            s.stored = s.stored.saturating_sub(n + lost_now);
-            s.queued_bytes = if s.stored == 0 {
-                0
-            } else {
-                s.queued_bytes.saturating_sub(bytes)
-            };
-            s.in_flight += n;
-            s.in_flight_bytes += bytes;
-            drop(s);
             return Popped {
                 count: n,
                 bytes,
                 damaged,
                 lost,
+                start,
+                end,
             };
         }
     }
 
     /// Ends the in-flight state of a popped batch: the outputs took (or
-    /// refused) it, so its room is free again. A durable queue's store
-    /// releases it.
+    /// refused) it, so its room is free again. For a durable queue, use
+    /// [`RouteQueue::complete_lane`].
     pub fn complete(&self, popped: Popped) {
         if popped.count == 0 {
             return;
         }
         if let Some(store) = &self.store {
-            store.ack();
+            self.complete_lane(store, 0, popped);
+            return;
         }
         self.uncount(popped);
+    }
+
+    /// Acknowledges lane `lane`'s oldest batch of a durable queue, and
+    /// frees the room of what that released (every lane has it now).
+    pub fn complete_lane(
+        &self,
+        store: &store::Queue,
+        lane: usize,
+        popped: Popped,
+    ) -> store::Released {
+        if popped.count == 0 && popped.lost == 0 {
+            return store::Released::default();
+        }
+        let released = store.ack(lane);
+        self.unstore(released)
+    }
+
+    /// Frees the room of records a durable store released.
+    pub fn unstore(&self, released: store::Released) -> store::Released {
+        if released.records() == 0 && released.bytes == 0 {
+            return released;
+        }
+        let mut s = self.lock();
+        s.stored = s
+            .stored
+            .saturating_sub(usize::try_from(released.records()).unwrap_or(usize::MAX));
+        s.stored_bytes = s
+            .stored_bytes
+            .saturating_sub(usize::try_from(released.bytes).unwrap_or(usize::MAX));
+        drop(s);
+        if self.when_full == WhenFull::Block {
+            self.room.notify_waiters();
+        }
+        released
     }
 
     /// Ends the in-flight state of a batch the outputs never confirmed
     /// (a stop): a durable queue keeps it on disk, to be sent again after
     /// the next start.
     pub fn abandon(&self, popped: Popped) {
-        if popped.count > 0 {
+        if popped.count > 0 && self.store.is_none() {
             self.uncount(popped);
         }
     }
@@ -627,6 +670,8 @@ impl RouteQueue {
         }
         self.room.notify_waiters();
         self.not_empty.notify_one();
+        // A durable queue's lanes all wait on it.
+        self.not_empty.notify_waiters();
     }
 
     /// Removes every queued (not in-flight) message and returns how many and
@@ -648,13 +693,27 @@ impl RouteQueue {
         }
     }
 
-    /// Queued and in-flight counts and bytes, now.
+    /// Queued and in-flight counts and bytes, now. A durable queue's
+    /// in-flight count is what the lane furthest ahead holds.
     pub fn stats(&self) -> QueueStats {
         let s = self.lock();
-        QueueStats {
-            queued: s.items.len() + s.stored,
+        let (stored, stored_bytes) = (s.stored, s.stored_bytes);
+        let memory = QueueStats {
+            queued: s.items.len(),
             in_flight: s.in_flight,
             bytes: s.queued_bytes + s.in_flight_bytes,
+        };
+        drop(s);
+        let Some(store) = &self.store else {
+            return memory;
+        };
+        let in_flight = usize::try_from(store.stats().in_flight)
+            .unwrap_or(usize::MAX)
+            .min(stored);
+        QueueStats {
+            queued: stored - in_flight,
+            in_flight,
+            bytes: stored_bytes,
         }
     }
 

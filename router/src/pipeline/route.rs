@@ -1,8 +1,8 @@
 //! One running route: its spec, queue, outputs and metric children, and the
 //! bookkeeping that keeps `offered = delivered + dropped + depth` exact.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,6 +13,7 @@ use super::metrics::{DropReason, RouteMetrics, delta};
 use super::queue::{Popped, RouteQueue, WaitError, Waited};
 use super::snapshot::{DroppedCounts, QueueSnapshot, RouteReport, RouteSnapshot};
 use super::spec::{RouteSpec, WhenFull};
+use super::tally::Tally;
 use crate::egress::Output;
 use crate::ingress::Wait;
 use crate::message::Message;
@@ -35,6 +36,11 @@ pub(crate) struct Route {
     pub(crate) exited: CancellationToken,
     /// Messages counted as dropped because a shutdown's grace period ended.
     left: AtomicU64,
+    /// A durable route with several targets: what its lanes noted.
+    pub(crate) tally: Tally,
+    /// Cancelled when a reload changes a durable route's targets: its
+    /// lanes stop at once and start again, one per new target.
+    retarget: Mutex<CancellationToken>,
 }
 
 /// What a route does with its messages: its spec (pattern, plugins,
@@ -44,6 +50,8 @@ pub(crate) struct Program {
     pub(crate) outputs: Box<[Arc<dyn Output>]>,
     /// The output receiving dead-lettered messages.
     pub(crate) dead_letter: Option<Arc<dyn Output>>,
+    /// How a failed send to each of `outputs` is retried (none: once).
+    pub(crate) retry: Box<[Option<super::spec::Retry>]>,
 }
 
 impl std::fmt::Debug for Route {
@@ -70,7 +78,13 @@ impl Route {
         let spec = &program.spec.queue;
         let queue = match &spec.durable {
             None => RouteQueue::new(spec),
-            Some(durable) => open_durable(&program.spec.name, spec, durable, &metrics)?,
+            Some(durable) => open_durable(
+                &program.spec.name,
+                &program.spec.outputs,
+                spec,
+                durable,
+                &metrics,
+            )?,
         };
         Ok(Self {
             name: program.spec.name.clone(),
@@ -80,7 +94,24 @@ impl Route {
             stop,
             exited: CancellationToken::new(),
             left: AtomicU64::new(0),
+            tally: Tally::default(),
+            retarget: Mutex::new(CancellationToken::new()),
         })
+    }
+
+    /// The token a durable route's lanes stop on when its targets change.
+    pub(crate) fn retargeted(&self) -> CancellationToken {
+        self.retarget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A fresh token for the next set of lanes.
+    pub(crate) fn reset_retarget(&self) -> CancellationToken {
+        let fresh = CancellationToken::new();
+        *self.retarget.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+        fresh
     }
 
     /// What the route does now.
@@ -98,7 +129,12 @@ impl Route {
         if let (Some(store), Some(durable)) = (self.queue.store(), &q.durable) {
             store.set_fsync(fsync(&durable.settings));
         }
+        let retarget = self.queue.store().is_some()
+            && self.program.load().spec.outputs != program.spec.outputs;
         self.program.store(Arc::new(program));
+        if retarget {
+            self.retargeted().cancel();
+        }
     }
 
     /// True for `when_full = "block"` routes (fixed for a route's life: a
@@ -151,6 +187,7 @@ impl Route {
         size: usize,
         deadline: Option<Instant>,
     ) -> Result<(), WaitError> {
+        let held = self.queue.held_size(&message, size);
         let res = self
             .queue
             .push_waiting(message, size, deadline, || self.metrics.backpressure.inc())
@@ -158,7 +195,7 @@ impl Route {
         self.record_wait(&res);
         if res.is_ok() {
             self.metrics.offered.inc();
-            self.metrics.held(1, delta(size));
+            self.metrics.held(1, delta(held));
         }
         res.map(drop)
     }
@@ -180,8 +217,9 @@ impl Route {
     /// Fills room reserved with [`Route::reserve`].
     pub(crate) fn commit(&self, message: Message, size: usize) {
         self.metrics.offered.inc();
+        let held = self.queue.held_size(&message, size);
         if self.queue.commit(message, size) {
-            self.metrics.held(1, delta(size));
+            self.metrics.held(1, delta(held));
         } else {
             self.metrics.dropped(DropReason::Shutdown, 1);
         }
@@ -201,10 +239,37 @@ impl Route {
     }
 
     /// Ends a popped batch's in-flight state once its outcome is counted.
-    pub(crate) fn complete(&self, popped: Popped) {
-        self.queue.complete(popped);
-        self.metrics
-            .held(-delta(popped.count), -delta(popped.bytes));
+    /// A durable route's lane `lane` acknowledges it instead; `tallied`
+    /// when the route's lanes count outcomes at release ([`Tally`]).
+    pub(crate) fn complete(&self, lane: usize, tallied: bool, popped: Popped) {
+        match self.queue.store() {
+            None => {
+                self.queue.complete(popped);
+                self.metrics
+                    .held(-delta(popped.count), -delta(popped.bytes));
+            }
+            Some(store) => {
+                let released = self.queue.complete_lane(store, lane, popped);
+                self.count_released(released, tallied);
+            }
+        }
+    }
+
+    /// Moves the gauges for records a durable route's store released and,
+    /// when `tallied`, counts their outcomes from the lanes' notes.
+    pub(crate) fn count_released(&self, released: store::Released, tallied: bool) {
+        let records = usize::try_from(released.records()).unwrap_or(usize::MAX);
+        let bytes = usize::try_from(released.bytes).unwrap_or(usize::MAX);
+        self.metrics.held(-delta(records), -delta(bytes));
+        if !tallied || records == 0 {
+            return;
+        }
+        let counts = self.tally.release(released.from..released.to);
+        let m = &self.metrics;
+        m.delivered.inc_by(counts.delivered);
+        for (reason, n) in counts.dropped {
+            m.dropped(reason, usize::try_from(n).unwrap_or(usize::MAX));
+        }
     }
 
     /// Counts `popped` messages, already out of the queue's bookkeeping, as
@@ -306,6 +371,7 @@ fn fsync(settings: &super::spec::Durability) -> store::Fsync {
 /// Opens a durable route's queue in its directory, counting what it finds.
 fn open_durable(
     route: &str,
+    readers: &[String],
     spec: &super::spec::QueueSpec,
     durable: &super::spec::DurableSpec,
     metrics: &RouteMetrics,
@@ -322,6 +388,8 @@ fn open_durable(
         // enough that a roll (a sync and a new file) is rare.
         segment_bytes: (spec.capacity_bytes as u64 / 8).clamp(1 << 20, 64 << 20),
         on_sync: Some(Arc::new(move |took| histogram.observe(took.as_secs_f64()))),
+        // One cursor per target output, by name.
+        readers: readers.to_vec(),
         ..store::Options::default()
     };
     let (queue, opened) = store::Queue::open(Arc::new(dir), options).map_err(|e| failed(&e))?;

@@ -345,10 +345,22 @@ pub(crate) fn programs(
             .map(find)
             .collect::<Result<Box<[_]>, _>>()?;
         let dead_letter = spec.stages.dead_letter.as_ref().map(find).transpose()?;
+        let durable = spec.queue.durable.is_some();
+        let retry = spec
+            .outputs
+            .iter()
+            .map(|o| {
+                spec.retry
+                    .get(o)
+                    .copied()
+                    .or(durable.then_some(super::spec::Retry::DURABLE_DEFAULT))
+            })
+            .collect();
         programs.push(Program {
             spec,
             outputs,
             dead_letter,
+            retry,
         });
     }
     Ok(programs)

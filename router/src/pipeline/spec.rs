@@ -23,6 +23,10 @@ pub struct RouteSpec {
     /// Names of the target outputs; a message is delivered once every one of
     /// them has accepted it (or, with a routing plugin, every one it chose).
     pub outputs: Vec<String>,
+    /// How a send to each target output that has a policy is retried.
+    /// A target without one is tried once on a memory queue; on a durable
+    /// queue it is retried with [`Retry::DURABLE_DEFAULT`].
+    pub retry: BTreeMap<String, Retry>,
     /// The route's plugins and what happens when they fail.
     pub stages: Stages,
     /// How long a request on this route waits for its reply, counted from
@@ -88,7 +92,7 @@ impl QueueSpec {
     }
 }
 
-pub use crate::config::{Durability, Fsync, UnknownPolicy, WhenFull};
+pub use crate::config::{Durability, Fsync, Retry, UnknownPolicy, WhenFull};
 
 impl QueueSpec {
     /// The spec of `queue`, a route's settings; a durable one keeps its

@@ -165,6 +165,7 @@ pub(crate) fn spec(
         outputs: outputs.iter().map(|s| (*s).to_owned()).collect(),
         stages: Default::default(),
         request_timeout: std::time::Duration::from_secs(5),
+        retry: std::collections::BTreeMap::new(),
     }
 }
 

@@ -237,3 +237,151 @@ async fn shutdown_in_the_middle_of_intake_counts_everything() {
     assert_eq!(report.left(), 0);
     assert_eq!(snap.routes.iter().map(|r| r.queue.depth).sum::<usize>(), 0);
 }
+
+/// A directory under the system's temporary directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-pipeline-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A durable `block` route `r` on `t.>` to `outputs`, in `dir`.
+fn durable_spec(dir: &TempDir, outputs: &[&str]) -> super::RouteSpec {
+    let mut s = spec("r", "t.>", 1000, WhenFull::Block, outputs);
+    s.queue.durable = Some(super::DurableSpec {
+        dir: dir.0.clone(),
+        settings: crate::config::Durability {
+            fsync: crate::config::Fsync::Os,
+            ..crate::config::Durability::default()
+        },
+    });
+    s
+}
+
+fn start_with(specs: Vec<super::RouteSpec>, outputs: &[&Arc<FakeOutput>]) -> Pipeline {
+    let registry = Registry::new();
+    let metrics = PipelineMetrics::new(&registry);
+    let outputs: Vec<Arc<dyn Output>> = outputs.iter().map(|o| o.as_output()).collect();
+    Pipeline::start(specs, &outputs, &metrics).expect("valid specs")
+}
+
+use super::testing::{FakeOutput, Mode, msgs, wait_snapshot};
+
+#[tokio::test]
+async fn a_durable_route_s_targets_each_go_at_their_own_pace() {
+    let dir = TempDir::new("pace");
+    let fast = FakeOutput::new("fast");
+    let slow = FakeOutput::stalled("slow");
+    let p = start_with(vec![durable_spec(&dir, &["fast", "slow"])], &[&fast, &slow]);
+    for round in 0..4u8 {
+        let admitted = p
+            .offer(msgs("t.x", round * 10..round * 10 + 10), Wait::Unbounded)
+            .await
+            .admitted;
+        assert_eq!(admitted, 10);
+    }
+    // The fast target takes all of it while the slow one holds its first
+    // batch: it is not held back.
+    wait_snapshot(&p, |_| fast.taken().len() == 40).await;
+    let snap = p.snapshot();
+    assert_eq!(snap.routes[0].queue.depth, 40, "nothing released yet");
+    assert_eq!(snap.routes[0].delivered, 0, "counted once both have it");
+    assert_conserved(&snap);
+    slow.release();
+    let snap = wait_idle(&p).await;
+    assert_eq!(snap.routes[0].delivered, 40);
+    assert_eq!(slow.taken(), (0..40).collect::<Vec<u8>>());
+    assert_conserved(&snap);
+    p.shutdown(DEADLINE).await;
+}
+
+#[tokio::test]
+async fn a_message_one_target_refuses_counts_once_with_its_reason() {
+    let dir = TempDir::new("refuse");
+    let all = FakeOutput::new("all");
+    let picky = FakeOutput::with("picky", Mode::RejectOdd(Reject::TooLarge), true);
+    let p = start_with(vec![durable_spec(&dir, &["all", "picky"])], &[&all, &picky]);
+    assert_eq!(
+        p.offer(msgs("t.x", 0..10), Wait::Unbounded).await.admitted,
+        10
+    );
+    let snap = wait_idle(&p).await;
+    let r = &snap.routes[0];
+    assert_eq!((r.delivered, r.dropped.too_large), (5, 5));
+    assert_eq!(all.taken().len(), 10);
+    assert_conserved(&snap);
+    p.shutdown(DEADLINE).await;
+}
+
+#[tokio::test]
+async fn after_a_restart_each_target_goes_on_from_its_own_cursor() {
+    let dir = TempDir::new("restart");
+    let a = FakeOutput::new("a");
+    let b = FakeOutput::stalled("b");
+    let p = start_with(vec![durable_spec(&dir, &["a", "b"])], &[&a, &b]);
+    assert_eq!(
+        p.offer(msgs("t.x", 0..20), Wait::Unbounded).await.admitted,
+        20
+    );
+    wait_snapshot(&p, |_| a.taken().len() == 20).await;
+    // `b` never answers: the shutdown gives up on it; the records stay.
+    p.shutdown(Duration::from_millis(50)).await;
+
+    let a2 = FakeOutput::new("a");
+    let b2 = FakeOutput::new("b");
+    let p = start_with(vec![durable_spec(&dir, &["a", "b"])], &[&a2, &b2]);
+    let snap = wait_idle(&p).await;
+    assert_eq!(
+        b2.taken(),
+        (0..20).collect::<Vec<u8>>(),
+        "b gets everything"
+    );
+    assert!(
+        a2.taken().is_empty(),
+        "a had acknowledged all of it: nothing again, got {:?}",
+        a2.taken()
+    );
+    assert_eq!(snap.routes[0].delivered, 20);
+    p.shutdown(DEADLINE).await;
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_a_target_to_a_durable_route_restarts_its_lanes() {
+    let dir = TempDir::new("retarget");
+    let a = FakeOutput::new("a");
+    let b = FakeOutput::new("b");
+    let p = start_with(vec![durable_spec(&dir, &["a"])], &[&a, &b]);
+    assert_eq!(
+        p.offer(msgs("t.x", 0..5), Wait::Unbounded).await.admitted,
+        5
+    );
+    wait_idle(&p).await;
+    let outputs: Vec<Arc<dyn Output>> = vec![a.as_output(), b.as_output()];
+    p.reconfigure(vec![durable_spec(&dir, &["a", "b"])], &outputs, DEADLINE)
+        .expect("reconfigures");
+    assert_eq!(
+        p.offer(msgs("t.x", 5..10), Wait::Unbounded).await.admitted,
+        5
+    );
+    let snap = wait_snapshot(&p, |s| s.routes[0].queue.depth == 0 && b.taken().len() == 5).await;
+    assert_eq!(a.taken(), (0..10).collect::<Vec<u8>>());
+    assert_eq!(b.taken(), (5..10).collect::<Vec<u8>>());
+    assert_eq!(snap.routes[0].delivered, 10);
+    assert_conserved(&snap);
+    p.shutdown(DEADLINE).await;
+}

@@ -2,7 +2,9 @@
 //! queue, hands each batch to every target output at once, and counts each
 //! message's outcome exactly.
 
-use std::future::poll_fn;
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
@@ -12,13 +14,16 @@ use prometheus::local::LocalHistogram;
 use smallvec::SmallVec;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{DropReason, delta};
+use super::metrics::DropReason;
 use super::queue::Popped;
+use super::retry::{self, Sent};
 use super::route::{Program, Route};
+use super::spec::Retry;
 use super::stages::{StageRunner, Staged};
-use crate::egress::{self, Delivery, Output, Reject, SendFuture};
-use crate::message::Message;
+use super::tally::Fate;
+use crate::egress::{self, Delivery, Output, Reject};
 use crate::message::request::RouteTag;
+use crate::message::{Message, MessageId};
 
 /// What the worker needs to know about the pipeline's state.
 #[derive(Debug, Default)]
@@ -34,50 +39,223 @@ pub(crate) struct Shared {
 /// the route is stopped (the hard stop of a shutdown, or a removed route's
 /// drain deadline); then counts what it still held as dropped for `reason`
 /// of the stop.
+///
+/// A memory route, and a durable route with one target, has one lane that
+/// hands each batch to every target at once. A durable route with several
+/// targets has one lane per target, each with its own cursor in the store,
+/// so a target that is down holds back only its own lane; their outcomes
+/// are counted at release ([`super::tally`]). A reload that changes a
+/// durable route's targets stops its lanes and starts new ones.
 pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
+    match route.queue.store().cloned() {
+        None => {
+            run_lane(&route, &shared, Lane::ALL, None).await;
+        }
+        Some(store) => loop {
+            let retarget = route.reset_retarget();
+            let program = route.program();
+            let released = store.set_readers(&program.spec.outputs);
+            route.count_released(released, true);
+            let targets = program.spec.outputs.len();
+            let lanes: Vec<Lane> = if targets <= 1 {
+                vec![Lane::ALL]
+            } else {
+                (0..targets).map(Lane::one).collect()
+            };
+            let ends = futures_join(
+                lanes
+                    .into_iter()
+                    .map(|lane| run_lane(&route, &shared, lane, Some(&retarget))),
+            )
+            .await;
+            if !ends.contains(&LaneEnd::Retarget) || route.stop.is_cancelled() {
+                break;
+            }
+        },
+    }
+    if route.stop.is_cancelled() && !shared.hard_stop.is_cancelled() {
+        // A removed route whose drain time ran out: nobody else will count
+        // what it still holds.
+        sweep(&route, DropReason::RouteRemoved);
+    }
+    route.exited.cancel();
+}
+
+/// Runs every future to completion, concurrently, on this task.
+async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut busy = false;
+        for (slot, result) in pending.iter_mut().zip(out.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(r) => {
+                        *result = Some(r);
+                        *slot = None;
+                    }
+                    Poll::Pending => busy = true,
+                }
+            }
+        }
+        if busy { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter()
+        .map(|r| r.expect("poll_fn returns once every future has completed"))
+        .collect()
+}
+
+/// One lane of a route's worker: which store reader it moves, and which
+/// targets it sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lane {
+    /// The store reader (durable routes); 0 for a memory route.
+    reader: usize,
+    /// `Some(o)`: only target `o`, one lane per target, outcomes counted
+    /// at release. `None`: every target, outcomes counted per batch.
+    only: Option<usize>,
+}
+
+impl Lane {
+    const ALL: Self = Self {
+        reader: 0,
+        only: None,
+    };
+
+    fn one(target: usize) -> Self {
+        Self {
+            reader: target,
+            only: Some(target),
+        }
+    }
+
+    /// Whether outcomes are counted at release, from notes.
+    fn tallied(self) -> bool {
+        self.only.is_some()
+    }
+
+    /// The lane that counts what the route's plugins decide (once, though
+    /// every lane runs them) and sends dead letters.
+    fn primary(self) -> bool {
+        self.only.is_none_or(|o| o == 0)
+    }
+}
+
+/// Why a lane ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LaneEnd {
+    /// The queue is finished and drained, or the route stopped.
+    Done,
+    /// A reload changed the route's targets.
+    Retarget,
+}
+
+/// Runs one lane until its queue is finished, the route stops, or (on a
+/// durable route) `retarget` is cancelled.
+async fn run_lane(
+    route: &Route,
+    shared: &Shared,
+    lane: Lane,
+    retarget: Option<&CancellationToken>,
+) -> LaneEnd {
+    let never = CancellationToken::new();
+    let retarget = retarget.unwrap_or(&never);
+    let store = route.queue.store();
     let mut batch: Vec<Message> = Vec::new();
+    let mut seqs: Vec<u64> = Vec::new();
     let mut scratch = Scratch::default();
     let mut latency = route.metrics.latency.local();
     let mut program = route.program();
-    let mut stage = start_stage(&route, &program).await;
+    route
+        .metrics
+        .declare_retries(program.outputs.iter().map(|o| o.name()));
+    let mut stage = start_stage(route, &program).await;
     let route_name: Arc<str> = Arc::from(route.name.as_str());
     let tag = |program: &Program| RouteTag {
         name: Arc::clone(&route_name),
         timeout: program.spec.request_timeout,
     };
     let mut request_tag = tag(&program);
-    loop {
+    let end = loop {
         let max = program.spec.queue.max_batch.max(1);
+        if lane.tallied() {
+            let slowest = || store.is_some_and(|s| s.holds_head(lane.reader));
+            tokio::select! {
+                biased;
+                () = route.stop.cancelled() => break LaneEnd::Done,
+                () = retarget.cancelled() => break LaneEnd::Retarget,
+                () = route.tally.room(slowest) => {}
+            }
+        }
+        seqs.clear();
+        let pop = async {
+            match store {
+                Some(store) => {
+                    route
+                        .queue
+                        .pop_lane(store, lane.reader, max, &mut batch, &mut seqs)
+                        .await
+                }
+                None => route.queue.pop_batch(max, &mut batch).await,
+            }
+        };
         let popped = tokio::select! {
             biased;
-            () = route.stop.cancelled() => break,
-            popped = route.queue.pop_batch(max, &mut batch) => popped,
+            () = route.stop.cancelled() => break LaneEnd::Done,
+            () = retarget.cancelled() => break LaneEnd::Retarget,
+            popped = pop => popped,
         };
         if popped.count == 0 {
-            break;
+            break LaneEnd::Done;
         }
         if popped.damaged > 0 {
             route.metrics.corrupt.inc_by(popped.damaged);
         }
         if popped.lost > 0 {
             // Accepted once, gone to damage on disk: counted, not silent.
-            route.metrics.dropped(DropReason::Corrupt, popped.lost);
-            route.metrics.held(-delta(popped.lost), 0);
+            if lane.tallied() {
+                let passed: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+                let gaps = (popped.start..popped.end).filter(|q| !passed.contains(q));
+                route
+                    .tally
+                    .note_all(gaps, Fate::Dropped(DropReason::Corrupt));
+            } else {
+                route.metrics.dropped(DropReason::Corrupt, popped.lost);
+            }
         }
         // A reload's new program applies from a batch boundary: every
         // message of a batch sees one generation's plugins and targets.
         let now = route.program();
         if !Arc::ptr_eq(&now, &program) {
+            if store.is_some() && now.spec.outputs != program.spec.outputs {
+                // Not confirmed: read again by the new lanes.
+                break LaneEnd::Retarget;
+            }
             if now.spec.stages != program.spec.stages || now.spec.outputs != program.spec.outputs {
-                stage = start_stage(&route, &now).await;
+                stage = start_stage(route, &now).await;
             }
             program = now;
+            route
+                .metrics
+                .declare_retries(program.outputs.iter().map(|o| o.name()));
             request_tag = tag(&program);
         }
         // Requests learn which route carries them, and so their timeout.
         for request in batch.iter_mut().filter_map(|m| m.request.as_mut()) {
             request.set_route(request_tag.clone());
         }
+        // A tallied lane finds each message's sequence number by its id
+        // once the plugins have sorted them.
+        let by_id: HashMap<MessageId, u64> = if lane.tallied() {
+            batch
+                .iter()
+                .map(|m| m.id)
+                .zip(seqs.iter().copied())
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let staged = match stage.take() {
             None => None,
             Some(mut s) if s.0.runs_inline() => {
@@ -90,9 +268,15 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
                 Err(()) => {
                     // The runner was lost with the batch; count it and
                     // start afresh.
-                    route.metrics.dropped(DropReason::PluginError, popped.count);
-                    route.complete(popped);
-                    stage = start_stage(&route, &program).await;
+                    if lane.tallied() {
+                        route
+                            .tally
+                            .note_all(seqs.iter().copied(), Fate::Dropped(DropReason::PluginError));
+                    } else {
+                        route.metrics.dropped(DropReason::PluginError, popped.count);
+                    }
+                    route.complete(lane.reader, lane.tallied(), popped);
+                    stage = start_stage(route, &program).await;
                     continue;
                 }
             },
@@ -109,28 +293,31 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
                 "every staged message has exactly one fate"
             );
         }
+        let view = View {
+            lane,
+            by_id: &by_id,
+            seqs: &seqs,
+        };
         let done = tokio::select! {
             biased;
-            () = route.stop.cancelled() => false,
-            () = deliver(&route, &program, &batch, staged, &shared, &mut scratch, &mut latency) => true,
+            () = route.stop.cancelled() => Outcome::Unconfirmed,
+            () = retarget.cancelled() => Outcome::Retarget,
+            outcome = deliver(route, &program, view, &batch, staged, shared, &mut scratch, &mut latency) => outcome,
         };
         batch.clear();
-        if done {
-            route.complete(popped);
-        } else {
-            // The outputs never confirmed this batch.
-            route.queue.abandon(popped);
-            route.abandon(popped, stop_reason(&shared));
-            break;
+        match done {
+            Outcome::Counted => route.complete(lane.reader, lane.tallied(), popped),
+            Outcome::Retarget => break LaneEnd::Retarget,
+            Outcome::Unconfirmed => {
+                // The outputs never confirmed this batch.
+                route.queue.abandon(popped);
+                route.abandon(popped, stop_reason(shared));
+                break LaneEnd::Done;
+            }
         }
-    }
+    };
     latency.flush();
-    if route.stop.is_cancelled() && !shared.hard_stop.is_cancelled() {
-        // A removed route whose drain time ran out: nobody else will count
-        // what it still holds.
-        sweep(&route, DropReason::RouteRemoved);
-    }
-    route.exited.cancel();
+    end
 }
 
 /// Why a stopped worker's messages are dropped.
@@ -181,6 +368,20 @@ async fn run_stage(mut stage: Stage, batch: &mut Vec<Message>) -> Result<Stage, 
     Ok(stage)
 }
 
+/// How a batch's delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every message's fate is counted: the batch is done.
+    Counted,
+    /// A durable route's outputs had not taken all of it when a shutdown
+    /// stopped the retrying: nothing is counted, and the batch stays on
+    /// disk to be sent again after the next start.
+    Unconfirmed,
+    /// A reload changed a durable route's targets while the batch was
+    /// out: nothing is counted, and the new lanes read it again.
+    Retarget,
+}
+
 /// Buffers a worker reuses from batch to batch.
 #[derive(Default)]
 struct Scratch {
@@ -192,27 +393,65 @@ struct Scratch {
 /// Hands a batch to the outputs and counts each message's outcome. Without
 /// plugins, `batch` goes to every output; with them, `staged` says what goes
 /// where (and `batch` is empty).
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     route: &Route,
     program: &Program,
+    view: View<'_>,
     batch: &[Message],
     staged: Option<&Staged>,
     shared: &Shared,
     scratch: &mut Scratch,
     latency: &mut LocalHistogram,
-) {
+) -> Outcome {
+    let shutting = &shared.shutting_down;
+    let lane = view.lane;
+    let mine = |o: &usize| lane.only.is_none_or(|only| only == *o);
     let Some(staged) = staged else {
-        let results = send_all(program.outputs.iter().map(|o| (o, batch))).await;
-        let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
+        let sends = (0..program.outputs.len())
+            .filter(mine)
+            .map(|o| program.target(o, batch, route));
+        let results = send_all(sends, shutting).await;
+        if unconfirmed(route, &results, shutting) {
+            return Outcome::Unconfirmed;
+        }
+        let results = results.iter().map(|s| &s.result);
+        let shutting_down = shutting.load(Ordering::Relaxed);
         let all = |_: usize| None;
-        account(route, batch, &results, all, shutting_down, scratch, latency);
-        return;
+        let seq_of = |i: usize, _: &Message| view.seqs.get(i).copied();
+        account(
+            route,
+            batch,
+            results,
+            all,
+            shutting_down,
+            scratch,
+            latency,
+            view.counting(&seq_of),
+        );
+        return Outcome::Counted;
     };
     let m = &route.metrics;
-    m.filtered.inc_by(staged.filtered as u64);
-    m.answered.inc_by(staged.answered as u64);
-    for (reason, n) in &staged.dropped {
-        m.dropped(*reason, *n);
+    if lane.primary() {
+        // What the plugins decided, counted once: by the only lane, or by
+        // the first target's.
+        m.filtered.inc_by(staged.filtered as u64);
+        m.answered.inc_by(staged.answered as u64);
+        for (reason, n) in &staged.dropped {
+            m.dropped(*reason, *n);
+        }
+        if lane.tallied() {
+            // Every message not going on to an output is counted now.
+            let forwarded: std::collections::HashSet<u64> = staged
+                .messages
+                .iter()
+                .filter_map(|m| view.by_id.get(&m.id).copied())
+                .collect();
+            route.tally.note_all(
+                view.seqs.iter().copied().filter(|q| !forwarded.contains(q)),
+                Fate::Counted,
+            );
+        }
     }
     let routed = staged.by_output;
     if routed {
@@ -235,24 +474,35 @@ async fn deliver(
     };
     // The outputs with something to send, in `to` order.
     let targets: SmallVec<[usize; 4]> = (0..program.outputs.len())
+        .filter(mine)
         .filter(|&o| !for_output(o).is_empty())
         .collect();
     let dead = program
         .dead_letter
         .as_ref()
-        .filter(|_| !staged.dead.is_empty())
+        .filter(|_| !staged.dead.is_empty() && lane.primary())
         .map(|o| (o, staged.dead.as_slice()));
     if targets.is_empty() && dead.is_none() {
-        return;
+        return Outcome::Counted;
     }
     let sends = targets
         .iter()
-        .map(|&o| (&program.outputs[o], for_output(o)));
-    let mut results = send_all(sends.chain(dead)).await;
-    let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
+        .map(|&o| program.target(o, for_output(o), route));
+    let dead = dead.map(|(o, batch)| Target {
+        output: o,
+        batch,
+        retry: None,
+        route,
+    });
+    let mut results = send_all(sends.chain(dead), shutting).await;
+    if unconfirmed(route, &results, shutting) {
+        return Outcome::Unconfirmed;
+    }
+    let shutting_down = shutting.load(Ordering::Relaxed);
     let dead_result = (results.len() > targets.len())
         .then(|| results.pop())
-        .flatten();
+        .flatten()
+        .map(|s| s.result);
     if let Some(result) = dead_result {
         let accepted = count_fates(
             route,
@@ -265,34 +515,123 @@ async fn deliver(
         count_drops(route, &scratch.reasons);
     }
     if staged.messages.is_empty() {
-        return;
+        return Outcome::Counted;
     }
     let positions = |o: usize| routed.then(|| staged.routed[targets[o]].as_slice());
+    let seq_of = |_: usize, m: &Message| view.by_id.get(&m.id).copied();
     account(
         route,
         &staged.messages,
-        &results,
+        results.iter().map(|s| &s.result),
         positions,
         shutting_down,
         scratch,
         latency,
+        view.counting(&seq_of),
     );
+    Outcome::Counted
 }
 
-/// Hands each batch to its output concurrently and collects the results in
-/// order.
+/// What a lane's delivery needs to know beyond the batch.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    lane: Lane,
+    /// Tallied lanes: each popped message's sequence number, by id, and
+    /// in popped order.
+    by_id: &'a HashMap<MessageId, u64>,
+    seqs: &'a [u64],
+}
+
+impl<'a> View<'a> {
+    fn counting(self, seq_of: &'a SeqOf<'a>) -> Counting<'a> {
+        if self.lane.tallied() {
+            Counting::Noted {
+                seq_of,
+                primary: self.lane.primary(),
+            }
+        } else {
+            Counting::Now
+        }
+    }
+}
+
+/// A message's sequence number from its position in what was sent and
+/// the message.
+type SeqOf<'a> = dyn Fn(usize, &Message) -> Option<u64> + 'a;
+
+/// How a lane counts its messages' outcomes.
+#[derive(Clone, Copy)]
+enum Counting<'a> {
+    /// In the route's counters, now.
+    Now,
+    /// As notes in the route's tally, counted at release; the primary
+    /// lane observes the latency.
+    Noted {
+        seq_of: &'a SeqOf<'a>,
+        primary: bool,
+    },
+}
+
+/// One output's share of a batch, and how failed sends to it are retried.
+struct Target<'a> {
+    output: &'a Arc<dyn Output>,
+    batch: &'a [Message],
+    retry: Option<Retry>,
+    route: &'a Route,
+}
+
+impl Program {
+    /// Output `o`'s share `batch`, with the route's retry policy for it.
+    fn target<'a>(&'a self, o: usize, batch: &'a [Message], route: &'a Route) -> Target<'a> {
+        Target {
+            output: &self.outputs[o],
+            batch,
+            retry: self.retry[o],
+            route,
+        }
+    }
+}
+
+/// Whether a durable route's batch must stay on disk: a shutdown stopped
+/// the retrying before some output took its share.
+fn unconfirmed(route: &Route, results: &[Sent], shutting: &AtomicBool) -> bool {
+    route.queue.store().is_some()
+        && shutting.load(Ordering::Relaxed)
+        && results.iter().any(|s| {
+            !s.exhausted
+                && match &s.result {
+                    Err(_) => true,
+                    Ok(d) => d.rejections().iter().any(|r| r.reason != Reject::TooLarge),
+                }
+        })
+}
+
+/// A send (with its retries) in progress.
+type Sending<'a> = Pin<Box<dyn Future<Output = Sent> + Send + 'a>>;
+
+/// Hands each batch to its output concurrently, retrying per its policy,
+/// and collects the results in order.
 async fn send_all<'a>(
-    sends: impl Iterator<Item = (&'a Arc<dyn Output>, &'a [Message])>,
-) -> SmallVec<[Result<Delivery, egress::Error>; 2]> {
-    let mut pending: SmallVec<[Option<SendFuture<'a>>; 2]> =
-        sends.map(|(o, batch)| Some(o.send(batch))).collect();
+    sends: impl Iterator<Item = Target<'a>>,
+    shutting: &'a AtomicBool,
+) -> SmallVec<[Sent; 2]> {
+    let mut pending: SmallVec<[Option<Sending<'a>>; 2]> = sends
+        .map(|t| -> Option<Sending<'a>> {
+            Some(match t.retry {
+                Some(policy) => Box::pin(async move {
+                    let retried = |n| t.route.metrics.output_retries(t.output.name()).inc_by(n);
+                    retry::send(t.output, t.batch, Some(policy), shutting, retried).await
+                }),
+                None => Box::pin(async move { Sent::once(t.output.send(t.batch).await) }),
+            })
+        })
+        .collect();
     if let [Some(only)] = pending.as_mut_slice() {
         let mut out = SmallVec::new();
         out.push(only.as_mut().await);
         return out;
     }
-    let mut results: SmallVec<[Option<Result<Delivery, egress::Error>>; 2]> =
-        pending.iter().map(|_| None).collect();
+    let mut results: SmallVec<[Option<Sent>; 2]> = pending.iter().map(|_| None).collect();
     poll_fn(|cx| {
         let mut busy = false;
         for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
@@ -382,14 +721,16 @@ fn count_drops(route: &Route, reasons: &[Option<DropReason>]) {
 /// to accepted it, else dropped for the first reason an output gave.
 /// `positions(o)` maps output `o`'s batch positions to `batch` (`None`: it
 /// had all of it).
-fn account<'p>(
+#[allow(clippy::too_many_arguments)]
+fn account<'p, 'r>(
     route: &Route,
     batch: &[Message],
-    results: &[Result<Delivery, egress::Error>],
+    results: impl Iterator<Item = &'r Result<Delivery, egress::Error>> + Clone,
     positions: impl Fn(usize) -> Option<&'p [u32]>,
     shutting_down: bool,
     scratch: &mut Scratch,
     latency: &LocalHistogram,
+    counting: Counting<'_>,
 ) {
     let now = SystemTime::now();
     let observe = |m: &Message| {
@@ -399,15 +740,20 @@ fn account<'p>(
         latency.observe(secs);
     };
     if results
-        .iter()
+        .clone()
         .all(|r| matches!(r, Ok(d) if d.is_complete()))
     {
-        route.metrics.delivered.inc_by(batch.len() as u64);
+        match counting {
+            Counting::Now => route.metrics.delivered.inc_by(batch.len() as u64),
+            // Delivered is what is not noted.
+            Counting::Noted { primary: false, .. } => return,
+            Counting::Noted { primary: true, .. } => {}
+        }
         batch.iter().for_each(observe);
         latency.flush();
         return;
     }
-    let with_positions = results.iter().enumerate().map(|(o, r)| (r, positions(o)));
+    let with_positions = results.enumerate().map(|(o, r)| (r, positions(o)));
     let delivered = count_fates(
         route,
         batch.len(),
@@ -415,6 +761,21 @@ fn account<'p>(
         shutting_down,
         &mut scratch.reasons,
     );
+    if let Counting::Noted { seq_of, primary } = counting {
+        for (i, (message, reason)) in batch.iter().zip(scratch.reasons.iter()).enumerate() {
+            match reason {
+                Some(r) => {
+                    if let Some(seq) = seq_of(i, message) {
+                        route.tally.note(seq, Fate::Dropped(*r));
+                    }
+                }
+                None if primary => observe(message),
+                None => {}
+            }
+        }
+        latency.flush();
+        return;
+    }
     for (message, reason) in batch.iter().zip(scratch.reasons.iter()) {
         if reason.is_none() {
             observe(message);
@@ -435,7 +796,7 @@ pub(crate) fn sweep(route: &Route, reason: DropReason) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::Rejection;
+    use crate::egress::{Rejection, SendFuture};
     use crate::ingress::Sink;
     use crate::ingress::Wait;
     use crate::pipeline::WhenFull;

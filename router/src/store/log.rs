@@ -202,6 +202,11 @@ impl Log {
         self.segments.front().map_or(self.next_seq, |s| s.base)
     }
 
+    /// Each segment's first sequence number and bytes, oldest first.
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        self.segments.iter().map(|s| (s.base, s.len)).collect()
+    }
+
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()

@@ -7,14 +7,20 @@
 //! [`Queue::durable`]. The writer takes the whole pending buffer at once,
 //! writes it, and syncs per the [`Fsync`] policy: so one `fdatasync`
 //! covers every message appended while the previous one ran (group commit,
-//! `always`), or within the interval (`batch`). A reader [`Queue::pop`]s
-//! records in order and [`Queue::ack`]s them once delivered; the head
-//! moves, the cursors are saved with the next commit, and segments behind
-//! the head are deleted.
+//! `always`), or within the interval (`batch`).
+//!
+//! Each *reader* (one per target output of the route, by name) has its own
+//! cursor: it [`Queue::pop`]s records in order and [`Queue::ack`]s them
+//! once its output took them, independently of the others, so a reader
+//! whose output is down does not hold the others back. The head is the
+//! slowest reader's acknowledged position; records behind it are released,
+//! the cursors are saved on the writer's schedule, and segments behind the
+//! head are deleted. After a restart each reader goes on from its own
+//! acknowledged position.
 //!
 //! Memory does not grow with the backlog: the cache holds at most
-//! `cache_bytes` of records; past it, records are read back from disk in
-//! windows of at most `cache_bytes`.
+//! `cache_bytes` of records, favouring the reader furthest ahead; a reader
+//! behind it reads from disk, in windows of at most `cache_bytes`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
 
 use super::cursors::{self, Saved};
@@ -61,6 +68,8 @@ pub struct Options {
     pub checkpoint_every: Duration,
     /// Told how long each sync took.
     pub on_sync: Option<SyncObserver>,
+    /// The readers, by name (a route's target outputs); at least one.
+    pub readers: Vec<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -70,6 +79,7 @@ impl std::fmt::Debug for Options {
             .field("segment_bytes", &self.segment_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("readers", &self.readers)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +92,7 @@ impl Default for Options {
             cache_bytes: 4 << 20,
             checkpoint_every: Duration::from_millis(100),
             on_sync: None,
+            readers: vec![ONLY.to_owned()],
         }
     }
 }
@@ -93,8 +104,9 @@ pub struct Opened {
     pub recovery: Recovery,
     /// Records waiting to be delivered.
     pub backlog: u64,
-    /// Of those, how many had been handed to a reader before (as of the
-    /// last saved cursors): they will be sent again.
+    /// Records that had been handed to a reader before without its
+    /// acknowledgement (as of the last saved cursors), summed over the
+    /// readers: they will be sent to it again.
     pub redeliver: u64,
     /// The cursors file was missing or damaged, so the whole log counts as
     /// not yet delivered.
@@ -119,7 +131,7 @@ pub struct Stats {
     pub held: u64,
     /// Their bytes as encoded.
     pub held_bytes: u64,
-    /// Records handed to the reader, not yet acknowledged.
+    /// Records handed to the reader furthest ahead, not yet released.
     pub in_flight: u64,
     /// Bytes of the log on disk.
     pub disk_bytes: u64,
@@ -160,20 +172,16 @@ struct State {
     next: u64,
     written: u64,
     durable: u64,
-    /// The newest records, oldest first, for the reader: `(seq, message,
+    /// The newest records, oldest first, for the readers: `(seq, message,
     /// encoded length)`; contiguous, ending at `next` when not empty.
     cache: VecDeque<(u64, Message, usize)>,
     cache_bytes: usize,
-    /// The next sequence number the reader takes.
-    read: u64,
-    /// Where the reader continues on disk.
-    read_pos: Position,
-    /// Bytes of the records handed to the reader and not acknowledged, by
-    /// batch: `(end seq, bytes)`.
-    in_flight: VecDeque<(u64, u64)>,
+    readers: Vec<Reader>,
     head: u64,
     held_bytes: u64,
-    /// The mark of what the reader had been handed, as last saved.
+    /// The bytes of what is held, by range of sequence numbers.
+    ledger: Ledger,
+    /// The cursors as last saved.
     saved: Saved,
     last_checkpoint: Option<Instant>,
     missing: u64,
@@ -182,6 +190,96 @@ struct State {
     commits: u64,
     committed: u64,
     sync_time: Duration,
+}
+
+/// One reader's progress.
+#[derive(Debug)]
+struct Reader {
+    name: String,
+    /// The next sequence number it takes.
+    read: u64,
+    /// Where it continues on disk.
+    read_pos: Position,
+    /// The end of each batch handed to it and not acknowledged, in order.
+    in_flight: VecDeque<u64>,
+    /// Every record below it was acknowledged by this reader.
+    acked: u64,
+    /// Wakes it when records arrive.
+    wake: Arc<Notify>,
+}
+
+impl Reader {
+    fn new(name: String, acked: u64, read: u64) -> Self {
+        Self {
+            name,
+            read,
+            read_pos: Position::at(read),
+            in_flight: VecDeque::new(),
+            acked,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Records released from the head of a queue (every reader acknowledged
+/// them): sequence numbers `from..to`, `bytes` as encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// The first released sequence number.
+    pub from: u64,
+    /// The one after the last.
+    pub to: u64,
+    /// Their bytes (released in steps of the [`Ledger`]'s granularity, so
+    /// a part of them may come with a later release).
+    pub bytes: u64,
+}
+
+impl Released {
+    /// How many sequence numbers were released (damaged ones included).
+    pub fn records(&self) -> u64 {
+        self.to - self.from
+    }
+}
+
+/// The bytes of the held records by range of sequence numbers, so a
+/// release knows how many bytes it frees. Bounded: past `LEDGER_MAX`
+/// entries, neighbours are merged, and bytes are released once the head
+/// passes the end of their (coarser) range.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// `(end seq, bytes)` of consecutive ranges, oldest first.
+    entries: VecDeque<(u64, u64)>,
+}
+
+const LEDGER_MAX: usize = 4096;
+
+impl Ledger {
+    fn push(&mut self, end: u64, bytes: u64) {
+        if self.entries.len() >= LEDGER_MAX {
+            // Halve: merge each pair, oldest first.
+            let old = std::mem::take(&mut self.entries);
+            let mut it = old.into_iter();
+            while let Some((end_a, a)) = it.next() {
+                match it.next() {
+                    Some((end_b, b)) => self.entries.push_back((end_b, a + b)),
+                    None => self.entries.push_back((end_a, a)),
+                }
+            }
+        }
+        match self.entries.back_mut() {
+            Some(last) if last.0 == end => last.1 += bytes,
+            _ => self.entries.push_back((end, bytes)),
+        }
+    }
+
+    /// Bytes of the ranges that end at or below `head`, removed.
+    fn release(&mut self, head: u64) -> u64 {
+        let mut bytes = 0;
+        while self.entries.front().is_some_and(|e| e.0 <= head) {
+            bytes += self.entries.pop_front().expect("front exists").1;
+        }
+        bytes
+    }
 }
 
 #[derive(Debug)]
@@ -199,8 +297,6 @@ struct Shared {
     work: Condvar,
     /// Every sequence number below it is durable.
     durable: watch::Sender<u64>,
-    /// Wakes the reader.
-    readable: Notify,
 }
 
 /// A durable queue. Dropping it without [`Queue::close`] is a crash as far
@@ -211,8 +307,21 @@ pub struct Queue {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The mark of the reader's progress kept in the cursors file.
-const SENT: &str = "sent";
+/// The name of the one reader of a queue that was not given any.
+pub const ONLY: &str = "only";
+
+/// A reader's marks in the cursors file: what it was handed, and what it
+/// acknowledged. Names of routes' outputs cannot hold a colon.
+fn sent_key(reader: &str) -> String {
+    format!("sent:{reader}")
+}
+
+fn acked_key(reader: &str) -> String {
+    format!("acked:{reader}")
+}
+
+/// The one reader's mark in files written before readers had names.
+const LEGACY_SENT: &str = "sent";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -247,26 +356,79 @@ impl Queue {
         let saved = raw.as_deref().and_then(Saved::decode);
         let cursors_lost = raw.is_some() && saved.is_none();
         let saved = saved.unwrap_or_default();
-        let sent = saved.targets.get(SENT).copied().unwrap_or(saved.head);
         let (log, recovery) = Log::open(
             Arc::clone(&storage),
             log::Options {
                 segment_bytes: options.segment_bytes,
             },
             saved.head,
-            [saved.head, sent],
+            [saved.head, saved.head],
         )?;
         // The head cannot be past the log's end (a cursor saved after
         // records a power cut then lost) nor before its start.
         let next = log.next_seq();
         let head = saved.head.clamp(log.first_seq(), next);
-        let [(held, held_bytes), (after_sent, _)] = recovery.from_marks;
+        let [(held, held_bytes), _] = recovery.from_marks;
+        // Each reader goes on from what it acknowledged; a reader the file
+        // does not name starts at the head.
+        let legacy_sent = saved.targets.get(LEGACY_SENT).copied();
+        let mut redeliver = 0;
+        let mut readers: Vec<Reader> = Vec::with_capacity(options.readers.len().max(1));
+        let names = if options.readers.is_empty() {
+            vec![ONLY.to_owned()]
+        } else {
+            options.readers.clone()
+        };
+        for name in names {
+            let acked = saved
+                .targets
+                .get(&acked_key(&name))
+                .copied()
+                .unwrap_or(head)
+                .clamp(head, next);
+            let sent = saved
+                .targets
+                .get(&sent_key(&name))
+                .copied()
+                .or(legacy_sent)
+                .unwrap_or(acked)
+                .clamp(acked, next);
+            redeliver += sent - acked;
+            readers.push(Reader::new(name, acked, acked));
+        }
+        let head = readers.iter().map(|r| r.acked).min().unwrap_or(head);
         let opened = Opened {
             backlog: held,
-            redeliver: held.saturating_sub(after_sent),
+            redeliver,
             recovery,
             cursors_lost: cursors_lost || (raw.is_none() && held > 0),
         };
+        // The bytes held, by segment: the head's segment holds what the
+        // others do not.
+        let mut ledger = Ledger::default();
+        let spans = log.spans();
+        let later: u64 = spans
+            .iter()
+            .skip_while(|(base, _)| *base <= head)
+            .map(|(_, len)| len)
+            .sum();
+        let mut ends = spans
+            .iter()
+            .map(|(base, _)| *base)
+            .skip(1)
+            .chain(std::iter::once(next));
+        for (base, len) in &spans {
+            let end = ends.next().unwrap_or(next);
+            if end <= head {
+                continue;
+            }
+            let bytes = if *base <= head {
+                held_bytes.saturating_sub(later)
+            } else {
+                *len
+            };
+            ledger.push(end, bytes);
+        }
         let state = State {
             writer_idle: false,
             pending: Vec::new(),
@@ -276,15 +438,11 @@ impl Queue {
             durable: next,
             cache: VecDeque::new(),
             cache_bytes: 0,
-            read: head,
-            read_pos: Position::at(head),
-            in_flight: VecDeque::new(),
             head,
             held_bytes,
-            saved: Saved {
-                head,
-                targets: [(SENT.to_owned(), sent.clamp(head, next))].into(),
-            },
+            ledger,
+            saved: saved_of(head, &readers),
+            readers,
             last_checkpoint: None,
             missing: 0,
             damaged: 0,
@@ -302,7 +460,6 @@ impl Queue {
             log: Mutex::new(log),
             work: Condvar::new(),
             durable: watch::Sender::new(next),
-            readable: Notify::new(),
         });
         Ok((
             Self {
@@ -323,39 +480,73 @@ impl Queue {
         &self,
         messages: impl IntoIterator<Item = &'a Message>,
     ) -> Result<u64, Error> {
+        self.append_counted(messages).map(|(end, _)| end)
+    }
+
+    /// As [`Queue::append`], also returning the bytes appended (as
+    /// encoded: the unit of [`Stats::held_bytes`] and [`Released::bytes`]).
+    ///
+    /// # Errors
+    /// As [`Queue::append`].
+    pub fn append_counted<'a>(
+        &self,
+        messages: impl IntoIterator<Item = &'a Message>,
+    ) -> Result<(u64, u64), Error> {
         let mut s = lock(&self.shared.state);
         if s.closed {
             return Err(Error::Closed);
         }
-        let was_empty = s.read == s.next;
+        let start = s.next;
+        // The reader furthest ahead: the cache serves it first.
+        let lead = s.readers.iter().map(|r| r.read).max().unwrap_or(start);
+        let mut bytes = 0u64;
         for message in messages {
             let seq = s.next;
             let len = record::encode(seq, message, &mut s.pending);
             s.next += 1;
-            s.held_bytes += len as u64;
-            // Cache it for the reader while the cache is contiguous with
-            // what the reader will take and has room.
+            bytes += len as u64;
+            // Cache it while the cache is contiguous with what the lead
+            // reader will take, making room by dropping what the lead has
+            // passed (a reader behind reads it from disk).
             let contiguous = s
                 .cache
                 .back()
-                .map_or(s.read == seq, |(last, ..)| last + 1 == seq);
-            if contiguous && s.cache_bytes + len <= self.shared.options.cache_bytes {
-                let mut m = message.clone();
-                m.request = None;
-                s.cache.push_back((seq, m, len));
-                s.cache_bytes += len;
+                .map_or(lead == seq, |(last, ..)| last + 1 == seq);
+            if contiguous {
+                let limit = self.shared.options.cache_bytes;
+                while s.cache_bytes + len > limit
+                    && s.cache.front().is_some_and(|(q, ..)| *q < lead)
+                {
+                    let (_, _, old) = s.cache.pop_front().expect("front exists");
+                    s.cache_bytes -= old;
+                }
+                if s.cache_bytes + len <= limit {
+                    let mut m = message.clone();
+                    m.request = None;
+                    s.cache.push_back((seq, m, len));
+                    s.cache_bytes += len;
+                }
             }
         }
         let end = s.next;
+        s.held_bytes += bytes;
+        s.ledger.push(end, bytes);
         let wake = std::mem::take(&mut s.writer_idle);
+        // Readers that had taken everything learn there is more.
+        let waiting: SmallVec<[Arc<Notify>; 2]> = s
+            .readers
+            .iter()
+            .filter(|r| r.read == start)
+            .map(|r| Arc::clone(&r.wake))
+            .collect();
         drop(s);
         if wake {
             self.shared.work.notify_one();
         }
-        if was_empty {
-            self.shared.readable.notify_one();
+        for w in waiting {
+            w.notify_one();
         }
-        Ok(end)
+        Ok((end, bytes))
     }
 
     /// Waits until every record below `seq` is durable under the policy.
@@ -388,48 +579,93 @@ impl Queue {
         self.shared.checkpoint(false)
     }
 
-    /// Moves up to `max` records (about `max_bytes`), oldest first, into
-    /// `out`; they are in flight until [`Queue::ack`]. Returns how many;
-    /// 0 when nothing is readable now (see [`Queue::readable`]). Reads from
-    /// disk when the cache does not hold them: call it where blocking on a
-    /// read is acceptable.
+    /// Moves up to `max` records (about `max_bytes`), oldest first, from
+    /// `reader`'s position into `out`; they are in flight for it until its
+    /// [`Queue::ack`]. Returns how many; 0 when nothing is readable now
+    /// (see [`Queue::readable`]). Reads from disk when the cache does not
+    /// hold them: call it where blocking on a read is acceptable.
     ///
     /// # Errors
     /// A read failed.
-    pub fn pop(&self, max: usize, max_bytes: usize, out: &mut Vec<Record>) -> Result<usize, Error> {
-        match self.pop_cached(max, max_bytes, out) {
+    ///
+    /// # Panics
+    /// If `reader` is not an index into [`Options::readers`].
+    pub fn pop(
+        &self,
+        reader: usize,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<usize, Error> {
+        match self.pop_cached(reader, max, max_bytes, out) {
             Some(n) => Ok(n),
-            None => Ok(self.pop_from_disk(max, max_bytes, out)?.0),
+            None => Ok(self.pop_from_disk(reader, max, max_bytes, out)?.0),
         }
     }
 
     /// As [`Queue::pop`] without touching the disk: `None` when the next
     /// records must be read from it.
-    pub fn pop_cached(&self, max: usize, max_bytes: usize, out: &mut Vec<Record>) -> Option<usize> {
+    pub fn pop_cached(
+        &self,
+        reader: usize,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Record>,
+    ) -> Option<usize> {
         let shared = &*self.shared;
-        let mut s = lock(&shared.state);
-        // Drop cache entries the reader has passed (read from disk).
-        while s.cache.front().is_some_and(|(seq, ..)| *seq < s.read) {
+        let mut guard = lock(&shared.state);
+        let s = &mut *guard;
+        // Drop cache entries every reader has passed.
+        let slowest = s.readers.iter().map(|r| r.read).min().unwrap_or(s.next);
+        while s.cache.front().is_some_and(|(seq, ..)| *seq < slowest) {
             let (_, _, len) = s.cache.pop_front().expect("front exists");
             s.cache_bytes -= len;
         }
-        let from = s.read;
-        if s.cache.front().is_some_and(|(seq, ..)| *seq == from) {
+        let from = s.readers[reader].read;
+        if let Some(front) = s.cache.front().map(|(seq, ..)| *seq)
+            && front <= from
+            && from < s.next
+            && s.cache.back().is_some_and(|(seq, ..)| *seq >= from)
+        {
+            // Another reader still needs what this one takes: copy it
+            // (cheap: the payload is shared); else move it out.
+            let others = s
+                .readers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != reader)
+                .map(|(_, r)| r.read)
+                .min()
+                .unwrap_or(u64::MAX);
             let mut bytes = 0u64;
             let mut n = 0;
+            let mut seq = from;
             while n < max.max(1) && (bytes as usize) < max_bytes.max(1) {
-                let Some((seq, message, len)) = s.cache.pop_front() else {
+                let Some(first) = s.cache.front().map(|(q, ..)| *q) else {
                     break;
                 };
-                s.cache_bytes -= len;
-                bytes += len as u64;
-                n += 1;
+                let k = (seq - first) as usize;
+                if k >= s.cache.len() {
+                    break;
+                }
+                let message = if k == 0 && others > seq {
+                    let (_, message, len) = s.cache.pop_front().expect("front exists");
+                    s.cache_bytes -= len;
+                    bytes += len as u64;
+                    message
+                } else {
+                    let (_, message, len) = &s.cache[k];
+                    bytes += *len as u64;
+                    message.clone()
+                };
                 out.push(Record { seq, message });
+                n += 1;
+                seq += 1;
             }
-            s.read += n as u64;
-            let read = s.read;
-            s.read_pos = Position::at(read);
-            s.in_flight.push_back((read, bytes));
+            let r = &mut s.readers[reader];
+            r.read = seq;
+            r.read_pos = Position::at(seq);
+            r.in_flight.push_back(seq);
             return Some(n);
         }
         // From disk: only what is written.
@@ -447,17 +683,22 @@ impl Queue {
     /// A read failed.
     pub fn pop_from_disk(
         &self,
+        reader: usize,
         max: usize,
         max_bytes: usize,
         out: &mut Vec<Record>,
     ) -> Result<(usize, ReadReport), Error> {
         let shared = &*self.shared;
         let s = lock(&shared.state);
-        let from = s.read;
+        let r = &s.readers[reader];
+        let from = r.read;
         if from >= s.written {
             return Ok((0, ReadReport::default()));
         }
-        let mut pos = s.read_pos;
+        let mut pos = r.read_pos;
+        // Not past what is written: the tail may hold a record being
+        // written (a reader never sees a partial one).
+        let written = s.written;
         drop(s);
         let extents = lock(&shared.log).extents(from);
         let mut buf = Vec::new();
@@ -470,33 +711,39 @@ impl Queue {
             &mut buf,
             out,
         )?;
+        debug_assert!(
+            pos.seq <= written.max(from),
+            "reads stop at what is written"
+        );
         let n = out.len() - before;
-        let bytes = report.bytes as u64;
-        // One reader: nothing else moved `read` meanwhile. Sequence numbers
+        // Only this reader's task moves its position. Sequence numbers
         // passed over for damage are in flight with the batch, so its ack
-        // releases them too.
+        // covers them too.
         let mut s = lock(&shared.state);
         s.missing += report.missing;
         s.damaged += report.damaged;
+        let r = &mut s.readers[reader];
         if pos.seq > from {
-            s.read = pos.seq;
-            s.read_pos = pos;
-            s.in_flight.push_back((pos.seq, bytes));
+            r.read = pos.seq;
+            r.read_pos = pos;
+            r.in_flight.push_back(pos.seq);
         }
         Ok((n, report))
     }
 
-    /// Resolves when [`Queue::pop`] may have records to hand out.
+    /// Resolves when [`Queue::pop`] may have records to hand `reader`.
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub async fn readable(&self) {
+    pub async fn readable(&self, reader: usize) {
+        let wake = Arc::clone(&lock(&self.shared.state).readers[reader].wake);
         loop {
-            let notified = self.shared.readable.notified();
+            let notified = wake.notified();
             {
                 let s = lock(&self.shared.state);
-                if s.read < s.written
-                    || s.cache.front().is_some_and(|(q, ..)| *q == s.read)
+                let read = s.readers[reader].read;
+                if read < s.written
+                    || (read < s.next && s.cache.front().is_some_and(|(q, ..)| *q <= read))
                     || s.closed
                 {
                     return;
@@ -506,26 +753,58 @@ impl Queue {
         }
     }
 
-    /// Acknowledges the oldest popped batch: every target took it, so its
-    /// records are released.
-    pub fn ack(&self) {
+    /// Acknowledges `reader`'s oldest popped batch: its output took it (or
+    /// it is dead-lettered). Returns what that released: the records every
+    /// reader has now acknowledged.
+    pub fn ack(&self, reader: usize) -> Released {
         let mut s = lock(&self.shared.state);
-        if let Some((end, bytes)) = s.in_flight.pop_front() {
-            s.head = end;
-            s.held_bytes = s.held_bytes.saturating_sub(bytes);
+        let r = &mut s.readers[reader];
+        if let Some(end) = r.in_flight.pop_front() {
+            r.acked = end;
         }
         // The writer saves the cursors on its own schedule
         // (`checkpoint_every`): no wake-up per batch.
+        s.advance_head()
+    }
+
+    /// Replaces the readers (a route's targets changed): those whose name
+    /// stays keep their positions, new ones start at the head, and what
+    /// only removed readers still held is released. Call it while no
+    /// reader has a batch in flight. Returns what it released.
+    pub fn set_readers(&self, names: &[String]) -> Released {
+        let mut s = lock(&self.shared.state);
+        let head = s.head;
+        let mut old = std::mem::take(&mut s.readers);
+        s.readers = names
+            .iter()
+            .map(|name| match old.iter().position(|r| &r.name == name) {
+                Some(i) => {
+                    let mut r = old.swap_remove(i);
+                    // Batches in flight are given up: they are read again.
+                    r.in_flight.clear();
+                    r.read = r.acked;
+                    r.read_pos = Position::at(r.acked);
+                    r
+                }
+                None => Reader::new(name.clone(), head, head),
+            })
+            .collect();
+        let released = s.advance_head();
+        for r in &s.readers {
+            r.wake.notify_one();
+        }
+        released
     }
 
     /// Now.
     pub fn stats(&self) -> Stats {
         let s = lock(&self.shared.state);
         let disk_bytes = lock(&self.shared.log).bytes();
+        let lead = s.readers.iter().map(|r| r.read).max().unwrap_or(s.head);
         Stats {
             held: s.next - s.head,
             held_bytes: s.held_bytes,
-            in_flight: s.read - s.head,
+            in_flight: lead - s.head,
             disk_bytes,
             next: s.next,
             written: s.written,
@@ -538,6 +817,28 @@ impl Queue {
             committed: s.committed,
             sync_time: s.sync_time,
         }
+    }
+
+    /// The next sequence number `reader` takes.
+    pub fn read_position(&self, reader: usize) -> u64 {
+        lock(&self.shared.state).readers[reader].read
+    }
+
+    /// Whether `reader` is (one of) the slowest: the head is its
+    /// acknowledged position.
+    pub fn holds_head(&self, reader: usize) -> bool {
+        let s = lock(&self.shared.state);
+        s.readers[reader].acked == s.head
+    }
+
+    /// Each reader's name, next sequence number to take, and first not
+    /// acknowledged.
+    pub fn readers(&self) -> Vec<(String, u64, u64)> {
+        lock(&self.shared.state)
+            .readers
+            .iter()
+            .map(|r| (r.name.clone(), r.read, r.acked))
+            .collect()
     }
 
     /// The sequence number the next append gets: waiting for
@@ -570,12 +871,55 @@ impl Queue {
         }
         self.shared.commit(true)?;
         self.shared.checkpoint(true)?;
-        self.shared.readable.notify_waiters();
+        self.shared.wake_readers();
         Ok(())
     }
 }
 
+/// The cursors to save for `readers` and `head`.
+fn saved_of(head: u64, readers: &[Reader]) -> Saved {
+    let mut targets = std::collections::BTreeMap::new();
+    for r in readers {
+        targets.insert(sent_key(&r.name), r.read);
+        targets.insert(acked_key(&r.name), r.acked);
+    }
+    Saved { head, targets }
+}
+
+impl State {
+    /// Moves the head to the slowest reader's acknowledged position.
+    fn advance_head(&mut self) -> Released {
+        let from = self.head;
+        let to = self
+            .readers
+            .iter()
+            .map(|r| r.acked)
+            .min()
+            .unwrap_or(from)
+            .max(from);
+        if to == from {
+            return Released { from, to, bytes: 0 };
+        }
+        self.head = to;
+        let bytes = self.ledger.release(to).min(self.held_bytes);
+        self.held_bytes -= bytes;
+        Released { from, to, bytes }
+    }
+}
+
 impl Shared {
+    /// Tells every reader to look again.
+    fn wake_readers(&self) {
+        let wakes: SmallVec<[Arc<Notify>; 2]> = lock(&self.state)
+            .readers
+            .iter()
+            .map(|r| Arc::clone(&r.wake))
+            .collect();
+        for w in wakes {
+            w.notify_one();
+        }
+    }
+
     /// The writer thread: commit whenever there is work, at most once per
     /// interval under `batch`.
     fn run(&self) {
@@ -616,7 +960,11 @@ impl Shared {
     }
 
     fn checkpoint_due(&self, s: &State) -> bool {
-        let changed = s.saved.head != s.head || s.saved.targets.get(SENT) != Some(&s.read);
+        let changed = s.saved.head != s.head
+            || s.readers.iter().any(|r| {
+                s.saved.targets.get(&sent_key(&r.name)) != Some(&r.read)
+                    || s.saved.targets.get(&acked_key(&r.name)) != Some(&r.acked)
+            });
         changed
             && s.last_checkpoint
                 .is_none_or(|t| t.elapsed() >= self.options.checkpoint_every)
@@ -652,11 +1000,8 @@ impl Shared {
                 return Err(e.into());
             }
         };
-        {
-            let mut s = lock(&self.state);
-            s.written = end;
-        }
-        self.readable.notify_one();
+        lock(&self.state).written = end;
+        self.wake_readers();
         let synced = Instant::now();
         let syncs = sync && *lock(&self.fsync) != Fsync::Os;
         if syncs
@@ -690,10 +1035,7 @@ impl Shared {
                 return Ok(());
             }
             s.last_checkpoint = Some(Instant::now());
-            Saved {
-                head: s.head,
-                targets: [(SENT.to_owned(), s.read)].into(),
-            }
+            saved_of(s.head, &s.readers)
         };
         self.storage.replace(cursors::FILE, &saved.encode())?;
         let head = saved.head;

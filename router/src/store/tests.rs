@@ -29,6 +29,7 @@ fn options(fsync: Fsync) -> Options {
         cache_bytes: 1 << 16,
         checkpoint_every: Duration::ZERO,
         on_sync: None,
+        ..Options::default()
     }
 }
 
@@ -39,7 +40,7 @@ fn open(storage: &Arc<MemoryStorage>) -> (Queue, Opened) {
 /// Pops everything readable now.
 fn drain(q: &Queue) -> Vec<Record> {
     let mut out = Vec::new();
-    while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {}
+    while q.pop(0, 64, usize::MAX, &mut out).expect("reads") > 0 {}
     out
 }
 
@@ -226,8 +227,8 @@ fn missing_damaged_and_stale_cursors_mean_redelivery_not_loss() {
     }
     q.commit().expect("commits");
     let mut out = Vec::new();
-    q.pop(4, usize::MAX, &mut out).expect("reads");
-    q.ack();
+    q.pop(0, 4, usize::MAX, &mut out).expect("reads");
+    q.ack(0);
     q.close().expect("closes");
     let current = storage.bytes("cursors").expect("cursors");
 
@@ -328,8 +329,8 @@ fn segments_roll_and_are_deleted_behind_the_head() {
     let segments = storage.segments().len();
     assert!(segments > 5, "{segments} segments");
     let mut out = Vec::new();
-    while q.pop(10, usize::MAX, &mut out).expect("reads") > 0 {
-        q.ack();
+    while q.pop(0, 10, usize::MAX, &mut out).expect("reads") > 0 {
+        q.ack(0);
     }
     assert_eq!(payload_numbers(&out), (0..100).collect::<Vec<_>>());
     q.close().expect("closes");
@@ -356,12 +357,12 @@ fn a_reader_far_behind_reads_from_disk_with_bounded_memory() {
     let mut all = Vec::new();
     loop {
         let mut out = Vec::new();
-        if q.pop(1000, usize::MAX, &mut out).expect("reads") == 0 {
+        if q.pop(0, 1000, usize::MAX, &mut out).expect("reads") == 0 {
             break;
         }
         let bytes: usize = out.iter().map(|r| encoded_len(&r.message)).sum();
         assert!(bytes <= 2048 + 200, "one read holds {bytes} bytes");
-        q.ack();
+        q.ack(0);
         all.extend(out);
     }
     assert_eq!(payload_numbers(&all), (0..500).collect::<Vec<_>>());
@@ -395,12 +396,12 @@ fn on_a_real_directory_records_survive_a_crash_and_a_clean_close() {
     assert_eq!(opened.backlog, 100);
     let mut out = Vec::new();
     rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(30), q.readable())
+        tokio::time::timeout(Duration::from_secs(30), q.readable(0))
             .await
             .expect("readable")
     });
-    while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {
-        q.ack();
+    while q.pop(0, 64, usize::MAX, &mut out).expect("reads") > 0 {
+        q.ack(0);
     }
     assert_eq!(payload_numbers(&out), (0..100).collect::<Vec<_>>());
     q.close().expect("closes");
@@ -477,7 +478,7 @@ proptest! {
                 }
                 Op::Pop(n) => {
                     let mut out = Vec::new();
-                    q.pop(usize::from(n), usize::MAX, &mut out).expect("reads");
+                    q.pop(0, usize::from(n), usize::MAX, &mut out).expect("reads");
                     let numbers = payload_numbers(&out);
                     for m in &numbers {
                         prop_assert!(*m < next, "handed out {m}, never given");
@@ -492,7 +493,7 @@ proptest! {
                 }
                 Op::Ack => {
                     if !popped.is_empty() {
-                        q.ack();
+                        q.ack(0);
                         for m in popped.remove(0) {
                             given.remove(&m);
                             acked_unsaved.insert(m);
@@ -527,7 +528,7 @@ proptest! {
         q.commit().expect("commits");
         given.values_mut().for_each(|d| *d = true);
         let mut out = Vec::new();
-        while q.pop(64, usize::MAX, &mut out).expect("reads") > 0 {}
+        while q.pop(0, 64, usize::MAX, &mut out).expect("reads") > 0 {}
         let numbers = payload_numbers(&out);
         prop_assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order: {numbers:?}");
         let outstanding: Vec<u64> = popped.iter().flatten().copied().collect();
@@ -540,4 +541,104 @@ proptest! {
             prop_assert_eq!(numbers, expected);
         }
     }
+}
+
+fn two_readers() -> Options {
+    Options {
+        readers: vec!["a".into(), "b".into()],
+        ..options(Fsync::Always)
+    }
+}
+
+/// Pops everything `reader` can take now, acknowledging each batch.
+fn drain_reader(q: &Queue, reader: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        let before = out.len();
+        if q.pop(reader, 7, usize::MAX, &mut out).expect("reads") == 0 {
+            break;
+        }
+        assert!(out.len() > before);
+        q.ack(reader);
+    }
+    out.iter().map(|r| r.seq).collect()
+}
+
+#[test]
+fn readers_keep_their_own_cursors_across_a_restart() {
+    let storage = MemoryStorage::new();
+    let (q, _) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), two_readers()).expect("opens");
+    // One append each, as a route makes them: bytes are released per
+    // append.
+    for n in 0..30 {
+        q.append([&message(n)]).expect("appends");
+    }
+    q.commit().expect("commits");
+    assert_eq!(drain_reader(&q, 0), (0..30).collect::<Vec<_>>());
+    assert_eq!(q.stats().held, 30, "b has not acknowledged anything");
+    // b takes a third.
+    let mut out = Vec::new();
+    q.pop(1, 10, usize::MAX, &mut out).expect("reads");
+    let released = q.ack(1);
+    assert_eq!((released.from, released.to), (0, 10));
+    assert!(released.bytes > 0);
+    q.close().expect("closes");
+
+    let (q, opened) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), two_readers()).expect("reopens");
+    assert_eq!(opened.backlog, 20);
+    assert_eq!(
+        opened.redeliver, 0,
+        "every handed-out batch was acknowledged"
+    );
+    assert!(drain_reader(&q, 0).is_empty(), "a had them all");
+    assert_eq!(drain_reader(&q, 1), (10..30).collect::<Vec<_>>());
+    let stats = q.stats();
+    assert_eq!((stats.held, stats.held_bytes), (0, 0));
+}
+
+#[test]
+fn changing_the_readers_keeps_the_staying_ones_and_releases_for_the_gone() {
+    let storage = MemoryStorage::new();
+    let (q, _) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), two_readers()).expect("opens");
+    let ms: Vec<Message> = (0..12).map(message).collect();
+    q.append(&ms).expect("appends");
+    q.commit().expect("commits");
+    drain_reader(&q, 0);
+    // b goes away: what only it held is released; c starts at the head.
+    let released = q.set_readers(&["a".into(), "c".into()]);
+    assert_eq!(released.records(), 0, "c starts at the head, holding it");
+    assert_eq!(drain_reader(&q, 1), (0..12).collect::<Vec<_>>());
+    assert_eq!(q.stats().held, 0);
+    let more: Vec<Message> = (12..15).map(message).collect();
+    q.append(&more).expect("appends");
+    q.commit().expect("commits");
+    drain_reader(&q, 0);
+    let released = q.set_readers(&["a".into()]);
+    assert_eq!((released.from, released.to), (12, 15), "only c held these");
+}
+
+#[test]
+fn a_cursor_file_from_before_named_readers_redelivers_from_the_head() {
+    let storage = MemoryStorage::new();
+    {
+        let (q, _) = open(&storage);
+        let ms: Vec<Message> = (0..10).map(message).collect();
+        q.append(&ms).expect("appends");
+        q.commit().expect("commits");
+        q.close().expect("closes");
+    }
+    // What the previous version saved: the head and one "sent" mark.
+    let old = crate::store::SavedCursors {
+        head: 4,
+        targets: [("sent".to_owned(), 7)].into(),
+    };
+    storage
+        .replace("cursors", &old.encode())
+        .expect("writes the cursors");
+    let (q, opened) = open(&storage);
+    assert_eq!((opened.backlog, opened.redeliver), (6, 3));
+    assert_eq!(drain_reader(&q, 0), (4..10).collect::<Vec<_>>());
 }

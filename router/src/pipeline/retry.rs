@@ -1,0 +1,356 @@
+//! Sending a batch to one output, and again, after a pause, what it failed
+//! to take: the retry policy a route has for that output ([`Retry`]:
+//! exponential backoff with full jitter, optionally a most attempts).
+//!
+//! What counts as a failure worth another try: an error for the whole
+//! batch ([`egress::Error`]), nobody to take a message
+//! ([`Reject::NoSubscriber`]: no subscriber, no worker, all services
+//! ejected) and a failure on one message ([`Reject::Failed`]: a peer's
+//! error reply). A message too large for the output is refused for good
+//! and not sent again. A shutdown stops the retrying: what was not taken
+//! stays refused as it was.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::spec::Retry;
+use crate::egress::{self, Delivery, Output, Reject};
+use crate::message::Message;
+
+/// What became of a batch sent to one output, retries included.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// The outcome by position in the batch: each message the output
+    /// still refused at the end, with the reason of its last refusal.
+    pub(crate) result: Result<Delivery, egress::Error>,
+    /// The retry policy gave up on them: they were sent `max_attempts`
+    /// times. False for a refusal for good, a stop, or no policy.
+    pub(crate) exhausted: bool,
+}
+
+impl Sent {
+    pub(crate) fn once(result: Result<Delivery, egress::Error>) -> Self {
+        Self {
+            result,
+            exhausted: false,
+        }
+    }
+}
+
+/// Whether a refusal is worth another try.
+fn retryable(reason: Reject) -> bool {
+    matches!(reason, Reject::NoSubscriber | Reject::Failed)
+}
+
+/// A one-line account of a failed send, for the dead-letter store.
+fn describe(result: &Result<Delivery, egress::Error>) -> Option<String> {
+    match result {
+        Err(e) => Some(e.to_string()),
+        Ok(d) => d.rejections().first().map(|r| r.reason.label().to_owned()),
+    }
+}
+
+/// The pause before the next attempt after `attempt` sends failed
+/// (counting from 1): uniform from zero up to
+/// `min(max, initial * 2^(attempt - 1))`.
+pub(crate) fn backoff(policy: &Retry, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(31);
+    let cap = policy
+        .initial
+        .saturating_mul(1u32 << doublings)
+        .min(policy.max);
+    cap.mul_f64(fastrand::f64())
+}
+
+/// Sends `batch` to `output`; with a `policy`, sends what it failed to take
+/// again after each pause until it is taken, the policy's attempts run out,
+/// or a shutdown begins. Tells `retried` how many it sends again each
+/// time.
+///
+/// # Cancel safety
+/// As [`Output::send`]: the pipeline drops it only when it stops the
+/// route.
+pub(crate) async fn send(
+    output: &Arc<dyn Output>,
+    batch: &[Message],
+    policy: Option<Retry>,
+    shutting_down: &AtomicBool,
+    retried: impl Fn(u64),
+) -> Sent {
+    let first = output.send(batch).await;
+    let Some(policy) = policy else {
+        return Sent::once(first);
+    };
+    // Positions (in `batch`) still to be taken, and the reason each was
+    // last refused for.
+    let mut pending: Vec<(usize, Reject)> = Vec::new();
+    let mut delivery = Delivery::accepted();
+    let mut whole_error = None;
+    absorb(&first, None, batch.len(), &mut pending, &mut delivery);
+    if pending.is_empty() {
+        return Sent::once(first);
+    }
+    if let Err(e) = &first {
+        whole_error = Some(e.clone());
+    }
+    let first_error = describe(&first);
+    let mut last_error = first_error.clone();
+    let mut attempts = 1;
+    let mut again: Vec<Message> = Vec::new();
+    let mut positions: Vec<usize> = Vec::new();
+    let exhausted = loop {
+        if !policy.allows(attempts) {
+            break true;
+        }
+        if shutting_down.load(Ordering::Relaxed) {
+            break false;
+        }
+        tokio::time::sleep(backoff(&policy, attempts)).await;
+        attempts += 1;
+        positions.clear();
+        positions.extend(pending.iter().map(|&(i, _)| i));
+        again.clear();
+        again.extend(positions.iter().map(|&i| batch[i].clone()));
+        retried(again.len() as u64);
+        let result = output.send(&again).await;
+        let before = pending.len();
+        pending.clear();
+        absorb(
+            &result,
+            Some(&positions),
+            again.len(),
+            &mut pending,
+            &mut delivery,
+        );
+        tracing::debug!(
+            output = output.name(),
+            attempt = attempts,
+            sent = before,
+            refused = pending.len(),
+            "retried a send"
+        );
+        match &result {
+            Err(e) => whole_error = Some(e.clone()),
+            Ok(_) => whole_error = None,
+        }
+        if let Some(e) = describe(&result) {
+            last_error = Some(e);
+        }
+        if pending.is_empty() {
+            break false;
+        }
+    };
+    if exhausted {
+        tracing::warn!(
+            output = output.name(),
+            attempts,
+            messages = pending.len(),
+            first_error = first_error.as_deref().unwrap_or(""),
+            last_error = last_error.as_deref().unwrap_or(""),
+            "gave up sending after the retry policy's attempts"
+        );
+    }
+    let result = match whole_error {
+        // Every message still pending was refused as a whole by the last
+        // send, and it was the first batch: report it as the output did.
+        Some(e) if pending.len() == batch.len() => Err(e),
+        _ => {
+            pending.sort_unstable_by_key(|&(i, _)| i);
+            for &(i, reason) in &pending {
+                delivery.reject(i, reason);
+            }
+            Ok(delivery)
+        }
+    };
+    Sent { result, exhausted }
+}
+
+/// Sorts one send's outcome: refusals for good go into `delivery`, those
+/// worth another try into `pending`, by position in the original batch
+/// (`positions` maps the send's positions to it; `None`: the send was the
+/// batch). A whole-batch error makes every message pending.
+fn absorb(
+    result: &Result<Delivery, egress::Error>,
+    positions: Option<&[usize]>,
+    len: usize,
+    pending: &mut Vec<(usize, Reject)>,
+    delivery: &mut Delivery,
+) {
+    let original = |k: usize| positions.map_or(k, |p| p[k]);
+    match result {
+        Err(_) => pending.extend((0..len).map(|k| (original(k), Reject::Failed))),
+        Ok(d) => {
+            let mut seen = vec![false; len];
+            for r in d.rejections() {
+                let range = r.messages.start.min(len)..r.messages.end.min(len);
+                for (k, was) in seen
+                    .iter_mut()
+                    .enumerate()
+                    .take(range.end)
+                    .skip(range.start)
+                {
+                    if std::mem::replace(was, true) {
+                        continue;
+                    }
+                    if retryable(r.reason) {
+                        pending.push((original(k), r.reason));
+                    } else {
+                        delivery.reject(original(k), r.reason);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::egress::SendFuture;
+    use crate::pipeline::testing::msgs;
+
+    /// Refuses each message (by payload) the number of times its script
+    /// says, then takes it.
+    struct Flaky {
+        refusals: Mutex<Vec<u32>>,
+        reason: Reject,
+        sends: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Output for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+            let mut d = Delivery::accepted();
+            let mut left = self.refusals.lock().expect("lock");
+            for (k, m) in batch.iter().enumerate() {
+                let n = usize::from(m.payload[0]);
+                if left[n] > 0 {
+                    left[n] -= 1;
+                    d.reject(k, self.reason);
+                }
+            }
+            self.sends
+                .lock()
+                .expect("lock")
+                .push(batch.iter().map(|m| m.payload[0]).collect());
+            Box::pin(std::future::ready(Ok(d)))
+        }
+    }
+
+    fn flaky(refusals: Vec<u32>, reason: Reject) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            refusals: Mutex::new(refusals),
+            reason,
+            sends: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn policy(max_attempts: Option<u32>) -> Retry {
+        Retry {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+            max_attempts,
+        }
+    }
+
+    fn counter() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("t", "t").expect("valid")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_failed_is_sent_again_until_taken() {
+        let out = flaky(vec![0, 2, 0, 1], Reject::NoSubscriber);
+        let dynout: Arc<dyn Output> = out.clone();
+        let retried = counter();
+        let sent = send(
+            &dynout,
+            &msgs("t.x", 0..4),
+            Some(policy(None)),
+            &AtomicBool::new(false),
+            |n| retried.inc_by(n),
+        )
+        .await;
+        assert!(sent.result.expect("delivered").is_complete());
+        assert!(!sent.exhausted);
+        assert_eq!(
+            *out.sends.lock().expect("lock"),
+            vec![vec![0, 1, 2, 3], vec![1, 3], vec![1]],
+            "only the refused are sent again, in order"
+        );
+        assert_eq!(retried.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_run_out_and_refusals_for_good_are_not_retried() {
+        let out = flaky(vec![5, 0, 5], Reject::Failed);
+        let dynout: Arc<dyn Output> = out.clone();
+        let sent = send(
+            &dynout,
+            &msgs("t.x", 0..3),
+            Some(policy(Some(3))),
+            &AtomicBool::new(false),
+            |n| counter().inc_by(n),
+        )
+        .await;
+        assert!(sent.exhausted);
+        assert_eq!(out.sends.lock().expect("lock").len(), 3, "three attempts");
+        let d = sent.result.expect("a delivery");
+        let refused: Vec<usize> = d
+            .rejections()
+            .iter()
+            .flat_map(|r| r.messages.clone())
+            .collect();
+        assert_eq!(refused, vec![0, 2]);
+
+        let too_large = flaky(vec![5], Reject::TooLarge);
+        let dynout: Arc<dyn Output> = too_large.clone();
+        let sent = send(
+            &dynout,
+            &msgs("t.x", 0..1),
+            Some(policy(None)),
+            &AtomicBool::new(false),
+            |n| counter().inc_by(n),
+        )
+        .await;
+        assert!(!sent.exhausted);
+        assert_eq!(
+            too_large.sends.lock().expect("lock").len(),
+            1,
+            "too large is final"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_stops_the_retrying() {
+        let out = flaky(vec![9], Reject::NoSubscriber);
+        let dynout: Arc<dyn Output> = out.clone();
+        let sent = send(
+            &dynout,
+            &msgs("t.x", 0..1),
+            Some(policy(None)),
+            &AtomicBool::new(true),
+            |n| counter().inc_by(n),
+        )
+        .await;
+        assert_eq!(out.sends.lock().expect("lock").len(), 1);
+        assert!(!sent.exhausted);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = policy(None);
+        for attempt in 1..40 {
+            let cap = Duration::from_millis(10 * (1u64 << (attempt - 1).min(2))).min(p.max);
+            let b = backoff(&p, attempt);
+            assert!(b <= cap, "attempt {attempt}: {b:?} > {cap:?}");
+        }
+        let draws: std::collections::BTreeSet<_> = (0..20).map(|_| backoff(&p, 3)).collect();
+        assert!(draws.len() > 1, "jittered");
+    }
+}
