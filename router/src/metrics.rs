@@ -96,6 +96,14 @@ impl Registry {
         )
     }
 
+    /// Registers a float gauge family (for seconds) with `labels`.
+    pub fn float_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+        register(
+            self,
+            prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge opts"),
+        )
+    }
+
     /// Registers a histogram family with `labels` and `buckets` (seconds).
     pub fn histogram_vec(
         &self,

@@ -452,17 +452,6 @@ fn build_queue(
         ],
     );
     let when_full_ok = c.problem_count() == problems_before;
-    if durable
-        && when_full == WhenFull::DropOldest
-        && let Some(v) = &raw.when_full
-    {
-        c.invalid(
-            subject,
-            "queue.when_full",
-            v.span(),
-            "\"drop_oldest\" is not supported on a durable queue yet; use \"block\" (the durable default) or \"drop_newest\"".to_owned(),
-        );
-    }
     let block_timeout = c.duration(
         subject,
         "queue.block_timeout",
@@ -543,19 +532,6 @@ fn build_durability(
         ms..=Duration::from_secs(3650 * 86_400),
         false,
     );
-    if max_age.is_some()
-        && let Some(v) = &raw.max_age
-    {
-        // Parsed and checked above so the key is ready; applying it needs
-        // retention that drops whole segments by age, not yet built.
-        c.invalid(
-            subject,
-            "queue.max_age",
-            v.span(),
-            "age-based retention is not supported yet; bound the queue with capacity and max_bytes"
-                .to_owned(),
-        );
-    }
     let problems_before = c.problem_count();
     let fsync = c.choice(
         subject,
@@ -824,16 +800,14 @@ path = "router.wasm"
             json["routes"][0]["queue"]["durable"]["fsync_interval"],
             "10ms"
         );
-        // Parsed, checked, and refused until age-based retention exists.
-        let got = problems(&durable("durable = true, max_age = \"36h\""));
-        assert_one(
-            &got,
-            "queue.max_age: age-based retention is not supported yet",
-        );
-        let got = problems(&durable("durable = true, when_full = \"drop_oldest\""));
-        assert_one(
-            &got,
-            "queue.when_full: \"drop_oldest\" is not supported on a durable queue yet",
+        let config = valid(&durable(
+            "durable = true, max_age = \"36h\", when_full = \"drop_oldest\"",
+        ));
+        let q = &config.routes[0].queue;
+        assert_eq!(q.when_full, WhenFull::DropOldest);
+        assert_eq!(
+            q.durable.expect("durable").max_age,
+            Some(Duration::from_secs(36 * 3600))
         );
     }
 

@@ -43,11 +43,14 @@ pub enum DropReason {
     DiskFull,
     /// A durable route's record was damaged on disk and could not be read.
     Corrupt,
+    /// A durable route's retention dropped it: older than `max_age`, or
+    /// the oldest when a `drop_oldest` route was full.
+    Retention,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -58,6 +61,7 @@ impl DropReason {
         Self::RouteRemoved,
         Self::DiskFull,
         Self::Corrupt,
+        Self::Retention,
     ];
 
     /// The metric label value.
@@ -73,6 +77,7 @@ impl DropReason {
             Self::RouteRemoved => "route_removed",
             Self::DiskFull => "disk_full",
             Self::Corrupt => "corrupt",
+            Self::Retention => "retention",
         }
     }
 
@@ -99,6 +104,7 @@ pub struct PipelineMetrics {
     corrupt: IntCounterVec,
     redelivered: IntCounterVec,
     fsync: HistogramVec,
+    oldest_age: prometheus::GaugeVec,
     output_retries: IntCounterVec,
     pub(crate) unrouted: IntCounter,
 }
@@ -183,6 +189,11 @@ impl PipelineMetrics {
                 &["route"],
                 latency_buckets(),
             ),
+            oldest_age: registry.float_gauge_vec(
+                "switchyard_route_queue_oldest_age_seconds",
+                "Age of the oldest message a durable route holds (since the router accepted it), updated every second; 0 when it holds none.",
+                &["route"],
+            ),
             output_retries: registry.counter_vec(
                 "switchyard_output_retries_total",
                 "Messages sent to an output again after it failed to take them (its `retry` policy; durable routes retry by default).",
@@ -216,6 +227,7 @@ impl PipelineMetrics {
             redelivered: self.redelivered.with_label_values(l),
             fsync: self.fsync.with_label_values(l),
             retries: self.output_retries.clone(),
+            oldest_age: self.oldest_age.with_label_values(l),
         };
         self.capacity
             .with_label_values(l)
@@ -253,6 +265,8 @@ pub(crate) struct RouteMetrics {
     pub(crate) fsync: Histogram,
     /// `output_retries_total{output}`, the family.
     retries: IntCounterVec,
+    /// Durable routes: the oldest held message's age.
+    pub(crate) oldest_age: prometheus::Gauge,
 }
 
 impl RouteMetrics {

@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -51,6 +51,11 @@ pub struct RouteQueue {
     room: Notify,
     /// Where a durable queue's messages are.
     store: Option<Arc<store::Queue>>,
+    /// A durable queue's retention could not drop the oldest records
+    /// because a lane holds them in flight, retrying: set here, and the
+    /// lane gives them back at its next pause ([`RouteQueue::room_wanted`]).
+    wants_room: AtomicBool,
+    room_wanted: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +96,9 @@ pub struct Pushed {
     pub after_finish: usize,
     /// Incoming messages dropped because a durable queue's disk was full.
     pub disk_full: usize,
+    /// A `drop_oldest` durable queue: the oldest records its store dropped
+    /// to make room (the caller counts them as dropped, `retention`).
+    pub trimmed: store::Released,
 }
 
 /// How long a producer waited for room; `None` when there was room at once.
@@ -166,6 +174,8 @@ impl RouteQueue {
             not_empty: Notify::new(),
             room: Notify::new(),
             store: None,
+            wants_room: AtomicBool::new(false),
+            room_wanted: Notify::new(),
         }
     }
 
@@ -268,7 +278,27 @@ impl RouteQueue {
             }
             if !self.fits(&s, size) {
                 out.full_events += 1;
-                if self.when_full == WhenFull::DropOldest {
+                if let (WhenFull::DropOldest, Some(store)) = (self.when_full, &self.store) {
+                    while !self.fits(&s, size) {
+                        let released = store.trim_oldest();
+                        if released.records() == 0 {
+                            // The oldest are in flight on a lane.
+                            self.want_room();
+                            break;
+                        }
+                        Self::unstore_locked(&mut s, released);
+                        out.trimmed = store::Released {
+                            from: if out.trimmed.records() == 0 {
+                                released.from
+                            } else {
+                                out.trimmed.from
+                            },
+                            to: released.to,
+                            bytes: out.trimmed.bytes + released.bytes,
+                        };
+                    }
+                }
+                if self.when_full == WhenFull::DropOldest && self.store.is_none() {
                     while !self.fits(&s, size) {
                         let Some((evicted, old)) = s.items.pop_front() else {
                             break;
@@ -619,18 +649,54 @@ impl RouteQueue {
         if released.records() == 0 && released.bytes == 0 {
             return released;
         }
-        let mut s = self.lock();
+        Self::unstore_locked(&mut self.lock(), released);
+        if self.when_full == WhenFull::Block {
+            self.room.notify_waiters();
+        }
+        released
+    }
+
+    /// Asks the lanes of a durable queue to give back what they hold in
+    /// flight while they retry, so retention can drop the oldest.
+    pub fn want_room(&self) {
+        self.wants_room.store(true, Ordering::Relaxed);
+        self.room_wanted.notify_waiters();
+    }
+
+    /// Whether retention is waiting for a lane to give back its batch;
+    /// clears the request.
+    pub fn take_room_wanted(&self) -> bool {
+        self.wants_room.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether retention is waiting for a lane (without clearing it).
+    pub fn room_is_wanted(&self) -> bool {
+        self.wants_room.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when [`RouteQueue::want_room`] is called.
+    pub async fn room_wanted(&self) {
+        let notified = self.room_wanted.notified();
+        if self.room_is_wanted() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Whether a durable queue is full: a message of `size` would not fit.
+    pub fn is_full(&self, size: usize) -> bool {
+        let s = self.lock();
+        let held = s.items.len() + s.stored + s.in_flight + s.reserved;
+        held > 0 && !self.fits(&s, size)
+    }
+
+    fn unstore_locked(s: &mut State, released: store::Released) {
         s.stored = s
             .stored
             .saturating_sub(usize::try_from(released.records()).unwrap_or(usize::MAX));
         s.stored_bytes = s
             .stored_bytes
             .saturating_sub(usize::try_from(released.bytes).unwrap_or(usize::MAX));
-        drop(s);
-        if self.when_full == WhenFull::Block {
-            self.room.notify_waiters();
-        }
-        released
     }
 
     /// Ends the in-flight state of a batch the outputs never confirmed

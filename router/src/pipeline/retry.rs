@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::queue::RouteQueue;
 use super::spec::Retry;
 use crate::egress::{self, Delivery, Output, Reject};
 use crate::message::Message;
@@ -27,6 +28,9 @@ pub(crate) struct Sent {
     /// The retry policy gave up on them: they were sent `max_attempts`
     /// times. False for a refusal for good, a stop, or no policy.
     pub(crate) exhausted: bool,
+    /// Retention asked for the batch back while it was being retried: the
+    /// outcome is not final, nothing is to be counted.
+    pub(crate) given_back: bool,
 }
 
 impl Sent {
@@ -34,6 +38,7 @@ impl Sent {
         Self {
             result,
             exhausted: false,
+            given_back: false,
         }
     }
 }
@@ -66,7 +71,8 @@ pub(crate) fn backoff(policy: &Retry, attempt: u32) -> Duration {
 /// Sends `batch` to `output`; with a `policy`, sends what it failed to take
 /// again after each pause until it is taken, the policy's attempts run out,
 /// or a shutdown begins. Tells `retried` how many it sends again each
-/// time.
+/// time. With `queue` (a durable route with retention), a pause ends early
+/// when retention wants the batch back, and the send gives it up.
 ///
 /// # Cancel safety
 /// As [`Output::send`]: the pipeline drops it only when it stops the
@@ -77,6 +83,7 @@ pub(crate) async fn send(
     policy: Option<Retry>,
     shutting_down: &AtomicBool,
     retried: impl Fn(u64),
+    queue: Option<&RouteQueue>,
 ) -> Sent {
     let first = output.send(batch).await;
     let Some(policy) = policy else {
@@ -106,7 +113,21 @@ pub(crate) async fn send(
         if shutting_down.load(Ordering::Relaxed) {
             break false;
         }
-        tokio::time::sleep(backoff(&policy, attempts)).await;
+        let pause = tokio::time::sleep(backoff(&policy, attempts));
+        match queue {
+            None => pause.await,
+            Some(q) => tokio::select! {
+                () = pause => {}
+                () = q.room_wanted() => {}
+            },
+        }
+        if queue.is_some_and(RouteQueue::take_room_wanted) {
+            return Sent {
+                result: Ok(Delivery::accepted()),
+                exhausted: false,
+                given_back: true,
+            };
+        }
         attempts += 1;
         positions.clear();
         positions.extend(pending.iter().map(|&(i, _)| i));
@@ -163,7 +184,11 @@ pub(crate) async fn send(
             Ok(delivery)
         }
     };
-    Sent { result, exhausted }
+    Sent {
+        result,
+        exhausted,
+        given_back: false,
+    }
 }
 
 /// Sorts one send's outcome: refusals for good go into `delivery`, those
@@ -274,6 +299,7 @@ mod tests {
             Some(policy(None)),
             &AtomicBool::new(false),
             |n| retried.inc_by(n),
+            None,
         )
         .await;
         assert!(sent.result.expect("delivered").is_complete());
@@ -296,6 +322,7 @@ mod tests {
             Some(policy(Some(3))),
             &AtomicBool::new(false),
             |n| counter().inc_by(n),
+            None,
         )
         .await;
         assert!(sent.exhausted);
@@ -316,6 +343,7 @@ mod tests {
             Some(policy(None)),
             &AtomicBool::new(false),
             |n| counter().inc_by(n),
+            None,
         )
         .await;
         assert!(!sent.exhausted);
@@ -336,6 +364,7 @@ mod tests {
             Some(policy(None)),
             &AtomicBool::new(true),
             |n| counter().inc_by(n),
+            None,
         )
         .await;
         assert_eq!(out.sends.lock().expect("lock").len(), 1);

@@ -137,6 +137,22 @@ impl Route {
         }
     }
 
+    /// Whether this is a durable route with retention (`drop_oldest` or
+    /// `max_age`): one whose lanes give back a batch they retry when
+    /// retention needs its records.
+    pub(crate) fn retains(&self) -> bool {
+        self.queue.store().is_some()
+            && (self.queue.when_full() == WhenFull::DropOldest
+                || self
+                    .program
+                    .load()
+                    .spec
+                    .queue
+                    .durable
+                    .as_ref()
+                    .is_some_and(|d| d.settings.max_age.is_some()))
+    }
+
     /// True for `when_full = "block"` routes (fixed for a route's life: a
     /// reload that changes it builds a new route).
     pub(crate) fn blocks(&self) -> bool {
@@ -171,6 +187,11 @@ impl Route {
         m.dropped(DropReason::QueueFull, p.dropped_newest + p.evicted);
         m.dropped(DropReason::Shutdown, p.after_finish);
         m.dropped(DropReason::DiskFull, p.disk_full);
+        if p.trimmed.records() > 0 {
+            // Records the trim released were counted in `held` when they
+            // came in: the trim takes them out, as dropped.
+            self.count_released(p.trimmed, Unnoted::Dropped(DropReason::Retention));
+        }
         if p.full_events > 0 {
             m.backpressure.inc_by(p.full_events as u64);
         }
@@ -242,6 +263,11 @@ impl Route {
     /// A durable route's lane `lane` acknowledges it instead; `tallied`
     /// when the route's lanes count outcomes at release ([`Tally`]).
     pub(crate) fn complete(&self, lane: usize, tallied: bool, popped: Popped) {
+        let unnoted = if tallied {
+            Unnoted::Delivered
+        } else {
+            Unnoted::Counted
+        };
         match self.queue.store() {
             None => {
                 self.queue.complete(popped);
@@ -250,21 +276,83 @@ impl Route {
             }
             Some(store) => {
                 let released = self.queue.complete_lane(store, lane, popped);
-                self.count_released(released, tallied);
+                self.count_released(released, unnoted);
             }
         }
     }
 
-    /// Moves the gauges for records a durable route's store released and,
-    /// when `tallied`, counts their outcomes from the lanes' notes.
-    pub(crate) fn count_released(&self, released: store::Released, tallied: bool) {
+    /// After a lane gave back its batch for retention: a full
+    /// `drop_oldest` durable route drops its oldest now (counted,
+    /// `retention`), leaving an eighth of its capacity free so the
+    /// producers that come next find room; and `max_age` applies.
+    pub(crate) fn make_room(&self, now: std::time::SystemTime) {
+        if let Some(store) = self.queue.store()
+            && self.queue.when_full() == WhenFull::DropOldest
+            && self.queue.is_full(0)
+        {
+            let keep = self.queue.capacity() - (self.queue.capacity() / 8).max(1);
+            while self.queue.stats().queued + self.queue.stats().in_flight > keep {
+                let released = self.queue.unstore(store.trim_oldest());
+                if released.records() == 0 {
+                    break;
+                }
+                self.count_released(released, Unnoted::Dropped(DropReason::Retention));
+            }
+        }
+        self.keep(now);
+    }
+
+    /// A durable route's retention at `now`: drops (counted, `retention`)
+    /// what was published before `max_age` ago, and sets the oldest
+    /// message's age.
+    pub(crate) fn keep(&self, now: std::time::SystemTime) {
+        let Some(store) = self.queue.store() else {
+            return;
+        };
+        let program = self.program.load();
+        let max_age = program
+            .spec
+            .queue
+            .durable
+            .as_ref()
+            .and_then(|d| d.settings.max_age);
+        if let Some(to) = max_age
+            .and_then(|age| now.checked_sub(age))
+            .and_then(|cutoff| store.expired_to(cutoff))
+        {
+            let released = self.queue.unstore(store.trim(to));
+            if released.to < to {
+                // The rest is in flight on a lane that is retrying.
+                self.queue.want_room();
+            }
+            if released.records() > 0 {
+                tracing::debug!(route = %self.name, dropped = released.records(), "durable queue: dropped messages past max_age");
+            }
+            self.count_released(released, Unnoted::Dropped(DropReason::Retention));
+        }
+        let age = store
+            .oldest()
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.oldest_age.set(age);
+    }
+
+    /// Moves the gauges for records a durable route's store released and
+    /// counts their outcomes: from the lanes' notes, the rest as `unnoted`
+    /// says.
+    pub(crate) fn count_released(&self, released: store::Released, unnoted: Unnoted) {
         let records = usize::try_from(released.records()).unwrap_or(usize::MAX);
         let bytes = usize::try_from(released.bytes).unwrap_or(usize::MAX);
         self.metrics.held(-delta(records), -delta(bytes));
-        if !tallied || records == 0 {
+        let rest = match unnoted {
+            Unnoted::Counted => return,
+            Unnoted::Delivered => None,
+            Unnoted::Dropped(reason) => Some(reason),
+        };
+        if records == 0 {
             return;
         }
-        let counts = self.tally.release(released.from..released.to);
+        let counts = self.tally.release(released.from..released.to, rest);
         let m = &self.metrics;
         m.delivered.inc_by(counts.delivered);
         for (reason, n) in counts.dropped {
@@ -302,6 +390,7 @@ impl Route {
             route_removed: m.dropped_count(DropReason::RouteRemoved),
             disk_full: m.dropped_count(DropReason::DiskFull),
             corrupt: m.dropped_count(DropReason::Corrupt),
+            retention: m.dropped_count(DropReason::Retention),
         }
     }
 
@@ -357,6 +446,17 @@ impl Route {
             left: self.left.load(Ordering::Relaxed),
         }
     }
+}
+
+/// How released records without a lane's note count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unnoted {
+    /// Already counted, by a lane that counts per batch.
+    Counted,
+    /// Delivered: every lane passed them.
+    Delivered,
+    /// Dropped for a reason: retention trimmed them.
+    Dropped(DropReason),
 }
 
 /// The store's sync policy for a durable route's settings.

@@ -120,6 +120,8 @@ pub struct DroppedCounts {
     pub disk_full: u64,
     /// `corrupt`.
     pub corrupt: u64,
+    /// `retention`.
+    pub retention: u64,
 }
 
 impl DroppedCounts {
@@ -136,6 +138,7 @@ impl DroppedCounts {
             DropReason::RouteRemoved => self.route_removed,
             DropReason::DiskFull => self.disk_full,
             DropReason::Corrupt => self.corrupt,
+            DropReason::Retention => self.retention,
         }
     }
 }

@@ -88,8 +88,9 @@ impl Tally {
     }
 
     /// Counts the released sequence numbers `range`: each noted one as
-    /// noted (a [`Fate::Counted`] one not again), the rest as delivered.
-    pub(crate) fn release(&self, range: Range<u64>) -> Counts {
+    /// noted (a [`Fate::Counted`] one not again), the rest as delivered,
+    /// or, with `rest`, as dropped for it (records retention dropped).
+    pub(crate) fn release(&self, range: Range<u64>, rest: Option<DropReason>) -> Counts {
         let mut counts = Counts::default();
         if range.is_empty() {
             return counts;
@@ -113,7 +114,11 @@ impl Tally {
                 Fate::Dropped(reason) => dropped[reason.index()] += 1,
             }
         }
-        counts.delivered = (range.end - range.start) - noted;
+        let unnoted = (range.end - range.start) - noted;
+        match rest {
+            None => counts.delivered = unnoted,
+            Some(reason) => dropped[reason.index()] += unnoted,
+        }
         counts.dropped = DropReason::ALL
             .iter()
             .filter(|r| dropped[r.index()] > 0)
@@ -137,7 +142,7 @@ mod tests {
         t.note(3, Fate::Dropped(DropReason::TooLarge));
         t.note_all([5, 6], Fate::Counted);
         t.note(9, Fate::Dropped(DropReason::OutputError));
-        let counts = t.release(0..8);
+        let counts = t.release(0..8, None);
         assert_eq!(
             counts,
             Counts {
@@ -146,9 +151,12 @@ mod tests {
             }
         );
         assert_eq!(t.len(), 1, "9 is not released yet");
-        let counts = t.release(8..10);
-        assert_eq!(counts.delivered, 1);
-        assert_eq!(counts.dropped, vec![(DropReason::OutputError, 1)]);
+        let counts = t.release(8..10, Some(DropReason::Retention));
+        assert_eq!(counts.delivered, 0);
+        assert_eq!(
+            counts.dropped,
+            vec![(DropReason::OutputError, 1), (DropReason::Retention, 1)]
+        );
         assert_eq!(t.len(), 0);
     }
 
@@ -163,7 +171,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        t.release(0..100);
+        t.release(0..100, None);
         tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
             .await
             .expect("woken by the release")

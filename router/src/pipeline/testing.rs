@@ -63,6 +63,11 @@ impl FakeOutput {
         })
     }
 
+    /// Changes what it does with the batches from now on.
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("test lock") = mode;
+    }
+
     /// Lets waiting and future batches through.
     pub(crate) fn release(&self) {
         self.open.send_replace(true);

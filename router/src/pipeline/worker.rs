@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::DropReason;
 use super::queue::Popped;
 use super::retry::{self, Sent};
-use super::route::{Program, Route};
+use super::route::{Program, Route, Unnoted};
 use super::spec::Retry;
 use super::stages::{StageRunner, Staged};
 use super::tally::Fate;
@@ -55,19 +55,22 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
             let retarget = route.reset_retarget();
             let program = route.program();
             let released = store.set_readers(&program.spec.outputs);
-            route.count_released(released, true);
+            route.count_released(released, Unnoted::Delivered);
             let targets = program.spec.outputs.len();
             let lanes: Vec<Lane> = if targets <= 1 {
                 vec![Lane::ALL]
             } else {
                 (0..targets).map(Lane::one).collect()
             };
-            let ends = futures_join(
+            let lanes = futures_join(
                 lanes
                     .into_iter()
                     .map(|lane| run_lane(&route, &shared, lane, Some(&retarget))),
-            )
-            .await;
+            );
+            let ends = tokio::select! {
+                ends = lanes => ends,
+                never = keep(&route) => match never {},
+            };
             if !ends.contains(&LaneEnd::Retarget) || route.stop.is_cancelled() {
                 break;
             }
@@ -79,6 +82,17 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
         sweep(&route, DropReason::RouteRemoved);
     }
     route.exited.cancel();
+}
+
+/// A durable route's housekeeping while its lanes run, once a second: drops
+/// what is older than `max_age`, and sets the oldest message's age.
+async fn keep(route: &Route) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        route.keep(SystemTime::now());
+    }
 }
 
 /// Runs every future to completion, concurrently, on this task.
@@ -308,6 +322,12 @@ async fn run_lane(
         match done {
             Outcome::Counted => route.complete(lane.reader, lane.tallied(), popped),
             Outcome::Retarget => break LaneEnd::Retarget,
+            Outcome::GivenBack => {
+                if let Some(store) = store {
+                    store.give_back(lane.reader);
+                }
+                route.make_room(SystemTime::now());
+            }
             Outcome::Unconfirmed => {
                 // The outputs never confirmed this batch.
                 route.queue.abandon(popped);
@@ -380,6 +400,10 @@ enum Outcome {
     /// A reload changed a durable route's targets while the batch was
     /// out: nothing is counted, and the new lanes read it again.
     Retarget,
+    /// A durable route's retention wanted the batch back while an output
+    /// was retrying it: nothing is counted, the lane reads again from its
+    /// cursor after retention has dropped what it drops.
+    GivenBack,
 }
 
 /// Buffers a worker reuses from batch to batch.
@@ -412,6 +436,9 @@ async fn deliver(
             .filter(mine)
             .map(|o| program.target(o, batch, route));
         let results = send_all(sends, shutting).await;
+        if results.iter().any(|s| s.given_back) {
+            return Outcome::GivenBack;
+        }
         if unconfirmed(route, &results, shutting) {
             return Outcome::Unconfirmed;
         }
@@ -495,6 +522,9 @@ async fn deliver(
         route,
     });
     let mut results = send_all(sends.chain(dead), shutting).await;
+    if results.iter().any(|s| s.given_back) {
+        return Outcome::GivenBack;
+    }
     if unconfirmed(route, &results, shutting) {
         return Outcome::Unconfirmed;
     }
@@ -620,7 +650,8 @@ async fn send_all<'a>(
             Some(match t.retry {
                 Some(policy) => Box::pin(async move {
                     let retried = |n| t.route.metrics.output_retries(t.output.name()).inc_by(n);
-                    retry::send(t.output, t.batch, Some(policy), shutting, retried).await
+                    let queue = t.route.retains().then_some(&t.route.queue);
+                    retry::send(t.output, t.batch, Some(policy), shutting, retried, queue).await
                 }),
                 None => Box::pin(async move { Sent::once(t.output.send(t.batch).await) }),
             })

@@ -27,7 +27,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use smallvec::SmallVec;
 use tokio::sync::{Notify, watch};
@@ -241,44 +241,80 @@ impl Released {
     }
 }
 
-/// The bytes of the held records by range of sequence numbers, so a
-/// release knows how many bytes it frees. Bounded: past `LEDGER_MAX`
-/// entries, neighbours are merged, and bytes are released once the head
-/// passes the end of their (coarser) range.
+/// The held records by range of sequence numbers: their bytes, so a
+/// release knows how many it frees, and their publish times, for age
+/// retention. Bounded: past `LEDGER_MAX` entries, neighbours are merged,
+/// so bytes are released (and ages expire) in coarser steps.
 #[derive(Debug, Default)]
 struct Ledger {
-    /// `(end seq, bytes)` of consecutive ranges, oldest first.
-    entries: VecDeque<(u64, u64)>,
+    /// Consecutive ranges, oldest first.
+    entries: VecDeque<Span>,
+}
+
+/// One range of a [`Ledger`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// The sequence number after its last.
+    end: u64,
+    bytes: u64,
+    /// The oldest and newest publish time in it, in ms since the epoch.
+    oldest: u64,
+    newest: u64,
 }
 
 const LEDGER_MAX: usize = 4096;
 
+/// `time` in ms since the Unix epoch (0 before it).
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Ledger {
-    fn push(&mut self, end: u64, bytes: u64) {
+    fn push(&mut self, span: Span) {
         if self.entries.len() >= LEDGER_MAX {
             // Halve: merge each pair, oldest first.
             let old = std::mem::take(&mut self.entries);
             let mut it = old.into_iter();
-            while let Some((end_a, a)) = it.next() {
+            while let Some(a) = it.next() {
                 match it.next() {
-                    Some((end_b, b)) => self.entries.push_back((end_b, a + b)),
-                    None => self.entries.push_back((end_a, a)),
+                    Some(b) => self.entries.push_back(Span {
+                        end: b.end,
+                        bytes: a.bytes + b.bytes,
+                        oldest: a.oldest.min(b.oldest),
+                        newest: a.newest.max(b.newest),
+                    }),
+                    None => self.entries.push_back(a),
                 }
             }
         }
         match self.entries.back_mut() {
-            Some(last) if last.0 == end => last.1 += bytes,
-            _ => self.entries.push_back((end, bytes)),
+            Some(last) if last.end == span.end => {
+                last.bytes += span.bytes;
+                last.oldest = last.oldest.min(span.oldest);
+                last.newest = last.newest.max(span.newest);
+            }
+            _ => self.entries.push_back(span),
         }
     }
 
     /// Bytes of the ranges that end at or below `head`, removed.
     fn release(&mut self, head: u64) -> u64 {
         let mut bytes = 0;
-        while self.entries.front().is_some_and(|e| e.0 <= head) {
-            bytes += self.entries.pop_front().expect("front exists").1;
+        while self.entries.front().is_some_and(|e| e.end <= head) {
+            bytes += self.entries.pop_front().expect("front exists").bytes;
         }
         bytes
+    }
+
+    /// The end of the longest run of ranges from the oldest whose newest
+    /// record was published before `cutoff` (ms).
+    fn expired(&self, cutoff: u64) -> Option<u64> {
+        self.entries
+            .iter()
+            .take_while(|e| e.newest < cutoff)
+            .last()
+            .map(|e| e.end)
     }
 }
 
@@ -417,7 +453,13 @@ impl Queue {
             .map(|(base, _)| *base)
             .skip(1)
             .chain(std::iter::once(next));
-        for (base, len) in &spans {
+        // Each segment's records were published from its first record's
+        // time to the next one's (or now, for the last).
+        let firsts: Vec<u64> = spans
+            .iter()
+            .map(|(base, _)| first_time(&log, *base).unwrap_or_else(|| millis(SystemTime::now())))
+            .collect();
+        for (i, (base, len)) in spans.iter().enumerate() {
             let end = ends.next().unwrap_or(next);
             if end <= head {
                 continue;
@@ -427,7 +469,16 @@ impl Queue {
             } else {
                 *len
             };
-            ledger.push(end, bytes);
+            let newest = firsts
+                .get(i + 1)
+                .copied()
+                .unwrap_or_else(|| millis(SystemTime::now()));
+            ledger.push(Span {
+                end,
+                bytes,
+                oldest: firsts[i],
+                newest: newest.max(firsts[i]),
+            });
         }
         let state = State {
             writer_idle: false,
@@ -500,8 +551,12 @@ impl Queue {
         // The reader furthest ahead: the cache serves it first.
         let lead = s.readers.iter().map(|r| r.read).max().unwrap_or(start);
         let mut bytes = 0u64;
+        let (mut oldest, mut newest) = (None::<u64>, 0u64);
         for message in messages {
             let seq = s.next;
+            let t = millis(message.publish_time);
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            newest = newest.max(t);
             let len = record::encode(seq, message, &mut s.pending);
             s.next += 1;
             bytes += len as u64;
@@ -530,7 +585,14 @@ impl Queue {
         }
         let end = s.next;
         s.held_bytes += bytes;
-        s.ledger.push(end, bytes);
+        if end > start {
+            s.ledger.push(Span {
+                end,
+                bytes,
+                oldest: oldest.unwrap_or(0),
+                newest,
+            });
+        }
         let wake = std::mem::take(&mut s.writer_idle);
         // Readers that had taken everything learn there is more.
         let waiting: SmallVec<[Arc<Notify>; 2]> = s
@@ -819,6 +881,75 @@ impl Queue {
         }
     }
 
+    /// Drops the oldest records, up to sequence number `to`, that no
+    /// reader has in flight (a batch being sent keeps its records): every
+    /// reader behind moves past them. Returns what that released; the
+    /// caller counts them as dropped.
+    pub fn trim(&self, to: u64) -> Released {
+        let mut s = lock(&self.shared.state);
+        let mut bound = to.min(s.next);
+        for r in &s.readers {
+            if !r.in_flight.is_empty() {
+                bound = bound.min(r.acked);
+            }
+        }
+        if bound <= s.head {
+            return Released {
+                from: s.head,
+                to: s.head,
+                bytes: 0,
+            };
+        }
+        for r in &mut s.readers {
+            if r.acked < bound {
+                r.acked = bound;
+            }
+            if r.read < bound {
+                r.read = bound;
+                r.read_pos = Position::at(bound);
+            }
+        }
+        s.advance_head()
+    }
+
+    /// Gives up `reader`'s batches in flight: they are read again, from
+    /// its acknowledged position (so a trim may now drop them).
+    pub fn give_back(&self, reader: usize) {
+        let mut s = lock(&self.shared.state);
+        let r = &mut s.readers[reader];
+        r.in_flight.clear();
+        r.read = r.acked;
+        r.read_pos = Position::at(r.acked);
+    }
+
+    /// The sequence number up to which records published before `cutoff`
+    /// may be dropped (in the ledger's steps), if any.
+    pub fn expired_to(&self, cutoff: SystemTime) -> Option<u64> {
+        lock(&self.shared.state).ledger.expired(millis(cutoff))
+    }
+
+    /// [`Queue::trim`] of the oldest range the ledger holds: what a
+    /// `drop_oldest` route gives up to make room.
+    pub fn trim_oldest(&self) -> Released {
+        let to = {
+            let s = lock(&self.shared.state);
+            s.ledger.entries.front().map_or(s.head, |e| e.end)
+        };
+        self.trim(to)
+    }
+
+    /// When the oldest record held was published (in the ledger's steps).
+    pub fn oldest(&self) -> Option<SystemTime> {
+        let s = lock(&self.shared.state);
+        if s.head == s.next {
+            return None;
+        }
+        s.ledger
+            .entries
+            .front()
+            .map(|e| SystemTime::UNIX_EPOCH + Duration::from_millis(e.oldest))
+    }
+
     /// The next sequence number `reader` takes.
     pub fn read_position(&self, reader: usize) -> u64 {
         lock(&self.shared.state).readers[reader].read
@@ -874,6 +1005,24 @@ impl Queue {
         self.shared.wake_readers();
         Ok(())
     }
+}
+
+/// The publish time (ms) of the first intact record of the segment that
+/// starts at `base`, if it has one.
+fn first_time(log: &Log, base: u64) -> Option<u64> {
+    let extents = log.extents(base);
+    let mut out = Vec::with_capacity(1);
+    let mut pos = Position::at(base);
+    log::read(
+        &extents[..1.min(extents.len())],
+        &mut pos,
+        1,
+        1,
+        &mut Vec::new(),
+        &mut out,
+    )
+    .ok()?;
+    out.first().map(|r| millis(r.message.publish_time))
 }
 
 /// The cursors to save for `readers` and `head`.
