@@ -136,17 +136,15 @@ pub enum Error {
         /// What failed, with the directory.
         reason: String,
     },
-    /// A reload would turn a route's queue durable or back, change a
-    /// durable route's `when_full`, or remove a durable route: its backlog
-    /// cannot move yet.
-    #[error(
-        "route {route:?}: {change}; restart the router to do that (what its queue holds stays on disk)"
-    )]
+    /// A reload would remove a durable route, or turn its queue into a
+    /// memory one, while it holds messages (unless forced); or change a
+    /// durable route's `when_full`.
+    #[error("route {route:?}: {change}")]
     DurableChange {
         /// The route.
         route: String,
-        /// What the reload would do.
-        change: &'static str,
+        /// What the reload would do, and what to do instead.
+        change: String,
     },
     /// [`Pipeline::start`] was called outside a tokio runtime.
     #[error("the pipeline must be started inside a tokio runtime")]

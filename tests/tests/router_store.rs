@@ -373,7 +373,7 @@ fn a_damaged_segment_costs_only_its_damaged_records_and_is_counted() -> Result<(
 }
 
 #[test]
-fn a_reload_changes_fsync_live_but_refuses_to_move_a_durable_backlog() -> Result<()> {
+fn a_reload_changes_fsync_live_but_refuses_to_drop_a_durable_backlog() -> Result<()> {
     use switchyard_tests::router::reload::post;
     let data = TempDir::new()?;
     let config = config(data.path(), "batch");
@@ -384,13 +384,19 @@ fn a_reload_changes_fsync_live_but_refuses_to_move_a_durable_backlog() -> Result
     ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
     ensure!(resp.text().contains("queue.fsync"), "{}", resp.text());
 
+    // No worker is connected: what is published stays queued on disk.
+    let mut api = router.http("api")?;
+    for n in 0..3 {
+        let resp = api.post("/v1/publish/jobs.x", &[], format!("held-{n}").as_bytes())?;
+        ensure!(resp.status == 202, "{}", resp.text());
+    }
     let memory = always
         .replace("durable = true, ", "")
         .replace(", fsync = \"always\"", ", when_full = \"block\"");
     let removed = always.replace("[[route]]\nname = \"jobs\"", "[[route]]\nname = \"jobs2\"");
     for (edit, why) in [
-        (&memory, "durable queue into a memory one"),
-        (&removed, "removes this durable route"),
+        (&memory, "turns this route's queue into a memory one"),
+        (&removed, "removes (or renames) this route"),
     ] {
         let resp = post(&router, "", Some(edit))?;
         ensure!(
@@ -399,16 +405,14 @@ fn a_reload_changes_fsync_live_but_refuses_to_move_a_durable_backlog() -> Result
             resp.text()
         );
         ensure!(
-            resp.text().contains(why) && resp.text().contains("restart the router"),
+            resp.text().contains(why) && resp.text().contains("holds 3 messages"),
             "{} {}",
             resp.status,
             resp.text()
         );
     }
     // Still serving the durable route.
-    let resp = router
-        .http("api")?
-        .post("/v1/publish/jobs.x", &[], b"still")?;
+    let resp = api.post("/v1/publish/jobs.x", &[], b"still")?;
     ensure!(resp.status == 202, "{}", resp.text());
     Ok(())
 }

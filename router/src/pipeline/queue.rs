@@ -759,6 +759,34 @@ impl RouteQueue {
         }
     }
 
+    /// Removes and returns what a memory queue has queued (not in flight).
+    pub fn take_messages(&self) -> Vec<(Message, usize)> {
+        if self.store.is_some() {
+            return Vec::new();
+        }
+        let mut s = self.lock();
+        s.queued_bytes = 0;
+        let taken = std::mem::take(&mut s.items).into();
+        drop(s);
+        self.room.notify_waiters();
+        taken
+    }
+
+    /// Appends `run` to a durable queue whatever its bounds (messages
+    /// accepted elsewhere, moving in); returns how many and their bytes
+    /// as held ([`RouteQueue::held_size`]).
+    pub fn absorb(&self, run: Vec<(Message, usize)>) -> (usize, usize) {
+        let mut s = self.lock();
+        let (mut n, mut bytes) = (0, 0);
+        for (message, size) in run {
+            if let Some(b) = self.enqueue(&mut s, message, size) {
+                n += 1;
+                bytes += b;
+            }
+        }
+        (n, bytes)
+    }
+
     /// Queued and in-flight counts and bytes, now. A durable queue's
     /// in-flight count is what the lane furthest ahead holds.
     pub fn stats(&self) -> QueueStats {

@@ -66,6 +66,23 @@ impl Pipeline {
         outputs: &[Arc<dyn Output>],
         drain: Duration,
     ) -> Result<Applied, Error> {
+        self.reconfigure_forced(specs, outputs, drain, false)
+    }
+
+    /// [`Pipeline::reconfigure`]; with `force`, a durable route that holds
+    /// messages may be removed or turned into a memory one: what it does
+    /// not deliver within `drain` stays in its directory, delivered when a
+    /// durable route of that name runs again.
+    ///
+    /// # Errors
+    /// As [`Pipeline::reconfigure`].
+    pub fn reconfigure_forced(
+        &self,
+        specs: Vec<RouteSpec>,
+        outputs: &[Arc<dyn Output>],
+        drain: Duration,
+        force: bool,
+    ) -> Result<Applied, Error> {
         let programs = programs(specs, outputs)?;
         let inner = &self.inner;
         let _one_at_a_time = inner
@@ -80,7 +97,21 @@ impl Pipeline {
             generation: old.number + 1,
             ..Applied::default()
         };
-        durable_changes(&old.routes, &programs)?;
+        durable_changes(&old.routes, &programs, force)?;
+        {
+            let retired = inner.retired.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(p) = programs.iter().find(|p| {
+                p.spec.queue.durable.is_some()
+                    && retired
+                        .iter()
+                        .any(|r| r.name == p.spec.name && r.queue.store().is_some())
+            }) {
+                return Err(Error::DurableChange {
+                    route: p.spec.name.clone(),
+                    change: "its previous durable queue is still draining or closing; reload again once it has".to_owned(),
+                });
+            }
+        }
         // Build every new route first: opening a durable queue can fail,
         // and then nothing may have changed.
         let mut built = Vec::with_capacity(programs.len());
@@ -89,7 +120,9 @@ impl Pipeline {
                 .routes
                 .iter()
                 .find(|r| r.name == program.spec.name)
-                .filter(|r| r.queue.when_full() == program.spec.queue.when_full);
+                .filter(|r| r.queue.when_full() == program.spec.queue.when_full)
+                // Turning a queue durable or back builds a new route.
+                .filter(|r| r.queue.store().is_some() == program.spec.queue.durable.is_some());
             built.push(match existing {
                 Some(route) => Built::Kept(Arc::clone(route), Box::new(program)),
                 None => {
@@ -160,9 +193,26 @@ impl Pipeline {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(leaving.iter().cloned());
+            // A memory route turned durable hands its backlog to its
+            // successor instead of draining it.
+            let successors: Vec<(Arc<Route>, Arc<Route>)> = leaving
+                .iter()
+                .filter(|r| r.queue.store().is_none())
+                .filter_map(|r| {
+                    let now = inner.current.load();
+                    let next = now.routes.iter().find(|n| n.name == r.name)?;
+                    next.queue
+                        .store()
+                        .is_some()
+                        .then(|| (Arc::clone(r), Arc::clone(next)))
+                })
+                .collect();
+            for (from, to) in &successors {
+                from.move_backlog(to);
+            }
             let pipeline = self.clone();
             inner.tracker.spawn(async move {
-                pipeline.retire(old, leaving, drain).await;
+                pipeline.retire(old, leaving, successors, drain).await;
             });
         }
         Ok(applied)
@@ -172,7 +222,13 @@ impl Pipeline {
     /// still admits under `old` (the generation they belonged to), finishes
     /// their queues so their workers exit once empty, and stops whatever is
     /// still draining at the deadline (counted as `route_removed`).
-    async fn retire(&self, old: Arc<Generation>, leaving: Vec<Arc<Route>>, drain: Duration) {
+    async fn retire(
+        &self,
+        old: Arc<Generation>,
+        leaving: Vec<Arc<Route>>,
+        successors: Vec<(Arc<Route>, Arc<Route>)>,
+        drain: Duration,
+    ) {
         let deadline = Instant::now() + drain;
         let hard_stop = self.inner.shared.hard_stop.clone();
         // Offers hold the generation they admit under; the last one to
@@ -187,6 +243,10 @@ impl Pipeline {
         for route in &leaving {
             route.queue.finish();
         }
+        // What offers under the old generation still queued moves too.
+        for (from, to) in &successors {
+            from.move_backlog(to);
+        }
         for route in &leaving {
             let exited = tokio::select! {
                 () = hard_stop.cancelled() => return,
@@ -197,6 +257,22 @@ impl Pipeline {
                 route.queue.close_intake();
                 route.stop.cancel();
                 route.exited.cancelled().await;
+            }
+        }
+        // A durable queue that leaves saves its cursors and closes; what
+        // it holds stays on disk.
+        for route in &leaving {
+            if let Some(store) = route.queue.store().cloned() {
+                let name = route.name.clone();
+                match tokio::task::spawn_blocking(move || store.close()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(route = %name, error = %e, "durable queue: close failed")
+                    }
+                    Err(e) => {
+                        tracing::error!(route = %name, error = %e, "durable queue: close panicked")
+                    }
+                }
             }
         }
         self.inner
@@ -216,34 +292,50 @@ enum Built {
     New(Arc<Route>, bool),
 }
 
-/// Refuses what a reload cannot do to a durable route yet: move its
-/// backlog between memory and disk (turning it durable or back, or changing
-/// its `when_full`, which rebuilds the route), or remove it.
-fn durable_changes(old: &[Arc<Route>], programs: &[super::route::Program]) -> Result<(), Error> {
+/// Refuses what a reload must not do to a durable route: remove it, or
+/// turn its queue into a memory one, while it holds messages (unless
+/// `force`: the backlog then stays on disk), or change its `when_full`
+/// (the queue's files cannot be opened twice). Turning a memory queue
+/// durable is fine: its backlog moves to disk.
+fn durable_changes(
+    old: &[Arc<Route>],
+    programs: &[super::route::Program],
+    force: bool,
+) -> Result<(), Error> {
     for route in old {
-        let was_durable = route.queue.store().is_some();
-        let refuse = |change| {
+        if route.queue.store().is_none() {
+            continue;
+        }
+        let stats = route.queue.stats();
+        let depth = stats.queued + stats.in_flight;
+        let refuse = |change: String| {
             Err(Error::DurableChange {
                 route: route.name.clone(),
                 change,
             })
         };
+        let holding = |what: &str| {
+            format!(
+                "the reload {what} while its durable queue holds {depth} messages; let it drain first (switchyard_route_queue_depth) or reload with force (what it does not deliver while draining stays on disk, delivered when the route is durable again)"
+            )
+        };
         match programs.iter().find(|p| p.spec.name == route.name) {
-            None if was_durable => return refuse("the reload removes this durable route"),
-            None => {}
-            Some(p) => {
-                let durable = p.spec.queue.durable.is_some();
-                if durable != was_durable {
-                    return refuse(if durable {
-                        "the reload turns this route's queue durable"
-                    } else {
-                        "the reload turns this route's durable queue into a memory one"
-                    });
-                }
-                if durable && p.spec.queue.when_full != route.queue.when_full() {
-                    return refuse("the reload changes this durable route's when_full");
-                }
+            None if depth > 0 && !force => {
+                return refuse(holding("removes (or renames) this route"));
             }
+            None => {}
+            Some(p) => match &p.spec.queue.durable {
+                None if depth > 0 && !force => {
+                    return refuse(holding("turns this route's queue into a memory one"));
+                }
+                None => {}
+                Some(_) if p.spec.queue.when_full != route.queue.when_full() => {
+                    return refuse(
+                        "the reload changes this durable route's when_full; restart the router to change it (the queue stays on disk)".to_owned(),
+                    );
+                }
+                Some(_) => {}
+            },
         }
     }
     Ok(())

@@ -137,6 +137,24 @@ impl Route {
         }
     }
 
+    /// Moves what this memory route has queued (not in flight) into `to`,
+    /// its durable successor of the same name: it was accepted, so it goes
+    /// in whatever the bounds say.
+    pub(crate) fn move_backlog(&self, to: &Route) {
+        let run = self.queue.take_messages();
+        if run.is_empty() {
+            return;
+        }
+        let bytes: usize = run.iter().map(|(_, size)| size).sum();
+        self.metrics.held(-delta(run.len()), -delta(bytes));
+        let total = run.len();
+        let (moved, held) = to.queue.absorb(run);
+        to.metrics.held(delta(moved), delta(held));
+        // Only a closed store takes nothing: the router is stopping.
+        to.metrics.dropped(DropReason::Shutdown, total - moved);
+        tracing::info!(route = %self.name, moved, "moved the memory queue's backlog to its durable queue");
+    }
+
     /// Whether this is a durable route with retention (`drop_oldest` or
     /// `max_age`): one whose lanes give back a batch they retry when
     /// retention needs its records.

@@ -468,3 +468,64 @@ async fn a_durable_route_drops_what_is_older_than_max_age() {
     assert_conserved(&snap);
     p.shutdown(DEADLINE).await;
 }
+
+#[tokio::test]
+async fn turning_a_memory_route_durable_by_reload_moves_its_backlog_to_disk() {
+    let dir = TempDir::new("to-durable");
+    let out = FakeOutput::stalled("out");
+    let mut memory = durable_spec(&dir, &["out"]);
+    memory.queue.durable = None;
+    memory.queue.max_batch = 2;
+    let p = start_with(vec![memory], &[&out]);
+    assert_eq!(
+        p.offer(msgs("t.x", 0..10), Wait::Unbounded).await.admitted,
+        10
+    );
+    out.wait_arrived(2).await;
+    let outputs: Vec<Arc<dyn Output>> = vec![out.as_output()];
+    p.reconfigure(vec![durable_spec(&dir, &["out"])], &outputs, DEADLINE)
+        .expect("a memory route may turn durable");
+    out.release();
+    let snap = wait_idle(&p).await;
+    let mut taken = out.taken();
+    taken.sort_unstable();
+    assert_eq!(taken, (0..10).collect::<Vec<u8>>(), "nothing lost");
+    assert_eq!(snap.routes[0].delivered, 10);
+    assert_conserved(&snap);
+    p.shutdown(DEADLINE).await;
+}
+
+#[tokio::test]
+async fn a_reload_refuses_to_drop_a_durable_backlog_unless_forced() {
+    let dir = TempDir::new("refuse-remove");
+    let out = FakeOutput::stalled("out");
+    let p = start_with(vec![durable_spec(&dir, &["out"])], &[&out]);
+    p.offer(msgs("t.x", 0..4), Wait::Unbounded).await;
+    out.wait_arrived(1).await;
+    let outputs: Vec<Arc<dyn Output>> = vec![out.as_output()];
+    let other = spec("other", "o.>", 10, WhenFull::Block, &["out"]);
+    let err = p
+        .reconfigure(vec![other.clone()], &outputs, DEADLINE)
+        .expect_err("removing a durable route with a backlog");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"r\"") && text.contains("holds 4 messages") && text.contains("force"),
+        "{text}"
+    );
+    let mut memory = durable_spec(&dir, &["out"]);
+    memory.queue.durable = None;
+    let err = p
+        .reconfigure(vec![memory], &outputs, DEADLINE)
+        .expect_err("turning it into a memory route");
+    assert!(err.to_string().contains("into a memory one"), "{err}");
+    // Forced: it goes, and its backlog stays on disk for the next time.
+    p.reconfigure_forced(vec![other], &outputs, Duration::from_millis(20), true)
+        .expect("forced");
+    wait_snapshot(&p, |s| s.routes.iter().all(|r| r.name != "r")).await;
+    p.shutdown(DEADLINE).await;
+    let out2 = FakeOutput::new("out");
+    let p = start_with(vec![durable_spec(&dir, &["out"])], &[&out2]);
+    wait_idle(&p).await;
+    assert_eq!(out2.taken(), vec![0, 1, 2, 3], "delivered when it is back");
+    p.shutdown(DEADLINE).await;
+}
