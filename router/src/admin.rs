@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::OutputStats;
-pub use state::{PluginStats, ReloadFuture, State};
+pub use state::{InjectFuture, PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
 

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Cancelled when a shutdown's grace period ends: workers abandon their
     /// batch in flight and exit.
     pub(crate) hard_stop: CancellationToken,
+    /// The dead-letter store, when the router has one.
+    pub(crate) dead_letters: Option<Arc<crate::store::DeadLetters>>,
 }
 
 /// Runs `route`'s worker until its queue is finished and drained, or until
@@ -185,6 +187,8 @@ async fn run_stage(mut stage: Stage, batch: &mut Vec<Message>) -> Result<Stage, 
 #[derive(Default)]
 struct Scratch {
     reasons: Vec<Option<DropReason>>,
+    /// Positions set aside as `too_large` for the dead-letter store.
+    too_large: Vec<u32>,
     /// Per output, the messages a routing plugin chose for it.
     routed: Vec<Vec<Message>>,
 }
@@ -205,7 +209,27 @@ async fn deliver(
         let results = send_all(program.outputs.iter().map(|o| (o, batch))).await;
         let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
         let all = |_: usize| None;
-        account(route, batch, &results, all, shutting_down, scratch, latency);
+        account(
+            route,
+            batch,
+            &results,
+            all,
+            shutting_down,
+            scratch,
+            latency,
+            shared,
+        );
+        // Dead-letter store hook: too_large rejections.
+        super::dead_letters::keep_too_large(
+            route,
+            program,
+            batch,
+            &results,
+            all,
+            &scratch.too_large,
+            shared,
+        )
+        .await;
         return;
     };
     let m = &route.metrics;
@@ -242,6 +266,13 @@ async fn deliver(
         .as_ref()
         .filter(|_| !staged.dead.is_empty())
         .map(|o| (o, staged.dead.as_slice()));
+    // Dead-letter store hook: route-level dead letters without an output.
+    if dead.is_none()
+        && !staged.dead.is_empty()
+        && super::dead_letters::keeps_route_level(program, shared)
+    {
+        super::dead_letters::keep_route_level(route, program, &staged.dead, shared).await;
+    }
     if targets.is_empty() && dead.is_none() {
         return;
     }
@@ -276,7 +307,19 @@ async fn deliver(
         shutting_down,
         scratch,
         latency,
+        shared,
     );
+    // Dead-letter store hook: too_large rejections.
+    super::dead_letters::keep_too_large(
+        route,
+        program,
+        &staged.messages,
+        &results,
+        positions,
+        &scratch.too_large,
+        shared,
+    )
+    .await;
 }
 
 /// Hands each batch to its output concurrently and collects the results in
@@ -390,7 +433,9 @@ fn account<'p>(
     shutting_down: bool,
     scratch: &mut Scratch,
     latency: &LocalHistogram,
+    shared: &Shared,
 ) {
+    scratch.too_large.clear();
     let now = SystemTime::now();
     let observe = |m: &Message| {
         let secs = now
@@ -421,6 +466,10 @@ fn account<'p>(
         }
     }
     route.metrics.delivered.inc_by(delivered as u64);
+    // Dead-letter store hook: too_large messages are the store's to count.
+    if super::dead_letters::keeps_too_large(shared) {
+        super::dead_letters::set_aside_too_large(&mut scratch.reasons, &mut scratch.too_large);
+    }
     count_drops(route, &scratch.reasons);
     latency.flush();
 }
