@@ -8,12 +8,21 @@
 //! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
 //! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, plugins, outputs, policy, queue and counts |
 //! | `GET /v1/plugins` | `{"plugins": [PluginStats]}`: each loaded plugin's kind, module hash, routes, limits, calls, traps by reason and breaker state |
+//! | `GET /v1/dead-letters?route=&output=&reason=&since=&until=&limit=&cursor=` | `{"entries": [{id, message_id, topic, route, output, reason, attempts, first_error, last_error, first_failed, last_failed, publish_time, size}], "next_cursor": "..." or null}`; times in unix ms; `limit` 1 to 1000, default 100 |
+//! | `GET /v1/dead-letters/{id}` | the entry plus `attributes`, `publisher`, `priority` and `payload` (base64); `404 DEAD_LETTER_NOT_FOUND` |
+//! | `POST /v1/dead-letters/replay` | body `{"ids": [..]}` or `{"filter": {route, output, reason, since, until}}`, optional `"route"`: each entry back into its route (or that one) with the same message id and the attribute `replayed-from`; `{"replayed", "refused", "missing", "stopped"?}` |
+//! | `DELETE /v1/dead-letters` | body `{"ids": [..]}` or `{"filter": {..}}`: `{"purged": n}` |
+//!
+//! Without a dead-letter store (no `[router] data_dir`) the
+//! `/v1/dead-letters` endpoints answer `404 DEAD_LETTERS_DISABLED`; bad
+//! input is a `400` naming what is wrong.
 //!
 //! `HEAD` works wherever `GET` does. Other methods get `405
 //! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
 //! shape of [`crate::http::Error`]. The data comes from the app through
 //! [`State`].
 
+mod dead_letters;
 mod state;
 
 use std::net::SocketAddr;
@@ -30,6 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::OutputStats;
+pub use dead_letters::REPLAYED_FROM;
 pub use state::{InjectFuture, PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
@@ -208,6 +218,30 @@ impl Handler for Admin {
         request: Request<Incoming>,
         _peer: &Peer,
     ) -> Result<Response<Body>, Error> {
+        let path = request.uri().path();
+        if path == "/v1/dead-letters" {
+            return match *request.method() {
+                Method::GET | Method::HEAD => dead_letters::list(&*self.state, &request).await,
+                Method::DELETE => dead_letters::purge(&*self.state, request).await,
+                _ => Err(Error::MethodNotAllowed {
+                    method: request.method().clone(),
+                    allow: "GET, HEAD, DELETE",
+                }),
+            };
+        }
+        if path == "/v1/dead-letters/replay" {
+            return dead_letters::replay(&*self.state, request).await;
+        }
+        if let Some(id) = path.strip_prefix("/v1/dead-letters/") {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return Err(Error::MethodNotAllowed {
+                    method: request.method().clone(),
+                    allow: "GET, HEAD",
+                });
+            }
+            let id = id.to_owned();
+            return dead_letters::show(&*self.state, &id).await;
+        }
         let endpoint = match request.uri().path() {
             "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,

@@ -249,6 +249,10 @@ pub struct Page {
     pub next: Option<u64>,
 }
 
+/// The most ids one [`DeadLetters::remove`] should be given (one
+/// tombstone's worth), so a large purge goes in steps.
+pub const MAX_REMOVE: usize = codec::MAX_TOMBSTONE_IDS;
+
 /// Entries one index scan looks at before it lets go of the lock.
 const SCAN_BUDGET: usize = 16_384;
 
