@@ -22,6 +22,7 @@
 //! shape of [`crate::http::Error`]. The data comes from the app through
 //! [`State`].
 
+pub mod cli;
 mod dead_letters;
 mod state;
 
