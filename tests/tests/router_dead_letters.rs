@@ -211,7 +211,7 @@ fn dead_letters_are_listed_shown_replayed_purged_and_survive_a_restart() -> Resu
     assert_eq!(shown["publisher"]["input"], "api");
     assert_eq!(
         shown["topic"],
-        if dead[0] % 2 == 0 {
+        if dead[0].is_multiple_of(2) {
             "readings.even"
         } else {
             "readings.odd"

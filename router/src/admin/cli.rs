@@ -463,16 +463,8 @@ fn print_table(page: &Value, printed_header: &mut bool) {
     let entries = page["entries"].as_array().cloned().unwrap_or_default();
     if !*printed_header {
         println!(
-            "{:<10} {:<16} {:<12} {:<17} {:>4} {:<23} {:>8}  {:<24} {}",
-            "ID",
-            "ROUTE",
-            "OUTPUT",
-            "REASON",
-            "TRY",
-            "LAST FAILED (UTC)",
-            "SIZE",
-            "TOPIC",
-            "LAST ERROR"
+            "{:<10} {:<16} {:<12} {:<17} {:>4} {:<23} {:>8}  {:<24} LAST ERROR",
+            "ID", "ROUTE", "OUTPUT", "REASON", "TRY", "LAST FAILED (UTC)", "SIZE", "TOPIC"
         );
         *printed_header = true;
     }

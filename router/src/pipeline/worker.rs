@@ -187,8 +187,10 @@ async fn run_stage(mut stage: Stage, batch: &mut Vec<Message>) -> Result<Stage, 
 #[derive(Default)]
 struct Scratch {
     reasons: Vec<Option<DropReason>>,
-    /// Positions set aside as `too_large` for the dead-letter store.
+    /// Positions set aside as `too_large` for the dead-letter store, and
+    /// whether to (the router has one).
     too_large: Vec<u32>,
+    keep_too_large: bool,
     /// Per output, the messages a routing plugin chose for it.
     routed: Vec<Vec<Message>>,
 }
@@ -209,16 +211,8 @@ async fn deliver(
         let results = send_all(program.outputs.iter().map(|o| (o, batch))).await;
         let shutting_down = shared.shutting_down.load(Ordering::Relaxed);
         let all = |_: usize| None;
-        account(
-            route,
-            batch,
-            &results,
-            all,
-            shutting_down,
-            scratch,
-            latency,
-            shared,
-        );
+        scratch.keep_too_large = super::dead_letters::keeps_too_large(shared);
+        account(route, batch, &results, all, shutting_down, scratch, latency);
         // Dead-letter store hook: too_large rejections.
         super::dead_letters::keep_too_large(
             route,
@@ -299,6 +293,7 @@ async fn deliver(
         return;
     }
     let positions = |o: usize| routed.then(|| staged.routed[targets[o]].as_slice());
+    scratch.keep_too_large = super::dead_letters::keeps_too_large(shared);
     account(
         route,
         &staged.messages,
@@ -307,7 +302,6 @@ async fn deliver(
         shutting_down,
         scratch,
         latency,
-        shared,
     );
     // Dead-letter store hook: too_large rejections.
     super::dead_letters::keep_too_large(
@@ -433,7 +427,6 @@ fn account<'p>(
     shutting_down: bool,
     scratch: &mut Scratch,
     latency: &LocalHistogram,
-    shared: &Shared,
 ) {
     scratch.too_large.clear();
     let now = SystemTime::now();
@@ -467,7 +460,7 @@ fn account<'p>(
     }
     route.metrics.delivered.inc_by(delivered as u64);
     // Dead-letter store hook: too_large messages are the store's to count.
-    if super::dead_letters::keeps_too_large(shared) {
+    if scratch.keep_too_large {
         super::dead_letters::set_aside_too_large(&mut scratch.reasons, &mut scratch.too_large);
     }
     count_drops(route, &scratch.reasons);

@@ -94,7 +94,7 @@ pub(crate) fn from_nanos(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(n)
 }
 
-fn finish(out: &mut Vec<u8>, start: usize) -> usize {
+fn finish(out: &mut [u8], start: usize) -> usize {
     let body = out.len() - start - HEADER;
     let len = (body as u32).to_le_bytes();
     out[start + 4..start + 8].copy_from_slice(&len);

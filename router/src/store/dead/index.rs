@@ -167,13 +167,11 @@ impl Index {
             until: filter.until.map_or(u64::MAX, nanos),
         };
         let start = after.map_or(0, |a| a.saturating_add(1));
-        let mut looked = 0;
         let mut last = None;
-        for (&id, slot) in self.slots.range(start..) {
+        for (looked, (&id, slot)) in self.slots.range(start..).enumerate() {
             if out.len() >= limit || looked >= budget {
                 return last;
             }
-            looked += 1;
             last = Some(id);
             if resolved.matches(slot) {
                 out.push((id, *slot));
