@@ -162,6 +162,20 @@ mod tests {
     }
 
     #[test]
+    fn a_change_needs_a_restart() {
+        let old = valid(&format!(
+            "[router]\ndata_dir = \"var\"\n{}",
+            base("", "", "")
+        ));
+        let new = valid(&format!(
+            "[router]\ndata_dir = \"var\"\n[dead_letters]\nmax_age = \"1d\"\n{}",
+            base("", "", "")
+        ));
+        assert_eq!(old.diff(&new).restart_required, ["dead_letters"]);
+        assert!(old.diff(&old).is_empty());
+    }
+
+    #[test]
     fn mistakes_are_each_reported_with_their_lines() {
         let got = problems(&format!(
             "[dead_letters]\nmax_entries = 0\nmax_bytes = \"1KiB\"\nfsync = \"alway\"\nfsync_interval = \"5ms\"\nmax_agee = \"1d\"\n{}",

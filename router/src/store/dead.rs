@@ -510,6 +510,25 @@ impl DeadLetters {
         Ok(n)
     }
 
+    /// Removes every entry matching `filter`, [`MAX_REMOVE`] at a time
+    /// (each step scans a bounded part of the index, then waits for its
+    /// tombstone); returns how many were removed.
+    ///
+    /// # Errors
+    /// As [`DeadLetters::remove`]; what was removed before stays removed.
+    pub async fn remove_matching(&self, filter: &Filter, why: Removal<'_>) -> Result<u64, Error> {
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let (ids, next) = self.ids(filter, after, MAX_REMOVE);
+            removed += self.remove(&ids, why).await?;
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(removed),
+            }
+        }
+    }
+
     /// Now.
     pub fn stats(&self) -> Stats {
         let inner = locked(&self.shared.inner);

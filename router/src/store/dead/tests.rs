@@ -425,8 +425,122 @@ async fn damage_costs_only_the_damaged_entry() {
     assert_eq!(all_ids(&store), expect);
 }
 
+#[derive(Debug, Clone)]
+enum Op {
+    /// Put this many entries on route `r{route}`.
+    Put(usize, u8),
+    /// Remove the live entry at this index (modulo).
+    Remove(usize),
+    /// Purge every entry of route `r{route}`.
+    Purge(u8),
+    /// Close and open again.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1usize..5, 0u8..3).prop_map(|(n, r)| Op::Put(n, r)),
+        2 => any::<usize>().prop_map(Op::Remove),
+        1 => (0u8..3).prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Model = std::collections::BTreeMap<u64, (String, Vec<u8>)>;
+
+/// The store lists exactly the model's entries, per route too, and each
+/// reads back whole.
+fn check(store: &DeadLetters, model: &Model) -> Result<(), TestCaseError> {
+    let ids: Vec<u64> = model.keys().copied().collect();
+    prop_assert_eq!(all_ids(store), ids);
+    for r in 0..3 {
+        let route = format!("r{r}");
+        let filter = Filter {
+            route: Some(route.clone()),
+            ..Filter::default()
+        };
+        let listed: Vec<u64> = store
+            .list(&filter, None, 1000)
+            .expect("list")
+            .entries
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let want: Vec<u64> = model
+            .iter()
+            .filter(|(_, (m, _))| *m == route)
+            .map(|(id, _)| *id)
+            .collect();
+        prop_assert_eq!(listed, want);
+    }
+    for (id, (route, payload)) in model {
+        let (e, _) = store.get(*id).expect("get").expect("present");
+        prop_assert_eq!(&e.route, route);
+        prop_assert_eq!(&e.message.payload[..], &payload[..]);
+    }
+    prop_assert_eq!(store.stats().entries as usize, model.len());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Against a model (id -> route and payload), through puts, removals,
+    /// purges by route and reopens.
+    #[test]
+    fn the_store_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let storage = MemoryStorage::new();
+            let (mut store, _, _) = open(&storage, options());
+            let mut model = Model::new();
+            let mut n = 0u8;
+            for op in &ops {
+                match op {
+                    Op::Put(count, route) => {
+                        let route = format!("r{route}");
+                        let before: std::collections::BTreeSet<u64> =
+                            all_ids(&store).into_iter().collect();
+                        let batch: Vec<DeadLetter> = (0..*count)
+                            .map(|_| {
+                                n = n.wrapping_add(1);
+                                entry(&route, None, DeadReason::Verdict, &[n; 5])
+                            })
+                            .collect();
+                        store.put(batch.clone()).await.expect("put");
+                        let new: Vec<u64> =
+                            all_ids(&store).into_iter().filter(|id| !before.contains(id)).collect();
+                        prop_assert_eq!(new.len(), batch.len());
+                        for (id, e) in new.into_iter().zip(&batch) {
+                            model.insert(id, (route.clone(), e.message.payload.to_vec()));
+                        }
+                    }
+                    Op::Remove(pick) => {
+                        if let Some(&id) = model.keys().nth(pick % model.len().max(1)) {
+                            let removed = store.remove(&[id], Removal::Purged).await.expect("remove");
+                            prop_assert_eq!(removed, 1);
+                            model.remove(&id);
+                        }
+                    }
+                    Op::Purge(route) => {
+                        let route = format!("r{route}");
+                        let filter = Filter { route: Some(route.clone()), ..Filter::default() };
+                        let removed = store.remove_matching(&filter, Removal::Purged).await.expect("purge");
+                        let before = model.len();
+                        model.retain(|_, (r, _)| *r != route);
+                        prop_assert_eq!(removed as usize, before - model.len());
+                    }
+                    Op::Reopen => {
+                        store.close().expect("close");
+                        drop(store);
+                        store = open(&storage, options()).0;
+                    }
+                }
+                check(&store, &model)?;
+            }
+            Ok(())
+        })?;
+    }
 
     /// A crash at any point: every entry whose put resolved survives, with
     /// its id and its message, unless it was removed; no entry appears
