@@ -23,6 +23,10 @@
 //! `max_bytes` (of files on disk), or older than `max_age`, the oldest
 //! entries are dropped and counted.
 //!
+//! Files: `codec` (the two kinds of record), `index` (the in-memory
+//! index and filters), `read` (rebuilding the index at open, reading
+//! summaries), `writer` (the writer thread: group commit and retention).
+//!
 //! Recovery is the log's: torn tails cut, damaged spans skipped and
 //! reported, every intact record kept. A tombstone lost in a crash brings
 //! its entries back (a purge is repeated, a replay may deliver twice:
@@ -31,12 +35,14 @@
 
 mod codec;
 mod index;
+mod read;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use serde::Serialize;
@@ -45,11 +51,12 @@ use tokio::sync::oneshot;
 pub use codec::Summary;
 pub use index::Filter;
 
-use self::index::{Index, Slot};
-use super::log::{Extent, Log, Options as LogOptions, Recovery};
+use self::index::Index;
+use self::read::{read_summary, rebuild};
+use self::writer::{Pending, Request};
+use super::log::{Log, Options as LogOptions, Recovery};
 use super::queue::{Error, Fsync};
 use super::record;
-use super::scan::{Cursor, Step, Window};
 use super::storage::Storage;
 use crate::message::Message;
 use crate::metrics::Registry;
@@ -255,19 +262,6 @@ pub const MAX_REMOVE: usize = codec::MAX_TOMBSTONE_IDS;
 
 /// Entries one index scan looks at before it lets go of the lock.
 const SCAN_BUDGET: usize = 16_384;
-
-type Reply = oneshot::Sender<Result<(), (io::ErrorKind, String)>>;
-
-enum Request {
-    Put(Vec<DeadLetter>, Reply),
-    Tombstone(Vec<u64>, Reply),
-}
-
-#[derive(Default)]
-struct Pending {
-    requests: Vec<Request>,
-    closed: bool,
-}
 
 struct Inner {
     log: Log,
@@ -580,293 +574,6 @@ async fn wait(rx: oneshot::Receiver<Result<(), (io::ErrorKind, String)>>) -> Res
         Ok(Ok(())) => Ok(()),
         Ok(Err((kind, message))) => Err(Error::Io(io::Error::new(kind, message))),
         Err(_) => Err(Error::Closed),
-    }
-}
-
-/// The extent holding `id`.
-fn extent_of(extents: &[Extent], id: u64) -> Option<&Extent> {
-    extents.iter().rev().find(|e| e.base() <= id)
-}
-
-/// The summary of entry `id`, reading only the front of its record.
-fn read_summary(
-    extents: &[Extent],
-    id: u64,
-    slot: &Slot,
-    buf: &mut Vec<u8>,
-) -> Result<Option<Summary>, Error> {
-    let Some(extent) = extent_of(extents, id) else {
-        return Ok(None);
-    };
-    let len = slot.len as usize;
-    buf.resize(len.min(codec::SUMMARY_GUESS), 0);
-    let got = extent.file().read_at(slot.offset, buf)?;
-    buf.truncate(got);
-    let Some(need) = codec::summary_len(buf).filter(|&n| n <= len) else {
-        tracing::warn!(
-            id,
-            "a dead letter's record does not parse; left out of the listing"
-        );
-        return Ok(None);
-    };
-    if need > buf.len() {
-        buf.resize(need, 0);
-        let got = extent.file().read_at(slot.offset, buf)?;
-        buf.truncate(got);
-    }
-    match codec::parse(buf) {
-        Some(codec::Body::Entry(s)) if s.id == id => Ok(Some(*s)),
-        _ => {
-            tracing::warn!(
-                id,
-                "a dead letter's record does not parse; left out of the listing"
-            );
-            Ok(None)
-        }
-    }
-}
-
-/// Builds the index from every intact record of `log`; returns how many
-/// records framed well but did not parse.
-fn rebuild(log: &Log, index: &mut Index) -> io::Result<u64> {
-    let mut unreadable = 0;
-    let mut buf = Vec::new();
-    for extent in log.extents(0) {
-        let mut window = Window::new(&**extent.file(), extent.len(), std::mem::take(&mut buf));
-        let mut cursor = Cursor {
-            pos: 0,
-            last_seq: extent.base().checked_sub(1),
-        };
-        loop {
-            match cursor.step(&mut window)? {
-                Step::Record { offset, frame } => {
-                    let mut view = window.view(offset, frame.len.min(codec::SUMMARY_GUESS))?;
-                    if let Some(need) = codec::summary_len(view)
-                        && need > view.len()
-                        && need <= frame.len
-                    {
-                        view = window.view(offset, need)?;
-                    }
-                    match codec::parse(view) {
-                        Some(codec::Body::Entry(s)) => index.insert(
-                            frame.seq,
-                            offset,
-                            frame.len as u32,
-                            &s.route,
-                            s.output.as_deref(),
-                            s.reason,
-                            s.last_failed,
-                        ),
-                        Some(codec::Body::Tombstone(ids)) => {
-                            for id in ids {
-                                index.remove(id);
-                            }
-                        }
-                        None => unreadable += 1,
-                    }
-                }
-                // The log reported (and cut) damage when it opened.
-                Step::Damaged(_) => {}
-                Step::Torn(_) | Step::End => break,
-            }
-        }
-        buf = window.into_buf();
-    }
-    Ok(unreadable)
-}
-
-impl Shared {
-    fn submit(&self, request: Request) -> Result<(), Error> {
-        let mut pending = locked(&self.pending);
-        if pending.closed {
-            return Err(Error::Closed);
-        }
-        pending.requests.push(request);
-        drop(pending);
-        self.work.notify_one();
-        Ok(())
-    }
-
-    /// The writer thread: takes what was submitted, writes it as one
-    /// group, syncs per the policy, answers; enforces retention between
-    /// groups and at least once a second.
-    fn write_loop(&self) {
-        let mut last_sync = Instant::now();
-        let mut buf = Vec::new();
-        loop {
-            let (requests, closed) = {
-                let mut pending = locked(&self.pending);
-                if pending.requests.is_empty() && !pending.closed {
-                    pending = self
-                        .work
-                        .wait_timeout(pending, Duration::from_secs(1))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                if let Fsync::Batch(interval) = self.options.fsync
-                    && !pending.requests.is_empty()
-                    && !pending.closed
-                {
-                    // Group commit: let the interval since the last sync
-                    // fill up before taking the group.
-                    let since = last_sync.elapsed();
-                    if since < interval {
-                        drop(pending);
-                        std::thread::sleep(interval - since);
-                        pending = locked(&self.pending);
-                    }
-                }
-                (std::mem::take(&mut pending.requests), pending.closed)
-            };
-            if !requests.is_empty() {
-                let result = self.commit(&requests, &mut buf);
-                if !matches!(self.options.fsync, Fsync::Os) {
-                    last_sync = Instant::now();
-                }
-                let answer = result.map_err(|e| (e.kind(), e.to_string()));
-                for request in requests {
-                    let (Request::Put(_, reply) | Request::Tombstone(_, reply)) = request;
-                    let _ = reply.send(answer.clone());
-                }
-            }
-            if let Err(e) = self.enforce_retention() {
-                tracing::warn!(error = %e, "dead-letter store: retention failed; tried again");
-            }
-            if closed && locked(&self.pending).requests.is_empty() {
-                return;
-            }
-        }
-    }
-
-    /// Writes `requests` as one group and syncs it per the policy.
-    fn commit(&self, requests: &[Request], buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.clear();
-        let now = SystemTime::now();
-        let tail = {
-            let mut inner = locked(&self.inner);
-            let first = inner.log.next_seq();
-            let mut seq = first;
-            // (id, offset in buf, len) of each entry written.
-            let mut placed = Vec::new();
-            for request in requests {
-                match request {
-                    Request::Put(entries, _) => {
-                        for e in entries {
-                            let at = buf.len();
-                            let len = codec::encode_entry(seq, e, buf);
-                            placed.push((seq, at, len, e));
-                            seq += 1;
-                        }
-                    }
-                    Request::Tombstone(ids, _) => {
-                        for chunk in ids.chunks(codec::MAX_TOMBSTONE_IDS) {
-                            codec::encode_tombstone(seq, now, chunk, buf);
-                            seq += 1;
-                        }
-                    }
-                }
-            }
-            inner.log.write(buf, first..seq)?;
-            let tail = inner.log.tail().expect("a write leaves a tail segment");
-            let start = tail.size()? - buf.len() as u64;
-            for (id, at, len, e) in placed {
-                inner.index.insert(
-                    id,
-                    start + at as u64,
-                    len as u32,
-                    &e.route,
-                    e.output.as_deref(),
-                    e.reason,
-                    e.last_failed,
-                );
-            }
-            self.metrics.depth.set(inner.index.len() as i64);
-            self.metrics.disk_bytes.set(inner.log.bytes() as i64);
-            tail
-        };
-        if !matches!(self.options.fsync, Fsync::Os) {
-            tail.sync()?;
-        }
-        Ok(())
-    }
-
-    /// Drops the oldest entries past `max_entries`, `max_bytes` or
-    /// `max_age`, writes their tombstones, and deletes segments no live
-    /// entry needs.
-    fn enforce_retention(&self) -> io::Result<()> {
-        let o = &self.options;
-        let mut inner = locked(&self.inner);
-        let Inner { log, index } = &mut *inner;
-        let mut expired: Vec<(u64, DeadReason)> = Vec::new();
-        let oldest_kept = codec::nanos(
-            SystemTime::now()
-                .checked_sub(o.max_age)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        );
-        while index.len() as u64 > o.max_entries
-            || index.bytes() > o.max_bytes
-            || index
-                .first()
-                .is_some_and(|(_, s)| s.last_failed < oldest_kept)
-        {
-            let Some((id, slot)) = index.pop_first() else {
-                break;
-            };
-            expired.push((id, slot.reason));
-        }
-        // The files: drop whole front segments while over the bound.
-        loop {
-            let head = index.first().map_or(log.next_seq(), |(id, _)| id);
-            log.release(head)?;
-            if log.bytes() <= o.max_bytes {
-                break;
-            }
-            let extents = log.extents(0);
-            let Some(second) = extents.get(1) else {
-                break;
-            };
-            let upto = second.base();
-            let before = expired.len();
-            while let Some((id, slot)) = index.first().filter(|(id, _)| *id < upto) {
-                index.remove(id);
-                expired.push((id, slot.reason));
-            }
-            if expired.len() == before {
-                // Nothing live pins the front segment, yet it stays: stop
-                // rather than spin.
-                break;
-            }
-        }
-        if !expired.is_empty() {
-            let mut counts = [0u64; DeadReason::ALL.len()];
-            for (_, reason) in &expired {
-                counts[*reason as usize] += 1;
-            }
-            for reason in DeadReason::ALL {
-                if counts[reason as usize] > 0 {
-                    self.metrics
-                        .expired
-                        .with_label_values(&[reason.label()])
-                        .inc_by(counts[reason as usize]);
-                }
-            }
-            let ids: Vec<u64> = expired.iter().map(|(id, _)| *id).collect();
-            let mut buf = Vec::new();
-            let first = log.next_seq();
-            let mut seq = first;
-            for chunk in ids.chunks(codec::MAX_TOMBSTONE_IDS) {
-                codec::encode_tombstone(seq, SystemTime::now(), chunk, &mut buf);
-                seq += 1;
-            }
-            log.write(&buf, first..seq)?;
-            tracing::debug!(
-                expired = ids.len(),
-                "dead-letter store: retention dropped the oldest entries"
-            );
-        }
-        self.metrics.depth.set(index.len() as i64);
-        self.metrics.disk_bytes.set(log.bytes() as i64);
-        Ok(())
     }
 }
 
