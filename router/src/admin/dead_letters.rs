@@ -331,15 +331,20 @@ struct Chunks {
     /// Ids: where the next chunk starts. Filter: the cursor.
     at: usize,
     after: Option<u64>,
+    /// A filter only selects entries below this id: those stored when the
+    /// request came. A replay into a route that dead-letters them again
+    /// stores them anew, and must not go round for ever.
+    below: u64,
     done: bool,
 }
 
 impl Chunks {
-    fn new(selected: Selected) -> Self {
+    fn new(selected: Selected, store: &DeadLetters) -> Self {
         Self {
             selected,
             at: 0,
             after: None,
+            below: store.stats().next_id,
             done: false,
         }
     }
@@ -364,9 +369,14 @@ impl Chunks {
                 }
                 Selected::Filter(filter) => {
                     let (store, filter, after) = (Arc::clone(store), filter.clone(), self.after);
-                    let (ids, next) = blocking(move || Ok(store.ids(&filter, after, n))).await?;
+                    let (mut ids, next) =
+                        blocking(move || Ok(store.ids(&filter, after, n))).await?;
                     self.after = next;
-                    self.done = next.is_none();
+                    self.done = next.is_none_or(|n| n >= self.below);
+                    if ids.last().is_some_and(|&id| id >= self.below) {
+                        ids.retain(|&id| id < self.below);
+                        self.done = true;
+                    }
                     if !ids.is_empty() {
                         return Ok(Some(ids));
                     }
@@ -444,7 +454,7 @@ pub(super) async fn replay(
         }
     }
     let mut report = Replayed::default();
-    let mut chunks = Chunks::new(selected);
+    let mut chunks = Chunks::new(selected, &store);
     'chunks: while let Some(ids) = chunks.next(&store, CHUNK_IDS).await? {
         // Read the chunk's entries, up to CHUNK_BYTES of messages at a
         // time.
@@ -537,7 +547,7 @@ pub(super) async fn purge(
     let store = store(state)?;
     let (selected, _) = selection(request, false).await?;
     let mut purged = 0;
-    let mut chunks = Chunks::new(selected);
+    let mut chunks = Chunks::new(selected, &store);
     while let Some(ids) = chunks.next(&store, crate::store::dead::MAX_REMOVE).await? {
         purged += store
             .remove(&ids, Removal::Purged)

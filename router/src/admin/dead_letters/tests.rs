@@ -59,6 +59,18 @@ impl State for Fake {
                 });
             }
             let n = messages.len();
+            if route == "again" {
+                // A route that dead-letters everything once more.
+                let store = self.store.as_ref().expect("a store");
+                let again = messages
+                    .iter()
+                    .map(|m| DeadLetter {
+                        message: m.clone(),
+                        ..entry("again", DeadReason::Verdict, 0)
+                    })
+                    .collect();
+                store.put(again).await.expect("put");
+            }
             let take = if route == "full" { n.min(1) } else { n };
             let mut injected = self.injected.lock().expect("test lock");
             injected.extend(
@@ -369,5 +381,30 @@ async fn list_show_replay_purge() {
         metric(&running.registry.encode(), "switchyard_dead_letter_depth"),
         Some(1.0)
     );
+    running.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_replay_by_filter_does_not_chase_what_it_dead_letters_again() {
+    let running = start(true).await;
+    let store = running.state.store.clone().expect("store");
+    store
+        .put((0..3).map(|n| entry("a", DeadReason::Verdict, n)).collect())
+        .await
+        .expect("put");
+    let reply = running
+        .call(
+            "POST",
+            "/v1/dead-letters/replay",
+            "{\"filter\":{},\"route\":\"again\"}",
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"replayed": 3, "refused": 0, "missing": 0})
+    );
+    // The three came back as new entries, and were left alone.
+    assert_eq!(store.stats().entries, 3);
     running.shutdown.cancel();
 }
