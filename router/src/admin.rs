@@ -8,12 +8,22 @@
 //! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
 //! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, plugins, outputs, policy, queue and counts |
 //! | `GET /v1/plugins` | `{"plugins": [PluginStats]}`: each loaded plugin's kind, module hash, routes, limits, calls, traps by reason and breaker state |
+//! | `GET /v1/dead-letters?route=&output=&reason=&since=&until=&limit=&cursor=` | `{"entries": [{id, message_id, topic, route, output, reason, attempts, first_error, last_error, first_failed, last_failed, publish_time, size}], "next_cursor": "..." or null}`; times in unix ms; `limit` 1 to 1000, default 100 |
+//! | `GET /v1/dead-letters/{id}` | the entry plus `attributes`, `publisher`, `priority` and `payload` (base64); `404 DEAD_LETTER_NOT_FOUND` |
+//! | `POST /v1/dead-letters/replay` | body `{"ids": [..]}` or `{"filter": {route, output, reason, since, until}}`, optional `"route"`: each entry back into its route (or that one) with the same message id and the attribute `replayed-from`; `{"replayed", "refused", "missing", "stopped"?}` |
+//! | `DELETE /v1/dead-letters` | body `{"ids": [..]}` or `{"filter": {..}}`: `{"purged": n}` |
+//!
+//! Without a dead-letter store (no `[router] data_dir`) the
+//! `/v1/dead-letters` endpoints answer `404 DEAD_LETTERS_DISABLED`; bad
+//! input is a `400` naming what is wrong.
 //!
 //! `HEAD` works wherever `GET` does. Other methods get `405
 //! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
 //! shape of [`crate::http::Error`]. The data comes from the app through
 //! [`State`].
 
+pub mod cli;
+mod dead_letters;
 mod state;
 
 use std::net::SocketAddr;
@@ -30,7 +40,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::egress::OutputStats;
-pub use state::{PluginStats, ReloadFuture, State};
+pub use dead_letters::REPLAYED_FROM;
+pub use state::{InjectFuture, PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
 
@@ -168,7 +179,7 @@ struct Plugins {
 const MAX_RELOAD_BODY: usize = 1 << 20;
 
 impl Admin {
-    /// `POST /v1/reload[?dry_run=true]`, with an optional config text as
+    /// `POST /v1/reload[?dry_run=true][&force=true]`, with an optional config text as
     /// the body.
     async fn reload(&self, request: Request<Incoming>) -> Result<Response<Body>, Error> {
         if request.method() != Method::POST {
@@ -177,10 +188,13 @@ impl Admin {
                 allow: "POST",
             });
         }
-        let dry_run = request.uri().query().is_some_and(|q| {
-            q.split('&')
-                .any(|kv| kv == "dry_run=true" || kv == "dry_run=1")
-        });
+        let flag = |name: &str| {
+            request.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv == format!("{name}=true") || kv == format!("{name}=1"))
+            })
+        };
+        let (dry_run, force) = (flag("dry_run"), flag("force"));
         let body = http::read_body(
             request.into_body(),
             &http::BodyLimits {
@@ -197,7 +211,7 @@ impl Admin {
                     .map_err(|_| Error::BadRequest("the config text is not UTF-8".into()))?,
             )
         };
-        let report = self.state.reload(dry_run, text).await?;
+        let report = self.state.reload(dry_run, force, text).await?;
         Ok(http::json_response(StatusCode::OK, &report))
     }
 }
@@ -208,6 +222,30 @@ impl Handler for Admin {
         request: Request<Incoming>,
         _peer: &Peer,
     ) -> Result<Response<Body>, Error> {
+        let path = request.uri().path();
+        if path == "/v1/dead-letters" {
+            return match *request.method() {
+                Method::GET | Method::HEAD => dead_letters::list(&*self.state, &request).await,
+                Method::DELETE => dead_letters::purge(&*self.state, request).await,
+                _ => Err(Error::MethodNotAllowed {
+                    method: request.method().clone(),
+                    allow: "GET, HEAD, DELETE",
+                }),
+            };
+        }
+        if path == "/v1/dead-letters/replay" {
+            return dead_letters::replay(&*self.state, request).await;
+        }
+        if let Some(id) = path.strip_prefix("/v1/dead-letters/") {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return Err(Error::MethodNotAllowed {
+                    method: request.method().clone(),
+                    allow: "GET, HEAD",
+                });
+            }
+            let id = id.to_owned();
+            return dead_letters::show(&*self.state, &id).await;
+        }
         let endpoint = match request.uri().path() {
             "/metrics" => Endpoint::Metrics,
             "/health" => Endpoint::Health,
@@ -358,7 +396,7 @@ mod tests {
             serde_json::json!({ "generation": 3, "last_result": "failure" })
         }
 
-        fn reload(&self, dry_run: bool, text: Option<String>) -> ReloadFuture<'_> {
+        fn reload(&self, dry_run: bool, _force: bool, text: Option<String>) -> ReloadFuture<'_> {
             Box::pin(async move {
                 match text.as_deref() {
                     Some("bad") => Err(Error::InvalidConfig("t.toml:1:1: nope".into())),

@@ -28,11 +28,13 @@ use crate::admin::{self, PluginStats};
 use crate::config::{self, Config};
 use crate::egress::{Output, OutputStats};
 use crate::ingress::{self, Sink};
+use crate::message::Message;
 use crate::message::request::RequestMetrics;
 use crate::metrics::Registry;
 use crate::pipeline::{
     self, Pipeline, PipelineMetrics, PipelineSnapshot, QueueSpec, RouteSpec, ShutdownReport,
 };
+use crate::store::{DeadLetters, dead};
 use crate::zmtp;
 use crate::{egress, http};
 
@@ -117,6 +119,8 @@ impl std::fmt::Debug for App {
 /// What the admin endpoints read.
 struct State {
     pipeline: Pipeline,
+    /// The dead-letter store, when `[router] data_dir` is set.
+    dead_letters: Option<Arc<DeadLetters>>,
     reloader: Arc<Reloader>,
     ready: AtomicBool,
 }
@@ -150,9 +154,20 @@ impl admin::State for State {
         serde_json::to_value(self.reloader.status()).unwrap_or_default()
     }
 
-    fn reload(&self, dry_run: bool, text: Option<String>) -> admin::ReloadFuture<'_> {
+    fn dead_letters(&self) -> Option<Arc<DeadLetters>> {
+        self.dead_letters.clone()
+    }
+
+    fn inject<'a>(&'a self, route: &'a str, messages: Vec<Message>) -> admin::InjectFuture<'a> {
+        Box::pin(
+            self.pipeline
+                .inject(route, messages, ingress::Wait::Bounded),
+        )
+    }
+
+    fn reload(&self, dry_run: bool, force: bool, text: Option<String>) -> admin::ReloadFuture<'_> {
         Box::pin(async move {
-            match self.reloader.reload(dry_run, text).await {
+            match self.reloader.reload(dry_run, force, text).await {
                 Ok(report) => Ok(serde_json::to_value(report).unwrap_or_default()),
                 Err(ReloadError::Invalid(problems)) => {
                     Err(http::Error::InvalidConfig(problems.to_string()))
@@ -171,6 +186,7 @@ pub(crate) struct Families {
     pub(crate) inputs: ingress::Metrics,
     pub(crate) http: http::Metrics,
     pipeline: PipelineMetrics,
+    dead_letters: dead::Metrics,
 }
 
 impl Families {
@@ -192,6 +208,7 @@ impl Families {
             inputs: ingress::Metrics::register(&registry),
             http: http::Metrics::register(&registry),
             pipeline: PipelineMetrics::new(&registry),
+            dead_letters: dead::Metrics::register(&registry),
             registry,
         }
     }
@@ -219,6 +236,10 @@ impl App {
             })
             .transpose()?;
         let families = Families::new();
+        let dead_letters = match &config.router.data_dir {
+            Some(dir) => Some(open_dead_letters(dir, &config.dead_letters, &families).await?),
+            None => None,
+        };
         // Watch the files from now on, before anything else: a save made
         // while the router starts still triggers a reload once it runs.
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
@@ -264,8 +285,12 @@ impl App {
             .iter()
             .map(|o| Arc::clone(&o.handle) as Arc<dyn Output>)
             .collect();
-        let pipeline =
-            Pipeline::start(route_specs(&config, &plugins), &targets, &families.pipeline)?;
+        let pipeline = Pipeline::start_with(
+            route_specs(&config, &plugins),
+            &targets,
+            &families.pipeline,
+            dead_letters.clone(),
+        )?;
         let sink: Arc<dyn Sink> = Arc::new(pipeline.clone());
         let prefixes = pipeline.subscription_prefixes();
         let block_timeout = block_timeout(&config);
@@ -306,6 +331,7 @@ impl App {
         ));
         let state = Arc::new(State {
             pipeline,
+            dead_letters,
             reloader,
             ready: AtomicBool::new(false),
         });
@@ -412,6 +438,13 @@ impl App {
             .collect();
         self.stop_admin.cancel();
         let _ = self.admin.await;
+        // Last: the admin API could still replay into or purge it.
+        if let Some(store) = self.state.dead_letters.clone() {
+            let closed = tokio::task::spawn_blocking(move || store.close()).await;
+            if let Ok(Err(e)) = closed {
+                tracing::warn!(error = %e, "closing the dead-letter store failed; entries stored since the last sync may be lost");
+            }
+        }
         Ok(Report { routes, outputs })
     }
 }
@@ -491,9 +524,62 @@ async fn serve_reloads(
         let Some(trigger) = trigger else { break };
         tracing::info!(trigger = ?trigger, "reloading the config");
         // Failures are logged and counted by the reloader.
-        let _ = reloader.reload(false, None).await;
+        let _ = reloader.reload(false, false, None).await;
     }
     drop(watcher);
+}
+
+/// Opens the dead-letter store in `<data_dir>/dead-letters/` (the data
+/// directory is locked already), on the blocking pool: opening reads every
+/// segment.
+async fn open_dead_letters(
+    data_dir: &std::path::Path,
+    config: &config::DeadLetters,
+    families: &Families,
+) -> Result<Arc<DeadLetters>, Error> {
+    let dir = data_dir.join("dead-letters");
+    let options = dead::Options {
+        max_entries: config.max_entries,
+        max_bytes: config.max_bytes,
+        max_age: config.max_age,
+        fsync: match config.fsync {
+            config::Fsync::Always => crate::store::Fsync::Always,
+            config::Fsync::Batch => crate::store::Fsync::Batch(config.fsync_interval),
+            config::Fsync::Os => crate::store::Fsync::Os,
+        },
+    };
+    let metrics = families.dead_letters.clone();
+    let failed = |source: std::io::Error| Error::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let storage = crate::store::Directory::create(&dir)?;
+            DeadLetters::open(Arc::new(storage), options, metrics).map_err(|e| match e {
+                crate::store::Error::Io(e) => e,
+                other => std::io::Error::other(other.to_string()),
+            })
+        })
+        .await
+        .expect("opening the dead-letter store does not panic")
+    };
+    let (store, opened) = opened.map_err(failed)?;
+    if !opened.recovery.damaged.is_empty()
+        || !opened.recovery.torn.is_empty()
+        || opened.unreadable > 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            damaged = opened.recovery.damaged.len(),
+            torn = opened.recovery.torn.len(),
+            unreadable = opened.unreadable,
+            "dead-letter store: damage found and skipped; every intact entry is kept"
+        );
+    }
+    tracing::info!(dir = %dir.display(), entries = opened.entries, "dead-letter store open");
+    Ok(Arc::new(store))
 }
 
 /// The pipeline's view of the config's routes.
@@ -522,7 +608,10 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
                     Some((to.clone(), output.retry?))
                 })
                 .collect(),
-            stages: plugins.stages(route),
+            stages: pipeline::Stages {
+                dead_letter_store: config.router.data_dir.is_some(),
+                ..plugins.stages(route)
+            },
             request_timeout: route.request_timeout,
         })
         .collect()

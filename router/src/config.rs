@@ -69,6 +69,13 @@
 //! to = ["dashboard"]
 //! queue = { capacity = 10000, max_bytes = "64MiB", when_full = "drop_oldest" }
 //!
+//! [dead_letters]                   # optional; needs [router] data_dir
+//! max_entries = 1_000_000          # then the oldest are dropped
+//! max_bytes = "1GiB"               # of the store's files
+//! max_age = "7d"
+//! fsync = "batch"                  # "always", "batch" or "os"
+//! fsync_interval = "10ms"
+//!
 //! [[route]]
 //! name = "uplink"
 //! match = "sensors.>"
@@ -89,7 +96,7 @@
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and
 //! `checker` (its helpers), `listeners` (address clashes), one file per
 //! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`,
-//! `plugin`, `route`; and `diff`, what a reload from one config to another
+//! `plugin`, `route`, `dead_letters`; and `diff`, what a reload from one config to another
 //! would change ([`Config::diff`]).
 
 use std::io::Read;
@@ -98,6 +105,7 @@ use std::path::Path;
 use serde::Serialize;
 
 mod checker;
+mod dead_letters;
 mod diff;
 mod endpoint;
 mod entry;
@@ -121,6 +129,7 @@ mod units;
 mod validate;
 mod zmq;
 
+pub use dead_letters::DeadLetters;
 pub use diff::{Changed, Changes, Diff, Renamed};
 pub use endpoint::{Attach, Endpoint};
 pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
@@ -156,6 +165,10 @@ pub struct Config {
     /// `dead_letter` names an output in [`Config::outputs`], every `filters`
     /// entry and `router` a plugin in [`Config::plugins`].
     pub routes: Vec<Route>,
+    /// `[dead_letters]`: the dead-letter store's retention and sync
+    /// (defaults when the table is absent). The store exists when
+    /// [`Router::data_dir`] is set.
+    pub dead_letters: DeadLetters,
 }
 
 impl Config {

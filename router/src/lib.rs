@@ -14,11 +14,13 @@
 //! - [`egress`]: one file per output kind; encodes messages onto the wire.
 //! - [`envelope`]: how a message is laid out in ZeroMQ frames.
 //! - [`http`]: the HTTP server plumbing and the one place errors become
-//!   HTTP responses; [`admin`]: the admin endpoints.
+//!   HTTP responses; [`admin`]: the admin endpoints (and `switchyard dlq`,
+//!   their client).
 //! - [`plugin`]: the Wasm plugin host (the only module that imports wasmtime):
 //!   engine, loading and checks, instances, batched calls, limits.
 //! - [`store`]: durable queues on disk: CRC-framed records in segmented
-//!   logs, recovery that resynchronises past damage, group commit.
+//!   logs, recovery that resynchronises past damage, group commit; and the
+//!   dead-letter store ([`store::DeadLetters`]).
 //! - [`metrics`]: every Prometheus family the router exports.
 //! - [`reload`]: what triggers a hot reload: the watched config and plugin
 //!   files (debounced), SIGHUP and the admin endpoint, all as one

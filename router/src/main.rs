@@ -3,7 +3,9 @@
 //! Exit codes: 0 clean shutdown; 1 runtime failure; 2 invalid config;
 //! 3 startup failure (a port cannot be bound, ...); 130 a second signal cut
 //! the graceful shutdown short. The `plugin` commands: 0 done; 1 the build
-//! or the plugin failed; 2 bad arguments or input.
+//! or the plugin failed; 2 bad arguments or input. The `dlq` commands: 0
+//! done; 1 the router refused or could not be reached (or a replay left
+//! entries behind); 2 bad arguments or config.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +72,24 @@ Exit codes: 0 done; 1 the build failed, or the plugin failed on a message or
 has problems; 2 bad arguments or input (the message names the file)."
     )]
     Plugin(tooling::Command),
+    /// List, show, replay and purge the dead-letter store of a running
+    /// router, through its admin API.
+    #[command(
+        long_about = "List, show, replay and purge the dead-letter store of a running
+router, through its admin API (--admin HOST:PORT, else the [router] admin
+of --config).
+
+  switchyard dlq list --route telemetry --reason too_large
+  switchyard dlq show 42
+  switchyard dlq replay 42 43                 back into their route
+  switchyard dlq replay --route telemetry --into telemetry-retry
+  switchyard dlq purge --reason verdict
+  switchyard dlq purge --all
+
+Exit codes: 0 done; 1 the router refused or could not be reached, or a
+replay left entries behind; 2 bad arguments or config."
+    )]
+    Dlq(switchyard::admin::cli::Dlq),
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -95,6 +115,7 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => run(config),
         Command::Plugin(command) => tooling::execute(command),
+        Command::Dlq(command) => switchyard::admin::cli::execute(command),
     }
 }
 

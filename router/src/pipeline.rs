@@ -42,6 +42,7 @@
 //! | `switchyard_queue_fsync_seconds` | route | durable: histogram of each sync |
 
 mod admission;
+mod dead_letters;
 mod metrics;
 mod queue;
 mod reconfigure;
@@ -145,6 +146,12 @@ pub enum Error {
         route: String,
         /// What the reload would do, and what to do instead.
         change: String,
+    },
+    /// [`Pipeline::inject`] named a route that does not exist.
+    #[error("no route is called {route:?}")]
+    NoSuchRoute {
+        /// The name given.
+        route: String,
     },
     /// [`Pipeline::start`] was called outside a tokio runtime.
     #[error("the pipeline must be started inside a tokio runtime")]

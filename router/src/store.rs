@@ -8,7 +8,9 @@
 //! `queue` ([`Queue`]: a log, its group-commit writer and its read cache),
 //! `storage` (the files behind a small trait), `memory`
 //! ([`MemoryStorage`]: files in memory, for tests and fuzzing, with a
-//! simulated crash that loses every unsynced write).
+//! simulated crash that loses every unsynced write), `dead`
+//! ([`DeadLetters`]: the dead-letter store, a log of entries and
+//! tombstones with its own retention).
 //!
 //! Why our own format and not a crate: the workload is a queue, append at
 //! the tail, release from the head, a cursor per target, group commit
@@ -19,6 +21,7 @@
 //! `docs/ARCHITECTURE.md`.
 
 mod cursors;
+pub mod dead;
 mod log;
 mod memory;
 mod queue;
@@ -27,6 +30,7 @@ mod scan;
 mod storage;
 
 pub use cursors::Saved as SavedCursors;
+pub use dead::{DeadLetter, DeadLetters, DeadReason};
 pub use log::{Log, Options as LogOptions, Position, ReadReport, Recovery};
 pub use memory::MemoryStorage;
 pub use queue::{Error, Fsync, ONLY, Opened, Options, Queue, Released, Stats, SyncObserver};

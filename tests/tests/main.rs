@@ -20,6 +20,7 @@ mod liveness;
 mod peers;
 mod plain;
 mod reconnect;
+mod router_dead_letters;
 mod router_metrics;
 mod router_plugins;
 mod router_plugins_hostile;

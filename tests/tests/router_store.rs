@@ -414,5 +414,15 @@ fn a_reload_changes_fsync_live_but_refuses_to_drop_a_durable_backlog() -> Result
     // Still serving the durable route.
     let resp = api.post("/v1/publish/jobs.x", &[], b"still")?;
     ensure!(resp.status == 202, "{}", resp.text());
+
+    // Forced, the route goes; its backlog stays on disk and is there again
+    // when the route comes back (once the old queue has closed).
+    let resp = post(&router, "?force=true", Some(&removed))?;
+    ensure!(resp.status == 200, "{} {}", resp.status, resp.text());
+    switchyard_tests::router::until("the route to come back", Duration::from_secs(60), || {
+        let resp = post(&router, "", Some(&always)).ok()?;
+        (resp.status == 200).then_some(())
+    })?;
+    router.wait_metric("switchyard_route_queue_depth", &[("route", "jobs")], 4.0)?;
     Ok(())
 }

@@ -2,10 +2,14 @@
 //! with. The app implements [`State`]; admin sees the pipeline only through
 //! its serializable snapshot.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::egress::OutputStats;
+use crate::message::Message;
 use crate::pipeline::PipelineSnapshot;
+use crate::store::DeadLetters;
 
 /// The application's view, as the admin endpoints need it. Implemented by
 /// the app; every method is cheap and synchronous (reads of atomics, metric
@@ -34,14 +38,44 @@ pub trait State: Send + Sync + 'static {
     fn reload_status(&self) -> serde_json::Value;
 
     /// `POST /v1/reload`: reloads the config file (or `text`, parsed as if
-    /// it were the file); with `dry_run`, only reports what would change.
+    /// it were the file); with `dry_run`, only reports what would change;
+    /// with `force`, a durable route that still holds messages may be
+    /// removed or turned into a memory one (its backlog stays on disk).
     /// Answers with the report as JSON.
     ///
     /// # Errors
     /// [`crate::http::Error::InvalidConfig`] or
     /// [`crate::http::Error::Conflict`]; the running config stays.
-    fn reload(&self, dry_run: bool, text: Option<String>) -> ReloadFuture<'_>;
+    fn reload(&self, dry_run: bool, force: bool, text: Option<String>) -> ReloadFuture<'_>;
+
+    /// The dead-letter store, when the router has one (`[router]
+    /// data_dir` is set); the `/v1/dead-letters` endpoints answer 404
+    /// without it.
+    fn dead_letters(&self) -> Option<Arc<DeadLetters>> {
+        None
+    }
+
+    /// Replays `messages` into the route called `route`
+    /// ([`crate::pipeline::Pipeline::inject`], waiting as an HTTP publish
+    /// does).
+    fn inject<'a>(&'a self, route: &'a str, messages: Vec<Message>) -> InjectFuture<'a> {
+        drop(messages);
+        Box::pin(async move {
+            Err(crate::pipeline::Error::NoSuchRoute {
+                route: route.to_owned(),
+            })
+        })
+    }
 }
+
+/// What [`State::inject`] returns.
+pub type InjectFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<crate::ingress::Offered, crate::pipeline::Error>>
+            + Send
+            + 'a,
+    >,
+>;
 
 /// What [`State::reload`] returns.
 pub type ReloadFuture<'a> = std::pin::Pin<

@@ -247,6 +247,7 @@ impl Plugins {
             router: route.router.as_ref().map(found),
             on_error: route.on_error,
             dead_letter: route.dead_letter.clone(),
+            dead_letter_store: false,
         }
     }
 

@@ -237,10 +237,11 @@ impl Reloader {
     pub(crate) async fn reload(
         &self,
         dry_run: bool,
+        force: bool,
         text: Option<String>,
     ) -> Result<Report, ReloadError> {
         let mut live = self.live.lock().await;
-        let result = self.attempt(&mut live, dry_run, text).await;
+        let result = self.attempt(&mut live, dry_run, force, text).await;
         if dry_run {
             return result;
         }
@@ -301,6 +302,7 @@ impl Reloader {
         &self,
         live: &mut Live,
         dry_run: bool,
+        force: bool,
         text: Option<String>,
     ) -> Result<Report, ReloadError> {
         let started = Instant::now();
@@ -393,7 +395,10 @@ impl Reloader {
             .iter()
             .map(|o| Arc::clone(&o.handle) as Arc<dyn Output>)
             .collect();
-        let applied = match self.pipeline.reconfigure(specs, &targets, self.drain) {
+        let applied = match self
+            .pipeline
+            .reconfigure_forced(specs, &targets, self.drain, force)
+        {
             Ok(applied) => applied,
             Err(e) => {
                 for s in &kept_subscriptions {

@@ -137,11 +137,15 @@ impl Config {
 
         // Inputs and outputs reload live (rebuilt when changed); of
         // `[router]`, only the name does.
-        let restart_required: Vec<String> = router
+        let mut restart_required: Vec<String> = router
             .iter()
             .filter(|field| *field != "name")
             .map(|field| format!("router.{field}"))
             .collect();
+        // The dead-letter store is opened once, at start.
+        if self.dead_letters != new.dead_letters {
+            restart_required.push("dead_letters".to_owned());
+        }
         Diff {
             router,
             routes,

@@ -29,6 +29,17 @@ pub(crate) struct RawRouter {
     pub(crate) data_dir: Option<S<String>>,
 }
 
+/// `[dead_letters]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeadLetters {
+    pub(crate) max_entries: Option<S<i64>>,
+    pub(crate) max_bytes: Option<S<Quantity>>,
+    pub(crate) max_age: Option<S<Quantity>>,
+    pub(crate) fsync: Option<S<String>>,
+    pub(crate) fsync_interval: Option<S<Quantity>>,
+}
+
 /// Declares the raw struct of each ZeroMQ kind: the fields every kind has
 /// (given once, in `common`), then the kind's own. Each struct denies
 /// unknown fields, so a field of another kind is refused where it is

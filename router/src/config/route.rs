@@ -48,7 +48,9 @@ pub struct Route {
     /// The output that receives dead-lettered messages: those a router
     /// plugin dead-letters, and failed batches under
     /// `on_error = "dead_letter"`. Names an output; required with
-    /// `on_error = "dead_letter"`. Default none. Reloads live.
+    /// `on_error = "dead_letter"` unless `[router] data_dir` is set, in
+    /// which case a route without one keeps its dead letters in the
+    /// dead-letter store. Default none. Reloads live.
     pub dead_letter: Option<String>,
     /// Names of the outputs that receive matching messages (those the
     /// filters keep, unless a `router` picks otherwise), each defined and
@@ -300,12 +302,13 @@ pub(crate) fn build(
         && on_error == OnError::DeadLetter
         && on_error_ok
         && dead_letter.is_none()
+        && !data_dir_written
     {
         c.invalid(
             subject,
             "on_error",
             written.span(),
-            "\"dead_letter\" needs `dead_letter = \"<output>\"`, the output that receives the messages",
+            "\"dead_letter\" needs `dead_letter = \"<output>\"`, the output that receives the messages, or `[router] data_dir`, which keeps them in the dead-letter store",
         );
     }
 

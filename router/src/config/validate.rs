@@ -18,6 +18,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::Config;
 use super::checker::Checker;
+use super::dead_letters::{self, DeadLetters};
 use super::entry::{Family, entry_subject, peek_kind, peek_str, read, shape, unknown_field};
 use super::error::{Error, Subject};
 use super::input::{self, Input};
@@ -26,8 +27,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter,
-    RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
+    RawBlackhole, RawDeadLetters, RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute,
+    RawRouter, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of,
+    zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -54,6 +56,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let doc = doc.into_inner();
 
     let mut router_table = None;
+    let mut dead_letters_table = None;
     let mut sections: [Vec<Spanned<DeValue<'_>>>; 4] = Default::default();
     let mut present = [false; 4];
     for (key, value) in &doc {
@@ -66,6 +69,16 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     shape(
                         &Subject::top(),
                         "`router` must be a table: write `[router]`",
+                    ),
+                ),
+            },
+            "dead_letters" => match value.get_ref() {
+                DeValue::Table(_) => dead_letters_table = Some(value.clone()),
+                _ => c.report(
+                    value.span(),
+                    shape(
+                        &Subject::top(),
+                        "`dead_letters` must be a table: write `[dead_letters]`",
                     ),
                 ),
             },
@@ -84,7 +97,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                 }
             }
             other => {
-                let known = ["router", "input", "output", "plugin", "route"];
+                let known = [
+                    "router",
+                    "input",
+                    "output",
+                    "plugin",
+                    "route",
+                    "dead_letters",
+                ];
                 unknown_field(c, &Subject::top(), "", other, key.span(), &known);
             }
         }
@@ -237,7 +257,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         routes.extend(built);
     }
 
+    let dead_letters = match &dead_letters_table {
+        Some(t) => read::<RawDeadLetters>(t.clone(), &Subject::table("dead_letters"), &[], None, c)
+            .map(|raw| dead_letters::build(&raw, t.span(), data_dir_written, c)),
+        None => Some(DeadLetters::default()),
+    };
+
     let router = router?;
+    let dead_letters = dead_letters?;
     check_binds(&router, &inputs, &outputs, &doc, c);
     for (idx, what, why) in [
         (0, "[[input]]", "to receive messages"),
@@ -256,6 +283,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         outputs,
         plugins,
         routes,
+        dead_letters,
     })
 }
 

@@ -186,6 +186,23 @@ pub enum Error {
     /// A bug or an unexpected failure inside the router. `500 INTERNAL`.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A dead-letter endpoint on a router without a dead-letter store.
+    #[error(
+        "this router has no dead-letter store: it needs `[router] data_dir`, where it keeps its entries"
+    )]
+    DeadLettersDisabled,
+    /// No dead letter has this id (it was never stored, or is gone).
+    #[error("no dead letter has id {id}")]
+    DeadLetterNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// A request named a route that does not exist.
+    #[error("no route is called {route:?}")]
+    RouteNotFound {
+        /// The name given.
+        route: String,
+    },
     /// A listener could not bind its address. Returned at startup, never
     /// sent to a client (it would be `500 INTERNAL`).
     #[error("cannot listen on {addr}: {source}")]
@@ -212,7 +229,10 @@ impl Error {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. }
+            | Self::DeadLettersDisabled
+            | Self::DeadLetterNotFound { .. }
+            | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } | Self::BatchTooLarge { .. } => {
@@ -253,6 +273,9 @@ impl Error {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::Conflict(_) => "CONFLICT",
             Self::NotFound { .. } => "NOT_FOUND",
+            Self::DeadLettersDisabled => "DEAD_LETTERS_DISABLED",
+            Self::DeadLetterNotFound { .. } => "DEAD_LETTER_NOT_FOUND",
+            Self::RouteNotFound { .. } => "ROUTE_NOT_FOUND",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::BodyTimeout { .. } => "REQUEST_TIMEOUT",
             Self::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",

@@ -216,6 +216,9 @@ impl Reason {
             Error::Unauthorized(_) => Self::Unauthorized,
             Error::Forbidden(_) => Self::Forbidden,
             Error::NotFound { .. }
+            | Error::DeadLettersDisabled
+            | Error::DeadLetterNotFound { .. }
+            | Error::RouteNotFound { .. }
             | Error::MethodNotAllowed { .. }
             | Error::Backpressure { .. }
             | Error::ShuttingDown { .. }

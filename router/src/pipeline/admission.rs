@@ -231,6 +231,88 @@ impl Inner {
     }
 }
 
+impl Pipeline {
+    /// Puts `messages` straight into the queue of the route called
+    /// `route`, skipping topic matching, under that route's admission: its
+    /// `when_full` (a `block` route waits as `wait` says; a drop route
+    /// takes them all, perhaps dropping some, counted), and on a durable
+    /// route a [`Wait::Bounded`] injection answers once they are on disk.
+    /// Used to replay dead letters. Counts them as offered to the route.
+    ///
+    /// # Errors
+    /// [`super::Error::NoSuchRoute`]; refusals (a full block route, the
+    /// shutdown) are in the [`Offered`].
+    pub async fn inject(
+        &self,
+        route: &str,
+        messages: Vec<Message>,
+        wait: Wait,
+    ) -> Result<Offered, super::Error> {
+        self.inner.inject(route, messages, wait).await
+    }
+}
+
+impl Inner {
+    async fn inject(
+        &self,
+        name: &str,
+        batch: Vec<Message>,
+        wait: Wait,
+    ) -> Result<Offered, super::Error> {
+        let since = Instant::now();
+        let generation = self.current.load_full();
+        let Some(route) = generation.routes.iter().find(|r| r.name == name) else {
+            return Err(super::Error::NoSuchRoute {
+                route: name.to_owned(),
+            });
+        };
+        let Some(_active) = self.intake.enter() else {
+            return Ok(Offered {
+                admitted: 0,
+                refusal: Some(Refusal::ShuttingDown),
+            });
+        };
+        let mut result = Offered {
+            admitted: batch.len(),
+            refusal: None,
+        };
+        if route.blocks() {
+            for (i, message) in batch.into_iter().enumerate() {
+                let size = message.size();
+                if let Err(e) = route
+                    .push_waiting(message, size, route.deadline(wait, since))
+                    .await
+                {
+                    result = Offered {
+                        admitted: i,
+                        refusal: Some(refusal(e, route)),
+                    };
+                    break;
+                }
+            }
+        } else {
+            let mut run: Vec<(Message, usize)> = batch
+                .into_iter()
+                .map(|m| {
+                    let size = m.size();
+                    (m, size)
+                })
+                .collect();
+            route.push_run(&mut run);
+        }
+        if result.admitted > 0
+            && wait == Wait::Bounded
+            && let Err(why) = made_durable(route, since).await
+        {
+            result = Offered {
+                admitted: 0,
+                refusal: Some(why),
+            };
+        }
+        Ok(result)
+    }
+}
+
 /// The least time a bounded offer waits for a durable route's sync.
 const MIN_DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -8,6 +8,9 @@
 //! `route_dropped_total` over its reasons. Messages refused to the input
 //! (`block` past the deadline, shutdown) were never offered.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus::{
     Counter, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
@@ -107,6 +110,10 @@ pub struct PipelineMetrics {
     oldest_age: prometheus::GaugeVec,
     output_retries: IntCounterVec,
     pub(crate) unrouted: IntCounter,
+    /// What durable routes removed by a reload left on disk, by route:
+    /// still counted in their depth, so a route of that name that opens
+    /// the queue again in this process does not count it as recovered.
+    parked: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
 }
 
 impl PipelineMetrics {
@@ -199,6 +206,7 @@ impl PipelineMetrics {
                 "Messages sent to an output again after it failed to take them (its `retry` policy; durable routes retry by default).",
                 &["output"],
             ),
+            parked: Arc::default(),
             unrouted: registry.counter(
                 "switchyard_pipeline_unrouted_total",
                 "Messages that matched no route.",
@@ -228,6 +236,7 @@ impl PipelineMetrics {
             fsync: self.fsync.with_label_values(l),
             retries: self.output_retries.clone(),
             oldest_age: self.oldest_age.with_label_values(l),
+            parked: Arc::clone(&self.parked),
         };
         self.capacity
             .with_label_values(l)
@@ -267,9 +276,28 @@ pub(crate) struct RouteMetrics {
     retries: IntCounterVec,
     /// Durable routes: the oldest held message's age.
     pub(crate) oldest_age: prometheus::Gauge,
+    parked: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
 }
 
 impl RouteMetrics {
+    /// Notes that durable route `route` left `records` (`bytes`) on disk
+    /// when a reload removed it: they stay in its depth.
+    pub(crate) fn park(&self, route: &str, records: u64, bytes: u64) {
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = parked.entry(route.to_owned()).or_default();
+        entry.0 += records;
+        entry.1 += bytes;
+    }
+
+    /// What [`RouteMetrics::park`] noted for `route`, forgotten.
+    pub(crate) fn unpark(&self, route: &str) -> (u64, u64) {
+        self.parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(route)
+            .unwrap_or_default()
+    }
+
     /// `output_retries_total` of `output` (resolved per batch with a
     /// retry policy: a hash lookup, no allocation once it exists).
     pub(crate) fn output_retries(&self, output: &str) -> IntCounter {

@@ -263,6 +263,8 @@ impl Pipeline {
         // it holds stays on disk.
         for route in &leaving {
             if let Some(store) = route.queue.store().cloned() {
+                let left = store.stats();
+                route.metrics.park(&route.name, left.held, left.held_bytes);
                 let name = route.name.clone();
                 match tokio::task::spawn_blocking(move || store.close()).await {
                     Ok(Ok(())) => {}

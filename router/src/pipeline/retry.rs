@@ -28,6 +28,11 @@ pub(crate) struct Sent {
     /// The retry policy gave up on them: they were sent `max_attempts`
     /// times. False for a refusal for good, a stop, or no policy.
     pub(crate) exhausted: bool,
+    /// Sends made of the messages still refused at the end.
+    pub(crate) attempts: u32,
+    /// What the first and the last failed send said.
+    pub(crate) first_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Retention asked for the batch back while it was being retried: the
     /// outcome is not final, nothing is to be counted.
     pub(crate) given_back: bool,
@@ -35,9 +40,13 @@ pub(crate) struct Sent {
 
 impl Sent {
     pub(crate) fn once(result: Result<Delivery, egress::Error>) -> Self {
+        let error = describe(&result);
         Self {
             result,
             exhausted: false,
+            attempts: 1,
+            first_error: error.clone(),
+            last_error: error,
             given_back: false,
         }
     }
@@ -125,6 +134,9 @@ pub(crate) async fn send(
             return Sent {
                 result: Ok(Delivery::accepted()),
                 exhausted: false,
+                attempts,
+                first_error: None,
+                last_error: None,
                 given_back: true,
             };
         }
@@ -187,6 +199,9 @@ pub(crate) async fn send(
     Sent {
         result,
         exhausted,
+        attempts,
+        first_error,
+        last_error,
         given_back: false,
     }
 }
@@ -326,6 +341,8 @@ mod tests {
         )
         .await;
         assert!(sent.exhausted);
+        assert_eq!(sent.attempts, 3);
+        assert_eq!(sent.last_error.as_deref(), Some("failed"));
         assert_eq!(out.sends.lock().expect("lock").len(), 3, "three attempts");
         let d = sent.result.expect("a delivery");
         let refused: Vec<usize> = d

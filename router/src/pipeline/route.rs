@@ -373,6 +373,7 @@ impl Route {
         let counts = self.tally.release(released.from..released.to, rest);
         let m = &self.metrics;
         m.delivered.inc_by(counts.delivered);
+        m.dead_lettered.inc_by(counts.dead_lettered);
         for (reason, n) in counts.dropped {
             m.dropped(reason, usize::try_from(n).unwrap_or(usize::MAX));
         }
@@ -530,6 +531,14 @@ fn open_durable(
     // too: the reader passes over them and counts them dropped (`corrupt`),
     // which keeps `offered + recovered = delivered + ... + depth`.
     let stats = queue.stats();
+    // What a reload removed from this process's route of that name is
+    // still in its depth: not recovered again.
+    let (parked, parked_bytes) = metrics.unpark(route);
+    let stats = store::Stats {
+        held: stats.held.saturating_sub(parked),
+        held_bytes: stats.held_bytes.saturating_sub(parked_bytes),
+        ..stats
+    };
     if stats.held > 0 {
         tracing::info!(
             route,
@@ -545,5 +554,11 @@ fn open_durable(
     let backlog = usize::try_from(stats.held).unwrap_or(usize::MAX);
     let bytes = usize::try_from(stats.held_bytes).unwrap_or(usize::MAX);
     metrics.held(delta(backlog), delta(bytes));
-    Ok(RouteQueue::durable(spec, Arc::new(queue), backlog, bytes))
+    let all = queue.stats();
+    Ok(RouteQueue::durable(
+        spec,
+        Arc::new(queue),
+        usize::try_from(all.held).unwrap_or(usize::MAX),
+        usize::try_from(all.held_bytes).unwrap_or(usize::MAX),
+    ))
 }

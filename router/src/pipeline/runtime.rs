@@ -129,11 +129,29 @@ impl Pipeline {
         outputs: &[Arc<dyn Output>],
         metrics: &PipelineMetrics,
     ) -> Result<Self, Error> {
+        Self::start_with(specs, outputs, metrics, None)
+    }
+
+    /// [`Pipeline::start`], with the router's dead-letter store: routes
+    /// without a `dead_letter` output keep their dead letters in it, and
+    /// outputs' `too_large` rejections go there instead of being dropped.
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub fn start_with(
+        specs: Vec<RouteSpec>,
+        outputs: &[Arc<dyn Output>],
+        metrics: &PipelineMetrics,
+        dead_letters: Option<Arc<crate::store::DeadLetters>>,
+    ) -> Result<Self, Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
         let programs = programs(specs, outputs)?;
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            dead_letters,
+            ..Shared::default()
+        });
         let tracker = TaskTracker::new();
         let mut table = RouteTable::new();
         let mut routes = Vec::with_capacity(programs.len());

@@ -70,6 +70,10 @@ pub struct Stages {
     pub on_error: OnError,
     /// The output receiving dead-lettered messages, if any.
     pub dead_letter: Option<String>,
+    /// The router has a dead-letter store: without a `dead_letter` output,
+    /// dead-lettered messages go there instead of being dropped
+    /// (`no_dead_letter`).
+    pub dead_letter_store: bool,
 }
 
 impl Stages {
@@ -108,6 +112,7 @@ impl PartialEq for Stages {
             }
             && self.on_error == other.on_error
             && self.dead_letter == other.dead_letter
+            && self.dead_letter_store == other.dead_letter_store
     }
 }
 
@@ -123,6 +128,7 @@ impl std::fmt::Debug for Stages {
             .field("router", &self.router.as_ref().map(Plugin::name))
             .field("on_error", &self.on_error)
             .field("dead_letter", &self.dead_letter)
+            .field("dead_letter_store", &self.dead_letter_store)
             .finish()
     }
 }
@@ -248,7 +254,7 @@ impl StageRunner {
             router: stages.router.as_ref().map(Plugin::instance),
             router_name: Arc::from(stages.router.as_ref().map_or("", Plugin::name)),
             on_error: stages.on_error,
-            has_dead_letter: stages.dead_letter.is_some(),
+            has_dead_letter: stages.dead_letter.is_some() || stages.dead_letter_store,
             outputs: outputs.iter().map(|s| Arc::from(s.as_str())).collect(),
             filter_verdicts: Vec::new(),
             route_verdicts: Vec::new(),

@@ -31,6 +31,8 @@ pub(crate) enum Fate {
     Counted,
     /// Refused by a target, or lost to damage on disk.
     Dropped(DropReason),
+    /// Put in the dead-letter store for a target.
+    DeadLettered,
 }
 
 /// The notes of one route, from its head on.
@@ -45,6 +47,7 @@ pub(crate) struct Tally {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Counts {
     pub(crate) delivered: u64,
+    pub(crate) dead_lettered: u64,
     pub(crate) dropped: Vec<(DropReason, u64)>,
 }
 
@@ -112,6 +115,7 @@ impl Tally {
             match fate {
                 Fate::Counted => {}
                 Fate::Dropped(reason) => dropped[reason.index()] += 1,
+                Fate::DeadLettered => counts.dead_lettered += 1,
             }
         }
         let unnoted = (range.end - range.start) - noted;
@@ -147,6 +151,7 @@ mod tests {
             counts,
             Counts {
                 delivered: 5,
+                dead_lettered: 0,
                 dropped: vec![(DropReason::NoSubscriber, 1)],
             }
         );

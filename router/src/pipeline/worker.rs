@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Cancelled when a shutdown's grace period ends: workers abandon their
     /// batch in flight and exit.
     pub(crate) hard_stop: CancellationToken,
+    /// The dead-letter store, when the router has one.
+    pub(crate) dead_letters: Option<Arc<crate::store::DeadLetters>>,
 }
 
 /// Runs `route`'s worker until its queue is finished and drained, or until
@@ -410,6 +412,11 @@ enum Outcome {
 #[derive(Default)]
 struct Scratch {
     reasons: Vec<Option<DropReason>>,
+    /// For each message with a reason: the result (output) that gave it.
+    refused_by: Vec<u16>,
+    /// Positions set aside for the dead-letter store: refused for good
+    /// (too large), or given up on by a retry policy.
+    set_aside: Vec<(u32, DropReason)>,
     /// Per output, the messages a routing plugin chose for it.
     routed: Vec<Vec<Message>>,
 }
@@ -442,20 +449,33 @@ async fn deliver(
         if unconfirmed(route, &results, shutting) {
             return Outcome::Unconfirmed;
         }
-        let results = results.iter().map(|s| &s.result);
         let shutting_down = shutting.load(Ordering::Relaxed);
         let all = |_: usize| None;
         let seq_of = |i: usize, _: &Message| view.seqs.get(i).copied();
+        let keeps = shared.dead_letters.is_some();
         account(
             route,
             batch,
-            results,
+            &results,
             all,
             shutting_down,
             scratch,
             latency,
             view.counting(&seq_of),
+            keeps,
         );
+        let output_of = |o: usize| &program.outputs[lane.only.unwrap_or(o)];
+        super::dead_letters::keep_refused(
+            route,
+            batch,
+            &results,
+            output_of,
+            &scratch.set_aside,
+            &scratch.refused_by,
+            view.counting(&seq_of),
+            shared,
+        )
+        .await;
         return Outcome::Counted;
     };
     let m = &route.metrics;
@@ -509,6 +529,13 @@ async fn deliver(
         .as_ref()
         .filter(|_| !staged.dead.is_empty() && lane.primary())
         .map(|o| (o, staged.dead.as_slice()));
+    // Dead-letter store hook: route-level dead letters without an output.
+    if dead.is_none()
+        && !staged.dead.is_empty()
+        && super::dead_letters::keeps_route_level(program, shared)
+    {
+        super::dead_letters::keep_route_level(route, program, &staged.dead, shared).await;
+    }
     if targets.is_empty() && dead.is_none() {
         return Outcome::Counted;
     }
@@ -540,6 +567,7 @@ async fn deliver(
             std::iter::once((&result, None)),
             shutting_down,
             &mut scratch.reasons,
+            &mut scratch.refused_by,
         );
         m.dead_lettered.inc_by(accepted as u64);
         count_drops(route, &scratch.reasons);
@@ -549,16 +577,30 @@ async fn deliver(
     }
     let positions = |o: usize| routed.then(|| staged.routed[targets[o]].as_slice());
     let seq_of = |_: usize, m: &Message| view.by_id.get(&m.id).copied();
+    let keeps = shared.dead_letters.is_some();
     account(
         route,
         &staged.messages,
-        results.iter().map(|s| &s.result),
+        &results,
         positions,
         shutting_down,
         scratch,
         latency,
         view.counting(&seq_of),
+        keeps,
     );
+    let output_of = |o: usize| &program.outputs[targets[o]];
+    super::dead_letters::keep_refused(
+        route,
+        &staged.messages,
+        &results,
+        output_of,
+        &scratch.set_aside,
+        &scratch.refused_by,
+        view.counting(&seq_of),
+        shared,
+    )
+    .await;
     Outcome::Counted
 }
 
@@ -587,11 +629,11 @@ impl<'a> View<'a> {
 
 /// A message's sequence number from its position in what was sent and
 /// the message.
-type SeqOf<'a> = dyn Fn(usize, &Message) -> Option<u64> + 'a;
+pub(crate) type SeqOf<'a> = dyn Fn(usize, &Message) -> Option<u64> + Sync + 'a;
 
 /// How a lane counts its messages' outcomes.
 #[derive(Clone, Copy)]
-enum Counting<'a> {
+pub(crate) enum Counting<'a> {
     /// In the route's counters, now.
     Now,
     /// As notes in the route's tally, counted at release; the primary
@@ -704,16 +746,22 @@ fn count_fates<'a>(
     results: impl Iterator<Item = (&'a Result<Delivery, egress::Error>, Option<&'a [u32]>)>,
     shutting_down: bool,
     reasons: &mut Vec<Option<DropReason>>,
+    refused_by: &mut Vec<u16>,
 ) -> usize {
     reasons.clear();
     reasons.resize(n, None);
-    for (result, positions) in results {
+    refused_by.clear();
+    refused_by.resize(n, 0);
+    for (o, (result, positions)) in results.enumerate() {
         let len = positions.map_or(n, <[u32]>::len);
         let mut mark = |range: std::ops::Range<usize>, reason: DropReason| {
             let range = range.start.min(len)..range.end.min(len);
             for k in range {
                 let i = positions.map_or(k, |p| p[k] as usize);
-                reasons[i].get_or_insert(reason);
+                if reasons[i].is_none() {
+                    reasons[i] = Some(reason);
+                    refused_by[i] = u16::try_from(o).unwrap_or(u16::MAX);
+                }
             }
         };
         match result {
@@ -753,16 +801,18 @@ fn count_drops(route: &Route, reasons: &[Option<DropReason>]) {
 /// `positions(o)` maps output `o`'s batch positions to `batch` (`None`: it
 /// had all of it).
 #[allow(clippy::too_many_arguments)]
-fn account<'p, 'r>(
+fn account<'p>(
     route: &Route,
     batch: &[Message],
-    results: impl Iterator<Item = &'r Result<Delivery, egress::Error>> + Clone,
+    results: &[Sent],
     positions: impl Fn(usize) -> Option<&'p [u32]>,
     shutting_down: bool,
     scratch: &mut Scratch,
     latency: &LocalHistogram,
     counting: Counting<'_>,
+    keeps_refused: bool,
 ) {
+    scratch.set_aside.clear();
     let now = SystemTime::now();
     let observe = |m: &Message| {
         let secs = now
@@ -771,8 +821,8 @@ fn account<'p, 'r>(
         latency.observe(secs);
     };
     if results
-        .clone()
-        .all(|r| matches!(r, Ok(d) if d.is_complete()))
+        .iter()
+        .all(|s| matches!(&s.result, Ok(d) if d.is_complete()))
     {
         match counting {
             Counting::Now => route.metrics.delivered.inc_by(batch.len() as u64),
@@ -784,14 +834,28 @@ fn account<'p, 'r>(
         latency.flush();
         return;
     }
-    let with_positions = results.enumerate().map(|(o, r)| (r, positions(o)));
+    let with_positions = results
+        .iter()
+        .enumerate()
+        .map(|(o, s)| (&s.result, positions(o)));
     let delivered = count_fates(
         route,
         batch.len(),
         with_positions,
         shutting_down,
         &mut scratch.reasons,
+        &mut scratch.refused_by,
     );
+    // Dead-letter store hook: what an output refused for good, or a retry
+    // policy gave up on, is the store's to count.
+    if keeps_refused {
+        super::dead_letters::set_aside_refused(
+            &mut scratch.reasons,
+            &scratch.refused_by,
+            results,
+            &mut scratch.set_aside,
+        );
+    }
     if let Counting::Noted { seq_of, primary } = counting {
         for (i, (message, reason)) in batch.iter().zip(scratch.reasons.iter()).enumerate() {
             match reason {

@@ -96,6 +96,23 @@ pub struct Extent {
     name: String,
 }
 
+impl Extent {
+    /// The sequence number its segment's name gives.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Its file.
+    pub(crate) fn file(&self) -> &Arc<dyn Segment> {
+        &self.file
+    }
+
+    /// Bytes of whole records in it.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 /// The log.
 #[derive(Debug)]
 pub struct Log {
