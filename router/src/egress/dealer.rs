@@ -445,8 +445,12 @@ impl ZmqDealerOutput {
     }
 
     /// Sends one message; `Err` is its rejection, `Err(None)` when the
-    /// output closed.
-    async fn send_one(&self, message: &Message) -> Result<(), Option<Reject>> {
+    /// output closed. A published message (no request) comes back with
+    /// the receiver its reply is signalled on.
+    async fn send_one(
+        &self,
+        message: &Message,
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<()>>, Option<Reject>> {
         let request = message.request.as_ref();
         let now = Instant::now();
         let deadline = match request {
@@ -478,16 +482,28 @@ impl ZmqDealerOutput {
                 if attempt == 1 {
                     wait = Some(self.links.room().wait());
                 }
-                let dispatched =
-                    self.shared
-                        .table()
-                        .dispatch(id, msg, request, deadline, key, Instant::now());
+                let (dispatched, replied) = {
+                    let mut table = self.shared.table();
+                    let dispatched =
+                        table.dispatch(id, msg, request, deadline, key, Instant::now());
+                    // The reply cannot arrive before the ack is attached:
+                    // the table stays locked.
+                    let replied = match (&dispatched, request) {
+                        (Dispatched::Sent { .. }, None) => {
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            table.attach_ack(id, tx);
+                            Some(rx)
+                        }
+                        _ => None,
+                    };
+                    (dispatched, replied)
+                };
                 match dispatched {
                     Dispatched::Sent { wake_timer } => {
                         if wake_timer {
                             self.shared.timer.notify_one();
                         }
-                        return Ok(());
+                        return Ok(replied);
                     }
                     Dispatched::NoService => {
                         let e = self.shared.table().no_service();
@@ -575,9 +591,16 @@ impl Output for ZmqDealerOutput {
             }
             self.start_timer();
             let mut delivery = Delivery::accepted();
+            // Published messages are taken when their reply arrives.
+            let mut replies = Vec::new();
             for (i, message) in batch.iter().enumerate() {
                 match self.send_one(message).await {
-                    Ok(()) => self.sent.inc(),
+                    Ok(replied) => {
+                        self.sent.inc();
+                        if let Some(rx) = replied {
+                            replies.push((i, rx));
+                        }
+                    }
                     Err(Some(reason)) => delivery.reject(i, reason),
                     Err(None) => {
                         for m in &batch[i + 1..] {
@@ -593,6 +616,13 @@ impl Output for ZmqDealerOutput {
                         delivery.reject_range(i..batch.len(), Reject::Failed);
                         break;
                     }
+                }
+            }
+            // Every receiver resolves: the reply, or the entry dropped at
+            // its deadline, with its service, or at close.
+            for (i, rx) in replies {
+                if rx.await.is_err() {
+                    delivery.reject(i, Reject::Failed);
                 }
             }
             self.refused.count(&delivery, batch.len());

@@ -24,9 +24,16 @@ struct InFlight {
     peer: PeerId,
     deadline: Instant,
     request: Option<Request>,
+    /// A published message (no request): told `true` when its reply
+    /// arrives; dropped unsent (a timeout, a lost service, a close) means
+    /// it failed.
+    ack: Option<Ack>,
     /// The message's hash, for a resend under `consistent_hash`.
     key: Option<u64>,
 }
+
+/// Tells the sender of a published message that a service replied.
+pub(super) type Ack = tokio::sync::oneshot::Sender<()>;
 
 /// What became of a request given to [`Table::dispatch`].
 #[derive(Debug)]
@@ -337,6 +344,13 @@ impl Table {
         (Choice::None, msg)
     }
 
+    /// Waits for the reply to request `id` (just dispatched) with `ack`.
+    pub(super) fn attach_ack(&mut self, id: u64, ack: Ack) {
+        if let Some(entry) = self.in_flight.get_mut(&id) {
+            entry.ack = Some(ack);
+        }
+    }
+
     /// Records request `id` as held by service `i`.
     fn sent(
         &mut self,
@@ -362,6 +376,7 @@ impl Table {
                 peer,
                 deadline,
                 request: request.cloned(),
+                ack: None,
                 key,
             },
         );
@@ -409,6 +424,9 @@ impl Table {
             if self.in_flight.get(&id).is_some_and(|e| e.peer == peer) {
                 if let Some((entry, _)) = self.take(id) {
                     self.succeeded(i);
+                    if let Some(ack) = entry.ack {
+                        let _ = ack.send(());
+                    }
                     if let Some(request) = entry.request {
                         m.drain(..2);
                         effects.answers.push((request, Answer::Reply(m)));
@@ -490,12 +508,17 @@ impl Table {
             if self.in_flight.get(&id).is_none_or(|e| e.peer != peer) {
                 continue;
             }
-            let Some((entry, _)) = self.take(id) else {
+            let Some((mut entry, _)) = self.take(id) else {
                 continue;
             };
             let request = entry.request.as_ref();
             match self.dispatch(id, m, request, entry.deadline, entry.key, now) {
-                Dispatched::Sent { wake_timer: w } => wake_timer |= w,
+                Dispatched::Sent { wake_timer: w } => {
+                    wake_timer |= w;
+                    if let Some(ack) = entry.ack.take() {
+                        self.attach_ack(id, ack);
+                    }
+                }
                 Dispatched::NoService => {
                     if let Some(r) = entry.request {
                         let e = self.no_service();

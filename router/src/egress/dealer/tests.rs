@@ -696,6 +696,56 @@ async fn one_way_messages_are_sent_and_their_replies_discarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_message_is_taken_when_its_reply_arrives_and_refused_without_one() {
+    let f = fixture(Config {
+        default_timeout: Duration::from_millis(300),
+        ..Config::default()
+    });
+    let s = f.connected("held", Mode::Hold, 1).await;
+    let (mut m, _rx) = f.request("t", "one", None);
+    m.request = None;
+    let batch = std::slice::from_ref(&m);
+    let mut send = f.output.send(batch);
+    // Held by the service: the send waits for its reply.
+    assert!(
+        futures_poll_once(&mut send).await.is_none(),
+        "dispatched, waiting"
+    );
+    eventually("request held", || s.seen().len() == 1).await;
+    assert!(
+        futures_poll_once(&mut send).await.is_none(),
+        "not taken before the reply"
+    );
+    s.release();
+    let d = within("send", send).await.expect("send");
+    assert!(d.is_complete(), "taken once the reply came");
+    // A reply that never comes: refused at the deadline, so a route can
+    // retry it or dead-letter it.
+    s.set(Mode::Hold);
+    let (mut m, _rx) = f.request("t", "two", None);
+    m.request = None;
+    let d = within("send", f.output.send(std::slice::from_ref(&m)))
+        .await
+        .expect("send");
+    assert_eq!(
+        d.rejections().first().map(|r| r.reason),
+        Some(Reject::Failed),
+        "{d:?}"
+    );
+}
+
+/// Polls `fut` once: `Some` if it was ready.
+async fn futures_poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *fut).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_fails_what_is_outstanding_with_shutting_down() {
     let f = fixture(Config::default());
     let _s = f.connected("slow", Mode::Hold, 1).await;
