@@ -147,3 +147,66 @@ fn what_an_output_keeps_failing_goes_to_the_dead_letter_store() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_backlog_on_disk_while_the_worker_is_gone_keeps_memory_flat_and_arrives_whole() -> Result<()> {
+    let data = TempDir::new()?;
+    let config = format!(
+        r#"
+[router]
+admin = "127.0.0.1:0"
+data_dir = "{}"
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+max_body = "4MiB"
+
+[[output]]
+name = "a"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "100ms"
+
+[[route]]
+name = "jobs"
+match = "jobs.>"
+to = ["a"]
+queue = {{ durable = true, max_bytes = "256MiB" }}
+"#,
+        data.path().display()
+    );
+    let router = Router::start(&config)?;
+    let mut api = router.http("api")?;
+    // Warm up the paths a publish takes before measuring.
+    let resp = api.post_json("/v1/publish", &numbered_batch("jobs.x", 0, 100, 1024))?;
+    ensure!(resp.status == 202, "{}", resp.text());
+    let idle = router.rss_kib()?;
+    // 64 MiB of 1 KiB messages, with nobody to take them.
+    const N: u64 = 65_536;
+    for start in (100..N).step_by(1000) {
+        let end = (start + 1000).min(N);
+        let resp = api.post_json("/v1/publish", &numbered_batch("jobs.x", start, end, 1024))?;
+        ensure!(resp.status == 202, "{}", resp.text());
+    }
+    let scrape = router.scrape()?;
+    ensure!(
+        scrape.route("jobs").depth == N,
+        "{:?}",
+        scrape.route("jobs")
+    );
+    let held = router.rss_kib()?;
+    ensure!(
+        held < idle + 32 * 1024,
+        "RSS grew from {idle} KiB to {held} KiB with the backlog on disk"
+    );
+    // The worker is back: all of it arrives.
+    let mut worker = Peer::pull(&router.output_endpoint("a")?, PullOptions::default())?;
+    let got = worker.recv_n(N as usize, WAIT)?;
+    ensure!(numbers(&got) == (0..N).collect(), "all delivered once");
+    router.wait_scrape("released", "switchyard_route", WAIT, |s| {
+        s.route("jobs").depth == 0
+    })?;
+    Ok(())
+}
