@@ -156,7 +156,7 @@ fn store_and_forward_keeps_the_uplink_on_disk() {
             when_full: WhenFull::Block,
             block_timeout: QueueConfig::DEFAULT_BLOCK_TIMEOUT,
             durable: Some(Durability {
-                max_age: None,
+                max_age: Some(std::time::Duration::from_secs(7 * 86_400)),
                 fsync: Fsync::Batch,
                 fsync_interval: std::time::Duration::from_millis(10),
             }),

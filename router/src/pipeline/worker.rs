@@ -67,7 +67,7 @@ pub(crate) async fn run(route: Arc<Route>, shared: Arc<Shared>) {
             let lanes = futures_join(
                 lanes
                     .into_iter()
-                    .map(|lane| run_lane(&route, &shared, lane, Some(&retarget))),
+                    .map(|lane| Box::pin(run_lane(&route, &shared, lane, Some(&retarget)))),
             );
             let ends = tokio::select! {
                 ends = lanes => ends,
@@ -97,15 +97,18 @@ async fn keep(route: &Route) -> std::convert::Infallible {
     }
 }
 
-/// Runs every future to completion, concurrently, on this task.
-async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<Option<Pin<Box<F>>>> = futures.map(|f| Some(Box::pin(f))).collect();
-    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+/// Runs every future to completion, concurrently, on this task, and
+/// returns their outputs in order.
+async fn futures_join<F: Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+) -> SmallVec<[F::Output; 2]> {
+    let mut pending: SmallVec<[Option<F>; 2]> = futures.map(Some).collect();
+    let mut out: SmallVec<[Option<F::Output>; 2]> = pending.iter().map(|_| None).collect();
     poll_fn(|cx| {
         let mut busy = false;
         for (slot, result) in pending.iter_mut().zip(out.iter_mut()) {
             if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
+                match Pin::new(f).poll(cx) {
                     Poll::Ready(r) => {
                         *result = Some(r);
                         *slot = None;
@@ -452,27 +455,18 @@ async fn deliver(
         let shutting_down = shutting.load(Ordering::Relaxed);
         let all = |_: usize| None;
         let seq_of = |i: usize, _: &Message| view.seqs.get(i).copied();
-        let keeps = shared.dead_letters.is_some();
-        account(
+        let output_of = |o: usize| &program.outputs[lane.only.unwrap_or(o)];
+        let counting = view.counting(&seq_of);
+        settle(
             route,
             batch,
             &results,
             all,
+            output_of,
             shutting_down,
             scratch,
             latency,
-            view.counting(&seq_of),
-            keeps,
-        );
-        let output_of = |o: usize| &program.outputs[lane.only.unwrap_or(o)];
-        super::dead_letters::keep_refused(
-            route,
-            batch,
-            &results,
-            output_of,
-            &scratch.set_aside,
-            &scratch.refused_by,
-            view.counting(&seq_of),
+            counting,
             shared,
         )
         .await;
@@ -577,31 +571,64 @@ async fn deliver(
     }
     let positions = |o: usize| routed.then(|| staged.routed[targets[o]].as_slice());
     let seq_of = |_: usize, m: &Message| view.by_id.get(&m.id).copied();
-    let keeps = shared.dead_letters.is_some();
-    account(
+    let output_of = |o: usize| &program.outputs[targets[o]];
+    let counting = view.counting(&seq_of);
+    let messages = &staged.messages;
+    settle(
         route,
-        &staged.messages,
+        messages,
         &results,
         positions,
+        output_of,
         shutting_down,
         scratch,
         latency,
-        view.counting(&seq_of),
-        keeps,
-    );
-    let output_of = |o: usize| &program.outputs[targets[o]];
-    super::dead_letters::keep_refused(
-        route,
-        &staged.messages,
-        &results,
-        output_of,
-        &scratch.set_aside,
-        &scratch.refused_by,
-        view.counting(&seq_of),
+        counting,
         shared,
     )
     .await;
     Outcome::Counted
+}
+
+/// Counts each message's outcome ([`account`]), and puts what the
+/// dead-letter store keeps into it. `output_of(o)` is the output of
+/// result `o`.
+#[allow(clippy::too_many_arguments)]
+async fn settle<'p, 'o>(
+    route: &Route,
+    batch: &[Message],
+    results: &[Sent],
+    positions: impl Fn(usize) -> Option<&'p [u32]>,
+    output_of: impl Fn(usize) -> &'o Arc<dyn Output>,
+    shutting_down: bool,
+    scratch: &mut Scratch,
+    latency: &mut LocalHistogram,
+    counting: Counting<'_>,
+    shared: &Shared,
+) {
+    let keeps = shared.dead_letters.is_some();
+    account(
+        route,
+        batch,
+        results,
+        positions,
+        shutting_down,
+        scratch,
+        &*latency,
+        counting,
+        keeps,
+    );
+    super::dead_letters::keep_refused(
+        route,
+        batch,
+        results,
+        output_of,
+        &scratch.set_aside,
+        &scratch.refused_by,
+        counting,
+        shared,
+    )
+    .await;
 }
 
 /// What a lane's delivery needs to know beyond the batch.
@@ -704,27 +731,7 @@ async fn send_all<'a>(
         out.push(only.as_mut().await);
         return out;
     }
-    let mut results: SmallVec<[Option<Sent>; 2]> = pending.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut busy = false;
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(fut) = slot {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(r) => {
-                        *result = Some(r);
-                        *slot = None;
-                    }
-                    Poll::Pending => busy = true,
-                }
-            }
-        }
-        if busy { Poll::Pending } else { Poll::Ready(()) }
-    })
-    .await;
-    results
-        .into_iter()
-        .map(|r| r.expect("poll_fn returns once every send has completed"))
-        .collect()
+    futures_join(pending.into_iter().flatten()).await
 }
 
 fn reason_of(reject: Reject) -> DropReason {

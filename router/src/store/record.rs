@@ -237,31 +237,42 @@ fn parse(body: &[u8]) -> Option<Record> {
     })
 }
 
-fn nanos(t: SystemTime) -> u64 {
+/// `t` in nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn short(out: &mut Vec<u8>, s: &str) {
-    // Topics, input names and peers are far below 64 KiB; a longer one is
-    // cut at a character boundary rather than mis-framed.
-    let mut n = s.len().min(usize::from(u16::MAX));
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    let mut n = s.len().min(max);
     while !s.is_char_boundary(n) {
         n -= 1;
     }
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    &s[..n]
 }
 
-fn long(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` with a u16 length. Topics, input names and peers are far
+/// below 64 KiB; a longer one is cut at a character boundary rather than
+/// mis-framed.
+pub(crate) fn short(out: &mut Vec<u8>, s: &str) {
+    let s = cut(s, usize::from(u16::MAX));
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends `s` with a u32 length.
+pub(crate) fn long(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads the fields [`short`], [`long`] and the fixed-size integers wrote,
+/// in order; `None` past the end.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -269,20 +280,20 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(head)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn short(&mut self) -> Option<&'a str> {
+    pub(crate) fn short(&mut self) -> Option<&'a str> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
         std::str::from_utf8(self.take(usize::from(n))?).ok()
     }
-    fn long(&mut self) -> Option<&'a str> {
+    pub(crate) fn long(&mut self) -> Option<&'a str> {
         let n = self.u32()? as usize;
         std::str::from_utf8(self.take(n)?).ok()
     }

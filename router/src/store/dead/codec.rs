@@ -85,10 +85,7 @@ pub(crate) enum Body {
     Tombstone(Vec<u64>),
 }
 
-pub(crate) fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
+pub(crate) use super::super::record::nanos;
 
 pub(crate) fn from_nanos(n: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(n)
@@ -103,24 +100,11 @@ fn finish(out: &mut [u8], start: usize) -> usize {
     out.len() - start
 }
 
-fn cut(s: &str, max: usize) -> &str {
-    let mut n = s.len().min(max);
-    while !s.is_char_boundary(n) {
-        n -= 1;
-    }
-    &s[..n]
-}
+use super::super::record::{Reader, short};
 
-fn short(out: &mut Vec<u8>, s: &str) {
-    let s = cut(s, usize::from(u16::MAX));
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
+/// Appends an error text with a u32 length, cut to [`MAX_ERROR`].
 fn long(out: &mut Vec<u8>, s: &str) {
-    let s = cut(s, MAX_ERROR);
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
+    record::long(out, record::cut(s, MAX_ERROR));
 }
 
 /// Appends `entry` as record `seq` to `out`; returns its length.
@@ -270,34 +254,4 @@ pub(crate) fn parse_entry(buf: &[u8]) -> Option<(DeadLetter, Summary)> {
         last_failed: summary.last_failed,
     };
     Some((entry, *summary))
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn short(&mut self) -> Option<&'a str> {
-        let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?);
-        std::str::from_utf8(self.take(usize::from(n))?).ok()
-    }
-    fn long(&mut self) -> Option<&'a str> {
-        let n = self.u32()? as usize;
-        std::str::from_utf8(self.take(n)?).ok()
-    }
 }
