@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::error::Subject;
 use super::policy::Fsync;
-use super::raw::{RawDeadLetters, S};
+use super::raw::RawDeadLetters;
 use super::units::serialize_duration;
 
 /// The `[dead_letters]` table. The whole table may be left out. Not
@@ -91,39 +91,14 @@ pub(crate) fn build(
         d.max_age,
         Duration::from_secs(1)..=Duration::from_secs(3650 * 86_400),
     );
-    let problems_before = c.problem_count();
-    let fsync = c.choice(
+    let (fsync, fsync_interval) = super::route::sync_policy(
+        c,
         &subject,
-        "fsync",
+        "",
         raw.fsync.as_ref(),
-        d.fsync,
-        &[
-            ("always", Fsync::Always),
-            ("batch", Fsync::Batch),
-            ("os", Fsync::Os),
-        ],
-    );
-    let fsync_ok = c.problem_count() == problems_before;
-    let fsync_interval = c.duration(
-        &subject,
-        "fsync_interval",
         raw.fsync_interval.as_ref(),
-        d.fsync_interval,
-        Duration::from_millis(1)..=Duration::from_secs(10),
+        (d.fsync, d.fsync_interval),
     );
-    if let Some(v) = &raw.fsync_interval
-        && fsync != Fsync::Batch
-        && fsync_ok
-    {
-        c.invalid(
-            &subject,
-            "fsync_interval",
-            S::span(v),
-            format!(
-                "only applies with fsync = \"batch\" (group commit); with fsync = \"{fsync}\" there is no interval, remove it"
-            ),
-        );
-    }
     DeadLetters {
         max_entries,
         max_bytes,

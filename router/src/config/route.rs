@@ -11,7 +11,7 @@ use super::checker::{Checker, closest};
 use super::error::{Error, Subject, Suggestion};
 use super::names::Declared;
 use super::raw::{RawQueue, RawRoute, S};
-use super::units::{format_size, serialize_duration, serialize_duration_or_none};
+use super::units::{Quantity, format_size, serialize_duration, serialize_duration_or_none};
 
 /// One `[[route]]`. Reloads live: routes are the part of the file operators
 /// edit while the router runs.
@@ -535,12 +535,37 @@ fn build_durability(
         ms..=Duration::from_secs(3650 * 86_400),
         false,
     );
+    let (fsync, fsync_interval) = sync_policy(
+        c,
+        subject,
+        "queue.",
+        raw.fsync.as_ref(),
+        raw.fsync_interval.as_ref(),
+        (d.fsync, d.fsync_interval),
+    );
+    Durability {
+        max_age,
+        fsync,
+        fsync_interval,
+    }
+}
+
+/// Reads `<prefix>fsync` and `<prefix>fsync_interval` (a durable queue's,
+/// or the dead-letter store's): the interval only with `batch`.
+pub(crate) fn sync_policy(
+    c: &mut Checker<'_>,
+    subject: &Subject,
+    prefix: &str,
+    fsync: Option<&S<String>>,
+    interval: Option<&S<Quantity>>,
+    (default, default_interval): (Fsync, Duration),
+) -> (Fsync, Duration) {
     let problems_before = c.problem_count();
     let fsync = c.choice(
         subject,
-        "queue.fsync",
-        raw.fsync.as_ref(),
-        d.fsync,
+        &format!("{prefix}fsync"),
+        fsync,
+        default,
         &[
             ("always", Fsync::Always),
             ("batch", Fsync::Batch),
@@ -548,31 +573,28 @@ fn build_durability(
         ],
     );
     let fsync_ok = c.problem_count() == problems_before;
+    let field = format!("{prefix}fsync_interval");
     let fsync_interval = c.duration(
         subject,
-        "queue.fsync_interval",
-        raw.fsync_interval.as_ref(),
-        d.fsync_interval,
-        ms..=Duration::from_secs(10),
+        &field,
+        interval,
+        default_interval,
+        Duration::from_millis(1)..=Duration::from_secs(10),
     );
-    if let Some(v) = &raw.fsync_interval
+    if let Some(v) = interval
         && fsync != Fsync::Batch
         && fsync_ok
     {
         c.invalid(
             subject,
-            "queue.fsync_interval",
+            &field,
             v.span(),
             format!(
                 "only applies with fsync = \"batch\" (group commit); with fsync = \"{fsync}\" there is no interval, remove it"
             ),
         );
     }
-    Durability {
-        max_age,
-        fsync,
-        fsync_interval,
-    }
+    (fsync, fsync_interval)
 }
 
 #[cfg(test)]
