@@ -52,7 +52,7 @@ BIN = ROOT / "bench" / "bin"
 ROUTER = ROOT / "target" / "release" / "switchyard"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import free_port, log, machine_info, proc_status  # noqa: E402
+from run import free_port, log, machine_info  # noqa: E402
 
 
 def parse_size(text: str) -> int:
@@ -133,7 +133,16 @@ class Bench:
         raise RuntimeError("router not ready in time")
 
     def rss(self) -> dict[str, int]:
-        return proc_status(self.router.pid)
+        """VmRSS, VmHWM and the anonymous / file-backed parts of VmRSS, KiB."""
+        out: dict[str, int] = {}
+        try:
+            for line in Path(f"/proc/{self.router.pid}/status").read_text().splitlines():
+                key, _, val = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                    out[key] = int(val.split()[0])
+        except (OSError, ValueError):
+            pass
+        return out
 
     def stop(self, sig: int) -> float:
         t = time.monotonic()
@@ -151,7 +160,7 @@ class Bench:
         """Publishes until the route holds --target bytes; samples RSS meanwhile."""
         a = self.args
         first = self.published
-        peak_rss = 0
+        peak_rss = peak_anon = 0
         # Counted from what the route reports before the fill: after a
         # restart it may report bytes held with nothing queued (see notes).
         base = self.queue_bytes()
@@ -164,7 +173,9 @@ class Bench:
                  "--topic", "bench.data", "--sndhwm", "1000", "--first", str(self.published)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             while send.poll() is None:
-                peak_rss = max(peak_rss, self.rss().get("VmRSS", 0))
+                st = self.rss()
+                peak_rss = max(peak_rss, st.get("VmRSS", 0))
+                peak_anon = max(peak_anon, st.get("RssAnon", 0))
                 time.sleep(0.05)
             out, err = send.communicate()
             if send.returncode != 0:
@@ -188,6 +199,7 @@ class Bench:
             "fill_msgs_per_s": (self.published - first) / elapsed,
             "rss_peak_sampled_kib": max(peak_rss, st.get("VmRSS", 0)),
             "rss_steady_kib": st.get("VmRSS"), "hwm_kib": st.get("VmHWM"),
+            "anon_peak_sampled_kib": peak_anon, "anon_steady_kib": st.get("RssAnon"),
             "disk_bytes": sum(f.stat().st_size for f in self.data.rglob("*") if f.is_file()),
         }
 
@@ -385,15 +397,16 @@ def markdown(rep: dict) -> str:
         f"started {m['date']}. Idle RSS {mib(idle)} MiB (first start to /ready "
         f"{rep['first_start_ready_s']:.3f}s).",
         "",
-        "| fill | messages | queue MiB | on disk MiB | fill msgs/s | RSS peak MiB | RSS steady MiB "
-        "| steady − idle MiB |",
+        "| fill | messages | queue MiB | on disk MiB | fill msgs/s | RSS peak MiB (anon) "
+        "| RSS steady MiB (anon) | steady − idle MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for i, f in enumerate(rep["fills"]):
         lines.append(
             f"| {i + 1} | {f['published']:,} | {f['queue_bytes'] / 2**20:.0f} | "
             f"{f['disk_bytes'] / 2**20:.0f} | {f['fill_msgs_per_s']:,.0f} | "
-            f"{mib(f['rss_peak_sampled_kib'])} | {mib(f['rss_steady_kib'])} | "
+            f"{mib(f['rss_peak_sampled_kib'])} ({mib(f['anon_peak_sampled_kib'])}) | "
+            f"{mib(f['rss_steady_kib'])} ({mib(f['anon_steady_kib'])}) | "
             f"{(f['rss_steady_kib'] - idle) / 1024:.1f} |")
     lines += [
         "",
@@ -405,7 +418,7 @@ def markdown(rep: dict) -> str:
     for r in rep["restarts"]:
         first = f"{r['first_message_s']:.3f}" if r["first_message_s"] is not None else "-"
         if r["depth_after_drain"] or r["queue_bytes_after_drain"]:
-            notes.append(f"after the {r['how']} restart's drain the route reports depth "
+            notes.append(f"after the {r['how']} restart's ({'cold' if r['cold_cache'] else 'warm'}) drain the route reports depth "
                          f"{r['depth_after_drain']:.0f} and "
                          f"{r['queue_bytes_after_drain'] / 2**20:.1f} MiB held")
         lines.append(

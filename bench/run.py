@@ -30,6 +30,13 @@ Suites:
     reqrep  issue 6: REQ clients -> router (zmq-router in, zmq-dealer out) -> REP
             echo service, vs the same clients straight to the service: round
             trips/s, p50/p99. Its own options: bench/reqrep.py --help.
+    store   issue 13: PUSH -> router -> PULL with the route's queue in memory
+            (router-push) and on disk (router-durable), beside a nats-server
+            JetStream file stream used as the buffer (jetstream: driven by
+            target/release/jetstream-load, producer and pull consumer).
+    backlog issue 13: a 1 GiB durable backlog, RSS and restart time
+            (bench/backlog.py --help).
+    soak    issue 13: the kill -9 e2e tests with 100 kills (bench/soak.py --help).
 
 Examples:
     ./dev bench                                   # layer suite, all cases, 3 reps
