@@ -259,6 +259,8 @@ class Bench:
             self.router.kill()
             self.router.wait()
         shutil.rmtree(self.data, ignore_errors=True)
+        if not self.args.logs:
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 def worker_main(endpoint: str, expect: int, idle_s: float) -> int:
@@ -332,7 +334,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "kill-cold (each after a fresh fill)")
     p.add_argument("--config", type=Path, default=ROOT / "bench" / "router-backlog-bench.toml")
     p.add_argument("--no-build", action="store_true", help="do not run bench/build.sh or cargo")
-    p.add_argument("--logs", metavar="DIR", help="keep the router logs here")
+    p.add_argument("--logs", metavar="DIR",
+                   help="keep the router logs here (by default they are removed at the end)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON here")
     p.add_argument("--worker", metavar="ENDPOINT", help=argparse.SUPPRESS)
     p.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
