@@ -64,8 +64,15 @@ def main(argv: list[str]) -> int:
         r.update({"passed": proc.returncode == 0, "seconds": round(elapsed, 1)})
         if proc.returncode != 0:
             failed = True
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-            print(f"soak: {fsync} FAILED:\n{tail}", file=sys.stderr)
+            out = proc.stdout + proc.stderr
+            saved = ROOT / "target" / f"soak-{fsync}.log"
+            saved.write_text(out)
+            # The test's own error (anyhow's "Error: ..." and its causes),
+            # before the backtrace.
+            lines = out.splitlines()
+            at = next((i for i, ln in enumerate(lines) if ln.startswith("Error:")), None)
+            why = "\n".join(lines[at:at + 12] if at is not None else lines[-30:])
+            print(f"soak: {fsync} FAILED (whole output: {saved}):\n{why}", file=sys.stderr)
         results.append(r)
         print(f"soak: {json.dumps(r)}", file=sys.stderr, flush=True)
     # "pass": every accepted number was delivered (the test fails on the
