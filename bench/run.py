@@ -30,6 +30,13 @@ Suites:
     reqrep  issue 6: REQ clients -> router (zmq-router in, zmq-dealer out) -> REP
             echo service, vs the same clients straight to the service: round
             trips/s, p50/p99. Its own options: bench/reqrep.py --help.
+    store   issue 13: PUSH -> router -> PULL with the route's queue in memory
+            (router-push) and on disk (router-durable), beside a nats-server
+            JetStream file stream used as the buffer (jetstream: driven by
+            target/release/jetstream-load, producer and pull consumer).
+    backlog issue 13: a 1 GiB durable backlog, RSS and restart time
+            (bench/backlog.py --help).
+    soak    issue 13: the kill -9 e2e tests with 100 kills (bench/soak.py --help).
 
 Examples:
     ./dev bench                                   # layer suite, all cases, 3 reps
@@ -47,6 +54,7 @@ import platform
 import shlex
 import signal
 import socket
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,6 +91,12 @@ class Impl:
     build: list[list[str]] = field(default_factory=list)
     mode_key: str = "layer"  # which Case.modes entry fills {mode}
     direct: bool = False  # no forwarder: zsend connects straight to a binding zrecv
+    # "zmq": zsend -> forwarder -> zrecv. "jetstream": the forwarder is a
+    # nats-server and target/release/jetstream-load is producer and consumer.
+    load: str = "zmq"
+    # A directory (template) the forwarder keeps its data in: removed before
+    # the forwarder starts and after it stops.
+    data_dir: str = ""
 
 
 PLACEHOLDERS = """
@@ -91,6 +105,7 @@ PLACEHOLDERS = """
 {mode}                  pull-push | sub-pub (layer suite) or xsub-xpub (router suite)
 {hwm} {sndbuf} {rcvbuf} the matched high-water mark (messages) and kernel buffers (bytes, -1 = OS default)
 {root}                  the repository root
+{data}                  the implementation's data directory (on the repository's disk, under target/)
 """
 
 LAYER_CASES = [
@@ -174,11 +189,21 @@ IMPLS = {
     ),
     "router-durable": Impl(
         "router-durable",
-        "sh -c 'rm -rf \"$BENCH_DATA\" && exec {root}/target/release/switchyard run "
-        "--config {root}/bench/router-durable-bench.toml'",
-        env={**ROUTER_ENV, "BENCH_DATA": "{root}/target/bench-data-{admin_port}"},
+        "{root}/target/release/switchyard run --config {root}/bench/router-durable-bench.toml",
+        env={**ROUTER_ENV, "BENCH_DATA": "{data}"},
         build=[CARGO_RELEASE_ROUTER],
         mode_key="proxy",
+        data_dir="{root}/target/bench-data-{admin_port}",
+    ),
+    # Store suite reference: a local nats-server with JetStream, a file stream
+    # as the buffer (default sync), fed and drained by jetstream-load.
+    "jetstream": Impl(
+        "jetstream",
+        "nats-server -a 127.0.0.1 -p {in_port} -js -sd {data}",
+        build=[CARGO_RELEASE_BENCH],
+        mode_key="proxy",
+        load="jetstream",
+        data_dir="{root}/target/bench-js-{admin_port}",
     ),
     # Baseline, opt-in: the load programs alone (zrecv binds, zsend connects to
     # it). Its rate is the ceiling the harness itself can measure on this machine.
@@ -196,7 +221,7 @@ SUITES = {
     "layer": (LAYER_CASES, ["libzmq", "switchyard"]),
     "router": (ROUTER_CASES, ["zmq_proxy", "router"]),
     "plugin": (PLUGIN_CASES, ["router", "router-plugin"]),
-    "store": (STORE_CASES, ["router-push", "router-durable"]),
+    "store": (STORE_CASES, ["router-push", "router-durable", "jetstream"]),
 }
 
 
@@ -261,7 +286,9 @@ class Runner:
             os.setpriority(os.PRIO_PROCESS, 0, self.args.nice)
 
     def fmt(self, template: str, case: Case, impl: Impl, ports: dict[str, int]) -> str:
+        data = impl.data_dir.format(root=str(ROOT), admin_port=ports["admin"])
         return template.format(
+            data=data,
             root=str(ROOT),
             mode=case.modes.get(impl.mode_key, ""),
             hwm=self.args.hwm,
@@ -273,7 +300,13 @@ class Runner:
             admin_port=ports["admin"],
         )
 
+    def data_dir(self, case: Case, impl: Impl, ports: dict[str, int]) -> Path | None:
+        return Path(self.fmt(impl.data_dir, case, impl, ports)) if impl.data_dir else None
+
     def start_forwarder(self, case: Case, impl: Impl, ports: dict[str, int], tag: str):
+        data = self.data_dir(case, impl, ports)
+        if data is not None:
+            shutil.rmtree(data, ignore_errors=True)
         argv = shlex.split(self.fmt(impl.cmd, case, impl, ports))
         env = dict(os.environ)
         env.update({k: self.fmt(v, case, impl, ports) for k, v in impl.env.items()})
@@ -302,6 +335,17 @@ class Runner:
         ]
         if case.recv_type == "sub":
             recv_cmd += ["--subscribe", case.topic]
+        if impl.load == "jetstream":
+            # One program is both ends: producer (PubAck window) and consumer.
+            recv_cmd = pin + [
+                str(ROOT / "target" / "release" / "jetstream-load"),
+                "--server", f"nats://127.0.0.1:{ports['in']}",
+                "--count", str(count), "--size", str(case.size), "--rate", str(rate),
+                "--window", str(a.js_window), "--batch", str(a.js_batch),
+                "--max-ack-pending", str(a.js_max_ack_pending), "--subject", case.topic,
+                "--idle-ms", str(max(a.idle_ms, 10_000)),
+                "--connect-timeout-s", str(a.startup_timeout),
+            ]
         send_cmd = pin + [
             str(BIN / "zsend"), "--type", case.send_type,
             "--endpoint", f">tcp://127.0.0.1:{ports['out' if impl.direct else 'in']}",
@@ -316,6 +360,8 @@ class Runner:
         try:
             recv = subprocess.Popen(recv_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, text=True, preexec_fn=self.renice)
+            if impl.load == "jetstream":
+                send_cmd = ["true"]  # jetstream-load sends as well
             send = subprocess.Popen(send_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, text=True, preexec_fn=self.renice)
             limit = a.startup_timeout + count / max(rate, 10_000) * 3 + 30
@@ -349,8 +395,14 @@ class Runner:
         finally:
             stop(fwd)
             fwd_log.close()
-        sres = last_json(send_out) if send_out.strip() else {"error": send_err.strip()}
+            data = self.data_dir(case, impl, ports)
+            if data is not None:
+                shutil.rmtree(data, ignore_errors=True)
         rres = last_json(recv_out) if recv_out.strip() else {"error": recv_err.strip()}
+        if impl.load == "jetstream":
+            sres = rres
+        else:
+            sres = last_json(send_out) if send_out.strip() else {"error": send_err.strip()}
         if "error" in sres or rres.get("timed_out"):
             raise TrialError(f"path never came up: send={sres} recv={rres} "
                              f"(forwarder log: {self.workdir / f'{tag}.fwd.log'})")
@@ -359,7 +411,7 @@ class Runner:
             and sres["achieved_rate"] >= rate * (1 - a.slack)
         )
         passed = (rres["lost"] == 0 and rres["duplicates"] == 0 and rres["reorders"] == 0
-                  and ok_rate)
+                  and rres.get("stream_seq_gaps", 0) == 0 and ok_rate)
         result = {
             "impl": impl.name, "case": case.name, "rate": rate, "count": count,
             "passed": passed, "recv": rres, "send": sres,
@@ -503,8 +555,15 @@ def markdown(results: list[dict], cases: list[Case], impls: list[str], info: dic
     head = ["case", "size"]
     for name in impls:
         head.append(f"{name} msgs/s (median)")
-    if len(impls) == 2:
-        head.append(f"{impls[1]} / {impls[0]}")
+    # The second implementation is the one under test: its ratio to each other one.
+    ratio_to = [0] if len(impls) == 2 else [i for i in range(len(impls)) if i != 1]
+    if len(impls) >= 2:
+        for i in ratio_to:
+            head.append(f"{impls[1]} / {impls[i]}")
+    unpaced = args.suite == "store"
+    if unpaced:
+        for name in impls:
+            head.append(f"{name} unpaced msgs/s (median)")
     for name in impls:
         head.append(f"{name} peak RSS MiB")
     for name in impls:
@@ -514,7 +573,7 @@ def markdown(results: list[dict], cases: list[Case], impls: list[str], info: dic
     lines.append("|" + "---|" * len(head))
     for case in cases:
         row = [case.name, f"{case.size} B"]
-        meds, hwms, cpus, runs = [], [], [], []
+        meds, hwms, cpus, runs, unp = [], [], [], [], []
         for name in impls:
             rs = [r for r in results if r["case"] == case.name and r["impl"] == name]
             rates = [r["max_rate"] for r in rs if "error" not in r]
@@ -525,12 +584,19 @@ def markdown(results: list[dict], cases: list[Case], impls: list[str], info: dic
             cpu = [r["fwd_cpu_us_per_msg_at_max"] for r in rs
                    if r.get("fwd_cpu_us_per_msg_at_max") is not None]
             cpus.append(median(cpu) if cpu else None)
+            up = [r["unpaced_recv_rate"] for r in rs if r.get("unpaced_recv_rate")]
+            unp.append(median(up) if up else None)
             runs.append(f"{name}: " + ", ".join(f"{x:,}" for x in rates)
                         + (f" ({len(errs)} errors)" if errs else ""))
         for m in meds:
             row.append(f"{m:,.0f}" if m is not None else "error")
-        if len(impls) == 2:
-            row.append(f"{meds[1] / meds[0]:.2f}x" if meds[0] and meds[1] is not None else "-")
+        if len(impls) >= 2:
+            for i in ratio_to:
+                row.append(f"{meds[1] / meds[i]:.2f}x" if meds[i] and meds[1] is not None
+                           else "-")
+        if unpaced:
+            for u in unp:
+                row.append(f"{u:,.0f}" if u is not None else "-")
         for h in hwms:
             row.append(mib(h))
         for c in cpus:
@@ -620,8 +686,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Forwarder command placeholders:" + PLACEHOLDERS)
-    p.add_argument("--suite", choices=["layer", "router", "plugin", "store", "latency", "idle", "reqrep"],
-                   default="layer", help="reqrep hands over to bench/reqrep.py (its own options)")
+    p.add_argument("--suite", choices=["layer", "router", "plugin", "store", "latency", "idle", "reqrep",
+                                       "backlog", "soak"],
+                   default="layer", help="reqrep hands over to bench/reqrep.py, backlog to "
+                   "bench/backlog.py, soak to bench/soak.py (each with its own options)")
+    p.add_argument("--js-window", type=int, default=4096,
+                   help="store suite, jetstream: most PubAcks outstanding")
+    p.add_argument("--js-batch", type=int, default=1024,
+                   help="store suite, jetstream: messages per pull request")
+    p.add_argument("--js-max-ack-pending", type=int, default=4096,
+                   help="store suite, jetstream: the consumer's max_ack_pending")
     p.add_argument("--latency-count", type=int, default=2000,
                    help="latency suite: measured round trips per run")
     p.add_argument("--latency-gap-us", type=int, default=1000,
@@ -674,10 +748,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--suite")
-    if pre.parse_known_args(argv)[0].suite == "reqrep":
+    suite = pre.parse_known_args(argv)[0].suite
+    if suite == "reqrep":
         import reqrep  # bench/reqrep.py: request/reply, a closed loop rather than a rate search
 
         return reqrep.main(argv)
+    if suite == "backlog":
+        import backlog  # bench/backlog.py: a 1 GiB durable backlog, RSS and restart time
+
+        return backlog.main(argv)
+    if suite == "soak":
+        import soak  # bench/soak.py: the kill -9 e2e tests with many cycles
+
+        return soak.main(argv)
     args = parse_args(argv)
     impls = dict(IMPLS)
     for spec in args.forwarder:

@@ -3,7 +3,7 @@
  *   zsend --type pub|push --endpoint SPEC --rate N --size B --count N
  *         [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N]
  *         [--sync SPEC] [--sync-timeout-ms N] [--linger-ms N]
- *         [--payload-prefix TEXT]
+ *         [--payload-prefix TEXT] [--first N]
  *
  * --rate 0 sends as fast as the socket accepts. A paced sender sends message
  * i at start + i/rate (sleeping when ahead by more than --burst-us), so a
@@ -14,6 +14,8 @@
  * --frames 2: [topic][payload of --size bytes ending in seq]; with
  * --payload-prefix the payload starts with TEXT (e.g. a JSON document's
  * opening, so a JSON-field filter finds its field before the padding).
+ * --first N: the first sequence number (default 0), so that several runs
+ * into one queue carry distinct numbers.
  *
  * --sync SPEC: before measuring, send probes every 10 ms until the receiver
  * reports (over a PULL socket at SPEC) that a probe came through, i.e. the
@@ -27,7 +29,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: zsend --type pub|push --endpoint @bind|>connect --rate N --size B "
                     "--count N [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N] "
-                    "[--sync SPEC] [--sync-timeout-ms N] [--linger-ms N] [--burst-us N] "
+                    "[--sync SPEC] [--sync-timeout-ms N] [--linger-ms N] [--burst-us N] [--first N] "
                     "[--payload-prefix TEXT]\n");
     exit(2);
 }
@@ -52,7 +54,7 @@ int main(int argc, char **argv)
     const char *type = NULL, *endpoint = NULL, *topic = "", *sync_spec = NULL, *prefix = "";
     long long rate = -1, size = 64, count = -1, frames = 1;
     long long sndhwm = -1, sndbuf = -1, sync_timeout_ms = 30000, linger_ms = 30000;
-    long long burst_us = 100;
+    long long burst_us = 100, first = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -84,6 +86,8 @@ int main(int argc, char **argv)
             linger_ms = parse_num(a, v);
         else if (FLAG("--burst-us"))
             burst_us = parse_num(a, v);
+        else if (FLAG("--first"))
+            first = parse_num(a, v);
         else if (FLAG("--payload-prefix"))
             prefix = v;
         else
@@ -167,7 +171,7 @@ int main(int argc, char **argv)
             if (due > now + burst_ns)
                 sleep_until_ns(due - burst_ns);
         }
-        put_seq(seqp, (uint64_t)i);
+        put_seq(seqp, (uint64_t)(first + i));
         if (send_msg(sock, (int)frames, topic, topic_len, buf, (size_t)size, 0) != 0)
             DIE("zmq_send: %s", zmq_strerror(zmq_errno()));
         sent++;

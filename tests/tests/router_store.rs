@@ -3,6 +3,9 @@
 //! varied moments, ten times over, loses none of them; after the last
 //! restart a PULL worker (pyzmq) gets every acknowledged message at least
 //! once, the duplicates bounded by what the restarts found on disk.
+//! `SWITCHYARD_SOAK_CYCLES` sets the number of kills (default 10);
+//! `bench/run.py --suite soak` runs the kill tests with 100 and reads the
+//! `soak:` line each prints.
 //!
 //! The worker is away while the router is killed (the backlog is on disk,
 //! waiting for it), so what is tested is the queue's own guarantee; a
@@ -104,18 +107,45 @@ fn deliver_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
+/// Kills per test: `SWITCHYARD_SOAK_CYCLES`, or 10.
+fn cycles() -> Result<u64> {
+    match std::env::var("SWITCHYARD_SOAK_CYCLES") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("SWITCHYARD_SOAK_CYCLES={v:?}: want a count above 0")),
+        Err(_) => Ok(10),
+    }
+}
+
 fn survive_kills(fsync: &str) -> Result<()> {
+    let cycles = cycles()?;
     let data = TempDir::new()?;
-    let config = config(data.path(), fsync);
+    // A soak run's backlog outgrows the usual bounds (about 300 messages
+    // a kill, 112 bytes each as the queue counts them): room for 500 a
+    // kill, within the most a route takes.
+    let capacity = (cycles * 500).clamp(100_000, 10_000_000);
+    let max_bytes_mib = (capacity * 256 >> 20).max(64);
+    let config = config(data.path(), fsync).replace(
+        "capacity = 100000, max_bytes = \"64MiB\"",
+        &format!("capacity = {capacity}, max_bytes = \"{max_bytes_mib}MiB\""),
+    );
+    ensure!(config.contains(&format!("capacity = {capacity},")));
     let accepted = Arc::new(Mutex::new(BTreeSet::new()));
     let mut next = 0;
     let mut recovered = 0.0;
-    for cycle in 0..10u64 {
+    // Of those, the records already handed to the output when the router
+    // died (in flight): what a restart sends again.
+    let mut redelivered = 0.0;
+    for cycle in 0..cycles {
         let mut router = Router::start(&config)?;
-        recovered += router.scrape()?.get(
+        let scrape = router.scrape()?;
+        recovered += scrape.get(
             "switchyard_queue_recovered_records_total",
             &[("route", "jobs")],
         );
+        redelivered += scrape.get("switchyard_route_redelivered_total", &[("route", "jobs")]);
         let publisher = publish_until_gone(&router, next, Arc::clone(&accepted))?;
         // Kill at a different moment each cycle: 30 to 300 messages in.
         let at = 30 * (1 + (cycle * 7) % 10);
@@ -133,7 +163,7 @@ fn survive_kills(fsync: &str) -> Result<()> {
     }
     let accepted = accepted.lock().expect("lock").clone();
     ensure!(
-        accepted.len() >= 10 * 30,
+        accepted.len() as u64 >= cycles * 30,
         "too few accepted: {}",
         accepted.len()
     );
@@ -145,6 +175,7 @@ fn survive_kills(fsync: &str) -> Result<()> {
         "switchyard_queue_recovered_records_total",
         &[("route", "jobs")],
     );
+    redelivered += scrape.get("switchyard_route_redelivered_total", &[("route", "jobs")]);
     let backlog = scrape.get("switchyard_route_queue_depth", &[("route", "jobs")]);
     ensure!(
         backlog as usize >= accepted.len(),
@@ -154,6 +185,20 @@ fn survive_kills(fsync: &str) -> Result<()> {
     let numbers = deliver_all(&router, &accepted)?;
     let unique: BTreeSet<u64> = numbers.iter().copied().collect();
     let duplicates = numbers.len() - unique.len();
+    // One line for the soak bench (bench/run.py --suite soak) to read.
+    eprintln!(
+        "soak: {}",
+        serde_json::json!({
+            "fsync": fsync,
+            "cycles": cycles,
+            "accepted": accepted.len(),
+            "delivered": numbers.len(),
+            "unique": unique.len(),
+            "duplicates": duplicates,
+            "recovered": recovered,
+            "redelivered": redelivered,
+        })
+    );
     ensure!(
         duplicates as f64 <= recovered,
         "{duplicates} duplicates, more than the {recovered} records the restarts found"

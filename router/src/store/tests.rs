@@ -341,6 +341,87 @@ fn segments_roll_and_are_deleted_behind_the_head() {
     assert_eq!(q.append([&message(100)]).expect("appends"), 101);
 }
 
+/// 100 records, one commit each, in 1 KiB segments: many sealed segments.
+fn many_segments(storage: &Arc<MemoryStorage>) -> Options {
+    let opts = Options {
+        segment_bytes: 1024,
+        ..options(Fsync::Always)
+    };
+    let (q, _) = Queue::open_unstarted(Arc::new(Arc::clone(storage)), opts.clone()).expect("opens");
+    for n in 0..100 {
+        q.append([&message(n)]).expect("appends");
+        q.commit().expect("commits");
+    }
+    q.close().expect("closes");
+    opts
+}
+
+#[test]
+fn opening_leaves_sealed_segments_to_the_reader_which_counts_their_damage() {
+    let storage = MemoryStorage::new();
+    let opts = many_segments(&storage);
+    let names = storage.segments();
+    assert!(names.len() > 5, "{} segments", names.len());
+    // Damage the second record of the first segment, a sealed one.
+    let mut data = storage.bytes(&names[0]).expect("bytes");
+    let Framed::Frame(first) = super::record::frame(&data) else {
+        panic!("the segment opens with a record")
+    };
+    data[first.len + 20] ^= 0x10;
+    storage.set_bytes(&names[0], data);
+
+    let (q, opened) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    assert!(
+        opened.recovery.damaged.is_empty(),
+        "a sealed segment is not read at open"
+    );
+    assert_eq!(opened.recovery.unverified_segments, names.len() - 1);
+    assert_eq!(opened.backlog, 100, "counted by sequence number");
+    assert_eq!(q.stats().held, 100);
+    let records = drain(&q);
+    let expected: Vec<u64> = (0..100).filter(|&n| n != 1).collect();
+    assert_eq!(payload_numbers(&records), expected);
+    let stats = q.stats();
+    assert_eq!(
+        (stats.missing, stats.damaged),
+        (1, 1),
+        "the reader finds the damage and counts the record lost"
+    );
+}
+
+#[test]
+fn a_head_inside_a_sealed_segment_is_counted_exactly_at_open() {
+    let storage = MemoryStorage::new();
+    let opts = many_segments(&storage);
+    let (q, _) =
+        Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts.clone()).expect("opens");
+    let mut out = Vec::new();
+    while out.len() < 35 {
+        let want = 35 - out.len();
+        assert!(q.pop(want, usize::MAX, &mut out).expect("reads") > 0);
+        q.ack();
+    }
+    let before = q.stats();
+    assert_eq!(before.head, 35);
+    q.close().expect("closes");
+    assert!(
+        storage.segments().len() > 3,
+        "the head is not in the last segment"
+    );
+
+    let (q, opened) = Queue::open_unstarted(Arc::new(Arc::clone(&storage)), opts).expect("opens");
+    assert!(opened.recovery.unverified_segments > 0);
+    assert_eq!(opened.backlog, 65);
+    assert_eq!(opened.redeliver, 0);
+    let after = q.stats();
+    assert_eq!(
+        (after.held, after.held_bytes),
+        (before.held, before.held_bytes),
+        "the same count and bytes as before the restart"
+    );
+    assert_eq!(payload_numbers(&drain(&q)), (35..100).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_reader_far_behind_reads_from_disk_with_bounded_memory() {
     let storage = MemoryStorage::new();
