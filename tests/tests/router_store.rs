@@ -126,7 +126,7 @@ fn survive_kills(fsync: &str) -> Result<()> {
     // a kill, 112 bytes each as the queue counts them): room for 500 a
     // kill, within the most a route takes.
     let capacity = (cycles * 500).clamp(100_000, 10_000_000);
-    let max_bytes_mib = (capacity * 256 >> 20).max(64);
+    let max_bytes_mib = ((capacity * 256) >> 20).max(64);
     let config = config(data.path(), fsync).replace(
         "capacity = 100000, max_bytes = \"64MiB\"",
         &format!("capacity = {capacity}, max_bytes = \"{max_bytes_mib}MiB\""),
