@@ -22,7 +22,7 @@ fn open(storage: &Arc<MemoryStorage>) -> (Queue, switchyard::store::Opened) {
 
 fn drain(q: &Queue) -> Vec<u64> {
     let mut out = Vec::new();
-    while q.pop(64, usize::MAX, &mut out).expect("memory reads") > 0 {}
+    while q.pop(0, 64, usize::MAX, &mut out).expect("memory reads") > 0 {}
     out.iter().map(|r| r.seq).collect()
 }
 
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
 
     let (q, _) = open(&storage);
     let mut out = Vec::new();
-    while q.pop(64, usize::MAX, &mut out).expect("memory reads") > 0 {}
+    while q.pop(0, 64, usize::MAX, &mut out).expect("memory reads") > 0 {}
     let last = out.last().expect("the new record is read back");
     assert_eq!(last.seq, end - 1);
     assert_eq!(last.message.payload, message.payload);
