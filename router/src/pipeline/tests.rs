@@ -360,6 +360,53 @@ async fn after_a_restart_each_target_goes_on_from_its_own_cursor() {
     p.shutdown(DEADLINE).await;
 }
 
+/// `family{route="r"}`'s value in `registry`'s text exposition.
+fn route_gauge(registry: &Registry, family: &str) -> i64 {
+    let prefix = format!("{family}{{route=\"r\"}} ");
+    registry
+        .encode()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&prefix)
+                .map(|v| v.parse().expect("a number"))
+        })
+        .unwrap_or_else(|| panic!("{family} for route r"))
+}
+
+#[tokio::test]
+async fn a_recovered_backlog_drains_its_depth_and_bytes_gauges_to_zero() {
+    let dir = TempDir::new("gauges");
+    let stalled = FakeOutput::stalled("out");
+    let p = start_with(vec![durable_spec(&dir, &["out"])], &[&stalled]);
+    assert_eq!(
+        p.offer(msgs("t.x", 0..50), Wait::Unbounded).await.admitted,
+        50
+    );
+    p.shutdown(Duration::from_millis(50)).await;
+
+    // The restarted route counts what it found in the units it releases in.
+    let registry = Registry::new();
+    let metrics = PipelineMetrics::new(&registry);
+    let out = FakeOutput::new("out");
+    let p = Pipeline::start(
+        vec![durable_spec(&dir, &["out"])],
+        &[out.as_output()],
+        &metrics,
+    )
+    .expect("valid specs");
+    let snap = wait_idle(&p).await;
+    assert_eq!(out.taken(), (0..50).collect::<Vec<u8>>());
+    assert_eq!(snap.routes[0].queue.depth, 0);
+    assert_eq!(snap.routes[0].queue.bytes, 0, "the queue holds no bytes");
+    assert_eq!(route_gauge(&registry, "switchyard_route_queue_depth"), 0);
+    assert_eq!(
+        route_gauge(&registry, "switchyard_route_queue_bytes"),
+        0,
+        "the bytes gauge falls back to zero once the backlog is gone"
+    );
+    p.shutdown(DEADLINE).await;
+}
+
 #[tokio::test]
 async fn a_reload_that_adds_a_target_to_a_durable_route_restarts_its_lanes() {
     let dir = TempDir::new("retarget");
