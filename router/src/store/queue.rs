@@ -168,6 +168,11 @@ struct State {
     writer_idle: bool,
     /// Encoded records not yet written, and their sequence numbers.
     pending: Vec<u8>,
+    /// The buffer the last commit wrote, emptied, to take the next
+    /// appends: commits alternate between two buffers instead of growing a
+    /// new one each time (a stream of freshly grown multi-megabyte
+    /// buffers is memory the allocator keeps once freed).
+    spare: Vec<u8>,
     pending_from: u64,
     next: u64,
     written: u64,
@@ -317,6 +322,9 @@ impl Ledger {
             .map(|e| e.end)
     }
 }
+
+/// The most a kept commit buffer holds on to once emptied.
+const SPARE_MAX: usize = 8 << 20;
 
 #[derive(Debug)]
 struct Shared {
@@ -483,6 +491,7 @@ impl Queue {
         let state = State {
             writer_idle: false,
             pending: Vec::new(),
+            spare: Vec::new(),
             pending_from: next,
             next,
             written: next,
@@ -1126,7 +1135,8 @@ impl Shared {
             if s.pending.is_empty() {
                 return Ok(());
             }
-            let data = std::mem::take(&mut s.pending);
+            let spare = std::mem::take(&mut s.spare);
+            let data = std::mem::replace(&mut s.pending, spare);
             let next = s.next;
             let from = std::mem::replace(&mut s.pending_from, next);
             (data, from..s.next)
@@ -1149,7 +1159,14 @@ impl Shared {
                 return Err(e.into());
             }
         };
-        lock(&self.state).written = end;
+        {
+            let mut s = lock(&self.state);
+            s.written = end;
+            let mut data = data;
+            data.clear();
+            data.shrink_to(SPARE_MAX);
+            s.spare = data;
+        }
         self.wake_readers();
         let synced = Instant::now();
         let syncs = sync && *lock(&self.fsync) != Fsync::Os;
