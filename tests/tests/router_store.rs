@@ -7,10 +7,13 @@
 //! `bench/run.py --suite soak` runs the kill tests with 100 and reads the
 //! `soak:` line each prints.
 //!
-//! The worker is away while the router is killed (the backlog is on disk,
-//! waiting for it), so what is tested is the queue's own guarantee; a
-//! PUSH output's socket queues are the router's memory and are not
-//! covered by it (see the README's guarantee table).
+//! With a PUSH output the worker is away while the router is killed (the
+//! backlog is on disk, waiting for it), so what is tested is the queue's
+//! own guarantee; a PUSH output's socket queues are the router's memory
+//! and are not covered by it (see the README's guarantee table). With a
+//! DEALER output a REP service (pyzmq) is connected through every kill: a
+//! message counts as taken only once its service replied, so what was in
+//! flight at a kill is sent again after the restart.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -21,7 +24,34 @@ use switchyard_tests::router::http::numbered_batch;
 use switchyard_tests::router::peer::{Peer, PullOptions};
 use switchyard_tests::router::{DEADLINE, Router, TempDir};
 
+/// The PUSH output the kill tests deliver through.
+const PUSH_OUTPUT: &str = r#"
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_timeout = "60s"
+"#;
+
+/// A DEALER output connecting to a REP service bound at `endpoint`.
+fn dealer_output(endpoint: &str) -> String {
+    format!(
+        r#"
+[[output]]
+name = "workers"
+kind = "zmq-dealer"
+connect = ["{endpoint}"]
+"#
+    )
+}
+
 fn config(data_dir: &std::path::Path, fsync: &str) -> String {
+    config_with(data_dir, fsync, PUSH_OUTPUT)
+}
+
+/// A durable route `jobs` from HTTP input `api` to `output` (an output
+/// named `workers`).
+fn config_with(data_dir: &std::path::Path, fsync: &str, output: &str) -> String {
     format!(
         r#"
 [router]
@@ -33,13 +63,7 @@ data_dir = "{}"
 name = "api"
 kind = "http"
 listen = "127.0.0.1:0"
-
-[[output]]
-name = "workers"
-kind = "zmq-push"
-bind = "tcp://127.0.0.1:0"
-send_timeout = "60s"
-
+{output}
 [[route]]
 name = "jobs"
 match = "jobs.>"
@@ -77,11 +101,10 @@ fn number(payload: &str) -> Option<u64> {
     payload.trim_end_matches('.').parse().ok()
 }
 
-/// Connects a PULL worker, waits until route `jobs` is empty, then sends an
-/// end marker and returns the numbers the worker got before it, checking
-/// that every one of `accepted` is among them.
-fn deliver_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
-    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+/// Waits until route `jobs` is empty, then sends an end marker and returns
+/// the numbers `worker` got before it (since it started), checking that
+/// every one of `accepted` is among them.
+fn deliver_all(router: &Router, worker: &mut Peer, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
     let mut api = router.http("api")?;
     router.wait_scrape(
         "the backlog delivered",
@@ -91,7 +114,7 @@ fn deliver_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
     )?;
     let resp = api.post("/v1/publish/jobs.end", &[], b"end")?;
     ensure!(resp.status == 202, "marker: {}", resp.text());
-    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.topic() == "jobs.end")?;
+    let mut got = worker.recv_until(Duration::from_secs(120), |m| m.payload() == "end")?;
     got.pop();
     let numbers: Vec<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
     let unique: BTreeSet<u64> = numbers.iter().copied().collect();
@@ -107,6 +130,12 @@ fn deliver_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
+/// [`deliver_all`] to a PULL worker that connects now.
+fn pull_all(router: &Router, accepted: &BTreeSet<u64>) -> Result<Vec<u64>> {
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    deliver_all(router, &mut worker, accepted)
+}
+
 /// Kills per test: `SWITCHYARD_SOAK_CYCLES`, or 10.
 fn cycles() -> Result<u64> {
     match std::env::var("SWITCHYARD_SOAK_CYCLES") {
@@ -119,15 +148,28 @@ fn cycles() -> Result<u64> {
     }
 }
 
-fn survive_kills(fsync: &str) -> Result<()> {
+/// Where the kill tests deliver.
+enum Worker {
+    /// A PULL worker that connects after the last restart.
+    Pull,
+    /// A REP service, bound, that a DEALER output connects to through
+    /// every kill.
+    Rep(Peer),
+}
+
+fn survive_kills(fsync: &str, mut worker: Worker) -> Result<()> {
     let cycles = cycles()?;
     let data = TempDir::new()?;
+    let output = match &worker {
+        Worker::Pull => PUSH_OUTPUT.to_owned(),
+        Worker::Rep(service) => dealer_output(service.endpoint()),
+    };
     // A soak run's backlog outgrows the usual bounds (about 300 messages
     // a kill, 112 bytes each as the queue counts them): room for 500 a
     // kill, within the most a route takes.
     let capacity = (cycles * 500).clamp(100_000, 10_000_000);
     let max_bytes_mib = ((capacity * 256) >> 20).max(64);
-    let config = config(data.path(), fsync).replace(
+    let config = config_with(data.path(), fsync, &output).replace(
         "capacity = 100000, max_bytes = \"64MiB\"",
         &format!("capacity = {capacity}, max_bytes = \"{max_bytes_mib}MiB\""),
     );
@@ -176,13 +218,18 @@ fn survive_kills(fsync: &str) -> Result<()> {
         &[("route", "jobs")],
     );
     redelivered += scrape.get("switchyard_route_redelivered_total", &[("route", "jobs")]);
-    let backlog = scrape.get("switchyard_route_queue_depth", &[("route", "jobs")]);
-    ensure!(
-        backlog as usize >= accepted.len(),
-        "backlog {backlog} < accepted {}",
-        accepted.len()
-    );
-    let numbers = deliver_all(&router, &accepted)?;
+    let numbers = match &mut worker {
+        Worker::Pull => {
+            let backlog = scrape.get("switchyard_route_queue_depth", &[("route", "jobs")]);
+            ensure!(
+                backlog as usize >= accepted.len(),
+                "backlog {backlog} < accepted {}",
+                accepted.len()
+            );
+            pull_all(&router, &accepted)?
+        }
+        Worker::Rep(service) => deliver_all(&router, service, &accepted)?,
+    };
     let unique: BTreeSet<u64> = numbers.iter().copied().collect();
     let duplicates = numbers.len() - unique.len();
     // One line for the soak bench (bench/run.py --suite soak) to read.
@@ -190,6 +237,7 @@ fn survive_kills(fsync: &str) -> Result<()> {
         "soak: {}",
         serde_json::json!({
             "fsync": fsync,
+            "output": output_kind(&worker),
             "cycles": cycles,
             "accepted": accepted.len(),
             "delivered": numbers.len(),
@@ -213,14 +261,28 @@ fn survive_kills(fsync: &str) -> Result<()> {
     Ok(())
 }
 
+fn output_kind(worker: &Worker) -> &'static str {
+    match worker {
+        Worker::Pull => "zmq-push",
+        Worker::Rep(_) => "zmq-dealer",
+    }
+}
+
 #[test]
 fn kill_9_ten_times_loses_no_acknowledged_message_batch_fsync() -> Result<()> {
-    survive_kills("batch").context("fsync = batch")
+    survive_kills("batch", Worker::Pull).context("fsync = batch")
 }
 
 #[test]
 fn kill_9_ten_times_loses_no_acknowledged_message_always_fsync() -> Result<()> {
-    survive_kills("always").context("fsync = always")
+    survive_kills("always", Worker::Pull).context("fsync = always")
+}
+
+#[test]
+fn kill_9_ten_times_with_a_rep_service_replying_throughout_loses_no_acknowledged_message()
+-> Result<()> {
+    let service = Peer::rep("tcp://127.0.0.1:0", "svc", true)?;
+    survive_kills("batch", Worker::Rep(service)).context("zmq-dealer, fsync = batch")
 }
 
 #[test]
@@ -347,7 +409,7 @@ fn a_full_disk_answers_503_and_the_route_resumes_when_space_returns() -> Result<
     }
 
     // Everything accepted, before and after, is delivered.
-    deliver_all(&router, &accepted)?;
+    pull_all(&router, &accepted)?;
     drop(router);
     Ok(())
 }
@@ -391,9 +453,7 @@ fn a_damaged_segment_costs_only_its_damaged_records_and_is_counted() -> Result<(
             &[("route", "jobs")]
         ) >= 1.0
     );
-    let delivered: BTreeSet<u64> = deliver_all(&router, &BTreeSet::new())?
-        .into_iter()
-        .collect();
+    let delivered: BTreeSet<u64> = pull_all(&router, &BTreeSet::new())?.into_iter().collect();
     let s = router.scrape()?;
     let r = s.route("jobs");
     let corrupt = s.get(
