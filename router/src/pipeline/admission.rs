@@ -151,7 +151,8 @@ impl Inner {
         let mut matches = Matches::new();
         let mut unrouted = 0u64;
         // Durable routes this offer admitted to: a bounded offer (HTTP)
-        // answers only once they have it on disk.
+        // answers only once they have it on disk, any other waits while
+        // their disk falls behind.
         let mut durable: SmallVec<[usize; 4]> = SmallVec::new();
         let mut messages = batch.into_iter().enumerate();
         for (i, message) in messages.by_ref() {
@@ -174,11 +175,9 @@ impl Inner {
                 continue;
             }
             let size = message.size();
-            if wait == Wait::Bounded {
-                for r in matches.iter() {
-                    if routes[r].queue.store().is_some() && !durable.contains(&r) {
-                        durable.push(r);
-                    }
+            for r in matches.iter() {
+                if routes[r].queue.store().is_some() && !durable.contains(&r) {
+                    durable.push(r);
                 }
             }
             if matches.iter().any(|r| routes[r].blocks()) {
@@ -213,7 +212,11 @@ impl Inner {
         if unrouted > 0 {
             self.metrics.unrouted.inc_by(unrouted);
         }
-        if result.admitted > 0 {
+        if result.admitted > 0 && wait != Wait::Bounded {
+            for &r in &durable {
+                kept_up(&routes[r]).await;
+            }
+        } else if result.admitted > 0 {
             for &r in &durable {
                 if let Err(why) = made_durable(&routes[r], since).await {
                     // Admitted and perhaps written, but not known durable:
@@ -300,8 +303,9 @@ impl Inner {
                 .collect();
             route.push_run(&mut run);
         }
-        if result.admitted > 0
-            && wait == Wait::Bounded
+        if result.admitted > 0 && wait != Wait::Bounded {
+            kept_up(route).await;
+        } else if result.admitted > 0
             && let Err(why) = made_durable(route, since).await
         {
             result = Offered {
@@ -333,6 +337,17 @@ async fn made_durable(route: &Route, since: Instant) -> Result<(), Refusal> {
         Ok(Err(_)) => Err(Refusal::ShuttingDown),
         Err(_) if store.failing() => Err(Refusal::DiskFull { retry_after: wait }),
         Err(_) => Err(Refusal::Backpressure { retry_after: wait }),
+    }
+}
+
+/// Waits while durable `route` has more waiting to be written than its
+/// writer takes at once (see [`crate::store::Queue::keep_up`]): an offer
+/// with no acknowledgement (a ZeroMQ input) is paced by the disk, so what
+/// waits in memory stays bounded. The messages are admitted already; a
+/// queue closing meanwhile ends the wait.
+async fn kept_up(route: &Route) {
+    if let Some(store) = route.queue.store() {
+        let _ = store.keep_up().await;
     }
 }
 

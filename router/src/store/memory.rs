@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use super::storage::{Segment, Storage};
 
@@ -28,6 +28,23 @@ pub struct MemoryStorage {
     pub full: AtomicBool,
     /// `fdatasync`s done.
     pub syncs: AtomicU64,
+    /// Appends wait while it is set (a disk that has fallen behind).
+    hold: Mutex<bool>,
+    released: Condvar,
+    /// Appends waiting on `hold` now.
+    held: AtomicU64,
+}
+
+/// Appends to segments wait until it is dropped: from
+/// [`MemoryStorage::hold_appends`].
+#[derive(Debug)]
+pub struct Held(Arc<MemoryStorage>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        *locked(&self.0.hold) = false;
+        self.0.released.notify_all();
+    }
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +80,18 @@ impl MemoryStorage {
         }
         // The process is gone: every open handle is stale, but they are
         // only reachable through the dropped queue.
+    }
+
+    /// Makes appends to segments wait until the guard is dropped (drop it
+    /// before the queue: closing one commits).
+    pub fn hold_appends(self: &Arc<Self>) -> Held {
+        *locked(&self.hold) = true;
+        Held(Arc::clone(self))
+    }
+
+    /// How many appends wait on [`MemoryStorage::hold_appends`] now.
+    pub fn appends_held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// The bytes of `name`.
@@ -155,6 +184,19 @@ impl Segment for MemoryFile {
     }
 
     fn append(&self, data: &[u8]) -> io::Result<()> {
+        let storage = &self.storage;
+        let mut hold = locked(&storage.hold);
+        if *hold {
+            storage.held.fetch_add(1, Ordering::SeqCst);
+            while *hold {
+                hold = storage
+                    .released
+                    .wait(hold)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            storage.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(hold);
         let mut f = locked(&self.file);
         if self.storage.full.load(Ordering::Relaxed) {
             f.data.extend_from_slice(&data[..data.len() / 2]);

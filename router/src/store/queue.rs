@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -166,6 +166,9 @@ struct State {
     /// (otherwise it looks at the pending buffer by itself, and a wake-up
     /// would be a wasted system call per append).
     writer_idle: bool,
+    /// The writer waits for its next `batch` commit: an append that takes
+    /// the pending buffer past [`PENDING_HIGH`] wakes it to write early.
+    writer_napping: bool,
     /// Encoded records not yet written, and their sequence numbers.
     pending: Vec<u8>,
     /// The buffer the last commit wrote, emptied, to take the next
@@ -326,6 +329,16 @@ impl Ledger {
 /// The most a kept commit buffer holds on to once emptied.
 const SPARE_MAX: usize = 8 << 20;
 
+/// Past this many bytes waiting to be written, the writer writes them
+/// without waiting for its next `batch` commit, and [`Queue::keep_up`]
+/// holds appenders back until it has: what a queue holds in memory stays
+/// bounded however far its appenders run ahead of the disk.
+pub(crate) const PENDING_HIGH: usize = 8 << 20;
+
+/// How often [`Queue::keep_up`] looks again by itself (it is woken on
+/// every write, failure and close; this is a safety net).
+const KEEP_UP_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Debug)]
 struct Shared {
     options: Options,
@@ -337,10 +350,16 @@ struct Shared {
     storage: Arc<dyn Storage>,
     state: Mutex<State>,
     log: Mutex<Log>,
+    /// The log's size, kept apart so [`Queue::stats`] never waits for a
+    /// write in progress.
+    disk_bytes: AtomicU64,
     /// Wakes the writer.
     work: Condvar,
     /// Every sequence number below it is durable.
     durable: watch::Sender<u64>,
+    /// Every sequence number below it is written (also sent, unchanged,
+    /// when a write fails or the queue closes, for [`Queue::keep_up`]).
+    written: watch::Sender<u64>,
 }
 
 /// A durable queue. Dropping it without [`Queue::close`] is a crash as far
@@ -490,6 +509,7 @@ impl Queue {
         }
         let state = State {
             writer_idle: false,
+            writer_napping: false,
             pending: Vec::new(),
             spare: Vec::new(),
             pending_from: next,
@@ -517,9 +537,11 @@ impl Queue {
             options,
             storage,
             state: Mutex::new(state),
+            disk_bytes: AtomicU64::new(log.bytes()),
             log: Mutex::new(log),
             work: Condvar::new(),
             durable: watch::Sender::new(next),
+            written: watch::Sender::new(next),
         });
         Ok((
             Self {
@@ -602,7 +624,8 @@ impl Queue {
                 newest,
             });
         }
-        let wake = std::mem::take(&mut s.writer_idle);
+        let wake = std::mem::take(&mut s.writer_idle)
+            || (s.pending.len() > PENDING_HIGH && std::mem::take(&mut s.writer_napping));
         // Readers that had taken everything learn there is more.
         let waiting: SmallVec<[Arc<Notify>; 2]> = s
             .readers
@@ -635,6 +658,40 @@ impl Queue {
         Ok(())
     }
 
+    /// Waits while more than [`PENDING_HIGH`] bytes wait to be written,
+    /// until the writer has taken them: an appender that does not wait for
+    /// [`Queue::durable`] (an input with no acknowledgement) calls it after
+    /// appending, so it runs at the disk's pace and the queue's memory
+    /// stays bounded. Returns at once while the disk is failing: appends
+    /// are bounded by the caller then (a failing queue takes none).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the queue closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn keep_up(&self) -> Result<(), Error> {
+        let mut rx = self.shared.written.subscribe();
+        loop {
+            let target = {
+                let s = lock(&self.shared.state);
+                if s.closed {
+                    return Err(Error::Closed);
+                }
+                if s.pending.len() <= PENDING_HIGH || self.failing() {
+                    return Ok(());
+                }
+                s.next
+            };
+            if *rx.borrow_and_update() >= target {
+                continue;
+            }
+            // Woken by a write, a failure or the close; looks again either
+            // way.
+            let _ = tokio::time::timeout(KEEP_UP_POLL, rx.changed()).await;
+        }
+    }
+
     /// Whether every record below `seq` is durable now.
     pub fn is_durable(&self, seq: u64) -> bool {
         *self.shared.durable.borrow() >= seq
@@ -646,7 +703,7 @@ impl Queue {
     /// # Errors
     /// The write or sync failed; the records stay pending.
     pub fn commit(&self) -> Result<(), Error> {
-        self.shared.commit(true)?;
+        self.shared.commit()?;
         self.shared.checkpoint(false)
     }
 
@@ -870,7 +927,7 @@ impl Queue {
     /// Now.
     pub fn stats(&self) -> Stats {
         let s = lock(&self.shared.state);
-        let disk_bytes = lock(&self.shared.log).bytes();
+        let disk_bytes = self.shared.disk_bytes.load(Ordering::Relaxed);
         let lead = s.readers.iter().map(|r| r.read).max().unwrap_or(s.head);
         Stats {
             held: s.next - s.head,
@@ -1006,10 +1063,11 @@ impl Queue {
     pub fn close(&self) -> Result<(), Error> {
         lock(&self.shared.state).closed = true;
         self.shared.work.notify_all();
+        self.shared.written.send_modify(|_| {});
         if let Some(writer) = lock(&self.writer).take() {
             let _ = writer.join();
         }
-        self.shared.commit(true)?;
+        self.shared.commit()?;
         self.shared.checkpoint(true)?;
         self.shared.wake_readers();
         Ok(())
@@ -1085,7 +1143,11 @@ impl Shared {
         loop {
             {
                 let mut s = lock(&self.state);
-                while s.pending.is_empty() && !s.closed && !self.checkpoint_due(&s) {
+                while s.pending.is_empty()
+                    && s.written == s.durable
+                    && !s.closed
+                    && !self.checkpoint_due(&s)
+                {
                     let wait = self.options.checkpoint_every;
                     s.writer_idle = true;
                     s = self
@@ -1100,7 +1162,7 @@ impl Shared {
                 }
             }
             let started = Instant::now();
-            match self.commit(true).and_then(|()| self.checkpoint(false)) {
+            match self.commit().and_then(|()| self.checkpoint(false)) {
                 Ok(()) => backoff = Duration::from_millis(1),
                 Err(e) => {
                     tracing::warn!(error = %e, "durable queue: commit failed; retrying");
@@ -1109,11 +1171,39 @@ impl Shared {
                     continue;
                 }
             }
-            if let Fsync::Batch(interval) = *lock(&self.fsync)
-                && let Some(rest) = interval.checked_sub(started.elapsed())
-            {
-                std::thread::sleep(rest);
+            if let Fsync::Batch(interval) = *lock(&self.fsync) {
+                self.nap(started + interval);
             }
+        }
+    }
+
+    /// Waits for the next `batch` commit, due `until`, writing (without a
+    /// sync) whenever more than [`PENDING_HIGH`] bytes are pending.
+    fn nap(&self, until: Instant) {
+        let mut s = lock(&self.state);
+        loop {
+            if s.closed {
+                return;
+            }
+            if s.pending.len() > PENDING_HIGH {
+                drop(s);
+                if self.write_pending().is_err() {
+                    // The commit that follows fails too, and backs off.
+                    return;
+                }
+                s = lock(&self.state);
+                continue;
+            }
+            let Some(rest) = until.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            s.writer_napping = true;
+            s = self
+                .work
+                .wait_timeout(s, rest)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            s.writer_napping = false;
         }
     }
 
@@ -1128,8 +1218,8 @@ impl Shared {
                 .is_none_or(|t| t.elapsed() >= self.options.checkpoint_every)
     }
 
-    /// Writes the pending records and syncs per the policy.
-    fn commit(&self, sync: bool) -> Result<(), Error> {
+    /// Writes the pending records to the log, without a sync.
+    fn write_pending(&self) -> Result<(), Error> {
         let (data, from) = {
             let mut s = lock(&self.state);
             if s.pending.is_empty() {
@@ -1142,23 +1232,24 @@ impl Shared {
             (data, from..s.next)
         };
         let (from, end) = (from.start, from.end);
-        let result = {
+        let wrote = {
             let mut log = lock(&self.log);
-            log.write(&data, from..end).map(|()| log.tail())
+            let wrote = log.write(&data, from..end);
+            self.disk_bytes.store(log.bytes(), Ordering::Relaxed);
+            wrote
         };
-        let tail = match result {
-            Ok(tail) => tail,
-            Err(e) => {
-                // Put the records back in front of anything appended since.
-                let mut s = lock(&self.state);
-                let mut back = data;
-                back.extend_from_slice(&s.pending);
-                s.pending = back;
-                s.pending_from = from;
-                self.failing.store(true, Ordering::Relaxed);
-                return Err(e.into());
-            }
-        };
+        if let Err(e) = wrote {
+            // Put the records back in front of anything appended since.
+            let mut s = lock(&self.state);
+            let mut back = data;
+            back.extend_from_slice(&s.pending);
+            s.pending = back;
+            s.pending_from = from;
+            self.failing.store(true, Ordering::Relaxed);
+            drop(s);
+            self.written.send_modify(|_| {});
+            return Err(e.into());
+        }
         {
             let mut s = lock(&self.state);
             s.written = end;
@@ -1167,14 +1258,30 @@ impl Shared {
             data.shrink_to(SPARE_MAX);
             s.spare = data;
         }
+        self.written.send_replace(end);
         self.wake_readers();
+        Ok(())
+    }
+
+    /// Writes the pending records and syncs what is written per the
+    /// policy.
+    fn commit(&self) -> Result<(), Error> {
+        self.write_pending()?;
+        let (from, end) = {
+            let s = lock(&self.state);
+            (s.durable, s.written)
+        };
+        if end == from {
+            return Ok(());
+        }
         let synced = Instant::now();
-        let syncs = sync && *lock(&self.fsync) != Fsync::Os;
+        let syncs = *lock(&self.fsync) != Fsync::Os;
         if syncs
-            && let Some(tail) = tail
+            && let Some(tail) = lock(&self.log).tail()
             && let Err(e) = tail.sync()
         {
             self.failing.store(true, Ordering::Relaxed);
+            self.written.send_modify(|_| {});
             return Err(e.into());
         }
         let took = synced.elapsed();
@@ -1206,7 +1313,10 @@ impl Shared {
         self.storage.replace(cursors::FILE, &saved.encode())?;
         let head = saved.head;
         lock(&self.state).saved = saved;
-        lock(&self.log).release(head)?;
+        let mut log = lock(&self.log);
+        let released = log.release(head);
+        self.disk_bytes.store(log.bytes(), Ordering::Relaxed);
+        released?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 
+use super::queue::PENDING_HIGH;
 use super::*;
 use crate::message::{Message, Publisher, Topic};
 
@@ -502,6 +503,83 @@ fn on_a_real_directory_records_survive_a_crash_and_a_clean_close() {
     let (_q, opened) = Queue::open(storage(), Options::default()).expect("opens");
     assert_eq!(opened.backlog, 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Appends messages of `payload` bytes numbered from `from` until the
+/// queue's pending buffer passes [`PENDING_HIGH`]; returns the next number.
+fn append_past_high(q: &Queue, from: u64, payload: usize) -> u64 {
+    let big = |n: u64| {
+        let mut m = message(n);
+        m.payload = Bytes::from(vec![b'x'; payload]);
+        m
+    };
+    let count = (PENDING_HIGH / payload + 2) as u64;
+    let batch: Vec<Message> = (from..from + count).map(big).collect();
+    q.append(batch.iter()).expect("appends");
+    from + count
+}
+
+/// Whether `future` is ready at its first poll.
+fn ready_now<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx).is_ready()
+}
+
+/// Waits (up to 30 s) until `fact` holds.
+async fn until(what: &str, mut fact: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !fact() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn keep_up_holds_appenders_back_while_the_disk_falls_behind() {
+    let storage = MemoryStorage::new();
+    let (q, _) = Queue::open(Arc::new(Arc::clone(&storage)), options(Fsync::Always)).expect("opens");
+    let held = storage.hold_appends();
+    // The writer takes the first record and is stuck writing it.
+    let end = q.append([message(0)].iter()).expect("appends");
+    until("the writer waits on the disk", || storage.appends_held() == 1).await;
+    assert!(ready_now(std::pin::pin!(q.keep_up())), "little is pending");
+    let end2 = append_past_high(&q, 1, 64 << 10);
+    let mut keep_up = std::pin::pin!(q.keep_up());
+    assert!(!ready_now(keep_up.as_mut()), "waits for the writer");
+    assert_eq!(q.stats().written, end - 1);
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(30), keep_up)
+        .await
+        .expect("caught up in time")
+        .expect("open");
+    until("all written", || q.stats().written == end2).await;
+    q.close().expect("closes");
+}
+
+#[tokio::test]
+async fn between_batch_syncs_the_writer_writes_early_when_far_behind() {
+    let storage = MemoryStorage::new();
+    let hour = Fsync::Batch(Duration::from_secs(3600));
+    let (q, _) = Queue::open(Arc::new(Arc::clone(&storage)), options(hour)).expect("opens");
+    // The first commit starts the interval; the writer then naps.
+    let first = q.append([message(0)].iter()).expect("appends");
+    tokio::time::timeout(Duration::from_secs(30), q.durable(first))
+        .await
+        .expect("first commit in time")
+        .expect("open");
+    let syncs = storage.syncs.load(Ordering::SeqCst);
+    let end = append_past_high(&q, 1, 64 << 10);
+    tokio::time::timeout(Duration::from_secs(30), q.keep_up())
+        .await
+        .expect("written in time")
+        .expect("open");
+    // Written, to the page cache as it were, and not synced before the
+    // interval is up.
+    until("all written", || q.stats().written == end).await;
+    assert_eq!(q.stats().durable, first);
+    assert_eq!(storage.syncs.load(Ordering::SeqCst), syncs);
+    q.close().expect("closes");
+    assert_eq!(q.stats().durable, end);
 }
 
 /// One step of the model test.
