@@ -537,11 +537,15 @@ async fn until(what: &str, mut fact: impl FnMut() -> bool) {
 #[tokio::test]
 async fn keep_up_holds_appenders_back_while_the_disk_falls_behind() {
     let storage = MemoryStorage::new();
-    let (q, _) = Queue::open(Arc::new(Arc::clone(&storage)), options(Fsync::Always)).expect("opens");
+    let (q, _) =
+        Queue::open(Arc::new(Arc::clone(&storage)), options(Fsync::Always)).expect("opens");
     let held = storage.hold_appends();
     // The writer takes the first record and is stuck writing it.
     let end = q.append([message(0)].iter()).expect("appends");
-    until("the writer waits on the disk", || storage.appends_held() == 1).await;
+    until("the writer waits on the disk", || {
+        storage.appends_held() == 1
+    })
+    .await;
     assert!(ready_now(std::pin::pin!(q.keep_up())), "little is pending");
     let end2 = append_past_high(&q, 1, 64 << 10);
     let mut keep_up = std::pin::pin!(q.keep_up());
