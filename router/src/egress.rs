@@ -73,6 +73,18 @@ pub trait Output: Send + Sync + 'static {
     /// ends; the whole batch is then counted as dropped (`shutdown`), so an
     /// output should take a batch in one step after any wait.
     fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a>;
+
+    /// [`send`](Self::send) for a durable route, which releases the batch
+    /// from disk on this answer: resolves only once what the output
+    /// accepted has left the router's memory (its bytes written to a
+    /// peer's socket), so a crash after the answer loses none of it. A
+    /// message the output took but could then not write is refused
+    /// ([`Reject::Failed`]), so the route sends it again. An output whose
+    /// `send` already answers that late (on a reply or an acknowledgement)
+    /// keeps this default.
+    fn send_written<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+        self.send(batch)
+    }
 }
 
 /// Why an output refused one message of a batch it otherwise took.

@@ -9,11 +9,12 @@
 //!
 //! With a PUSH output the worker is away while the router is killed (the
 //! backlog is on disk, waiting for it), so what is tested is the queue's
-//! own guarantee; a PUSH output's socket queues are the router's memory
-//! and are not covered by it (see the README's guarantee table). With a
-//! DEALER output a REP service (pyzmq) is connected through every kill: a
-//! message counts as taken only once its service replied, so what was in
-//! flight at a kill is sent again after the restart.
+//! own guarantee; that a PUSH output answers a durable route only once it
+//! wrote a message to a worker's socket is tested with a worker that
+//! stalls (nothing it was not written is released). With a DEALER output a
+//! REP service (pyzmq) is connected through every kill: a message counts
+//! as taken only once its service replied, so what was in flight at a kill
+//! is sent again after the restart.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -529,5 +530,68 @@ fn a_reload_changes_fsync_live_but_refuses_to_drop_a_durable_backlog() -> Result
         (resp.status == 200).then_some(())
     })?;
     router.wait_metric("switchyard_route_queue_depth", &[("route", "jobs")], 4.0)?;
+    Ok(())
+}
+
+/// A PUSH output answers a durable route for a message only once its bytes
+/// were written to a worker's socket: with the worker stalled and room
+/// for everything in the output's socket queue, the route releases no more
+/// than the socket wrote (the rest stays on disk, so a crash would not
+/// lose it); once the worker reads, each message arrives once. 32 MiB, so
+/// most of it cannot hide in the kernel's socket buffers (Linux grows a
+/// send buffer to 4 MiB by default, `net.ipv4.tcp_wmem`).
+#[test]
+fn a_push_output_releases_nothing_it_has_not_written_to_a_worker() -> Result<()> {
+    const N: u64 = 2000;
+    const SIZE: usize = 16 * 1024;
+    let data = TempDir::new()?;
+    let output = r#"
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+send_hwm = 100000
+send_hwm_bytes = "64MiB"
+send_timeout = "60s"
+"#;
+    let router = Router::start(&config_with(data.path(), "batch", output))?;
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
+    router.wait_metric("switchyard_zmtp_peers", &[("socket", "workers")], 1.0)?;
+    let mut api = router.http("api")?;
+    for n in (0..N).step_by(50) {
+        let resp = api.post_json("/v1/publish", &numbered_batch("jobs.x", n, n + 50, SIZE))?;
+        ensure!(resp.status == 202, "publish {n}: {}", resp.text());
+    }
+    // The stall holds: the route's counts and the socket's writes still
+    // over two scrapes in a row, after the socket wrote something.
+    let written = |s: &switchyard_tests::router::Scrape| {
+        s.get(
+            "switchyard_zmtp_messages_total",
+            &[("socket", "workers"), ("direction", "out")],
+        )
+    };
+    let mut last = None;
+    let s = router.wait_scrape("the worker stalled", "switchyard_", DEADLINE, |s| {
+        let now = (s.route("jobs"), written(s) as u64);
+        let same = last == Some(now);
+        last = Some(now);
+        same && now.0.offered == N && now.1 > 0
+    })?;
+    let (depth, out) = (s.route("jobs").depth, written(&s) as u64);
+    ensure!(
+        depth + out >= N,
+        "released more than the socket wrote: {depth} still held, {out} written, of {N}"
+    );
+    worker.go()?;
+    let got = worker.recv_n(N as usize, DEADLINE)?;
+    let numbers: BTreeSet<u64> = got.iter().filter_map(|m| number(m.payload())).collect();
+    ensure!(
+        numbers.len() as u64 == N,
+        "{} distinct of {N}",
+        numbers.len()
+    );
+    router.wait_scrape("route jobs drained", "switchyard_route", DEADLINE, |s| {
+        s.route("jobs").depth == 0
+    })?;
     Ok(())
 }

@@ -12,6 +12,11 @@
 //!   the output's `send_timeout`, the message is reported as
 //!   `no_subscriber`.
 //!
+//! On a durable route (`Output::send_written`) both answer only once what
+//! they queued was written to a peer's socket or dropped for it: `zmq-push`
+//! refuses as failed (to be sent again) a message it could write to no
+//! worker, `zmq-pub` waits for every copy and sends none again.
+//!
 //! Drops after a message was taken (a subscriber's queue full, a peer gone
 //! with messages queued) are counted by the sockets, in
 //! `switchyard_zmtp_dropped_total{socket}` and, as the output's,
@@ -31,7 +36,7 @@ use super::{
 use crate::config::{Attach, ZmqSocket};
 use crate::envelope::Envelope;
 use crate::message::Message;
-use crate::zmtp::connection::SendError;
+use crate::zmtp::connection::{Receipt, SendError};
 use crate::zmtp::metrics::SocketMetrics;
 use crate::zmtp::publish::PubSocket;
 use crate::zmtp::push::PushSocket;
@@ -174,27 +179,92 @@ where
     }
 }
 
+impl ZmqPubOutput {
+    /// Fans `batch` out; with a `receipt`, every copy queued carries a
+    /// token of it.
+    fn fan_out(&self, batch: &[Message], receipt: Option<&Receipt>) -> Delivery {
+        let mut delivery = Delivery::accepted();
+        let mut sent = 0;
+        for (i, message) in batch.iter().enumerate() {
+            let frames = self.envelope.encode(message);
+            let fanout = match receipt {
+                Some(r) => self.socket.send_tracked(frames, r, i),
+                None => self.socket.send(frames),
+            };
+            if fanout.queued == 0 && fanout.dropped == 0 {
+                delivery.reject(i, Reject::NoSubscriber);
+            } else {
+                sent += 1;
+            }
+        }
+        self.sent.inc_by(sent);
+        self.refused.count(&delivery, batch.len());
+        delivery
+    }
+}
+
 impl Output for ZmqPubOutput {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+        Box::pin(async move { Ok(self.fan_out(batch, None)) })
+    }
+
+    /// Waits until every copy queued to a subscriber was written to its
+    /// socket or dropped for it: PUB is at most once per subscriber (a copy
+    /// dropped for one, its queue full or the subscriber gone, is counted
+    /// by the socket and not sent again), but nothing is released while a
+    /// copy waits only in the router's memory. A subscriber that stops
+    /// reading holds the route back until its queue is written or it is
+    /// cut (`slow_subscriber_timeout`).
+    fn send_written<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
         Box::pin(async move {
-            let mut delivery = Delivery::accepted();
-            let mut sent = 0;
-            for (i, message) in batch.iter().enumerate() {
-                let fanout = self.socket.send(self.envelope.encode(message));
-                if fanout.queued == 0 && fanout.dropped == 0 {
-                    delivery.reject(i, Reject::NoSubscriber);
-                } else {
-                    sent += 1;
-                }
-            }
-            self.sent.inc_by(sent);
-            self.refused.count(&delivery, batch.len());
+            let receipt = Receipt::new();
+            let delivery = self.fan_out(batch, Some(&receipt));
+            receipt.settled().await;
             Ok(delivery)
         })
+    }
+}
+
+impl ZmqPushOutput {
+    /// Hands each message of `batch` to a worker; with a `receipt`, each
+    /// carries a token of it. Returns what was refused and how many were
+    /// queued.
+    async fn push(
+        &self,
+        batch: &[Message],
+        receipt: Option<&Receipt>,
+    ) -> Result<(Delivery, u64), Error> {
+        let mut delivery = Delivery::accepted();
+        let mut queued = 0;
+        for (i, message) in batch.iter().enumerate() {
+            let frames = self.envelope.encode(message);
+            let sent = match receipt {
+                Some(r) => self.socket.send_tracked(frames, r.token(i)).await,
+                None => self.socket.send(frames).await,
+            };
+            match sent {
+                Ok(()) => queued += 1,
+                Err(SendError::NoPeers(_)) => delivery.reject(i, Reject::NoSubscriber),
+                Err(SendError::Closed) if i == 0 => {
+                    return Err(Error::Closed {
+                        output: self.name.clone(),
+                    });
+                }
+                Err(SendError::Closed) => {
+                    delivery.reject_range(i..batch.len(), Reject::Failed);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(output = %self.name, error = %e, "push failed");
+                    delivery.reject(i, Reject::Failed);
+                }
+            }
+        }
+        Ok((delivery, queued))
     }
 }
 
@@ -205,28 +275,46 @@ impl Output for ZmqPushOutput {
 
     fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
         Box::pin(async move {
-            let mut delivery = Delivery::accepted();
-            for (i, message) in batch.iter().enumerate() {
-                match self.socket.send(self.envelope.encode(message)).await {
-                    Ok(()) => self.sent.inc(),
-                    Err(SendError::NoPeers(_)) => delivery.reject(i, Reject::NoSubscriber),
-                    Err(SendError::Closed) if i == 0 => {
-                        return Err(Error::Closed {
-                            output: self.name.clone(),
-                        });
-                    }
-                    Err(SendError::Closed) => {
-                        delivery.reject_range(i..batch.len(), Reject::Failed);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(output = %self.name, error = %e, "push failed");
-                        delivery.reject(i, Reject::Failed);
-                    }
-                }
-            }
+            let (delivery, queued) = self.push(batch, None).await?;
+            self.sent.inc_by(queued);
             self.refused.count(&delivery, batch.len());
             Ok(delivery)
         })
     }
+
+    /// Waits until every message queued was written to a worker's socket;
+    /// one that was not (its worker gone and no other taking it within
+    /// `send_timeout`, or the socket closed) is refused as failed, so the
+    /// route sends it again.
+    fn send_written<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+        Box::pin(async move {
+            let receipt = Receipt::new();
+            let (mut delivery, queued) = self.push(batch, Some(&receipt)).await?;
+            let lost = receipt.settled().await;
+            let mut unwritten = 0;
+            if !lost.is_empty() {
+                let refused = refused_positions(&delivery, batch.len());
+                for i in lost.into_iter().map(|i| i as usize) {
+                    if i < batch.len() && !refused[i] {
+                        delivery.reject(i, Reject::Failed);
+                        unwritten += 1;
+                    }
+                }
+            }
+            self.sent.inc_by(queued - unwritten);
+            self.refused.count(&delivery, batch.len());
+            Ok(delivery)
+        })
+    }
+}
+
+/// Which of `len` positions `delivery` refused.
+fn refused_positions(delivery: &Delivery, len: usize) -> Vec<bool> {
+    let mut refused = vec![false; len];
+    for r in delivery.rejections() {
+        for slot in &mut refused[r.messages.start.min(len)..r.messages.end.min(len)] {
+            *slot = true;
+        }
+    }
+    refused
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::queue::RouteQueue;
 use super::spec::Retry;
-use crate::egress::{self, Delivery, Output, Reject};
+use crate::egress::{self, Delivery, Output, Reject, SendFuture};
 use crate::message::Message;
 
 /// What became of a batch sent to one output, retries included.
@@ -77,7 +77,31 @@ pub(crate) fn backoff(policy: &Retry, attempt: u32) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
-/// Sends `batch` to `output`; with a `policy`, sends what it failed to take
+/// How far an output must have got with a batch before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Taken ([`Output::send`]): a memory route.
+    Taken,
+    /// Written out of the router's memory ([`Output::send_written`]): a
+    /// durable route, which releases the batch from disk on the answer.
+    Written,
+}
+
+impl Until {
+    /// `output`'s send of `batch` that answers this late.
+    pub(crate) fn send<'a>(
+        self,
+        output: &'a Arc<dyn Output>,
+        batch: &'a [Message],
+    ) -> SendFuture<'a> {
+        match self {
+            Until::Taken => output.send(batch),
+            Until::Written => output.send_written(batch),
+        }
+    }
+}
+
+/// Sends `batch` to `output` (answering per `until`); with a `policy`, sends what it failed to take
 /// again after each pause until it is taken, the policy's attempts run out,
 /// or a shutdown begins. Tells `retried` how many it sends again each
 /// time. With `queue` (a durable route with retention), a pause ends early
@@ -89,12 +113,13 @@ pub(crate) fn backoff(policy: &Retry, attempt: u32) -> Duration {
 pub(crate) async fn send(
     output: &Arc<dyn Output>,
     batch: &[Message],
+    until: Until,
     policy: Option<Retry>,
     shutting_down: &AtomicBool,
     retried: impl Fn(u64),
     queue: Option<&RouteQueue>,
 ) -> Sent {
-    let first = output.send(batch).await;
+    let first = until.send(output, batch).await;
     let Some(policy) = policy else {
         return Sent::once(first);
     };
@@ -146,7 +171,7 @@ pub(crate) async fn send(
         again.clear();
         again.extend(positions.iter().map(|&i| batch[i].clone()));
         retried(again.len() as u64);
-        let result = output.send(&again).await;
+        let result = until.send(output, &again).await;
         let before = pending.len();
         pending.clear();
         absorb(
@@ -311,6 +336,7 @@ mod tests {
         let sent = send(
             &dynout,
             &msgs("t.x", 0..4),
+            Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(false),
             |n| retried.inc_by(n),
@@ -334,6 +360,7 @@ mod tests {
         let sent = send(
             &dynout,
             &msgs("t.x", 0..3),
+            Until::Taken,
             Some(policy(Some(3))),
             &AtomicBool::new(false),
             |n| counter().inc_by(n),
@@ -357,6 +384,7 @@ mod tests {
         let sent = send(
             &dynout,
             &msgs("t.x", 0..1),
+            Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(false),
             |n| counter().inc_by(n),
@@ -378,6 +406,7 @@ mod tests {
         let sent = send(
             &dynout,
             &msgs("t.x", 0..1),
+            Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(true),
             |n| counter().inc_by(n),

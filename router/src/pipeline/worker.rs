@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::DropReason;
 use super::queue::Popped;
-use super::retry::{self, Sent};
+use super::retry::{self, Sent, Until};
 use super::route::{Program, Route, Unnoted};
 use super::spec::Retry;
 use super::stages::{StageRunner, Staged};
@@ -716,13 +716,29 @@ async fn send_all<'a>(
 ) -> SmallVec<[Sent; 2]> {
     let mut pending: SmallVec<[Option<Sending<'a>>; 2]> = sends
         .map(|t| -> Option<Sending<'a>> {
+            // A durable route releases the batch on the answer: the output
+            // answers once it has written it, not once it has queued it.
+            let until = if t.route.queue.store().is_some() {
+                Until::Written
+            } else {
+                Until::Taken
+            };
             Some(match t.retry {
                 Some(policy) => Box::pin(async move {
                     let retried = |n| t.route.metrics.output_retries(t.output.name()).inc_by(n);
                     let queue = t.route.retains().then_some(&t.route.queue);
-                    retry::send(t.output, t.batch, Some(policy), shutting, retried, queue).await
+                    retry::send(
+                        t.output,
+                        t.batch,
+                        until,
+                        Some(policy),
+                        shutting,
+                        retried,
+                        queue,
+                    )
+                    .await
                 }),
-                None => Box::pin(async move { Sent::once(t.output.send(t.batch).await) }),
+                None => Box::pin(async move { Sent::once(until.send(t.output, t.batch).await) }),
             })
         })
         .collect();

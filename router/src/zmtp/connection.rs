@@ -30,6 +30,7 @@
 
 mod io;
 mod queue;
+mod receipt;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -54,7 +55,8 @@ use super::options::Options;
 use super::socket_type::SocketType;
 use super::subscriptions::SubscriptionSet;
 
-pub(crate) use queue::{PushError, QueueRx, QueueTx, Room, message_size, peer_queue};
+pub(crate) use queue::{PushError, QueueRx, QueueTx, Queued, Room, message_size, peer_queue};
+pub use receipt::{Receipt, Token};
 
 /// Identifies one connection of a socket: unique within the socket, never
 /// reused while the socket lives.
@@ -262,7 +264,7 @@ pub(crate) trait Role: Send + Sync + 'static {
 
     /// The connection ended; `unsent` are messages taken from its queue that
     /// were not (completely) written.
-    fn detach(self: &Arc<Self>, peer: Self::Peer, unsent: Vec<Multipart>);
+    fn detach(self: &Arc<Self>, peer: Self::Peer, unsent: Vec<Queued>);
 }
 
 /// How a connection ended, for the connect loop's backoff.

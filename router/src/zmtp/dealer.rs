@@ -36,7 +36,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout_at};
 
 use super::connection::{
-    Attached, PeerId, PeerLink, QueueTx, Role, Room, SendError, SocketCore, Stop, peer_queue,
+    Attached, PeerId, PeerLink, QueueTx, Queued, Role, Room, SendError, SocketCore, Stop,
+    peer_queue,
 };
 use super::frame::Multipart;
 use super::handle::{Handle, socket_methods};
@@ -127,12 +128,12 @@ impl Role for DealerRole {
         Ok(())
     }
 
-    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Multipart>) {
+    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Queued>) {
         self.balancer.remove(peer);
         {
             let mut pending = self.pending();
             for m in &unsent {
-                if let Some(p) = request_id(m).and_then(|id| pending.get_mut(&id)) {
+                if let Some(p) = request_id(&m.msg).and_then(|id| pending.get_mut(&id)) {
                     p.peer = None;
                 }
             }
@@ -215,7 +216,12 @@ impl DealerSocket {
         msg.push(Bytes::new());
         msg.extend(frames);
         let pick = |peer| role.routed(id, peer);
-        match timeout_at(deadline, role.balancer.send(&self.handle.core, msg, pick)).await {
+        match timeout_at(
+            deadline,
+            role.balancer.send(&self.handle.core, msg.into(), pick),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(SendError::ReplyTimeout(timeout)),
@@ -313,8 +319,9 @@ impl<E: ServiceEvents> Role for LinkRole<E> {
         Ok(())
     }
 
-    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Multipart>) {
-        self.events.detached(peer, unsent);
+    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Queued>) {
+        self.events
+            .detached(peer, unsent.into_iter().map(|q| q.msg).collect());
     }
 }
 

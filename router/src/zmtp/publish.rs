@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::command::Command;
 use super::connection::{
-    Attached, PeerLink, PushError, QueueTx, Role, SocketCore, Stop, peer_queue,
+    Attached, PeerLink, PushError, QueueTx, Queued, Receipt, Role, SocketCore, Stop, peer_queue,
 };
 use super::frame::Multipart;
 use super::handle::{Handle, socket_methods};
@@ -121,13 +121,19 @@ impl PubRole {
         Ok(())
     }
 
-    /// Fans out every message of `msgs` under one lock acquisition.
-    fn send_all(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
+    /// Fans out every message of `msgs` under one lock acquisition; with a
+    /// `receipt`, each copy queued carries a token of it (for the message's
+    /// position in `msgs`, `first` on).
+    fn send_all(
+        &self,
+        msgs: impl IntoIterator<Item = Multipart>,
+        receipt: Option<(&Receipt, usize)>,
+    ) -> Fanout {
         let slow_after = self.core.options.slow_subscriber_timeout;
         let metrics = &self.core.metrics;
         let (mut queued, mut full, mut gone) = (0usize, 0u64, 0u64);
         let mut table = self.table();
-        for frames in msgs {
+        for (i, frames) in msgs.into_iter().enumerate() {
             let Some(topic) = frames.first() else {
                 continue;
             };
@@ -143,7 +149,11 @@ impl PubRole {
                     return;
                 }
                 sub.stamp = *stamp;
-                match sub.queue.try_push(frames.clone()) {
+                let copy = Queued {
+                    msg: frames.clone(),
+                    token: receipt.map(|(r, first)| r.token(first + i)),
+                };
+                match sub.queue.try_push(copy) {
                     Ok(()) => {
                         queued += 1;
                         sub.full_since = None;
@@ -243,7 +253,7 @@ impl Role for PubRole {
         }
     }
 
-    fn detach(self: &Arc<Self>, slot: SubscriberId, unsent: Vec<Multipart>) {
+    fn detach(self: &Arc<Self>, slot: SubscriberId, unsent: Vec<Queued>) {
         let mut table = self.table();
         if let Some(sub) = table.slots.get_mut(slot as usize).and_then(Option::take) {
             for prefix in sub.prefixes.keys() {
@@ -282,13 +292,23 @@ impl PubSocket {
     /// Queues `frames` to every subscriber whose subscriptions match its
     /// first frame; never waits. A message without frames goes nowhere.
     pub fn send(&self, frames: Multipart) -> Fanout {
-        self.handle.role.send_all(std::iter::once(frames))
+        self.handle.role.send_all(std::iter::once(frames), None)
+    }
+
+    /// [`send`](Self::send), each copy queued to a subscriber with a token
+    /// of `receipt` for position `index`: written once that subscriber's
+    /// socket took it, lost if it was dropped for that subscriber (queue
+    /// full, subscriber gone, socket closed).
+    pub fn send_tracked(&self, frames: Multipart, receipt: &Receipt, index: usize) -> Fanout {
+        self.handle
+            .role
+            .send_all(std::iter::once(frames), Some((receipt, index)))
     }
 
     /// [`send`](Self::send) for a batch: the subscriber table is locked once
     /// for all of them. Returns the totals over the batch.
     pub fn send_many(&self, msgs: impl IntoIterator<Item = Multipart>) -> Fanout {
-        self.handle.role.send_all(msgs)
+        self.handle.role.send_all(msgs, None)
     }
 
     /// Waits until every message queued so far was written to the kernel, or
@@ -535,5 +555,63 @@ mod tests {
             }
         })
         .await;
+    }
+
+    /// Every copy a tracked send queued settles its receipt: written once
+    /// the subscriber's socket took it; a copy dropped for a full queue
+    /// names its message lost, as does one whose subscriber leaves with it
+    /// still queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tracked_fan_out_settles_on_every_copy_written_or_dropped() {
+        use crate::zmtp::connection::Receipt;
+
+        let (_reg, m) = metrics();
+        let o = Options {
+            send_hwm: 4,
+            send_buffer_size: Some(64 * 1024),
+            recv_buffer_size: Some(64 * 1024),
+            ..opts()
+        };
+        let publ = PubSocket::new("pub", o.clone(), &m);
+        let addr = publ.bind("tcp://127.0.0.1:0").await.expect("bind");
+        let mut fast = SubSocket::new("fast", o.clone(), &m);
+        fast.subscribe(Bytes::new());
+        fast.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("subscribed", || publ.subscription_count() == 1).await;
+        let receipt = Receipt::new();
+        for i in 0..3 {
+            publ.send_tracked(msg(&[b"t", &[i]]), &receipt, i as usize);
+        }
+        assert!(within("settled", receipt.settled()).await.is_empty());
+        for _ in 0..3 {
+            next_topic(&mut fast).await;
+        }
+
+        // A subscriber that reads nothing: its copies fill its queue (the
+        // rest are dropped for it), then it leaves with them queued.
+        let slow = SubSocket::new("slow", Options { recv_hwm: 1, ..o }, &m);
+        slow.subscribe(Bytes::new());
+        slow.connect(&format!("tcp://{addr}")).expect("connect");
+        eventually("both subscribed", || publ.subscription_count() == 2).await;
+        let receipt = Receipt::new();
+        // 1 MiB: well past what the kernel buffers and the subscriber's
+        // read buffer take, so copies stay queued.
+        let body = vec![0u8; 16 * 1024];
+        const N: usize = 64;
+        // Paced by the fast subscriber, so only the slow one's queue fills.
+        for i in 0..N {
+            publ.send_tracked(msg(&[b"t", &body]), &receipt, i);
+            next_topic(&mut fast).await;
+        }
+        let settled = tokio::spawn({
+            let receipt = receipt.clone();
+            async move { receipt.settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!settled.is_finished(), "settled with copies still queued");
+        slow.close().await;
+        drop(slow);
+        let lost = within("settled", settled).await.expect("task");
+        assert!(!lost.is_empty() && lost.len() < N, "lost {lost:?}");
     }
 }

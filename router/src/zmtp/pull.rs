@@ -41,7 +41,7 @@ impl Role for PullRole {
         self.inbox.deliver(peer, msgs).await
     }
 
-    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<Multipart>) {}
+    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<super::connection::Queued>) {}
 }
 
 /// A PULL socket: receives messages from PUSH peers, with backpressure.

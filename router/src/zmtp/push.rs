@@ -25,7 +25,8 @@ use arc_swap::ArcSwap;
 use tokio::time::{Instant, timeout_at};
 
 use super::connection::{
-    Attached, PeerId, PeerLink, PushError, QueueTx, Role, SendError, SocketCore, Stop, peer_queue,
+    Attached, PeerId, PeerLink, PushError, QueueTx, Queued, Role, SendError, SocketCore, Stop,
+    Token, peer_queue,
 };
 use super::frame::Multipart;
 use super::handle::{Handle, socket_methods};
@@ -82,11 +83,10 @@ impl Balancer {
     /// `pick(peer)` runs before each attempt (so a caller can record where
     /// the message goes before the peer can possibly answer it).
     #[inline]
-    fn try_send(
-        &self,
-        mut msg: Multipart,
-        pick: &impl Fn(PeerId),
-    ) -> Result<PeerId, (bool, Multipart)> {
+    // The refused message comes back by value, on the send path: boxing it
+    // would allocate for every full peer.
+    #[allow(clippy::result_large_err)]
+    fn try_send(&self, mut msg: Queued, pick: &impl Fn(PeerId)) -> Result<PeerId, (bool, Queued)> {
         let peers = self.snapshot.load();
         let n = peers.len();
         if n == 0 {
@@ -107,13 +107,14 @@ impl Balancer {
     /// Sends `msg` to a peer with room: waits while all are full; with no
     /// peer, waits up to `send_timeout` for one. Returns the chosen peer;
     /// `pick` is told each peer tried, before the message is queued to it.
+    /// A message not queued is dropped with its token (counted lost).
     pub(crate) async fn send(
         &self,
         core: &SocketCore,
-        mut msg: Multipart,
+        mut msg: Queued,
         pick: impl Fn(PeerId),
     ) -> Result<PeerId, SendError> {
-        if msg.is_empty() {
+        if msg.msg.is_empty() {
             return Err(SendError::EmptyMessage);
         }
         let mut no_peer_since: Option<Instant> = None;
@@ -157,12 +158,13 @@ impl Balancer {
     }
 
     /// Sends `unsent` (taken back from a disconnected peer) to the other
-    /// peers in a tracked task; what finds no peer is counted as dropped.
-    /// `pick` is told each peer tried for a message, before it is queued.
+    /// peers in a tracked task, each with its token; what finds no peer is
+    /// counted as dropped (and its token as lost). `pick` is told each peer
+    /// tried for a message, before it is queued.
     pub(crate) fn resend(
         self: &Arc<Self>,
         core: &Arc<SocketCore>,
-        unsent: Vec<Multipart>,
+        unsent: Vec<Queued>,
         pick: impl Fn(&Multipart, PeerId) + Send + Sync + 'static,
     ) {
         if unsent.is_empty() {
@@ -172,7 +174,7 @@ impl Balancer {
         core.tracker.spawn(async move {
             let total = unsent.len();
             for (i, msg) in unsent.into_iter().enumerate() {
-                let key = msg.clone();
+                let key = msg.msg.clone();
                 match lb.send(&core2, msg, |peer| pick(&key, peer)).await {
                     Ok(_) => {}
                     Err(_) => {
@@ -209,7 +211,7 @@ impl Role for PushRole {
         Err(Stop::Protocol("unexpected_message"))
     }
 
-    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Multipart>) {
+    fn detach(self: &Arc<Self>, peer: PeerId, unsent: Vec<Queued>) {
         self.balancer.remove(peer);
         self.balancer.resend(&self.core, unsent, |_, _| {});
     }
@@ -244,12 +246,27 @@ impl PushSocket {
     /// # Cancel safety
     /// Cancelling drops the message if it was not queued yet.
     pub async fn send(&self, frames: Multipart) -> Result<(), SendError> {
+        self.send_queued(frames.into()).await
+    }
+
+    /// [`send`](Self::send) with `token`, which is marked written once a
+    /// worker's socket took every byte of the message, and counts it lost
+    /// if the message is dropped instead (not sent, or its worker gone and
+    /// no other one taking it within `send_timeout`).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); the token then counts the message lost.
+    pub async fn send_tracked(&self, frames: Multipart, token: Token) -> Result<(), SendError> {
+        self.send_queued(Queued {
+            msg: frames,
+            token: Some(token),
+        })
+        .await
+    }
+
+    async fn send_queued(&self, msg: Queued) -> Result<(), SendError> {
         let h = &self.handle;
-        h.role
-            .balancer
-            .send(&h.core, frames, |_| {})
-            .await
-            .map(|_| ())
+        h.role.balancer.send(&h.core, msg, |_| {}).await.map(|_| ())
     }
 
     /// Waits until every message queued so far was written to the kernel, or

@@ -33,8 +33,8 @@ use bytes::Bytes;
 use tokio::time::{Instant, timeout_at};
 
 use super::connection::{
-    Attached, PeerId, PeerLink, PushError, QueueTx, Received, Role, SendError, SocketCore, Stop,
-    peer_queue,
+    Attached, PeerId, PeerLink, PushError, QueueTx, Queued, Received, Role, SendError, SocketCore,
+    Stop, peer_queue,
 };
 use super::frame::Multipart;
 use super::handle::{Handle, Inbound, socket_methods};
@@ -102,7 +102,7 @@ impl RouterRole {
                 self.core.metrics.dropped_unroutable.inc();
                 Err(SendError::UnknownPeer(peer))
             }
-            Err(PushError::Full(m)) => Ok(Some(m)),
+            Err(PushError::Full(m)) => Ok(Some(m.msg)),
         }
     }
 
@@ -177,7 +177,7 @@ impl Role for RouterRole {
         self.inbox.deliver(&peer.origin, msgs).await
     }
 
-    fn detach(self: &Arc<Self>, peer: Conn, unsent: Vec<Multipart>) {
+    fn detach(self: &Arc<Self>, peer: Conn, unsent: Vec<Queued>) {
         let mut table = self.table();
         if let Some(p) = table.peers.remove(&peer.origin.id)
             && let Some(i) = &p.identity

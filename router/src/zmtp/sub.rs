@@ -58,7 +58,7 @@ impl Role for SubRole {
         self.inbox.deliver(peer, msgs).await
     }
 
-    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<Multipart>) {}
+    fn detach(self: &Arc<Self>, _peer: Origin, _unsent: Vec<super::connection::Queued>) {}
 }
 
 /// Changes a [`SubSocket`]'s subscriptions; cheap to clone.

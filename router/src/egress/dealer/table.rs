@@ -263,7 +263,7 @@ impl Table {
     fn push(&self, i: usize, msg: Multipart) -> Result<(), PushError> {
         match &self.services[i].conn {
             Some(c) => c.queue.try_push(msg),
-            None => Err(PushError::Closed(msg)),
+            None => Err(PushError::Closed(msg.into())),
         }
     }
 
@@ -282,9 +282,9 @@ impl Table {
                 }
                 Err(PushError::Full(m)) => {
                     full = true;
-                    msg = m;
+                    msg = m.msg;
                 }
-                Err(PushError::Closed(m)) => msg = m,
+                Err(PushError::Closed(m)) => msg = m.msg,
             }
         }
         (Choice::unsent(full), msg)
@@ -316,9 +316,9 @@ impl Table {
                 }
                 Err(PushError::Full(m)) => {
                     full = true;
-                    msg = m;
+                    msg = m.msg;
                 }
-                Err(PushError::Closed(m)) => msg = m,
+                Err(PushError::Closed(m)) => msg = m.msg,
             }
             refused.push(i);
         }
@@ -334,9 +334,9 @@ impl Table {
                 Ok(()) => return (Choice::Sent(i), Multipart::new()),
                 // The key's service is healthy but busy: wait for it
                 // rather than move the key.
-                Err(PushError::Full(m)) => return (Choice::Full, m),
+                Err(PushError::Full(m)) => return (Choice::Full, m.msg),
                 Err(PushError::Closed(m)) => {
-                    msg = m;
+                    msg = m.msg;
                     closed.push(i);
                 }
             }
@@ -844,14 +844,14 @@ mod tests {
             assert!(sent(t.dispatch(id, wire(id), None, later, None, now)));
         }
         // Peer 1 wrote id 1, still had id 3 queued when it went.
-        let written = rx0.rx.try_recv().expect("queued");
+        let written = rx0.rx.try_recv().expect("queued").msg;
         assert_eq!(request_id(&written), Some(1));
-        let unsent = vec![rx0.rx.try_recv().expect("queued")];
+        let unsent = vec![rx0.rx.try_recv().expect("queued").msg];
         let mut fx = Effects::default();
         t.detached(PeerId(1), unsent, now, &mut fx);
         assert_eq!(t.pending(), 3, "id 1 lost; 3 moved to peer 2");
         let moved: Vec<u64> = std::iter::from_fn(|| rx1.rx.try_recv().ok())
-            .filter_map(|m| request_id(&m))
+            .filter_map(|m| request_id(&m.msg))
             .collect();
         assert_eq!(moved, [2, 4, 3]);
         let s = &t.services[0];

@@ -14,7 +14,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{QueueRx, Role, SocketCore, Stop};
+use super::{QueueRx, Queued, Role, SocketCore, Stop};
 use crate::zmtp::command::Command;
 use crate::zmtp::frame::{
     Decoder, Inbound, Multipart, encode_command, encode_frame_header, encode_message,
@@ -257,7 +257,7 @@ pub(super) struct Writer {
     tick: Option<Interval>,
     /// Messages of the batch being written (kept until written, so the
     /// unwritten ones can be handed back).
-    batch: Vec<Multipart>,
+    batch: Vec<Queued>,
     batch_bytes: usize,
     /// Stream offset at which each batch message ends.
     ends: Vec<usize>,
@@ -278,7 +278,7 @@ enum Event {
     Batch(usize),
 }
 
-async fn next_batch(queue: &mut Option<QueueRx>, batch: &mut Vec<Multipart>) -> usize {
+async fn next_batch(queue: &mut Option<QueueRx>, batch: &mut Vec<Queued>) -> usize {
     match queue {
         Some(q) => q.rx.recv_many(batch, BATCH).await,
         None => std::future::pending().await,
@@ -343,9 +343,9 @@ impl Writer {
 
     /// Messages taken from the queue but not completely written, followed by
     /// the messages still queued. Call after the connection ended.
-    pub(super) fn into_unsent(mut self) -> Vec<super::Multipart> {
+    pub(super) fn into_unsent(mut self) -> Vec<Queued> {
         let written = self.written;
-        let mut unsent: Vec<Multipart> = self
+        let mut unsent: Vec<Queued> = self
             .batch
             .drain(..)
             .zip(
@@ -354,8 +354,16 @@ impl Writer {
                     .copied()
                     .chain(std::iter::repeat(usize::MAX)),
             )
-            .filter(|(_, end)| *end > written)
-            .map(|(m, _)| m)
+            .filter_map(|(mut m, end)| {
+                if end > written {
+                    return Some(m);
+                }
+                // Wholly written before the connection ended.
+                if let Some(token) = m.token.take() {
+                    token.written();
+                }
+                None
+            })
             .collect();
         if let Some(mut q) = self.queue.take() {
             q.rx.close();
@@ -424,7 +432,7 @@ impl Writer {
     fn encode_batch(&mut self) {
         self.ends.clear();
         self.batch_bytes = 0;
-        for msg in &self.batch {
+        for Queued { msg, .. } in &self.batch {
             self.batch_bytes += super::message_size(msg);
             let before = self.out.len();
             if msg.iter().all(|f| f.len() < LARGE_BODY) {
@@ -501,6 +509,9 @@ impl Writer {
             self.messages_out.inc_by(self.batch.len() as u64);
             if let Some(q) = &self.queue {
                 q.bytes.fetch_sub(self.batch_bytes, Ordering::Relaxed);
+            }
+            for token in self.batch.iter_mut().filter_map(|q| q.token.take()) {
+                token.written();
             }
             self.batch.clear();
             self.batch_bytes = 0;

@@ -13,15 +13,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
+use super::receipt::Token;
 use crate::zmtp::frame::Multipart;
+
+/// A message in a peer queue, with the [`Token`] of the receipt waiting
+/// for it to be written, if one does.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) msg: Multipart,
+    pub(crate) token: Option<Token>,
+}
+
+impl From<Multipart> for Queued {
+    #[inline]
+    fn from(msg: Multipart) -> Self {
+        Self { msg, token: None }
+    }
+}
 
 /// Why a push was refused; the message is handed back.
 #[derive(Debug)]
 pub(crate) enum PushError {
     /// The queue is at its message or byte high-water mark.
-    Full(Multipart),
+    Full(Queued),
     /// The connection is gone.
-    Closed(Multipart),
+    Closed(Queued),
 }
 
 /// Sum of the frame body sizes of `frames`.
@@ -33,7 +49,7 @@ pub(crate) fn message_size(frames: &[bytes::Bytes]) -> usize {
 /// Producer side of a peer queue (held by the role's peer table).
 #[derive(Debug)]
 pub(crate) struct QueueTx {
-    tx: mpsc::Sender<Multipart>,
+    tx: mpsc::Sender<Queued>,
     bytes: Arc<AtomicUsize>,
     max_bytes: usize,
 }
@@ -41,7 +57,7 @@ pub(crate) struct QueueTx {
 /// Consumer side of a peer queue (held by the connection's writer).
 #[derive(Debug)]
 pub(crate) struct QueueRx {
-    pub(crate) rx: mpsc::Receiver<Multipart>,
+    pub(crate) rx: mpsc::Receiver<Queued>,
     pub(crate) bytes: Arc<AtomicUsize>,
 }
 
@@ -64,8 +80,9 @@ pub(crate) fn peer_queue(max_msgs: usize, max_bytes: usize) -> (QueueTx, QueueRx
 impl QueueTx {
     /// Enqueues `msg` if there is room in messages and bytes.
     #[inline]
-    pub(crate) fn try_push(&self, msg: Multipart) -> Result<(), PushError> {
-        let size = message_size(&msg);
+    pub(crate) fn try_push(&self, item: impl Into<Queued>) -> Result<(), PushError> {
+        let msg = item.into();
+        let size = message_size(&msg.msg);
         // Count before sending so the writer's release (after the write) can
         // never run ahead of this add.
         let held = self.bytes.fetch_add(size, Ordering::Relaxed);

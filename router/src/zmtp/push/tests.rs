@@ -330,3 +330,85 @@ async fn frozen_worker_is_dropped_and_nothing_is_lost() {
         0.0
     );
 }
+
+/// A receipt settles once every tracked message was written to a worker's
+/// socket: messages queued to a worker that stops reading settle only when
+/// they move to another worker and are written there; a message no worker
+/// takes is named lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_settles_once_its_messages_are_written_and_names_the_lost() {
+    use crate::zmtp::connection::Receipt;
+
+    let (_reg, m) = metrics();
+    let o = Options {
+        send_hwm: 10_000,
+        send_timeout: Duration::from_millis(100),
+        send_buffer_size: Some(64 * 1024),
+        recv_buffer_size: Some(64 * 1024),
+        ..opts()
+    };
+    let push = PushSocket::new("out", o.clone(), &m);
+    let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let stalled = PullSocket::new(
+        "stalled",
+        Options {
+            recv_hwm: 1,
+            ..o.clone()
+        },
+        &m,
+    );
+    stalled.connect(&format!("tcp://{addr}")).expect("connect");
+    eventually("stalled worker", || push.peer_count() == 1).await;
+    // 6 MiB: far more than the kernel buffers and the stalled worker's
+    // read buffer hold, well within its queue.
+    const N: usize = 1500;
+    let body = vec![1u8; 4096];
+    let receipt = Receipt::new();
+    for i in 0..N {
+        within(
+            "send",
+            push.send_tracked(msg(&[&(i as u32).to_be_bytes(), &body]), receipt.token(i)),
+        )
+        .await
+        .expect("send");
+    }
+    let settled = tokio::spawn({
+        let receipt = receipt.clone();
+        async move { receipt.settled().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        !settled.is_finished(),
+        "settled with most messages still queued"
+    );
+    let mut good = PullSocket::new("good", o, &m);
+    good.connect(&format!("tcp://{addr}")).expect("connect");
+    eventually("second worker", || push.peer_count() == 2).await;
+    stalled.close().await;
+    drop(stalled);
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while good.recv_many(&mut buf, 1000).await > 0 {
+            buf.clear();
+        }
+    });
+    let lost = within("the receipt settles", settled).await.expect("task");
+    assert!(lost.is_empty(), "lost {lost:?}");
+
+    reader.abort();
+    push.close().await;
+
+    // No worker at all: the send fails and its message is named lost.
+    let lonely = PushSocket::new(
+        "lonely",
+        Options {
+            send_timeout: Duration::from_millis(50),
+            ..opts()
+        },
+        &m,
+    );
+    let alone = Receipt::new();
+    let r = within("send", lonely.send_tracked(msg(&[b"x"]), alone.token(7))).await;
+    assert!(matches!(r, Err(SendError::NoPeers(_))), "{r:?}");
+    assert_eq!(within("settled", alone.settled()).await, vec![7]);
+}
