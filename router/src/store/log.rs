@@ -25,6 +25,8 @@ use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::record::{self, Record};
 use super::scan::{Cursor, Damage, Step, Window};
 use super::storage::{Segment, Storage};
@@ -161,7 +163,7 @@ impl Log {
         names.sort();
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::with_capacity(names.len());
-        let mut buf = Vec::new();
+        let mut buf = Bytes::new();
         let mut last_seq: Option<u64> = None;
         let bases: Vec<u64> = names.iter().map(|(b, _)| *b).collect();
         for (i, (base, name)) in names.into_iter().enumerate() {
@@ -375,11 +377,12 @@ pub(crate) fn read(
     pos: &mut Position,
     max: usize,
     max_bytes: usize,
-    buf: &mut Vec<u8>,
+    buf: &mut Bytes,
     out: &mut Vec<Record>,
 ) -> io::Result<ReadReport> {
     let mut report = ReadReport::default();
     let mut taken = 0;
+    let mut names = record::Names::default();
     for extent in extents {
         if taken >= max || report.bytes >= max_bytes {
             break;
@@ -402,8 +405,12 @@ pub(crate) fn read(
                     if frame.seq < pos.seq {
                         continue;
                     }
-                    let view = window.view(offset, frame.len)?;
-                    match record::parse_framed(view, &frame) {
+                    window.view(offset, frame.len)?;
+                    match record::parse_shared(
+                        &window.shared(offset, frame.len),
+                        &frame,
+                        &mut names,
+                    ) {
                         Some(r) => {
                             report.missing += frame.seq - pos.seq;
                             pos.seq = frame.seq + 1;

@@ -591,13 +591,14 @@ impl Queue {
             let len = record::encode(seq, message, &mut s.pending);
             s.next += 1;
             bytes += len as u64;
-            // Cache it while the cache is contiguous with what the lead
-            // reader will take, making room by dropping what the lead has
-            // passed (a reader behind reads it from disk).
-            let contiguous = s
-                .cache
-                .back()
-                .map_or(lead == seq, |(last, ..)| last + 1 == seq);
+            // Cache it while the cache is one run, making room by dropping
+            // what the lead reader has passed (a reader behind reads it
+            // from disk). An empty cache starts a new run here even when
+            // the lead is still behind (reading from disk what precedes
+            // it): under steady load a reader always has some records
+            // still being written, and waiting for it to be exactly caught
+            // up kept it reading from disk for good.
+            let contiguous = s.cache.back().is_none_or(|(last, ..)| last + 1 == seq);
             if contiguous {
                 let limit = self.shared.options.cache_bytes;
                 while s.cache_bytes + len > limit
@@ -829,7 +830,7 @@ impl Queue {
         let written = s.written;
         drop(s);
         let extents = lock(&shared.log).extents(from);
-        let mut buf = Vec::new();
+        let mut buf = bytes::Bytes::new();
         let before = out.len();
         let report: ReadReport = log::read(
             &extents,
@@ -1085,7 +1086,7 @@ fn first_time(log: &Log, base: u64) -> Option<u64> {
         &mut pos,
         1,
         1,
-        &mut Vec::new(),
+        &mut bytes::Bytes::new(),
         &mut out,
     )
     .ok()?;

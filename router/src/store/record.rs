@@ -183,7 +183,7 @@ pub(crate) fn frame(buf: &[u8]) -> Framed {
 /// Reads the record at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded {
     match frame(buf) {
-        Framed::Frame(f) => match parse(&buf[HEADER..f.len]) {
+        Framed::Frame(f) => match parse(&buf[HEADER..f.len], None, &mut Names::default()) {
             Some(record) => Decoded::Record(Box::new(record), f.len),
             None => Decoded::Invalid,
         },
@@ -192,25 +192,54 @@ pub fn decode(buf: &[u8]) -> Decoded {
     }
 }
 
-/// Parses the message of a record whose frame checked out (`buf` starts
-/// with it); `None` if its body does not parse, which a good CRC makes a
-/// bug or a foreign writer.
-pub(crate) fn parse_framed(buf: &[u8], frame: &Frame) -> Option<Record> {
-    parse(&buf[HEADER..frame.len])
+/// Parses the message of a record whose frame checked out (`record` is
+/// it, whole); `None` if its body does not parse, which a good CRC makes a
+/// bug or a foreign writer. The topic and payload point into `record` (no
+/// copy); `names` shares the publisher names records repeat.
+pub(crate) fn parse_shared(record: &Bytes, frame: &Frame, names: &mut Names) -> Option<Record> {
+    parse(record.get(HEADER..frame.len)?, Some(record), names)
 }
 
-fn parse(body: &[u8]) -> Option<Record> {
+/// The publisher names (input, peer, principal) of the records parsed
+/// lately, so a run of records from one publisher shares one allocation
+/// of each.
+#[derive(Debug, Default)]
+pub(crate) struct Names(Vec<Arc<str>>);
+
+impl Names {
+    const KEPT: usize = 8;
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|n| &***n == name) {
+            return Arc::clone(known);
+        }
+        let new: Arc<str> = name.into();
+        if self.0.len() == Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push(Arc::clone(&new));
+        new
+    }
+}
+
+/// `body` parsed; the topic and payload are slices of `owner` when given
+/// (`body` lies in it), else copies.
+fn parse(body: &[u8], owner: Option<&Bytes>, names: &mut Names) -> Option<Record> {
+    let bytes = |part: &[u8]| match owner {
+        Some(o) => o.slice_ref(part),
+        None => Bytes::copy_from_slice(part),
+    };
     let mut r = Reader(body);
     let seq = r.u64()?;
     let time = r.u64()?;
     let id = u128::from_le_bytes(r.take(16)?.try_into().ok()?);
     let priority = r.u8()?;
     let flags = r.u8()?;
-    let topic = Topic::new(Bytes::copy_from_slice(r.short()?.as_bytes())).ok()?;
-    let input: Arc<str> = r.short()?.into();
-    let peer: Arc<str> = r.short()?.into();
+    let topic = Topic::new(bytes(r.short()?.as_bytes())).ok()?;
+    let input = names.get(r.short()?);
+    let peer = names.get(r.short()?);
     let principal = if flags & 1 == 1 {
-        Some(Arc::from(r.short()?))
+        Some(names.get(r.short()?))
     } else {
         None
     };
@@ -221,7 +250,7 @@ fn parse(body: &[u8]) -> Option<Record> {
         let v = r.long()?.to_owned();
         attributes.insert(k, v);
     }
-    let payload = Bytes::copy_from_slice(r.0);
+    let payload = bytes(r.0);
     Some(Record {
         seq,
         message: Message {

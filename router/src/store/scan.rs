@@ -8,6 +8,8 @@
 
 use std::io;
 
+use bytes::{Bytes, BytesMut};
+
 use super::record::{self, Frame, Framed, HEADER, MAGIC};
 use super::storage::Segment;
 
@@ -19,12 +21,16 @@ pub(crate) struct Window<'f> {
     file: &'f dyn Segment,
     /// Where the readable part of the file ends.
     end: u64,
-    buf: Vec<u8>,
+    /// Shared, so a record's payload can point into it
+    /// ([`Window::shared`]); a refill reuses it once nothing does.
+    buf: Bytes,
     start: u64,
 }
 
 impl<'f> Window<'f> {
-    pub(crate) fn new(file: &'f dyn Segment, end: u64, buf: Vec<u8>) -> Self {
+    pub(crate) fn new(file: &'f dyn Segment, end: u64, mut buf: Bytes) -> Self {
+        // What it held belongs to another segment (or another place).
+        buf.clear();
         Self {
             file,
             end,
@@ -34,8 +40,7 @@ impl<'f> Window<'f> {
     }
 
     /// Gives the buffer back for reuse.
-    pub(crate) fn into_buf(mut self) -> Vec<u8> {
-        self.buf.clear();
+    pub(crate) fn into_buf(self) -> Bytes {
         self.buf
     }
 
@@ -45,13 +50,27 @@ impl<'f> Window<'f> {
         let want_end = (pos + want as u64).min(self.end);
         if pos < self.start || want_end > have_end {
             let n = (want.max(CHUNK) as u64).min(self.end.saturating_sub(pos)) as usize;
-            self.buf.resize(n, 0);
-            let got = self.file.read_at(pos, &mut self.buf)?;
-            self.buf.truncate(got);
+            // Records handed out may still point into the old buffer: then
+            // it stays theirs and this read takes a new one.
+            let mut fresh = std::mem::take(&mut self.buf)
+                .try_into_mut()
+                .unwrap_or_else(|_| BytesMut::new());
+            fresh.clear();
+            fresh.resize(n, 0);
+            let got = self.file.read_at(pos, &mut fresh)?;
+            fresh.truncate(got);
+            self.buf = fresh.freeze();
             self.start = pos;
         }
         let from = (pos - self.start) as usize;
         Ok(&self.buf[from.min(self.buf.len())..])
+    }
+
+    /// `len` bytes from `pos`, sharing the buffer (no copy): call right
+    /// after a [`view`](Self::view) of at least that much at `pos`.
+    pub(crate) fn shared(&self, pos: u64, len: usize) -> Bytes {
+        let from = ((pos - self.start) as usize).min(self.buf.len());
+        self.buf.slice(from..(from + len).min(self.buf.len()))
     }
 
     /// The intact record at `pos`, if one starts there and ends by `end`.

@@ -56,7 +56,7 @@ pub(super) fn read_summary(
 /// records framed well but did not parse.
 pub(super) fn rebuild(log: &Log, index: &mut Index) -> io::Result<u64> {
     let mut unreadable = 0;
-    let mut buf = Vec::new();
+    let mut buf = bytes::Bytes::new();
     for extent in log.extents(0) {
         let mut window = Window::new(&**extent.file(), extent.len(), std::mem::take(&mut buf));
         let mut cursor = Cursor {
