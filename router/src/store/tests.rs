@@ -855,7 +855,10 @@ fn a_reader_back_from_the_disk_finds_the_newest_records_cached() {
         if let Some(n) = q.pop_cached(0, 64, usize::MAX, &mut out) {
             break n;
         }
-        from_disk += q.pop_from_disk(0, 64, usize::MAX, &mut out).expect("reads").0;
+        from_disk += q
+            .pop_from_disk(0, 64, usize::MAX, &mut out)
+            .expect("reads")
+            .0;
         q.ack(0);
     };
     assert_eq!((from_disk, cached), (6, 1), "4..10 from disk, 10 cached");
