@@ -195,6 +195,27 @@ async fn connect_side_push_recovers_after_pull_restart() {
     );
 }
 
+/// A bound PUSH socket with `o` and one PULL worker connected that reads
+/// one message and then nothing (its inbox holds one).
+async fn with_a_stalled_worker(
+    o: &Options,
+    m: &Metrics,
+) -> (PushSocket, std::net::SocketAddr, PullSocket) {
+    let push = PushSocket::new("out", o.clone(), m);
+    let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let stalled = PullSocket::new(
+        "stalled",
+        Options {
+            recv_hwm: 1,
+            ..o.clone()
+        },
+        m,
+    );
+    stalled.connect(&format!("tcp://{addr}")).expect("connect");
+    eventually("stalled worker", || push.peer_count() == 1).await;
+    (push, addr, stalled)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_messages_move_to_another_worker_when_one_leaves() {
     let (reg, m) = metrics();
@@ -203,18 +224,7 @@ async fn queued_messages_move_to_another_worker_when_one_leaves() {
         send_hwm: 10_000,
         ..opts()
     };
-    let push = PushSocket::new("out", o.clone(), &m);
-    let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-    let stalled = PullSocket::new(
-        "stalled",
-        Options {
-            recv_hwm: 1,
-            ..o.clone()
-        },
-        &m,
-    );
-    stalled.connect(&format!("tcp://{addr}")).expect("connect");
-    eventually("stalled worker", || push.peer_count() == 1).await;
+    let (push, addr, stalled) = with_a_stalled_worker(&o, &m).await;
     // Fits in the stalled worker's queue (8 MiB) so no send waits.
     const N: u32 = 1500;
     let body = vec![1u8; 4096];
@@ -347,18 +357,7 @@ async fn a_receipt_settles_once_its_messages_are_written_and_names_the_lost() {
         recv_buffer_size: Some(64 * 1024),
         ..opts()
     };
-    let push = PushSocket::new("out", o.clone(), &m);
-    let addr = push.bind("tcp://127.0.0.1:0").await.expect("bind");
-    let stalled = PullSocket::new(
-        "stalled",
-        Options {
-            recv_hwm: 1,
-            ..o.clone()
-        },
-        &m,
-    );
-    stalled.connect(&format!("tcp://{addr}")).expect("connect");
-    eventually("stalled worker", || push.peer_count() == 1).await;
+    let (push, addr, stalled) = with_a_stalled_worker(&o, &m).await;
     // 6 MiB: far more than the kernel buffers and the stalled worker's
     // read buffer hold, well within its queue.
     const N: usize = 1500;
