@@ -212,13 +212,9 @@ impl Inner {
         if unrouted > 0 {
             self.metrics.unrouted.inc_by(unrouted);
         }
-        if result.admitted > 0 && wait != Wait::Bounded {
+        if result.admitted > 0 {
             for &r in &durable {
-                kept_up(&routes[r]).await;
-            }
-        } else if result.admitted > 0 {
-            for &r in &durable {
-                if let Err(why) = made_durable(&routes[r], since).await {
+                if let Err(why) = settled(&routes[r], wait, since).await {
                     // Admitted and perhaps written, but not known durable:
                     // the client is told to try again (a duplicate at
                     // worst, never a loss).
@@ -303,10 +299,8 @@ impl Inner {
                 .collect();
             route.push_run(&mut run);
         }
-        if result.admitted > 0 && wait != Wait::Bounded {
-            kept_up(route).await;
-        } else if result.admitted > 0
-            && let Err(why) = made_durable(route, since).await
+        if result.admitted > 0
+            && let Err(why) = settled(route, wait, since).await
         {
             result = Offered {
                 admitted: 0,
@@ -340,15 +334,21 @@ async fn made_durable(route: &Route, since: Instant) -> Result<(), Refusal> {
     }
 }
 
-/// Waits while durable `route` has more waiting to be written than its
-/// writer takes at once (see [`crate::store::Queue::keep_up`]): an offer
-/// with no acknowledgement (a ZeroMQ input) is paced by the disk, so what
-/// waits in memory stays bounded. The messages are admitted already; a
-/// queue closing meanwhile ends the wait.
-async fn kept_up(route: &Route) {
+/// What an offer `(wait, since)` that admitted messages to `route` waits
+/// for before it answers, if the route is durable: a bounded offer (HTTP)
+/// for their sync ([`made_durable`]); any other (a ZeroMQ input, with no
+/// acknowledgement) while the route has more waiting to be written than
+/// its writer takes at once ([`crate::store::Queue::keep_up`]), so it is
+/// paced by the disk and what waits in memory stays bounded. A queue
+/// closing meanwhile ends that wait: the messages are admitted already.
+async fn settled(route: &Route, wait: Wait, since: Instant) -> Result<(), Refusal> {
+    if wait == Wait::Bounded {
+        return made_durable(route, since).await;
+    }
     if let Some(store) = route.queue.store() {
         let _ = store.keep_up().await;
     }
+    Ok(())
 }
 
 /// Admits `message` to every matching block route, or to none, waiting for
