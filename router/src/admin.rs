@@ -388,7 +388,7 @@ mod tests {
                 sent: 7,
                 dropped: 0,
                 peers: 2,
-                services: Vec::new(),
+                ..OutputStats::default()
             }]
         }
 

@@ -128,6 +128,7 @@ struct State {
 impl admin::State for State {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self.reloader.outputs().iter().all(|o| o.handle.ready())
     }
 
     fn config_generation(&self) -> u64 {

@@ -1,5 +1,6 @@
 //! Outputs: one file per output kind (`zmq`: PUB and PUSH; `dealer`: DEALER
-//! facing REP services; `blackhole`), each encoding messages onto the wire.
+//! facing REP services; `nats`: a core NATS uplink; `blackhole`), each
+//! encoding messages onto the wire.
 //! Each output has two halves:
 //!
 //! - the data half, in this file: the [`Output`] trait route workers hand
@@ -33,9 +34,12 @@ pub mod blackhole;
 pub mod dealer;
 mod lifecycle;
 mod metrics;
+pub mod nats;
 pub mod zmq;
 
-pub use lifecycle::{AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats};
+pub use lifecycle::{
+    AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats, UplinkStatus,
+};
 pub use metrics::{Metrics, Refusals};
 
 /// Builds the output `entry` describes, not yet attached.
@@ -46,6 +50,7 @@ pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
         OutputKind::ZmqPush(socket) => zmq::ZmqPushOutput::build(name, socket, ctx),
         OutputKind::ZmqDealer(settings) => dealer::ZmqDealerOutput::build(name, settings, ctx),
         OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
+        OutputKind::Nats(settings) => nats::NatsOutput::build(name, settings, ctx),
     }
 }
 
@@ -97,11 +102,19 @@ pub enum Reject {
     TooLarge = 1,
     /// The output failed on this message (encoding, a peer's error reply).
     Failed = 2,
+    /// The output cannot carry it as it is, and never will (an attribute a
+    /// NATS header cannot hold). Refused for good, like [`Reject::TooLarge`].
+    Unencodable = 3,
 }
 
 impl Reject {
     /// Every reason, in the order of their discriminants.
-    pub const ALL: [Reject; 3] = [Reject::NoSubscriber, Reject::TooLarge, Reject::Failed];
+    pub const ALL: [Reject; 4] = [
+        Reject::NoSubscriber,
+        Reject::TooLarge,
+        Reject::Failed,
+        Reject::Unencodable,
+    ];
 
     /// The `reason` label of `switchyard_output_dropped_total`.
     pub fn label(self) -> &'static str {
@@ -109,7 +122,14 @@ impl Reject {
             Reject::NoSubscriber => "no_subscriber",
             Reject::TooLarge => "too_large",
             Reject::Failed => "failed",
+            Reject::Unencodable => "unencodable",
         }
+    }
+
+    /// Whether the refusal is for good: sending the message again cannot
+    /// succeed, so it is not retried (and goes to the dead-letter store).
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Reject::TooLarge | Reject::Unencodable)
     }
 }
 

@@ -24,6 +24,7 @@
 pub mod cmd;
 pub mod driver;
 pub mod memory;
+pub mod nats;
 pub mod node;
 pub mod pair;
 pub mod peer;

@@ -23,6 +23,7 @@ mod reconnect;
 mod router_dead_letters;
 mod router_lanes;
 mod router_metrics;
+mod router_nats;
 mod router_plugins;
 mod router_plugins_hostile;
 mod router_plugins_refused;

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
+use switchyard_tests::nats::NatsServer;
 use switchyard_tests::router::http::get;
 use switchyard_tests::router::peer::{Peer, PullOptions, PushOptions};
 use switchyard_tests::router::{DEADLINE, Router};
@@ -142,8 +143,8 @@ fn promtool_check(text: &str) -> Result<()> {
 }
 
 /// What [`EVERY_KIND`] lacks for one of every input and output kind: a
-/// `zmq-router` input, a `zmq-dealer` and a `blackhole` output, and a route
-/// to each.
+/// `zmq-router` input, a `zmq-dealer`, a `blackhole` and a `nats` output
+/// (its server at `NATS_URL`), and a route to each.
 const THE_OTHER_KINDS: &str = r#"
 [[input]]
 name = "clients"
@@ -168,6 +169,16 @@ to = ["services"]
 name = "bench"
 match = "bench.>"
 to = ["void"]
+
+[[output]]
+name = "uplink"
+kind = "nats"
+servers = ["NATS_URL"]
+
+[[route]]
+name = "upstream"
+match = "uplink.>"
+to = ["uplink"]
 "#;
 
 /// True when `text` has a series of `family` labelled `label="value"`.
@@ -182,7 +193,11 @@ fn has_series(text: &str, family: &str, label: &str, value: &str) -> bool {
 /// `output_*{output}` families, every input kind the `input_*{input}` ones.
 #[test]
 fn every_kind_reports_the_shared_families() -> Result<()> {
-    let router = Router::start(&format!("{EVERY_KIND}{THE_OTHER_KINDS}"))?;
+    let nats = NatsServer::start()?;
+    let router = Router::start(&format!(
+        "{EVERY_KIND}{}",
+        THE_OTHER_KINDS.replace("NATS_URL", &nats.url())
+    ))?;
     let mut api = router.http("api")?;
     for _ in 0..3 {
         let resp = api.post("/v1/publish/bench.a", &[], b"x")?;
@@ -205,7 +220,7 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
     ];
     for (label, family) in families {
         let names: &[&str] = if label == "output" {
-            &["dash", "workers", "services", "void"]
+            &["dash", "workers", "services", "void", "uplink"]
         } else {
             &["devices", "producers", "clients", "api"]
         };

@@ -19,8 +19,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, Output, OutputKind,
-    Plugin, QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
+    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, NatsOutput, Output,
+    OutputKind, Plugin, QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
 };
 
 /// What a reload from one config to another would change.
@@ -501,12 +501,32 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
         }
         (OutputKind::ZmqDealer(a), OutputKind::ZmqDealer(b)) => dealer_fields(a, b),
         (OutputKind::Blackhole(_), OutputKind::Blackhole(_)) => Vec::new(),
+        (OutputKind::Nats(a), OutputKind::Nats(b)) => nats_fields(a, b),
         _ => vec!["kind"],
     };
     if *retry != new.retry {
         fields.push("retry");
     }
     fields
+}
+
+fn nats_fields(old: &NatsOutput, new: &NatsOutput) -> Vec<&'static str> {
+    let NatsOutput {
+        servers,
+        subject,
+        auth,
+        connect_timeout,
+        reconnect_max,
+        required,
+    } = old;
+    let mut f = Fields::default();
+    f.check("servers", servers, &new.servers);
+    f.check("subject", subject, &new.subject);
+    f.check("auth", auth, &new.auth);
+    f.check("connect_timeout", connect_timeout, &new.connect_timeout);
+    f.check("reconnect_max", reconnect_max, &new.reconnect_max);
+    f.check("required", required, &new.required);
+    f.0
 }
 
 fn dealer_fields(old: &DealerOutput, new: &DealerOutput) -> Vec<&'static str> {

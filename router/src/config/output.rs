@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
-use super::raw::{RawBlackhole, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
+use super::nats::{self, NatsOutput};
+use super::raw::{RawBlackhole, RawNats, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -91,6 +92,9 @@ pub enum OutputKind {
     /// (`switchyard_output_messages_total`). For benchmarks, and for routes
     /// whose only job is to be measured.
     Blackhole(Blackhole),
+    /// `nats`: a core NATS client publishing each message to a subject
+    /// (at most once; see [`NatsOutput`]).
+    Nats(NatsOutput),
 }
 
 /// A `blackhole` output: no settings.
@@ -103,7 +107,7 @@ impl Output {
         match &self.kind {
             OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => Some(z),
             OutputKind::ZmqDealer(d) => Some(&d.socket),
-            OutputKind::Blackhole(_) => None,
+            OutputKind::Blackhole(_) | OutputKind::Nats(_) => None,
         }
     }
 
@@ -378,6 +382,15 @@ pub(crate) fn build_blackhole(
     Output {
         name: raw.name.get_ref().clone(),
         kind: OutputKind::Blackhole(Blackhole {}),
+        retry: build_retry(raw.retry.as_ref(), subject, c),
+    }
+}
+
+/// Reads a `nats` output.
+pub(crate) fn build_nats(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::Nats(nats::build(raw, subject, c)),
         retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }

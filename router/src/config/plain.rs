@@ -2,7 +2,6 @@
 //! client's credentials. Passwords never show in `Debug` or `Serialize`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -11,6 +10,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::error::Subject;
 use super::raw::RawPlain;
+use super::secret::Secret;
 use crate::zmtp::handshake::Mechanism;
 
 /// ZMTP PLAIN authentication (RFC 24). Credentials cross the wire in clear
@@ -54,29 +54,6 @@ impl Plain {
     }
 }
 
-/// A password: shown as `<redacted>` by `Debug` and `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The password itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
 /// Reads `plain = { ... }`: a server's users, or a client's credentials.
 pub(crate) fn build(
     raw: &RawPlain,
@@ -105,7 +82,7 @@ pub(crate) fn build(
                         format!("user {name:?}: names and passwords are 1 to 255 bytes"),
                     );
                 }
-                out.insert(name.clone(), Secret(password.get_ref().clone()));
+                out.insert(name.clone(), Secret::new(password.get_ref().clone()));
             }
             Some(Plain::Server { users: out })
         }
@@ -120,7 +97,7 @@ pub(crate) fn build(
             }
             Some(Plain::Client {
                 username: username.get_ref().clone(),
-                password: Secret(password.get_ref().clone()),
+                password: Secret::new(password.get_ref().clone()),
             })
         }
         _ => {

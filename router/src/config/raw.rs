@@ -278,6 +278,36 @@ pub(crate) struct RawBlackhole {
     pub(crate) retry: Option<S<RawRetry>>,
 }
 
+/// One `[[output]]` of kind `nats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNats {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) servers: S<Vec<S<String>>>,
+    pub(crate) subject: Option<S<String>>,
+    pub(crate) auth: Option<S<RawNatsAuth>>,
+    pub(crate) connect_timeout: Option<S<Quantity>>,
+    pub(crate) reconnect_max: Option<S<Quantity>>,
+    pub(crate) required: Option<S<bool>>,
+    pub(crate) retry: Option<S<RawRetry>>,
+}
+
+/// A NATS client's `auth = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNatsAuth {
+    pub(crate) token: Option<S<String>>,
+    pub(crate) token_file: Option<S<String>>,
+    pub(crate) user: Option<S<String>>,
+    pub(crate) password: Option<S<String>>,
+    pub(crate) password_file: Option<S<String>>,
+    pub(crate) nkey_file: Option<S<String>>,
+    pub(crate) creds_file: Option<S<String>>,
+}
+
 /// An output's `retry = { ... }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,9 +27,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawDeadLetters, RawHttp, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute,
-    RawRouter, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of,
-    zmq_fields,
+    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawOnFailure, RawPlain, RawPlugin,
+    RawQueue, RawRoute, RawRouter, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter,
+    fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -172,7 +172,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             &item,
             &subject,
             &kinds,
-            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole"],
+            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole", "nats"],
             "an output",
             c,
         ) else {
@@ -194,28 +194,40 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let mut outputs = Vec::new();
     for (i, item) in output_items.into_iter().enumerate() {
         let subject = entry_subject("output", &item, i);
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Zmq(ZmqRole),
+            Blackhole,
+            Nats,
+        }
         let kinds = [
-            ("zmq-pub", Some(ZmqRole::Pub)),
-            ("zmq-push", Some(ZmqRole::Push)),
-            ("zmq-dealer", Some(ZmqRole::Dealer)),
-            ("blackhole", None),
+            ("zmq-pub", Kind::Zmq(ZmqRole::Pub)),
+            ("zmq-push", Kind::Zmq(ZmqRole::Push)),
+            ("zmq-dealer", Kind::Zmq(ZmqRole::Dealer)),
+            ("blackhole", Kind::Blackhole),
+            ("nats", Kind::Nats),
         ];
         let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
         let Some(kind) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
             continue;
         };
         let built = match kind {
-            Some(ZmqRole::Dealer) => {
+            Kind::Zmq(ZmqRole::Dealer) => {
                 read::<RawZmqDealer>(item, &subject, &plain, zmq_family(ZmqRole::Dealer), c)
                     .map(|raw| output::build_dealer(&raw, &subject, c))
             }
-            Some(ZmqRole::Push) => {
+            Kind::Zmq(ZmqRole::Push) => {
                 read::<RawZmqPush>(item, &subject, &plain, zmq_family(ZmqRole::Push), c)
                     .map(|raw| output::build_push(&raw, &subject, c))
             }
-            Some(role) => read::<RawZmqPub>(item, &subject, &plain, zmq_family(role), c)
+            Kind::Zmq(role) => read::<RawZmqPub>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| output::build_pub(&raw, &subject, c)),
-            None => read::<RawBlackhole>(item, &subject, &[], None, c)
+            Kind::Nats => {
+                let nested = [("auth", fields_of::<RawNatsAuth>())];
+                read::<RawNats>(item, &subject, &nested, None, c)
+                    .map(|raw| output::build_nats(&raw, &subject, c))
+            }
+            Kind::Blackhole => read::<RawBlackhole>(item, &subject, &[], None, c)
                 .map(|raw| output::build_blackhole(&raw, &subject, c)),
         };
         outputs.extend(built);

@@ -363,6 +363,7 @@ impl ZmqDealerOutput {
             dropped: self.wire.dropped_total(),
             peers: self.links.peer_count() as u64,
             services: self.services(),
+            uplink: None,
         }
     }
 

@@ -39,6 +39,12 @@ pub trait Lifecycle: Output {
     /// the one it replaces.
     fn wait_connected(&self, timeout: Duration) -> LifecycleFuture<'_, ()>;
 
+    /// Whether the router may report ready as far as this output goes:
+    /// false while an uplink that must connect never has. Default true.
+    fn ready(&self) -> bool {
+        true
+    }
+
     /// Its counts for `/v1/status`.
     fn stats(&self) -> OutputStats;
 
@@ -100,4 +106,19 @@ pub struct OutputStats {
     /// shown) for other kinds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<dealer::ServiceStatus>,
+    /// An uplink's connection (`nats`); not shown for other kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// An uplink output's connection, as `/v1/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UplinkStatus {
+    /// Connected to a server now.
+    pub connected: bool,
+    /// The server it is connected to (`host:port`, as the server names
+    /// itself), while connected.
+    pub server: Option<String>,
+    /// The last error the server or the client reported, if any.
+    pub last_error: Option<String>,
 }

@@ -5,7 +5,7 @@
 //! and peers through their sockets ([`Metrics::mirror`]); the others count
 //! them directly.
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::{Delivery, Reject};
 use crate::metrics::Registry;
@@ -51,6 +51,11 @@ impl Metrics {
         self.dropped.with_label_values(&[output, reason])
     }
 
+    /// `output_peers{output}` of an output that counts its peers itself.
+    pub fn peers(&self, output: &str) -> IntGauge {
+        self.peers.with_label_values(&[output])
+    }
+
     /// Makes sure `output` has an `output_peers` series, at 0 if it has no
     /// peers of its own to count.
     pub fn declare_peers(&self, output: &str) {
@@ -73,7 +78,7 @@ impl Metrics {
 /// `output_dropped_total{output, reason}` of one output for the messages it
 /// was given and refused ([`Reject`]), resolved once.
 #[derive(Clone, Debug)]
-pub struct Refusals([IntCounter; 3]);
+pub struct Refusals([IntCounter; Reject::ALL.len()]);
 
 impl Refusals {
     /// Counts what `delivery` refused of a batch of `len` messages.
@@ -83,5 +88,10 @@ impl Refusals {
             let counter = &self.0[rejection.reason as usize];
             counter.inc_by(range.len() as u64);
         }
+    }
+
+    /// Every message refused so far, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(IntCounter::get).sum()
     }
 }

@@ -163,6 +163,7 @@ where
             dropped: self.wire.dropped_total(),
             peers: self.socket.peer_count() as u64,
             services: Vec::new(),
+            uplink: None,
         }
     }
 

