@@ -137,7 +137,10 @@ pub use endpoint::{Attach, Endpoint};
 pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind, RouterInput};
 pub use listeners::{Resource, overlaps};
-pub use nats::{NatsAuth, NatsOutput, SubjectTemplate};
+pub use nats::{
+    JetStreamOutput, ManagedStream, NatsAuth, NatsConnection, NatsOutput, StreamSpec,
+    StreamStorage, SubjectTemplate,
+};
 pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind, Retry};
 pub use plain::Plain;
 pub use plugin::{FailMode, OnFailure, Plugin};

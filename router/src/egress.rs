@@ -1,5 +1,6 @@
 //! Outputs: one file per output kind (`zmq`: PUB and PUSH; `dealer`: DEALER
-//! facing REP services; `nats`: a core NATS uplink; `blackhole`), each
+//! facing REP services; `nats`: core NATS and JetStream uplinks;
+//! `blackhole`), each
 //! encoding messages onto the wire.
 //! Each output has two halves:
 //!
@@ -51,6 +52,7 @@ pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
         OutputKind::ZmqDealer(settings) => dealer::ZmqDealerOutput::build(name, settings, ctx),
         OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
         OutputKind::Nats(settings) => nats::NatsOutput::build(name, settings, ctx),
+        OutputKind::NatsJetstream(settings) => nats::JetStreamOutput::build(name, settings, ctx),
     }
 }
 
@@ -161,6 +163,20 @@ impl Delivery {
         let mut d = Self::default();
         d.reject_range(0..len, reason);
         d
+    }
+
+    /// The delivery of a batch whose messages met `fates` (`None`:
+    /// accepted), and how many were accepted.
+    pub fn from_fates(fates: &[Option<Reject>]) -> (Self, u64) {
+        let mut delivery = Self::default();
+        let mut accepted = 0;
+        for (i, fate) in fates.iter().enumerate() {
+            match fate {
+                Some(reason) => delivery.reject(i, *reason),
+                None => accepted += 1,
+            }
+        }
+        (delivery, accepted)
     }
 
     /// Marks the message at `index` as refused for `reason`. Consecutive

@@ -344,11 +344,13 @@ pub fn create_stream(url: &str, name: &str, subjects: &[&str]) -> Result<()> {
     })
 }
 
-/// Every message stream `name` holds, in order.
+/// Every message stream `name` holds, in order, read with an ordered
+/// consumer.
 ///
 /// # Errors
-/// When the server cannot be asked.
+/// When the server cannot be asked, or the messages do not all arrive.
 pub fn stream_messages(url: &str, name: &str) -> Result<Vec<Received>> {
+    use futures::StreamExt as _;
     block_on(async {
         let client = async_nats::connect(url).await?;
         let js = async_nats::jetstream::new(client);
@@ -356,23 +358,34 @@ pub fn stream_messages(url: &str, name: &str) -> Result<Vec<Received>> {
             .get_stream(name)
             .await
             .map_err(|e| anyhow::anyhow!("get stream {name}: {e}"))?;
-        let state = stream
+        let held = stream
             .info()
             .await
             .map_err(|e| anyhow::anyhow!("stream info {name}: {e}"))?
             .state
-            .clone();
+            .messages;
         let mut out = Vec::new();
-        if state.messages == 0 {
+        if held == 0 {
             return Ok(out);
         }
-        for seq in state.first_sequence..=state.last_sequence {
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                continue;
-            };
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer on {name}: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("messages of {name}: {e}"))?;
+        while (out.len() as u64) < held {
+            let m = messages
+                .next()
+                .await
+                .context("the consumer ended")?
+                .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
             let headers = m
                 .headers
                 .iter()
+                .flat_map(|h| h.iter())
                 .filter_map(|(k, v)| Some((k.to_string(), v.last()?.as_str().to_owned())))
                 .collect();
             out.push(Received {

@@ -21,6 +21,7 @@ mod peers;
 mod plain;
 mod reconnect;
 mod router_dead_letters;
+mod router_jetstream;
 mod router_lanes;
 mod router_metrics;
 mod router_nats;

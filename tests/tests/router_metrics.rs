@@ -143,8 +143,9 @@ fn promtool_check(text: &str) -> Result<()> {
 }
 
 /// What [`EVERY_KIND`] lacks for one of every input and output kind: a
-/// `zmq-router` input, a `zmq-dealer`, a `blackhole` and a `nats` output
-/// (its server at `NATS_URL`), and a route to each.
+/// `zmq-router` input, a `zmq-dealer`, a `blackhole`, a `nats` and a
+/// `nats-jetstream` output (their server at `NATS_URL`), and a route to
+/// each.
 const THE_OTHER_KINDS: &str = r#"
 [[input]]
 name = "clients"
@@ -179,6 +180,17 @@ servers = ["NATS_URL"]
 name = "upstream"
 match = "uplink.>"
 to = ["uplink"]
+
+[[output]]
+name = "stream"
+kind = "nats-jetstream"
+servers = ["NATS_URL"]
+stream = { name = "UPLINK", subjects = ["stream.>"] }
+
+[[route]]
+name = "streamed"
+match = "stream.>"
+to = ["stream"]
 "#;
 
 /// True when `text` has a series of `family` labelled `label="value"`.
@@ -220,7 +232,7 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
     ];
     for (label, family) in families {
         let names: &[&str] = if label == "output" {
-            &["dash", "workers", "services", "void", "uplink"]
+            &["dash", "workers", "services", "void", "uplink", "stream"]
         } else {
             &["devices", "producers", "clients", "api"]
         };

@@ -19,7 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, NatsOutput, Output,
+    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, NatsConnection, Output,
     OutputKind, Plugin, QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
 };
 
@@ -501,7 +501,20 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
         }
         (OutputKind::ZmqDealer(a), OutputKind::ZmqDealer(b)) => dealer_fields(a, b),
         (OutputKind::Blackhole(_), OutputKind::Blackhole(_)) => Vec::new(),
-        (OutputKind::Nats(a), OutputKind::Nats(b)) => nats_fields(a, b),
+        (OutputKind::Nats(a), OutputKind::Nats(b)) => {
+            let mut f = nats_fields(&a.connection, &b.connection);
+            f.check("subject", &a.subject, &b.subject);
+            f.0
+        }
+        (OutputKind::NatsJetstream(a), OutputKind::NatsJetstream(b)) => {
+            let mut f = nats_fields(&a.connection, &b.connection);
+            f.check("subject", &a.subject, &b.subject);
+            f.check("max_ack_pending", &a.max_ack_pending, &b.max_ack_pending);
+            f.check("ack_timeout", &a.ack_timeout, &b.ack_timeout);
+            f.check("stream", &a.stream, &b.stream);
+            f.check("api_prefix", &a.api_prefix, &b.api_prefix);
+            f.0
+        }
         _ => vec!["kind"],
     };
     if *retry != new.retry {
@@ -510,10 +523,9 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
     fields
 }
 
-fn nats_fields(old: &NatsOutput, new: &NatsOutput) -> Vec<&'static str> {
-    let NatsOutput {
+fn nats_fields(old: &NatsConnection, new: &NatsConnection) -> Fields {
+    let NatsConnection {
         servers,
-        subject,
         auth,
         connect_timeout,
         reconnect_max,
@@ -521,12 +533,11 @@ fn nats_fields(old: &NatsOutput, new: &NatsOutput) -> Vec<&'static str> {
     } = old;
     let mut f = Fields::default();
     f.check("servers", servers, &new.servers);
-    f.check("subject", subject, &new.subject);
     f.check("auth", auth, &new.auth);
     f.check("connect_timeout", connect_timeout, &new.connect_timeout);
     f.check("reconnect_max", reconnect_max, &new.reconnect_max);
     f.check("required", required, &new.required);
-    f.0
+    f
 }
 
 fn dealer_fields(old: &DealerOutput, new: &DealerOutput) -> Vec<&'static str> {

@@ -1,4 +1,6 @@
-//! The NATS uplink settings: `kind = "nats"` outputs (core NATS).
+//! The NATS uplink settings: `kind = "nats"` (core NATS) and `kind =
+//! "nats-jetstream"` outputs, which share how they connect
+//! ([`NatsConnection`]) and the subject they publish to.
 
 use std::time::Duration;
 
@@ -6,23 +8,19 @@ use serde::Serialize;
 
 use super::checker::Checker;
 use super::error::Subject;
-use super::raw::{RawNats, RawNatsAuth, S};
+use super::raw::{RawNats, RawNatsAuth, RawStream, S};
 use super::secret::{self, Secret};
 use super::units::serialize_duration;
-use crate::message::Topic;
+use crate::message::{Pattern, Topic};
 
-/// A `nats` output: a core NATS client publishing each message to a
-/// subject. Core NATS is at most once: a message counts as sent once the
-/// client wrote it to the server's socket with no reconnect in between.
-/// Every field reloads live (the output is rebuilt and reconnects).
+/// How a NATS output connects: servers, login, timeouts. Every field
+/// reloads live (the output is rebuilt and reconnects).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NatsOutput {
+pub struct NatsConnection {
     /// The servers to connect to, as written (`nats://host:port`,
     /// `tls://host:port` or `host:port`); one is picked at random, the
     /// others are where it reconnects. Required, at least one.
     pub servers: Vec<String>,
-    /// The subject each message is published to. Default `{topic}`.
-    pub subject: SubjectTemplate,
     /// How the client logs in. Default none.
     pub auth: NatsAuth,
     /// How long one connection attempt may take. Default 2s; 100ms to 1m.
@@ -35,6 +33,87 @@ pub struct NatsOutput {
     /// Whether `/ready` waits until this output has connected once.
     /// Default true.
     pub required: bool,
+}
+
+/// A `nats` output: a core NATS client publishing each message to a
+/// subject. Core NATS is at most once: a message counts as sent once the
+/// client wrote it to the server's socket with no reconnect in between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NatsOutput {
+    /// How it connects.
+    #[serde(flatten)]
+    pub connection: NatsConnection,
+    /// The subject each message is published to. Default `{topic}`.
+    pub subject: SubjectTemplate,
+}
+
+/// A `nats-jetstream` output: publishes each message to a subject a
+/// JetStream stream captures, and counts it sent only on its PubAck.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JetStreamOutput {
+    /// How it connects.
+    #[serde(flatten)]
+    pub connection: NatsConnection,
+    /// The subject each message is published to. Default `{topic}`.
+    pub subject: SubjectTemplate,
+    /// Most PubAcks outstanding at once. Default 256; 1 to 65536.
+    pub max_ack_pending: usize,
+    /// How long a PubAck may take before the message counts as failed
+    /// (and is sent again, with the same `Nats-Msg-Id`). Default 5s; 10ms
+    /// to 5m.
+    #[serde(serialize_with = "serialize_duration")]
+    pub ack_timeout: Duration,
+    /// The stream the subject goes to.
+    pub stream: StreamSpec,
+    /// The JetStream API prefix: `$JS.API` unless `domain` (as
+    /// `$JS.<domain>.API`, for a leaf node's domain) or `api_prefix` says
+    /// otherwise.
+    pub api_prefix: String,
+}
+
+/// `stream = { name = "...", ... }`: the stream a JetStream output
+/// publishes into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamSpec {
+    /// The stream's name.
+    pub name: String,
+    /// With `subjects`, the router creates the stream, or updates it to
+    /// this, when it connects; without, the stream must exist (until it
+    /// does, every batch fails and is retried).
+    #[serde(flatten)]
+    pub managed: Option<ManagedStream>,
+}
+
+/// The settings of a stream the router creates or updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedStream {
+    /// The subjects it captures (`*` and `>` wildcards).
+    pub subjects: Vec<String>,
+    /// `file` (the default) or `memory`.
+    pub storage: StreamStorage,
+    /// Messages older than this are removed. Default none.
+    #[serde(serialize_with = "super::units::serialize_opt_duration")]
+    pub max_age: Option<Duration>,
+    /// The most bytes it keeps (the oldest go). Default none.
+    pub max_bytes: Option<u64>,
+    /// The most messages it keeps (the oldest go). Default none.
+    pub max_msgs: Option<u64>,
+    /// Copies in a cluster. Default 1; 1 to 5.
+    pub replicas: usize,
+    /// How long the stream remembers a `Nats-Msg-Id` to drop a message sent
+    /// twice. Default 2m; 1s to 1d, at most `max_age`.
+    #[serde(serialize_with = "serialize_duration")]
+    pub duplicate_window: Duration,
+}
+
+/// Where a managed stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStorage {
+    /// On disk, in the server's store.
+    File,
+    /// In the server's memory: lost when it stops.
+    Memory,
 }
 
 /// How a NATS client logs in. Secrets come from `${ENV}` or a file.
@@ -149,7 +228,254 @@ impl Serialize for SubjectTemplate {
 }
 
 /// Reads a `nats` output's own settings.
-pub(crate) fn build(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsOutput {
+pub(crate) fn build_core(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsOutput {
+    for (field, span) in raw.jetstream_fields() {
+        if let Some(span) = span {
+            c.invalid(
+                subject,
+                field,
+                span,
+                "has no effect on a nats output (core NATS); it is for kind = \"nats-jetstream\"",
+            );
+        }
+    }
+    NatsOutput {
+        connection: connection(raw, subject, c),
+        subject: template(raw, subject, c),
+    }
+}
+
+/// Reads a `nats-jetstream` output's own settings.
+pub(crate) fn build_jetstream(
+    raw: &RawNats,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> JetStreamOutput {
+    let api_prefix = match (&raw.domain, &raw.api_prefix) {
+        (Some(_), Some(prefix)) => {
+            c.invalid(
+                subject,
+                "api_prefix",
+                prefix.span(),
+                "write `domain` or `api_prefix`, not both",
+            );
+            "$JS.API".to_owned()
+        }
+        (Some(domain), None) => {
+            let d = domain.get_ref();
+            if d.is_empty()
+                || d.contains(|ch: char| ch == '.' || ch == '*' || ch == '>' || ch.is_whitespace())
+            {
+                c.invalid(
+                    subject,
+                    "domain",
+                    domain.span(),
+                    format!(
+                        "{d:?} is not a JetStream domain: one token, no `.`, wildcard or space"
+                    ),
+                );
+            }
+            format!("$JS.{d}.API")
+        }
+        (None, Some(prefix)) => {
+            if Topic::try_from(prefix.get_ref().as_str()).is_err() {
+                c.invalid(
+                    subject,
+                    "api_prefix",
+                    prefix.span(),
+                    format!("{:?} is not a subject prefix", prefix.get_ref()),
+                );
+            }
+            prefix.get_ref().clone()
+        }
+        (None, None) => "$JS.API".to_owned(),
+    };
+    let stream = match &raw.stream {
+        Some(s) => stream(s, subject, c),
+        None => {
+            c.invalid(
+                subject,
+                "stream",
+                raw.name.span(),
+                "a nats-jetstream output needs `stream = { name = \"...\" }` (add `subjects = [...]` to have the router create it)",
+            );
+            StreamSpec {
+                name: String::new(),
+                managed: None,
+            }
+        }
+    };
+    let minute = Duration::from_secs(60);
+    JetStreamOutput {
+        connection: connection(raw, subject, c),
+        subject: template(raw, subject, c),
+        max_ack_pending: c.count(
+            subject,
+            "max_ack_pending",
+            raw.max_ack_pending.as_ref(),
+            256,
+            1..=65_536,
+        ),
+        ack_timeout: c.duration(
+            subject,
+            "ack_timeout",
+            raw.ack_timeout.as_ref(),
+            Duration::from_secs(5),
+            Duration::from_millis(10)..=5 * minute,
+        ),
+        stream,
+        api_prefix,
+    }
+}
+
+/// Reads `stream = { ... }`.
+fn stream(raw: &S<RawStream>, subject: &Subject, c: &mut Checker<'_>) -> StreamSpec {
+    let r = raw.get_ref();
+    let name = r.name.get_ref();
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains(|ch: char| {
+            matches!(ch, '.' | '*' | '>' | '/' | '\\') || ch.is_whitespace() || ch.is_control()
+        })
+    {
+        c.invalid(
+            subject,
+            "stream.name",
+            r.name.span(),
+            format!("{name:?} is not a stream name: 1 to 255 characters, no `.`, `*`, `>`, `/`, `\\` or space"),
+        );
+    }
+    let managed_fields = [
+        r.storage.as_ref().map(S::span),
+        r.max_age.as_ref().map(S::span),
+        r.max_bytes.as_ref().map(S::span),
+        r.max_msgs.as_ref().map(S::span),
+        r.replicas.as_ref().map(S::span),
+        r.duplicate_window.as_ref().map(S::span),
+    ];
+    let Some(subjects) = &r.subjects else {
+        if let Some(span) = managed_fields.into_iter().flatten().next() {
+            c.invalid(
+                subject,
+                "stream",
+                span,
+                "stream settings need `subjects = [...]`: with them the router creates or updates the stream; without, it uses the stream as it is",
+            );
+        }
+        return StreamSpec {
+            name: name.clone(),
+            managed: None,
+        };
+    };
+    if subjects.get_ref().is_empty() {
+        c.invalid(
+            subject,
+            "stream.subjects",
+            subjects.span(),
+            "lists no subject; the stream would capture nothing",
+        );
+    }
+    for s in subjects.get_ref() {
+        if let Err(e) = Pattern::parse(s.get_ref()) {
+            c.invalid(
+                subject,
+                "stream.subjects",
+                s.span(),
+                format!("{:?} is not a subject pattern: {e}", s.get_ref()),
+            );
+        }
+    }
+    let storage = c.choice(
+        subject,
+        "stream.storage",
+        r.storage.as_ref(),
+        StreamStorage::File,
+        &[
+            ("file", StreamStorage::File),
+            ("memory", StreamStorage::Memory),
+        ],
+    );
+    let day = Duration::from_secs(86_400);
+    let max_age = r.max_age.as_ref().map(|v| {
+        c.duration(
+            subject,
+            "stream.max_age",
+            Some(v),
+            day,
+            Duration::from_secs(1)..=3650 * day,
+        )
+    });
+    let max_bytes = r
+        .max_bytes
+        .as_ref()
+        .map(|v| c.size(subject, "stream.max_bytes", Some(v), 0, 1..=usize::MAX) as u64);
+    let max_msgs = r.max_msgs.as_ref().map(|v| {
+        c.count(
+            subject,
+            "stream.max_msgs",
+            Some(v),
+            1,
+            1..=i64::MAX as usize,
+        ) as u64
+    });
+    let replicas = c.count(subject, "stream.replicas", r.replicas.as_ref(), 1, 1..=5);
+    let duplicate_window = c.duration(
+        subject,
+        "stream.duplicate_window",
+        r.duplicate_window.as_ref(),
+        Duration::from_secs(120),
+        Duration::from_secs(1)..=day,
+    );
+    let duplicate_window = match max_age {
+        Some(age) if duplicate_window > age => {
+            if let Some(w) = &r.duplicate_window {
+                c.invalid(
+                    subject,
+                    "stream.duplicate_window",
+                    w.span(),
+                    "must be at most stream.max_age",
+                );
+            }
+            age
+        }
+        _ => duplicate_window,
+    };
+    StreamSpec {
+        name: name.clone(),
+        managed: Some(ManagedStream {
+            subjects: subjects
+                .get_ref()
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
+            storage,
+            max_age,
+            max_bytes,
+            max_msgs,
+            replicas,
+            duplicate_window,
+        }),
+    }
+}
+
+/// Reads the subject template.
+fn template(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> SubjectTemplate {
+    match &raw.subject {
+        Some(written) => SubjectTemplate::parse(written.get_ref()).unwrap_or_else(|why| {
+            c.invalid(
+                subject,
+                "subject",
+                written.span(),
+                format!("{:?} {why}", written.get_ref()),
+            );
+            SubjectTemplate::parse("{topic}").expect("the default template")
+        }),
+        None => SubjectTemplate::parse("{topic}").expect("the default template"),
+    }
+}
+
+/// Reads how the output connects.
+fn connection(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsConnection {
     let mut servers = Vec::new();
     if raw.servers.get_ref().is_empty() {
         c.invalid(
@@ -170,27 +496,14 @@ pub(crate) fn build(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> Na
             ),
         }
     }
-    let template = match &raw.subject {
-        Some(written) => SubjectTemplate::parse(written.get_ref()).unwrap_or_else(|why| {
-            c.invalid(
-                subject,
-                "subject",
-                written.span(),
-                format!("{:?} {why}", written.get_ref()),
-            );
-            SubjectTemplate::parse("{topic}").expect("the default template")
-        }),
-        None => SubjectTemplate::parse("{topic}").expect("the default template"),
-    };
     let auth = raw
         .auth
         .as_ref()
         .map(|a| auth(a, subject, c))
         .unwrap_or_default();
     let minute = Duration::from_secs(60);
-    NatsOutput {
+    NatsConnection {
         servers,
-        subject: template,
         auth,
         connect_timeout: c.duration(
             subject,
@@ -318,8 +631,9 @@ mod tests {
     #[test]
     fn nats_outputs_read_their_settings() {
         let n = settings("servers = [\"nats://127.0.0.1:4222\", \"localhost:4223\"]");
-        assert_eq!(n.servers.len(), 2);
         assert!(n.subject.is_topic());
+        let n = n.connection;
+        assert_eq!(n.servers.len(), 2);
         assert_eq!(n.auth, NatsAuth::None);
         assert_eq!(n.connect_timeout, Duration::from_secs(2));
         assert_eq!(n.reconnect_max, Duration::from_millis(250));
@@ -328,6 +642,9 @@ mod tests {
             "servers = [\"nats://h:1\"]\nsubject = \"site42.{topic}\"\nauth = { user = \"edge\", password = \"pw\" }\nreconnect_max = \"1s\"\nrequired = false",
         );
         assert_eq!(n.subject.as_str(), "site42.{topic}");
+        let shown = serde_json::to_string(&n).expect("serializes");
+        assert!(!shown.contains("\"pw\""), "{shown}");
+        let n = n.connection;
         assert_eq!(
             n.auth,
             NatsAuth::UserPassword {
@@ -336,8 +653,86 @@ mod tests {
             }
         );
         assert!(!n.required);
-        let shown = serde_json::to_string(&n).expect("serializes");
-        assert!(!shown.contains("\"pw\""), "{shown}");
+    }
+
+    fn jetstream(lines: &str) -> String {
+        nats(lines).replace("kind = \"nats\"", "kind = \"nats-jetstream\"")
+    }
+
+    #[test]
+    fn jetstream_outputs_read_their_stream() {
+        let config = valid(&jetstream(
+            "servers = [\"nats://h:1\"]\nsubject = \"up.{topic}\"\nmax_ack_pending = 64\ndomain = \"hub\"\nstream = { name = \"UP\", subjects = [\"up.>\"], storage = \"memory\", max_age = \"7d\", max_bytes = \"1GiB\", duplicate_window = \"5m\" }",
+        ));
+        let OutputKind::NatsJetstream(j) = &config.outputs[0].kind else {
+            panic!("nats-jetstream")
+        };
+        assert_eq!(j.max_ack_pending, 64);
+        assert_eq!(j.ack_timeout, Duration::from_secs(5));
+        assert_eq!(j.api_prefix, "$JS.hub.API");
+        assert_eq!(j.stream.name, "UP");
+        let m = j.stream.managed.as_ref().expect("managed");
+        assert_eq!(m.subjects, ["up.>"]);
+        assert_eq!(m.storage, StreamStorage::Memory);
+        assert_eq!(m.max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(m.max_bytes, Some(1 << 30));
+        assert_eq!(m.duplicate_window, Duration::from_secs(300));
+        assert_eq!(m.replicas, 1);
+        let config = valid(&jetstream(
+            "servers = [\"nats://h:1\"]\nstream = { name = \"UP\" }\napi_prefix = \"$JS.leaf.API\"",
+        ));
+        let OutputKind::NatsJetstream(j) = &config.outputs[0].kind else {
+            panic!("nats-jetstream")
+        };
+        assert_eq!(j.stream.managed, None);
+        assert_eq!(j.api_prefix, "$JS.leaf.API");
+    }
+
+    #[test]
+    fn jetstream_mistakes_are_reported_where_written() {
+        let s = "servers = [\"nats://h:1\"]\n";
+        assert_one(
+            &problems(&jetstream(s)),
+            "needs `stream = { name = \"...\" }`",
+        );
+        assert_one(
+            &problems(&jetstream(&format!("{s}stream = {{ name = \"a.b\" }}"))),
+            "stream.name: \"a.b\" is not a stream name",
+        );
+        assert_one(
+            &problems(&jetstream(&format!(
+                "{s}stream = {{ name = \"UP\", storage = \"file\" }}"
+            ))),
+            "stream settings need `subjects",
+        );
+        assert_one(
+            &problems(&jetstream(&format!(
+                "{s}stream = {{ name = \"UP\", subjects = [\"a.>.b\"] }}"
+            ))),
+            "stream.subjects: \"a.>.b\" is not a subject pattern",
+        );
+        assert_one(
+            &problems(&jetstream(&format!(
+                "{s}stream = {{ name = \"UP\", subjects = [\"a\"], max_age = \"1m\", duplicate_window = \"2m\" }}"
+            ))),
+            "stream.duplicate_window: must be at most stream.max_age",
+        );
+        assert_one(
+            &problems(&jetstream(&format!(
+                "{s}stream = {{ name = \"UP\" }}\ndomain = \"a\"\napi_prefix = \"b\""
+            ))),
+            "write `domain` or `api_prefix`, not both",
+        );
+        assert_one(
+            &problems(&jetstream(&format!(
+                "{s}stream = {{ name = \"UP\" }}\nmax_ack_pending = 0"
+            ))),
+            "max_ack_pending",
+        );
+        assert_one(
+            &problems(&nats(&format!("{s}stream = {{ name = \"UP\" }}"))),
+            "stream: has no effect on a nats output (core NATS)",
+        );
     }
 
     #[test]
@@ -353,7 +748,10 @@ mod tests {
         let OutputKind::Nats(n) = &config.outputs[0].kind else {
             panic!("nats")
         };
-        assert_eq!(n.auth, NatsAuth::Token(Secret::new("s3cret".into())));
+        assert_eq!(
+            n.connection.auth,
+            NatsAuth::Token(Secret::new("s3cret".into()))
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
-use super::nats::{self, NatsOutput};
+use super::nats::{self, JetStreamOutput, NatsOutput};
 use super::raw::{RawBlackhole, RawNats, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
@@ -95,6 +95,9 @@ pub enum OutputKind {
     /// `nats`: a core NATS client publishing each message to a subject
     /// (at most once; see [`NatsOutput`]).
     Nats(NatsOutput),
+    /// `nats-jetstream`: publishes each message into a JetStream stream,
+    /// sent only on its PubAck (see [`JetStreamOutput`]).
+    NatsJetstream(JetStreamOutput),
 }
 
 /// A `blackhole` output: no settings.
@@ -107,7 +110,7 @@ impl Output {
         match &self.kind {
             OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => Some(z),
             OutputKind::ZmqDealer(d) => Some(&d.socket),
-            OutputKind::Blackhole(_) | OutputKind::Nats(_) => None,
+            OutputKind::Blackhole(_) | OutputKind::Nats(_) | OutputKind::NatsJetstream(_) => None,
         }
     }
 
@@ -386,11 +389,21 @@ pub(crate) fn build_blackhole(
     }
 }
 
-/// Reads a `nats` output.
-pub(crate) fn build_nats(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> Output {
+/// Reads a `nats` output (`jetstream`: a `nats-jetstream` one).
+pub(crate) fn build_nats(
+    raw: &RawNats,
+    jetstream: bool,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Output {
+    let kind = if jetstream {
+        OutputKind::NatsJetstream(nats::build_jetstream(raw, subject, c))
+    } else {
+        OutputKind::Nats(nats::build_core(raw, subject, c))
+    };
     Output {
         name: raw.name.get_ref().clone(),
-        kind: OutputKind::Nats(nats::build(raw, subject, c)),
+        kind,
         retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }

@@ -278,7 +278,7 @@ pub(crate) struct RawBlackhole {
     pub(crate) retry: Option<S<RawRetry>>,
 }
 
-/// One `[[output]]` of kind `nats`.
+/// One `[[output]]` of kind `nats` or `nats-jetstream`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawNats {
@@ -293,6 +293,41 @@ pub(crate) struct RawNats {
     pub(crate) reconnect_max: Option<S<Quantity>>,
     pub(crate) required: Option<S<bool>>,
     pub(crate) retry: Option<S<RawRetry>>,
+    pub(crate) max_ack_pending: Option<S<i64>>,
+    pub(crate) ack_timeout: Option<S<Quantity>>,
+    pub(crate) stream: Option<S<RawStream>>,
+    pub(crate) domain: Option<S<String>>,
+    pub(crate) api_prefix: Option<S<String>>,
+}
+
+impl RawNats {
+    /// The fields only `nats-jetstream` has, with where each is written.
+    pub(crate) fn jetstream_fields(&self) -> [(&'static str, Option<std::ops::Range<usize>>); 5] {
+        [
+            (
+                "max_ack_pending",
+                self.max_ack_pending.as_ref().map(S::span),
+            ),
+            ("ack_timeout", self.ack_timeout.as_ref().map(S::span)),
+            ("stream", self.stream.as_ref().map(S::span)),
+            ("domain", self.domain.as_ref().map(S::span)),
+            ("api_prefix", self.api_prefix.as_ref().map(S::span)),
+        ]
+    }
+}
+
+/// A JetStream output's `stream = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStream {
+    pub(crate) name: S<String>,
+    pub(crate) subjects: Option<S<Vec<S<String>>>>,
+    pub(crate) storage: Option<S<String>>,
+    pub(crate) max_age: Option<S<Quantity>>,
+    pub(crate) max_bytes: Option<S<Quantity>>,
+    pub(crate) max_msgs: Option<S<i64>>,
+    pub(crate) replicas: Option<S<i64>>,
+    pub(crate) duplicate_window: Option<S<Quantity>>,
 }
 
 /// A NATS client's `auth = { ... }`.

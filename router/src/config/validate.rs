@@ -28,8 +28,8 @@ use super::output;
 use super::plugin;
 use super::raw::{
     RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawOnFailure, RawPlain, RawPlugin,
-    RawQueue, RawRoute, RawRouter, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter,
-    fields_of, zmq_fields,
+    RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
+    RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -172,7 +172,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             &item,
             &subject,
             &kinds,
-            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole", "nats"],
+            &[
+                "zmq-pub",
+                "zmq-push",
+                "zmq-dealer",
+                "blackhole",
+                "nats",
+                "nats-jetstream",
+            ],
             "an output",
             c,
         ) else {
@@ -198,14 +205,15 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         enum Kind {
             Zmq(ZmqRole),
             Blackhole,
-            Nats,
+            Nats { jetstream: bool },
         }
         let kinds = [
             ("zmq-pub", Kind::Zmq(ZmqRole::Pub)),
             ("zmq-push", Kind::Zmq(ZmqRole::Push)),
             ("zmq-dealer", Kind::Zmq(ZmqRole::Dealer)),
             ("blackhole", Kind::Blackhole),
-            ("nats", Kind::Nats),
+            ("nats", Kind::Nats { jetstream: false }),
+            ("nats-jetstream", Kind::Nats { jetstream: true }),
         ];
         let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
         let Some(kind) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
@@ -222,10 +230,13 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             }
             Kind::Zmq(role) => read::<RawZmqPub>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| output::build_pub(&raw, &subject, c)),
-            Kind::Nats => {
-                let nested = [("auth", fields_of::<RawNatsAuth>())];
+            Kind::Nats { jetstream } => {
+                let nested = [
+                    ("auth", fields_of::<RawNatsAuth>()),
+                    ("stream", fields_of::<RawStream>()),
+                ];
                 read::<RawNats>(item, &subject, &nested, None, c)
-                    .map(|raw| output::build_nats(&raw, &subject, c))
+                    .map(|raw| output::build_nats(&raw, jetstream, &subject, c))
             }
             Kind::Blackhole => read::<RawBlackhole>(item, &subject, &[], None, c)
                 .map(|raw| output::build_blackhole(&raw, &subject, c)),

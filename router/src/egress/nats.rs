@@ -1,18 +1,11 @@
-//! `nats`: a core NATS client (`async-nats`) publishing each message to a
-//! subject rendered from the output's template, with the message id as
-//! `Nats-Msg-Id` and each attribute as a header.
+//! NATS outputs, both `async-nats` clients: `nats` (core NATS, at most
+//! once; `core.rs`) and `nats-jetstream` (into a stream, sent on each
+//! PubAck; `jetstream.rs`). What they share is here: the connection
+//! ([`Uplink`]: connect, reconnect, readiness, `/v1/status`, close) and the
+//! message's NATS form (subject from the template, `Nats-Msg-Id` and one
+//! header per attribute).
 //!
-//! Core NATS is at most once, and a client's writes are buffered: a
-//! reconnect discards what the old connection had not written, and a
-//! flush issued before the reconnect is answered by the new connection.
-//! So a batch counts as sent only when the client flushed it *and* did
-//! not reconnect meanwhile (its connect count is the same after the flush
-//! as before the first publish). Otherwise the messages it published are
-//! refused as `failed`: retried under the output's `retry` policy (always
-//! on a durable route), else dropped, counted. A resent message keeps its
-//! `Nats-Msg-Id`, so a JetStream stream on the subject stores it once.
-//!
-//! While the client is not connected the output takes no batch: the route
+//! While the client is not connected an output takes no batch: the route
 //! waits, its queue fills and its `when_full` policy applies. The client
 //! reconnects by itself, with a pause doubling from 10ms up to the
 //! output's `reconnect_max`. A message over the server's `max_payload` is
@@ -22,23 +15,24 @@
 //! refusals for good: not retried, and kept in the dead-letter store when
 //! the router has one.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use async_nats::client::PublishErrorKind;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, HeaderName, HeaderValue};
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 
-use super::{
-    AttachError, Context, Delivery, Error, Handle, Lifecycle, LifecycleFuture, Output, OutputStats,
-    Refusals, Reject, SendFuture,
-};
-use crate::config::{self, NatsAuth};
+use super::{Context, Delivery, Error, OutputStats, Refusals, Reject, UplinkStatus};
+use crate::config::{NatsAuth, NatsConnection};
 use crate::message::Message;
+
+mod core;
+mod jetstream;
+
+pub use self::core::NatsOutput;
+pub use self::jetstream::JetStreamOutput;
 
 /// Where the client's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +41,7 @@ enum State {
     Down,
     /// Connected: batches are published.
     Up,
-    /// Closed by [`Lifecycle::flush_and_close`]: batches are refused.
+    /// Closed by [`Uplink::close`]: batches are refused.
     Closed,
 }
 
@@ -94,31 +88,30 @@ impl Link {
     }
 }
 
-/// A `nats` output.
-pub struct NatsOutput {
+/// One output's NATS connection.
+pub(crate) struct Uplink {
     name: String,
-    settings: config::NatsOutput,
+    settings: NatsConnection,
     client: ArcSwapOption<Client>,
     link: Arc<Link>,
     sent: IntCounter,
     refused: Refusals,
 }
 
-impl std::fmt::Debug for NatsOutput {
+impl std::fmt::Debug for Uplink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsOutput")
+        f.debug_struct("Uplink")
             .field("name", &self.name)
             .field("servers", &self.settings.servers)
             .finish_non_exhaustive()
     }
 }
 
-impl NatsOutput {
-    /// The output `name` as `settings` describe it, counting into `ctx`'s
-    /// families; not connected yet.
-    pub fn build(name: &str, settings: &config::NatsOutput, ctx: &Context) -> Handle {
+impl Uplink {
+    /// The connection of output `name`; not connecting yet.
+    fn new(name: &str, settings: &NatsConnection, ctx: &Context) -> Self {
         ctx.outputs.declare_peers(name);
-        Arc::new(Self {
+        Self {
             name: name.to_owned(),
             settings: settings.clone(),
             client: ArcSwapOption::empty(),
@@ -130,7 +123,7 @@ impl NatsOutput {
             }),
             sent: ctx.outputs.messages(name),
             refused: ctx.outputs.refusals(name),
-        })
+        }
     }
 
     fn options(&self) -> ConnectOptions {
@@ -159,69 +152,119 @@ impl NatsOutput {
         }
     }
 
-    /// Publishes `batch` and confirms it; see the module docs.
-    async fn publish(&self, batch: &[Message]) -> Result<Delivery, Error> {
+    /// Starts the client. With `retry_on_initial_connect` it connects in
+    /// the background: an unreachable server is not an error here,
+    /// `/ready` waits for it. Returns the client.
+    async fn attach(&self) -> Option<Arc<Client>> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .settings
+            .servers
+            .iter()
+            .map(|s| s.parse().expect("the config checked the servers"))
+            .collect();
+        match async_nats::connect_with_options(servers, self.options()).await {
+            Ok(client) => {
+                let client = Arc::new(client);
+                self.client.store(Some(Arc::clone(&client)));
+                Some(client)
+            }
+            Err(e) => {
+                self.link.error(e.to_string());
+                tracing::error!(output = %self.name, error = %e, "cannot start the NATS client");
+                None
+            }
+        }
+    }
+
+    /// The client once connected: waits while it is (re)connecting.
+    /// `Ok(None)` before [`Uplink::attach`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once closed.
+    async fn connected(&self) -> Result<Option<Arc<Client>>, Error> {
         let Some(client) = self.client.load_full() else {
-            return Ok(Delivery::rejected_all(batch.len(), Reject::NoSubscriber));
+            return Ok(None);
         };
         let mut state = self.link.state.subscribe();
         match state.wait_for(|s| *s != State::Down).await.map(|s| *s) {
-            Ok(State::Up) => {}
-            _ => return Err(self.closed()),
+            Ok(State::Up) => Ok(Some(client)),
+            _ => Err(Error::Closed {
+                output: self.name.clone(),
+            }),
         }
-        let stats = client.statistics();
-        let connects = stats.connects.load(Ordering::Acquire);
-        let mut fates: smallvec::SmallVec<[Option<Reject>; 64]> =
-            smallvec::smallvec![None; batch.len()];
-        let mut published = 0usize;
-        for (fate, message) in fates.iter_mut().zip(batch) {
-            let Some(headers) = self.headers(message) else {
-                *fate = Some(Reject::Unencodable);
-                continue;
-            };
-            let subject = self.settings.subject.render(&message.topic);
-            match client
-                .publish_with_headers(subject, headers, message.payload.clone())
-                .await
-            {
-                Ok(()) => published += 1,
-                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    *fate = Some(Reject::TooLarge);
-                }
-                Err(e) => {
-                    self.link.error(e.to_string());
-                    *fate = Some(Reject::Failed);
-                }
-            }
-        }
-        if published > 0 {
-            let flushed = client.flush().await;
-            let reconnected = stats.connects.load(Ordering::Acquire) != connects;
-            if let Err(e) = &flushed {
-                self.link.error(format!("flush: {e}"));
-            }
-            if flushed.is_err() || reconnected {
-                tracing::warn!(
-                    output = %self.name,
-                    messages = published,
-                    "the connection to the NATS server was lost before these messages were confirmed written; counted as failed"
-                );
-                for fate in fates.iter_mut().filter(|f| f.is_none()) {
-                    *fate = Some(Reject::Failed);
-                }
-            }
-        }
-        let mut delivery = Delivery::accepted();
-        let mut accepted = 0u64;
-        for (i, fate) in fates.iter().enumerate() {
-            match fate {
-                Some(reason) => delivery.reject(i, *reason),
-                None => accepted += 1,
-            }
-        }
+    }
+
+    /// Waits up to `timeout` for the first connection.
+    async fn wait_connected(&self, timeout: Duration) {
+        let mut state = self.link.state.subscribe();
+        let _ = tokio::time::timeout(timeout, state.wait_for(|s| *s != State::Down)).await;
+    }
+
+    fn ready(&self) -> bool {
+        !self.settings.required || self.link.ever.load(Ordering::Acquire)
+    }
+
+    fn is_up(&self) -> bool {
+        *self.link.state.borrow() == State::Up
+    }
+
+    /// Records `error` for `/v1/status`.
+    fn error(&self, error: String) {
+        self.link.error(error);
+    }
+
+    /// Counts a batch whose messages met `fates` (`None`: sent) and
+    /// reports it.
+    fn settle(&self, fates: &[Option<Reject>]) -> Delivery {
+        let (delivery, accepted) = Delivery::from_fates(fates);
         self.sent.inc_by(accepted);
-        self.refused.count(&delivery, batch.len());
-        Ok(delivery)
+        self.refused.count(&delivery, fates.len());
+        delivery
+    }
+
+    /// The output's counts and connection for `/v1/status`.
+    fn stats(&self, kind: &str) -> OutputStats {
+        let uplink = self.status();
+        OutputStats {
+            name: self.name.clone(),
+            kind: kind.into(),
+            sent: self.sent.get(),
+            dropped: self.refused.total(),
+            peers: u64::from(uplink.connected),
+            uplink: Some(uplink),
+            ..OutputStats::default()
+        }
+    }
+
+    fn status(&self) -> UplinkStatus {
+        let connected = self.is_up();
+        let server = self.client.load().as_ref().filter(|_| connected).map(|c| {
+            let info = c.server_info();
+            format!("{}:{}", info.host, info.port)
+        });
+        UplinkStatus {
+            connected,
+            server,
+            last_error: self
+                .link
+                .last_error
+                .lock()
+                .expect("last error lock")
+                .clone(),
+        }
+    }
+
+    /// Gives the client up to `linger` to write what it holds, then closes
+    /// it; batches are refused from then on.
+    async fn close(&self, linger: Duration) {
+        let Some(client) = self.client.swap(None) else {
+            return;
+        };
+        if tokio::time::timeout(linger, client.flush()).await.is_err() {
+            tracing::warn!(output = %self.name, "the NATS client did not flush within the linger");
+        }
+        let _ = client.drain().await;
+        self.link.set(State::Closed);
     }
 
     /// The message's headers: `Nats-Msg-Id` and one per attribute; `None`
@@ -251,12 +294,6 @@ impl NatsOutput {
         }
         Some(headers)
     }
-
-    fn closed(&self) -> Error {
-        Error::Closed {
-            output: self.name.clone(),
-        }
-    }
 }
 
 /// The pause before reconnect attempt `attempts`: 10ms doubling up to
@@ -267,92 +304,6 @@ fn reconnect_pause(attempts: usize, cap: Duration) -> Duration {
         .saturating_mul(1u32 << attempts.min(16))
         .min(cap);
     base + base.mul_f64(fastrand::f64() / 4.0)
-}
-
-impl Output for NatsOutput {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Answers once the batch was written to the server's socket with no
-    /// reconnect in between, so [`Output::send_written`] is this too.
-    fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
-        Box::pin(self.publish(batch))
-    }
-}
-
-impl Lifecycle for NatsOutput {
-    fn attach(&self) -> LifecycleFuture<'_, Result<Option<SocketAddr>, AttachError>> {
-        Box::pin(async move {
-            let servers: Vec<async_nats::ServerAddr> = self
-                .settings
-                .servers
-                .iter()
-                .map(|s| s.parse().expect("the config checked the servers"))
-                .collect();
-            // With `retry_on_initial_connect` this returns at once and the
-            // client connects in the background: an unreachable server is
-            // not an error here, `/ready` waits for it.
-            match async_nats::connect_with_options(servers, self.options()).await {
-                Ok(client) => self.client.store(Some(Arc::new(client))),
-                Err(e) => {
-                    self.link.error(e.to_string());
-                    tracing::error!(output = %self.name, error = %e, "cannot start the NATS client");
-                }
-            }
-            Ok(None)
-        })
-    }
-
-    fn wait_connected(&self, timeout: Duration) -> LifecycleFuture<'_, ()> {
-        Box::pin(async move {
-            let mut state = self.link.state.subscribe();
-            let _ = tokio::time::timeout(timeout, state.wait_for(|s| *s != State::Down)).await;
-        })
-    }
-
-    fn ready(&self) -> bool {
-        !self.settings.required || self.link.ever.load(Ordering::Acquire)
-    }
-
-    fn stats(&self) -> OutputStats {
-        let connected = *self.link.state.borrow() == State::Up;
-        let server = self.client.load().as_ref().filter(|_| connected).map(|c| {
-            let info = c.server_info();
-            format!("{}:{}", info.host, info.port)
-        });
-        OutputStats {
-            name: self.name.clone(),
-            kind: "nats".into(),
-            sent: self.sent.get(),
-            dropped: self.refused.total(),
-            peers: u64::from(connected),
-            uplink: Some(super::UplinkStatus {
-                connected,
-                server,
-                last_error: self
-                    .link
-                    .last_error
-                    .lock()
-                    .expect("last error lock")
-                    .clone(),
-            }),
-            ..OutputStats::default()
-        }
-    }
-
-    fn flush_and_close(&self, linger: Duration) -> LifecycleFuture<'_, ()> {
-        Box::pin(async move {
-            let Some(client) = self.client.swap(None) else {
-                return;
-            };
-            if tokio::time::timeout(linger, client.flush()).await.is_err() {
-                tracing::warn!(output = %self.name, "the NATS client did not flush within the linger");
-            }
-            let _ = client.drain().await;
-            self.link.set(State::Closed);
-        })
-    }
 }
 
 #[cfg(test)]
