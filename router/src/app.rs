@@ -129,6 +129,7 @@ impl admin::State for State {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && self.reloader.outputs().iter().all(|o| o.handle.ready())
+            && self.reloader.inputs_ready()
     }
 
     fn config_generation(&self) -> u64 {
@@ -306,6 +307,7 @@ impl App {
             sink,
             tracker: intake.clone(),
             lingering: TaskTracker::new(),
+            readiness: ingress::Readiness::default(),
             stop: stop_intake.clone(),
             block_timeout,
             shutdown_grace: config.router.shutdown_grace,

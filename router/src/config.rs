@@ -138,7 +138,7 @@ pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind, RouterInput};
 pub use listeners::{Resource, overlaps};
 pub use nats::{
-    JetStreamOutput, ManagedStream, NatsAuth, NatsConnection, NatsOutput, StreamSpec,
+    JetStreamOutput, ManagedStream, NatsAuth, NatsConnection, NatsInput, NatsOutput, StreamSpec,
     StreamStorage, SubjectTemplate,
 };
 pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind, Retry};

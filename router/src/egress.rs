@@ -38,9 +38,8 @@ mod metrics;
 pub mod nats;
 pub mod zmq;
 
-pub use lifecycle::{
-    AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats, UplinkStatus,
-};
+pub use crate::nats::UplinkStatus;
+pub use lifecycle::{AttachError, Context, Handle, Lifecycle, LifecycleFuture, OutputStats};
 pub use metrics::{Metrics, Refusals};
 
 /// Builds the output `entry` describes, not yet attached.

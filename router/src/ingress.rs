@@ -1,6 +1,6 @@
 //! Inputs: one file per input kind (`zmq`: SUB and PULL; `zmq_router`:
 //! REQ/DEALER clients' requests; `http`: publishes and the request
-//! bridge). Each decodes what arrives on the wire into [`Message`]s and
+//! bridge; `nats`: core NATS subscriptions). Each decodes what arrives on the wire into [`Message`]s and
 //! offers them to a [`Sink`]. Ingress never sees routes; the sink (the
 //! pipeline) decides where messages go.
 //!
@@ -20,11 +20,12 @@ use crate::metrics::Registry;
 
 pub mod http;
 mod lifecycle;
+pub mod nats;
 pub mod zmq;
 pub mod zmq_router;
 
 use lifecycle::attach;
-pub use lifecycle::{Context, Running, StartError};
+pub use lifecycle::{Context, Probe, Readiness, Registration, Running, StartError};
 
 /// Starts the input `entry` describes: binds or connects it and spawns
 /// its reader. A `zmq-sub` input subscribes to `prefixes` first.
@@ -44,6 +45,7 @@ pub async fn start(
             zmq_router::ZmqRouterInput::start(name, settings, ctx).await
         }
         InputKind::Http(settings) => http::HttpInput::start(name, settings, ctx).await,
+        InputKind::Nats(settings) => nats::NatsInput::start(name, settings, ctx).await,
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`ingress`]: one file per input kind; decodes wire data into messages.
 //! - [`egress`]: one file per output kind; encodes messages onto the wire.
 //! - [`envelope`]: how a message is laid out in ZeroMQ frames.
+//! - [`nats`]: the NATS client connection the NATS inputs and outputs
+//!   share (`async-nats`).
 //! - [`http`]: the HTTP server plumbing and the one place errors become
 //!   HTTP responses; [`admin`]: the admin endpoints (and `switchyard dlq`,
 //!   their client).
@@ -42,6 +44,7 @@ pub mod http;
 pub mod ingress;
 pub mod message;
 pub mod metrics;
+pub mod nats;
 pub mod pipeline;
 pub mod plugin;
 pub mod reload;

@@ -397,3 +397,31 @@ pub fn stream_messages(url: &str, name: &str) -> Result<Vec<Received>> {
         Ok(out)
     })
 }
+
+/// One message to publish: subject, headers, payload.
+pub type Outgoing<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
+/// Publishes each `(subject, headers, payload)` on `url` and flushes.
+///
+/// # Errors
+/// When the server cannot be reached or refuses one.
+pub fn publish(url: &str, messages: &[Outgoing<'_>]) -> Result<()> {
+    block_on(async {
+        let client = async_nats::connect(url).await?;
+        for (subject, headers, payload) in messages {
+            let mut map = async_nats::HeaderMap::new();
+            for (k, v) in *headers {
+                map.insert(*k, *v);
+            }
+            client
+                .publish_with_headers(
+                    subject.to_string(),
+                    map,
+                    bytes::Bytes::copy_from_slice(payload),
+                )
+                .await?;
+        }
+        client.flush().await?;
+        Ok(())
+    })
+}

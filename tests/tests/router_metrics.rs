@@ -143,9 +143,9 @@ fn promtool_check(text: &str) -> Result<()> {
 }
 
 /// What [`EVERY_KIND`] lacks for one of every input and output kind: a
-/// `zmq-router` input, a `zmq-dealer`, a `blackhole`, a `nats` and a
-/// `nats-jetstream` output (their server at `NATS_URL`), and a route to
-/// each.
+/// `zmq-router` and a `nats` input, a `zmq-dealer`, a `blackhole`, a
+/// `nats` and a `nats-jetstream` output (their server at `NATS_URL`), and
+/// a route to each.
 const THE_OTHER_KINDS: &str = r#"
 [[input]]
 name = "clients"
@@ -180,6 +180,12 @@ servers = ["NATS_URL"]
 name = "upstream"
 match = "uplink.>"
 to = ["uplink"]
+
+[[input]]
+name = "inbox"
+kind = "nats"
+servers = ["NATS_URL"]
+subjects = ["inbox.>"]
 
 [[output]]
 name = "stream"
@@ -234,7 +240,7 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
         let names: &[&str] = if label == "output" {
             &["dash", "workers", "services", "void", "uplink", "stream"]
         } else {
-            &["devices", "producers", "clients", "api"]
+            &["devices", "producers", "clients", "api", "inbox"]
         };
         for name in names {
             ensure!(

@@ -12,15 +12,21 @@
 //!   (`too_large`, `unencodable`), and the next is delivered;
 //! - a router whose server is not there starts, is not ready, and becomes
 //!   ready when the server comes up; token auth from `${ENV}`, and a wrong
-//!   token shown in `/v1/status`.
+//!   token shown in `/v1/status`;
+//! - the `nats` input: subject as topic, headers as attributes, a message
+//!   over `max_message_size` refused and counted, and the subscription
+//!   back after a server restart.
 
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use switchyard_tests::nats::{NatsServer, Subscriber, create_stream, stream_messages};
+use switchyard_tests::nats::{
+    NatsServer, Outgoing, Subscriber, create_stream, publish as nats_publish, stream_messages,
+};
 use switchyard_tests::router::http::{get, numbered_batch};
-use switchyard_tests::router::{DEADLINE, Router, TempDir, until};
+use switchyard_tests::router::peer::{Peer, PullOptions};
+use switchyard_tests::router::{DEADLINE, Router, Scrape, TempDir, until};
 
 /// An HTTP input `api`, a `nats` output `up` to `server` with `output`
 /// lines, and a route `r` from `sensors.>` to it with `route` lines;
@@ -328,6 +334,156 @@ fn a_refused_login_shows_in_status_and_keeps_the_router_unready() -> Result<()> 
     ensure!(
         !router.log_lines().iter().any(|l| l.contains("wr0ng-t0ken")),
         "the token shows in the router's log"
+    );
+    Ok(())
+}
+
+/// A `nats` input `commands` on `server` (`cmd.>`, with `input` lines), a
+/// route to a bound `zmq-push` output `workers` carrying attributes.
+fn input_config(server: &str, input: &str) -> String {
+    format!(
+        r#"
+[router]
+admin = "127.0.0.1:0"
+
+[[input]]
+name = "commands"
+kind = "nats"
+servers = ["{server}"]
+subjects = ["cmd.>"]
+{input}
+
+[[output]]
+name = "workers"
+kind = "zmq-push"
+bind = "tcp://127.0.0.1:0"
+envelope = "topic-attrs-payload"
+
+[[route]]
+name = "cmds"
+match = "cmd.>"
+to = ["workers"]
+"#
+    )
+}
+
+/// Publishes `cmd.probe` until the worker gets one: the input's
+/// subscription is then in force at the server.
+fn until_subscribed(server: &NatsServer, worker: &mut Peer) -> Result<()> {
+    until("the input's subscription", DEADLINE, || {
+        nats_publish(&server.url(), &[("cmd.probe", &[], b"p")]).ok()?;
+        let got = worker.recv_timeout(std::time::Duration::from_millis(100))?;
+        (got.topic() == "cmd.probe").then_some(())
+    })?;
+    while worker
+        .recv_timeout(std::time::Duration::from_millis(50))
+        .is_some()
+    {}
+    Ok(())
+}
+
+#[test]
+fn a_nats_input_offers_subjects_as_topics_and_headers_as_attributes() -> Result<()> {
+    let mut server = NatsServer::start()?;
+    let router = Router::start(&input_config(
+        &server.url(),
+        "queue_group = \"routers\"\nmax_message_size = \"1KiB\"",
+    ))?;
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    until("/ready", DEADLINE, || {
+        (get(router.admin(), "/ready").ok()?.status == 200).then_some(())
+    })?;
+    until_subscribed(&server, &mut worker)?;
+    let big = vec![b'x'; 2000];
+    nats_publish(
+        &server.url(),
+        &[
+            ("cmd.valve.open", &[("site", "42"), ("by", "ops")], b"v1"),
+            ("cmd.big", &[], &big),
+            ("other.subject", &[], b"not subscribed"),
+            ("cmd.valve.close", &[], b"v2"),
+        ],
+    )?;
+    let got = worker.recv_n(2, DEADLINE)?;
+    ensure!(
+        got[0].topic() == "cmd.valve.open" && got[0].payload() == "v1",
+        "{got:?}"
+    );
+    let attrs: serde_json::Map<String, Value> = serde_json::from_str(&got[0].frames[1])?;
+    ensure!(
+        attrs.get("site") == Some(&json!("42")) && attrs.get("by") == Some(&json!("ops")),
+        "{attrs:?}"
+    );
+    ensure!(got[1].topic() == "cmd.valve.close", "{got:?}");
+    let scrape = router.wait_metric(
+        "switchyard_input_rejected_total",
+        &[("input", "commands"), ("reason", "too_large")],
+        1.0,
+    )?;
+    ensure!(scrape.route("cmds").conserved(), "{}", scrape.show("cmds"));
+
+    // The server goes and comes back: the input subscribes again.
+    server.restart()?;
+    until_subscribed(&server, &mut worker)?;
+    nats_publish(&server.url(), &[("cmd.after", &[], b"v3")])?;
+    let got = worker.recv_n(1, DEADLINE)?;
+    ensure!(got[0].topic() == "cmd.after", "{got:?}");
+    Ok(())
+}
+
+#[test]
+fn a_nats_input_counts_what_it_cannot_hold_while_a_route_is_full() -> Result<()> {
+    const N: u64 = 3000;
+    let server = NatsServer::start()?;
+    let router = Router::start(&input_config(&server.url(), "max_pending = 100").replace(
+        "to = [\"workers\"]",
+        "to = [\"workers\"]\nqueue = { capacity = 100, when_full = \"block\" }",
+    ))?;
+    let mut probe = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    until_subscribed(&server, &mut probe)?;
+    probe.close()?;
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
+    router.wait_metric("switchyard_output_peers", &[("output", "workers")], 1.0)?;
+    let before = router
+        .scrape()?
+        .get("switchyard_input_messages_total", &[("input", "commands")]);
+    let payload = [b'm'; 16];
+    let messages: Vec<Outgoing<'_>> = (0..N)
+        .map(|_| ("cmd.flood", &[][..], &payload[..]))
+        .collect();
+    nats_publish(&server.url(), &messages)?;
+    let refused = |s: &Scrape| {
+        s.get(
+            "switchyard_input_rejected_total",
+            &[("input", "commands"), ("reason", "backpressure")],
+        )
+    };
+    router.wait_scrape(
+        "refusals while the route is full",
+        "switchyard_input",
+        DEADLINE,
+        |s| refused(s) > 0.0,
+    )?;
+    // The worker reads again: what the input held goes through, and every
+    // message the server delivered is admitted or refused, counted.
+    worker.go()?;
+    let scrape = router.wait_scrape("every message counted", "switchyard_", DEADLINE, |s| {
+        let admitted = s.get("switchyard_input_messages_total", &[("input", "commands")]) - before;
+        admitted + refused(s) >= N as f64 && s.route("cmds").depth == 0
+    })?;
+    let admitted = scrape.get("switchyard_input_messages_total", &[("input", "commands")]) - before;
+    ensure!(
+        admitted + refused(&scrape) == N as f64,
+        "{admitted} admitted and {} refused of {N}",
+        refused(&scrape)
+    );
+    let route = scrape.route("cmds");
+    ensure!(route.conserved(), "{route:?}");
+    let got = worker.recv_n(admitted as usize, DEADLINE)?;
+    ensure!(
+        got.iter().all(|m| m.topic() == "cmd.flood"),
+        "{:?}",
+        got.first()
     );
     Ok(())
 }

@@ -180,6 +180,11 @@ impl Reloader {
         }
     }
 
+    /// Whether every input in force that must connect has.
+    pub(crate) fn inputs_ready(&self) -> bool {
+        self.inputs_context.readiness.ready()
+    }
+
     /// The outputs in force.
     pub(crate) fn outputs(&self) -> Arc<Vec<RunningOutput>> {
         self.outputs.load_full()

@@ -475,6 +475,14 @@ fn input_fields(old: &Input, new: &Input) -> Vec<&'static str> {
             socket_fields(Fields(vec!["kind"]), a, b)
         }
         (InputKind::Http(a), InputKind::Http(b)) => http_fields(a, b),
+        (InputKind::Nats(a), InputKind::Nats(b)) => {
+            let mut f = nats_fields(&a.connection, &b.connection);
+            f.check("subjects", &a.subjects, &b.subjects);
+            f.check("queue_group", &a.queue_group, &b.queue_group);
+            f.check("max_message_size", &a.max_message_size, &b.max_message_size);
+            f.check("max_pending", &a.max_pending, &b.max_pending);
+            f.0
+        }
         (InputKind::ZmqRouter(a), InputKind::ZmqRouter(b)) => {
             let mut f = Fields::default();
             f.check("max_pending", &a.max_pending, &b.max_pending);

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::parse_listen;
 use super::error::Subject;
-use super::raw::{RawHttp, RawZmqReader, RawZmqRouter};
+use super::raw::{RawHttp, RawNatsInput, RawZmqReader, RawZmqRouter};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -40,6 +40,8 @@ pub enum InputKind {
     ZmqRouter(RouterInput),
     /// `http`: `POST /v1/publish` and `POST /v1/publish/{topic}`.
     Http(HttpInput),
+    /// `nats`: a core NATS client subscribed to subjects.
+    Nats(super::NatsInput),
 }
 
 impl Input {
@@ -48,6 +50,7 @@ impl Input {
     pub fn max_message_size(&self) -> usize {
         match &self.kind {
             InputKind::Http(h) => h.max_body,
+            InputKind::Nats(n) => n.max_message_size,
             _ => self.zmq().map_or(0, |z| z.options.max_message_size),
         }
     }
@@ -74,7 +77,7 @@ impl Input {
         match &self.kind {
             InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => Some(z),
             InputKind::ZmqRouter(r) => Some(&r.socket),
-            InputKind::Http(_) => None,
+            InputKind::Http(_) | InputKind::Nats(_) => None,
         }
     }
 }
@@ -213,5 +216,13 @@ pub(crate) fn build_http(raw: &RawHttp, subject: &Subject, c: &mut Checker<'_>) 
     Input {
         name: raw.name.get_ref().clone(),
         kind: InputKind::Http(http),
+    }
+}
+
+/// Reads a `nats` input.
+pub(crate) fn build_nats(raw: &RawNatsInput, subject: &Subject, c: &mut Checker<'_>) -> Input {
+    Input {
+        name: raw.name.get_ref().clone(),
+        kind: InputKind::Nats(super::nats::build_input(raw, subject, c)),
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::checker::Checker;
 use super::error::Subject;
-use super::raw::{RawNats, RawNatsAuth, RawStream, S};
+use super::raw::{RawNats, RawNatsAuth, RawNatsConnection, RawNatsInput, RawStream, S};
 use super::secret::{self, Secret};
 use super::units::serialize_duration;
 use crate::message::{Pattern, Topic};
@@ -45,6 +45,31 @@ pub struct NatsOutput {
     pub connection: NatsConnection,
     /// The subject each message is published to. Default `{topic}`.
     pub subject: SubjectTemplate,
+}
+
+/// A `nats` input: a core NATS client subscribed to subjects, each message
+/// it receives offered to the routes with its subject as topic and its
+/// headers as attributes. Core NATS is at most once: what the server sent
+/// while the router was away is not sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NatsInput {
+    /// How it connects.
+    #[serde(flatten)]
+    pub connection: NatsConnection,
+    /// The subjects it subscribes to (`*` and `>` wildcards). Required, at
+    /// least one.
+    pub subjects: Vec<String>,
+    /// With a queue group, the server gives each message to one member of
+    /// the group (routers sharing the load). Default none: every message.
+    pub queue_group: Option<String>,
+    /// The largest message taken (payload and headers); larger ones are
+    /// refused, counted (`too_large`). Default 1MiB; 1 byte to 64MiB.
+    pub max_message_size: usize,
+    /// Messages received and held while the routes cannot take them (a
+    /// full `block` route); past it, a message received is refused,
+    /// counted (`backpressure`), since core NATS cannot hold the server
+    /// back. Default 10000; 1 to 1000000.
+    pub max_pending: usize,
 }
 
 /// A `nats-jetstream` output: publishes each message to a subject a
@@ -240,8 +265,65 @@ pub(crate) fn build_core(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) 
         }
     }
     NatsOutput {
-        connection: connection(raw, subject, c),
+        connection: connection(&raw.connection(), subject, c),
         subject: template(raw, subject, c),
+    }
+}
+
+/// Reads a `nats` input's own settings.
+pub(crate) fn build_input(raw: &RawNatsInput, subject: &Subject, c: &mut Checker<'_>) -> NatsInput {
+    if raw.subjects.get_ref().is_empty() {
+        c.invalid(
+            subject,
+            "subjects",
+            raw.subjects.span(),
+            "lists no subject; write at least one, e.g. `subjects = [\"commands.>\"]`",
+        );
+    }
+    for s in raw.subjects.get_ref() {
+        if let Err(e) = Pattern::parse(s.get_ref()) {
+            c.invalid(
+                subject,
+                "subjects",
+                s.span(),
+                format!("{:?} is not a subject pattern: {e}", s.get_ref()),
+            );
+        }
+    }
+    if let Some(group) = &raw.queue_group {
+        let g = group.get_ref();
+        if g.is_empty() || g.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+            c.invalid(
+                subject,
+                "queue_group",
+                group.span(),
+                format!("{g:?} is not a queue group name: no spaces, not empty"),
+            );
+        }
+    }
+    NatsInput {
+        connection: connection(&raw.connection(), subject, c),
+        subjects: raw
+            .subjects
+            .get_ref()
+            .iter()
+            .map(|s| s.get_ref().clone())
+            .collect(),
+        queue_group: raw.queue_group.as_ref().map(|g| g.get_ref().clone()),
+        max_message_size: c.size(
+            subject,
+            "max_message_size",
+            raw.max_message_size.as_ref(),
+            1 << 20,
+            1..=64 << 20,
+        ),
+        max_pending: c.count(
+            subject,
+            "max_pending",
+            raw.max_pending.as_ref(),
+            10_000,
+            1..=1_000_000,
+        ),
     }
 }
 
@@ -307,7 +389,7 @@ pub(crate) fn build_jetstream(
     };
     let minute = Duration::from_secs(60);
     JetStreamOutput {
-        connection: connection(raw, subject, c),
+        connection: connection(&raw.connection(), subject, c),
         subject: template(raw, subject, c),
         max_ack_pending: c.count(
             subject,
@@ -475,7 +557,11 @@ fn template(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> SubjectTem
 }
 
 /// Reads how the output connects.
-fn connection(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsConnection {
+fn connection(
+    raw: &RawNatsConnection<'_>,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> NatsConnection {
     let mut servers = Vec::new();
     if raw.servers.get_ref().is_empty() {
         c.invalid(
@@ -496,11 +582,7 @@ fn connection(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsConn
             ),
         }
     }
-    let auth = raw
-        .auth
-        .as_ref()
-        .map(|a| auth(a, subject, c))
-        .unwrap_or_default();
+    let auth = raw.auth.map(|a| auth(a, subject, c)).unwrap_or_default();
     let minute = Duration::from_secs(60);
     NatsConnection {
         servers,
@@ -508,18 +590,18 @@ fn connection(raw: &RawNats, subject: &Subject, c: &mut Checker<'_>) -> NatsConn
         connect_timeout: c.duration(
             subject,
             "connect_timeout",
-            raw.connect_timeout.as_ref(),
+            raw.connect_timeout,
             Duration::from_secs(2),
             Duration::from_millis(100)..=minute,
         ),
         reconnect_max: c.duration(
             subject,
             "reconnect_max",
-            raw.reconnect_max.as_ref(),
+            raw.reconnect_max,
             Duration::from_millis(250),
             Duration::from_millis(10)..=minute,
         ),
-        required: raw.required.as_ref().is_none_or(|r| *r.get_ref()),
+        required: raw.required.is_none_or(|r| *r.get_ref()),
     }
 }
 
@@ -732,6 +814,45 @@ mod tests {
         assert_one(
             &problems(&nats(&format!("{s}stream = {{ name = \"UP\" }}"))),
             "stream: has no effect on a nats output (core NATS)",
+        );
+    }
+
+    /// The base file with its input turned into a `nats` one with `lines`.
+    fn nats_input(lines: &str) -> String {
+        base("", "", "").replace(
+            "kind = \"zmq-pull\"\nbind = \"tcp://127.0.0.1:5556\"",
+            &format!("kind = \"nats\"\nservers = [\"nats://h:1\"]\n{lines}"),
+        )
+    }
+
+    #[test]
+    fn nats_inputs_read_their_subjects() {
+        let config = valid(&nats_input(
+            "subjects = [\"cmd.>\", \"jobs.*.new\"]\nqueue_group = \"routers\"\nmax_pending = 50",
+        ));
+        let crate::config::InputKind::Nats(n) = &config.inputs[0].kind else {
+            panic!("nats input")
+        };
+        assert_eq!(n.subjects, ["cmd.>", "jobs.*.new"]);
+        assert_eq!(n.queue_group.as_deref(), Some("routers"));
+        assert_eq!(n.max_message_size, 1 << 20);
+        assert_eq!(n.max_pending, 50);
+        assert_eq!(config.inputs[0].max_message_size(), 1 << 20);
+        assert_one(
+            &problems(&nats_input("subjects = []")),
+            "subjects: lists no subject",
+        );
+        assert_one(
+            &problems(&nats_input("subjects = [\"a..b\"]")),
+            "subjects: \"a..b\" is not a subject pattern",
+        );
+        assert_one(
+            &problems(&nats_input("subjects = [\"a\"]\nqueue_group = \"a b\"")),
+            "queue_group: \"a b\" is not a queue group name",
+        );
+        assert_one(
+            &problems(&nats_input("subjects = [\"a\"]\nsubject = \"x\"")),
+            "subject",
         );
     }
 

@@ -330,6 +330,58 @@ pub(crate) struct RawStream {
     pub(crate) duplicate_window: Option<S<Quantity>>,
 }
 
+/// One `[[input]]` of kind `nats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNatsInput {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) servers: S<Vec<S<String>>>,
+    pub(crate) auth: Option<S<RawNatsAuth>>,
+    pub(crate) connect_timeout: Option<S<Quantity>>,
+    pub(crate) reconnect_max: Option<S<Quantity>>,
+    pub(crate) required: Option<S<bool>>,
+    pub(crate) subjects: S<Vec<S<String>>>,
+    pub(crate) queue_group: Option<S<String>>,
+    pub(crate) max_message_size: Option<S<Quantity>>,
+    pub(crate) max_pending: Option<S<i64>>,
+}
+
+/// How a NATS input or output connects, as written.
+pub(crate) struct RawNatsConnection<'a> {
+    pub(crate) servers: &'a S<Vec<S<String>>>,
+    pub(crate) auth: Option<&'a S<RawNatsAuth>>,
+    pub(crate) connect_timeout: Option<&'a S<Quantity>>,
+    pub(crate) reconnect_max: Option<&'a S<Quantity>>,
+    pub(crate) required: Option<&'a S<bool>>,
+}
+
+impl RawNats {
+    pub(crate) fn connection(&self) -> RawNatsConnection<'_> {
+        RawNatsConnection {
+            servers: &self.servers,
+            auth: self.auth.as_ref(),
+            connect_timeout: self.connect_timeout.as_ref(),
+            reconnect_max: self.reconnect_max.as_ref(),
+            required: self.required.as_ref(),
+        }
+    }
+}
+
+impl RawNatsInput {
+    pub(crate) fn connection(&self) -> RawNatsConnection<'_> {
+        RawNatsConnection {
+            servers: &self.servers,
+            auth: self.auth.as_ref(),
+            connect_timeout: self.connect_timeout.as_ref(),
+            reconnect_max: self.reconnect_max.as_ref(),
+            required: self.required.as_ref(),
+        }
+    }
+}
+
 /// A NATS client's `auth = { ... }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

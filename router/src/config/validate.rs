@@ -27,9 +27,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawOnFailure, RawPlain, RawPlugin,
-    RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
-    RawZmqRouter, fields_of, zmq_fields,
+    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawNatsInput, RawOnFailure,
+    RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer, RawZmqPub,
+    RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -162,11 +162,18 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let mut inputs = Vec::new();
     for (i, item) in input_items.into_iter().enumerate() {
         let subject = entry_subject("input", &item, i);
+        #[derive(Clone, Copy)]
+        enum Kind {
+            Zmq(ZmqRole),
+            Http,
+            Nats,
+        }
         let kinds = [
-            ("zmq-sub", Some(ZmqRole::Sub)),
-            ("zmq-pull", Some(ZmqRole::Pull)),
-            ("zmq-router", Some(ZmqRole::Router)),
-            ("http", None),
+            ("zmq-sub", Kind::Zmq(ZmqRole::Sub)),
+            ("zmq-pull", Kind::Zmq(ZmqRole::Pull)),
+            ("zmq-router", Kind::Zmq(ZmqRole::Router)),
+            ("http", Kind::Http),
+            ("nats", Kind::Nats),
         ];
         let Some(kind) = peek_kind(
             &item,
@@ -186,14 +193,19 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             continue;
         };
         let built = match kind {
-            Some(ZmqRole::Router) => {
+            Kind::Zmq(ZmqRole::Router) => {
                 read::<RawZmqRouter>(item, &subject, &plain, zmq_family(ZmqRole::Router), c)
                     .map(|raw| input::build_router(&raw, &subject, c))
             }
-            Some(role) => read::<RawZmqReader>(item, &subject, &plain, zmq_family(role), c)
+            Kind::Zmq(role) => read::<RawZmqReader>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| input::build_reader(&raw, role, &subject, c)),
-            None => read::<RawHttp>(item, &subject, &[], None, c)
+            Kind::Http => read::<RawHttp>(item, &subject, &[], None, c)
                 .map(|raw| input::build_http(&raw, &subject, c)),
+            Kind::Nats => {
+                let nested = [("auth", fields_of::<RawNatsAuth>())];
+                read::<RawNatsInput>(item, &subject, &nested, None, c)
+                    .map(|raw| input::build_nats(&raw, &subject, c))
+            }
         };
         inputs.extend(built);
     }

@@ -108,17 +108,5 @@ pub struct OutputStats {
     pub services: Vec<dealer::ServiceStatus>,
     /// An uplink's connection (`nats`); not shown for other kinds.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uplink: Option<UplinkStatus>,
-}
-
-/// An uplink output's connection, as `/v1/status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct UplinkStatus {
-    /// Connected to a server now.
-    pub connected: bool,
-    /// The server it is connected to (`host:port`, as the server names
-    /// itself), while connected.
-    pub server: Option<String>,
-    /// The last error the server or the client reported, if any.
-    pub last_error: Option<String>,
+    pub uplink: Option<crate::nats::UplinkStatus>,
 }

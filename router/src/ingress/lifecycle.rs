@@ -5,8 +5,9 @@
 //! knows every kind: adding a kind is its own file, its config entry and
 //! one line there.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,67 @@ pub struct Context {
     pub block_timeout: Duration,
     /// How long an HTTP input drains its requests at shutdown.
     pub shutdown_grace: Duration,
+    /// What `/ready` asks of the inputs: uplinks that must have connected.
+    pub readiness: Readiness,
+}
+
+/// A probe `/ready` asks: true once the input may count as ready.
+pub type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The readiness probes of the running inputs (a NATS input is not ready
+/// until it has connected once). Cheap to clone; shared.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<Mutex<(u64, BTreeMap<u64, Probe>)>>);
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Readiness")
+    }
+}
+
+impl Readiness {
+    /// Adds `probe` until the returned registration is dropped.
+    pub fn register(&self, probe: Probe) -> Registration {
+        let mut inner = self.0.lock().expect("readiness lock");
+        inner.0 += 1;
+        let id = inner.0;
+        inner.1.insert(id, probe);
+        Registration {
+            readiness: self.clone(),
+            id,
+        }
+    }
+
+    /// True when every probe is.
+    pub fn ready(&self) -> bool {
+        let probes: Vec<Probe> = self
+            .0
+            .lock()
+            .expect("readiness lock")
+            .1
+            .values()
+            .cloned()
+            .collect();
+        probes.iter().all(|p| p())
+    }
+}
+
+/// A probe in a [`Readiness`], removed when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    readiness: Readiness,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.readiness
+            .0
+            .lock()
+            .expect("readiness lock")
+            .1
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -88,6 +150,8 @@ pub struct Running {
     pub subscriptions: Option<Subscriptions>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// Its readiness probe, if it has one; removed when it is dropped.
+    ready: Option<Registration>,
 }
 
 impl Running {
@@ -103,7 +167,14 @@ impl Running {
             subscriptions: None,
             stop,
             task,
+            ready: None,
         }
+    }
+
+    /// The same input, with its readiness probe registered in `readiness`.
+    pub(super) fn with_ready(mut self, readiness: &Readiness, probe: Probe) -> Self {
+        self.ready = Some(readiness.register(probe));
+        self
     }
 
     /// Stops reading (what was read is handed over first), closes the

@@ -63,7 +63,7 @@ impl Socket {
 pub(super) struct Counters {
     accepted: IntCounter,
     bad_envelope: IntCounter,
-    bad_topic: IntCounter,
+    pub(super) bad_topic: IntCounter,
     bad_attributes: IntCounter,
     pub(super) shutting_down: IntCounter,
     pub(super) backpressure: IntCounter,

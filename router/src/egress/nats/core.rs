@@ -44,7 +44,7 @@ impl NatsOutput {
 
     /// Publishes `batch` and confirms it; see the module docs.
     async fn publish(&self, batch: &[Message]) -> Result<Delivery, Error> {
-        let Some(client) = self.uplink.connected().await? else {
+        let Some(client) = self.uplink.client().await? else {
             return Ok(Delivery::rejected_all(batch.len(), Reject::NoSubscriber));
         };
         let stats = client.statistics();
@@ -80,7 +80,7 @@ impl NatsOutput {
             }
             if flushed.is_err() || reconnected {
                 tracing::warn!(
-                    output = %self.uplink.name,
+                    output = %self.uplink.name(),
                     messages = published,
                     "the connection to the NATS server was lost before these messages were confirmed written; counted as failed"
                 );
@@ -95,7 +95,7 @@ impl NatsOutput {
 
 impl Output for NatsOutput {
     fn name(&self) -> &str {
-        &self.uplink.name
+        self.uplink.name()
     }
 
     /// Answers once the batch was written to the server's socket with no

@@ -28,13 +28,14 @@ use futures::stream::FuturesUnordered;
 
 use tokio::sync::watch;
 
-use super::{State, Uplink};
+use super::Uplink;
 use crate::config::{self, StreamStorage};
 use crate::egress::{
     AttachError, Context, Delivery, Error, Handle, Lifecycle, LifecycleFuture, Output, OutputStats,
     Reject, SendFuture,
 };
 use crate::message::Message;
+use crate::nats::State;
 
 /// A `nats-jetstream` output.
 #[derive(Debug)]
@@ -97,7 +98,7 @@ impl JetStreamOutput {
         match &result {
             Ok(()) => self.stream_ready.store(true, Ordering::Release),
             Err(e) => {
-                tracing::warn!(output = %self.uplink.name, error = %e, "the JetStream stream is not ready; the batch is retried");
+                tracing::warn!(output = %self.uplink.name(), error = %e, "the JetStream stream is not ready; the batch is retried");
                 self.uplink.error(e.clone());
             }
         }
@@ -107,7 +108,7 @@ impl JetStreamOutput {
     /// Publishes `batch` with at most `max_ack_pending` PubAcks
     /// outstanding, and answers once each is in; see the module docs.
     async fn publish(&self, batch: &[Message]) -> Result<Delivery, Error> {
-        if self.uplink.connected().await?.is_none() {
+        if self.uplink.client().await?.is_none() {
             return Ok(Delivery::rejected_all(batch.len(), Reject::NoSubscriber));
         }
         let Some(js) = self.js.load_full() else {
@@ -124,7 +125,7 @@ impl JetStreamOutput {
         // cannot come (the server that would send them is gone, or lost
         // the request): they stay failed at once, to be sent again with
         // the same Nats-Msg-Id, instead of waiting out `ack_timeout`.
-        let mut lost = self.uplink.link.state.subscribe();
+        let mut lost = self.uplink.watch();
         let mut inflight = FuturesUnordered::new();
         let mut gone = false;
         for (i, message) in batch.iter().enumerate() {
@@ -166,7 +167,7 @@ impl JetStreamOutput {
         }
         if gone {
             tracing::warn!(
-                output = %self.uplink.name,
+                output = %self.uplink.name(),
                 unacknowledged = fates.iter().filter(|f| **f == Some(Reject::Failed)).count(),
                 "the connection to the NATS server was lost with PubAcks outstanding; those messages are sent again"
             );
@@ -210,7 +211,7 @@ where
 
 impl Output for JetStreamOutput {
     fn name(&self) -> &str {
-        &self.uplink.name
+        self.uplink.name()
     }
 
     /// Answers once every message of the batch is acknowledged by the

@@ -1,0 +1,179 @@
+//! `nats`: a core NATS client subscribed to the input's subjects (in its
+//! queue group, if it has one). Each message received becomes a
+//! [`Message`] on its subject as topic, its headers as attributes (a
+//! header given several values keeps its last), and is offered to the
+//! pipeline in batches without a deadline ([`Wait::Unbounded`]).
+//!
+//! Core NATS cannot hold a server back: it keeps sending while a `block`
+//! route is full. So the input reads on, holding up to `max_pending`
+//! messages for the routes, and refuses (counts, `backpressure`) what
+//! arrives past that, rather than letting the client's buffer drop it
+//! uncounted. A message over `max_message_size` is refused as
+//! `too_large`, one whose subject is no valid topic as `bad_topic`; the
+//! input goes on with the next. What the server sent while the router was
+//! away is gone (at most once); use a JetStream input for more.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::zmq::Counters;
+use super::{Context, Running, Sink, StartError, Wait};
+use crate::config;
+use crate::message::{Message, Publisher, Topic};
+use crate::nats::Connection;
+
+/// Most messages offered as one batch.
+const BATCH: usize = 256;
+
+/// A running `nats` input.
+#[derive(Debug)]
+pub struct NatsInput {
+    connection: Connection,
+    settings: config::NatsInput,
+    counters: Counters,
+    too_large: IntCounter,
+}
+
+impl NatsInput {
+    /// Starts input `name`: its client connects (in the background: a
+    /// server that is not there yet is not an error), subscribes, and a
+    /// task of `ctx.tracker` reads and offers.
+    ///
+    /// # Errors
+    /// None today; the signature is every input's.
+    pub async fn start(
+        name: &str,
+        settings: &config::NatsInput,
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let input = Arc::new(Self {
+            connection: Connection::new(name, &settings.connection, None),
+            settings: settings.clone(),
+            counters: Counters::new(&ctx.inputs, name),
+            too_large: ctx.inputs.rejected.with_label_values(&[name, "too_large"]),
+        });
+        let client = input.connection.attach().await;
+        let mut subscriptions = Vec::new();
+        if let Some(client) = &client {
+            for subject in &settings.subjects {
+                let subscribed = match &settings.queue_group {
+                    Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
+                    None => client.subscribe(subject.clone()).await,
+                };
+                match subscribed {
+                    Ok(s) => subscriptions.push(s),
+                    Err(e) => {
+                        input.connection.error(format!("subscribe {subject}: {e}"));
+                        tracing::error!(input = %name, subject = %subject, error = %e, "cannot subscribe");
+                    }
+                }
+            }
+        }
+        let stop = ctx.stop.child_token();
+        let ready = {
+            let input = Arc::clone(&input);
+            Arc::new(move || input.connection.ready())
+        };
+        let task = ctx.tracker.spawn(Arc::clone(&input).run(
+            subscriptions,
+            Arc::clone(&ctx.sink),
+            stop.clone(),
+        ));
+        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready))
+    }
+
+    /// Reads until `stop`, then offers what it holds and closes the
+    /// client.
+    async fn run(
+        self: Arc<Self>,
+        subscriptions: Vec<async_nats::Subscriber>,
+        sink: Arc<dyn Sink>,
+        stop: CancellationToken,
+    ) {
+        let (tx, rx) = mpsc::channel(self.settings.max_pending);
+        let reader = self.read(subscriptions, tx, stop);
+        let offerer = self.offer(rx, sink);
+        tokio::join!(reader, offerer);
+        self.connection
+            .close(std::time::Duration::from_secs(1))
+            .await;
+        tracing::debug!(input = %self.connection.name(), "input stopped");
+    }
+
+    /// Receives from every subscription into `tx` until `stop`; refuses
+    /// (counted) what `tx` has no room for.
+    async fn read(
+        &self,
+        subscriptions: Vec<async_nats::Subscriber>,
+        tx: mpsc::Sender<Message>,
+        stop: CancellationToken,
+    ) {
+        let mut incoming = futures::stream::select_all(subscriptions);
+        let input: Arc<str> = Arc::from(self.connection.name());
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                next = incoming.next() => match next {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let Some(message) = self.convert(received, &input) else {
+                continue;
+            };
+            if tx.try_send(message).is_err() {
+                self.counters.backpressure.inc();
+            }
+        }
+        for mut sub in incoming.into_iter() {
+            let _ = sub.unsubscribe().await;
+        }
+    }
+
+    /// Offers what `rx` holds, a batch at a time, until it closes.
+    async fn offer(&self, mut rx: mpsc::Receiver<Message>, sink: Arc<dyn Sink>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let len = batch.len();
+            let offered = sink
+                .offer(std::mem::take(&mut batch), Wait::Unbounded)
+                .await;
+            self.counters.offered(len, offered);
+        }
+    }
+
+    /// The router's message for `m`, or `None` (counted) when it is
+    /// refused.
+    fn convert(&self, m: async_nats::Message, input: &Arc<str>) -> Option<Message> {
+        if m.length > self.settings.max_message_size {
+            self.too_large.inc();
+            tracing::debug!(input = %input, subject = %m.subject, size = m.length, "message over max_message_size refused");
+            return None;
+        }
+        let topic = match Topic::new(Bytes::copy_from_slice(m.subject.as_bytes())) {
+            Ok(t) => t,
+            Err(e) => {
+                self.counters.bad_topic.inc();
+                tracing::debug!(input = %input, subject = %m.subject, error = %e, "subject refused as a topic");
+                return None;
+            }
+        };
+        let mut message = Message::new(topic, m.payload, Publisher::new(Arc::clone(input), ""));
+        if let Some(headers) = &m.headers {
+            for (name, values) in headers.iter() {
+                if let Some(value) = values.last() {
+                    message
+                        .attributes
+                        .insert(name.to_string(), value.as_str().to_owned());
+                }
+            }
+        }
+        Some(message)
+    }
+}
