@@ -269,6 +269,7 @@ impl Handler for Admin {
         }
         Ok(match endpoint {
             Endpoint::Metrics => {
+                self.state.refresh_metrics();
                 let mut response = Response::new(Full::new(Bytes::from(self.registry.encode())));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -123,6 +123,8 @@ struct State {
     dead_letters: Option<Arc<DeadLetters>>,
     reloader: Arc<Reloader>,
     ready: AtomicBool,
+    /// The output families (`output_connected` is refreshed per scrape).
+    outputs: crate::egress::Metrics,
 }
 
 impl admin::State for State {
@@ -130,6 +132,14 @@ impl admin::State for State {
         self.ready.load(Ordering::Acquire)
             && self.reloader.outputs().iter().all(|o| o.handle.ready())
             && self.reloader.inputs_ready()
+    }
+
+    fn refresh_metrics(&self) {
+        for output in self.reloader.outputs().iter() {
+            self.outputs
+                .connected(&output.config.name)
+                .set(i64::from(output.handle.connected()));
+        }
     }
 
     fn config_generation(&self) -> u64 {
@@ -337,6 +347,7 @@ impl App {
             dead_letters,
             reloader,
             ready: AtomicBool::new(false),
+            outputs: families.outputs.outputs.clone(),
         });
         let admin_server = admin::AdminServer::bind(
             admin::Config::new(config.router.admin),

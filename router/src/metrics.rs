@@ -10,10 +10,14 @@
 //!
 //! One family per concept across kinds: every output kind counts into
 //! `switchyard_output_messages_total{output}`,
-//! `switchyard_output_dropped_total{output,reason}` and
-//! `switchyard_output_peers{output}` ([`crate::egress::Metrics`]; later
-//! kinds add `output_retries_total`, `output_inflight`, `output_connected`
-//! there), every input kind into `switchyard_input_messages_total{input}`
+//! `switchyard_output_dropped_total{output,reason}`,
+//! `switchyard_output_peers{output}` and `switchyard_output_connected{output}`
+//! ([`crate::egress::Metrics`]; `connected` is read from each output at
+//! every scrape), and the route workers count
+//! `switchyard_output_retries_total{output,reason}`,
+//! `switchyard_output_inflight{output}` and
+//! `switchyard_output_ack_latency_seconds{output}` around every send, the
+//! same for every kind (`pipeline/metrics.rs`); every input kind into `switchyard_input_messages_total{input}`
 //! and `switchyard_input_rejected_total{input,reason}`
 //! ([`crate::ingress::Metrics`]). A kind adds families of its own only for
 //! what the shared ones cannot say, under its area's prefix (`output_` for

@@ -142,7 +142,7 @@ fn a_nats_server_killed_mid_stream_costs_no_message_and_stores_none_twice() -> R
     );
     let stored = stream_messages(&server.url(), "UP")?;
     exactly_once(&stored, &(0..N).collect())?;
-    let retried = scrape.get("switchyard_output_retries_total", &[("output", "up")]);
+    let retried = scrape.sum("switchyard_output_retries_total", &[("output", "up")]);
     println!(
         "jetstream kill: {N} stored once each; {retried} sends retried; first PubAck {first_ack:?} after the server listened again"
     );

@@ -131,7 +131,7 @@ fn what_an_output_keeps_failing_goes_to_the_dead_letter_store() -> Result<()> {
         s.route("jobs").dead_lettered == 5 && s.route("jobs").depth == 0
     })?;
     ensure!(
-        scrape.get("switchyard_output_retries_total", &[("output", "b")]) >= 10.0,
+        scrape.sum("switchyard_output_retries_total", &[("output", "b")]) >= 10.0,
         "two resends of each of five"
     );
     let resp = get(

@@ -233,6 +233,10 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
         ("output", "switchyard_output_messages_total"),
         ("output", "switchyard_output_dropped_total"),
         ("output", "switchyard_output_peers"),
+        ("output", "switchyard_output_connected"),
+        ("output", "switchyard_output_inflight"),
+        ("output", "switchyard_output_retries_total"),
+        ("output", "switchyard_output_ack_latency_seconds_count"),
         ("input", "switchyard_input_messages_total"),
         ("input", "switchyard_input_rejected_total"),
     ];

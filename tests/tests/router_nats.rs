@@ -158,6 +158,7 @@ fn a_durable_route_holds_what_arrives_while_the_server_is_down() -> Result<()> {
     // waits on disk.
     server.kill();
     router.wait_metric("switchyard_output_peers", &[("output", "up")], 0.0)?;
+    router.wait_metric("switchyard_output_connected", &[("output", "up")], 0.0)?;
     for start in (100..400).step_by(100) {
         ids.extend(publish(
             &router,
@@ -172,11 +173,19 @@ fn a_durable_route_holds_what_arrives_while_the_server_is_down() -> Result<()> {
     ensure!(up["uplink"]["connected"] == false, "{up}");
 
     server.restart()?;
+    router.wait_metric("switchyard_output_connected", &[("output", "up")], 1.0)?;
     let scrape = router.wait_metric(
         "switchyard_output_messages_total",
         &[("output", "up")],
         400.0,
     )?;
+    router.wait_scrape("nothing in flight", "switchyard_output", DEADLINE, |s| {
+        s.get("switchyard_output_inflight", &[("output", "up")]) == 0.0
+            && s.get(
+                "switchyard_output_ack_latency_seconds_count",
+                &[("output", "up")],
+            ) > 0.0
+    })?;
     ensure!(scrape.route("r").conserved(), "{}", scrape.show("r"));
     let stored = until("the stream to hold 400 messages", DEADLINE, || {
         stream_messages(&server.url(), "UP")

@@ -19,6 +19,11 @@ pub trait State: Send + Sync + 'static {
     /// answers 200 when true, `503 NOT_READY` otherwise.
     fn ready(&self) -> bool;
 
+    /// Brings the gauges that are read rather than counted up to date, just
+    /// before `/metrics` encodes the registry (each output's
+    /// `output_connected`). Default: nothing to do.
+    fn refresh_metrics(&self) {}
+
     /// The generation of the live config: 1 for the config loaded at start,
     /// plus one per successful reload.
     fn config_generation(&self) -> u64;

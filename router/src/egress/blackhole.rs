@@ -58,6 +58,11 @@ impl Lifecycle for BlackholeOutput {
         Box::pin(std::future::ready(()))
     }
 
+    /// Always: it needs no peer.
+    fn connected(&self) -> bool {
+        true
+    }
+
     fn stats(&self) -> OutputStats {
         OutputStats {
             name: self.name.clone(),

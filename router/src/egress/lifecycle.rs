@@ -45,6 +45,12 @@ pub trait Lifecycle: Output {
         true
     }
 
+    /// Whether it reaches its peers now (`output_connected`): by default,
+    /// whether it has a peer at all.
+    fn connected(&self) -> bool {
+        self.stats().peers > 0
+    }
+
     /// Its counts for `/v1/status`.
     fn stats(&self) -> OutputStats;
 

@@ -17,6 +17,7 @@ pub struct Metrics {
     messages: IntCounterVec,
     dropped: IntCounterVec,
     peers: IntGaugeVec,
+    connected: IntGaugeVec,
 }
 
 impl Metrics {
@@ -36,6 +37,11 @@ impl Metrics {
             peers: registry.gauge_vec(
                 "switchyard_output_peers",
                 "Subscribers, workers or services connected to an output now.",
+                &["output"],
+            ),
+            connected: registry.gauge_vec(
+                "switchyard_output_connected",
+                "1 while an output reaches its peers (a NATS output: connected to a server; a ZeroMQ output: at least one peer; a blackhole: always), else 0; read at each scrape.",
                 &["output"],
             ),
         }
@@ -60,6 +66,11 @@ impl Metrics {
     /// peers of its own to count.
     pub fn declare_peers(&self, output: &str) {
         let _ = self.peers.with_label_values(&[output]);
+    }
+
+    /// `output_connected{output}` of `output`.
+    pub fn connected(&self, output: &str) -> IntGauge {
+        self.connected.with_label_values(&[output])
     }
 
     /// The children `output` counts the messages it refuses in, resolved

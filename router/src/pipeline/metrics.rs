@@ -15,6 +15,7 @@ use prometheus::{
     Counter, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+use crate::egress::Reject;
 use crate::metrics::{Registry, latency_buckets};
 
 /// Why a route dropped a message: the `reason` label of
@@ -114,6 +115,8 @@ pub struct PipelineMetrics {
     fsync: HistogramVec,
     oldest_age: prometheus::GaugeVec,
     output_retries: IntCounterVec,
+    output_inflight: IntGaugeVec,
+    output_ack_latency: HistogramVec,
     pub(crate) unrouted: IntCounter,
     /// What durable routes removed by a reload left on disk, by route:
     /// still counted in their depth, so a route of that name that opens
@@ -208,8 +211,19 @@ impl PipelineMetrics {
             ),
             output_retries: registry.counter_vec(
                 "switchyard_output_retries_total",
-                "Messages sent to an output again after it failed to take them (its `retry` policy; durable routes retry by default).",
+                "Messages sent to an output again after it failed to take them (its `retry` policy; durable routes retry by default), by the reason of the refusal before: no_subscriber or failed.",
+                &["output", "reason"],
+            ),
+            output_inflight: registry.gauge_vec(
+                "switchyard_output_inflight",
+                "Messages handed to an output and not answered yet (retries included), over every route that sends to it.",
                 &["output"],
+            ),
+            output_ack_latency: registry.histogram_vec(
+                "switchyard_output_ack_latency_seconds",
+                "Time from a batch's hand-off to an output to its answer (written, replied to or acknowledged, retries included), per batch.",
+                &["output"],
+                latency_buckets(),
             ),
             parked: Arc::default(),
             unrouted: registry.counter(
@@ -240,6 +254,8 @@ impl PipelineMetrics {
             redelivered: self.redelivered.with_label_values(l),
             fsync: self.fsync.with_label_values(l),
             retries: self.output_retries.clone(),
+            inflight: self.output_inflight.clone(),
+            ack_latency: self.output_ack_latency.clone(),
             oldest_age: self.oldest_age.with_label_values(l),
             parked: Arc::clone(&self.parked),
         };
@@ -279,9 +295,24 @@ pub(crate) struct RouteMetrics {
     pub(crate) fsync: Histogram,
     /// `output_retries_total{output}`, the family.
     retries: IntCounterVec,
+    /// `output_inflight{output}` and `output_ack_latency_seconds{output}`.
+    inflight: IntGaugeVec,
+    ack_latency: HistogramVec,
     /// Durable routes: the oldest held message's age.
     pub(crate) oldest_age: prometheus::Gauge,
     parked: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
+}
+
+/// Messages counted in `output_inflight` while it lives.
+pub(crate) struct InFlight {
+    gauge: IntGauge,
+    n: i64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.sub(self.n);
+    }
 }
 
 impl RouteMetrics {
@@ -303,16 +334,33 @@ impl RouteMetrics {
             .unwrap_or_default()
     }
 
-    /// `output_retries_total` of `output` (resolved per batch with a
-    /// retry policy: a hash lookup, no allocation once it exists).
-    pub(crate) fn output_retries(&self, output: &str) -> IntCounter {
-        self.retries.with_label_values(&[output])
+    /// `output_retries_total` of `output` for `reason` (resolved per
+    /// retry: a hash lookup, no allocation once it exists).
+    pub(crate) fn output_retries(&self, output: &str, reason: Reject) -> IntCounter {
+        self.retries.with_label_values(&[output, reason.label()])
+    }
+
+    /// Counts `n` messages in flight to `output` until the guard drops.
+    pub(crate) fn output_inflight(&self, output: &str, n: usize) -> InFlight {
+        let gauge = self.inflight.with_label_values(&[output]);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        gauge.add(n);
+        InFlight { gauge, n }
+    }
+
+    /// `output_ack_latency_seconds` of `output`.
+    pub(crate) fn output_ack_latency(&self, output: &str) -> Histogram {
+        self.ack_latency.with_label_values(&[output])
     }
 
     /// Makes sure every one of `outputs` has its retries series, at 0.
     pub(crate) fn declare_retries<'a>(&self, outputs: impl IntoIterator<Item = &'a str>) {
         for o in outputs {
-            let _ = self.retries.with_label_values(&[o]);
+            for reason in [Reject::NoSubscriber, Reject::Failed] {
+                let _ = self.retries.with_label_values(&[o, reason.label()]);
+            }
+            let _ = self.inflight.with_label_values(&[o]);
+            let _ = self.ack_latency.with_label_values(&[o]);
         }
     }
 

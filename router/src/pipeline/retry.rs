@@ -104,7 +104,7 @@ impl Until {
 /// Sends `batch` to `output` (answering per `until`); with a `policy`, sends what it failed to take
 /// again after each pause until it is taken, the policy's attempts run out,
 /// or a shutdown begins. Tells `retried` how many it sends again each
-/// time. With `queue` (a durable route with retention), a pause ends early
+/// time, by the reason they were refused the time before. With `queue` (a durable route with retention), a pause ends early
 /// when retention wants the batch back, and the send gives it up.
 ///
 /// # Cancel safety
@@ -116,7 +116,7 @@ pub(crate) async fn send(
     until: Until,
     policy: Option<Retry>,
     shutting_down: &AtomicBool,
-    retried: impl Fn(u64),
+    retried: impl Fn(Reject, u64),
     queue: Option<&RouteQueue>,
 ) -> Sent {
     let first = until.send(output, batch).await;
@@ -170,7 +170,12 @@ pub(crate) async fn send(
         positions.extend(pending.iter().map(|&(i, _)| i));
         again.clear();
         again.extend(positions.iter().map(|&i| batch[i].clone()));
-        retried(again.len() as u64);
+        for reason in [Reject::NoSubscriber, Reject::Failed] {
+            let n = pending.iter().filter(|&&(_, r)| r == reason).count();
+            if n > 0 {
+                retried(reason, n as u64);
+            }
+        }
         let result = until.send(output, &again).await;
         let before = pending.len();
         pending.clear();
@@ -339,7 +344,7 @@ mod tests {
             Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(false),
-            |n| retried.inc_by(n),
+            |_, n| retried.inc_by(n),
             None,
         )
         .await;
@@ -363,7 +368,7 @@ mod tests {
             Until::Taken,
             Some(policy(Some(3))),
             &AtomicBool::new(false),
-            |n| counter().inc_by(n),
+            |_, n| counter().inc_by(n),
             None,
         )
         .await;
@@ -387,7 +392,7 @@ mod tests {
             Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(false),
-            |n| counter().inc_by(n),
+            |_, n| counter().inc_by(n),
             None,
         )
         .await;
@@ -409,7 +414,7 @@ mod tests {
             Until::Taken,
             Some(policy(None)),
             &AtomicBool::new(true),
-            |n| counter().inc_by(n),
+            |_, n| counter().inc_by(n),
             None,
         )
         .await;

@@ -716,6 +716,21 @@ async fn send_all<'a>(
 ) -> SmallVec<[Sent; 2]> {
     let mut pending: SmallVec<[Option<Sending<'a>>; 2]> = sends
         .map(|t| -> Option<Sending<'a>> {
+            let counted = |sending: Sending<'a>| -> Sending<'a> {
+                Box::pin(async move {
+                    let _inflight = t
+                        .route
+                        .metrics
+                        .output_inflight(t.output.name(), t.batch.len());
+                    let started = std::time::Instant::now();
+                    let sent = sending.await;
+                    t.route
+                        .metrics
+                        .output_ack_latency(t.output.name())
+                        .observe(started.elapsed().as_secs_f64());
+                    sent
+                })
+            };
             // A durable route releases the batch on the answer: the output
             // answers once it has written it, not once it has queued it.
             let until = if t.route.queue.store().is_some() {
@@ -723,9 +738,14 @@ async fn send_all<'a>(
             } else {
                 Until::Taken
             };
-            Some(match t.retry {
+            Some(counted(match t.retry {
                 Some(policy) => Box::pin(async move {
-                    let retried = |n| t.route.metrics.output_retries(t.output.name()).inc_by(n);
+                    let retried = |reason: Reject, n| {
+                        t.route
+                            .metrics
+                            .output_retries(t.output.name(), reason)
+                            .inc_by(n);
+                    };
                     let queue = t.route.retains().then_some(&t.route.queue);
                     retry::send(
                         t.output,
@@ -739,7 +759,7 @@ async fn send_all<'a>(
                     .await
                 }),
                 None => Box::pin(async move { Sent::once(until.send(t.output, t.batch).await) }),
-            })
+            }))
         })
         .collect();
     if let [Some(only)] = pending.as_mut_slice() {

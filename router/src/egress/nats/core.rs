@@ -121,6 +121,10 @@ impl Lifecycle for NatsOutput {
         self.uplink.ready()
     }
 
+    fn connected(&self) -> bool {
+        self.uplink.is_up()
+    }
+
     fn stats(&self) -> OutputStats {
         self.uplink.stats("nats")
     }

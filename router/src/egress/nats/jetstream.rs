@@ -251,6 +251,10 @@ impl Lifecycle for JetStreamOutput {
         self.uplink.ready()
     }
 
+    fn connected(&self) -> bool {
+        self.uplink.is_up()
+    }
+
     fn stats(&self) -> OutputStats {
         self.uplink.stats("nats-jetstream")
     }
