@@ -119,6 +119,7 @@ const SITE_ENV: &[(&str, &str)] = &[
     ("LINE1_PASSWORD", "line1-secret"),
     ("LINE2_PASSWORD", "line2-secret"),
     ("UPLINK_PASSWORD", "uplink-secret"),
+    ("NATS_TOKEN", "nats-token"),
 ];
 
 /// Config files: `*.toml` other than Cargo manifests, below `dir`,
