@@ -138,6 +138,19 @@ impl Connection {
                 link.on(event);
                 std::future::ready(())
             });
+        let options = match &self.settings.tls {
+            None => options,
+            Some(tls) => {
+                let mut options = options.require_tls(true);
+                if let Some(ca) = &tls.ca_file {
+                    options = options.add_root_certificates(ca.clone());
+                }
+                if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                    options = options.add_client_certificate(cert.clone(), key.clone());
+                }
+                options
+            }
+        };
         match &self.settings.auth {
             NatsAuth::None => options,
             NatsAuth::Token(token) => options.token(token.expose().to_owned()),

@@ -425,3 +425,218 @@ pub fn publish(url: &str, messages: &[Outgoing<'_>]) -> Result<()> {
         Ok(())
     })
 }
+
+/// A CA, a server certificate for `127.0.0.1` and a client certificate,
+/// made with `openssl` in a temp dir (PEM files).
+#[derive(Debug)]
+pub struct Certificates {
+    dir: TempDir,
+}
+
+impl Certificates {
+    /// Makes them.
+    ///
+    /// # Errors
+    /// When `openssl` is missing (`./dev setup` installs it) or fails.
+    pub fn new() -> Result<Self> {
+        let dir = TempDir::new()?;
+        let run = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .context("openssl is not installed: run `./dev setup`")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=switchyard-test-ca",
+            ],
+        ]
+        .concat())?;
+        for (who, usage, san) in [
+            ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+            ("client", "clientAuth", ""),
+        ] {
+            dir.write(
+                &format!("{who}.ext"),
+                &format!("extendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n{san}"),
+            )?;
+            let (key, csr, pem, ext) = (
+                format!("{who}.key"),
+                format!("{who}.csr"),
+                format!("{who}.pem"),
+                format!("{who}.ext"),
+            );
+            run(&[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={who}"),
+                ],
+            ]
+            .concat())?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ])?;
+        }
+        Ok(Self { dir })
+    }
+
+    /// The path of `name` (`ca.pem`, `server.pem`, `server.key`,
+    /// `client.pem`, `client.key`).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The `tls { ... }` block of a nats-server config that requires a
+    /// client certificate from this CA.
+    pub fn server_block(&self) -> String {
+        format!(
+            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+            self.path("server.pem").display().to_string(),
+            self.path("server.key").display().to_string(),
+            self.path("ca.pem").display().to_string(),
+        )
+    }
+}
+
+/// A TCP relay between a client and a server, which a test can cut (as a
+/// dead uplink does: every connection dropped, new ones refused) and
+/// restore, while the server itself stays up.
+#[derive(Debug)]
+pub struct Link {
+    port: u16,
+    state: Arc<(Mutex<LinkState>, std::sync::Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct LinkState {
+    cut: bool,
+    /// Bumped by each cut: relays of an older generation stop.
+    generation: u64,
+}
+
+impl Link {
+    /// A relay on a free port of 127.0.0.1 to `upstream` (`host:port`).
+    ///
+    /// # Errors
+    /// When it cannot listen.
+    pub fn new(upstream: &str) -> Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new((Mutex::new(LinkState::default()), std::sync::Condvar::new()));
+        let upstream = upstream.to_owned();
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let generation = {
+                    let s = shared.0.lock().expect("link lock");
+                    if s.cut {
+                        continue; // dropped: refused while cut
+                    }
+                    s.generation
+                };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            if shared.0.lock().expect("link lock").generation != generation {
+                                break;
+                            }
+                            match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Ok(Self { port, state })
+    }
+
+    /// Its client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let mut s = self.state.0.lock().expect("link lock");
+        s.cut = true;
+        s.generation += 1;
+    }
+
+    /// Takes connections again.
+    pub fn restore(&self) {
+        self.state.0.lock().expect("link lock").cut = false;
+    }
+}

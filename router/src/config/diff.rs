@@ -535,6 +535,7 @@ fn nats_fields(old: &NatsConnection, new: &NatsConnection) -> Fields {
     let NatsConnection {
         servers,
         auth,
+        tls,
         connect_timeout,
         reconnect_max,
         required,
@@ -542,6 +543,7 @@ fn nats_fields(old: &NatsConnection, new: &NatsConnection) -> Fields {
     let mut f = Fields::default();
     f.check("servers", servers, &new.servers);
     f.check("auth", auth, &new.auth);
+    f.check("tls", tls, &new.tls);
     f.check("connect_timeout", connect_timeout, &new.connect_timeout);
     f.check("reconnect_max", reconnect_max, &new.reconnect_max);
     f.check("required", required, &new.required);

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::checker::Checker;
 use super::error::Subject;
-use super::raw::{RawNats, RawNatsAuth, RawNatsConnection, RawNatsInput, RawStream, S};
+use super::raw::{RawNats, RawNatsAuth, RawNatsConnection, RawNatsInput, RawNatsTls, RawStream, S};
 use super::secret::{self, Secret};
 use super::units::serialize_duration;
 use crate::message::{Pattern, Topic};
@@ -23,6 +23,9 @@ pub struct NatsConnection {
     pub servers: Vec<String>,
     /// How the client logs in. Default none.
     pub auth: NatsAuth,
+    /// TLS, required when written (also when a server is `tls://`).
+    /// Default: as the server offers.
+    pub tls: Option<NatsTls>,
     /// How long one connection attempt may take. Default 2s; 100ms to 1m.
     #[serde(serialize_with = "serialize_duration")]
     pub connect_timeout: Duration,
@@ -139,6 +142,21 @@ pub enum StreamStorage {
     File,
     /// In the server's memory: lost when it stops.
     Memory,
+}
+
+/// `tls = { ca_file, cert_file, key_file }`: the connection must be TLS;
+/// the server's certificate is checked against `ca_file` (default: the
+/// system's roots), and `cert_file` with `key_file` is the client's
+/// certificate for a server that asks for one (mutual TLS). Paths are
+/// relative to the config file; the files are read at each connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NatsTls {
+    /// PEM CA certificates the server's certificate must chain to.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The client's PEM certificate (chain).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's PEM private key.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// How a NATS client logs in. Secrets come from `${ENV}` or a file.
@@ -583,10 +601,12 @@ fn connection(
         }
     }
     let auth = raw.auth.map(|a| auth(a, subject, c)).unwrap_or_default();
+    let tls = raw.tls.map(|t| tls(t, subject, c));
     let minute = Duration::from_secs(60);
     NatsConnection {
         servers,
         auth,
+        tls,
         connect_timeout: c.duration(
             subject,
             "connect_timeout",
@@ -603,6 +623,50 @@ fn connection(
         ),
         required: raw.required.is_none_or(|r| *r.get_ref()),
     }
+}
+
+/// Reads `tls = { ... }`, checking each file holds PEM.
+fn tls(raw: &S<RawNatsTls>, subject: &Subject, c: &mut Checker<'_>) -> NatsTls {
+    let t = raw.get_ref();
+    let pem = |field: &str, written: &Option<S<String>>, c: &mut Checker<'_>| {
+        let written = written.as_ref()?;
+        let path = secret::path(written, c);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains("-----BEGIN ") => Some(path),
+            Ok(_) => {
+                c.invalid(
+                    subject,
+                    field,
+                    written.span(),
+                    format!("{} holds no PEM block", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                c.invalid(
+                    subject,
+                    field,
+                    written.span(),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    };
+    let tls = NatsTls {
+        ca_file: pem("tls.ca_file", &t.ca_file, c),
+        cert_file: pem("tls.cert_file", &t.cert_file, c),
+        key_file: pem("tls.key_file", &t.key_file, c),
+    };
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        c.invalid(
+            subject,
+            "tls",
+            raw.span(),
+            "a client certificate needs both `cert_file` and `key_file`",
+        );
+    }
+    tls
 }
 
 /// Reads `auth = { ... }`: one way to log in.
@@ -902,6 +966,20 @@ mod tests {
                 "servers = [\"nats://h:1\"]\nauth = { token_file = \"/nonexistent/t\" }",
             )),
             "auth.token_file: cannot read /nonexistent/t",
+        );
+        assert_one(
+            &problems(&nats(
+                "servers = [\"nats://h:1\"]\ntls = { ca_file = \"/nonexistent/ca.pem\" }",
+            )),
+            "tls.ca_file: cannot read /nonexistent/ca.pem",
+        );
+        let got = problems(&nats(
+            "servers = [\"nats://h:1\"]\ntls = { cert_file = \"/nonexistent/c.pem\" }",
+        ));
+        assert!(
+            got.iter()
+                .any(|p| p.contains("needs both `cert_file` and `key_file`")),
+            "{got:#?}"
         );
         let got = problems(&nats("servers = [\"nats://h:1\"]\nauth = { tokn = \"x\" }"));
         assert!(

@@ -289,6 +289,7 @@ pub(crate) struct RawNats {
     pub(crate) servers: S<Vec<S<String>>>,
     pub(crate) subject: Option<S<String>>,
     pub(crate) auth: Option<S<RawNatsAuth>>,
+    pub(crate) tls: Option<S<RawNatsTls>>,
     pub(crate) connect_timeout: Option<S<Quantity>>,
     pub(crate) reconnect_max: Option<S<Quantity>>,
     pub(crate) required: Option<S<bool>>,
@@ -340,6 +341,7 @@ pub(crate) struct RawNatsInput {
     pub(crate) _kind: S<String>,
     pub(crate) servers: S<Vec<S<String>>>,
     pub(crate) auth: Option<S<RawNatsAuth>>,
+    pub(crate) tls: Option<S<RawNatsTls>>,
     pub(crate) connect_timeout: Option<S<Quantity>>,
     pub(crate) reconnect_max: Option<S<Quantity>>,
     pub(crate) required: Option<S<bool>>,
@@ -353,6 +355,7 @@ pub(crate) struct RawNatsInput {
 pub(crate) struct RawNatsConnection<'a> {
     pub(crate) servers: &'a S<Vec<S<String>>>,
     pub(crate) auth: Option<&'a S<RawNatsAuth>>,
+    pub(crate) tls: Option<&'a S<RawNatsTls>>,
     pub(crate) connect_timeout: Option<&'a S<Quantity>>,
     pub(crate) reconnect_max: Option<&'a S<Quantity>>,
     pub(crate) required: Option<&'a S<bool>>,
@@ -363,6 +366,7 @@ impl RawNats {
         RawNatsConnection {
             servers: &self.servers,
             auth: self.auth.as_ref(),
+            tls: self.tls.as_ref(),
             connect_timeout: self.connect_timeout.as_ref(),
             reconnect_max: self.reconnect_max.as_ref(),
             required: self.required.as_ref(),
@@ -375,11 +379,21 @@ impl RawNatsInput {
         RawNatsConnection {
             servers: &self.servers,
             auth: self.auth.as_ref(),
+            tls: self.tls.as_ref(),
             connect_timeout: self.connect_timeout.as_ref(),
             reconnect_max: self.reconnect_max.as_ref(),
             required: self.required.as_ref(),
         }
     }
+}
+
+/// A NATS client's `tls = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNatsTls {
+    pub(crate) ca_file: Option<S<String>>,
+    pub(crate) cert_file: Option<S<String>>,
+    pub(crate) key_file: Option<S<String>>,
 }
 
 /// A NATS client's `auth = { ... }`.

@@ -27,9 +27,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawNatsInput, RawOnFailure,
-    RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer, RawZmqPub,
-    RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
+    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawNatsInput, RawNatsTls,
+    RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer,
+    RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -202,7 +202,10 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Kind::Http => read::<RawHttp>(item, &subject, &[], None, c)
                 .map(|raw| input::build_http(&raw, &subject, c)),
             Kind::Nats => {
-                let nested = [("auth", fields_of::<RawNatsAuth>())];
+                let nested = [
+                    ("auth", fields_of::<RawNatsAuth>()),
+                    ("tls", fields_of::<RawNatsTls>()),
+                ];
                 read::<RawNatsInput>(item, &subject, &nested, None, c)
                     .map(|raw| input::build_nats(&raw, &subject, c))
             }
@@ -245,6 +248,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Kind::Nats { jetstream } => {
                 let nested = [
                     ("auth", fields_of::<RawNatsAuth>()),
+                    ("tls", fields_of::<RawNatsTls>()),
                     ("stream", fields_of::<RawStream>()),
                 ];
                 read::<RawNats>(item, &subject, &nested, None, c)
