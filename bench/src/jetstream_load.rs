@@ -22,6 +22,27 @@
 //! duplicated or reordered, and the receive rate from the first message to
 //! the last.
 //!
+//! Other modes, for the uplink benchmark (`bench/uplink.py`), which
+//! compares the router's NATS outputs with a direct client:
+//!
+//! - `--mode publish`: the producer alone, into a fresh file stream (limits
+//!   retention), with `--window` PubAcks outstanding (and a `Nats-Msg-Id`
+//!   per message with `--msg-id`);
+//! - `--mode core`: `--count` core NATS publishes to `--subject` (each
+//!   with a `Nats-Msg-Id` header with `--msg-id`, as the router's `nats`
+//!   output sends them), then a flush;
+//! - `--mode count`: a core subscriber on `--subject` counting arrivals
+//!   (printing `{"ready":true}` once subscribed), the rate from the first to
+//!   the last by its own clock;
+//! - `--mode watch`: (with `--create`, first makes a stream on `--subject`,
+//!   `--memory` for memory storage, and prints `{"ready":true}`) waits
+//!   until stream `--stream` holds `--count` messages.
+//!
+//! `publish` and `watch` report the stream's arrival rate by the server's
+//! own clock, `(messages - 1) / (last_timestamp - first_timestamp)`, so a
+//! direct publisher and the router feeding the same kind of stream are
+//! measured alike.
+//!
 //! The server is not started here: `bench/run.py` starts `nats-server -js`
 //! with an empty store directory and this program connects to it, retrying
 //! until the connection succeeds or `--connect-timeout-s` passes (readiness
@@ -36,10 +57,38 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
 use futures::StreamExt;
 
+/// What the program does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Producer -> work-queue stream -> pull consumer (the store benchmark).
+    Buffer,
+    /// The JetStream producer alone.
+    Publish,
+    /// Core NATS publishes, then a flush.
+    Core,
+    /// Wait until a stream holds `--count` messages.
+    Watch,
+    /// Count what a core subscriber receives.
+    Count,
+}
+
 /// Drives a JetStream file stream as a buffer: producer -> stream -> pull consumer (benchmark tool).
 #[derive(Clone, Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// What to do.
+    #[arg(long, value_enum, default_value_t = Mode::Buffer)]
+    mode: Mode,
+    /// `--mode watch`: create the stream on `--subject` first.
+    #[arg(long)]
+    create: bool,
+    /// `--mode watch --create`: memory storage instead of file.
+    #[arg(long)]
+    memory: bool,
+    /// `--mode core` and `publish`: give each message a `Nats-Msg-Id`
+    /// header (so a stream dedupes it, as it does the router's).
+    #[arg(long)]
+    msg_id: bool,
     /// The server, e.g. `nats://127.0.0.1:4222`.
     #[arg(long)]
     server: String,
@@ -114,6 +163,16 @@ async fn connect(args: &Args) -> Result<async_nats::Client> {
     }
 }
 
+/// A `Nats-Msg-Id` header as the router's outputs write it (32 hex digits).
+fn msg_id(seq: u64) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("{:032x}", u128::from(seq)).as_str(),
+    );
+    headers
+}
+
 fn payload(size: usize, seq: u64) -> Bytes {
     let mut buf = BytesMut::with_capacity(size);
     buf.put_bytes(b'x', size - 8);
@@ -140,10 +199,13 @@ async fn produce(js: jetstream::Context, args: &Args) -> Result<Sent> {
                 .expect("the window is full, so not empty");
             last_stream_seq = ack.await.context("awaiting a PubAck")?.sequence;
         }
-        let ack = js
-            .publish(subject.clone(), payload(args.size, seq))
-            .await
-            .context("publishing")?;
+        let ack = if args.msg_id {
+            js.publish_with_headers(subject.clone(), msg_id(seq), payload(args.size, seq))
+                .await
+        } else {
+            js.publish(subject.clone(), payload(args.size, seq)).await
+        }
+        .context("publishing")?;
         window.push_back(ack);
     }
     for ack in window {
@@ -284,10 +346,182 @@ async fn run(args: Args) -> Result<serde_json::Value> {
     }))
 }
 
+/// The stream's count and arrival rate by the server's timestamps.
+async fn stream_rate(stream: &mut stream::Stream) -> Result<serde_json::Value> {
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("stream info: {e}"))?
+        .state
+        .clone();
+    let span = (state.last_timestamp - state.first_timestamp).as_seconds_f64();
+    let rate = if span > 0.0 {
+        state.messages.saturating_sub(1) as f64 / span
+    } else {
+        0.0
+    };
+    Ok(serde_json::json!({
+        "messages": state.messages,
+        "span_s": span,
+        "msgs_per_s": rate,
+    }))
+}
+
+/// `--mode publish`: the producer alone into a fresh limits stream.
+async fn publish_only(args: &Args) -> Result<serde_json::Value> {
+    let js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(args.window)
+        .backpressure_on_inflight(true)
+        .timeout(Duration::from_secs(30))
+        .build(connect(args).await?);
+    let mut stream = js
+        .create_stream(stream::Config {
+            name: args.stream.clone(),
+            subjects: vec![args.subject.clone()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", args.stream))?;
+    let sent = produce(js, args).await?;
+    let mut report = stream_rate(&mut stream).await?;
+    report["sent"] = sent.count.into();
+    report["send_elapsed_s"] = sent.elapsed.as_secs_f64().into();
+    Ok(report)
+}
+
+/// `--mode core`: core publishes, then a flush.
+async fn core_only(args: &Args) -> Result<serde_json::Value> {
+    let client = connect(args).await?;
+    let subject = async_nats::Subject::from(args.subject.as_str());
+    let start = Instant::now();
+    for seq in 0..args.count {
+        if args.msg_id {
+            client
+                .publish_with_headers(subject.clone(), msg_id(seq), payload(args.size, seq))
+                .await
+                .context("publishing")?;
+        } else {
+            client
+                .publish(subject.clone(), payload(args.size, seq))
+                .await
+                .context("publishing")?;
+        }
+    }
+    client.flush().await.context("flushing")?;
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "sent": args.count,
+        "send_elapsed_s": elapsed,
+        "achieved_rate": args.count as f64 / elapsed.max(1e-9),
+    }))
+}
+
+/// `--mode count`: a core subscriber on `--subject` (printing
+/// `{"ready":true}` once subscribed) counting what arrives until `--count`
+/// messages or `--idle-ms` without one; the rate from the first arrival to
+/// the last, by this process's clock.
+async fn count(args: &Args) -> Result<serde_json::Value> {
+    let client = connect(args).await?;
+    let mut sub = client
+        .subscribe(args.subject.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribe {}: {e}", args.subject))?;
+    client.flush().await.context("flushing the subscription")?;
+    println!("{}", serde_json::json!({ "ready": true }));
+    let idle = Duration::from_millis(args.idle_ms);
+    let (mut got, mut first, mut last) = (0u64, None, None);
+    while got < args.count {
+        match tokio::time::timeout(idle, sub.next()).await {
+            Ok(Some(_)) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = Some(now);
+                got += 1;
+            }
+            _ => break,
+        }
+    }
+    let span = match (first, last) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = if span > 0.0 {
+        got.saturating_sub(1) as f64 / span
+    } else {
+        0.0
+    };
+    Ok(serde_json::json!({ "messages": got, "span_s": span, "msgs_per_s": rate }))
+}
+
+/// `--mode watch`: waits until the stream holds `--count` messages (or
+/// `--idle-ms` passes with no new one).
+async fn watch(args: &Args) -> Result<serde_json::Value> {
+    let js = jetstream::new(connect(args).await?);
+    let mut stream = if args.create {
+        let stream = js
+            .create_stream(stream::Config {
+                name: args.stream.clone(),
+                subjects: vec![args.subject.clone()],
+                storage: if args.memory {
+                    stream::StorageType::Memory
+                } else {
+                    stream::StorageType::File
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("creating stream {}: {e}", args.stream))?;
+        // The stream is there: the caller may start sending.
+        println!("{}", serde_json::json!({ "ready": true }));
+        stream
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(args.connect_timeout_s);
+        loop {
+            match js.get_stream(&args.stream).await {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => bail!("stream {}: {e}", args.stream),
+            }
+        }
+    };
+    let idle = Duration::from_millis(args.idle_ms);
+    let mut held = u64::MAX;
+    let mut moved = Instant::now();
+    loop {
+        let now = stream
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("stream info: {e}"))?
+            .state
+            .messages;
+        if now >= args.count {
+            break;
+        }
+        if now != held {
+            held = now;
+            moved = Instant::now();
+        } else if moved.elapsed() > idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream_rate(&mut stream).await
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    match run(args).await {
+    let result = match args.mode {
+        Mode::Buffer => run(args).await,
+        Mode::Publish => publish_only(&args).await,
+        Mode::Core => core_only(&args).await,
+        Mode::Watch => watch(&args).await,
+        Mode::Count => count(&args).await,
+    };
+    match result {
         Ok(report) => {
             println!("{report}");
             Ok(())
