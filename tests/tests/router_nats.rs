@@ -14,6 +14,10 @@
 //! - a router whose server is not there starts, is not ready, and becomes
 //!   ready when the server comes up; token auth from `${ENV}`, and a wrong
 //!   token shown in `/v1/status`;
+//! - a 30 s outage (the relay cut) under a steady 2,000 msgs/s of 1 KiB
+//!   on a durable route to a JetStream output: the backlog waits on disk,
+//!   RSS stays within 32 MiB of the loaded router, and the stream holds
+//!   every message once the link is back;
 //! - the `nats` input: subject as topic, headers as attributes, a message
 //!   over `max_message_size` refused and counted, and the subscription
 //!   back after a server restart.
@@ -603,6 +607,93 @@ to = ["workers"]
     println!(
         "without a client certificate: {}",
         up["uplink"]["last_error"]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_thirty_second_outage_under_steady_load_keeps_the_router_within_its_memory() -> Result<()> {
+    const RATE: u64 = 2000; // messages per second, 1 KiB each
+    const OUTAGE: std::time::Duration = std::time::Duration::from_secs(30);
+    // A JetStream output, so that what the cut catches in flight is sent
+    // again and the stream's count at the end is exact.
+    let server = NatsServer::start()?;
+    let link = Link::new(&format!("127.0.0.1:{}", server.port()))?;
+    let data = TempDir::new()?;
+    let router = Router::start(
+        &config(
+            &link.url(),
+            &format!("data_dir = {:?}", data.path().display().to_string()),
+            "subject = \"up.{topic}\"\nstream = { name = \"UP\", subjects = [\"up.>\"] }",
+            "queue = { durable = true, max_bytes = \"256MiB\" }",
+        )
+        .replace("kind = \"nats\"", "kind = \"nats-jetstream\""),
+    )?;
+    router.wait_metric("switchyard_output_peers", &[("output", "up")], 1.0)?;
+
+    // A steady publisher: batches of 20 on a schedule of RATE msgs/s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let mut api = router.http("api")?;
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || -> Result<u64> {
+            let start = std::time::Instant::now();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let due = start + std::time::Duration::from_secs_f64(n as f64 / RATE as f64);
+                if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait); // pacing the load, not waiting for a fact
+                }
+                let resp =
+                    api.post_json("/v1/publish", &numbered_batch("sensors.o", n, n + 20, 1024))?;
+                ensure!(resp.status == 202, "{} {}", resp.status, resp.text());
+                n += 20;
+            }
+            Ok(n)
+        })
+    };
+    router.wait_scrape("the load flowing", "switchyard_output", DEADLINE, |s| {
+        s.get("switchyard_output_messages_total", &[("output", "up")]) >= 2000.0
+    })?;
+    let idle = router.rss_kib()?;
+    link.cut();
+    router.wait_metric("switchyard_output_connected", &[("output", "up")], 0.0)?;
+    let cut_at = std::time::Instant::now();
+    let mut peak = idle;
+    while cut_at.elapsed() < OUTAGE {
+        peak = peak.max(router.rss_kib()?);
+        std::thread::sleep(std::time::Duration::from_millis(250)); // sampling RSS
+    }
+    let backlog = router.scrape()?.route("r").depth;
+    link.restore();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher
+        .join()
+        .map_err(|_| anyhow::anyhow!("publisher panicked"))??;
+    let deadline = DEADLINE * 4;
+    router.wait_scrape("the backlog sent", "switchyard_", deadline, |s| {
+        s.get("switchyard_output_messages_total", &[("output", "up")]) >= published as f64
+            && s.route("r").depth == 0
+    })?;
+    let stored = until("the stream to hold every message", deadline, || {
+        stream_messages(&server.url(), "UP")
+            .ok()
+            .filter(|m| m.len() as u64 >= published)
+    })?;
+    ensure!(
+        stored.len() as u64 == published,
+        "{} stored of {published}",
+        stored.len()
+    );
+    let grew_mib = (peak.saturating_sub(idle)) as f64 / 1024.0;
+    println!(
+        "outage: {published} published, a backlog of {backlog} on disk after {OUTAGE:?}; RSS {:.1} MiB before, peak {:.1} MiB (+{grew_mib:.1} MiB)",
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0,
+    );
+    ensure!(
+        backlog >= RATE * 10 && grew_mib <= 32.0,
+        "a backlog of {backlog} grew RSS by {grew_mib:.1} MiB (bound: 32 MiB over the idle router)"
     );
     Ok(())
 }
