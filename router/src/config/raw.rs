@@ -361,31 +361,26 @@ pub(crate) struct RawNatsConnection<'a> {
     pub(crate) required: Option<&'a S<bool>>,
 }
 
-impl RawNats {
-    pub(crate) fn connection(&self) -> RawNatsConnection<'_> {
-        RawNatsConnection {
-            servers: &self.servers,
-            auth: self.auth.as_ref(),
-            tls: self.tls.as_ref(),
-            connect_timeout: self.connect_timeout.as_ref(),
-            reconnect_max: self.reconnect_max.as_ref(),
-            required: self.required.as_ref(),
+/// The connection fields of a NATS entry, which inputs and outputs write
+/// alike.
+macro_rules! nats_connection {
+    ($($raw:ty),*) => {$(
+        impl $raw {
+            pub(crate) fn connection(&self) -> RawNatsConnection<'_> {
+                RawNatsConnection {
+                    servers: &self.servers,
+                    auth: self.auth.as_ref(),
+                    tls: self.tls.as_ref(),
+                    connect_timeout: self.connect_timeout.as_ref(),
+                    reconnect_max: self.reconnect_max.as_ref(),
+                    required: self.required.as_ref(),
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl RawNatsInput {
-    pub(crate) fn connection(&self) -> RawNatsConnection<'_> {
-        RawNatsConnection {
-            servers: &self.servers,
-            auth: self.auth.as_ref(),
-            tls: self.tls.as_ref(),
-            connect_timeout: self.connect_timeout.as_ref(),
-            reconnect_max: self.reconnect_max.as_ref(),
-            required: self.required.as_ref(),
-        }
-    }
-}
+nats_connection!(RawNats, RawNatsInput);
 
 /// A NATS client's `tls = { ... }`.
 #[derive(Debug, Deserialize)]

@@ -16,12 +16,12 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use async_nats::{Client, HeaderMap, HeaderName, HeaderValue};
+use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, Subject};
 use prometheus::IntCounter;
 
 use super::{Context, Delivery, Error, OutputStats, Refusals, Reject};
-use crate::config::NatsConnection;
-use crate::message::Message;
+use crate::config::{NatsConnection, SubjectTemplate};
+use crate::message::{Message, Topic};
 use crate::nats::Connection;
 
 mod core;
@@ -93,14 +93,21 @@ impl Uplink {
         }
     }
 
+    /// The subject of a message on `topic`: the topic's own bytes when the
+    /// template is `{topic}` (no copy), else the rendered template.
+    fn subject(template: &SubjectTemplate, topic: &Topic) -> Subject {
+        if template.is_topic() {
+            Subject::try_from(topic.as_bytes().clone()).expect("a topic is UTF-8")
+        } else {
+            Subject::from(template.render(topic))
+        }
+    }
+
     /// The message's headers: `Nats-Msg-Id` and one per attribute; `None`
     /// (logged) when an attribute cannot be a header.
     fn headers(&self, message: &Message) -> Option<HeaderMap> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            message.id.to_string().as_str(),
-        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message.id.to_string());
         for (key, value) in message.attributes.iter() {
             match (
                 key.parse::<HeaderName>(),

@@ -151,9 +151,14 @@ impl NatsInput {
     /// The router's message for `m`, or `None` (counted) when it is
     /// refused.
     fn convert(&self, m: async_nats::Message, input: &Arc<str>) -> Option<Message> {
-        if m.length > self.settings.max_message_size {
+        // The client's `length` also counts the subject and reply subject;
+        // the limit is on what the message holds: headers and payload.
+        let size = m
+            .length
+            .saturating_sub(m.subject.len() + m.reply.as_ref().map_or(0, |r| r.len()));
+        if size > self.settings.max_message_size {
             self.too_large.inc();
-            tracing::debug!(input = %input, subject = %m.subject, size = m.length, "message over max_message_size refused");
+            tracing::debug!(input = %input, subject = %m.subject, size, "message over max_message_size refused");
             return None;
         }
         let topic = match Topic::new(Bytes::copy_from_slice(m.subject.as_bytes())) {

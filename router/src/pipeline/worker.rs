@@ -716,21 +716,6 @@ async fn send_all<'a>(
 ) -> SmallVec<[Sent; 2]> {
     let mut pending: SmallVec<[Option<Sending<'a>>; 2]> = sends
         .map(|t| -> Option<Sending<'a>> {
-            let counted = |sending: Sending<'a>| -> Sending<'a> {
-                Box::pin(async move {
-                    let _inflight = t
-                        .route
-                        .metrics
-                        .output_inflight(t.output.name(), t.batch.len());
-                    let started = std::time::Instant::now();
-                    let sent = sending.await;
-                    t.route
-                        .metrics
-                        .output_ack_latency(t.output.name())
-                        .observe(started.elapsed().as_secs_f64());
-                    sent
-                })
-            };
             // A durable route releases the batch on the answer: the output
             // answers once it has written it, not once it has queued it.
             let until = if t.route.queue.store().is_some() {
@@ -738,28 +723,35 @@ async fn send_all<'a>(
             } else {
                 Until::Taken
             };
-            Some(counted(match t.retry {
-                Some(policy) => Box::pin(async move {
-                    let retried = |reason: Reject, n| {
-                        t.route
-                            .metrics
-                            .output_retries(t.output.name(), reason)
-                            .inc_by(n);
-                    };
-                    let queue = t.route.retains().then_some(&t.route.queue);
-                    retry::send(
-                        t.output,
-                        t.batch,
-                        until,
-                        Some(policy),
-                        shutting,
-                        retried,
-                        queue,
-                    )
-                    .await
-                }),
-                None => Box::pin(async move { Sent::once(until.send(t.output, t.batch).await) }),
-            }))
+            let sending: Sending<'a> = Box::pin(async move {
+                let metrics = &t.route.metrics;
+                let _inflight = metrics.output_inflight(t.output.name(), t.batch.len());
+                let started = std::time::Instant::now();
+                let sent = match t.retry {
+                    Some(policy) => {
+                        let retried = |reason: Reject, n| {
+                            metrics.output_retries(t.output.name(), reason).inc_by(n);
+                        };
+                        let queue = t.route.retains().then_some(&t.route.queue);
+                        retry::send(
+                            t.output,
+                            t.batch,
+                            until,
+                            Some(policy),
+                            shutting,
+                            retried,
+                            queue,
+                        )
+                        .await
+                    }
+                    None => Sent::once(until.send(t.output, t.batch).await),
+                };
+                metrics
+                    .output_ack_latency(t.output.name())
+                    .observe(started.elapsed().as_secs_f64());
+                sent
+            });
+            Some(sending)
         })
         .collect();
     if let [Some(only)] = pending.as_mut_slice() {

@@ -57,7 +57,7 @@ impl NatsOutput {
                 *fate = Some(Reject::Unencodable);
                 continue;
             };
-            let subject = self.subject.render(&message.topic);
+            let subject = Uplink::subject(&self.subject, &message.topic);
             match client
                 .publish_with_headers(subject, headers, message.payload.clone())
                 .await

@@ -147,7 +147,7 @@ impl JetStreamOutput {
             if gone {
                 continue;
             }
-            let subject = self.settings.subject.render(&message.topic);
+            let subject = Uplink::subject(&self.settings.subject, &message.topic);
             match js
                 .publish_with_headers(subject, headers, message.payload.clone())
                 .await
