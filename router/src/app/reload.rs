@@ -254,7 +254,8 @@ impl Reloader {
         status.last_attempt = Some(unix_now());
         match &result {
             Ok(report) => {
-                self.metrics.success.inc();
+                // The generation and time first: a scrape that sees the
+                // success counted sees what it applied.
                 let now = unix_now();
                 self.metrics
                     .last_success
@@ -262,6 +263,7 @@ impl Reloader {
                 self.metrics
                     .generation
                     .set(i64::try_from(report.generation).unwrap_or(i64::MAX));
+                self.metrics.success.inc();
                 status.generation = report.generation;
                 status.last_result = Some("success");
                 status.last_success = Some(now);
