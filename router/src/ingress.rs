@@ -81,6 +81,11 @@ pub enum Wait {
     /// As long as it takes. For inputs whose backpressure is the transport's
     /// (ZeroMQ): they stop reading the peer meanwhile.
     Unbounded,
+    /// As long as it takes, and the offer answers only once every durable
+    /// route it admitted messages to has them on disk. For inputs that
+    /// acknowledge to their peer (JetStream), which stop fetching
+    /// meanwhile.
+    Durable,
 }
 
 /// What became of a batch offered to a [`Sink`].

@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 
 mod error_body;
 mod pattern;
+pub mod receipt;
 pub mod request;
 
 pub use error_body::{ErrorBody, Ids};
@@ -152,6 +153,8 @@ pub struct Message {
     pub priority: u8,
     /// Set when the sender waits for a reply (see [`request`]).
     pub request: Option<request::Request>,
+    /// Set by an input that acknowledges to its peer (see [`receipt`]).
+    pub receipt: Option<receipt::Receipt>,
 }
 
 impl Message {
@@ -172,6 +175,7 @@ impl Message {
             publisher,
             priority: Self::DEFAULT_PRIORITY,
             request: None,
+            receipt: None,
         }
     }
 

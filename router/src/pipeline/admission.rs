@@ -336,19 +336,30 @@ async fn made_durable(route: &Route, since: Instant) -> Result<(), Refusal> {
 
 /// What an offer `(wait, since)` that admitted messages to `route` waits
 /// for before it answers, if the route is durable: a bounded offer (HTTP)
-/// for their sync ([`made_durable`]); any other (a ZeroMQ input, with no
+/// for their sync ([`made_durable`]); a [`Wait::Durable`] one (JetStream)
+/// for their sync, however long it takes; any other (a ZeroMQ input, with no
 /// acknowledgement) while the route has more waiting to be written than
 /// its writer takes at once ([`crate::store::Queue::keep_up`]), so it is
 /// paced by the disk and what waits in memory stays bounded. A queue
 /// closing meanwhile ends that wait: the messages are admitted already.
 async fn settled(route: &Route, wait: Wait, since: Instant) -> Result<(), Refusal> {
-    if wait == Wait::Bounded {
-        return made_durable(route, since).await;
+    match wait {
+        Wait::Bounded => made_durable(route, since).await,
+        Wait::Durable => match route.queue.store() {
+            // No deadline: the input does not fetch more meanwhile.
+            Some(store) => store
+                .durable(store.appended())
+                .await
+                .map_err(|_| Refusal::ShuttingDown),
+            None => Ok(()),
+        },
+        Wait::Unbounded => {
+            if let Some(store) = route.queue.store() {
+                let _ = store.keep_up().await;
+            }
+            Ok(())
+        }
     }
-    if let Some(store) = route.queue.store() {
-        let _ = store.keep_up().await;
-    }
-    Ok(())
 }
 
 /// Admits `message` to every matching block route, or to none, waiting for

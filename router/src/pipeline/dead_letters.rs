@@ -50,6 +50,7 @@ pub(crate) async fn keep_route_level(
         .map(|m| {
             let mut message = m.clone();
             message.request = None;
+            message.receipt = None;
             // The entry records these itself; the message is kept as it
             // came in.
             message.attributes.remove(DEAD_LETTER_ROUTE);
@@ -150,6 +151,7 @@ pub(crate) async fn keep_refused<'a>(
             let output = output_of(o).name().to_owned();
             let mut message = batch[i].clone();
             message.request = None;
+            message.receipt = None;
             let (reason, attempts, first, last) = if why == DropReason::TooLarge {
                 let error = format!(
                     "output {output:?} refused it as too large ({} bytes)",

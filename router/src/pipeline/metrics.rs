@@ -93,6 +93,28 @@ impl DropReason {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether sending the message again could get past this: a full
+    /// queue, an output that failed or had nobody to take it, a stop. Not
+    /// for what fails again by itself (too large, a plugin's verdict).
+    /// An input that acknowledges to its peer has such a message sent
+    /// again ([`crate::message::receipt`]).
+    pub fn may_pass_later(self) -> bool {
+        match self {
+            Self::QueueFull
+            | Self::NoSubscriber
+            | Self::OutputError
+            | Self::Shutdown
+            | Self::RouteRemoved
+            | Self::DiskFull => true,
+            Self::TooLarge
+            | Self::PluginError
+            | Self::NoDeadLetter
+            | Self::Corrupt
+            | Self::Retention
+            | Self::Unencodable => false,
+        }
+    }
 }
 
 /// The pipeline's metric families. Register once per registry and share

@@ -840,10 +840,15 @@ impl RouteQueue {
     }
 }
 
-/// A request dropped for a full queue says so, if no other route answers it.
+/// A request dropped for a full queue says so, if no other route answers
+/// it; a receipt settles as failed, so its input has the message sent
+/// again.
 fn note_queue_full(message: &Message) {
     if let Some(request) = &message.request {
         request.note_drop(DropReason::QueueFull.as_str());
+    }
+    if let Some(receipt) = &message.receipt {
+        receipt.fail(DropReason::QueueFull.as_str());
     }
 }
 

@@ -183,7 +183,7 @@ impl Route {
     pub(crate) fn deadline(&self, wait: Wait, since: Instant) -> Option<Instant> {
         match wait {
             Wait::Bounded => Some(since + self.block_timeout()),
-            Wait::Unbounded => None,
+            Wait::Unbounded | Wait::Durable => None,
         }
     }
 

@@ -576,3 +576,109 @@ async fn a_reload_refuses_to_drop_a_durable_backlog_unless_forced() {
     assert_eq!(out2.taken(), vec![0, 1, 2, 3], "delivered when it is back");
     p.shutdown(DEADLINE).await;
 }
+
+/// Refuses messages whose first payload byte is odd, for `reason`; keeps
+/// nothing it takes (so a receipt settles as the worker lets go).
+struct OddRefuser {
+    name: &'static str,
+    reason: Reject,
+}
+
+impl Output for OddRefuser {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+        let mut d = Delivery::accepted();
+        for (i, m) in batch.iter().enumerate() {
+            if m.payload[0] % 2 == 1 {
+                d.reject(i, self.reason);
+            }
+        }
+        Box::pin(async move { Ok(d) })
+    }
+}
+
+#[tokio::test]
+async fn receipts_settle_once_every_route_is_done_failed_when_another_try_could_pass() {
+    use crate::message::receipt::{Receipt, Settlement};
+    use crate::pipeline::testing::{FakeOutput, msg};
+
+    let registry = Registry::new();
+    let metrics = PipelineMetrics::new(&registry);
+    let failing: Arc<dyn Output> = Arc::new(OddRefuser {
+        name: "failing",
+        reason: Reject::Failed,
+    });
+    let small: Arc<dyn Output> = Arc::new(OddRefuser {
+        name: "small",
+        reason: Reject::TooLarge,
+    });
+    let stalled = FakeOutput::stalled("stalled");
+    let mut full = spec("c", "t.c.>", 1, WhenFull::DropNewest, &["stalled"]);
+    full.queue.max_batch = 1;
+    let p = Pipeline::start(
+        vec![
+            spec("a", "t.a.>", 100, WhenFull::Block, &["failing"]),
+            spec("b", "t.*.b", 100, WhenFull::Block, &["small"]),
+            full,
+        ],
+        &[failing, small, stalled.as_output()],
+        &metrics,
+    )
+    .expect("valid");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let with_receipt = |topic: &str, n: u8| {
+        let mut m = msg(topic, n);
+        let tx = tx.clone();
+        m.receipt = Some(Receipt::new(move |s| {
+            let _ = tx.send((n, s));
+        }));
+        m
+    };
+    let batch = vec![
+        with_receipt("t.a.x", 0),     // delivered
+        with_receipt("t.a.x", 1),     // the output failed: failed
+        with_receipt("t.x.b", 3),     // too large: done for good
+        with_receipt("t.a.b", 5),     // failed on a, too large on b: failed
+        with_receipt("t.nowhere", 7), // no route: done
+    ];
+    assert_eq!(p.offer(batch, Wait::Durable).await.admitted, 5);
+    let mut got = HashMap::new();
+    while got.len() < 5 {
+        let (n, s) = tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("settled before the deadline")
+            .expect("sender alive");
+        assert!(got.insert(n, s).is_none(), "settles once");
+    }
+    assert_eq!(got[&0], Settlement::Done);
+    assert_eq!(got[&1], Settlement::Failed("output_error"));
+    assert_eq!(got[&3], Settlement::Done);
+    assert_eq!(got[&5], Settlement::Failed("output_error"));
+    assert_eq!(got[&7], Settlement::Done);
+
+    // The stalled route holds one, in flight; the next is dropped for a
+    // full queue, which settles it at once, failed.
+    assert_eq!(
+        p.offer(vec![with_receipt("t.c.x", 10)], Wait::Durable)
+            .await
+            .admitted,
+        1
+    );
+    stalled.wait_arrived(1).await;
+    assert_eq!(
+        p.offer(vec![with_receipt("t.c.x", 12)], Wait::Durable)
+            .await
+            .admitted,
+        1,
+        "admitted, then dropped (drop_newest)"
+    );
+    let (n, s) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("settled before the deadline")
+        .expect("sender alive");
+    assert_eq!((n, s), (12, Settlement::Failed("queue_full")));
+    assert!(rx.try_recv().is_err(), "the others are still the router's");
+}

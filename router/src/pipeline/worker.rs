@@ -908,8 +908,15 @@ fn account<'p>(
         return;
     }
     for (message, reason) in batch.iter().zip(scratch.reasons.iter()) {
-        if reason.is_none() {
-            observe(message);
+        match reason {
+            None => observe(message),
+            Some(r) => {
+                if let Some(receipt) = &message.receipt
+                    && r.may_pass_later()
+                {
+                    receipt.fail(r.as_str());
+                }
+            }
         }
     }
     route.metrics.delivered.inc_by(delivered as u64);

@@ -610,6 +610,9 @@ impl Queue {
                 if s.cache_bytes + len <= limit {
                     let mut m = message.clone();
                     m.request = None;
+                    // The disk holds it now; the receipt is the input's
+                    // to settle once the sync is done.
+                    m.receipt = None;
                     s.cache.push_back((seq, m, len));
                     s.cache_bytes += len;
                 }

@@ -262,6 +262,7 @@ fn parse(body: &[u8], owner: Option<&Bytes>, names: &mut Names) -> Option<Record
             publisher: Publisher::new(input, peer).with_principal(principal),
             priority,
             request: None,
+            receipt: None,
         },
     })
 }
