@@ -138,8 +138,8 @@ pub use error::{ConfigErrors, Error, Location, Problem, Subject, Suggestion};
 pub use input::{HttpInput, Input, InputKind, RouterInput};
 pub use listeners::{Resource, overlaps};
 pub use nats::{
-    JetStreamOutput, ManagedStream, NatsAuth, NatsConnection, NatsInput, NatsOutput, NatsTls,
-    StreamSpec, StreamStorage, SubjectTemplate,
+    DeliverPolicy, JetStreamInput, JetStreamOutput, ManagedStream, NatsAuth, NatsConnection,
+    NatsInput, NatsOutput, NatsTls, StreamSpec, StreamStorage, SubjectTemplate,
 };
 pub use output::{Balance, Blackhole, DealerOutput, Output, OutputKind, Retry};
 pub use plain::Plain;

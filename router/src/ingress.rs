@@ -1,6 +1,7 @@
 //! Inputs: one file per input kind (`zmq`: SUB and PULL; `zmq_router`:
 //! REQ/DEALER clients' requests; `http`: publishes and the request
-//! bridge; `nats`: core NATS subscriptions). Each decodes what arrives on the wire into [`Message`]s and
+//! bridge; `nats`: core NATS subscriptions; `jetstream`: a JetStream pull
+//! consumer, acknowledged once the router is done with each message). Each decodes what arrives on the wire into [`Message`]s and
 //! offers them to a [`Sink`]. Ingress never sees routes; the sink (the
 //! pipeline) decides where messages go.
 //!
@@ -19,6 +20,7 @@ use crate::message::Message;
 use crate::metrics::Registry;
 
 pub mod http;
+pub mod jetstream;
 mod lifecycle;
 pub mod nats;
 pub mod zmq;
@@ -46,6 +48,9 @@ pub async fn start(
         }
         InputKind::Http(settings) => http::HttpInput::start(name, settings, ctx).await,
         InputKind::Nats(settings) => nats::NatsInput::start(name, settings, ctx).await,
+        InputKind::NatsJetstream(settings) => {
+            jetstream::JetStreamInput::start(name, settings, ctx).await
+        }
     }
 }
 
@@ -128,6 +133,9 @@ pub struct Metrics {
     /// `switchyard_input_rejected_total{input,reason}`: messages or requests
     /// an input refused.
     pub rejected: IntCounterVec,
+    /// `switchyard_input_redelivered_total{input}`: messages a peer sent
+    /// again (a JetStream redelivery), each counted as it comes.
+    pub redelivered: IntCounterVec,
 }
 
 impl Metrics {
@@ -143,6 +151,11 @@ impl Metrics {
                 "switchyard_input_rejected_total",
                 "Messages or requests an input refused, by input and reason.",
                 &["input", "reason"],
+            ),
+            redelivered: registry.counter_vec(
+                "switchyard_input_redelivered_total",
+                "Messages a peer sent again (JetStream redeliveries: the router had not acknowledged them in time, or had them sent again after a failure), by input.",
+                &["input"],
             ),
         }
     }

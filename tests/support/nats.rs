@@ -398,6 +398,84 @@ pub fn stream_messages(url: &str, name: &str) -> Result<Vec<Received>> {
     })
 }
 
+/// Publishes `start..end` as numbered payloads of `size` bytes (`42....`)
+/// on `subject` through JetStream, waiting for each PubAck: when it
+/// returns, the stream holds them all.
+///
+/// # Errors
+/// When the server cannot be reached or a PubAck does not come.
+pub fn publish_to_stream(
+    url: &str,
+    subject: &str,
+    start: u64,
+    end: u64,
+    size: usize,
+) -> Result<()> {
+    block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        for n in start..end {
+            let mut payload = n.to_string();
+            while payload.len() < size {
+                payload.push('.');
+            }
+            acks.push(
+                js.publish(subject.to_owned(), payload.into())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("publish {n}: {e}"))?,
+            );
+            if acks.len() >= 256 {
+                for ack in acks.drain(..) {
+                    ack.await.map_err(|e| anyhow::anyhow!("PubAck: {e}"))?;
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.map_err(|e| anyhow::anyhow!("PubAck: {e}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// What the server says of a durable consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerState {
+    /// Delivered and not acknowledged yet.
+    pub ack_pending: u64,
+    /// In the stream and not delivered yet.
+    pub pending: u64,
+    /// Delivered more than once and not acknowledged yet.
+    pub redelivered: u64,
+    /// The stream sequence up to which every message is acknowledged.
+    pub ack_floor: u64,
+}
+
+/// The state of consumer `consumer` of stream `stream`.
+///
+/// # Errors
+/// When the server cannot be asked or the consumer does not exist.
+pub fn consumer_state(url: &str, stream: &str, consumer: &str) -> Result<ConsumerState> {
+    block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("get stream {stream}: {e}"))?;
+        let info = stream
+            .consumer_info(consumer)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {consumer}: {e}"))?;
+        Ok(ConsumerState {
+            ack_pending: info.num_ack_pending as u64,
+            pending: info.num_pending,
+            redelivered: info.num_redelivered as u64,
+            ack_floor: info.ack_floor.stream_sequence,
+        })
+    })
+}
+
 /// One message to publish: subject, headers, payload.
 pub type Outgoing<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8]);
 

@@ -22,6 +22,7 @@ mod plain;
 mod reconnect;
 mod router_dead_letters;
 mod router_jetstream;
+mod router_jetstream_input;
 mod router_lanes;
 mod router_metrics;
 mod router_nats;

@@ -143,9 +143,9 @@ fn promtool_check(text: &str) -> Result<()> {
 }
 
 /// What [`EVERY_KIND`] lacks for one of every input and output kind: a
-/// `zmq-router` and a `nats` input, a `zmq-dealer`, a `blackhole`, a
-/// `nats` and a `nats-jetstream` output (their server at `NATS_URL`), and
-/// a route to each.
+/// `zmq-router`, a `nats` and a `nats-jetstream` input, a `zmq-dealer`, a `blackhole`, a
+/// `nats` and a `nats-jetstream` output (their server at `NATS_URL`), a
+/// route to each, and a `nats-jetstream` input on the output's stream.
 const THE_OTHER_KINDS: &str = r#"
 [[input]]
 name = "clients"
@@ -197,6 +197,12 @@ stream = { name = "UPLINK", subjects = ["stream.>"] }
 name = "streamed"
 match = "stream.>"
 to = ["stream"]
+
+[[input]]
+name = "orders"
+kind = "nats-jetstream"
+servers = ["NATS_URL"]
+stream = "UPLINK"
 "#;
 
 /// True when `text` has a series of `family` labelled `label="value"`.
@@ -244,7 +250,7 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
         let names: &[&str] = if label == "output" {
             &["dash", "workers", "services", "void", "uplink", "stream"]
         } else {
-            &["devices", "producers", "clients", "api", "inbox"]
+            &["devices", "producers", "clients", "api", "inbox", "orders"]
         };
         for name in names {
             ensure!(

@@ -483,6 +483,21 @@ fn input_fields(old: &Input, new: &Input) -> Vec<&'static str> {
             f.check("max_pending", &a.max_pending, &b.max_pending);
             f.0
         }
+        (InputKind::NatsJetstream(a), InputKind::NatsJetstream(b)) => {
+            let mut f = nats_fields(&a.connection, &b.connection);
+            f.check("stream", &a.stream, &b.stream);
+            f.check("consumer", &a.consumer, &b.consumer);
+            f.check("create", &a.create, &b.create);
+            f.check("filter_subject", &a.filter_subject, &b.filter_subject);
+            f.check("deliver_policy", &a.deliver_policy, &b.deliver_policy);
+            f.check("max_ack_pending", &a.max_ack_pending, &b.max_ack_pending);
+            f.check("ack_wait", &a.ack_wait, &b.ack_wait);
+            f.check("max_deliver", &a.max_deliver, &b.max_deliver);
+            f.check("nak_delay", &a.nak_delay, &b.nak_delay);
+            f.check("max_message_size", &a.max_message_size, &b.max_message_size);
+            f.check("api_prefix", &a.api_prefix, &b.api_prefix);
+            f.0
+        }
         (InputKind::ZmqRouter(a), InputKind::ZmqRouter(b)) => {
             let mut f = Fields::default();
             f.check("max_pending", &a.max_pending, &b.max_pending);

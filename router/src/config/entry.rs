@@ -244,7 +244,7 @@ mod tests {
         let got = problems(&base("", "", "").replace("kind = \"zmq-pull\"\n", ""));
         assert!(
             got[0].contains(
-                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"zmq-router\", \"http\", \"nats\")"
+                "input \"in\": missing field `kind` (one of \"zmq-sub\", \"zmq-pull\", \"zmq-router\", \"http\", \"nats\", \"nats-jetstream\")"
             ),
             "{got:#?}"
         );

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::endpoint::parse_listen;
 use super::error::Subject;
-use super::raw::{RawHttp, RawNatsInput, RawZmqReader, RawZmqRouter};
+use super::raw::{RawHttp, RawJetStreamInput, RawNatsInput, RawZmqReader, RawZmqRouter};
 use super::units::serialize_duration;
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
@@ -42,6 +42,8 @@ pub enum InputKind {
     Http(HttpInput),
     /// `nats`: a core NATS client subscribed to subjects.
     Nats(super::NatsInput),
+    /// `nats-jetstream`: a durable pull consumer of a JetStream stream.
+    NatsJetstream(super::JetStreamInput),
 }
 
 impl Input {
@@ -51,6 +53,7 @@ impl Input {
         match &self.kind {
             InputKind::Http(h) => h.max_body,
             InputKind::Nats(n) => n.max_message_size,
+            InputKind::NatsJetstream(j) => j.max_message_size,
             _ => self.zmq().map_or(0, |z| z.options.max_message_size),
         }
     }
@@ -77,7 +80,7 @@ impl Input {
         match &self.kind {
             InputKind::ZmqSub(z) | InputKind::ZmqPull(z) => Some(z),
             InputKind::ZmqRouter(r) => Some(&r.socket),
-            InputKind::Http(_) | InputKind::Nats(_) => None,
+            InputKind::Http(_) | InputKind::Nats(_) | InputKind::NatsJetstream(_) => None,
         }
     }
 }
@@ -224,5 +227,17 @@ pub(crate) fn build_nats(raw: &RawNatsInput, subject: &Subject, c: &mut Checker<
     Input {
         name: raw.name.get_ref().clone(),
         kind: InputKind::Nats(super::nats::build_input(raw, subject, c)),
+    }
+}
+
+/// Reads a `nats-jetstream` input.
+pub(crate) fn build_jetstream(
+    raw: &RawJetStreamInput,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Input {
+    Input {
+        name: raw.name.get_ref().clone(),
+        kind: InputKind::NatsJetstream(super::nats::build_jetstream_input(raw, subject, c)),
     }
 }

@@ -9,9 +9,14 @@ use serde::Serialize;
 use super::checker::Checker;
 use super::error::Subject;
 use super::raw::{RawNats, RawNatsAuth, RawNatsConnection, RawNatsInput, RawNatsTls, RawStream, S};
+
+mod consumer;
+
 use super::secret::{self, Secret};
 use super::units::serialize_duration;
 use crate::message::{Pattern, Topic};
+pub(crate) use consumer::build_jetstream_input;
+pub use consumer::{DeliverPolicy, JetStreamInput};
 
 /// How a NATS output connects: servers, login, timeouts. Every field
 /// reloads live (the output is rebuilt and reconnects).
@@ -351,45 +356,7 @@ pub(crate) fn build_jetstream(
     subject: &Subject,
     c: &mut Checker<'_>,
 ) -> JetStreamOutput {
-    let api_prefix = match (&raw.domain, &raw.api_prefix) {
-        (Some(_), Some(prefix)) => {
-            c.invalid(
-                subject,
-                "api_prefix",
-                prefix.span(),
-                "write `domain` or `api_prefix`, not both",
-            );
-            "$JS.API".to_owned()
-        }
-        (Some(domain), None) => {
-            let d = domain.get_ref();
-            if d.is_empty()
-                || d.contains(|ch: char| ch == '.' || ch == '*' || ch == '>' || ch.is_whitespace())
-            {
-                c.invalid(
-                    subject,
-                    "domain",
-                    domain.span(),
-                    format!(
-                        "{d:?} is not a JetStream domain: one token, no `.`, wildcard or space"
-                    ),
-                );
-            }
-            format!("$JS.{d}.API")
-        }
-        (None, Some(prefix)) => {
-            if Topic::try_from(prefix.get_ref().as_str()).is_err() {
-                c.invalid(
-                    subject,
-                    "api_prefix",
-                    prefix.span(),
-                    format!("{:?} is not a subject prefix", prefix.get_ref()),
-                );
-            }
-            prefix.get_ref().clone()
-        }
-        (None, None) => "$JS.API".to_owned(),
-    };
+    let api_prefix = api_prefix(raw.domain.as_ref(), raw.api_prefix.as_ref(), subject, c);
     let stream = match &raw.stream {
         Some(s) => stream(s, subject, c),
         None => {
@@ -428,23 +395,79 @@ pub(crate) fn build_jetstream(
     }
 }
 
-/// Reads `stream = { ... }`.
-fn stream(raw: &S<RawStream>, subject: &Subject, c: &mut Checker<'_>) -> StreamSpec {
-    let r = raw.get_ref();
-    let name = r.name.get_ref();
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains(|ch: char| {
+/// The JetStream API prefix `domain` or `api_prefix` (at most one)
+/// give; `$JS.API` without either.
+fn api_prefix(
+    domain: Option<&S<String>>,
+    prefix: Option<&S<String>>,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> String {
+    match (domain, prefix) {
+        (Some(_), Some(prefix)) => {
+            c.invalid(
+                subject,
+                "api_prefix",
+                prefix.span(),
+                "write `domain` or `api_prefix`, not both",
+            );
+            "$JS.API".to_owned()
+        }
+        (Some(domain), None) => {
+            let d = domain.get_ref();
+            if d.is_empty()
+                || d.contains(|ch: char| ch == '.' || ch == '*' || ch == '>' || ch.is_whitespace())
+            {
+                c.invalid(
+                    subject,
+                    "domain",
+                    domain.span(),
+                    format!(
+                        "{d:?} is not a JetStream domain: one token, no `.`, wildcard or space"
+                    ),
+                );
+            }
+            format!("$JS.{d}.API")
+        }
+        (None, Some(prefix)) => {
+            if Topic::try_from(prefix.get_ref().as_str()).is_err() {
+                c.invalid(
+                    subject,
+                    "api_prefix",
+                    prefix.span(),
+                    format!("{:?} is not a subject prefix", prefix.get_ref()),
+                );
+            }
+            prefix.get_ref().clone()
+        }
+        (None, None) => "$JS.API".to_owned(),
+    }
+}
+
+/// Checks `name` is a JetStream stream or consumer name (`what`): 1 to
+/// 255 characters, none of `.`, `*`, `>`, `/`, `\\`, spaces or controls.
+fn check_name(name: &S<String>, field: &str, what: &str, subject: &Subject, c: &mut Checker<'_>) {
+    let n = name.get_ref();
+    if n.is_empty()
+        || n.len() > 255
+        || n.contains(|ch: char| {
             matches!(ch, '.' | '*' | '>' | '/' | '\\') || ch.is_whitespace() || ch.is_control()
         })
     {
         c.invalid(
             subject,
-            "stream.name",
-            r.name.span(),
-            format!("{name:?} is not a stream name: 1 to 255 characters, no `.`, `*`, `>`, `/`, `\\` or space"),
+            field,
+            name.span(),
+            format!("{n:?} is not {what} name: 1 to 255 characters, no `.`, `*`, `>`, `/`, `\\` or space"),
         );
     }
+}
+
+/// Reads `stream = { ... }`.
+fn stream(raw: &S<RawStream>, subject: &Subject, c: &mut Checker<'_>) -> StreamSpec {
+    let r = raw.get_ref();
+    let name = r.name.get_ref();
+    check_name(&r.name, "stream.name", "a stream", subject, c);
     let managed_fields = [
         r.storage.as_ref().map(S::span),
         r.max_age.as_ref().map(S::span),

@@ -351,6 +351,34 @@ pub(crate) struct RawNatsInput {
     pub(crate) max_pending: Option<S<i64>>,
 }
 
+/// One `[[input]]` of kind `nats-jetstream`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJetStreamInput {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) servers: S<Vec<S<String>>>,
+    pub(crate) auth: Option<S<RawNatsAuth>>,
+    pub(crate) tls: Option<S<RawNatsTls>>,
+    pub(crate) connect_timeout: Option<S<Quantity>>,
+    pub(crate) reconnect_max: Option<S<Quantity>>,
+    pub(crate) required: Option<S<bool>>,
+    pub(crate) stream: Option<S<String>>,
+    pub(crate) consumer: Option<S<String>>,
+    pub(crate) create: Option<S<bool>>,
+    pub(crate) filter_subject: Option<S<String>>,
+    pub(crate) deliver_policy: Option<S<String>>,
+    pub(crate) max_ack_pending: Option<S<i64>>,
+    pub(crate) ack_wait: Option<S<Quantity>>,
+    pub(crate) max_deliver: Option<S<i64>>,
+    pub(crate) nak_delay: Option<S<Quantity>>,
+    pub(crate) max_message_size: Option<S<Quantity>>,
+    pub(crate) domain: Option<S<String>>,
+    pub(crate) api_prefix: Option<S<String>>,
+}
+
 /// How a NATS input or output connects, as written.
 pub(crate) struct RawNatsConnection<'a> {
     pub(crate) servers: &'a S<Vec<S<String>>>,
@@ -380,7 +408,7 @@ macro_rules! nats_connection {
     )*};
 }
 
-nats_connection!(RawNats, RawNatsInput);
+nats_connection!(RawNats, RawNatsInput, RawJetStreamInput);
 
 /// A NATS client's `tls = { ... }`.
 #[derive(Debug, Deserialize)]

@@ -27,9 +27,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawNatsInput, RawNatsTls,
-    RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer,
-    RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
+    RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawNats, RawNatsAuth, RawNatsInput,
+    RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream,
+    RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -167,6 +167,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Zmq(ZmqRole),
             Http,
             Nats,
+            JetStream,
         }
         let kinds = [
             ("zmq-sub", Kind::Zmq(ZmqRole::Sub)),
@@ -174,19 +175,13 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             ("zmq-router", Kind::Zmq(ZmqRole::Router)),
             ("http", Kind::Http),
             ("nats", Kind::Nats),
+            ("nats-jetstream", Kind::JetStream),
         ];
         let Some(kind) = peek_kind(
             &item,
             &subject,
             &kinds,
-            &[
-                "zmq-pub",
-                "zmq-push",
-                "zmq-dealer",
-                "blackhole",
-                "nats",
-                "nats-jetstream",
-            ],
+            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole"],
             "an output",
             c,
         ) else {
@@ -208,6 +203,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                 ];
                 read::<RawNatsInput>(item, &subject, &nested, None, c)
                     .map(|raw| input::build_nats(&raw, &subject, c))
+            }
+            Kind::JetStream => {
+                let nested = [
+                    ("auth", fields_of::<RawNatsAuth>()),
+                    ("tls", fields_of::<RawNatsTls>()),
+                ];
+                read::<RawJetStreamInput>(item, &subject, &nested, None, c)
+                    .map(|raw| input::build_jetstream(&raw, &subject, c))
             }
         };
         inputs.extend(built);

@@ -36,7 +36,7 @@ pub struct NatsInput {
     connection: Connection,
     settings: config::NatsInput,
     counters: Counters,
-    too_large: IntCounter,
+    converter: Converter,
 }
 
 impl NatsInput {
@@ -55,7 +55,7 @@ impl NatsInput {
             connection: Connection::new(name, &settings.connection, None),
             settings: settings.clone(),
             counters: Counters::new(&ctx.inputs, name),
-            too_large: ctx.inputs.rejected.with_label_values(&[name, "too_large"]),
+            converter: Converter::new(name, settings.max_message_size, &ctx.inputs),
         });
         let client = input.connection.attach().await;
         let mut subscriptions = Vec::new();
@@ -114,7 +114,6 @@ impl NatsInput {
         stop: CancellationToken,
     ) {
         let mut incoming = futures::stream::select_all(subscriptions);
-        let input: Arc<str> = Arc::from(self.connection.name());
         loop {
             let received = tokio::select! {
                 biased;
@@ -124,7 +123,7 @@ impl NatsInput {
                     None => break,
                 },
             };
-            let Some(message) = self.convert(received, &input) else {
+            let Some(message) = self.converter.convert(received, &self.counters) else {
                 continue;
             };
             if tx.try_send(message).is_err() {
@@ -147,16 +146,40 @@ impl NatsInput {
             self.counters.offered(len, offered);
         }
     }
+}
 
-    /// The router's message for `m`, or `None` (counted) when it is
-    /// refused.
-    fn convert(&self, m: async_nats::Message, input: &Arc<str>) -> Option<Message> {
+/// Turns what a NATS client received into the router's messages: the
+/// subject as topic, the headers as attributes (a header given several
+/// values keeps its last). Shared by the `nats` and `nats-jetstream`
+/// inputs.
+#[derive(Debug)]
+pub(super) struct Converter {
+    input: Arc<str>,
+    max_message_size: usize,
+    too_large: IntCounter,
+}
+
+impl Converter {
+    /// The converter of input `name`, refusing (counted in `metrics`)
+    /// what is over `max_message_size`.
+    pub(super) fn new(name: &str, max_message_size: usize, metrics: &super::Metrics) -> Self {
+        Self {
+            input: Arc::from(name),
+            max_message_size,
+            too_large: metrics.rejected.with_label_values(&[name, "too_large"]),
+        }
+    }
+
+    /// The router's message for `m`, or `None` (counted: `too_large`, or
+    /// `counters.bad_topic`) when it is refused.
+    pub(super) fn convert(&self, m: async_nats::Message, counters: &Counters) -> Option<Message> {
+        let input = &self.input;
         // The client's `length` also counts the subject and reply subject;
         // the limit is on what the message holds: headers and payload.
         let size = m
             .length
             .saturating_sub(m.subject.len() + m.reply.as_ref().map_or(0, |r| r.len()));
-        if size > self.settings.max_message_size {
+        if size > self.max_message_size {
             self.too_large.inc();
             tracing::debug!(input = %input, subject = %m.subject, size, "message over max_message_size refused");
             return None;
@@ -164,7 +187,7 @@ impl NatsInput {
         let topic = match Topic::new(Bytes::copy_from_slice(m.subject.as_bytes())) {
             Ok(t) => t,
             Err(e) => {
-                self.counters.bad_topic.inc();
+                counters.bad_topic.inc();
                 tracing::debug!(input = %input, subject = %m.subject, error = %e, "subject refused as a topic");
                 return None;
             }

@@ -1,0 +1,381 @@
+//! `nats-jetstream`: a durable pull consumer of a JetStream stream, acked
+//! only once the router is done with each message.
+//!
+//! Each message fetched becomes a [`Message`] (its subject as topic, its
+//! headers as attributes, as the core `nats` input makes them) carrying a
+//! [`Receipt`]. The input offers them with [`Wait::Durable`]: a full
+//! `block` route holds the offer, so nothing more is fetched meanwhile,
+//! and a durable route answers only once they are on disk. The receipt
+//! settles when the last copy of the message is gone (every memory route
+//! delivered it, or ended it for good) and the input answers the server:
+//!
+//! - done: `+ACK`;
+//! - failed (a full queue, an output that failed or had nobody, refused by
+//!   the offer): `-NAK` with `nak_delay`, so the server sends it again;
+//!   at its `max_deliver`-th delivery, `+TERM` instead, counted
+//!   (`input_rejected_total{reason="max_deliver"}`);
+//! - too large or not a topic: `+TERM` at once, counted.
+//!
+//! At most `max_ack_pending` messages are out at once: the server holds
+//! as many (the consumer's own limit), and the input takes no more from
+//! the client until some settle. A message that was sent before
+//! (`delivered > 1`) counts in `input_redelivered_total`: a router killed
+//! or stopped while its messages were in flight gets them again, at least
+//! once. What settles after the input stopped (a shutdown's drain) is not
+//! acknowledged and comes again after the restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, consumer};
+use futures::{FutureExt as _, StreamExt as _};
+use prometheus::IntCounter;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::nats::Converter;
+use super::zmq::Counters;
+use super::{Context, Running, Sink, StartError, Wait};
+use crate::config::{self, DeliverPolicy};
+use crate::message::Message;
+use crate::message::receipt::{Receipt, Settlement};
+use crate::nats::Connection;
+
+/// Most messages offered as one batch.
+const BATCH: usize = 256;
+
+/// The longest pause between attempts to set the consumer up.
+const SETUP_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// A message the router is done with, to answer the server for.
+struct Settled {
+    acker: Acker,
+    delivered: i64,
+    /// `None`: the input could not make it a message (too large, not a
+    /// topic), so it is terminated.
+    settlement: Option<Settlement>,
+    /// Its room among the `max_ack_pending`, given back once answered.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A running `nats-jetstream` input.
+#[derive(Debug)]
+pub struct JetStreamInput {
+    connection: Connection,
+    settings: config::JetStreamInput,
+    counters: Counters,
+    converter: Converter,
+    max_deliver: IntCounter,
+    redelivered: IntCounter,
+}
+
+impl JetStreamInput {
+    /// Starts input `name`: its client connects in the background (a
+    /// server not there yet is not an error), and a task of `ctx.tracker`
+    /// sets the consumer up, fetches, offers and acknowledges.
+    ///
+    /// # Errors
+    /// None today; the signature is every input's.
+    pub async fn start(
+        name: &str,
+        settings: &config::JetStreamInput,
+        ctx: &Context,
+    ) -> Result<Running, StartError> {
+        let input = Arc::new(Self {
+            connection: Connection::new(name, &settings.connection, None),
+            settings: settings.clone(),
+            counters: Counters::new(&ctx.inputs, name),
+            converter: Converter::new(name, settings.max_message_size, &ctx.inputs),
+            max_deliver: ctx
+                .inputs
+                .rejected
+                .with_label_values(&[name, "max_deliver"]),
+            redelivered: ctx.inputs.redelivered.with_label_values(&[name]),
+        });
+        let client = input.connection.attach().await;
+        let stop = ctx.stop.child_token();
+        let ready = {
+            let input = Arc::clone(&input);
+            Arc::new(move || input.connection.ready())
+        };
+        let task =
+            ctx.tracker
+                .spawn(Arc::clone(&input).run(client, Arc::clone(&ctx.sink), stop.clone()));
+        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready))
+    }
+
+    /// Fetches and acknowledges until `stop`, then closes the client.
+    async fn run(
+        self: Arc<Self>,
+        client: Option<Arc<async_nats::Client>>,
+        sink: Arc<dyn Sink>,
+        stop: CancellationToken,
+    ) {
+        if let Some(client) = client {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let fetcher = self.fetch(&client, &sink, tx, &stop);
+            let answerer = self.answer(rx, &stop);
+            tokio::join!(fetcher, answerer);
+        }
+        self.connection.close(Duration::from_secs(1)).await;
+        tracing::debug!(input = %self.connection.name(), "input stopped");
+    }
+
+    /// The consumer, created (or updated) or bound as configured; `None`
+    /// once `stop` is cancelled. Retries with a capped pause meanwhile,
+    /// each failure shown in `/v1/status`.
+    async fn consumer(
+        &self,
+        client: &async_nats::Client,
+        stop: &CancellationToken,
+    ) -> Option<consumer::PullConsumer> {
+        let s = &self.settings;
+        let js = jetstream::ContextBuilder::new()
+            .api_prefix(s.api_prefix.clone())
+            .build(client.clone());
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let stream = js
+                    .get_stream(&s.stream)
+                    .await
+                    .map_err(|e| format!("stream {:?}: {e}", s.stream))?;
+                let named = |e: &dyn std::fmt::Display| format!("consumer {:?}: {e}", s.consumer);
+                if s.create {
+                    stream
+                        .create_consumer(self.consumer_config())
+                        .await
+                        .map_err(|e| named(&e))
+                } else {
+                    stream
+                        .get_consumer(&s.consumer)
+                        .await
+                        .map_err(|e| named(&e))
+                }
+            };
+            let failed = tokio::select! {
+                () = stop.cancelled() => return None,
+                () = self.up() => match attempt.await {
+                    Ok(c) => return Some(c),
+                    Err(e) => e,
+                },
+            };
+            tracing::warn!(input = %self.connection.name(), error = %failed, "cannot set the JetStream consumer up; trying again");
+            self.connection.error(failed);
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(SETUP_PAUSE_MAX);
+        }
+    }
+
+    /// Waits until the client is connected.
+    async fn up(&self) {
+        let mut state = self.connection.watch();
+        let _ = state.wait_for(|s| *s == crate::nats::State::Up).await;
+    }
+
+    /// The durable consumer the input creates or updates.
+    fn consumer_config(&self) -> consumer::pull::Config {
+        let s = &self.settings;
+        consumer::pull::Config {
+            durable_name: Some(s.consumer.clone()),
+            deliver_policy: match s.deliver_policy {
+                DeliverPolicy::All => consumer::DeliverPolicy::All,
+                DeliverPolicy::New => consumer::DeliverPolicy::New,
+                DeliverPolicy::Last => consumer::DeliverPolicy::Last,
+            },
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: s.ack_wait,
+            // The router decides when to stop (it terminates the last
+            // failed delivery, counted); the server's limit is a backstop.
+            max_deliver: i64::try_from(s.max_deliver).unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(s.max_ack_pending).unwrap_or(i64::MAX),
+            filter_subject: s.filter_subject.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the consumer up, then fetches until `stop`, offering in
+    /// batches; each message holds a permit of `max_ack_pending` until its
+    /// answer is sent.
+    async fn fetch(
+        &self,
+        client: &async_nats::Client,
+        sink: &Arc<dyn Sink>,
+        settled: mpsc::UnboundedSender<Settled>,
+        stop: &CancellationToken,
+    ) {
+        let room = Arc::new(Semaphore::new(self.settings.max_ack_pending));
+        let per_pull = self.settings.max_ack_pending.min(BATCH);
+        'setup: while let Some(consumer) = self.consumer(client, stop).await {
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(per_pull)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    self.connection.error(format!("pull: {e}"));
+                    continue;
+                }
+            };
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut receipts = Vec::with_capacity(BATCH);
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => break 'setup,
+                    p = Arc::clone(&room).acquire_owned() => p.expect("the semaphore is never closed"),
+                };
+                let next = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => break 'setup,
+                    n = messages.next() => n,
+                };
+                match next {
+                    None => continue 'setup,
+                    Some(Err(e)) => {
+                        let terminal = !matches!(
+                            e.kind(),
+                            consumer::pull::MessagesErrorKind::MissingHeartbeat
+                        );
+                        tracing::warn!(input = %self.connection.name(), error = %e, "JetStream pull");
+                        self.connection.error(format!("pull: {e}"));
+                        if terminal {
+                            continue 'setup;
+                        }
+                    }
+                    Some(Ok(m)) => self.take(m, permit, &settled, &mut batch, &mut receipts),
+                }
+                // Whatever else the client holds joins the batch.
+                while batch.len() < BATCH {
+                    let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
+                        break;
+                    };
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => {
+                            self.take(m, permit, &settled, &mut batch, &mut receipts);
+                        }
+                        _ => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    self.offer(sink, &mut batch, &mut receipts).await;
+                }
+            }
+        }
+    }
+
+    /// Turns `m` into a message with a receipt (pushed to `batch`, its
+    /// receipt to `receipts`), or terminates it (counted) when it cannot
+    /// be one.
+    fn take(
+        &self,
+        m: jetstream::Message,
+        permit: OwnedSemaphorePermit,
+        settled: &mpsc::UnboundedSender<Settled>,
+        batch: &mut Vec<Message>,
+        receipts: &mut Vec<Receipt>,
+    ) {
+        let delivered = m.info().map_or(1, |i| i.delivered);
+        if delivered > 1 {
+            self.redelivered.inc();
+        }
+        let (m, acker) = m.split();
+        let Some(mut message) = self.converter.convert(m, &self.counters) else {
+            let _ = settled.send(Settled {
+                acker,
+                delivered,
+                settlement: None,
+                _permit: permit,
+            });
+            return;
+        };
+        let tx = settled.clone();
+        let receipt = Receipt::new(move |settlement| {
+            let _ = tx.send(Settled {
+                acker,
+                delivered,
+                settlement: Some(settlement),
+                _permit: permit,
+            });
+        });
+        receipts.push(receipt.clone());
+        message.receipt = Some(receipt);
+        batch.push(message);
+    }
+
+    /// Offers `batch`; marks the receipts of what the offer refused as
+    /// failed, then lets them go (the messages settle as the routes finish
+    /// with them).
+    async fn offer(
+        &self,
+        sink: &Arc<dyn Sink>,
+        batch: &mut Vec<Message>,
+        receipts: &mut Vec<Receipt>,
+    ) {
+        let len = batch.len();
+        let offered = sink.offer(std::mem::take(batch), Wait::Durable).await;
+        self.counters.offered(len, offered);
+        for receipt in receipts.drain(..).skip(offered.admitted) {
+            receipt.fail("refused");
+        }
+    }
+
+    /// Answers the server for each settled message until `stop`, then for
+    /// what has settled by then.
+    async fn answer(
+        &self,
+        mut settled: mpsc::UnboundedReceiver<Settled>,
+        stop: &CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                s = settled.recv() => s,
+                () = stop.cancelled() => break,
+            };
+            match next {
+                Some(s) => self.respond(s).await,
+                None => return,
+            }
+        }
+        while let Ok(s) = settled.try_recv() {
+            self.respond(s).await;
+        }
+    }
+
+    /// Acks, naks or terminates one message.
+    async fn respond(&self, s: Settled) {
+        let kind = match s.settlement {
+            Some(Settlement::Done) => AckKind::Ack,
+            None => AckKind::Term,
+            Some(Settlement::Failed(reason))
+                if s.delivered >= i64::try_from(self.settings.max_deliver).unwrap_or(i64::MAX) =>
+            {
+                self.max_deliver.inc();
+                tracing::warn!(
+                    input = %self.connection.name(),
+                    deliveries = s.delivered,
+                    last_reason = reason,
+                    "a message failed on each of its max_deliver deliveries; terminated"
+                );
+                AckKind::Term
+            }
+            Some(Settlement::Failed(reason)) => {
+                tracing::debug!(input = %self.connection.name(), reason, "a message failed; the server sends it again");
+                AckKind::Nak(Some(self.settings.nak_delay))
+            }
+        };
+        if let Err(e) = s.acker.ack_with(kind).await {
+            // The server sends it again after `ack_wait`.
+            tracing::debug!(input = %self.connection.name(), error = %e, "cannot answer the server for a message");
+        }
+    }
+}
