@@ -12,7 +12,9 @@
 //!   message reaches a worker at least once; the duplicates are counted
 //!   (`input_redelivered_total`) and printed;
 //! - a message no output can take (no worker connected) comes again up to
-//!   `max_deliver` times, then is terminated and counted.
+//!   `max_deliver` times, then is terminated and counted;
+//! - on a durable route, a message is acknowledged once it is on disk,
+//!   before any worker took it.
 
 use std::collections::BTreeSet;
 
@@ -201,5 +203,39 @@ fn a_message_no_output_takes_is_terminated_after_max_deliver_and_counted() -> Re
         (s.ack_pending == 0).then_some(s)
     })?;
     ensure!(state.pending == 0, "{state:?}");
+    Ok(())
+}
+
+#[test]
+fn on_a_durable_route_a_message_is_acked_once_it_is_on_disk() -> Result<()> {
+    const N: u64 = 500;
+    let server = server_with(N)?;
+    let data = switchyard_tests::router::TempDir::new()?;
+    let text = config(
+        &server.url(),
+        "max_ack_pending = 100",
+        "queue = { durable = true, fsync = \"batch\", when_full = \"block\" }",
+    )
+    .replace(
+        "shutdown_grace = \"2s\"",
+        &format!(
+            "shutdown_grace = \"2s\"\ndata_dir = {:?}",
+            data.path().display().to_string()
+        ),
+    );
+    let router = Router::start(&text)?;
+    // No worker yet: the route keeps every message on disk, and the server
+    // has them all acknowledged.
+    let state = until("every message acknowledged", DEADLINE, || {
+        let s = consumer_state(&server.url(), "CMDS", "cmds").ok()?;
+        (s.ack_floor == N).then_some(s)
+    })?;
+    ensure!(state.ack_pending == 0 && state.pending == 0, "{state:?}");
+    let scrape = router.scrape()?;
+    ensure!(scrape.route("r").depth == N, "{}", scrape.show("r"));
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::default())?;
+    let got = worker.recv_n(N as usize, DEADLINE)?;
+    let numbers: BTreeSet<u64> = got.iter().filter_map(number).collect();
+    ensure!(numbers == (0..N).collect(), "{} of {N}", numbers.len());
     Ok(())
 }
