@@ -5,7 +5,9 @@
 //!
 //! - acked only after delivery: while the workers read nothing, the
 //!   router holds at most `max_ack_pending` unacknowledged and fetches no
-//!   more (the rest stays pending on the server); once they read, every
+//!   more (the rest stays pending on the server), and tells the server it
+//!   is still working on them, so for three `ack_wait`s none is sent
+//!   again; once they read, every
 //!   message arrives and the consumer ends with nothing pending and
 //!   nothing unacknowledged;
 //! - a router killed (`kill -9`) mid-stream and started again: every
@@ -61,11 +63,12 @@ fn number(m: &Msg) -> Option<u64> {
     m.frames.get(1)?.trim_end_matches('.').parse().ok()
 }
 
-/// A server with stream `CMDS` on `cmds.>` holding `0..n`.
-fn server_with(n: u64) -> Result<NatsServer> {
+/// A server with stream `CMDS` on `cmds.>` holding `0..n`, each of
+/// `size` bytes.
+fn server_with(n: u64, size: usize) -> Result<NatsServer> {
     let server = NatsServer::start()?;
     create_stream(&server.url(), "CMDS", &["cmds.>"])?;
-    publish_to_stream(&server.url(), "cmds.run", 0, n, 16)?;
+    publish_to_stream(&server.url(), "cmds.run", 0, n, size)?;
     Ok(server)
 }
 
@@ -74,19 +77,14 @@ fn a_jetstream_input_acks_only_what_was_delivered_and_fetches_no_more_than_its_w
 {
     const N: u64 = 2000;
     const WINDOW: u64 = 50;
-    let server = server_with(N)?;
+    // 4 KiB each: the socket buffers of a stalled worker hold a few.
+    let server = server_with(N, 4096)?;
     let router = Router::start(&config(
         &server.url(),
         &format!("max_ack_pending = {WINDOW}"),
         "queue = { capacity = 20, when_full = \"block\" }",
     ))?;
-    let mut worker = Peer::pull(
-        &router.output_endpoint("workers")?,
-        PullOptions {
-            hold: true,
-            ..PullOptions::default()
-        },
-    )?;
+    let mut worker = Peer::pull(&router.output_endpoint("workers")?, PullOptions::stalled())?;
     // The worker reads nothing: the socket, the route's queue and the
     // input's window fill, and the router fetches no more.
     router.wait_scrape("the window in use", "switchyard_input", DEADLINE, |s| {
@@ -100,6 +98,18 @@ fn a_jetstream_input_acks_only_what_was_delivered_and_fetches_no_more_than_its_w
         state.pending > 0 && state.ack_pending + state.pending + state.ack_floor == N,
         "nothing is fetched past the window: {state:?}"
     );
+    // Held for three times its ack_wait, the window is not sent again: the
+    // router tells the server it is still working on it. (An observation
+    // over a span, not a wait for something to happen.)
+    let held = std::time::Instant::now();
+    while held.elapsed() < std::time::Duration::from_secs(6) {
+        let s = consumer_state(&server.url(), "CMDS", "cmds")?;
+        ensure!(
+            s.redelivered == 0 && s.ack_pending == WINDOW,
+            "the held window was sent again: {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     worker.go()?;
     let got = worker.recv_n(N as usize, DEADLINE)?;
@@ -127,7 +137,7 @@ fn a_jetstream_input_acks_only_what_was_delivered_and_fetches_no_more_than_its_w
 #[test]
 fn a_router_killed_mid_stream_gets_every_message_to_a_worker_at_least_once() -> Result<()> {
     const N: u64 = 5000;
-    let server = server_with(N)?;
+    let server = server_with(N, 16)?;
     let text = config(
         &server.url(),
         "max_ack_pending = 200",
@@ -174,7 +184,7 @@ fn a_router_killed_mid_stream_gets_every_message_to_a_worker_at_least_once() -> 
 
 #[test]
 fn a_message_no_output_takes_is_terminated_after_max_deliver_and_counted() -> Result<()> {
-    let server = server_with(1)?;
+    let server = server_with(1, 16)?;
     let router = Router::start(&config(
         &server.url(),
         "max_deliver = 3\nnak_delay = \"10ms\"",
@@ -209,7 +219,7 @@ fn a_message_no_output_takes_is_terminated_after_max_deliver_and_counted() -> Re
 #[test]
 fn on_a_durable_route_a_message_is_acked_once_it_is_on_disk() -> Result<()> {
     const N: u64 = 500;
-    let server = server_with(N)?;
+    let server = server_with(N, 16)?;
     let data = switchyard_tests::router::TempDir::new()?;
     let text = config(
         &server.url(),

@@ -16,6 +16,9 @@
 //!   (`input_rejected_total{reason="max_deliver"}`);
 //! - too large or not a topic: `+TERM` at once, counted.
 //!
+//! What the router holds longer than a quarter of `ack_wait` (in a full
+//! route) it tells the server it is still working on (`+WPI`), so the
+//! server does not send it a second time meanwhile.
 //! At most `max_ack_pending` messages are out at once: the server holds
 //! as many (the consumer's own limit), and the input takes no more from
 //! the client until some settle. A message that was sent before
@@ -24,7 +27,8 @@
 //! once. What settles after the input stopped (a shutdown's drain) is not
 //! acknowledged and comes again after the restart.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::message::{AckKind, Acker};
@@ -32,6 +36,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::{FutureExt as _, StreamExt as _};
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::nats::Converter;
@@ -51,6 +56,8 @@ const SETUP_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// A message the router is done with, to answer the server for.
 struct Settled {
     acker: Acker,
+    /// Its delivery's consumer sequence: its key among the outstanding.
+    delivery: u64,
     delivered: i64,
     /// `None`: the input could not make it a message (too large, not a
     /// topic), so it is terminated.
@@ -68,6 +75,9 @@ pub struct JetStreamInput {
     converter: Converter,
     max_deliver: IntCounter,
     redelivered: IntCounter,
+    /// The deliveries not answered yet: where to say "still working" (the
+    /// reply subject), and since when it was last said.
+    outstanding: Mutex<HashMap<u64, (async_nats::Subject, Instant)>>,
 }
 
 impl JetStreamInput {
@@ -92,6 +102,7 @@ impl JetStreamInput {
                 .rejected
                 .with_label_values(&[name, "max_deliver"]),
             redelivered: ctx.inputs.redelivered.with_label_values(&[name]),
+            outstanding: Mutex::new(HashMap::new()),
         });
         let client = input.connection.attach().await;
         let stop = ctx.stop.child_token();
@@ -115,7 +126,7 @@ impl JetStreamInput {
         if let Some(client) = client {
             let (tx, rx) = mpsc::unbounded_channel();
             let fetcher = self.fetch(&client, &sink, tx, &stop);
-            let answerer = self.answer(rx, &stop);
+            let answerer = self.answer(&client, rx, &stop);
             tokio::join!(fetcher, answerer);
         }
         self.connection.close(Duration::from_secs(1)).await;
@@ -283,14 +294,21 @@ impl JetStreamInput {
         batch: &mut Vec<Message>,
         receipts: &mut Vec<Receipt>,
     ) {
-        let delivered = m.info().map_or(1, |i| i.delivered);
+        let (delivered, delivery) = m
+            .info()
+            .map_or((1, 0), |i| (i.delivered, i.consumer_sequence));
         if delivered > 1 {
             self.redelivered.inc();
+        }
+        if let Some(reply) = &m.reply {
+            self.lock_outstanding()
+                .insert(delivery, (reply.clone(), Instant::now()));
         }
         let (m, acker) = m.split();
         let Some(mut message) = self.converter.convert(m, &self.counters) else {
             let _ = settled.send(Settled {
                 acker,
+                delivery,
                 delivered,
                 settlement: None,
                 _permit: permit,
@@ -301,6 +319,7 @@ impl JetStreamInput {
         let receipt = Receipt::new(move |settlement| {
             let _ = tx.send(Settled {
                 acker,
+                delivery,
                 delivered,
                 settlement: Some(settlement),
                 _permit: permit,
@@ -328,17 +347,34 @@ impl JetStreamInput {
         }
     }
 
+    fn lock_outstanding(&self) -> MutexGuard<'_, HashMap<u64, (async_nats::Subject, Instant)>> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Answers the server for each settled message until `stop`, then for
-    /// what has settled by then.
+    /// what has settled by then. Every quarter `ack_wait` it tells the
+    /// server it is still working on those it has held that long (`+WPI`),
+    /// so each hears it before half its `ack_wait` is gone and a message
+    /// waiting in a full route is not sent a second time.
     async fn answer(
         &self,
+        client: &async_nats::Client,
         mut settled: mpsc::UnboundedReceiver<Settled>,
         stop: &CancellationToken,
     ) {
+        let quarter = self.settings.ack_wait / 4;
+        let mut tick = tokio::time::interval(quarter);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 biased;
                 s = settled.recv() => s,
+                _ = tick.tick() => {
+                    self.still_working(client, quarter).await;
+                    continue;
+                }
                 () = stop.cancelled() => break,
             };
             match next {
@@ -351,8 +387,32 @@ impl JetStreamInput {
         }
     }
 
+    /// Says `+WPI` for each delivery held `since` or longer since it was
+    /// fetched or last said so.
+    async fn still_working(&self, client: &async_nats::Client, held: Duration) {
+        let now = Instant::now();
+        let due: Vec<async_nats::Subject> = self
+            .lock_outstanding()
+            .values_mut()
+            .filter(|(_, since)| now.duration_since(*since) >= held)
+            .map(|(reply, since)| {
+                *since = now;
+                reply.clone()
+            })
+            .collect();
+        for reply in due {
+            if let Err(e) = client
+                .publish(reply, bytes::Bytes::from_static(b"+WPI"))
+                .await
+            {
+                tracing::debug!(input = %self.connection.name(), error = %e, "cannot tell the server a message is still being worked on");
+            }
+        }
+    }
+
     /// Acks, naks or terminates one message.
     async fn respond(&self, s: Settled) {
+        self.lock_outstanding().remove(&s.delivery);
         let kind = match s.settlement {
             Some(Settlement::Done) => AckKind::Ack,
             None => AckKind::Term,
