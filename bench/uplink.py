@@ -18,6 +18,12 @@ each trial, on a free port, its store in a temp dir):
   sends them, to a subject a core subscriber counts.
 - core-router: zsend -> router (zmq-pull -> nats output) -> the same
   kind of subscriber.
+- input-direct: `jetstream-load --mode core` publishes --count core
+  messages that nats-server delivers to a direct core subscriber
+  (`--mode count`).
+- input-router: the same publisher; the router's `nats` input subscribed
+  to the subject -> memory route -> zmq-pub output -> zrecv (libzmq SUB),
+  measured by zrecv's arrival rate, first to last.
 
 The JetStream cases are measured by the stream's arrival rate by the
 server's own timestamps, (messages - 1) / (last - first), read by
@@ -49,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTER = ROOT / "target" / "release" / "switchyard"
 LOAD = ROOT / "target" / "release" / "jetstream-load"
 ZSEND = ROOT / "bench" / "bin" / "zsend"
+ZRECV = ROOT / "bench" / "bin" / "zrecv"
 
 
 def free_port():
@@ -130,6 +137,90 @@ def finish(proc):
     return report
 
 
+def wait_ready(proc, admin):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop(proc)
+            raise RuntimeError("the router did not get ready")
+        time.sleep(0.02)
+
+
+def metric(admin, prefix):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def start_input_router(tmp, url):
+    """A router whose `nats` input takes `in.>` into a zmq-pub output;
+    returns it and the PUB port."""
+    pub = free_port()
+    admin = free_port()
+    config = Path(tmp) / f"router-{admin}.toml"
+    config.write_text(
+        f"""
+[router]
+admin = "127.0.0.1:{admin}"
+
+[[input]]
+name = "inbox"
+kind = "nats"
+servers = ["{url}"]
+subjects = ["in.>"]
+max_pending = 100000
+
+[[output]]
+name = "down"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:{pub}"
+send_hwm = 100000
+
+[[route]]
+name = "downlink"
+match = "in.>"
+to = ["down"]
+queue = {{ capacity = 100000, when_full = "block" }}
+"""
+    )
+    proc = subprocess.Popen(
+        [str(ROUTER), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_ready(proc, admin)
+    proc.admin = admin
+    return proc, pub
+
+
+def input_counts(router):
+    """What the input refused and the route or output dropped."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{router.admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts = {"input_taken": 0.0, "input_rejected": 0.0, "output_sent": 0.0, "dropped": 0.0}
+    for line in text.splitlines():
+        value = line.split()[-1] if line and not line.startswith("#") else "0"
+        if line.startswith('switchyard_input_messages_total{input="inbox"}'):
+            counts["input_taken"] = float(value)
+        elif line.startswith("switchyard_input_rejected_total{") and 'input="inbox"' in line:
+            counts["input_rejected"] += float(value)
+        elif line.startswith('switchyard_output_messages_total{output="down"}'):
+            counts["output_sent"] = float(value)
+        elif (line.startswith("switchyard_route_dropped_total{") and 'route="downlink"' in line) or (
+            line.startswith("switchyard_output_dropped_total{") and 'output="down"' in line
+        ):
+            counts["dropped"] += float(value)
+    return counts
+
+
 def start_router(tmp, url, output, window):
     pull = free_port()
     admin = free_port()
@@ -170,18 +261,7 @@ queue = {{ capacity = 100000, when_full = "block" }}
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            stop(proc)
-            raise RuntimeError("the router did not get ready")
-        time.sleep(0.02)
+    wait_ready(proc, admin)
     proc.admin = admin
     return proc, pull
 
@@ -223,6 +303,31 @@ def trial(case, args, tmp):
         if case == "jetstream-direct":
             report = load(url, "--mode", "publish", "--msg-id", "--count", n, "--size", size,
                           "--window", window, "--stream", "DIRECT", "--subject", "d.x")
+        elif case == "input-direct":
+            w = counter(url, "in.>", n)
+            load(url, "--mode", "core", "--count", n, "--size", size, "--subject", "in.x")
+            report = finish(w)
+        elif case == "input-router":
+            router, pub = start_input_router(tmp, url)
+            sub = subprocess.Popen(
+                [str(ZRECV), "--type", "sub", "--endpoint", f">tcp://127.0.0.1:{pub}",
+                 "--count", n, "--rcvhwm", "100000", "--idle-ms", "3000"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 30
+            while metric(router.admin, 'switchyard_output_peers{output="down"}') < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("zrecv did not connect")
+                time.sleep(0.02)
+            # The subscription travels after the handshake: give it a moment
+            # (a benchmark, not a test).
+            time.sleep(0.5)
+            load(url, "--mode", "core", "--count", n, "--size", size, "--subject", "in.x")
+            out, _ = sub.communicate(timeout=600)
+            report = json.loads([l for l in out.splitlines() if l.strip()][-1])
+            report["messages"] = report["received"]
+            report.update(input_counts(router))
         elif case == "core-direct":
             w = counter(url, "c.>", n)
             load(url, "--mode", "core", "--msg-id", "--count", n, "--size", size,
@@ -253,12 +358,14 @@ def main():
     p.add_argument("--window", type=int, default=256)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--case", action="append",
-                   choices=["jetstream-direct", "jetstream-router", "core-direct", "core-router"])
+                   choices=["jetstream-direct", "jetstream-router", "core-direct", "core-router",
+                            "input-direct", "input-router"])
     args = p.parse_args()
-    for tool in (ROUTER, LOAD, ZSEND):
+    for tool in (ROUTER, LOAD, ZSEND, ZRECV):
         if not tool.exists():
             sys.exit(f"{tool} is missing: cargo build --release -p switchyard -p switchyard-bench && bench/build.sh")
-    cases = args.case or ["jetstream-direct", "jetstream-router", "core-direct", "core-router"]
+    cases = args.case or ["jetstream-direct", "jetstream-router", "core-direct", "core-router",
+                          "input-direct", "input-router"]
     runs = {c: [] for c in cases}
     with tempfile.TemporaryDirectory(prefix="switchyard-uplink-") as tmp:
         for rep in range(args.reps):
@@ -274,7 +381,7 @@ def main():
         held = min(r["messages"] for r in runs[case])
         print(f"| {case} | {held} of {args.count} (fewest) | {statistics.median(rates):,.0f} | "
               + ", ".join(f"{x:,.0f}" for x in rates) + " |")
-    for kind in ("jetstream", "core"):
+    for kind in ("jetstream", "core", "input"):
         d, r = f"{kind}-direct", f"{kind}-router"
         if d in runs and r in runs:
             ratio = statistics.median(x["msgs_per_s"] for x in runs[r]) / statistics.median(
