@@ -5,7 +5,7 @@
 //! | `GET /metrics` | every metric family, Prometheus text format 0.0.4 |
 //! | `GET /health` | `200 {"status":"ok"}` while the process serves |
 //! | `GET /ready` | `200 {"ready":true}` once [`State::ready`], else `503 NOT_READY` |
-//! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats]}` |
+//! | `GET /v1/status` | `{"version", "uptime_seconds", "config_generation", "ready", "unrouted", "routes": [RouteSnapshot], "outputs": [OutputStats], "inputs": [InputStatus], "reload"}` |
 //! | `GET /v1/routes` | `{"routes": [RouteSnapshot]}`: each route's pattern, conditions, plugins, outputs, policy, queue and counts |
 //! | `GET /v1/plugins` | `{"plugins": [PluginStats]}`: each loaded plugin's kind, module hash, routes, limits, calls, traps by reason and breaker state |
 //! | `GET /v1/dead-letters?route=&output=&reason=&since=&until=&limit=&cursor=` | `{"entries": [{id, message_id, topic, route, output, reason, attempts, first_error, last_error, first_failed, last_failed, publish_time, size}], "next_cursor": "..." or null}`; times in unix ms; `limit` 1 to 1000, default 100 |
@@ -162,6 +162,7 @@ struct Status {
     unrouted: u64,
     routes: Vec<RouteSnapshot>,
     outputs: Vec<OutputStats>,
+    inputs: Vec<crate::ingress::InputStatus>,
     reload: serde_json::Value,
 }
 
@@ -298,6 +299,7 @@ impl Handler for Admin {
                         unrouted: pipeline.unrouted,
                         routes: pipeline.routes,
                         outputs: self.state.outputs(),
+                        inputs: self.state.inputs(),
                         reload: self.state.reload_status(),
                     },
                 )

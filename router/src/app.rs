@@ -158,6 +158,10 @@ impl admin::State for State {
             .collect()
     }
 
+    fn inputs(&self) -> Vec<crate::ingress::InputStatus> {
+        self.reloader.input_statuses()
+    }
+
     fn plugins(&self) -> Vec<PluginStats> {
         self.reloader.plugins().stats()
     }

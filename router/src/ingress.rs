@@ -27,7 +27,9 @@ pub mod zmq;
 pub mod zmq_router;
 
 use lifecycle::attach;
-pub use lifecycle::{Context, Probe, Readiness, Registration, Running, StartError};
+pub use lifecycle::{
+    Context, InputStatus, Probe, Readiness, Registration, Running, StartError, StatusProbe, Window,
+};
 
 /// Starts the input `entry` describes: binds or connects it and spawns
 /// its reader. A `zmq-sub` input subscribes to `prefixes` first.

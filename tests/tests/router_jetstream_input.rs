@@ -5,7 +5,8 @@
 //!
 //! - acked only after delivery: while the workers read nothing, the
 //!   router holds at most `max_ack_pending` unacknowledged and fetches no
-//!   more (the rest stays pending on the server), and tells the server it
+//!   more (the rest stays pending on the server; `/v1/status` shows the
+//!   window in use), and tells the server it
 //!   is still working on them, so for three `ack_wait`s none is sent
 //!   again; once they read, every
 //!   message arrives and the consumer ends with nothing pending and
@@ -22,6 +23,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{Result, ensure};
 use switchyard_tests::nats::{NatsServer, consumer_state, create_stream, publish_to_stream};
+use switchyard_tests::router::http::get;
 use switchyard_tests::router::peer::{Msg, Peer, PullOptions};
 use switchyard_tests::router::{DEADLINE, Router, until};
 
@@ -97,6 +99,17 @@ fn a_jetstream_input_acks_only_what_was_delivered_and_fetches_no_more_than_its_w
     ensure!(
         state.pending > 0 && state.ack_pending + state.pending + state.ack_floor == N,
         "nothing is fetched past the window: {state:?}"
+    );
+    let status = get(router.admin(), "/v1/status")?.json()?;
+    let input = &status["inputs"][0];
+    ensure!(
+        input["name"] == "cmds"
+            && input["kind"] == "nats-jetstream"
+            && input["uplink"]["connected"] == true
+            && input["window"]["max"] == WINDOW
+            // What the server sent and the client holds is not taken yet.
+            && input["window"]["in_use"].as_u64().is_some_and(|n| n > 0 && n <= WINDOW),
+        "{status}"
     );
     // Held for three times its ack_wait, the window is not sent again: the
     // router tells the server it is still working on it. (An observation

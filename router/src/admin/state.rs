@@ -35,6 +35,11 @@ pub trait State: Send + Sync + 'static {
     /// Per-output counts for `/v1/status`, in config order.
     fn outputs(&self) -> Vec<OutputStats>;
 
+    /// The inputs with an uplink (NATS), for `/v1/status`. Default none.
+    fn inputs(&self) -> Vec<crate::ingress::InputStatus> {
+        Vec::new()
+    }
+
     /// The loaded plugins for `/v1/plugins`, in config order.
     fn plugins(&self) -> Vec<PluginStats>;
 

@@ -185,6 +185,11 @@ impl Reloader {
         self.inputs_context.readiness.ready()
     }
 
+    /// The state of each input in force that connects to a server.
+    pub(crate) fn input_statuses(&self) -> Vec<crate::ingress::InputStatus> {
+        self.inputs_context.readiness.statuses()
+    }
+
     /// The outputs in force.
     pub(crate) fn outputs(&self) -> Arc<Vec<RunningOutput>> {
         self.outputs.load_full()

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -78,6 +78,8 @@ pub struct JetStreamInput {
     /// The deliveries not answered yet: where to say "still working" (the
     /// reply subject), and since when it was last said.
     outstanding: Mutex<HashMap<u64, (async_nats::Subject, Instant)>>,
+    /// The window: a permit per message taken and not yet answered for.
+    room: Arc<Semaphore>,
 }
 
 impl JetStreamInput {
@@ -103,6 +105,7 @@ impl JetStreamInput {
                 .with_label_values(&[name, "max_deliver"]),
             redelivered: ctx.inputs.redelivered.with_label_values(&[name]),
             outstanding: Mutex::new(HashMap::new()),
+            room: Arc::new(Semaphore::new(settings.max_ack_pending)),
         });
         let client = input.connection.attach().await;
         let stop = ctx.stop.child_token();
@@ -110,10 +113,25 @@ impl JetStreamInput {
             let input = Arc::clone(&input);
             Arc::new(move || input.connection.ready())
         };
+        let status = {
+            let input = Arc::clone(&input);
+            Arc::new(move || super::InputStatus {
+                name: input.connection.name().to_owned(),
+                kind: "nats-jetstream",
+                uplink: input.connection.status(),
+                window: Some(super::Window {
+                    in_use: input
+                        .settings
+                        .max_ack_pending
+                        .saturating_sub(input.room.available_permits()),
+                    max: input.settings.max_ack_pending,
+                }),
+            })
+        };
         let task =
             ctx.tracker
                 .spawn(Arc::clone(&input).run(client, Arc::clone(&ctx.sink), stop.clone()));
-        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready))
+        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready, status))
     }
 
     /// Fetches and acknowledges until `stop`, then closes the client.
@@ -209,9 +227,12 @@ impl JetStreamInput {
         }
     }
 
-    /// Sets the consumer up, then fetches until `stop`, offering in
-    /// batches; each message holds a permit of `max_ack_pending` until its
-    /// answer is sent.
+    /// Sets the consumer up, then takes what the server sends until
+    /// `stop`, each message holding a permit of `max_ack_pending` until its
+    /// answer is sent; a second half offers what was taken, in batches.
+    /// Taking does not wait for the offers, so every message the server
+    /// sent is the input's at once (and told "still working" in time),
+    /// never left in the client's buffer behind a full route.
     async fn fetch(
         &self,
         client: &async_nats::Client,
@@ -219,7 +240,22 @@ impl JetStreamInput {
         settled: mpsc::UnboundedSender<Settled>,
         stop: &CancellationToken,
     ) {
-        let room = Arc::new(Semaphore::new(self.settings.max_ack_pending));
+        // Never full: a message holds a permit while it waits here.
+        let (tx, rx) = mpsc::channel(self.settings.max_ack_pending);
+        tokio::join!(
+            self.take_all(client, &settled, tx, stop),
+            self.offer_all(sink, rx)
+        );
+    }
+
+    /// Takes messages from the consumer into `taken` until `stop`.
+    async fn take_all(
+        &self,
+        client: &async_nats::Client,
+        settled: &mpsc::UnboundedSender<Settled>,
+        taken: mpsc::Sender<(Message, Receipt)>,
+        stop: &CancellationToken,
+    ) {
         let per_pull = self.settings.max_ack_pending.min(BATCH);
         'setup: while let Some(consumer) = self.consumer(client, stop).await {
             let messages = consumer
@@ -236,13 +272,11 @@ impl JetStreamInput {
                     continue;
                 }
             };
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut receipts = Vec::with_capacity(BATCH);
             loop {
                 let permit = tokio::select! {
                     biased;
                     () = stop.cancelled() => break 'setup,
-                    p = Arc::clone(&room).acquire_owned() => p.expect("the semaphore is never closed"),
+                    p = Arc::clone(&self.room).acquire_owned() => p.expect("the semaphore is never closed"),
                 };
                 let next = tokio::select! {
                     biased;
@@ -262,38 +296,43 @@ impl JetStreamInput {
                             continue 'setup;
                         }
                     }
-                    Some(Ok(m)) => self.take(m, permit, &settled, &mut batch, &mut receipts),
-                }
-                // Whatever else the client holds joins the batch.
-                while batch.len() < BATCH {
-                    let Ok(permit) = Arc::clone(&room).try_acquire_owned() else {
-                        break;
-                    };
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(m))) => {
-                            self.take(m, permit, &settled, &mut batch, &mut receipts);
+                    Some(Ok(m)) => {
+                        if let Some(message) = self.take(m, permit, settled)
+                            && taken.send(message).await.is_err()
+                        {
+                            break 'setup;
                         }
-                        _ => break,
                     }
-                }
-                if !batch.is_empty() {
-                    self.offer(sink, &mut batch, &mut receipts).await;
                 }
             }
         }
     }
 
-    /// Turns `m` into a message with a receipt (pushed to `batch`, its
-    /// receipt to `receipts`), or terminates it (counted) when it cannot
-    /// be one.
+    /// Offers what `taken` holds, a batch at a time, until it closes.
+    async fn offer_all(&self, sink: &Arc<dyn Sink>, mut taken: mpsc::Receiver<(Message, Receipt)>) {
+        let mut pairs = Vec::with_capacity(BATCH);
+        let mut receipts = Vec::with_capacity(BATCH);
+        while taken.recv_many(&mut pairs, BATCH).await > 0 {
+            let batch: Vec<Message> = pairs
+                .drain(..)
+                .map(|(m, r)| {
+                    receipts.push(r);
+                    m
+                })
+                .collect();
+            self.offer(sink, batch, &mut receipts).await;
+        }
+    }
+
+    /// Turns `m` into a message with a receipt (and a copy of the
+    /// receipt, the input's until the offer answered), or terminates it
+    /// (counted) when it cannot be one.
     fn take(
         &self,
         m: jetstream::Message,
         permit: OwnedSemaphorePermit,
         settled: &mpsc::UnboundedSender<Settled>,
-        batch: &mut Vec<Message>,
-        receipts: &mut Vec<Receipt>,
-    ) {
+    ) -> Option<(Message, Receipt)> {
         let (delivered, delivery) = m
             .info()
             .map_or((1, 0), |i| (i.delivered, i.consumer_sequence));
@@ -313,7 +352,7 @@ impl JetStreamInput {
                 settlement: None,
                 _permit: permit,
             });
-            return;
+            return None;
         };
         let tx = settled.clone();
         let receipt = Receipt::new(move |settlement| {
@@ -325,22 +364,16 @@ impl JetStreamInput {
                 _permit: permit,
             });
         });
-        receipts.push(receipt.clone());
-        message.receipt = Some(receipt);
-        batch.push(message);
+        message.receipt = Some(receipt.clone());
+        Some((message, receipt))
     }
 
     /// Offers `batch`; marks the receipts of what the offer refused as
     /// failed, then lets them go (the messages settle as the routes finish
     /// with them).
-    async fn offer(
-        &self,
-        sink: &Arc<dyn Sink>,
-        batch: &mut Vec<Message>,
-        receipts: &mut Vec<Receipt>,
-    ) {
+    async fn offer(&self, sink: &Arc<dyn Sink>, batch: Vec<Message>, receipts: &mut Vec<Receipt>) {
         let len = batch.len();
-        let offered = sink.offer(std::mem::take(batch), Wait::Durable).await;
+        let offered = sink.offer(batch, Wait::Durable).await;
         self.counters.offered(len, offered);
         for receipt in receipts.drain(..).skip(offered.admitted) {
             receipt.fail("refused");

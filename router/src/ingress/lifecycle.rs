@@ -52,10 +52,42 @@ pub struct Context {
 /// A probe `/ready` asks: true once the input may count as ready.
 pub type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// The readiness probes of the running inputs (a NATS input is not ready
-/// until it has connected once). Cheap to clone; shared.
+/// What `/v1/status` shows of an input that connects to a server (the
+/// NATS inputs), read when asked.
+pub type StatusProbe = Arc<dyn Fn() -> InputStatus + Send + Sync>;
+
+/// An input with an uplink, as `/v1/status` shows it under `inputs`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InputStatus {
+    /// The input's name.
+    pub name: String,
+    /// Its kind (`nats`, `nats-jetstream`).
+    pub kind: &'static str,
+    /// Its connection: connected, to which server, the last error.
+    pub uplink: crate::nats::UplinkStatus,
+    /// Messages taken from the server and not yet answered for, and the
+    /// most it takes (a JetStream input's `max_ack_pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// A window of messages in flight: how much of it is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Window {
+    /// In use now.
+    pub in_use: usize,
+    /// Its size.
+    pub max: usize,
+}
+
+/// The probes of the running inputs that connect to a server: whether
+/// they are ready (a NATS input is not until it has connected once), and
+/// their state for `/v1/status`. Cheap to clone; shared.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<Mutex<(u64, BTreeMap<u64, Probe>)>>);
+pub struct Readiness(Arc<Mutex<Probes>>);
+
+/// The last registration's id, and each registered input's probes by id.
+type Probes = (u64, BTreeMap<u64, (Probe, StatusProbe)>);
 
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,12 +96,13 @@ impl std::fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    /// Adds `probe` until the returned registration is dropped.
-    pub fn register(&self, probe: Probe) -> Registration {
+    /// Adds `probe` and `status` until the returned registration is
+    /// dropped.
+    pub fn register(&self, probe: Probe, status: StatusProbe) -> Registration {
         let mut inner = self.0.lock().expect("readiness lock");
         inner.0 += 1;
         let id = inner.0;
-        inner.1.insert(id, probe);
+        inner.1.insert(id, (probe, status));
         Registration {
             readiness: self.clone(),
             id,
@@ -84,9 +117,22 @@ impl Readiness {
             .expect("readiness lock")
             .1
             .values()
-            .cloned()
+            .map(|(p, _)| Arc::clone(p))
             .collect();
         probes.iter().all(|p| p())
+    }
+
+    /// Each registered input's state, in the order they started.
+    pub fn statuses(&self) -> Vec<InputStatus> {
+        let probes: Vec<StatusProbe> = self
+            .0
+            .lock()
+            .expect("readiness lock")
+            .1
+            .values()
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        probes.iter().map(|s| s()).collect()
     }
 }
 
@@ -171,9 +217,15 @@ impl Running {
         }
     }
 
-    /// The same input, with its readiness probe registered in `readiness`.
-    pub(super) fn with_ready(mut self, readiness: &Readiness, probe: Probe) -> Self {
-        self.ready = Some(readiness.register(probe));
+    /// The same input, with its readiness and status probes registered in
+    /// `readiness`.
+    pub(super) fn with_ready(
+        mut self,
+        readiness: &Readiness,
+        probe: Probe,
+        status: StatusProbe,
+    ) -> Self {
+        self.ready = Some(readiness.register(probe, status));
         self
     }
 

@@ -79,12 +79,21 @@ impl NatsInput {
             let input = Arc::clone(&input);
             Arc::new(move || input.connection.ready())
         };
+        let status = {
+            let input = Arc::clone(&input);
+            Arc::new(move || super::InputStatus {
+                name: input.connection.name().to_owned(),
+                kind: "nats",
+                uplink: input.connection.status(),
+                window: None,
+            })
+        };
         let task = ctx.tracker.spawn(Arc::clone(&input).run(
             subscriptions,
             Arc::clone(&ctx.sink),
             stop.clone(),
         ));
-        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready))
+        Ok(Running::new(None, stop, task).with_ready(&ctx.readiness, ready, status))
     }
 
     /// Reads until `stop`, then offers what it holds and closes the
