@@ -137,6 +137,18 @@ def finish(proc):
     return report
 
 
+def launch(config, admin):
+    """Runs the router on `config`; returns it once /ready says so."""
+    proc = subprocess.Popen(
+        [str(ROUTER), "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_ready(proc, admin)
+    proc.admin = admin
+    return proc
+
+
 def wait_ready(proc, admin):
     deadline = time.monotonic() + 30
     while True:
@@ -191,14 +203,7 @@ to = ["down"]
 queue = {{ capacity = 100000, when_full = "block" }}
 """
     )
-    proc = subprocess.Popen(
-        [str(ROUTER), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_ready(proc, admin)
-    proc.admin = admin
-    return proc, pub
+    return launch(config, admin), pub
 
 
 def input_counts(router):
@@ -256,14 +261,7 @@ to = ["up"]
 queue = {{ capacity = 100000, when_full = "block" }}
 """
     )
-    proc = subprocess.Popen(
-        [str(ROUTER), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_ready(proc, admin)
-    proc.admin = admin
-    return proc, pull
+    return launch(config, admin), pull
 
 
 def router_counts(router):

@@ -14,7 +14,7 @@
 //! - the consumer, a durable pull consumer with explicit acks, takes them out
 //!   in batches (`--batch` messages per pull request) and acks each one.
 //!
-//! Every payload ends in its sequence number (8 bytes, big-endian, as the
+//! Every payload ends in its sequence number (8 bytes, little-endian, as the
 //! libzmq load programs write it). The consumer checks loss, duplicates and
 //! order by that number and by the stream sequence JetStream assigned, and the
 //! program prints one JSON line in the shape `bench/run.py` reads from
@@ -176,7 +176,7 @@ fn msg_id(seq: u64) -> async_nats::HeaderMap {
 fn payload(size: usize, seq: u64) -> Bytes {
     let mut buf = BytesMut::with_capacity(size);
     buf.put_bytes(b'x', size - 8);
-    buf.put_u64(seq);
+    buf.put_u64_le(seq);
     buf.freeze()
 }
 
@@ -256,7 +256,7 @@ async fn consume(consumer: consumer::PullConsumer, args: &Args) -> Result<Receiv
         if p.len() < 8 {
             bail!("a {}-byte payload has no sequence number", p.len());
         }
-        let seq = u64::from_be_bytes(p[p.len() - 8..].try_into().expect("8 bytes"));
+        let seq = u64::from_le_bytes(p[p.len() - 8..].try_into().expect("8 bytes"));
         match seen.get_mut(usize::try_from(seq).unwrap_or(usize::MAX)) {
             Some(s) if *s => got.duplicates += 1,
             Some(s) => {

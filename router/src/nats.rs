@@ -63,6 +63,7 @@ impl Link {
             Event::Closed => self.set(State::Closed),
             Event::ServerError(e) => self.error(e.to_string()),
             Event::ClientError(e) => self.error(e.to_string()),
+            // The input counts what its subscriptions lost itself.
             Event::LameDuckMode | Event::Draining | Event::SlowConsumer(_) => {}
         }
     }
@@ -92,6 +93,8 @@ pub(crate) struct Connection {
     settings: NatsConnection,
     client: ArcSwapOption<Client>,
     link: Arc<Link>,
+    /// Messages the client holds per subscription; its default without.
+    subscription_capacity: Option<usize>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -117,7 +120,15 @@ impl Connection {
                 last_error: Mutex::new(None),
                 peers,
             }),
+            subscription_capacity: None,
         }
+    }
+
+    /// The same connection, each of whose subscriptions holds up to
+    /// `capacity` messages not read yet (an input's).
+    pub(crate) fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = Some(capacity);
+        self
     }
 
     /// The entry's name.
@@ -138,6 +149,10 @@ impl Connection {
                 link.on(event);
                 std::future::ready(())
             });
+        let options = match self.subscription_capacity {
+            Some(capacity) => options.subscription_capacity(capacity),
+            None => options,
+        };
         let options = match &self.settings.tls {
             None => options,
             Some(tls) => {

@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::nats::Converter;
+use super::nats::{Converter, probes};
 use super::zmq::Counters;
 use super::{Context, Running, Sink, StartError, Wait};
 use crate::config::{self, DeliverPolicy};
@@ -109,25 +109,20 @@ impl JetStreamInput {
         });
         let client = input.connection.attach().await;
         let stop = ctx.stop.child_token();
-        let ready = {
-            let input = Arc::clone(&input);
-            Arc::new(move || input.connection.ready())
-        };
-        let status = {
-            let input = Arc::clone(&input);
-            Arc::new(move || super::InputStatus {
-                name: input.connection.name().to_owned(),
-                kind: "nats-jetstream",
-                uplink: input.connection.status(),
-                window: Some(super::Window {
-                    in_use: input
+        let (ready, status) = probes(
+            &input,
+            "nats-jetstream",
+            |i| &i.connection,
+            |i| {
+                Some(super::Window {
+                    in_use: i
                         .settings
                         .max_ack_pending
-                        .saturating_sub(input.room.available_permits()),
-                    max: input.settings.max_ack_pending,
-                }),
-            })
-        };
+                        .saturating_sub(i.room.available_permits()),
+                    max: i.settings.max_ack_pending,
+                })
+            },
+        );
         let task =
             ctx.tracker
                 .spawn(Arc::clone(&input).run(client, Arc::clone(&ctx.sink), stop.clone()));
