@@ -26,16 +26,19 @@ pub struct Output {
     #[serde(flatten)]
     pub kind: OutputKind,
     /// How a send this output failed is tried again. Default none: one
-    /// attempt. Reloads live (the output is rebuilt).
+    /// attempt (a durable route: [`Retry::DURABLE_DEFAULT`]). Reloads live
+    /// (the output is rebuilt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
 }
 
-/// An output's `retry = { initial, max, max_attempts }`: a message the
-/// output failed to take (an error, no peer to take it, a peer's error
-/// reply) is sent to it again after a pause drawn at random up to
-/// `min(max, initial * 2^(attempt - 1))` (exponential backoff, full
-/// jitter). A message it refuses for good (too large) is not retried.
+/// An output's `retry = { initial, max, max_attempts, max_elapsed }`: a
+/// message the output failed to take (an error, no peer to take it, a
+/// peer's error reply) is sent to it again after a pause drawn at random up
+/// to `min(max, initial * 2^(attempt - 1))` (exponential backoff, full
+/// jitter), and at least as long as the peer asked for (a webhook's
+/// `Retry-After`, itself capped by `max`). A message it refuses for good
+/// (too large, unencodable, refused) is not retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retry {
     /// The first pause's cap. Default 100ms; 1ms to 1h.
@@ -50,6 +53,16 @@ pub struct Retry {
     /// Default none: retried until it is taken (the route's queue holds it
     /// and backs up meanwhile); 1 to 1000000.
     pub max_attempts: Option<u32>,
+    /// How long after the first failed send no new attempt starts: the
+    /// last pause is cut short to end at this mark, and what that attempt
+    /// still fails goes to the dead-letter store (reason
+    /// `retries_exhausted`) like attempts run out. Default none (no time
+    /// limit); 1ms to 7 days.
+    #[serde(
+        serialize_with = "super::units::serialize_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Retry {
@@ -63,8 +76,8 @@ impl Retry {
         initial: Self::DEFAULT_INITIAL,
         max: Self::DEFAULT_MAX,
         max_attempts: None,
+        max_elapsed: None,
     };
-
     /// Whether a message sent `attempts` times may be sent again.
     pub fn allows(&self, attempts: u32) -> bool {
         self.max_attempts.is_none_or(|max| attempts < max)
@@ -369,10 +382,20 @@ fn build_retry(raw: Option<&S<RawRetry>>, subject: &Subject, c: &mut Checker<'_>
         .max_attempts
         .as_ref()
         .map(|n| c.count(subject, "retry.max_attempts", Some(n), 1, 1..=1_000_000) as u32);
+    let max_elapsed = raw.max_elapsed.as_ref().map(|d| {
+        c.duration(
+            subject,
+            "retry.max_elapsed",
+            Some(d),
+            Duration::from_secs(300),
+            Duration::from_millis(1)..=Duration::from_secs(7 * 24 * 3600),
+        )
+    });
     Some(Retry {
         initial,
         max: max.max(initial),
         max_attempts,
+        max_elapsed,
     })
 }
 
@@ -558,7 +581,13 @@ mod tests {
                 initial: Duration::from_millis(50),
                 max: Duration::from_secs(2),
                 max_attempts: Some(5),
+                max_elapsed: None,
             })
+        );
+        let config = valid(&base("", "retry = { max_elapsed = \"90s\" }", ""));
+        assert_eq!(
+            config.outputs[0].retry.and_then(|r| r.max_elapsed),
+            Some(Duration::from_secs(90))
         );
         let config = valid(&base("", "retry = {}", ""));
         assert_eq!(
@@ -567,6 +596,7 @@ mod tests {
                 initial: Retry::DEFAULT_INITIAL,
                 max: Retry::DEFAULT_MAX,
                 max_attempts: None,
+                max_elapsed: None,
             })
         );
         assert_eq!(valid(&base("", "", "")).outputs[0].retry, None);
@@ -593,6 +623,14 @@ mod tests {
         assert_one(
             &problems(&base("", "retry = { attempts = 3 }", "")),
             "attempts",
+        );
+        assert_one(
+            &problems(&base("", "retry = { max_elapsed = \"0s\" }", "")),
+            "retry.max_elapsed: must be from",
+        );
+        assert_one(
+            &problems(&base("", "retry = { max_elapsed = \"8d\" }", "")),
+            "retry.max_elapsed",
         );
     }
 }

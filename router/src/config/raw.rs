@@ -411,6 +411,7 @@ pub(crate) struct RawRetry {
     pub(crate) initial: Option<S<Quantity>>,
     pub(crate) max: Option<S<Quantity>>,
     pub(crate) max_attempts: Option<S<i64>>,
+    pub(crate) max_elapsed: Option<S<Quantity>>,
 }
 
 /// One `[[plugin]]`. `config` is the plugin's own settings, any table: it
