@@ -1,6 +1,6 @@
 //! Outputs: one file per output kind (`zmq`: PUB and PUSH; `dealer`: DEALER
 //! facing REP services; `nats`: core NATS and JetStream uplinks;
-//! `blackhole`), each
+//! `webhook`: HTTP(S) POSTs; `blackhole`), each
 //! encoding messages onto the wire.
 //! Each output has two halves:
 //!
@@ -37,6 +37,7 @@ pub mod dealer;
 mod lifecycle;
 mod metrics;
 pub mod nats;
+pub mod webhook;
 pub mod zmq;
 
 pub use crate::nats::UplinkStatus;
@@ -53,6 +54,7 @@ pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
         OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
         OutputKind::Nats(settings) => nats::NatsOutput::build(name, settings, ctx),
         OutputKind::NatsJetstream(settings) => nats::JetStreamOutput::build(name, settings, ctx),
+        OutputKind::Webhook(settings) => webhook::WebhookOutput::build(name, settings, ctx),
     }
 }
 

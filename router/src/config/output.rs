@@ -9,8 +9,11 @@ use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
 use super::nats::{self, JetStreamOutput, NatsOutput};
-use super::raw::{RawBlackhole, RawNats, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
+use super::raw::{
+    RawBlackhole, RawNats, RawRetry, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, S,
+};
 use super::units::serialize_duration;
+use super::webhook::{self, WebhookOutput};
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
 /// One `[[output]]`. Reloads live: a changed output is rebuilt (closed,
@@ -26,8 +29,8 @@ pub struct Output {
     #[serde(flatten)]
     pub kind: OutputKind,
     /// How a send this output failed is tried again. Default none: one
-    /// attempt (a durable route: [`Retry::DURABLE_DEFAULT`]). Reloads live
-    /// (the output is rebuilt).
+    /// attempt (a durable route: [`Retry::DURABLE_DEFAULT`]; a webhook:
+    /// [`Retry::WEBHOOK_DEFAULT`]). Reloads live (the output is rebuilt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
 }
@@ -78,6 +81,18 @@ impl Retry {
         max_attempts: None,
         max_elapsed: None,
     };
+    /// How a `webhook` output without a `retry` table is retried, on any
+    /// route (memory or durable): the default pauses, for at most 5
+    /// minutes after the first failure, then into the dead-letter store.
+    /// Webhook senders are expected to retry; a receiver briefly down or
+    /// answering 503 must not lose messages on a memory route.
+    pub const WEBHOOK_DEFAULT: Self = Self {
+        initial: Self::DEFAULT_INITIAL,
+        max: Self::DEFAULT_MAX,
+        max_attempts: None,
+        max_elapsed: Some(Duration::from_secs(300)),
+    };
+
     /// Whether a message sent `attempts` times may be sent again.
     pub fn allows(&self, attempts: u32) -> bool {
         self.max_attempts.is_none_or(|max| attempts < max)
@@ -111,6 +126,9 @@ pub enum OutputKind {
     /// `nats-jetstream`: publishes each message into a JetStream stream,
     /// sent only on its PubAck (see [`JetStreamOutput`]).
     NatsJetstream(JetStreamOutput),
+    /// `webhook`: HTTP(S) POSTs to a URL, accepted on a 2xx answer (see
+    /// [`WebhookOutput`]).
+    Webhook(WebhookOutput),
 }
 
 /// A `blackhole` output: no settings.
@@ -123,7 +141,10 @@ impl Output {
         match &self.kind {
             OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => Some(z),
             OutputKind::ZmqDealer(d) => Some(&d.socket),
-            OutputKind::Blackhole(_) | OutputKind::Nats(_) | OutputKind::NatsJetstream(_) => None,
+            OutputKind::Blackhole(_)
+            | OutputKind::Nats(_)
+            | OutputKind::NatsJetstream(_)
+            | OutputKind::Webhook(_) => None,
         }
     }
 
@@ -428,6 +449,16 @@ pub(crate) fn build_nats(
         name: raw.name.get_ref().clone(),
         kind,
         retry: build_retry(raw.retry.as_ref(), subject, c),
+    }
+}
+
+/// Reads a `webhook` output. Without a `retry` table it is retried with
+/// [`Retry::WEBHOOK_DEFAULT`].
+pub(crate) fn build_webhook(raw: &RawWebhook, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::Webhook(webhook::build(raw, subject, c)),
+        retry: Some(build_retry(raw.retry.as_ref(), subject, c).unwrap_or(Retry::WEBHOOK_DEFAULT)),
     }
 }
 

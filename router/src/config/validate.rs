@@ -28,8 +28,8 @@ use super::output;
 use super::plugin;
 use super::raw::{
     RawBlackhole, RawDeadLetters, RawHttp, RawNats, RawNatsAuth, RawNatsInput, RawNatsTls,
-    RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawZmqDealer,
-    RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
+    RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawWebhook,
+    RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -186,6 +186,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                 "blackhole",
                 "nats",
                 "nats-jetstream",
+                "webhook",
             ],
             "an output",
             c,
@@ -221,6 +222,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Zmq(ZmqRole),
             Blackhole,
             Nats { jetstream: bool },
+            Webhook,
         }
         let kinds = [
             ("zmq-pub", Kind::Zmq(ZmqRole::Pub)),
@@ -229,6 +231,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             ("blackhole", Kind::Blackhole),
             ("nats", Kind::Nats { jetstream: false }),
             ("nats-jetstream", Kind::Nats { jetstream: true }),
+            ("webhook", Kind::Webhook),
         ];
         let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
         let Some(kind) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
@@ -256,6 +259,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             }
             Kind::Blackhole => read::<RawBlackhole>(item, &subject, &[], None, c)
                 .map(|raw| output::build_blackhole(&raw, &subject, c)),
+            Kind::Webhook => read::<RawWebhook>(item, &subject, &[], None, c)
+                .map(|raw| output::build_webhook(&raw, &subject, c)),
         };
         outputs.extend(built);
     }
