@@ -572,6 +572,10 @@ fn client(settings: &config::WebhookOutput) -> Result<HttpClient, String> {
         .enable_http1()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
+        // Write the head and the body with one writev instead of copying
+        // the body into hyper's buffer (hyper-rustls' stream does not say
+        // it writes vectored, so hyper would flatten).
+        .http1_writev(true)
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(settings.concurrency)

@@ -19,7 +19,6 @@
 
 use std::time::UNIX_EPOCH;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
@@ -50,27 +49,45 @@ pub(crate) struct Planned {
 /// One message as a `json` request's array holds it.
 #[derive(Serialize)]
 struct Element<'a> {
-    id: String,
+    #[serde(serialize_with = "as_display")]
+    id: MessageId,
     topic: &'a str,
     publish_time_ms: u64,
     attributes: &'a std::collections::BTreeMap<String, String>,
     payload_encoding: &'static str,
-    payload: std::borrow::Cow<'a, str>,
+    payload: Payload<'a>,
 }
 
-/// `message` as one element of a `json` request's array.
-pub(crate) fn json_element(message: &Message) -> Vec<u8> {
+/// A payload as its JSON string: the text itself, or its base64.
+enum Payload<'a> {
+    Text(&'a str),
+    Base64(&'a [u8]),
+}
+
+impl Serialize for Payload<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Payload::Text(t) => s.serialize_str(t),
+            Payload::Base64(b) => s.collect_str(&base64::display::Base64Display::new(
+                b,
+                &base64::engine::general_purpose::STANDARD,
+            )),
+        }
+    }
+}
+
+fn as_display<S: serde::Serializer>(id: &MessageId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// Appends `message` to `out` as one element of a `json` request's array.
+pub(crate) fn write_json_element(message: &Message, out: &mut Vec<u8>) {
     let (payload_encoding, payload) = match std::str::from_utf8(&message.payload) {
-        Ok(text) => ("utf8", std::borrow::Cow::Borrowed(text)),
-        Err(_) => (
-            "base64",
-            std::borrow::Cow::Owned(
-                base64::engine::general_purpose::STANDARD.encode(&message.payload),
-            ),
-        ),
+        Ok(text) => ("utf8", Payload::Text(text)),
+        Err(_) => ("base64", Payload::Base64(&message.payload)),
     };
     let element = Element {
-        id: message.id.to_string(),
+        id: message.id,
         topic: message.topic.as_str(),
         publish_time_ms: message
             .publish_time
@@ -80,7 +97,25 @@ pub(crate) fn json_element(message: &Message) -> Vec<u8> {
         payload_encoding,
         payload,
     };
-    serde_json::to_vec(&element).expect("a message serializes to JSON")
+    serde_json::to_writer(out, &element).expect("a message serializes to JSON");
+}
+
+/// `message` as one element of a `json` request's array.
+#[cfg(test)]
+pub(crate) fn json_element(message: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_json_element(message, &mut out);
+    out
+}
+
+/// About how many bytes `message` takes as an element (for reserving).
+fn estimate(message: &Message) -> usize {
+    let attributes: usize = message
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum();
+    message.payload.len() * 4 / 3 + message.topic.as_str().len() + attributes + 160
 }
 
 /// The `Idempotency-Key` of a `json` request carrying `ids`: stable for
@@ -138,21 +173,40 @@ pub(crate) fn json_requests(
             headers,
         });
     };
+    let mut spill: Vec<u8> = Vec::new();
     for (i, message) in batch.iter().enumerate() {
         if fates[i].is_some() {
             continue;
         }
-        let element = json_element(message);
+        if positions.len() == max_messages {
+            close(&mut body, &mut positions, &mut planned);
+        }
+        if positions.is_empty() && body.capacity() == 0 {
+            // About what this request will hold, so the body grows once.
+            let ahead: usize = batch[i..].iter().take(max_messages).map(estimate).sum();
+            body.reserve(ahead.min(max_bytes) + 2);
+        }
+        let mark = body.len();
+        body.push(if positions.is_empty() { b'[' } else { b',' });
+        write_json_element(message, &mut body);
+        let element = body.len() - mark - 1;
         // `[` + element + `]`.
-        if element.len() + 2 > max_bytes {
+        if element + 2 > max_bytes {
+            body.truncate(mark);
             fates[i] = Some(Reject::TooLarge);
             continue;
         }
-        if positions.len() == max_messages || body.len() + 1 + element.len() + 1 > max_bytes {
+        if body.len() + 1 > max_bytes {
+            // It does not fit beside the others: it opens the next request.
+            spill.clear();
+            spill.extend_from_slice(&body[mark + 1..]);
+            body.truncate(mark);
             close(&mut body, &mut positions, &mut planned);
+            let ahead: usize = batch[i..].iter().take(max_messages).map(estimate).sum();
+            body.reserve(ahead.min(max_bytes).max(spill.len()) + 2);
+            body.push(b'[');
+            body.extend_from_slice(&spill);
         }
-        body.push(if positions.is_empty() { b'[' } else { b',' });
-        body.extend_from_slice(&element);
         positions.push(i);
     }
     close(&mut body, &mut positions, &mut planned);
