@@ -179,6 +179,7 @@ async fn post(args: &Args) -> Result<()> {
         .enable_http1()
         .wrap_connector(http);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http1_writev(true)
         .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(args.concurrency)
         .build(https);
