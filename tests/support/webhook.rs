@@ -1,5 +1,6 @@
 //! A scripted HTTP server for the webhook tests: hyper on a real TCP
-//! socket on `127.0.0.1:0`, in a thread of its own, answering each request
+//! socket on `127.0.0.1:0` (HTTPS with tokio-rustls if asked), in a thread
+//! of its own, answering each request
 //! with the next [`Reply`] of its script (200 once the script is empty),
 //! and recording every request it got (headers, body, arrival time).
 
@@ -84,6 +85,7 @@ struct Shared {
 
 /// The server; stopped when dropped.
 pub struct HookServer {
+    scheme: &'static str,
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Arc<Notify>,
@@ -98,6 +100,33 @@ impl HookServer {
     /// # Errors
     /// When it cannot bind.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts an HTTPS server on `127.0.0.1:0` with the certificate chain
+    /// in `cert` and the key in `key` (PEM files).
+    ///
+    /// # Errors
+    /// When it cannot bind or the files are not a certificate and a key.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .context("the certificate file")?
+            .collect::<Result<Vec<_>, _>>()
+            .context("a certificate")?;
+        let key = PrivateKeyDer::from_pem_file(key).context("the key file")?;
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -119,7 +148,7 @@ impl HookServer {
                             () = st.notified() => break,
                             accepted = listener.accept() => {
                                 if let Ok((stream, _)) = accepted {
-                                    tokio::spawn(connection(stream, Arc::clone(&s)));
+                                    tokio::spawn(connection(stream, tls.clone(), Arc::clone(&s)));
                                 }
                             }
                         }
@@ -127,6 +156,7 @@ impl HookServer {
                 });
             })?;
         Ok(Self {
+            scheme,
             addr,
             shared,
             stop,
@@ -134,9 +164,9 @@ impl HookServer {
         })
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http://127.0.0.1:<port><path>` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Queues `replies`, answered in order to the next requests.
@@ -192,7 +222,11 @@ enum Abort {
     Garbage,
 }
 
-async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     // A second handle on the socket, to reset it or write garbage on it
     // behind hyper's back.
     let Ok(std) = stream.into_std() else { return };
@@ -208,11 +242,26 @@ async fn connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         let (a, act) = (Arc::clone(&a), Arc::clone(&act));
         async move { Ok::<_, Infallible>(answer(req, shared, a, act).await) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        _ = conn => {}
-        () = abort.notified() => {}
+    let http = hyper::server::conn::http1::Builder::new();
+    match tls {
+        None => {
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                () = abort.notified() => {}
+            }
+        }
+        Some(acceptor) => {
+            // A client that refuses the certificate ends the handshake.
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                () = abort.notified() => {}
+            }
+        }
     }
     let what = *action.lock().expect("action lock");
     match what {

@@ -16,12 +16,16 @@
 //! - a hanging target is cut by `request_timeout`, retried, and the route
 //!   goes on; a slow body after a 200 is not waited for;
 //! - a 10 MB answer body is not read: the router's memory stays put;
-//! - `max_wait`: two routes' batches share one request.
+//! - `max_wait`: two routes' batches share one request;
+//! - HTTPS to a server whose certificate a private CA signed: delivered
+//!   with `ca_file`, refused (handshake, retried, `retries_exhausted`)
+//!   without.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
+use switchyard_tests::nats::Certificates;
 use switchyard_tests::router::http::{Client, Response, get};
 use switchyard_tests::router::{DEADLINE, Router, TempDir, until};
 use switchyard_tests::webhook::{HookServer, Received, Reply};
@@ -620,6 +624,52 @@ fn a_10_mb_answer_is_not_read_into_memory() -> Result<()> {
     );
     let scrape = router.scrape()?;
     ensure!(scrape.route("r").delivered == 6, "{}", scrape.show("r"));
+    Ok(())
+}
+
+#[test]
+fn https_to_a_private_ca_with_ca_file_and_refused_without() -> Result<()> {
+    let certs = Certificates::new()?;
+    let server = HookServer::start_tls(&certs.path("server.pem"), &certs.path("server.key"))?;
+    let data = TempDir::new()?;
+    let url = server.url("/tls");
+    ensure!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let router = Router::start(&config(
+        &data,
+        &format!(
+            "url = {url:?}\nca_file = {:?}\n{QUICK}",
+            certs.path("ca.pem").display().to_string()
+        ),
+        "",
+    ))?;
+    publish(
+        &router,
+        &json!({"messages": [{"topic": "sensors.x", "payload": "over tls"}]}),
+    )?;
+    wait_left(&router, 1)?;
+    let got = server.received();
+    ensure!(got.len() == 1 && ids_of(&got).len() == 1, "{got:?}");
+    ensure!(router.scrape()?.route("r").delivered == 1);
+    drop(router);
+
+    // Without ca_file the system roots do not know the CA: every attempt
+    // fails its handshake, and the message ends as retries_exhausted.
+    let data = TempDir::new()?;
+    let router = Router::start(&config(&data, &format!("url = {url:?}\n{QUICK}"), ""))?;
+    publish(
+        &router,
+        &json!({"messages": [{"topic": "sensors.x", "payload": "untrusted"}]}),
+    )?;
+    wait_left(&router, 1)?;
+    let dead = dead_letters(&router)?;
+    ensure!(
+        dead.len() == 1 && dead[0].1 == "retries_exhausted",
+        "{dead:?}"
+    );
+    let hook = status_of(&router)?;
+    let error = hook["webhook"]["last_error"].as_str().unwrap_or_default();
+    ensure!(error.to_lowercase().contains("certificate"), "{hook}");
+    ensure!(server.received().len() == 1, "no request got through");
     Ok(())
 }
 
