@@ -163,6 +163,9 @@ pub struct Delivery {
     rejections: Vec<Rejection>,
     /// The peer's word on when to try again (a webhook's `Retry-After`).
     retry_after: Option<Duration>,
+    /// What the peer said about what it refused (a webhook's status line),
+    /// for the dead-letter store and the retry log.
+    detail: Option<std::sync::Arc<str>>,
 }
 
 impl Delivery {
@@ -239,6 +242,18 @@ impl Delivery {
     /// The peer's hint of when to try again, if it gave one.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// Records what the peer said about what it refused (e.g. `HTTP 400
+    /// Bad Request: ...`): the dead-letter store's first and last error
+    /// show it after the reason.
+    pub fn set_detail(&mut self, detail: impl Into<std::sync::Arc<str>>) {
+        self.detail = Some(detail.into());
+    }
+
+    /// What the peer said about what it refused, if the output recorded it.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 }
 

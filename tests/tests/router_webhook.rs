@@ -455,6 +455,21 @@ fn the_retry_matrix_retries_what_may_succeed_and_dead_letters_the_rest() -> Resu
         .find(|(_, r, _)| r == "retries_exhausted")
         .context("exhausted")?;
     ensure!(exhausted.2["attempts"] == 3, "{}", exhausted.2);
+    ensure!(
+        exhausted.2["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 503")),
+        "{}",
+        exhausted.2
+    );
+    // What the receiver said is kept with the entry.
+    ensure!(
+        dead.iter().any(|(_, r, e)| r == "refused"
+            && e["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("HTTP 400") && e.contains("the server's word"))),
+        "{dead:?}"
+    );
     let scrape = router.scrape()?;
     let r = scrape.route("r");
     ensure!(

@@ -73,18 +73,28 @@ pub struct WebhookStatus {
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// What one request's answer means for its messages (see `answer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Outcome {
     /// `None`: accepted.
     refusal: Option<Reject>,
     retry_after: Option<Duration>,
+    /// What went wrong, for the dead-letter store.
+    error: Option<Arc<str>>,
 }
 
 impl Outcome {
     const FAILED: Self = Self {
         refusal: Some(Reject::Failed),
         retry_after: None,
+        error: None,
     };
+
+    fn failed(error: &str) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::FAILED
+        }
+    }
 }
 
 /// A `webhook` output.
@@ -227,11 +237,13 @@ impl WebhookOutput {
             }))
             .await;
         let mut delivery_hint = None;
+        let mut detail = None;
         for (positions, outcome) in answers {
             if let Some(reason) = outcome.refusal {
                 for i in positions {
                     fates[i] = Some(reason);
                 }
+                detail = outcome.error.or(detail);
             }
             if let Some(h) = outcome.retry_after {
                 delivery_hint = Some(h.max(delivery_hint.unwrap_or_default()));
@@ -240,6 +252,9 @@ impl WebhookOutput {
         let (mut delivery, accepted) = Delivery::from_fates(&fates);
         if let Some(h) = delivery_hint {
             delivery.set_retry_after(h);
+        }
+        if let Some(d) = detail {
+            delivery.set_detail(d);
         }
         self.sent.inc_by(accepted);
         self.refused.count(&delivery, fates.len());
@@ -362,21 +377,28 @@ impl WebhookOutput {
                     "the webhook failed a request; its messages will be retried under the retry policy"
                 ),
             }
-            self.state.lock().expect("state lock").last_error = Some(error);
+            self.state.lock().expect("state lock").last_error = Some(error.clone());
+            return Outcome {
+                refusal,
+                retry_after: refusal.and(retry_after),
+                error: Some(error.into()),
+            };
         }
         Outcome {
             refusal,
-            retry_after: refusal.and(retry_after),
+            retry_after: None,
+            error: None,
         }
     }
 
     /// A request that got no HTTP answer: its messages failed.
     fn unanswered(&self, error: String) -> Outcome {
         tracing::warn!(output = %self.name, url = %self.settings.url, error = %error, "a webhook request got no answer; its messages will be retried under the retry policy");
+        let outcome = Outcome::failed(&error);
         let mut state = self.state.lock().expect("state lock");
         state.connected = false;
         state.last_error = Some(error);
-        Outcome::FAILED
+        outcome
     }
 
     /// Sends the partly full request `body` (a JSON array carrying `ids`)
@@ -464,7 +486,7 @@ impl WebhookOutput {
         );
         let outcome = self.post(Bytes::from(open.body), headers).await;
         for waiter in open.waiters {
-            let _ = waiter.send(outcome);
+            let _ = waiter.send(outcome.clone());
         }
         outcome
     }

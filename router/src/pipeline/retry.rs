@@ -65,7 +65,10 @@ fn retryable(reason: Reject) -> bool {
 fn describe(result: &Result<Delivery, egress::Error>) -> Option<String> {
     match result {
         Err(e) => Some(e.to_string()),
-        Ok(d) => d.rejections().first().map(|r| r.reason.label().to_owned()),
+        Ok(d) => d.rejections().first().map(|r| match d.detail() {
+            Some(detail) => format!("{}: {detail}", r.reason.label()),
+            None => r.reason.label().to_owned(),
+        }),
     }
 }
 
