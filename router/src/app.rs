@@ -623,7 +623,7 @@ fn route_specs(config: &Config, plugins: &Plugins) -> Vec<RouteSpec> {
                 .iter()
                 .filter_map(|to| {
                     let output = config.outputs.iter().find(|o| &o.name == to)?;
-                    Some((to.clone(), output.retry?))
+                    Some((to.clone(), output.retry_on(route.queue.durable.is_some())?))
                 })
                 .collect(),
             stages: pipeline::Stages {

@@ -129,6 +129,7 @@ mod secret;
 mod source;
 mod units;
 mod validate;
+mod webhook;
 mod zmq;
 
 pub use dead_letters::DeadLetters;
@@ -148,6 +149,7 @@ pub use policy::{UnknownFsync, UnknownPolicy};
 pub use route::{Durability, Fsync, OnError, QueueConfig, Route, WhenFull};
 pub use router::Router;
 pub use secret::Secret;
+pub use webhook::{WebhookEncoding, WebhookOutput};
 pub use zmq::{Envelope, ZmqOptions, ZmqSocket};
 
 /// A config file refuses to be read past this size: a config is a few

@@ -1,6 +1,6 @@
 //! Outputs: one file per output kind (`zmq`: PUB and PUSH; `dealer`: DEALER
 //! facing REP services; `nats`: core NATS and JetStream uplinks;
-//! `blackhole`), each
+//! `webhook`: HTTP(S) POSTs; `blackhole`), each
 //! encoding messages onto the wire.
 //! Each output has two halves:
 //!
@@ -27,6 +27,7 @@
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::config::{self, OutputKind};
 use crate::message::Message;
@@ -36,6 +37,7 @@ pub mod dealer;
 mod lifecycle;
 mod metrics;
 pub mod nats;
+pub mod webhook;
 pub mod zmq;
 
 pub use crate::nats::UplinkStatus;
@@ -52,6 +54,7 @@ pub fn build(entry: &config::Output, ctx: &Context) -> Handle {
         OutputKind::Blackhole(settings) => blackhole::BlackholeOutput::build(name, settings, ctx),
         OutputKind::Nats(settings) => nats::NatsOutput::build(name, settings, ctx),
         OutputKind::NatsJetstream(settings) => nats::JetStreamOutput::build(name, settings, ctx),
+        OutputKind::Webhook(settings) => webhook::WebhookOutput::build(name, settings, ctx),
     }
 }
 
@@ -106,15 +109,20 @@ pub enum Reject {
     /// The output cannot carry it as it is, and never will (an attribute a
     /// NATS header cannot hold). Refused for good, like [`Reject::TooLarge`].
     Unencodable = 3,
+    /// The peer answered that it will never take it (a webhook's 4xx other
+    /// than 408 and 429, a 501, or a redirect, which is not followed).
+    /// Refused for good: not retried, kept in the dead-letter store.
+    Refused = 4,
 }
 
 impl Reject {
     /// Every reason, in the order of their discriminants.
-    pub const ALL: [Reject; 4] = [
+    pub const ALL: [Reject; 5] = [
         Reject::NoSubscriber,
         Reject::TooLarge,
         Reject::Failed,
         Reject::Unencodable,
+        Reject::Refused,
     ];
 
     /// The `reason` label of `switchyard_output_dropped_total`.
@@ -124,13 +132,17 @@ impl Reject {
             Reject::TooLarge => "too_large",
             Reject::Failed => "failed",
             Reject::Unencodable => "unencodable",
+            Reject::Refused => "refused",
         }
     }
 
     /// Whether the refusal is for good: sending the message again cannot
     /// succeed, so it is not retried (and goes to the dead-letter store).
     pub fn is_permanent(self) -> bool {
-        matches!(self, Reject::TooLarge | Reject::Unencodable)
+        matches!(
+            self,
+            Reject::TooLarge | Reject::Unencodable | Reject::Refused
+        )
     }
 }
 
@@ -149,6 +161,11 @@ pub struct Rejection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     rejections: Vec<Rejection>,
+    /// The peer's word on when to try again (a webhook's `Retry-After`).
+    retry_after: Option<Duration>,
+    /// What the peer said about what it refused (a webhook's status line),
+    /// for the dead-letter store and the retry log.
+    detail: Option<std::sync::Arc<str>>,
 }
 
 impl Delivery {
@@ -212,6 +229,31 @@ impl Delivery {
     /// True when every message was accepted.
     pub fn is_complete(&self) -> bool {
         self.rejections.is_empty()
+    }
+
+    /// Records the peer's hint that what it refused should not be sent
+    /// again before `after` (an HTTP `Retry-After`). The retry loop pauses
+    /// at least this long before the next attempt, capped by its policy's
+    /// `max`. Several hints keep the longest.
+    pub fn set_retry_after(&mut self, after: Duration) {
+        self.retry_after = Some(self.retry_after.map_or(after, |had| had.max(after)));
+    }
+
+    /// The peer's hint of when to try again, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Records what the peer said about what it refused (e.g. `HTTP 400
+    /// Bad Request: ...`): the dead-letter store's first and last error
+    /// show it after the reason.
+    pub fn set_detail(&mut self, detail: impl Into<std::sync::Arc<str>>) {
+        self.detail = Some(detail.into());
+    }
+
+    /// What the peer said about what it refused, if the output recorded it.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 }
 

@@ -113,13 +113,16 @@ fn validate_lists_five_mistakes_with_their_lines_and_fails() {
     }
 }
 
-/// What `config/multi-site.toml` requires from the environment.
+/// What the shipped configs (`config/multi-site.toml`, `config/webhook.toml`,
+/// ...) require from the environment.
 const SITE_ENV: &[(&str, &str)] = &[
     ("SITE_ID", "42"),
     ("LINE1_PASSWORD", "line1-secret"),
     ("LINE2_PASSWORD", "line2-secret"),
     ("UPLINK_PASSWORD", "uplink-secret"),
     ("NATS_TOKEN", "nats-token"),
+    ("HOOK_TOKEN", "hook-token"),
+    ("HOOK_SECRET", "hook-secret"),
 ];
 
 /// Config files: `*.toml` other than Cargo manifests, below `dir`,

@@ -34,6 +34,7 @@ pub mod raw;
 pub mod router;
 pub mod scrape;
 pub mod wait;
+pub mod webhook;
 
 /// Paths of the helper binaries built with the tests.
 #[derive(Clone, Copy, Debug)]

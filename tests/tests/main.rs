@@ -37,4 +37,5 @@ mod router_requests;
 mod router_routing;
 mod router_shutdown;
 mod router_store;
+mod router_webhook;
 mod slow_subscriber;

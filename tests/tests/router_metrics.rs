@@ -181,6 +181,16 @@ name = "upstream"
 match = "uplink.>"
 to = ["uplink"]
 
+[[output]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/never-posted"
+
+[[route]]
+name = "hooked"
+match = "hook.>"
+to = ["hook"]
+
 [[input]]
 name = "inbox"
 kind = "nats"
@@ -248,7 +258,9 @@ fn every_kind_reports_the_shared_families() -> Result<()> {
     ];
     for (label, family) in families {
         let names: &[&str] = if label == "output" {
-            &["dash", "workers", "services", "void", "uplink", "stream"]
+            &[
+                "dash", "workers", "services", "void", "uplink", "stream", "hook",
+            ]
         } else {
             &["devices", "producers", "clients", "api", "inbox", "orders"]
         };

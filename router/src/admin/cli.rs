@@ -56,7 +56,7 @@ pub struct Selection {
     #[arg(long)]
     output: Option<String>,
     /// Only entries for this reason: retries_exhausted, too_large,
-    /// unencodable, plugin_error, verdict.
+    /// unencodable, refused, plugin_error, verdict.
     #[arg(long)]
     reason: Option<String>,
     /// Only entries that failed at or after this time (unix ms).

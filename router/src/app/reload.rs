@@ -259,8 +259,10 @@ impl Reloader {
         status.last_attempt = Some(unix_now());
         match &result {
             Ok(report) => {
-                // The generation and time first: a scrape that sees the
-                // success counted sees what it applied.
+                // The generation and time, then the count. The two are
+                // not set at one instant: a scrape (which reads the gauge
+                // first, by name) in between may see the count without
+                // the generation; the one after sees both.
                 let now = unix_now();
                 self.metrics
                     .last_success

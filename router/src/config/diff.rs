@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, NatsConnection, Output,
-    OutputKind, Plugin, QueueConfig, Route, Router, ZmqOptions, ZmqSocket,
+    OutputKind, Plugin, QueueConfig, Route, Router, WebhookOutput, ZmqOptions, ZmqSocket,
 };
 
 /// What a reload from one config to another would change.
@@ -538,12 +538,44 @@ fn output_fields(old: &Output, new: &Output) -> Vec<&'static str> {
             f.check("api_prefix", &a.api_prefix, &b.api_prefix);
             f.0
         }
+        (OutputKind::Webhook(a), OutputKind::Webhook(b)) => webhook_fields(a, b),
         _ => vec!["kind"],
     };
     if *retry != new.retry {
         fields.push("retry");
     }
     fields
+}
+
+fn webhook_fields(old: &WebhookOutput, new: &WebhookOutput) -> Vec<&'static str> {
+    let WebhookOutput {
+        url,
+        encoding,
+        max_messages,
+        max_bytes,
+        max_wait,
+        headers,
+        bearer_token,
+        hmac_secret,
+        connect_timeout,
+        request_timeout,
+        concurrency,
+        ca_file,
+    } = old;
+    let mut f = Fields::default();
+    f.check("url", url, &new.url);
+    f.check("encoding", encoding, &new.encoding);
+    f.check("max_messages", max_messages, &new.max_messages);
+    f.check("max_bytes", max_bytes, &new.max_bytes);
+    f.check("max_wait", max_wait, &new.max_wait);
+    f.check("headers", headers, &new.headers);
+    f.check("bearer_token", bearer_token, &new.bearer_token);
+    f.check("hmac_secret", hmac_secret, &new.hmac_secret);
+    f.check("connect_timeout", connect_timeout, &new.connect_timeout);
+    f.check("request_timeout", request_timeout, &new.request_timeout);
+    f.check("concurrency", concurrency, &new.concurrency);
+    f.check("ca_file", ca_file, &new.ca_file);
+    f.0
 }
 
 fn nats_fields(old: &NatsConnection, new: &NatsConnection) -> Fields {
@@ -725,6 +757,37 @@ path = "g.wasm"
 
     fn file(entries: &[&str]) -> String {
         entries.join("\n")
+    }
+
+    #[test]
+    fn each_webhook_field_is_reported() {
+        let hook = |extra: &str| {
+            base("", "", "").replace(
+                "kind = \"zmq-push\"\nbind = \"tcp://127.0.0.1:6556\"",
+                &format!("kind = \"webhook\"\nurl = \"https://h/in\"\n{extra}"),
+            )
+        };
+        let old = hook("");
+        assert!(diff(&old, &old).is_empty());
+        let cases: &[(&str, &[&str])] = &[
+            ("url = \"https://h/other\"", &["url"]),
+            ("encoding = \"raw\"", &["encoding"]),
+            ("max_messages = 5", &["max_messages"]),
+            ("max_bytes = \"64KiB\"", &["max_bytes"]),
+            ("max_wait = \"5ms\"", &["max_wait"]),
+            ("headers = { \"X-Site\" = \"1\" }", &["headers"]),
+            ("bearer_token = \"t\"", &["bearer_token"]),
+            ("hmac_secret = \"k\"", &["hmac_secret"]),
+            ("connect_timeout = \"1s\"", &["connect_timeout"]),
+            ("request_timeout = \"1s\"", &["request_timeout"]),
+            ("concurrency = 1", &["concurrency"]),
+            ("retry = { max_attempts = 2 }", &["retry"]),
+        ];
+        for (extra, fields) in cases {
+            let new = hook(extra).replacen("url = \"https://h/in\"\nurl", "url", 1);
+            let d = diff(&old, &new);
+            assert_eq!(d.outputs.changed, [changed("out", fields)], "{extra}");
+        }
     }
 
     #[test]

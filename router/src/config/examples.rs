@@ -24,9 +24,8 @@ fn config_dir() -> PathBuf {
 fn example_env(name: &str) -> Option<String> {
     match name {
         "SITE_ID" => Some("42".into()),
-        "LINE1_PASSWORD" | "LINE2_PASSWORD" | "UPLINK_PASSWORD" | "NATS_TOKEN" => {
-            Some("example".into())
-        }
+        "LINE1_PASSWORD" | "LINE2_PASSWORD" | "UPLINK_PASSWORD" | "NATS_TOKEN" | "HOOK_TOKEN"
+        | "HOOK_SECRET" => Some("example".into()),
         _ => None,
     }
 }

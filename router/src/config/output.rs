@@ -9,8 +9,11 @@ use super::checker::Checker;
 use super::endpoint::Attach;
 use super::error::Subject;
 use super::nats::{self, JetStreamOutput, NatsOutput};
-use super::raw::{RawBlackhole, RawNats, RawRetry, RawZmqDealer, RawZmqPub, RawZmqPush, S};
+use super::raw::{
+    RawBlackhole, RawNats, RawRetry, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, S,
+};
 use super::units::serialize_duration;
+use super::webhook::{self, WebhookOutput};
 use super::zmq::{self, ZmqRole, ZmqSocket};
 
 /// One `[[output]]`. Reloads live: a changed output is rebuilt (closed,
@@ -26,16 +29,33 @@ pub struct Output {
     #[serde(flatten)]
     pub kind: OutputKind,
     /// How a send this output failed is tried again. Default none: one
-    /// attempt. Reloads live (the output is rebuilt).
+    /// attempt (a durable route: [`Retry::DURABLE_DEFAULT`]; a webhook:
+    /// [`Retry::WEBHOOK_DEFAULT`]). Reloads live (the output is rebuilt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
 }
 
-/// An output's `retry = { initial, max, max_attempts }`: a message the
-/// output failed to take (an error, no peer to take it, a peer's error
-/// reply) is sent to it again after a pause drawn at random up to
-/// `min(max, initial * 2^(attempt - 1))` (exponential backoff, full
-/// jitter). A message it refuses for good (too large) is not retried.
+impl Output {
+    /// How a route retries this output: its `retry` table; without one, a
+    /// webhook on a memory route (`durable` false) gets
+    /// [`Retry::WEBHOOK_DEFAULT`], and `None` leaves it to the route (one
+    /// attempt in memory, [`Retry::DURABLE_DEFAULT`] on disk).
+    pub fn retry_on(&self, durable: bool) -> Option<Retry> {
+        match (&self.retry, &self.kind) {
+            (Some(r), _) => Some(*r),
+            (None, OutputKind::Webhook(_)) if !durable => Some(Retry::WEBHOOK_DEFAULT),
+            (None, _) => None,
+        }
+    }
+}
+
+/// An output's `retry = { initial, max, max_attempts, max_elapsed }`: a
+/// message the output failed to take (an error, no peer to take it, a
+/// peer's error reply) is sent to it again after a pause drawn at random up
+/// to `min(max, initial * 2^(attempt - 1))` (exponential backoff, full
+/// jitter), and at least as long as the peer asked for (a webhook's
+/// `Retry-After`, itself capped by `max`). A message it refuses for good
+/// (too large, unencodable, refused) is not retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retry {
     /// The first pause's cap. Default 100ms; 1ms to 1h.
@@ -50,6 +70,16 @@ pub struct Retry {
     /// Default none: retried until it is taken (the route's queue holds it
     /// and backs up meanwhile); 1 to 1000000.
     pub max_attempts: Option<u32>,
+    /// How long after the first failed send no new attempt starts: the
+    /// last pause is cut short to end at this mark, and what that attempt
+    /// still fails goes to the dead-letter store (reason
+    /// `retries_exhausted`) like attempts run out. Default none (no time
+    /// limit); 1ms to 7 days.
+    #[serde(
+        serialize_with = "super::units::serialize_opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_elapsed: Option<Duration>,
 }
 
 impl Retry {
@@ -63,6 +93,20 @@ impl Retry {
         initial: Self::DEFAULT_INITIAL,
         max: Self::DEFAULT_MAX,
         max_attempts: None,
+        max_elapsed: None,
+    };
+    /// How a `webhook` output without a `retry` table is retried on a
+    /// memory route: the default pauses, for at most 5 minutes after the
+    /// first failure, then into the dead-letter store. Webhook senders are
+    /// expected to retry; a receiver briefly down or answering 503 must
+    /// not lose messages on a memory route. A durable route retries it as
+    /// any output, until taken ([`Retry::DURABLE_DEFAULT`]): its disk holds
+    /// the backlog (store-and-forward).
+    pub const WEBHOOK_DEFAULT: Self = Self {
+        initial: Self::DEFAULT_INITIAL,
+        max: Self::DEFAULT_MAX,
+        max_attempts: None,
+        max_elapsed: Some(Duration::from_secs(300)),
     };
 
     /// Whether a message sent `attempts` times may be sent again.
@@ -98,6 +142,9 @@ pub enum OutputKind {
     /// `nats-jetstream`: publishes each message into a JetStream stream,
     /// sent only on its PubAck (see [`JetStreamOutput`]).
     NatsJetstream(JetStreamOutput),
+    /// `webhook`: HTTP(S) POSTs to a URL, accepted on a 2xx answer (see
+    /// [`WebhookOutput`]).
+    Webhook(WebhookOutput),
 }
 
 /// A `blackhole` output: no settings.
@@ -110,7 +157,10 @@ impl Output {
         match &self.kind {
             OutputKind::ZmqPub(z) | OutputKind::ZmqPush(z) => Some(z),
             OutputKind::ZmqDealer(d) => Some(&d.socket),
-            OutputKind::Blackhole(_) | OutputKind::Nats(_) | OutputKind::NatsJetstream(_) => None,
+            OutputKind::Blackhole(_)
+            | OutputKind::Nats(_)
+            | OutputKind::NatsJetstream(_)
+            | OutputKind::Webhook(_) => None,
         }
     }
 
@@ -369,10 +419,20 @@ fn build_retry(raw: Option<&S<RawRetry>>, subject: &Subject, c: &mut Checker<'_>
         .max_attempts
         .as_ref()
         .map(|n| c.count(subject, "retry.max_attempts", Some(n), 1, 1..=1_000_000) as u32);
+    let max_elapsed = raw.max_elapsed.as_ref().map(|d| {
+        c.duration(
+            subject,
+            "retry.max_elapsed",
+            Some(d),
+            Duration::from_secs(300),
+            Duration::from_millis(1)..=Duration::from_secs(7 * 24 * 3600),
+        )
+    });
     Some(Retry {
         initial,
         max: max.max(initial),
         max_attempts,
+        max_elapsed,
     })
 }
 
@@ -404,6 +464,16 @@ pub(crate) fn build_nats(
     Output {
         name: raw.name.get_ref().clone(),
         kind,
+        retry: build_retry(raw.retry.as_ref(), subject, c),
+    }
+}
+
+/// Reads a `webhook` output. Without a `retry` table it is retried with
+/// [`Retry::WEBHOOK_DEFAULT`] on a memory route ([`Output::retry_on`]).
+pub(crate) fn build_webhook(raw: &RawWebhook, subject: &Subject, c: &mut Checker<'_>) -> Output {
+    Output {
+        name: raw.name.get_ref().clone(),
+        kind: OutputKind::Webhook(webhook::build(raw, subject, c)),
         retry: build_retry(raw.retry.as_ref(), subject, c),
     }
 }
@@ -558,7 +628,13 @@ mod tests {
                 initial: Duration::from_millis(50),
                 max: Duration::from_secs(2),
                 max_attempts: Some(5),
+                max_elapsed: None,
             })
+        );
+        let config = valid(&base("", "retry = { max_elapsed = \"90s\" }", ""));
+        assert_eq!(
+            config.outputs[0].retry.and_then(|r| r.max_elapsed),
+            Some(Duration::from_secs(90))
         );
         let config = valid(&base("", "retry = {}", ""));
         assert_eq!(
@@ -567,6 +643,7 @@ mod tests {
                 initial: Retry::DEFAULT_INITIAL,
                 max: Retry::DEFAULT_MAX,
                 max_attempts: None,
+                max_elapsed: None,
             })
         );
         assert_eq!(valid(&base("", "", "")).outputs[0].retry, None);
@@ -593,6 +670,14 @@ mod tests {
         assert_one(
             &problems(&base("", "retry = { attempts = 3 }", "")),
             "attempts",
+        );
+        assert_one(
+            &problems(&base("", "retry = { max_elapsed = \"0s\" }", "")),
+            "retry.max_elapsed: must be from",
+        );
+        assert_one(
+            &problems(&base("", "retry = { max_elapsed = \"8d\" }", "")),
+            "retry.max_elapsed",
         );
     }
 }

@@ -317,6 +317,31 @@ impl RawNats {
     }
 }
 
+/// One `[[output]]` of kind `webhook`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub(crate) name: S<String>,
+    /// Read before this struct is deserialized.
+    #[serde(rename = "kind")]
+    pub(crate) _kind: S<String>,
+    pub(crate) url: S<String>,
+    pub(crate) encoding: Option<S<String>>,
+    pub(crate) max_messages: Option<S<i64>>,
+    pub(crate) max_bytes: Option<S<Quantity>>,
+    pub(crate) max_wait: Option<S<Quantity>>,
+    pub(crate) headers: Option<S<BTreeMap<String, S<String>>>>,
+    pub(crate) bearer_token: Option<S<String>>,
+    pub(crate) bearer_token_file: Option<S<String>>,
+    pub(crate) hmac_secret: Option<S<String>>,
+    pub(crate) hmac_secret_file: Option<S<String>>,
+    pub(crate) connect_timeout: Option<S<Quantity>>,
+    pub(crate) request_timeout: Option<S<Quantity>>,
+    pub(crate) concurrency: Option<S<i64>>,
+    pub(crate) ca_file: Option<S<String>>,
+    pub(crate) retry: Option<S<RawRetry>>,
+}
+
 /// A JetStream output's `stream = { ... }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,6 +464,7 @@ pub(crate) struct RawRetry {
     pub(crate) initial: Option<S<Quantity>>,
     pub(crate) max: Option<S<Quantity>>,
     pub(crate) max_attempts: Option<S<i64>>,
+    pub(crate) max_elapsed: Option<S<Quantity>>,
 }
 
 /// One `[[plugin]]`. `config` is the plugin's own settings, any table: it

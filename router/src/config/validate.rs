@@ -29,7 +29,8 @@ use super::plugin;
 use super::raw::{
     RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawNats, RawNatsAuth, RawNatsInput,
     RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream,
-    RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
+    RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of,
+    zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -181,7 +182,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             &item,
             &subject,
             &kinds,
-            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole"],
+            &["zmq-pub", "zmq-push", "zmq-dealer", "blackhole", "webhook"],
             "an output",
             c,
         ) else {
@@ -224,6 +225,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Zmq(ZmqRole),
             Blackhole,
             Nats { jetstream: bool },
+            Webhook,
         }
         let kinds = [
             ("zmq-pub", Kind::Zmq(ZmqRole::Pub)),
@@ -232,6 +234,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             ("blackhole", Kind::Blackhole),
             ("nats", Kind::Nats { jetstream: false }),
             ("nats-jetstream", Kind::Nats { jetstream: true }),
+            ("webhook", Kind::Webhook),
         ];
         let inputs_kinds = ["zmq-sub", "zmq-pull", "zmq-router", "http"];
         let Some(kind) = peek_kind(&item, &subject, &kinds, &inputs_kinds, "an input", c) else {
@@ -259,6 +262,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             }
             Kind::Blackhole => read::<RawBlackhole>(item, &subject, &[], None, c)
                 .map(|raw| output::build_blackhole(&raw, &subject, c)),
+            Kind::Webhook => read::<RawWebhook>(item, &subject, &[], None, c)
+                .map(|raw| output::build_webhook(&raw, &subject, c)),
         };
         outputs.extend(built);
     }

@@ -364,6 +364,7 @@ impl ZmqDealerOutput {
             peers: self.links.peer_count() as u64,
             services: self.services(),
             uplink: None,
+            webhook: None,
         }
     }
 

@@ -115,4 +115,8 @@ pub struct OutputStats {
     /// An uplink's connection (`nats`); not shown for other kinds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uplink: Option<crate::nats::UplinkStatus>,
+    /// A `webhook` output's URL and last answer; not shown for other
+    /// kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<super::webhook::WebhookStatus>,
 }

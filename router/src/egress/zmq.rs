@@ -164,6 +164,7 @@ where
             peers: self.socket.peer_count() as u64,
             services: Vec::new(),
             uplink: None,
+            webhook: None,
         }
     }
 

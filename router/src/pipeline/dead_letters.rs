@@ -5,7 +5,8 @@
 //! - Route-level dead letters (a routing plugin's `dead_letter` verdict, a
 //!   failed batch under `on_error = "dead_letter"`) on a route without a
 //!   `dead_letter` output: reason `verdict` or `plugin_error`.
-//! - An output's `too_large` rejection: reason `too_large`, with that
+//! - An output's refusal for good: reason `too_large`, `unencodable` or
+//!   `refused` (its peer said never, e.g. a webhook's 400), with that
 //!   output.
 //!
 //! Either way the message leaves the route as `dead_lettered` once
@@ -110,8 +111,11 @@ pub(crate) fn set_aside_refused(
             .get(i)
             .and_then(|&o| results.get(usize::from(o)))
             .is_some_and(|s| s.exhausted);
-        let keep = matches!(reason, DropReason::TooLarge | DropReason::Unencodable)
-            || (exhausted && matches!(reason, DropReason::NoSubscriber | DropReason::OutputError));
+        let keep = matches!(
+            reason,
+            DropReason::TooLarge | DropReason::Unencodable | DropReason::Refused
+        ) || (exhausted
+            && matches!(reason, DropReason::NoSubscriber | DropReason::OutputError));
         if keep {
             *r = None;
             set_aside.push((i as u32, reason));
@@ -165,6 +169,19 @@ pub(crate) async fn keep_refused<'a>(
                 );
                 fallback.push(DropReason::Unencodable);
                 (DeadReason::Unencodable, 1, error.clone(), error)
+            } else if why == DropReason::Refused {
+                let error = format!(
+                    "output {output:?}: its peer refused it for good ({})",
+                    sent.and_then(|s| s.last_error.as_deref())
+                        .unwrap_or("refused")
+                );
+                fallback.push(DropReason::Refused);
+                (
+                    DeadReason::Refused,
+                    sent.map_or(1, |s| s.attempts),
+                    error.clone(),
+                    error,
+                )
             } else {
                 let sent = sent.expect("a set-aside message has the result that refused it");
                 let error = |e: &Option<String>| {
@@ -308,6 +325,7 @@ mod tests {
                 initial: std::time::Duration::from_millis(10),
                 max: std::time::Duration::from_millis(10),
                 max_attempts: Some(3),
+                max_elapsed: None,
             },
         );
         let pipeline = Pipeline::start_with(

@@ -53,11 +53,14 @@ pub enum DropReason {
     /// An output cannot carry it as it is (an attribute a NATS header
     /// cannot hold).
     Unencodable,
+    /// An output's peer answered that it will never take it (a webhook's
+    /// 4xx, 501 or redirect).
+    Refused,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::QueueFull,
         Self::NoSubscriber,
         Self::TooLarge,
@@ -70,6 +73,7 @@ impl DropReason {
         Self::Corrupt,
         Self::Retention,
         Self::Unencodable,
+        Self::Refused,
     ];
 
     /// The metric label value.
@@ -87,6 +91,7 @@ impl DropReason {
             Self::Corrupt => "corrupt",
             Self::Retention => "retention",
             Self::Unencodable => "unencodable",
+            Self::Refused => "refused",
         }
     }
 
@@ -112,7 +117,8 @@ impl DropReason {
             | Self::NoDeadLetter
             | Self::Corrupt
             | Self::Retention
-            | Self::Unencodable => false,
+            | Self::Unencodable
+            | Self::Refused => false,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Sending a batch to one output, and again, after a pause, what it failed
 //! to take: the retry policy a route has for that output ([`Retry`]:
-//! exponential backoff with full jitter, optionally a most attempts).
+//! exponential backoff with full jitter, optionally a most attempts and a
+//! most time since the first failure). A pause is at least what the output
+//! was told to wait ([`Delivery::retry_after`], a webhook's `Retry-After`),
+//! capped by the policy's `max`.
 //!
 //! What counts as a failure worth another try: an error for the whole
 //! batch ([`egress::Error`]), nobody to take a message
@@ -26,7 +29,8 @@ pub(crate) struct Sent {
     /// still refused at the end, with the reason of its last refusal.
     pub(crate) result: Result<Delivery, egress::Error>,
     /// The retry policy gave up on them: they were sent `max_attempts`
-    /// times. False for a refusal for good, a stop, or no policy.
+    /// times, or `max_elapsed` passed. False for a refusal for good, a
+    /// stop, or no policy.
     pub(crate) exhausted: bool,
     /// Sends made of the messages still refused at the end.
     pub(crate) attempts: u32,
@@ -61,7 +65,10 @@ fn retryable(reason: Reject) -> bool {
 fn describe(result: &Result<Delivery, egress::Error>) -> Option<String> {
     match result {
         Err(e) => Some(e.to_string()),
-        Ok(d) => d.rejections().first().map(|r| r.reason.label().to_owned()),
+        Ok(d) => d.rejections().first().map(|r| match d.detail() {
+            Some(detail) => format!("{}: {detail}", r.reason.label()),
+            None => r.reason.label().to_owned(),
+        }),
     }
 }
 
@@ -75,6 +82,22 @@ pub(crate) fn backoff(policy: &Retry, attempt: u32) -> Duration {
         .saturating_mul(1u32 << doublings)
         .min(policy.max);
     cap.mul_f64(fastrand::f64())
+}
+
+/// The pause before the next attempt after `attempt` sends failed: the
+/// [`backoff`], but at least the peer's `hint` (capped by the policy's
+/// `max`, so a peer cannot stall a route for an hour).
+pub(crate) fn pause(policy: &Retry, attempt: u32, hint: Option<Duration>) -> Duration {
+    let drawn = backoff(policy, attempt);
+    match hint {
+        Some(hint) => drawn.max(hint.min(policy.max)),
+        None => drawn,
+    }
+}
+
+/// The peer's hint of when to try again, from one send's result.
+fn hint_of(result: &Result<Delivery, egress::Error>) -> Option<Duration> {
+    result.as_ref().ok().and_then(Delivery::retry_after)
 }
 
 /// How far an output must have got with a batch before it answers.
@@ -140,6 +163,8 @@ pub(crate) async fn send(
     let mut attempts = 1;
     let mut again: Vec<Message> = Vec::new();
     let mut positions: Vec<usize> = Vec::new();
+    let failed_at = tokio::time::Instant::now();
+    let mut hint = hint_of(&first);
     let exhausted = loop {
         if !policy.allows(attempts) {
             break true;
@@ -147,7 +172,15 @@ pub(crate) async fn send(
         if shutting_down.load(Ordering::Relaxed) {
             break false;
         }
-        let pause = tokio::time::sleep(backoff(&policy, attempts));
+        let mut wait = pause(&policy, attempts, hint);
+        if let Some(limit) = policy.max_elapsed {
+            let spent = failed_at.elapsed();
+            if spent >= limit {
+                break true;
+            }
+            wait = wait.min(limit - spent);
+        }
+        let pause = tokio::time::sleep(wait);
         match queue {
             None => pause.await,
             Some(q) => tokio::select! {
@@ -197,6 +230,7 @@ pub(crate) async fn send(
             Err(e) => whole_error = Some(e.clone()),
             Ok(_) => whole_error = None,
         }
+        hint = hint_of(&result);
         if let Some(e) = describe(&result) {
             last_error = Some(e);
         }
@@ -211,7 +245,7 @@ pub(crate) async fn send(
             messages = pending.len(),
             first_error = first_error.as_deref().unwrap_or(""),
             last_error = last_error.as_deref().unwrap_or(""),
-            "gave up sending after the retry policy's attempts"
+            "gave up sending after the retry policy's attempts or time"
         );
     }
     let result = match whole_error {
@@ -326,6 +360,7 @@ mod tests {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(40),
             max_attempts,
+            max_elapsed: None,
         }
     }
 
@@ -420,6 +455,103 @@ mod tests {
         .await;
         assert_eq!(out.sends.lock().expect("lock").len(), 1);
         assert!(!sent.exhausted);
+    }
+
+    /// Refuses every message as failed, with a `Retry-After` hint, and
+    /// records when (on the paused clock) each send came.
+    struct Hinting {
+        hint: Option<Duration>,
+        at: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Output for Hinting {
+        fn name(&self) -> &str {
+            "hinting"
+        }
+
+        fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
+            self.at
+                .lock()
+                .expect("lock")
+                .push(tokio::time::Instant::now());
+            let mut d = Delivery::rejected_all(batch.len(), Reject::Failed);
+            if let Some(h) = self.hint {
+                d.set_retry_after(h);
+            }
+            Box::pin(std::future::ready(Ok(d)))
+        }
+    }
+
+    async fn sends_apart(hint: Option<Duration>, policy: Retry) -> (Sent, Vec<Duration>) {
+        let out = Arc::new(Hinting {
+            hint,
+            at: Mutex::new(Vec::new()),
+        });
+        let dynout: Arc<dyn Output> = out.clone();
+        let sent = send(
+            &dynout,
+            &msgs("t.x", 0..1),
+            Until::Taken,
+            Some(policy),
+            &AtomicBool::new(false),
+            |_, _| {},
+            None,
+        )
+        .await;
+        let at = out.at.lock().expect("lock").clone();
+        (sent, at.windows(2).map(|w| w[1] - w[0]).collect())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_hint_sets_the_least_pause_capped_by_max() {
+        let p = Retry {
+            max: Duration::from_secs(5),
+            ..policy(Some(4))
+        };
+        let (sent, gaps) = sends_apart(Some(Duration::from_secs(2)), p).await;
+        assert!(sent.exhausted);
+        assert_eq!(gaps.len(), 3);
+        for g in &gaps {
+            assert!(*g >= Duration::from_secs(2), "{gaps:?}");
+            assert!(*g <= Duration::from_secs(5), "{gaps:?}");
+        }
+        // A hint past `max` is cut to `max`.
+        let (_, gaps) = sends_apart(Some(Duration::from_secs(3600)), p).await;
+        assert!(
+            gaps.iter().all(|g| *g == Duration::from_secs(5)),
+            "{gaps:?}"
+        );
+        // No hint: the backoff alone, at most 10ms, 20ms, 40ms.
+        let (_, gaps) = sends_apart(None, policy(Some(4))).await;
+        assert!(
+            gaps.iter().all(|g| *g <= Duration::from_millis(40)),
+            "{gaps:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_elapsed_ends_the_retrying_as_exhausted() {
+        let p = Retry {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            max_attempts: None,
+            max_elapsed: Some(Duration::from_millis(3500)),
+        };
+        let (sent, gaps) = sends_apart(Some(Duration::from_secs(1)), p).await;
+        assert!(sent.exhausted);
+        // Attempts at 0, 1, 2, 3 and (the last pause cut short) 3.5s.
+        assert_eq!(sent.attempts, 5, "{gaps:?}");
+        assert_eq!(gaps.last().copied(), Some(Duration::from_millis(500)));
+        let total: Duration = gaps.iter().sum();
+        assert_eq!(total, Duration::from_millis(3500));
+    }
+
+    #[test]
+    fn pauses_honour_the_hint_within_max() {
+        let p = policy(None);
+        assert_eq!(pause(&p, 1, Some(Duration::from_secs(9))), p.max);
+        assert!(pause(&p, 1, Some(Duration::from_millis(30))) >= Duration::from_millis(30));
+        assert!(pause(&p, 1, None) <= p.initial);
     }
 
     #[test]

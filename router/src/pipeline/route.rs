@@ -411,6 +411,7 @@ impl Route {
             corrupt: m.dropped_count(DropReason::Corrupt),
             retention: m.dropped_count(DropReason::Retention),
             unencodable: m.dropped_count(DropReason::Unencodable),
+            refused: m.dropped_count(DropReason::Refused),
         }
     }
 

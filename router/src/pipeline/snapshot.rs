@@ -124,6 +124,8 @@ pub struct DroppedCounts {
     pub retention: u64,
     /// `unencodable`.
     pub unencodable: u64,
+    /// `refused`.
+    pub refused: u64,
 }
 
 impl DroppedCounts {
@@ -142,6 +144,7 @@ impl DroppedCounts {
             DropReason::Corrupt => self.corrupt,
             DropReason::Retention => self.retention,
             DropReason::Unencodable => self.unencodable,
+            DropReason::Refused => self.refused,
         }
     }
 }

@@ -442,6 +442,7 @@ fn quick_retries(s: &mut super::RouteSpec) {
                 initial: Duration::from_millis(1),
                 max: Duration::from_millis(5),
                 max_attempts: None,
+                max_elapsed: None,
             },
         );
     }

@@ -768,6 +768,7 @@ fn reason_of(reject: Reject) -> DropReason {
         Reject::TooLarge => DropReason::TooLarge,
         Reject::Failed => DropReason::OutputError,
         Reject::Unencodable => DropReason::Unencodable,
+        Reject::Refused => DropReason::Refused,
     }
 }
 

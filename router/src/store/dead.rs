@@ -76,16 +76,20 @@ pub enum DeadReason {
     /// An output cannot carry it as it is (an attribute a NATS header
     /// cannot hold).
     Unencodable = 4,
+    /// An output's peer answered that it will never take it (a webhook's
+    /// 4xx, 501 or redirect).
+    Refused = 5,
 }
 
 impl DeadReason {
     /// Every reason, in code order.
-    pub const ALL: [DeadReason; 5] = [
+    pub const ALL: [DeadReason; 6] = [
         Self::RetriesExhausted,
         Self::TooLarge,
         Self::PluginError,
         Self::Verdict,
         Self::Unencodable,
+        Self::Refused,
     ];
 
     /// The metric label and API name.
@@ -96,6 +100,7 @@ impl DeadReason {
             Self::PluginError => "plugin_error",
             Self::Verdict => "verdict",
             Self::Unencodable => "unencodable",
+            Self::Refused => "refused",
         }
     }
 

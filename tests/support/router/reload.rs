@@ -54,7 +54,10 @@ pub fn reloads(router: &Router) -> Result<Reloads> {
 }
 
 /// Waits until at least `attempts` reloads have been tried (succeeded or
-/// failed); returns the counters then.
+/// failed); returns the counters of the scrape after the one that saw
+/// them. (A scrape reads the generation gauge before the reload counters,
+/// so the one that first sees a reload counted may have read the gauge just
+/// before that reload set it; the next one reads both after.)
 ///
 /// # Errors
 /// When the deadline ([`DEADLINE`]) passes first.
@@ -72,7 +75,8 @@ pub fn wait_attempts(router: &Router, attempts: u64) -> Result<Reloads> {
             Err(_) => None,
         },
     );
-    found.map_err(|e| e.context(format!("last counters: {last:?}")))
+    found.map_err(|e| e.context(format!("last counters: {last:?}")))?;
+    reloads(router)
 }
 
 /// `POST /v1/reload` with `query` (`""` or `"?dry_run=true"`) and an
