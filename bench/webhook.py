@@ -29,11 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from uplink import ROOT, ZSEND, ROUTER, free_port, stop, zsend
+from uplink import ROOT, ZSEND, ROUTER, free_port, launch, router_counts, stop, zsend
 
 LOAD = ROOT / "target" / "release" / "webhook-load"
 
@@ -85,39 +83,7 @@ to = ["up"]
 queue = {{ capacity = 100000, when_full = "block" }}
 """
     )
-    proc = subprocess.Popen(
-        [str(ROUTER), "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except Exception:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            stop(proc)
-            raise RuntimeError("the router did not get ready")
-        time.sleep(0.02)
-    proc.admin = admin
-    return proc, pull
-
-
-def router_counts(router):
-    with urllib.request.urlopen(f"http://127.0.0.1:{router.admin}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    counts = {"output_sent": 0.0, "route_dropped": 0.0, "route_depth": 0.0}
-    for line in text.splitlines():
-        if line.startswith('switchyard_output_messages_total{output="up"}'):
-            counts["output_sent"] = float(line.split()[-1])
-        elif line.startswith("switchyard_route_dropped_total{") and 'route="uplink"' in line:
-            counts["route_dropped"] += float(line.split()[-1])
-        elif line.startswith('switchyard_route_queue_depth{route="uplink"}'):
-            counts["route_depth"] = float(line.split()[-1])
-    return counts
+    return launch(config, admin), pull
 
 
 def trial(case, args, tmp):
