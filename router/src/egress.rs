@@ -94,6 +94,16 @@ pub trait Output: Send + Sync + 'static {
     fn send_written<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
         self.send(batch)
     }
+
+    /// How many messages one [`send`](Self::send) should carry to keep
+    /// the output busy, when that is more than a route's usual batch: an
+    /// output that answers a batch only once its peer answered all of it
+    /// (a webhook's requests in flight) idles between batches that fill
+    /// it only once. A route takes the largest hint of its targets,
+    /// within half its queue's capacity. `None`: the route's own size.
+    fn preferred_batch(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Why an output refused one message of a batch it otherwise took.

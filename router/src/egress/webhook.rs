@@ -10,7 +10,10 @@
 //! them as `failed` (with its `Retry-After` as the least next pause), a
 //! refusal for good as `refused`. The output answers the route once every
 //! request of its batch was answered, so on a durable route a message
-//! leaves the disk only once a 2xx answered its request.
+//! leaves the disk only once a 2xx answered its request. So that one
+//! route keeps every slot busy, the output asks its routes for batches of
+//! [`ROUNDS`] rounds of `concurrency` full requests
+//! ([`Output::preferred_batch`]).
 //!
 //! `request_timeout` bounds each request from the connect to the last byte
 //! of the answer read; the answer's body is read up to 64 KiB (for the
@@ -53,6 +56,14 @@ use encode::{Planned, RawRefusal};
 
 /// How much of an answer's body is read (for the log); the rest is not.
 const BODY_CAP: usize = 64 << 10;
+
+/// Rounds of `concurrency` requests one route batch should fill
+/// ([`Output::preferred_batch`]): the slots go idle only at a batch's end,
+/// while its last requests are answered.
+const ROUNDS: usize = 4;
+
+/// The largest route batch the output asks for.
+const MOST_PREFERRED: usize = 16_384;
 
 /// A `webhook` output's state, as `/v1/status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -649,6 +660,22 @@ impl Output for WebhookOutput {
     /// out), so [`Output::send_written`] is this too.
     fn send<'a>(&'a self, batch: &'a [Message]) -> SendFuture<'a> {
         Box::pin(self.deliver(batch))
+    }
+
+    /// Enough for [`ROUNDS`] rounds of `concurrency` full requests, so
+    /// one route keeps every request slot busy while its batch lasts,
+    /// at most [`MOST_PREFERRED`].
+    fn preferred_batch(&self) -> Option<usize> {
+        let per_request = match self.settings.encoding {
+            WebhookEncoding::Json => self.settings.max_messages,
+            WebhookEncoding::Raw => 1,
+        };
+        Some(
+            per_request
+                .saturating_mul(self.settings.concurrency)
+                .saturating_mul(ROUNDS)
+                .min(MOST_PREFERRED),
+        )
     }
 }
 

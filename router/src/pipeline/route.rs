@@ -54,6 +54,24 @@ pub(crate) struct Program {
     pub(crate) retry: Box<[Option<super::spec::Retry>]>,
 }
 
+impl Program {
+    /// Most messages the worker hands its outputs at once: the queue's
+    /// `max_batch`, or more when a target prefers more
+    /// ([`Output::preferred_batch`]), within half the queue's capacity
+    /// (what is in flight cannot be evicted).
+    pub(crate) fn max_batch(&self) -> usize {
+        let queue = &self.spec.queue;
+        let preferred = self
+            .outputs
+            .iter()
+            .filter_map(|o| o.preferred_batch())
+            .max()
+            .unwrap_or(0)
+            .min(queue.capacity / 2);
+        queue.max_batch.max(preferred).max(1)
+    }
+}
+
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
@@ -563,4 +581,66 @@ fn open_durable(
         usize::try_from(all.held).unwrap_or(usize::MAX),
         usize::try_from(all.held_bytes).unwrap_or(usize::MAX),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::SendFuture;
+    use crate::pipeline::WhenFull;
+    use crate::pipeline::testing::spec;
+
+    /// An output that asks for its own number of messages per send.
+    struct Prefers(Option<usize>);
+
+    impl Output for Prefers {
+        fn name(&self) -> &str {
+            "prefers"
+        }
+
+        fn send<'a>(&'a self, _batch: &'a [crate::message::Message]) -> SendFuture<'a> {
+            Box::pin(std::future::ready(Ok(crate::egress::Delivery::accepted())))
+        }
+
+        fn preferred_batch(&self) -> Option<usize> {
+            self.0
+        }
+    }
+
+    fn program(capacity: usize, prefs: &[Option<usize>]) -> Program {
+        Program {
+            spec: spec("r", "a.>", capacity, WhenFull::Block, &[]),
+            outputs: prefs
+                .iter()
+                .map(|&p| Arc::new(Prefers(p)) as Arc<dyn Output>)
+                .collect(),
+            dead_letter: None,
+            retry: prefs.iter().map(|_| None).collect(),
+        }
+    }
+
+    #[test]
+    fn a_route_batch_grows_to_its_largest_preference_within_half_its_capacity() {
+        assert_eq!(
+            program(100_000, &[None]).max_batch(),
+            256,
+            "the queue's own"
+        );
+        assert_eq!(
+            program(100_000, &[Some(10)]).max_batch(),
+            256,
+            "never smaller"
+        );
+        assert_eq!(
+            program(100_000, &[Some(400), None, Some(1600)]).max_batch(),
+            1600,
+            "the largest"
+        );
+        assert_eq!(
+            program(1000, &[Some(1600)]).max_batch(),
+            500,
+            "half the capacity"
+        );
+        assert_eq!(program(1, &[Some(1600)]).max_batch(), 1, "at least one");
+    }
 }

@@ -197,7 +197,7 @@ async fn run_lane(
     };
     let mut request_tag = tag(&program);
     let end = loop {
-        let max = program.spec.queue.max_batch.max(1);
+        let max = program.max_batch();
         if lane.tallied() {
             let slowest = || store.is_some_and(|s| s.holds_head(lane.reader));
             tokio::select! {
