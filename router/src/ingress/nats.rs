@@ -2,7 +2,10 @@
 //! queue group, if it has one). Each message received becomes a
 //! [`Message`] on its subject as topic, its headers as attributes (a
 //! header given several values keeps its last), and is offered to the
-//! pipeline in batches without a deadline ([`Wait::Unbounded`]).
+//! pipeline in batches without a deadline ([`Wait::Unbounded`]): the
+//! reader takes at once what the client's subscriptions already hold (up
+//! to [`BATCH`]) and hands the offerer that batch whole, one hop per batch
+//! rather than per message.
 //!
 //! Core NATS cannot hold a server back: it keeps sending while a `block`
 //! route is full. So the input reads on, holding up to `max_pending`
@@ -22,7 +25,7 @@ use std::sync::atomic::Ordering;
 
 use futures::{FutureExt as _, StreamExt as _};
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::zmq::Counters;
@@ -140,8 +143,9 @@ impl NatsInput {
         sink: Arc<dyn Sink>,
         stop: CancellationToken,
     ) {
-        let (tx, rx) = mpsc::channel(self.settings.max_pending);
-        let reader = self.read(subscriptions, stats, tx, stop);
+        let room = Arc::new(Semaphore::new(self.settings.max_pending));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader = self.read(subscriptions, stats, tx, room, stop);
         let offerer = self.offer(rx, sink);
         tokio::join!(reader, offerer);
         self.connection
@@ -150,24 +154,28 @@ impl NatsInput {
         tracing::debug!(input = %self.connection.name(), "input stopped");
     }
 
-    /// Receives from every subscription into `tx` until `stop`; refuses
-    /// (counted) what `tx` has no room for. Every [`LOOK_FOR_LOST`] the
-    /// subscriptions are found empty, it counts what the client read from
-    /// the server and never handed over (its buffer was full) as
-    /// `slow_consumer`.
+    /// Receives from every subscription until `stop`, taking at once
+    /// what the client already holds (up to [`BATCH`]), and hands each
+    /// such batch to `tx` with one of `room`'s `max_pending` permits per
+    /// message; refuses (counted) what finds no permit. Every
+    /// [`LOOK_FOR_LOST`] the subscriptions are found empty, it counts
+    /// what the client read from the server and never handed over (its
+    /// buffer was full) as `slow_consumer`.
     async fn read(
         &self,
         subscriptions: Vec<async_nats::Subscriber>,
         stats: Option<Arc<async_nats::Statistics>>,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::UnboundedSender<Held>,
+        room: Arc<Semaphore>,
         stop: CancellationToken,
     ) {
         let mut incoming = futures::stream::select_all(subscriptions);
         let mut lost = Lost::default();
         let mut look = tokio::time::interval(LOOK_FOR_LOST);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            let received = tokio::select! {
+        let mut ended = false;
+        while !ended {
+            let first = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 next = incoming.next() => match next {
@@ -193,12 +201,37 @@ impl NatsInput {
                     }
                 }
             };
-            lost.taken += 1;
-            let Some(message) = self.converter.convert(received, &self.counters) else {
-                continue;
-            };
-            if tx.try_send(message).is_err() {
-                self.counters.backpressure.inc();
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut next = Some(first);
+            let mut took = 0;
+            while let Some(received) = next.take() {
+                lost.taken += 1;
+                took += 1;
+                if let Some(message) = self.converter.convert(received, &self.counters) {
+                    batch.push(message);
+                }
+                if took == BATCH {
+                    break;
+                }
+                match incoming.next().now_or_never() {
+                    Some(Some(m)) => next = Some(m),
+                    Some(None) => ended = true,
+                    None => {}
+                }
+            }
+            // Only this task takes permits, so what is free now stays free.
+            let held = batch.len().min(room.available_permits());
+            if held < batch.len() {
+                self.counters
+                    .backpressure
+                    .inc_by((batch.len() - held) as u64);
+                batch.truncate(held);
+            }
+            if held > 0 {
+                let permit = Arc::clone(&room)
+                    .try_acquire_many_owned(u32::try_from(held).expect("a batch fits a u32"))
+                    .expect("the permits were free");
+                let _ = tx.send(Held { batch, permit });
             }
         }
         for mut sub in incoming.into_iter() {
@@ -206,17 +239,33 @@ impl NatsInput {
         }
     }
 
-    /// Offers what `rx` holds, a batch at a time, until it closes.
-    async fn offer(&self, mut rx: mpsc::Receiver<Message>, sink: Arc<dyn Sink>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        while rx.recv_many(&mut batch, BATCH).await > 0 {
+    /// Offers what `rx` holds, joining the batches waiting into one of up
+    /// to [`BATCH`], until it closes.
+    async fn offer(&self, mut rx: mpsc::UnboundedReceiver<Held>, sink: Arc<dyn Sink>) {
+        while let Some(Held {
+            mut batch,
+            mut permit,
+        }) = rx.recv().await
+        {
+            while batch.len() < BATCH {
+                let Ok(more) = rx.try_recv() else { break };
+                batch.extend(more.batch);
+                permit.merge(more.permit);
+            }
             let len = batch.len();
-            let offered = sink
-                .offer(std::mem::take(&mut batch), Wait::Unbounded)
-                .await;
+            let offered = sink.offer(batch, Wait::Unbounded).await;
             self.counters.offered(len, offered);
+            drop(permit);
         }
     }
+}
+
+/// Messages the input read and holds for the routes, with their share of
+/// `max_pending`.
+#[derive(Debug)]
+struct Held {
+    batch: Vec<Message>,
+    permit: OwnedSemaphorePermit,
 }
 
 /// The readiness and status probes of NATS input `input` of `kind`, whose
@@ -255,6 +304,9 @@ pub(super) struct Converter {
     input: Arc<str>,
     max_message_size: usize,
     too_large: IntCounter,
+    /// The last subject's topic: a subject that repeats (most do) is
+    /// neither copied nor checked again.
+    last: std::sync::Mutex<Option<Topic>>,
 }
 
 impl Converter {
@@ -265,6 +317,7 @@ impl Converter {
             input: Arc::from(name),
             max_message_size,
             too_large: metrics.rejected.with_label_values(&[name, "too_large"]),
+            last: std::sync::Mutex::new(None),
         }
     }
 
@@ -282,14 +335,7 @@ impl Converter {
             tracing::debug!(input = %input, subject = %m.subject, size, "message over max_message_size refused");
             return None;
         }
-        let topic = match Topic::new(Bytes::copy_from_slice(m.subject.as_bytes())) {
-            Ok(t) => t,
-            Err(e) => {
-                counters.bad_topic.inc();
-                tracing::debug!(input = %input, subject = %m.subject, error = %e, "subject refused as a topic");
-                return None;
-            }
-        };
+        let topic = self.topic(m.subject.as_str(), counters)?;
         let mut message = Message::new(topic, m.payload, Publisher::new(Arc::clone(input), ""));
         if let Some(headers) = &m.headers {
             for (name, values) in headers.iter() {
@@ -302,11 +348,63 @@ impl Converter {
         }
         Some(message)
     }
+
+    /// The topic of `subject`, or `None` (counted: `counters.bad_topic`)
+    /// when it is no valid topic.
+    fn topic(&self, subject: &str, counters: &Counters) -> Option<Topic> {
+        let mut last = self.last.lock().expect("topic cache lock");
+        if let Some(t) = last.as_ref()
+            && t.as_str() == subject
+        {
+            return Some(t.clone());
+        }
+        match Topic::new(Bytes::copy_from_slice(subject.as_bytes())) {
+            Ok(t) => Some(last.insert(t).clone()),
+            Err(e) => {
+                counters.bad_topic.inc();
+                tracing::debug!(input = %self.input, subject = %subject, error = %e, "subject refused as a topic");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn received(subject: &str) -> async_nats::Message {
+        async_nats::Message {
+            subject: subject.into(),
+            reply: None,
+            payload: Bytes::from_static(b"p"),
+            headers: None,
+            status: None,
+            description: None,
+            length: subject.len() + 1,
+        }
+    }
+
+    #[test]
+    fn a_repeated_subject_keeps_its_topic_and_a_bad_one_is_counted_each_time() {
+        let metrics = super::super::Metrics::register(&crate::metrics::Registry::new());
+        let counters = Counters::new(&metrics, "in");
+        let converter = Converter::new("in", 1024, &metrics);
+        let topics: Vec<Option<String>> = ["a.b", "a.b", "a..b", "c", "a..b", "a.b"]
+            .into_iter()
+            .map(|s| {
+                converter
+                    .convert(received(s), &counters)
+                    .map(|m| m.topic.as_str().to_owned())
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [Some("a.b"), Some("a.b"), None, Some("c"), None, Some("a.b")]
+                .map(|t| t.map(str::to_owned))
+        );
+        assert_eq!(counters.bad_topic.get(), 2);
+    }
 
     #[test]
     fn a_gap_counts_once_two_looks_in_a_row_agree_and_never_twice() {
