@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::nats::{Converter, probes};
+use super::nats::{Converter, LastTopic, probes};
 use super::zmq::Counters;
 use super::{Context, Running, Sink, StartError, Wait};
 use crate::config::{self, DeliverPolicy};
@@ -252,6 +252,7 @@ impl JetStreamInput {
         stop: &CancellationToken,
     ) {
         let per_pull = self.settings.max_ack_pending.min(BATCH);
+        let mut last = LastTopic::default();
         'setup: while let Some(consumer) = self.consumer(client, stop).await {
             let messages = consumer
                 .stream()
@@ -292,7 +293,7 @@ impl JetStreamInput {
                         }
                     }
                     Some(Ok(m)) => {
-                        if let Some(message) = self.take(m, permit, settled)
+                        if let Some(message) = self.take(m, permit, settled, &mut last)
                             && taken.send(message).await.is_err()
                         {
                             break 'setup;
@@ -327,6 +328,7 @@ impl JetStreamInput {
         m: jetstream::Message,
         permit: OwnedSemaphorePermit,
         settled: &mpsc::UnboundedSender<Settled>,
+        last: &mut LastTopic,
     ) -> Option<(Message, Receipt)> {
         let (delivered, delivery) = m
             .info()
@@ -339,7 +341,7 @@ impl JetStreamInput {
                 .insert(delivery, (reply.clone(), Instant::now()));
         }
         let (m, acker) = m.split();
-        let Some(mut message) = self.converter.convert(m, &self.counters) else {
+        let Some(mut message) = self.converter.convert(m, &self.counters, last) else {
             let _ = settled.send(Settled {
                 acker,
                 delivery,

@@ -171,6 +171,7 @@ impl NatsInput {
     ) {
         let mut incoming = futures::stream::select_all(subscriptions);
         let mut lost = Lost::default();
+        let mut last = LastTopic::default();
         let mut look = tokio::time::interval(LOOK_FOR_LOST);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ended = false;
@@ -207,7 +208,7 @@ impl NatsInput {
             while let Some(received) = next.take() {
                 lost.taken += 1;
                 took += 1;
-                if let Some(message) = self.converter.convert(received, &self.counters) {
+                if let Some(message) = self.converter.convert(received, &self.counters, &mut last) {
                     batch.push(message);
                 }
                 if took == BATCH {
@@ -304,10 +305,13 @@ pub(super) struct Converter {
     input: Arc<str>,
     max_message_size: usize,
     too_large: IntCounter,
-    /// The last subject's topic: a subject that repeats (most do) is
-    /// neither copied nor checked again.
-    last: std::sync::Mutex<Option<Topic>>,
 }
+
+/// The last subject's topic, kept by the task converting an input's
+/// messages: a subject that repeats (most do) is neither copied nor
+/// checked again.
+#[derive(Debug, Default)]
+pub(super) struct LastTopic(Option<Topic>);
 
 impl Converter {
     /// The converter of input `name`, refusing (counted in `metrics`)
@@ -317,13 +321,18 @@ impl Converter {
             input: Arc::from(name),
             max_message_size,
             too_large: metrics.rejected.with_label_values(&[name, "too_large"]),
-            last: std::sync::Mutex::new(None),
         }
     }
 
     /// The router's message for `m`, or `None` (counted: `too_large`, or
-    /// `counters.bad_topic`) when it is refused.
-    pub(super) fn convert(&self, m: async_nats::Message, counters: &Counters) -> Option<Message> {
+    /// `counters.bad_topic`) when it is refused; `last` is the converting
+    /// task's.
+    pub(super) fn convert(
+        &self,
+        m: async_nats::Message,
+        counters: &Counters,
+        last: &mut LastTopic,
+    ) -> Option<Message> {
         let input = &self.input;
         // The client's `length` also counts the subject and reply subject;
         // the limit is on what the message holds: headers and payload.
@@ -335,7 +344,7 @@ impl Converter {
             tracing::debug!(input = %input, subject = %m.subject, size, "message over max_message_size refused");
             return None;
         }
-        let topic = self.topic(m.subject.as_str(), counters)?;
+        let topic = self.topic(m.subject.as_str(), counters, last)?;
         let mut message = Message::new(topic, m.payload, Publisher::new(Arc::clone(input), ""));
         if let Some(headers) = &m.headers {
             for (name, values) in headers.iter() {
@@ -351,15 +360,14 @@ impl Converter {
 
     /// The topic of `subject`, or `None` (counted: `counters.bad_topic`)
     /// when it is no valid topic.
-    fn topic(&self, subject: &str, counters: &Counters) -> Option<Topic> {
-        let mut last = self.last.lock().expect("topic cache lock");
-        if let Some(t) = last.as_ref()
+    fn topic(&self, subject: &str, counters: &Counters, last: &mut LastTopic) -> Option<Topic> {
+        if let Some(t) = &last.0
             && t.as_str() == subject
         {
             return Some(t.clone());
         }
         match Topic::new(Bytes::copy_from_slice(subject.as_bytes())) {
-            Ok(t) => Some(last.insert(t).clone()),
+            Ok(t) => Some(last.0.insert(t).clone()),
             Err(e) => {
                 counters.bad_topic.inc();
                 tracing::debug!(input = %self.input, subject = %subject, error = %e, "subject refused as a topic");
@@ -390,11 +398,12 @@ mod tests {
         let metrics = super::super::Metrics::register(&crate::metrics::Registry::new());
         let counters = Counters::new(&metrics, "in");
         let converter = Converter::new("in", 1024, &metrics);
+        let mut last = LastTopic::default();
         let topics: Vec<Option<String>> = ["a.b", "a.b", "a..b", "c", "a..b", "a.b"]
             .into_iter()
             .map(|s| {
                 converter
-                    .convert(received(s), &counters)
+                    .convert(received(s), &counters, &mut last)
                     .map(|m| m.topic.as_str().to_owned())
             })
             .collect();

@@ -196,8 +196,8 @@ async fn run_lane(
         timeout: program.spec.request_timeout,
     };
     let mut request_tag = tag(&program);
+    let mut max = program.max_batch();
     let end = loop {
-        let max = program.max_batch();
         if lane.tallied() {
             let slowest = || store.is_some_and(|s| s.holds_head(lane.reader));
             tokio::select! {
@@ -259,6 +259,7 @@ async fn run_lane(
                 .metrics
                 .declare_retries(program.outputs.iter().map(|o| o.name()));
             request_tag = tag(&program);
+            max = program.max_batch();
         }
         // Requests learn which route carries them, and so their timeout.
         for request in batch.iter_mut().filter_map(|m| m.request.as_mut()) {
