@@ -17,6 +17,15 @@
 //! `/v1/dead-letters` endpoints answer `404 DEAD_LETTERS_DISABLED`; bad
 //! input is a `400` naming what is wrong.
 //!
+//! With `[router] admin_auth` (required once the config has `[[auth]]`
+//! or `[[acl]]`), every endpoint but `/health` and `/ready` authenticates
+//! the caller (`Authorization: Bearer`, `401 UNAUTHORIZED` otherwise) and
+//! needs its scope (`403 FORBIDDEN` otherwise): `metrics` for `/metrics`
+//! (unless `[router] metrics_open = true`), `reload` for `/v1/reload`,
+//! `dead-letters` for every `/v1/dead-letters` endpoint, `read` for the
+//! rest. Every change (a reload, a replay, a purge) is written to the
+//! audit log (target `switchyard::audit`): principal, endpoint, result.
+//!
 //! `HEAD` works wherever `GET` does. Other methods get `405
 //! METHOD_NOT_ALLOWED`, other paths `404 NOT_FOUND`, both in the JSON error
 //! shape of [`crate::http::Error`]. The data comes from the app through
@@ -45,6 +54,7 @@ pub use state::{InjectFuture, PluginStats, ReloadFuture, State};
 
 use crate::pipeline::RouteSnapshot;
 
+use crate::config::Scope;
 use crate::http::{self, Body, Error, Handler, Peer, Stopped};
 use crate::metrics::Registry;
 
@@ -63,6 +73,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// On shutdown, how long requests in flight may take (default 1 s).
     pub shutdown_grace: Duration,
+    /// Who may call which endpoint. `None`: anyone, everything.
+    pub security: Option<crate::auth::Live>,
 }
 
 impl Config {
@@ -73,6 +85,7 @@ impl Config {
             max_connections: 64,
             header_timeout: http::Config::DEFAULT_HEADER_TIMEOUT,
             shutdown_grace: Duration::from_secs(1),
+            security: None,
         }
     }
 }
@@ -120,6 +133,7 @@ impl AdminServer {
                 state,
                 registry,
                 started: Instant::now(),
+                security: config.security,
             }),
         })
     }
@@ -141,6 +155,18 @@ struct Admin {
     state: Arc<dyn State>,
     registry: Registry,
     started: Instant,
+    security: Option<crate::auth::Live>,
+}
+
+/// The scope an admin path needs; `None` for the probes, open to all.
+fn scope_of(path: &str) -> Option<Scope> {
+    Some(match path {
+        "/health" | "/ready" => return None,
+        "/metrics" => Scope::Metrics,
+        "/v1/reload" => Scope::Reload,
+        p if p == "/v1/dead-letters" || p.starts_with("/v1/dead-letters/") => Scope::DeadLetters,
+        _ => Scope::Read,
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -223,6 +249,53 @@ impl Handler for Admin {
         request: Request<Incoming>,
         _peer: &Peer,
     ) -> Result<Response<Body>, Error> {
+        let Some(live) = &self.security else {
+            return self.serve(request).await;
+        };
+        let security = live.load_full();
+        if !security.secured() {
+            return self.serve(request).await;
+        }
+        let path = request.uri().path().to_owned();
+        let scope = match scope_of(&path) {
+            None => return self.serve(request).await,
+            Some(Scope::Metrics) if security.metrics_open() => return self.serve(request).await,
+            Some(scope) => scope,
+        };
+        let caller = security
+            .authenticate(LISTENER, request.headers(), request.uri().query())
+            .map_err(|f| Error::Unauthorized(f.to_string()))?;
+        if !security.allow_scope(LISTENER, &caller, scope) {
+            return Err(Error::Forbidden(format!(
+                "{:?} lacks the admin scope {:?} that {path} needs",
+                caller.shown(),
+                scope.name()
+            )));
+        }
+        let method = request.method().clone();
+        let changes = method != Method::GET && method != Method::HEAD;
+        let result = self.serve(request).await;
+        if changes {
+            let status = match &result {
+                Ok(r) => r.status(),
+                Err(e) => e.status(),
+            };
+            tracing::info!(
+                target: "switchyard::audit",
+                principal = caller.shown(),
+                method = %method,
+                endpoint = %path,
+                status = status.as_u16(),
+                "admin change"
+            );
+        }
+        result
+    }
+}
+
+impl Admin {
+    /// Answers a request that is allowed.
+    async fn serve(&self, request: Request<Incoming>) -> Result<Response<Body>, Error> {
         let path = request.uri().path();
         if path == "/v1/dead-letters" {
             return match *request.method() {

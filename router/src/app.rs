@@ -72,6 +72,10 @@ pub enum Error {
     /// problems, one per line.
     #[error("{0}")]
     Plugins(config::ConfigErrors),
+    /// The `[[auth]]` keys cannot be built (a key file changed since the
+    /// config was read).
+    #[error("{0}")]
+    Auth(String),
     /// `[router] data_dir` cannot be created or is held by another router.
     #[error("data_dir {path}: {source}")]
     DataDir {
@@ -201,6 +205,7 @@ pub(crate) struct Families {
     pub(crate) outputs: egress::Context,
     pub(crate) inputs: ingress::Metrics,
     pub(crate) http: http::Metrics,
+    pub(crate) auth: crate::auth::Metrics,
     pipeline: PipelineMetrics,
     dead_letters: dead::Metrics,
 }
@@ -223,6 +228,7 @@ impl Families {
             },
             inputs: ingress::Metrics::register(&registry),
             http: http::Metrics::register(&registry),
+            auth: crate::auth::Metrics::register(&registry),
             pipeline: PipelineMetrics::new(&registry),
             dead_letters: dead::Metrics::register(&registry),
             registry,
@@ -259,7 +265,10 @@ impl App {
         // Watch the files from now on, before anything else: a save made
         // while the router starts still triggers a reload once it runs.
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-        let plugin_paths: Vec<PathBuf> = config.plugins.iter().map(|p| p.path.clone()).collect();
+        let mut plugin_paths: Vec<PathBuf> =
+            config.plugins.iter().map(|p| p.path.clone()).collect();
+        // Key and token files too: a rotated one reloads on its own.
+        plugin_paths.extend(config.auth_files());
         let watcher = match crate::reload::Watcher::start(
             &path,
             &plugin_paths,
@@ -311,9 +320,16 @@ impl App {
         let prefixes = pipeline.subscription_prefixes();
         let block_timeout = block_timeout(&config);
 
+        let security: crate::auth::Live = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::auth::Security::build(&config, &families.auth).map_err(Error::Auth)?,
+        ));
+        for warning in config.security_warnings() {
+            tracing::warn!("{warning}");
+        }
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
         let context = ingress::Context {
+            security: Arc::clone(&security),
             inputs: families.inputs.clone(),
             zmtp: families.outputs.zmtp.clone(),
             requests: families.outputs.requests.clone(),
@@ -353,8 +369,10 @@ impl App {
             ready: AtomicBool::new(false),
             outputs: families.outputs.outputs.clone(),
         });
+        let mut admin_config = admin::Config::new(config.router.admin);
+        admin_config.security = Some(security);
         let admin_server = admin::AdminServer::bind(
-            admin::Config::new(config.router.admin),
+            admin_config,
             Arc::clone(&state) as Arc<dyn admin::State>,
             families.registry.clone(),
             &families.http,

@@ -104,6 +104,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+mod acl;
+mod auth;
 mod checker;
 mod dead_letters;
 mod diff;
@@ -132,6 +134,10 @@ mod validate;
 mod webhook;
 mod zmq;
 
+pub use acl::{AclRule, RuleToken, Scope, TopicRule};
+pub use auth::{
+    ANONYMOUS, AuthKind, Authenticator, JwksKey, JwtAuth, JwtKeys, TokenAuth, jwks_keys, pem_key,
+};
 pub use dead_letters::DeadLetters;
 pub use diff::{Changed, Changes, Diff, Renamed};
 pub use endpoint::{Attach, Endpoint};
@@ -178,6 +184,54 @@ pub struct Config {
     /// (defaults when the table is absent). The store exists when
     /// [`Router::data_dir`] is set.
     pub dead_letters: DeadLetters,
+    /// `[[auth]]`s, in file order: the authenticators listeners name.
+    /// Default none. Reload live.
+    pub auth: Vec<Authenticator>,
+    /// `[[acl]]` rules, in file order. Default none. Reload live.
+    pub acl: Vec<AclRule>,
+}
+
+impl Config {
+    /// Whether authentication and permissions are in force: once the file
+    /// has any `[[auth]]` or `[[acl]]`, what no rule allows is denied.
+    pub fn secured(&self) -> bool {
+        !self.auth.is_empty() || !self.acl.is_empty()
+    }
+
+    /// What is valid but lets strangers in: a listener on an address other
+    /// hosts can reach (not loopback) that accepts anonymous publishes or
+    /// admin calls. `switchyard validate` prints these; `run` and every
+    /// reload log them.
+    pub fn security_warnings(&self) -> Vec<String> {
+        let anonymous = |list: Option<&Vec<String>>| {
+            !self.secured() || list.is_none_or(|l| l.iter().any(|n| n == ANONYMOUS))
+        };
+        let mut out = Vec::new();
+        for input in &self.inputs {
+            if let InputKind::Http(h) = &input.kind
+                && !h.listen.ip().is_loopback()
+                && anonymous(h.auth.as_ref())
+            {
+                out.push(format!(
+                    "input {:?} listens on {}, reachable from other hosts, and accepts anonymous publishes; name its authenticators in `auth = [...]` (see \"Securing a site\" in the README)",
+                    input.name, h.listen
+                ));
+            }
+        }
+        if !self.router.admin.ip().is_loopback() && anonymous(self.router.admin_auth.as_ref()) {
+            out.push(format!(
+                "the admin listener is on {}, reachable from other hosts, and accepts anonymous calls (reload, dead letters); bind it to 127.0.0.1 or set [router] admin_auth",
+                self.router.admin
+            ));
+        }
+        out
+    }
+
+    /// The key and token files the `[[auth]]` entries read, which the
+    /// router watches to reload when one changes.
+    pub fn auth_files(&self) -> Vec<std::path::PathBuf> {
+        self.auth.iter().flat_map(Authenticator::files).collect()
+    }
 }
 
 impl Config {
@@ -600,6 +654,7 @@ queue = { when_full = "drop_newest" }
                 header_timeout: Duration::from_secs(5),
                 body_timeout: Duration::from_secs(60),
                 max_batch: 10,
+                auth: None,
             }
         );
 
@@ -666,6 +721,8 @@ queue = { when_full = "drop_newest" }
                 log_level: None,
                 plugin_cache: None,
                 data_dir: None,
+                admin_auth: None,
+                metrics_open: false,
             }
         );
         let OutputKind::ZmqPub(publ) = &config.outputs[0].kind else {

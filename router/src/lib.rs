@@ -23,6 +23,8 @@
 //! - [`store`]: durable queues on disk: CRC-framed records in segmented
 //!   logs, recovery that resynchronises past damage, group commit; and the
 //!   dead-letter store ([`store::DeadLetters`]).
+//! - [`auth`]: who is calling (JWT, static tokens, transport principals)
+//!   and what they may do: the ACL every entry point enforces.
 //! - [`metrics`]: every Prometheus family the router exports.
 //! - [`reload`]: what triggers a hot reload: the watched config and plugin
 //!   files (debounced), SIGHUP and the admin endpoint, all as one
@@ -35,6 +37,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod egress;
 pub mod envelope;

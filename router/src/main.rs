@@ -105,6 +105,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => match app::validate(&config) {
             Ok(found) => {
+                for warning in &found.warnings {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok ({found})", config.display());
                 ExitCode::SUCCESS
             }

@@ -14,6 +14,7 @@
 //!   [`cmd`]: short command constructors and answer checks.
 //! - [`wait`], [`scrape`], [`memory`]: facts with deadlines, metric samples,
 //!   resident memory from `/proc`.
+//! - [`jwt`]: tokens minted by PyJWT and the test keys they use.
 //! - [`router`]: the real `switchyard` binary as a child process, with its
 //!   own HTTP client, `/metrics` samples and pyzmq peers
 //!   (`tests/peers/router/peer.py`), for the `router_*` tests.
@@ -23,6 +24,7 @@
 
 pub mod cmd;
 pub mod driver;
+pub mod jwt;
 pub mod memory;
 pub mod nats;
 pub mod node;

@@ -35,6 +35,7 @@ mod router_reload;
 mod router_reload_edits;
 mod router_requests;
 mod router_routing;
+mod router_security;
 mod router_shutdown;
 mod router_store;
 mod router_webhook;

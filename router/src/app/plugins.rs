@@ -310,7 +310,7 @@ pub fn check_plugins(config: &Config, file: &str) -> Result<usize, ConfigErrors>
 
 /// What `switchyard validate` reports of a config that passed: how much
 /// it declares. Displays as `2 inputs, 1 outputs, 3 routes, 0 plugins`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {
     /// `[[input]]` entries.
     pub inputs: usize,
@@ -320,6 +320,8 @@ pub struct Validated {
     pub routes: usize,
     /// `[[plugin]]` entries, each loaded and its config accepted.
     pub plugins: usize,
+    /// What is valid but unsafe ([`Config::security_warnings`]).
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Display for Validated {
@@ -346,6 +348,7 @@ pub fn validate(path: &Path) -> Result<Validated, ConfigErrors> {
         outputs: config.outputs.len(),
         routes: config.routes.len(),
         plugins,
+        warnings: config.security_warnings(),
     })
 }
 

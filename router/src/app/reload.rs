@@ -350,7 +350,9 @@ impl Reloader {
                     // Watch what the rejected config names too, so a module
                     // that appears (or is fixed) later triggers a retry.
                     let mut paths = self.plugin_paths();
+                    paths.extend(live.config.auth_files());
                     paths.extend(config.plugins.iter().map(|p| p.path.clone()));
+                    paths.extend(config.auth_files());
                     paths.sort();
                     paths.dedup();
                     self.tell_paths(paths);
@@ -364,6 +366,10 @@ impl Reloader {
             // Dry runs too: a dry run must not promise what the reload refuses.
             return Err(ReloadError::Conflict(format!("{file}: {why}")));
         }
+        // New keys and rules, built before anything changes: a key file
+        // replaced since the config was read fails the reload here.
+        let security = crate::auth::Security::build(&config, &self.families.auth)
+            .map_err(|e| ReloadError::Conflict(format!("{file}: {e}")))?;
         let swap_started = Instant::now();
         let mut diff = live.config.diff(&config);
         for name in &rebuilt {
@@ -429,9 +435,16 @@ impl Reloader {
                 s.unsubscribe(p.as_bytes());
             }
         }
+        // The next request or message on every listener meets the new
+        // keys and rules.
+        self.inputs_context.security.store(Arc::new(security));
+        for warning in config.security_warnings() {
+            tracing::warn!("{warning}");
+        }
         let warnings = self.finish_io(live, io, &config, &prefixes).await;
         live.prefixes = prefixes;
-        let paths = plugins.paths();
+        let mut paths = plugins.paths();
+        paths.extend(config.auth_files());
         self.plugins.store(Arc::new(plugins));
         live.config = config;
         self.tell_paths(paths);

@@ -19,8 +19,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attach, Config, DealerOutput, Durability, HttpInput, Input, InputKind, NatsConnection, Output,
-    OutputKind, Plugin, QueueConfig, Route, Router, WebhookOutput, ZmqOptions, ZmqSocket,
+    Attach, Authenticator, Config, DealerOutput, Durability, HttpInput, Input, InputKind,
+    NatsConnection, Output, OutputKind, Plugin, QueueConfig, Route, Router, WebhookOutput,
+    ZmqOptions, ZmqSocket,
 };
 
 /// What a reload from one config to another would change.
@@ -50,6 +51,8 @@ use super::{
 ///     "renamed": []
 ///   },
 ///   "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
+///   "auth": { "added": [], "removed": [], "changed": [], "renamed": [] },
+///   "acl": false,
 ///   "restart_required": ["router.admin"]
 /// }
 /// ```
@@ -83,6 +86,14 @@ pub struct Diff {
     pub inputs: Changes,
     /// `[[output]]`s, as for inputs.
     pub outputs: Changes,
+    /// `[[auth]]`s. Fields: `kind`, `keys` (the key file's contents
+    /// included), `algorithms`, `issuer`, `audience`, `principal`,
+    /// `leeway`, `max_token_size`, `tokens`. Reload live: new requests at
+    /// once, open connections at their next message.
+    pub auth: Changes,
+    /// Whether the `[[acl]]` rules changed (they are not named: any
+    /// difference, order included). Reload live, as `auth`.
+    pub acl: bool,
     /// Changes the reload does not apply: they take effect at the next
     /// restart. One entry per changed `[router]` key but `name`
     /// (`router.admin`), in the section's order.
@@ -134,12 +145,14 @@ impl Config {
         let plugins = section(&self.plugins, &new.plugins, |p| &p.name, plugin_fields);
         let inputs = section(&self.inputs, &new.inputs, |i| &i.name, input_fields);
         let outputs = section(&self.outputs, &new.outputs, |o| &o.name, output_fields);
+        let auth = section(&self.auth, &new.auth, |a| &a.name, auth_fields);
+        let acl = self.acl != new.acl;
 
         // Inputs and outputs reload live (rebuilt when changed); of
         // `[router]`, only the name does.
         let mut restart_required: Vec<String> = router
             .iter()
-            .filter(|field| *field != "name")
+            .filter(|field| !matches!(field.as_str(), "name" | "admin_auth" | "metrics_open"))
             .map(|field| format!("router.{field}"))
             .collect();
         // The dead-letter store is opened once, at start.
@@ -152,6 +165,8 @@ impl Config {
             plugins,
             inputs,
             outputs,
+            auth,
+            acl,
             restart_required,
         }
     }
@@ -188,6 +203,8 @@ impl Diff {
             && self.plugins.is_empty()
             && self.inputs.is_empty()
             && self.outputs.is_empty()
+            && self.auth.is_empty()
+            && !self.acl
             && self.restart_required.is_empty()
     }
 
@@ -260,6 +277,7 @@ impl fmt::Display for Diff {
             ("plugin", &self.plugins),
             ("input", &self.inputs),
             ("output", &self.outputs),
+            ("auth", &self.auth),
         ] {
             let Changes {
                 added,
@@ -279,6 +297,9 @@ impl fmt::Display for Diff {
                     .iter()
                     .map(|c| format!("{kind} {:?}: changed {}", c.name, c.fields.join(", "))),
             );
+        }
+        if self.acl {
+            lines.push("[[acl]]: rules changed".to_owned());
         }
         lines.extend(
             self.restart_required
@@ -376,6 +397,8 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
         log_level,
         plugin_cache,
         data_dir,
+        admin_auth,
+        metrics_open,
     } = old;
     let mut f = Fields::default();
     f.check("name", name, &new.name);
@@ -384,6 +407,8 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
     f.check("log_level", log_level, &new.log_level);
     f.check("plugin_cache", plugin_cache, &new.plugin_cache);
     f.check("data_dir", data_dir, &new.data_dir);
+    f.check("admin_auth", admin_auth, &new.admin_auth);
+    f.check("metrics_open", metrics_open, &new.metrics_open);
     f.0.into_iter().map(str::to_owned).collect()
 }
 
@@ -628,13 +653,48 @@ fn http_fields(old: &HttpInput, new: &HttpInput) -> Vec<&'static str> {
         header_timeout,
         body_timeout,
         max_batch,
+        auth,
     } = old;
     let mut f = Fields::default();
     f.check("listen", listen, &new.listen);
+    f.check("auth", auth, &new.auth);
     f.check("max_body", max_body, &new.max_body);
     f.check("header_timeout", header_timeout, &new.header_timeout);
     f.check("body_timeout", body_timeout, &new.body_timeout);
     f.check("max_batch", max_batch, &new.max_batch);
+    f.0
+}
+
+fn auth_fields(old: &Authenticator, new: &Authenticator) -> Vec<&'static str> {
+    use super::AuthKind;
+    let Authenticator { name: _, kind } = old;
+    let mut f = Fields::default();
+    match (kind, &new.kind) {
+        (AuthKind::Jwt(a), AuthKind::Jwt(b)) => {
+            let super::JwtAuth {
+                keys,
+                algorithms,
+                issuer,
+                audience,
+                principal,
+                leeway,
+                max_token_size,
+            } = a;
+            f.check("keys", keys, &b.keys);
+            f.check("algorithms", algorithms, &b.algorithms);
+            f.check("issuer", issuer, &b.issuer);
+            f.check("audience", audience, &b.audience);
+            f.check("principal", principal, &b.principal);
+            f.check("leeway", leeway, &b.leeway);
+            f.check("max_token_size", max_token_size, &b.max_token_size);
+        }
+        (AuthKind::Token(a), AuthKind::Token(b)) => {
+            let super::TokenAuth { path, tokens } = a;
+            f.check("tokens_file", path, &b.path);
+            f.check("tokens", tokens, &b.tokens);
+        }
+        _ => f.0.push("kind"),
+    }
     f.0
 }
 
@@ -1270,6 +1330,8 @@ to = ["dashboard"]
                 "renamed": []
             },
             "outputs": { "added": [], "removed": [], "changed": [], "renamed": [] },
+            "auth": { "added": [], "removed": [], "changed": [], "renamed": [] },
+            "acl": false,
             "restart_required": ["router.admin"]
         });
         assert_eq!(got, want);

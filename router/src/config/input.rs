@@ -122,6 +122,11 @@ pub struct HttpInput {
     /// Most messages in one `POST /v1/publish` batch; more gets 413.
     /// Default 1000; 1 to 100000. Reloads live (the entry is rebuilt).
     pub max_batch: usize,
+    /// The authenticators the listener accepts (`[[auth]]` names, or
+    /// `"anonymous"`). Required once the file has `[[auth]]` or `[[acl]]`.
+    /// Default none: anyone may publish. Reloads live (the entry is
+    /// rebuilt).
+    pub auth: Option<Vec<String>>,
 }
 
 impl Default for HttpInput {
@@ -133,6 +138,7 @@ impl Default for HttpInput {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_batch: 1000,
+            auth: None,
         }
     }
 }
@@ -175,7 +181,12 @@ pub(crate) fn build_router(raw: &RawZmqRouter, subject: &Subject, c: &mut Checke
 }
 
 /// Reads an `http` input.
-pub(crate) fn build_http(raw: &RawHttp, subject: &Subject, c: &mut Checker<'_>) -> Input {
+pub(crate) fn build_http(
+    raw: &RawHttp,
+    auth_names: &[String],
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Input {
     let d = HttpInput::default();
     let listen = match parse_listen(raw.listen.get_ref()) {
         Ok(addr) => addr,
@@ -215,6 +226,7 @@ pub(crate) fn build_http(raw: &RawHttp, subject: &Subject, c: &mut Checker<'_>) 
             d.max_batch,
             1..=100_000,
         ),
+        auth: super::auth::read_list(raw.auth.as_ref(), "auth", subject, auth_names, c),
     };
     Input {
         name: raw.name.get_ref().clone(),

@@ -27,6 +27,8 @@ pub(crate) struct RawRouter {
     pub(crate) log_level: Option<S<String>>,
     pub(crate) plugin_cache: Option<S<String>>,
     pub(crate) data_dir: Option<S<String>>,
+    pub(crate) admin_auth: Option<S<Vec<S<String>>>>,
+    pub(crate) metrics_open: Option<S<bool>>,
 }
 
 /// `[dead_letters]`.
@@ -252,6 +254,39 @@ pub(crate) struct RawPlain {
     pub(crate) password: Option<S<String>>,
 }
 
+/// One `[[auth]]`: an authenticator. One struct for every kind; the
+/// fields of another kind are refused when the entry is built.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub(crate) name: S<String>,
+    pub(crate) kind: S<String>,
+    pub(crate) jwks_file: Option<S<String>>,
+    pub(crate) secret: Option<S<String>>,
+    pub(crate) secret_file: Option<S<String>>,
+    pub(crate) public_key_file: Option<S<String>>,
+    pub(crate) algorithms: Option<S<Vec<S<String>>>>,
+    pub(crate) issuer: Option<S<String>>,
+    pub(crate) audience: Option<S<OneOrMany>>,
+    pub(crate) principal: Option<S<String>>,
+    pub(crate) leeway: Option<S<Quantity>>,
+    pub(crate) max_token_size: Option<S<Quantity>>,
+    pub(crate) tokens_file: Option<S<String>>,
+}
+
+/// One `[[acl]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcl {
+    pub(crate) principals: Option<S<Vec<S<String>>>>,
+    pub(crate) when: Option<S<BTreeMap<String, S<String>>>>,
+    pub(crate) publish: Option<S<Vec<S<String>>>>,
+    pub(crate) subscribe: Option<S<Vec<S<String>>>>,
+    pub(crate) deny_publish: Option<S<Vec<S<String>>>>,
+    pub(crate) deny_subscribe: Option<S<Vec<S<String>>>>,
+    pub(crate) admin: Option<S<Vec<S<String>>>>,
+}
+
 /// One `[[input]]` of kind `http`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +300,7 @@ pub(crate) struct RawHttp {
     pub(crate) header_timeout: Option<S<Quantity>>,
     pub(crate) body_timeout: Option<S<Quantity>>,
     pub(crate) max_batch: Option<S<i64>>,
+    pub(crate) auth: Option<S<Vec<S<String>>>>,
 }
 
 /// One `[[output]]` of kind `blackhole`: nothing but its name.

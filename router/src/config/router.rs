@@ -47,6 +47,14 @@ pub struct Router {
     /// refused ([`Config::reload_conflict`](super::Config::reload_conflict));
     /// restart to move it.
     pub data_dir: Option<PathBuf>,
+    /// The authenticators the admin listener accepts (`[[auth]]` names, or
+    /// `"anonymous"`). Required once the file has `[[auth]]` or `[[acl]]`;
+    /// then each endpoint needs its scope (`/health` and `/ready` never
+    /// do). Default none: the admin listener is open. Reloads live.
+    pub admin_auth: Option<Vec<String>>,
+    /// Serve `/metrics` to anyone, without the `metrics` scope. Default
+    /// false. Reloads live.
+    pub metrics_open: bool,
 }
 
 impl Default for Router {
@@ -58,12 +66,14 @@ impl Default for Router {
             log_level: None,
             plugin_cache: None,
             data_dir: None,
+            admin_auth: None,
+            metrics_open: false,
         }
     }
 }
 
 /// Reads `[router]`.
-pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
+pub(crate) fn build(raw: &RawRouter, auth_names: &[String], c: &mut Checker<'_>) -> Router {
     let subject = Subject::table("router");
     let d = Router::default();
     let name = match &raw.name {
@@ -124,6 +134,13 @@ pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
         }
         Some(resolve_path(c.file(), p.get_ref()))
     });
+    let admin_auth = super::auth::read_list(
+        raw.admin_auth.as_ref(),
+        "admin_auth",
+        &subject,
+        auth_names,
+        c,
+    );
     Router {
         name,
         admin,
@@ -131,6 +148,8 @@ pub(crate) fn build(raw: &RawRouter, c: &mut Checker<'_>) -> Router {
         log_level,
         plugin_cache,
         data_dir,
+        admin_auth,
+        metrics_open: raw.metrics_open.as_ref().is_some_and(|m| *m.get_ref()),
     }
 }
 

@@ -17,6 +17,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::Config;
+use super::acl;
+use super::auth::{self, Authenticator};
 use super::checker::Checker;
 use super::dead_letters::{self, DeadLetters};
 use super::entry::{Family, entry_subject, peek_kind, peek_str, read, shape, unknown_field};
@@ -27,10 +29,10 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawNats, RawNatsAuth, RawNatsInput,
-    RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute, RawRouter, RawStream,
-    RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader, RawZmqRouter, fields_of,
-    zmq_fields,
+    RawAcl, RawAuth, RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawNats,
+    RawNatsAuth, RawNatsInput, RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute,
+    RawRouter, RawStream, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
+    RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -60,6 +62,9 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let mut dead_letters_table = None;
     let mut sections: [Vec<Spanned<DeValue<'_>>>; 4] = Default::default();
     let mut present = [false; 4];
+    // `[[auth]]` and `[[acl]]`: not named in routes, so not in SECTIONS.
+    let mut auth_items: Vec<Spanned<DeValue<'_>>> = Vec::new();
+    let mut acl_items: Vec<Spanned<DeValue<'_>>> = Vec::new();
     for (key, value) in &doc {
         let key_name: &str = key.get_ref();
         match key_name {
@@ -80,6 +85,23 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     shape(
                         &Subject::top(),
                         "`dead_letters` must be a table: write `[dead_letters]`",
+                    ),
+                ),
+            },
+            "auth" | "acl" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    let into = if key_name == "auth" {
+                        &mut auth_items
+                    } else {
+                        &mut acl_items
+                    };
+                    into.extend(items.iter().cloned());
+                }
+                _ => c.report(
+                    value.span(),
+                    shape(
+                        &Subject::top(),
+                        &format!("write `[[{key_name}]]` (two brackets): there can be several"),
                     ),
                 ),
             },
@@ -105,6 +127,8 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
                     "plugin",
                     "route",
                     "dead_letters",
+                    "auth",
+                    "acl",
                 ];
                 unknown_field(c, &Subject::top(), "", other, key.span(), &known);
             }
@@ -145,9 +169,19 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         }
     }
 
+    let (auth, auth_names) = build_auth(auth_items, c);
+    let mut acl = Vec::new();
+    for (i, item) in acl_items.into_iter().enumerate() {
+        let subject = Subject::entry("acl", None, i);
+        let span = item.span();
+        let built = read::<RawAcl>(item, &subject, &[], None, c)
+            .and_then(|raw| acl::build(&raw, span, &subject, c));
+        acl.extend(built);
+    }
+
     let router = match &router_table {
         Some(t) => read::<RawRouter>(t.clone(), &Subject::table("router"), &[], None, c)
-            .map(|raw| router::build(&raw, c)),
+            .map(|raw| router::build(&raw, &auth_names, c)),
         None => Some(Router::default()),
     };
 
@@ -196,7 +230,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             Kind::Zmq(role) => read::<RawZmqReader>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| input::build_reader(&raw, role, &subject, c)),
             Kind::Http => read::<RawHttp>(item, &subject, &[], None, c)
-                .map(|raw| input::build_http(&raw, &subject, c)),
+                .map(|raw| input::build_http(&raw, &auth_names, &subject, c)),
             Kind::Nats => {
                 let nested = [
                     ("auth", fields_of::<RawNatsAuth>()),
@@ -313,6 +347,9 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let router = router?;
     let dead_letters = dead_letters?;
     check_binds(&router, &inputs, &outputs, &doc, c);
+    if !auth.is_empty() || !acl.is_empty() {
+        check_listeners_name_auth(&router, &inputs, c);
+    }
     for (idx, what, why) in [
         (0, "[[input]]", "to receive messages"),
         (1, "[[output]]", "to send messages to"),
@@ -331,7 +368,66 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
         plugins,
         routes,
         dead_letters,
+        auth,
+        acl,
     })
+}
+
+/// Reads the `[[auth]]` entries, and their names (those of broken entries
+/// too, so a listener naming one is not also blamed).
+fn build_auth(
+    items: Vec<Spanned<DeValue<'_>>>,
+    c: &mut Checker<'_>,
+) -> (Vec<Authenticator>, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut built = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let subject = entry_subject("auth", &item, i);
+        if let Some(name) = peek_str(&item, "name") {
+            if let Err(reason) = check_name(name.get_ref()) {
+                c.invalid(&subject, "name", name.span(), reason);
+            }
+            if names.iter().any(|n| n == name.get_ref()) {
+                c.invalid(
+                    &subject,
+                    "name",
+                    name.span(),
+                    format!(
+                        "{:?} is already the name of another [[auth]]",
+                        name.get_ref()
+                    ),
+                );
+            }
+            names.push((*name.get_ref()).to_owned());
+        }
+        built.extend(
+            read::<RawAuth>(item, &subject, &[], None, c)
+                .and_then(|raw| auth::build(&raw, &subject, c)),
+        );
+    }
+    (built, names)
+}
+
+/// Once the file secures the router, every HTTP listener must say whom it
+/// accepts: an open one is a choice written down, never a default.
+fn check_listeners_name_auth(router: &Router, inputs: &[input::Input], c: &mut Checker<'_>) {
+    if router.admin_auth.is_none() {
+        c.report_unplaced(Error::Missing {
+            reason: "[router] admin_auth is required once the file has [[auth]] or [[acl]]: name the authenticators the admin listener accepts, or [\"anonymous\"]".into(),
+        });
+    }
+    for i in inputs {
+        if let input::InputKind::Http(h) = &i.kind
+            && h.auth.is_none()
+        {
+            c.report_unplaced(Error::Missing {
+                reason: format!(
+                    "input {:?}: `auth` is required once the file has [[auth]] or [[acl]]: name the authenticators it accepts, or [\"anonymous\"]",
+                    i.name
+                ),
+            });
+        }
+    }
 }
 
 #[cfg(test)]

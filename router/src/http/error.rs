@@ -129,6 +129,17 @@ pub enum Error {
     /// use this admin endpoint). `403 FORBIDDEN`.
     #[error("{0}")]
     Forbidden(String),
+    /// The authenticated principal may not publish to a topic of the
+    /// request; nothing of it was accepted. `403 TOPIC_FORBIDDEN`.
+    #[error("{principal:?} may not publish to {topics}{}; nothing was accepted", if *more > 0 { format!(" (and {more} more)") } else { String::new() })]
+    TopicForbidden {
+        /// The first forbidden topics, each with where it was written.
+        topics: String,
+        /// How many more were forbidden.
+        more: usize,
+        /// The principal (`anonymous` without credentials).
+        principal: String,
+    },
     /// The client is over a rate limit. `429 TOO_MANY_REQUESTS`, with
     /// `Retry-After`.
     #[error("too many requests; retry after {retry_after:?}")]
@@ -227,7 +238,7 @@ impl Error {
             | Self::BodyRead(_)
             | Self::InvalidConfig(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::TopicForbidden { .. } => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound { .. }
             | Self::DeadLettersDisabled
@@ -271,6 +282,7 @@ impl Error {
             Self::InvalidConfig(_) => "INVALID_CONFIG",
             Self::Unauthorized(_) => "UNAUTHORIZED",
             Self::Forbidden(_) => "FORBIDDEN",
+            Self::TopicForbidden { .. } => "TOPIC_FORBIDDEN",
             Self::Conflict(_) => "CONFLICT",
             Self::NotFound { .. } => "NOT_FOUND",
             Self::DeadLettersDisabled => "DEAD_LETTERS_DISABLED",

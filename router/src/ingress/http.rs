@@ -87,6 +87,9 @@ pub struct Config {
     /// a publish waiting out backpressure can still tell its client which
     /// messages were admitted.
     pub shutdown_grace: Duration,
+    /// Who may publish: every request is authenticated and every topic
+    /// checked against the caller's grants. `None`: anyone, anywhere.
+    pub security: Option<crate::auth::Live>,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             max_batch: Self::DEFAULT_MAX_BATCH,
             max_connections: http::Config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: http::Config::DEFAULT_SHUTDOWN_GRACE,
+            security: None,
         }
     }
 }
@@ -214,7 +218,7 @@ impl Reason {
             Error::UnsupportedMediaType { .. } => Self::UnsupportedMediaType,
             Error::BodyTimeout { .. } => Self::Timeout,
             Error::Unauthorized(_) => Self::Unauthorized,
-            Error::Forbidden(_) => Self::Forbidden,
+            Error::Forbidden(_) | Error::TopicForbidden { .. } => Self::Forbidden,
             Error::NotFound { .. }
             | Error::DeadLettersDisabled
             | Error::DeadLetterNotFound { .. }
@@ -262,6 +266,7 @@ pub struct HttpInput {
     max_batch: usize,
     counters: Arc<Counters>,
     requests: InputRequests,
+    security: Option<crate::auth::Live>,
 }
 
 impl std::fmt::Debug for HttpInput {
@@ -302,6 +307,7 @@ impl HttpInput {
                 timeout: config.body_timeout,
             },
             max_batch: config.max_batch.max(1),
+            security: config.security,
         })
     }
 
@@ -321,6 +327,7 @@ impl HttpInput {
         cfg.body_timeout = entry.body_timeout;
         cfg.max_batch = entry.max_batch;
         cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
+        cfg.security = Some(Arc::clone(&ctx.security));
         let metrics = Metrics::new(&ctx.inputs, &ctx.http, &ctx.requests);
         let server = Self::bind(cfg, Arc::clone(&ctx.sink), &metrics)
             .await
@@ -356,6 +363,7 @@ impl HttpInput {
             requests: self.requests,
             shutdown: shutdown.clone(),
             tasks: self.server.tasks().clone(),
+            security: self.security,
         });
         self.server.run(publish, shutdown).await
     }
@@ -371,7 +379,17 @@ struct Publish {
     requests: InputRequests,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    security: Option<crate::auth::Live>,
 }
+
+/// A request's authenticated caller, with the settings that admitted it.
+struct Gate {
+    security: Arc<crate::auth::Security>,
+    caller: crate::auth::Caller,
+}
+
+/// Forbidden topics named in one `403 TOPIC_FORBIDDEN` message.
+const FORBIDDEN_SHOWN: usize = 3;
 
 const PUBLISH: &str = "/v1/publish";
 const PUBLISH_TOPIC: &str = "/v1/publish/";
@@ -387,29 +405,7 @@ impl Handler for Publish {
         request: Request<Incoming>,
         peer: &Peer,
     ) -> Result<Response<Body>, Error> {
-        let path = request.uri().path();
-        let result = if path == PUBLISH {
-            if request.method() != Method::POST {
-                return Err(not_allowed(request.method()));
-            }
-            self.publish_json(request, peer).await
-        } else if let Some(topic) = path.strip_prefix(PUBLISH_TOPIC) {
-            if request.method() != Method::POST {
-                return Err(not_allowed(request.method()));
-            }
-            let topic = percent_decode(topic);
-            self.publish_raw(topic, request, peer).await
-        } else if let Some(topic) = path.strip_prefix(REQUEST_TOPIC) {
-            if request.method() != Method::POST {
-                return Err(not_allowed(request.method()));
-            }
-            let topic = percent_decode(topic);
-            self.request(topic, request, peer).await
-        } else {
-            return Err(Error::NotFound {
-                path: path.to_owned(),
-            });
-        };
+        let result = self.route(request, peer).await;
         if let Err(e) = &result
             && let Some(reason) = Reason::of(e)
         {
@@ -427,13 +423,95 @@ fn not_allowed(method: &Method) -> Error {
 }
 
 impl Publish {
+    /// Authenticates the request, then serves its path.
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        peer: &Peer,
+    ) -> Result<Response<Body>, Error> {
+        let gate = match &self.security {
+            Some(live) => {
+                let security = live.load_full();
+                let caller = security
+                    .authenticate(&self.name, request.headers(), request.uri().query())
+                    .map_err(|f| Error::Unauthorized(f.to_string()))?;
+                Some(Gate { security, caller })
+            }
+            None => None,
+        };
+        let gate = gate.as_ref();
+        let path = request.uri().path();
+        if path == PUBLISH {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            self.publish_json(request, peer, gate).await
+        } else if let Some(topic) = path.strip_prefix(PUBLISH_TOPIC) {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            let topic = percent_decode(topic);
+            self.publish_raw(topic, request, peer, gate).await
+        } else if let Some(topic) = path.strip_prefix(REQUEST_TOPIC) {
+            if request.method() != Method::POST {
+                return Err(not_allowed(request.method()));
+            }
+            let topic = percent_decode(topic);
+            self.request(topic, request, peer, gate).await
+        } else {
+            Err(Error::NotFound {
+                path: path.to_owned(),
+            })
+        }
+    }
+
+    /// Refuses the whole batch when the caller may not publish to one of
+    /// its topics (each forbidden message counted), naming the first few.
+    fn permit(
+        &self,
+        gate: Option<&Gate>,
+        topics: impl Iterator<Item = (String, Topic)>,
+    ) -> Result<(), Error> {
+        let Some(gate) = gate else {
+            return Ok(());
+        };
+        if gate.caller.grants().is_open() {
+            return Ok(());
+        }
+        let mut forbidden: Vec<(String, Topic)> = Vec::new();
+        let mut count = 0;
+        for (field, topic) in topics {
+            if !gate.caller.grants().may_publish(topic.as_str()) {
+                gate.security
+                    .count_denied(&self.name, crate::auth::Action::Publish);
+                count += 1;
+                if forbidden.len() < FORBIDDEN_SHOWN {
+                    forbidden.push((field, topic));
+                }
+            }
+        }
+        if forbidden.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = forbidden
+            .iter()
+            .map(|(field, topic)| format!("{field} {:?}", topic.as_str()))
+            .collect();
+        Err(Error::TopicForbidden {
+            topics: shown.join(", "),
+            more: count - forbidden.len(),
+            principal: gate.caller.shown().to_owned(),
+        })
+    }
+
     async fn publish_raw(
         &self,
         topic: Result<Bytes, Error>,
         request: Request<Incoming>,
         peer: &Peer,
+        gate: Option<&Gate>,
     ) -> Result<Response<Body>, Error> {
-        let message = self.raw_message(topic, request, peer).await?;
+        let message = self.raw_message(topic, request, peer, gate).await?;
         self.offer(vec![message]).await
     }
 
@@ -445,14 +523,17 @@ impl Publish {
         topic: Result<Bytes, Error>,
         request: Request<Incoming>,
         peer: &Peer,
+        gate: Option<&Gate>,
     ) -> Result<Message, Error> {
         let topic = Topic::new(topic?).map_err(|source| Error::InvalidTopic {
             field: "path".into(),
             source,
         })?;
+        // Before the body is read: a forbidden publish costs no upload.
+        self.permit(gate, std::iter::once(("path".to_owned(), topic.clone())))?;
         let (attributes, priority) = header_fields(request.headers())?;
         let payload = http::read_body(request.into_body(), &self.limits).await?;
-        let mut message = Message::new(topic, payload, self.publisher(peer));
+        let mut message = Message::new(topic, payload, self.publisher(peer, gate));
         message.attributes = attributes;
         message.priority = priority;
         Ok(message)
@@ -467,8 +548,9 @@ impl Publish {
         topic: Result<Bytes, Error>,
         request: Request<Incoming>,
         peer: &Peer,
+        gate: Option<&Gate>,
     ) -> Result<Response<Body>, Error> {
-        let mut message = self.raw_message(topic, request, peer).await?;
+        let mut message = self.raw_message(topic, request, peer, gate).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let pending = self.requests.start(Box::new(OneshotReplier(tx)));
         message.request = Some(pending.clone());
@@ -511,6 +593,7 @@ impl Publish {
         &self,
         request: Request<Incoming>,
         peer: &Peer,
+        gate: Option<&Gate>,
     ) -> Result<Response<Body>, Error> {
         if let Some(content_type) = request.headers().get(header::CONTENT_TYPE)
             && !is_json(content_type)
@@ -521,12 +604,27 @@ impl Publish {
             });
         }
         let body = http::read_body(request.into_body(), &self.limits).await?;
-        let batch = json::decode(&body, &self.publisher(peer), self.max_batch)?;
+        let batch = json::decode(&body, &self.publisher(peer, gate), self.max_batch)?;
+        let single = batch.len() == 1;
+        self.permit(
+            gate,
+            batch.iter().enumerate().map(|(i, m)| {
+                let field = if single {
+                    "topic".to_owned()
+                } else {
+                    format!("messages[{i}].topic")
+                };
+                (field, m.topic.clone())
+            }),
+        )?;
         self.offer(batch).await
     }
 
-    fn publisher(&self, peer: &Peer) -> Publisher {
+    /// Who published: this input, the client's address, and the
+    /// authenticated principal.
+    fn publisher(&self, peer: &Peer, gate: Option<&Gate>) -> Publisher {
         Publisher::new(self.name.clone(), peer.name.clone())
+            .with_principal(gate.and_then(|g| g.caller.principal().cloned()))
     }
 
     /// Offers `batch` to the sink and answers with the ids admitted.

@@ -21,6 +21,9 @@ use crate::zmtp::sub::Subscriptions;
 /// What starting an input needs from the router.
 #[derive(Clone)]
 pub struct Context {
+    /// The authentication and permission settings in force, swapped by
+    /// every reload.
+    pub security: crate::auth::Live,
     /// `input_*{input}`, every kind.
     pub inputs: Metrics,
     /// The ZMTP layer's families.

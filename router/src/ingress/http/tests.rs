@@ -709,3 +709,88 @@ fn percent_decoding() {
     assert!(percent_decode("a%2").is_err());
     assert!(percent_decode("a%g0").is_err());
 }
+
+/// An input secured by a static token for `dev-1`, allowed
+/// `sensors.{principal}.>`.
+fn secured_security(registry: &Registry) -> crate::auth::Live {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-http-auth-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, b"tok-1")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(&tokens, format!("dev-1 = \"{hash}\"\n")).expect("write");
+    let text = format!(
+        "[router]\nadmin_auth = [\"fleet\"]\n\n[[auth]]\nname = \"fleet\"\nkind = \"token\"\ntokens_file = {:?}\n\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\nauth = [\"fleet\"]\n\n[[output]]\nname = \"o\"\nkind = \"blackhole\"\n\n[[route]]\nname = \"r\"\nmatch = \">\"\nto = [\"o\"]\n\n[[acl]]\nprincipals = [\"*\"]\npublish = [\"sensors.{{principal}}.>\"]\n",
+        tokens.display().to_string()
+    );
+    let config = crate::config::Config::parse(&text, "t.toml").expect("valid");
+    let security = crate::auth::Security::build(&config, &crate::auth::Metrics::register(registry))
+        .expect("builds");
+    Arc::new(arc_swap::ArcSwap::from_pointee(security))
+}
+
+#[tokio::test]
+async fn a_secured_input_carries_the_principal_and_refuses_before_reading() {
+    let sink = FakeSink::open();
+    let auth_registry = Registry::new();
+    let security = secured_security(&auth_registry);
+    let running = start(sink.clone(), |c| c.security = Some(security)).await;
+    let ok = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish/sensors.dev-1.t",
+            &[("Authorization", "Bearer tok-1")],
+            b"x",
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    assert_eq!(
+        sink.received()[0].publisher.principal.as_deref(),
+        Some("dev-1"),
+        "the message names who published it"
+    );
+    let forbidden = send(
+        running.addr,
+        &request(
+            "POST",
+            "/v1/publish/sensors.dev-2.t",
+            &[("Authorization", "Bearer tok-1")],
+            b"x",
+        ),
+    )
+    .await;
+    assert_eq!(forbidden.status, 403, "{forbidden:?}");
+    assert_eq!(forbidden.json()["error"]["code"], "TOPIC_FORBIDDEN");
+    let missing = send(
+        running.addr,
+        &request("POST", "/v1/publish/sensors.dev-1.t", &[], b"x"),
+    )
+    .await;
+    assert_eq!(missing.status, 401, "{missing:?}");
+    assert_eq!(sink.received().len(), 1);
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="forbidden"}"#),
+        1.0
+    );
+    assert_eq!(
+        running.metric(r#"switchyard_input_rejected_total{input="api",reason="unauthorized"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &auth_registry.encode(),
+            r#"switchyard_acl_denied_total{action="publish",listener="api"}"#
+        ),
+        Some(1.0)
+    );
+    running.stop().await;
+}
