@@ -75,6 +75,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Who may call which endpoint. `None`: anyone, everything.
     pub security: Option<crate::auth::Live>,
+    /// TLS on the listener; `None`: plain HTTP.
+    pub tls: Option<Arc<http::tls::Tls>>,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             header_timeout: http::Config::DEFAULT_HEADER_TIMEOUT,
             shutdown_grace: Duration::from_secs(1),
             security: None,
+            tls: None,
         }
     }
 }
@@ -125,6 +128,7 @@ impl AdminServer {
             max_connections: config.max_connections,
             header_timeout: config.header_timeout,
             shutdown_grace: config.shutdown_grace,
+            tls: config.tls,
         };
         let server = http::Server::bind(server_config, metrics).await?;
         Ok(Self {
@@ -247,7 +251,7 @@ impl Handler for Admin {
     async fn handle(
         &self,
         request: Request<Incoming>,
-        _peer: &Peer,
+        peer: &Peer,
     ) -> Result<Response<Body>, Error> {
         let Some(live) = &self.security else {
             return self.serve(request).await;
@@ -263,7 +267,12 @@ impl Handler for Admin {
             Some(scope) => scope,
         };
         let caller = security
-            .authenticate(LISTENER, request.headers(), request.uri().query())
+            .authenticate(
+                LISTENER,
+                request.headers(),
+                request.uri().query(),
+                peer.client_cert.as_deref(),
+            )
             .map_err(|f| Error::Unauthorized(f.to_string()))?;
         if !security.allow_scope(LISTENER, &caller, scope) {
             return Err(Error::Forbidden(format!(

@@ -206,6 +206,7 @@ pub(crate) struct Families {
     pub(crate) inputs: ingress::Metrics,
     pub(crate) http: http::Metrics,
     pub(crate) auth: crate::auth::Metrics,
+    pub(crate) tls: http::tls::Metrics,
     pipeline: PipelineMetrics,
     dead_letters: dead::Metrics,
 }
@@ -219,7 +220,11 @@ impl Families {
             &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let auth = crate::auth::Metrics::register(&registry);
+        let tls = http::tls::Metrics::register(&registry, auth.failures());
         Self {
+            auth,
+            tls,
             outputs: egress::Context {
                 outputs: egress::Metrics::register(&registry),
                 zmtp: zmtp::metrics::Metrics::new(&registry),
@@ -228,7 +233,6 @@ impl Families {
             },
             inputs: ingress::Metrics::register(&registry),
             http: http::Metrics::register(&registry),
-            auth: crate::auth::Metrics::register(&registry),
             pipeline: PipelineMetrics::new(&registry),
             dead_letters: dead::Metrics::register(&registry),
             registry,
@@ -328,8 +332,10 @@ impl App {
         }
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
+        let tls_reloads = http::tls::Reloads::default();
         let context = ingress::Context {
             security: Arc::clone(&security),
+            tls: (families.tls.clone(), tls_reloads.clone()),
             inputs: families.inputs.clone(),
             zmtp: families.outputs.zmtp.clone(),
             requests: families.outputs.requests.clone(),
@@ -371,6 +377,12 @@ impl App {
         });
         let mut admin_config = admin::Config::new(config.router.admin);
         admin_config.security = Some(security);
+        if let Some(settings) = &config.router.admin_tls {
+            let tls = http::tls::Tls::new("admin", settings.clone(), &families.tls)
+                .map_err(|e| Error::Auth(format!("[router] admin_tls: {e}")))?;
+            tls_reloads.register(&tls);
+            admin_config.tls = Some(tls);
+        }
         let admin_server = admin::AdminServer::bind(
             admin_config,
             Arc::clone(&state) as Arc<dyn admin::State>,

@@ -35,7 +35,8 @@ use prometheus::IntCounterVec;
 pub use grants::Grants;
 use grants::Who;
 
-use crate::config::{ANONYMOUS, AuthKind, Config, Scope};
+use crate::config::{ANONYMOUS, AuthKind, CertName, Config, Scope};
+use crate::http::tls::ClientCert;
 use crate::metrics::Registry;
 
 /// The security settings in force, swapped whole by a reload.
@@ -150,6 +151,13 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The failure family, for failures counted elsewhere (TLS handshakes).
+    pub fn failures(&self) -> IntCounterVec {
+        self.failures.clone()
+    }
+}
+
 /// An authenticated (or anonymous, where allowed) caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -187,6 +195,8 @@ enum Method {
     Jwt(jwt::Issuer),
     /// Token digest to principal.
     Tokens(HashMap<[u8; 32], Arc<str>>),
+    /// The verified client certificate's name.
+    Mtls(CertName),
 }
 
 /// What one listener accepts.
@@ -277,6 +287,7 @@ impl Security {
                         })
                         .collect(),
                 ),
+                AuthKind::Mtls(name) => Method::Mtls(*name),
             };
             methods.push((a.name.clone(), method));
         }
@@ -302,6 +313,7 @@ impl Security {
                     l.max_token = l.max_token.max(match &methods[idx].1 {
                         Method::Jwt(j) => j.max_token_size(),
                         Method::Tokens(_) => MAX_STATIC_TOKEN,
+                        Method::Mtls(_) => 0,
                     });
                 }
             }
@@ -339,9 +351,11 @@ impl Security {
     }
 
     /// Authenticates a request to `listener` by its `Authorization:
-    /// Bearer` header; `query` is the request's query string, where a
-    /// token (`access_token=`) is refused: it would end up in access logs.
-    /// A refusal is counted.
+    /// Bearer` header, or else by the client certificate the listener
+    /// verified (`client_cert`, where an `mtls` authenticator is
+    /// accepted); `query` is the request's query string, where a token
+    /// (`access_token=`) is refused: it would end up in access logs. A
+    /// refusal is counted.
     ///
     /// # Errors
     /// Why the request is refused.
@@ -350,6 +364,7 @@ impl Security {
         listener: &str,
         headers: &HeaderMap,
         query: Option<&str>,
+        client_cert: Option<&ClientCert>,
     ) -> Result<Caller, Failure> {
         if !self.secured {
             return Ok(self.open_caller());
@@ -361,7 +376,7 @@ impl Security {
         let result = if in_query {
             Err(Failure::Malformed)
         } else {
-            bearer(headers).and_then(|token| self.check(listener, token))
+            bearer(headers).and_then(|token| self.check(listener, token, client_cert))
         };
         if let Err(f) = result {
             self.count_failure(listener, f);
@@ -382,7 +397,7 @@ impl Security {
         if !self.secured {
             return Ok(self.open_caller());
         }
-        let result = self.check(listener, token);
+        let result = self.check(listener, token, None);
         if let Err(f) = result {
             self.count_failure(listener, f);
         }
@@ -445,10 +460,27 @@ impl Security {
         }
     }
 
-    fn check(&self, listener: &str, token: Option<&str>) -> Result<Caller, Failure> {
+    fn check(
+        &self,
+        listener: &str,
+        token: Option<&str>,
+        client_cert: Option<&ClientCert>,
+    ) -> Result<Caller, Failure> {
         let Some(l) = self.listeners.get(listener) else {
             return Err(Failure::Missing);
         };
+        if token.is_none()
+            && let Some(cert) = client_cert
+        {
+            for idx in &l.methods {
+                if let Method::Mtls(name) = &self.methods[*idx].1 {
+                    return match cert_principal(cert, *name) {
+                        Some(p) => Ok(self.caller_for(Some(Arc::from(p)))),
+                        None => Err(Failure::Malformed),
+                    };
+                }
+            }
+        }
         let Some(token) = token else {
             return if l.anonymous {
                 Ok(Caller {
@@ -490,13 +522,16 @@ impl Security {
             .iter()
             .filter_map(|i| match &self.methods[*i].1 {
                 Method::Jwt(j) => Some((*i, j)),
-                Method::Tokens(_) => None,
+                Method::Tokens(_) | Method::Mtls(_) => None,
             })
             .collect();
         if issuers.is_empty() || !jwt::looks_like_jwt(token) {
             // Not a token this listener knows: an unknown static token
             // where static tokens are accepted, else a malformed JWT.
-            let static_tokens = issuers.len() < l.methods.len();
+            let static_tokens = l
+                .methods
+                .iter()
+                .any(|i| matches!(self.methods[*i].1, Method::Tokens(_)));
             return Err(if static_tokens || issuers.is_empty() {
                 Failure::BadSignature
             } else {
@@ -585,6 +620,17 @@ impl Security {
             },
         );
     }
+}
+
+/// The name of `cert` that `name` picks.
+fn cert_principal(cert: &ClientCert, name: CertName) -> Option<&str> {
+    match name {
+        CertName::SubjectCn => cert.subject_cn.as_deref(),
+        CertName::SanDns => cert.dns.first().map(String::as_str),
+        CertName::SanEmail => cert.email.first().map(String::as_str),
+        CertName::SanUri => cert.uri.first().map(String::as_str),
+    }
+    .filter(|p| !p.is_empty())
 }
 
 /// The bearer token of a request: `None` when it sends no

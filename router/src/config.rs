@@ -129,6 +129,7 @@ mod route;
 mod router;
 mod secret;
 mod source;
+mod tls;
 mod units;
 mod validate;
 mod webhook;
@@ -136,7 +137,8 @@ mod zmq;
 
 pub use acl::{AclRule, RuleToken, Scope, TopicRule};
 pub use auth::{
-    ANONYMOUS, AuthKind, Authenticator, JwksKey, JwtAuth, JwtKeys, TokenAuth, jwks_keys, pem_key,
+    ANONYMOUS, AuthKind, Authenticator, CertName, JwksKey, JwtAuth, JwtKeys, TokenAuth, jwks_keys,
+    pem_key,
 };
 pub use dead_letters::DeadLetters;
 pub use diff::{Changed, Changes, Diff, Renamed};
@@ -155,6 +157,7 @@ pub use policy::{UnknownFsync, UnknownPolicy};
 pub use route::{Durability, Fsync, OnError, QueueConfig, Route, WhenFull};
 pub use router::Router;
 pub use secret::Secret;
+pub use tls::ListenerTls;
 pub use webhook::{WebhookEncoding, WebhookOutput};
 pub use zmq::{Envelope, ZmqOptions, ZmqSocket};
 
@@ -227,10 +230,21 @@ impl Config {
         out
     }
 
-    /// The key and token files the `[[auth]]` entries read, which the
-    /// router watches to reload when one changes.
+    /// The key, token and certificate files the `[[auth]]` entries and
+    /// the TLS listeners read, which the router watches to reload when one
+    /// changes.
     pub fn auth_files(&self) -> Vec<std::path::PathBuf> {
-        self.auth.iter().flat_map(Authenticator::files).collect()
+        let mut files: Vec<std::path::PathBuf> =
+            self.auth.iter().flat_map(Authenticator::files).collect();
+        for input in &self.inputs {
+            if let InputKind::Http(h) = &input.kind {
+                files.extend(h.tls.iter().flat_map(ListenerTls::files));
+            }
+        }
+        files.extend(self.router.admin_tls.iter().flat_map(ListenerTls::files));
+        files.sort();
+        files.dedup();
+        files
     }
 }
 
@@ -655,6 +669,7 @@ queue = { when_full = "drop_newest" }
                 body_timeout: Duration::from_secs(60),
                 max_batch: 10,
                 auth: None,
+                tls: None,
             }
         );
 
@@ -723,6 +738,7 @@ queue = { when_full = "drop_newest" }
                 data_dir: None,
                 admin_auth: None,
                 metrics_open: false,
+                admin_tls: None,
             }
         );
         let OutputKind::ZmqPub(publ) = &config.outputs[0].kind else {

@@ -7,6 +7,8 @@
 //!   graceful shutdown driven by a `CancellationToken`.
 //! - [`read_body`]: reads a request body under a size limit, enforced while
 //!   streaming, and a read deadline.
+//! - [`tls`]: TLS on a listener: certificates reloaded without dropping
+//!   connections, client certificates, a handshake timeout.
 //! - [`Error`]: every failure a handler can answer with, each with a stable
 //!   machine code and status. [`Error::to_response`] renders the one JSON
 //!   error shape: `{"error":{"code":"NOT_FOUND","message":"..."}}`.
@@ -14,6 +16,7 @@
 mod body;
 mod error;
 mod server;
+pub mod tls;
 
 pub use body::{BodyLimits, read_body};
 pub use error::{Error, ids_response, json_response};

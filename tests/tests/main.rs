@@ -38,5 +38,6 @@ mod router_routing;
 mod router_security;
 mod router_shutdown;
 mod router_store;
+mod router_tls;
 mod router_webhook;
 mod slow_subscriber;

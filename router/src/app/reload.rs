@@ -438,6 +438,9 @@ impl Reloader {
         // The next request or message on every listener meets the new
         // keys and rules.
         self.inputs_context.security.store(Arc::new(security));
+        // Certificates: every TLS listener reads its files again (a pair
+        // that does not load keeps the one in force, counted and logged).
+        self.inputs_context.tls.1.reload_all();
         for warning in config.security_warnings() {
             tracing::warn!("{warning}");
         }

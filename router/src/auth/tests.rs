@@ -160,7 +160,7 @@ fn bearer_headers(token: &str) -> HeaderMap {
 }
 
 fn check(s: &Security, listener: &str, token: &str) -> Result<Caller, Failure> {
-    s.authenticate(listener, &bearer_headers(token), None)
+    s.authenticate(listener, &bearer_headers(token), None, None)
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -350,7 +350,7 @@ fn base64_of(text: &str) -> String {
 fn credentials_come_from_one_bearer_header() {
     let (s, _) = security();
     assert_eq!(
-        s.authenticate("api", &HeaderMap::new(), None).err(),
+        s.authenticate("api", &HeaderMap::new(), None, None).err(),
         Some(Failure::Missing)
     );
     let mut two = bearer_headers(TOKEN);
@@ -359,7 +359,7 @@ fn credentials_come_from_one_bearer_header() {
         HeaderValue::from_str(&format!("Bearer {TOKEN}")).expect("header"),
     );
     assert_eq!(
-        s.authenticate("api", &two, None).err(),
+        s.authenticate("api", &two, None, None).err(),
         Some(Failure::Malformed)
     );
     let mut basic = HeaderMap::new();
@@ -368,14 +368,15 @@ fn credentials_come_from_one_bearer_header() {
         HeaderValue::from_static("Basic dXNlcjpwdw=="),
     );
     assert_eq!(
-        s.authenticate("api", &basic, None).err(),
+        s.authenticate("api", &basic, None, None).err(),
         Some(Failure::Malformed)
     );
     assert_eq!(
         s.authenticate(
             "api",
             &HeaderMap::new(),
-            Some(&format!("access_token={TOKEN}"))
+            Some(&format!("access_token={TOKEN}")),
+            None
         )
         .err(),
         Some(Failure::Malformed),
@@ -387,15 +388,18 @@ fn credentials_come_from_one_bearer_header() {
 fn anonymous_callers_get_the_anonymous_rules() {
     let (s, _) = security();
     let anon = s
-        .authenticate("open", &HeaderMap::new(), None)
+        .authenticate("open", &HeaderMap::new(), None, None)
         .expect("anonymous accepted");
     assert_eq!(anon.principal(), None);
     assert!(anon.grants().may_publish("public.x"));
     assert!(!anon.grants().may_publish("sensors.x.y"));
     // A credential on that listener is still checked, not ignored.
-    assert!(s.authenticate("open", &bearer_headers(TOKEN), None).is_ok());
     assert!(
-        s.authenticate("open", &bearer_headers("bogus"), None)
+        s.authenticate("open", &bearer_headers(TOKEN), None, None)
+            .is_ok()
+    );
+    assert!(
+        s.authenticate("open", &bearer_headers("bogus"), None, None)
             .is_err()
     );
     // A token the "api" listener verified is no good on one that does not
@@ -413,7 +417,7 @@ fn an_open_router_parses_nothing() {
     let s = Security::open(&Metrics::register(&registry));
     let mut garbage = HeaderMap::new();
     garbage.insert(AUTHORIZATION, HeaderValue::from_static("garbage"));
-    let caller = s.authenticate("api", &garbage, None).expect("open");
+    let caller = s.authenticate("api", &garbage, None, None).expect("open");
     assert!(caller.grants().is_open());
     assert!(caller.grants().has_scope(Scope::Reload));
 }

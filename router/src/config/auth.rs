@@ -56,6 +56,25 @@ pub enum AuthKind {
     Jwt(JwtAuth),
     /// `kind = "token"`: static bearer tokens, kept as SHA-256 hashes.
     Token(TokenAuth),
+    /// `kind = "mtls"`: the client certificate a TLS listener verified
+    /// (its `tls.client_ca`); the principal is one of its names.
+    Mtls(CertName),
+}
+
+/// Which name of a client certificate is the principal
+/// (`principal = "subject_cn"`, the default, `"san_dns"`, `"san_email"`
+/// or `"san_uri"`: the first such SAN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertName {
+    /// The subject's common name.
+    SubjectCn,
+    /// The first DNS subject alternative name.
+    SanDns,
+    /// The first e-mail subject alternative name.
+    SanEmail,
+    /// The first URI subject alternative name (e.g. a SPIFFE id).
+    SanUri,
 }
 
 /// A JWT issuer's settings. All reload live.
@@ -132,6 +151,7 @@ impl Authenticator {
                 JwtKeys::Secret(_) => Vec::new(),
             },
             AuthKind::Token(t) => vec![t.path.clone()],
+            AuthKind::Mtls(_) => Vec::new(),
         }
     }
 }
@@ -236,12 +256,52 @@ pub(crate) fn build(
             }
             AuthKind::Token(build_tokens(raw, subject, c)?)
         }
+        "mtls" => {
+            let written = [
+                ("jwks_file", raw.jwks_file.as_ref().map(S::span)),
+                ("secret", raw.secret.as_ref().map(S::span)),
+                ("secret_file", raw.secret_file.as_ref().map(S::span)),
+                ("public_key_file", raw.public_key_file.as_ref().map(S::span)),
+                ("algorithms", raw.algorithms.as_ref().map(S::span)),
+                ("issuer", raw.issuer.as_ref().map(S::span)),
+                ("audience", raw.audience.as_ref().map(S::span)),
+                ("leeway", raw.leeway.as_ref().map(S::span)),
+                ("max_token_size", raw.max_token_size.as_ref().map(S::span)),
+                ("tokens_file", raw.tokens_file.as_ref().map(S::span)),
+            ];
+            for (field, span) in written {
+                if let Some(span) = span {
+                    c.invalid(
+                        subject,
+                        field,
+                        span,
+                        "has no effect on an `mtls` authenticator",
+                    );
+                }
+            }
+            let name = match raw.principal.as_ref().map(|p| p.get_ref().as_str()) {
+                None | Some("subject_cn") => CertName::SubjectCn,
+                Some("san_dns") => CertName::SanDns,
+                Some("san_email") => CertName::SanEmail,
+                Some("san_uri") => CertName::SanUri,
+                Some(other) => {
+                    c.invalid(
+                        subject,
+                        "principal",
+                        raw.principal.as_ref().map_or(0..0, S::span),
+                        format!("unknown certificate name {other:?}; expected \"subject_cn\", \"san_dns\", \"san_email\" or \"san_uri\""),
+                    );
+                    return None;
+                }
+            };
+            AuthKind::Mtls(name)
+        }
         other => {
             c.invalid(
                 subject,
                 "kind",
                 raw.kind.span(),
-                format!("unknown kind {other:?}; expected \"jwt\" or \"token\""),
+                format!("unknown kind {other:?}; expected \"jwt\", \"token\" or \"mtls\""),
             );
             return None;
         }

@@ -399,6 +399,7 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
         data_dir,
         admin_auth,
         metrics_open,
+        admin_tls,
     } = old;
     let mut f = Fields::default();
     f.check("name", name, &new.name);
@@ -409,6 +410,7 @@ fn router_fields(old: &Router, new: &Router) -> Vec<String> {
     f.check("data_dir", data_dir, &new.data_dir);
     f.check("admin_auth", admin_auth, &new.admin_auth);
     f.check("metrics_open", metrics_open, &new.metrics_open);
+    f.check("admin_tls", admin_tls, &new.admin_tls);
     f.0.into_iter().map(str::to_owned).collect()
 }
 
@@ -654,10 +656,12 @@ fn http_fields(old: &HttpInput, new: &HttpInput) -> Vec<&'static str> {
         body_timeout,
         max_batch,
         auth,
+        tls,
     } = old;
     let mut f = Fields::default();
     f.check("listen", listen, &new.listen);
     f.check("auth", auth, &new.auth);
+    f.check("tls", tls, &new.tls);
     f.check("max_body", max_body, &new.max_body);
     f.check("header_timeout", header_timeout, &new.header_timeout);
     f.check("body_timeout", body_timeout, &new.body_timeout);
@@ -693,6 +697,7 @@ fn auth_fields(old: &Authenticator, new: &Authenticator) -> Vec<&'static str> {
             f.check("tokens_file", path, &b.path);
             f.check("tokens", tokens, &b.tokens);
         }
+        (AuthKind::Mtls(a), AuthKind::Mtls(b)) => f.check("principal", a, b),
         _ => f.0.push("kind"),
     }
     f.0

@@ -127,6 +127,9 @@ pub struct HttpInput {
     /// Default none: anyone may publish. Reloads live (the entry is
     /// rebuilt).
     pub auth: Option<Vec<String>>,
+    /// TLS on the listener. Default none: plain HTTP. The files reload
+    /// live; other changes rebuild the entry.
+    pub tls: Option<super::ListenerTls>,
 }
 
 impl Default for HttpInput {
@@ -139,6 +142,7 @@ impl Default for HttpInput {
             body_timeout: Duration::from_secs(30),
             max_batch: 1000,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -227,6 +231,10 @@ pub(crate) fn build_http(
             1..=100_000,
         ),
         auth: super::auth::read_list(raw.auth.as_ref(), "auth", subject, auth_names, c),
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::build(t, "tls", subject, c)),
     };
     Input {
         name: raw.name.get_ref().clone(),

@@ -29,6 +29,7 @@ pub(crate) struct RawRouter {
     pub(crate) data_dir: Option<S<String>>,
     pub(crate) admin_auth: Option<S<Vec<S<String>>>>,
     pub(crate) metrics_open: Option<S<bool>>,
+    pub(crate) admin_tls: Option<S<RawListenerTls>>,
 }
 
 /// `[dead_letters]`.
@@ -274,6 +275,17 @@ pub(crate) struct RawAuth {
     pub(crate) tokens_file: Option<S<String>>,
 }
 
+/// `tls = { cert = "...", key = "...", ... }` on an HTTP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenerTls {
+    pub(crate) cert: S<String>,
+    pub(crate) key: S<String>,
+    pub(crate) client_ca: Option<S<String>>,
+    pub(crate) client_auth: Option<S<String>>,
+    pub(crate) handshake_timeout: Option<S<Quantity>>,
+}
+
 /// One `[[acl]]` rule.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +313,7 @@ pub(crate) struct RawHttp {
     pub(crate) body_timeout: Option<S<Quantity>>,
     pub(crate) max_batch: Option<S<i64>>,
     pub(crate) auth: Option<S<Vec<S<String>>>>,
+    pub(crate) tls: Option<S<RawListenerTls>>,
 }
 
 /// One `[[output]]` of kind `blackhole`: nothing but its name.

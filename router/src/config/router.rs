@@ -55,6 +55,9 @@ pub struct Router {
     /// Serve `/metrics` to anyone, without the `metrics` scope. Default
     /// false. Reloads live.
     pub metrics_open: bool,
+    /// TLS on the admin listener. Default none. The files reload live;
+    /// other changes need a restart.
+    pub admin_tls: Option<super::ListenerTls>,
 }
 
 impl Default for Router {
@@ -68,6 +71,7 @@ impl Default for Router {
             data_dir: None,
             admin_auth: None,
             metrics_open: false,
+            admin_tls: None,
         }
     }
 }
@@ -150,6 +154,10 @@ pub(crate) fn build(raw: &RawRouter, auth_names: &[String], c: &mut Checker<'_>)
         data_dir,
         admin_auth,
         metrics_open: raw.metrics_open.as_ref().is_some_and(|m| *m.get_ref()),
+        admin_tls: raw
+            .admin_tls
+            .as_ref()
+            .and_then(|t| super::tls::build(t, "admin_tls", &subject, c)),
     }
 }
 

@@ -29,9 +29,9 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawAcl, RawAuth, RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawNats,
-    RawNatsAuth, RawNatsInput, RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue, RawRoute,
-    RawRouter, RawStream, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
+    RawAcl, RawAuth, RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawListenerTls,
+    RawNats, RawNatsAuth, RawNatsInput, RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue,
+    RawRoute, RawRouter, RawStream, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
     RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
@@ -180,8 +180,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     }
 
     let router = match &router_table {
-        Some(t) => read::<RawRouter>(t.clone(), &Subject::table("router"), &[], None, c)
-            .map(|raw| router::build(&raw, &auth_names, c)),
+        Some(t) => read::<RawRouter>(
+            t.clone(),
+            &Subject::table("router"),
+            &[("admin_tls", fields_of::<RawListenerTls>())],
+            None,
+            c,
+        )
+        .map(|raw| router::build(&raw, &auth_names, c)),
         None => Some(Router::default()),
     };
 
@@ -229,8 +235,14 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
             }
             Kind::Zmq(role) => read::<RawZmqReader>(item, &subject, &plain, zmq_family(role), c)
                 .map(|raw| input::build_reader(&raw, role, &subject, c)),
-            Kind::Http => read::<RawHttp>(item, &subject, &[], None, c)
-                .map(|raw| input::build_http(&raw, &auth_names, &subject, c)),
+            Kind::Http => read::<RawHttp>(
+                item,
+                &subject,
+                &[("tls", fields_of::<RawListenerTls>())],
+                None,
+                c,
+            )
+            .map(|raw| input::build_http(&raw, &auth_names, &subject, c)),
             Kind::Nats => {
                 let nested = [
                     ("auth", fields_of::<RawNatsAuth>()),
@@ -348,7 +360,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     let dead_letters = dead_letters?;
     check_binds(&router, &inputs, &outputs, &doc, c);
     if !auth.is_empty() || !acl.is_empty() {
-        check_listeners_name_auth(&router, &inputs, c);
+        check_listeners_name_auth(&router, &inputs, &auth, c);
     }
     for (idx, what, why) in [
         (0, "[[input]]", "to receive messages"),
@@ -410,7 +422,40 @@ fn build_auth(
 
 /// Once the file secures the router, every HTTP listener must say whom it
 /// accepts: an open one is a choice written down, never a default.
-fn check_listeners_name_auth(router: &Router, inputs: &[input::Input], c: &mut Checker<'_>) {
+fn check_listeners_name_auth(
+    router: &Router,
+    inputs: &[input::Input],
+    auth: &[Authenticator],
+    c: &mut Checker<'_>,
+) {
+    let mtls = |names: Option<&Vec<String>>| -> Option<String> {
+        names
+            .into_iter()
+            .flatten()
+            .find(|n| {
+                auth.iter()
+                    .any(|a| &a.name == *n && matches!(a.kind, super::AuthKind::Mtls(_)))
+            })
+            .cloned()
+    };
+    let verifies = |tls: Option<&super::ListenerTls>| tls.is_some_and(|t| t.client_ca.is_some());
+    if let Some(name) = mtls(router.admin_auth.as_ref())
+        && !verifies(router.admin_tls.as_ref())
+    {
+        c.report_unplaced(Error::Missing {
+            reason: format!("[router] admin_auth names the mtls authenticator {name:?}: the admin listener needs `admin_tls` with `client_ca` to verify client certificates"),
+        });
+    }
+    for i in inputs {
+        if let input::InputKind::Http(h) = &i.kind
+            && let Some(name) = mtls(h.auth.as_ref())
+            && !verifies(h.tls.as_ref())
+        {
+            c.report_unplaced(Error::Missing {
+                reason: format!("input {:?}: `auth` names the mtls authenticator {name:?}: the input needs `tls` with `client_ca` to verify client certificates", i.name),
+            });
+        }
+    }
     if router.admin_auth.is_none() {
         c.report_unplaced(Error::Missing {
             reason: "[router] admin_auth is required once the file has [[auth]] or [[acl]]: name the authenticators the admin listener accepts, or [\"anonymous\"]".into(),

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,6 +46,8 @@ pub struct Config {
     /// On shutdown, how long requests in flight may take to finish before
     /// their connections are closed.
     pub shutdown_grace: Duration,
+    /// TLS on every connection; `None`: plain HTTP.
+    pub tls: Option<Arc<super::tls::Tls>>,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
             shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+            tls: None,
         }
     }
 }
@@ -87,6 +90,9 @@ pub struct Peer {
     /// Its address as text, made once per connection for
     /// [`crate::message::Publisher::peer`].
     pub name: Arc<str>,
+    /// The certificate it presented and the listener verified (TLS with
+    /// `client_ca`), for mTLS principals.
+    pub client_cert: Option<Arc<super::tls::ClientCert>>,
 }
 
 /// The HTTP metric families, shared by every listener of a registry.
@@ -298,10 +304,11 @@ impl Server {
             };
             // Responses are written whole; don't let Nagle hold them back.
             let _ = stream.set_nodelay(true);
-            let conn = Conn {
+            let mut conn = Conn {
                 peer: Arc::new(Peer {
                     addr,
                     name: Arc::from(addr.to_string()),
+                    client_cert: None,
                 }),
                 handler: handler.clone(),
                 metrics: metrics.clone(),
@@ -310,7 +317,35 @@ impl Server {
                 cut: cut.clone(),
                 _permit: permit,
             };
-            tasks.spawn(conn.serve(&builder, stream));
+            match &config.tls {
+                None => {
+                    tasks.spawn(conn.serve(&builder, TokioIo::new(stream)));
+                }
+                Some(tls) => {
+                    // The handshake runs in the connection's task, under
+                    // its timeout, never in the accept loop.
+                    let (tls, builder, shutdown) =
+                        (Arc::clone(tls), builder.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        let handshake = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            handshake = tls.accept(stream) => handshake,
+                        };
+                        match handshake {
+                            Ok((stream, client_cert)) => {
+                                conn.peer = Arc::new(Peer {
+                                    client_cert,
+                                    ..Peer::clone(&conn.peer)
+                                });
+                                conn.serve(&builder, TokioIo::new(stream)).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                            }
+                        }
+                    });
+                }
+            }
         }
         drop(listener);
         tasks.close();
@@ -354,11 +389,10 @@ struct Conn<H> {
 impl<H: Handler> Conn<H> {
     /// Builds the hyper connection now (the builder stays with the accept
     /// loop) and returns the future that drives it.
-    fn serve(
-        self,
-        builder: &http1::Builder,
-        stream: TcpStream,
-    ) -> impl Future<Output = ()> + use<H> {
+    fn serve<I>(self, builder: &http1::Builder, io: I) -> impl Future<Output = ()> + use<H, I>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         let service = {
             let peer = self.peer.clone();
             let handler = self.handler.clone();
@@ -384,7 +418,7 @@ impl<H: Handler> Conn<H> {
                 }
             })
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(io, service);
         async move {
             // Move all of `self` in, so the connection slot (`_permit`) is
             // held until this task ends, not released when `serve` returns.
@@ -420,6 +454,7 @@ impl<H: Handler> Conn<H> {
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::sync::Notify;
 
     use super::*;

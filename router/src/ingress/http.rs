@@ -90,6 +90,8 @@ pub struct Config {
     /// Who may publish: every request is authenticated and every topic
     /// checked against the caller's grants. `None`: anyone, anywhere.
     pub security: Option<crate::auth::Live>,
+    /// TLS on the listener; `None`: plain HTTP.
+    pub tls: Option<Arc<http::tls::Tls>>,
 }
 
 impl Config {
@@ -112,6 +114,7 @@ impl Config {
             max_connections: http::Config::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: http::Config::DEFAULT_SHUTDOWN_GRACE,
             security: None,
+            tls: None,
         }
     }
 }
@@ -294,6 +297,7 @@ impl HttpInput {
             max_connections: config.max_connections,
             header_timeout: config.header_timeout,
             shutdown_grace: config.shutdown_grace,
+            tls: config.tls,
         };
         let server = http::Server::bind(server_config, &metrics.http).await?;
         Ok(Self {
@@ -328,6 +332,17 @@ impl HttpInput {
         cfg.max_batch = entry.max_batch;
         cfg.shutdown_grace = ctx.shutdown_grace.max(ctx.block_timeout);
         cfg.security = Some(Arc::clone(&ctx.security));
+        if let Some(settings) = &entry.tls {
+            let (metrics, reloads) = &ctx.tls;
+            let tls = http::tls::Tls::new(name, settings.clone(), metrics).map_err(|reason| {
+                super::StartError::Tls {
+                    input: name.to_owned(),
+                    reason,
+                }
+            })?;
+            reloads.register(&tls);
+            cfg.tls = Some(tls);
+        }
         let metrics = Metrics::new(&ctx.inputs, &ctx.http, &ctx.requests);
         let server = Self::bind(cfg, Arc::clone(&ctx.sink), &metrics)
             .await
@@ -433,7 +448,12 @@ impl Publish {
             Some(live) => {
                 let security = live.load_full();
                 let caller = security
-                    .authenticate(&self.name, request.headers(), request.uri().query())
+                    .authenticate(
+                        &self.name,
+                        request.headers(),
+                        request.uri().query(),
+                        peer.client_cert.as_deref(),
+                    )
                     .map_err(|f| Error::Unauthorized(f.to_string()))?;
                 Some(Gate { security, caller })
             }

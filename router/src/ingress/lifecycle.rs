@@ -24,6 +24,9 @@ pub struct Context {
     /// The authentication and permission settings in force, swapped by
     /// every reload.
     pub security: crate::auth::Live,
+    /// The TLS families, and the listeners whose certificates a reload
+    /// reads again.
+    pub tls: (crate::http::tls::Metrics, crate::http::tls::Reloads),
     /// `input_*{input}`, every kind.
     pub inputs: Metrics,
     /// The ZMTP layer's families.
@@ -186,6 +189,15 @@ pub enum StartError {
         /// What the HTTP layer said.
         #[source]
         source: crate::http::Error,
+    },
+    /// An HTTP input's certificate or key did not load (the files changed
+    /// since the config was read).
+    #[error("input {input:?}: tls: {reason}")]
+    Tls {
+        /// The input.
+        input: String,
+        /// What is wrong with the files.
+        reason: String,
     },
 }
 
