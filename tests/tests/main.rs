@@ -13,6 +13,7 @@
 //! fixed ports): each starts its routers and peers as child processes on
 //! `127.0.0.1:0` ports, in temp dirs of their own.
 
+mod curve;
 mod hostile;
 mod hostile_roles;
 mod interop;
