@@ -114,6 +114,7 @@ zmq_kinds! {
         reconnect_interval: Option<S<Quantity>>,
         reconnect_interval_max: Option<S<Quantity>>,
         plain: Option<S<RawPlain>>,
+        curve: Option<S<RawCurve>>,
         identity: Option<S<String>>,
     }
 
@@ -250,6 +251,18 @@ pub(crate) struct RawPlain {
     pub(crate) users: Option<S<BTreeMap<String, S<String>>>>,
     pub(crate) username: Option<S<String>>,
     pub(crate) password: Option<S<String>>,
+}
+
+/// `curve = { secret_key_file = "...", clients_file = "..." }` (server) or
+/// `curve = { server_key = "...", secret_key_file = "..." }` (client);
+/// `secret_key = "${ENV}"` instead of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCurve {
+    pub(crate) secret_key: Option<S<String>>,
+    pub(crate) secret_key_file: Option<S<String>>,
+    pub(crate) clients_file: Option<S<String>>,
+    pub(crate) server_key: Option<S<String>>,
 }
 
 /// One `[[input]]` of kind `http`.

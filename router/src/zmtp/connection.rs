@@ -88,8 +88,8 @@ impl fmt::Display for PeerId {
 pub struct Received {
     /// The connection it came from (ROUTER: where a reply must go).
     pub peer: PeerId,
-    /// The PLAIN user name that connection authenticated as; `None` for a
-    /// NULL-mechanism peer.
+    /// The name that connection authenticated as (PLAIN user name, or the
+    /// CURVE client's listed name); `None` for a NULL-mechanism peer.
     pub user: Option<std::sync::Arc<str>>,
     /// Its frames (ROUTER: without a routing-id frame; the REQ envelope
     /// delimiter, if any, is kept).
