@@ -21,6 +21,7 @@ mod liveness;
 mod peers;
 mod plain;
 mod reconnect;
+mod router_curve;
 mod router_dead_letters;
 mod router_jetstream;
 mod router_jetstream_input;
