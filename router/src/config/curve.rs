@@ -9,7 +9,8 @@
 //!
 //! A secret key file holds the 40-character Z85 secret key alone, or the
 //! `public = "..."` / `secret = "..."` lines `switchyard curve-keypair`
-//! prints (czmq's `public-key` / `secret-key` lines too). `secret_key =
+//! prints (czmq's `public-key` / `secret-key` lines too; `#` comment
+//! lines are skipped). `secret_key =
 //! "${ENV_VAR}"` reads it from the environment instead. A clients file is
 //! TOML mapping names to Z85 public keys (`edge-7 = "..."`); the name is
 //! what the connection authenticates as (the message's principal). Both
@@ -214,7 +215,7 @@ pub(crate) fn secret_from_text(text: &str) -> Result<CurveKeypair, String> {
             .map_err(|e| format!("not a Z85 secret key: {e}"));
     }
     let (mut secret, mut public) = (None, None);
-    for line in text.lines() {
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let Some((name, value)) = line.split_once('=') else {
             continue;
         };
