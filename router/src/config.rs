@@ -95,7 +95,7 @@
 //! Files: `error` (problems), `source` (substitution, positions),
 //! `units`, `raw` (serde model), `validate` (the one step), `entry` and
 //! `checker` (its helpers), `listeners` (address clashes), one file per
-//! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`,
+//! typed part: `router`, `input`, `output`, `zmq`, `endpoint`, `plain`, `curve`,
 //! `plugin`, `route`, `dead_letters`; and `diff`, what a reload from one config to another
 //! would change ([`Config::diff`]).
 
@@ -107,6 +107,7 @@ use serde::Serialize;
 mod acl;
 mod auth;
 mod checker;
+mod curve;
 mod dead_letters;
 mod diff;
 mod endpoint;
@@ -140,6 +141,7 @@ pub use auth::{
     ANONYMOUS, AuthKind, Authenticator, CertName, JwksKey, JwtAuth, JwtKeys, TokenAuth, jwks_keys,
     pem_key,
 };
+pub use curve::Curve;
 pub use dead_letters::DeadLetters;
 pub use diff::{Changed, Changes, Diff, Renamed};
 pub use endpoint::{Attach, Endpoint};

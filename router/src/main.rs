@@ -5,7 +5,8 @@
 //! the graceful shutdown short. The `plugin` commands: 0 done; 1 the build
 //! or the plugin failed; 2 bad arguments or input. The `dlq` commands: 0
 //! done; 1 the router refused or could not be reached (or a replay left
-//! entries behind); 2 bad arguments or config.
+//! entries behind); 2 bad arguments or config. `curve-keypair`: 0 done; 1
+//! no randomness.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,21 @@ Exit codes: 0 done; 1 the router refused or could not be reached, or a
 replay left entries behind; 2 bad arguments or config."
     )]
     Dlq(switchyard::admin::cli::Dlq),
+    /// Print a fresh CURVE keypair, Z85-encoded, as `public = "..."` and
+    /// `secret = "..."` lines.
+    #[command(
+        name = "curve-keypair",
+        long_about = "Print a fresh CURVE keypair (from the OS random source), Z85-encoded.
+
+  switchyard curve-keypair > config/keys/server.key
+
+The output is itself a valid secret_key_file. Give the `public` line to the
+peers: a client's `server_key`, or a line of a server's clients_file
+(`edge-7 = \"...\"`). Keep the secret out of the config file.
+
+Exit codes: 0 done; 1 the OS random source failed."
+    )]
+    CurveKeypair,
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -119,6 +135,21 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Plugin(command) => tooling::execute(command),
         Command::Dlq(command) => switchyard::admin::cli::execute(command),
+        Command::CurveKeypair => curve_keypair(),
+    }
+}
+
+fn curve_keypair() -> ExitCode {
+    match switchyard::zmtp::curve::CurveKeypair::generate() {
+        Ok(pair) => {
+            println!("public = \"{}\"", pair.public());
+            println!("secret = \"{}\"", pair.secret_z85().as_str());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: the OS random source failed: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
     }
 }
 

@@ -231,8 +231,9 @@ pub struct Publisher {
     pub input: Arc<str>,
     /// The remote peer, e.g. `127.0.0.1:50312`; empty when unknown.
     pub peer: Arc<str>,
-    /// The identity the peer authenticated as (ZMTP PLAIN's user name
-    /// today); `None` for an anonymous peer. What authorization checks.
+    /// The identity the peer authenticated as (ZMTP PLAIN's user name, or
+    /// the name a CURVE client's key is listed under in `clients_file`);
+    /// `None` for an anonymous peer. What authorization checks.
     pub principal: Option<Arc<str>>,
 }
 

@@ -4,13 +4,15 @@
 //!
 //! Sans-IO core (bytes in, values out; unit-tested and fuzzed without
 //! sockets): [`limits`], [`socket_type`], [`greeting`], [`command`],
-//! [`frame`], [`handshake`].
+//! [`frame`], [`handshake`], and [`curve`] (the CURVE mechanism's handshake
+//! and the MESSAGE codec that encrypts its traffic).
 //!
 //! I/O on tokio: [`options`], [`endpoint`], [`connection`],
 //! [`subscriptions`], [`metrics`], and the peer roles
 //! [`sub`], [`pull`], [`router`], [`publish`], [`push`], [`dealer`].
 
 pub mod command;
+pub mod curve;
 pub mod frame;
 pub mod greeting;
 pub mod handshake;

@@ -134,7 +134,12 @@ fn configs(dir: &Path, found: &mut Vec<PathBuf>) {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target") {
+            // config/keys holds the example CURVE keys and clients file
+            // (TOML, but not a router config).
+            if path
+                .file_name()
+                .is_some_and(|n| n != "target" && n != "keys")
+            {
                 configs(&path, found);
             }
         } else if path.extension().is_some_and(|e| e == "toml")

@@ -13,6 +13,7 @@ Usage: zpeer.py --role ROLE (--bind EP | --connect EP...) [--sndhwm N]
        [--rcvhwm N] [--rcvbuf BYTES] [--sndbuf BYTES] [--identity ID]
        [--subscribe PREFIX]... [--echo] [--sndtimeo-ms MS] [--life-s S]
        [--plain-client USER:PASS | --plain-server USER:PASS...]
+       [--curve-secret Z85 (--curve-server | --curve-server-key Z85)]
 """
 
 import argparse
@@ -156,6 +157,15 @@ class Peer:
             users = dict(c.split(":", 1) for c in args.plain_server)
             self.auth.configure_plain(domain="*", passwords=users)
             s.setsockopt(zmq.PLAIN_SERVER, 1)
+        if args.curve_secret:
+            secret = args.curve_secret.encode()
+            s.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            s.setsockopt(zmq.CURVE_PUBLICKEY, zmq.curve_public(secret))
+            if args.curve_server:
+                # No ZAP handler: libzmq admits every client key.
+                s.setsockopt(zmq.CURVE_SERVER, 1)
+            else:
+                s.setsockopt(zmq.CURVE_SERVERKEY, args.curve_server_key.encode())
         if args.heartbeat_ms:
             # libzmq PINGs every interval and drops a peer silent for 3.
             s.setsockopt(zmq.HEARTBEAT_IVL, args.heartbeat_ms)
@@ -366,6 +376,9 @@ def main():
     p.add_argument("--heartbeat-ms", type=int, help="ZMQ_HEARTBEAT_IVL (timeout 3x)")
     p.add_argument("--plain-client", help="PLAIN credentials user:password")
     p.add_argument("--plain-server", action="append", default=[], help="PLAIN server accepting user:password")
+    p.add_argument("--curve-secret", help="CURVE long-term secret key (Z85)")
+    p.add_argument("--curve-server", action="store_true", help="CURVE server admitting any client key")
+    p.add_argument("--curve-server-key", help="CURVE client: the server's public key (Z85)")
     p.add_argument("--sndtimeo-ms", type=int, default=10000)
     p.add_argument("--life-s", type=float, default=300.0)
     args = p.parse_args()

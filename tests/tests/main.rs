@@ -13,6 +13,7 @@
 //! fixed ports): each starts its routers and peers as child processes on
 //! `127.0.0.1:0` ports, in temp dirs of their own.
 
+mod curve;
 mod hostile;
 mod hostile_roles;
 mod interop;
@@ -20,6 +21,7 @@ mod liveness;
 mod peers;
 mod plain;
 mod reconnect;
+mod router_curve;
 mod router_dead_letters;
 mod router_jetstream;
 mod router_jetstream_input;

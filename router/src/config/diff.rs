@@ -733,6 +733,7 @@ fn socket_fields(mut f: Fields, old: &ZmqSocket, new: &ZmqSocket) -> Vec<&'stati
         send_timeout,
         slow_subscriber_timeout,
         plain,
+        curve,
         identity,
     } = options;
     let n = &new.options;
@@ -768,6 +769,8 @@ fn socket_fields(mut f: Fields, old: &ZmqSocket, new: &ZmqSocket) -> Vec<&'stati
     );
     // Passwords are compared, never shown: only the key is reported.
     f.check("plain", plain, &n.plain);
+    // Key files are read again by each reload: a rotated key is a change.
+    f.check("curve", curve, &n.curve);
     f.check("identity", identity, &n.identity);
     f.0
 }

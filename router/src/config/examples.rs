@@ -44,7 +44,9 @@ fn every_file_in_config_dir_validates() {
             .expect("file name")
             .to_string_lossy()
             .into_owned();
-        if let Err(e) = Config::parse_with_env(&text, &format!("config/{name}"), &example_env) {
+        // The full path: key files the examples name resolve next to them.
+        let file = path.display().to_string();
+        if let Err(e) = Config::parse_with_env(&text, &file, &example_env) {
             panic!("config/{name} does not validate:\n{e}");
         }
         checked.push(name);
@@ -165,4 +167,20 @@ fn store_and_forward_keeps_the_uplink_on_disk() {
     );
     let live = config.route("live").expect("live route");
     assert_eq!(live.queue.durable, None);
+}
+
+#[test]
+fn curve_example_reads_its_example_keys() {
+    let config = Config::load(config_dir().join("curve.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let InputKind::ZmqSub(plant) = &config.inputs[0].kind else {
+        panic!("zmq-sub")
+    };
+    let Some(Curve::Server { clients, .. }) = &plant.options.curve else {
+        panic!("a CURVE server")
+    };
+    assert_eq!(clients.keys().collect::<Vec<_>>(), ["line1", "line2"]);
+    let OutputKind::ZmqPush(uplink) = &config.outputs[0].kind else {
+        panic!("zmq-push")
+    };
+    assert!(matches!(uplink.options.curve, Some(Curve::Client { .. })));
 }

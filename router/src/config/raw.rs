@@ -117,6 +117,7 @@ zmq_kinds! {
         reconnect_interval: Option<S<Quantity>>,
         reconnect_interval_max: Option<S<Quantity>>,
         plain: Option<S<RawPlain>>,
+        curve: Option<S<RawCurve>>,
         identity: Option<S<String>>,
     }
 
@@ -297,6 +298,18 @@ pub(crate) struct RawAcl {
     pub(crate) deny_publish: Option<S<Vec<S<String>>>>,
     pub(crate) deny_subscribe: Option<S<Vec<S<String>>>>,
     pub(crate) admin: Option<S<Vec<S<String>>>>,
+}
+
+/// `curve = { secret_key_file = "...", clients_file = "..." }` (server) or
+/// `curve = { server_key = "...", secret_key_file = "..." }` (client);
+/// `secret_key = "${ENV}"` instead of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCurve {
+    pub(crate) secret_key: Option<S<String>>,
+    pub(crate) secret_key_file: Option<S<String>>,
+    pub(crate) clients_file: Option<S<String>>,
+    pub(crate) server_key: Option<S<String>>,
 }
 
 /// One `[[input]]` of kind `http`.

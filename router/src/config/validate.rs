@@ -29,10 +29,10 @@ use super::names::{Declared, check_name};
 use super::output;
 use super::plugin;
 use super::raw::{
-    RawAcl, RawAuth, RawBlackhole, RawDeadLetters, RawHttp, RawJetStreamInput, RawListenerTls,
-    RawNats, RawNatsAuth, RawNatsInput, RawNatsTls, RawOnFailure, RawPlain, RawPlugin, RawQueue,
-    RawRoute, RawRouter, RawStream, RawWebhook, RawZmqDealer, RawZmqPub, RawZmqPush, RawZmqReader,
-    RawZmqRouter, fields_of, zmq_fields,
+    RawAcl, RawAuth, RawBlackhole, RawCurve, RawDeadLetters, RawHttp, RawJetStreamInput,
+    RawListenerTls, RawNats, RawNatsAuth, RawNatsInput, RawNatsTls, RawOnFailure, RawPlain,
+    RawPlugin, RawQueue, RawRoute, RawRouter, RawStream, RawWebhook, RawZmqDealer, RawZmqPub,
+    RawZmqPush, RawZmqReader, RawZmqRouter, fields_of, zmq_fields,
 };
 use super::route;
 use super::router::{self, Router};
@@ -192,7 +192,10 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     };
 
     let [input_items, output_items, plugin_items, route_items] = sections;
-    let plain = [("plain", fields_of::<RawPlain>())];
+    let plain = [
+        ("plain", fields_of::<RawPlain>()),
+        ("curve", fields_of::<RawCurve>()),
+    ];
     let zmq_fields = zmq_fields();
     let zmq_family = |role: ZmqRole| {
         Some(Family {

@@ -1,5 +1,5 @@
 //! Settings shared by every ZeroMQ input and output: where it attaches, the
-//! envelope, the wire limits, queues, timers and PLAIN authentication.
+//! envelope, the wire limits, queues, timers and PLAIN or CURVE security.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::checker::Checker;
+use super::curve::{self, Curve};
 use super::endpoint::{Attach, parse_bind, parse_connect};
 use super::error::Subject;
 use super::plain::{self, Plain};
@@ -89,6 +90,10 @@ pub struct ZmqOptions {
     pub slow_subscriber_timeout: Option<Duration>,
     /// ZMTP PLAIN authentication; `None` (the default) uses NULL.
     pub plain: Option<Plain>,
+    /// ZMTP CURVE authentication and encryption (never with `plain`);
+    /// `None` (the default) uses NULL. Its key files are read again on
+    /// every reload.
+    pub curve: Option<Curve>,
     /// The ZMTP Identity sent in READY: 1 to 255 bytes, not starting with
     /// a zero byte. Default none.
     pub identity: Option<String>,
@@ -115,6 +120,7 @@ impl Default for ZmqOptions {
             send_timeout: wire.send_timeout,
             slow_subscriber_timeout: wire.slow_subscriber_timeout,
             plain: None,
+            curve: None,
             identity: None,
         }
     }
@@ -137,10 +143,11 @@ impl ZmqOptions {
                 .as_ref()
                 .map(|i| Bytes::copy_from_slice(i.as_bytes()))
                 .unwrap_or_default(),
-            mechanism: self
-                .plain
-                .as_ref()
-                .map_or(Mechanism::Null, Plain::mechanism),
+            mechanism: match (&self.plain, &self.curve) {
+                (Some(plain), _) => plain.mechanism(),
+                (None, Some(curve)) => curve.mechanism(),
+                (None, None) => Mechanism::Null,
+            },
             handshake_timeout: self.handshake_timeout,
             // The ZMTP layer spells "no heartbeats" as a zero interval.
             heartbeat_interval: self.heartbeat_interval.unwrap_or(Duration::ZERO),
@@ -402,6 +409,19 @@ pub(crate) fn build(
         .plain
         .as_ref()
         .and_then(|p| plain::build(p.get_ref(), p.span(), subject, c));
+    let curve = match (&raw.plain, &raw.curve) {
+        (Some(_), Some(curve)) => {
+            c.invalid(
+                subject,
+                "curve",
+                curve.span(),
+                "set either `plain` or `curve`, not both",
+            );
+            None
+        }
+        (None, Some(raw)) => curve::build(raw.get_ref(), raw.span(), subject, c),
+        (_, None) => None,
+    };
     let identity = raw.identity.as_ref().and_then(|id| {
         let text = id.get_ref();
         if text.is_empty() || text.len() > 255 || text.starts_with('\0') {
@@ -436,6 +456,7 @@ pub(crate) fn build(
             send_timeout,
             slow_subscriber_timeout,
             plain,
+            curve,
             identity,
         },
     }

@@ -18,6 +18,12 @@
 //!   bodies are written vectored, without copying) and writes each batch
 //!   with as few syscalls as the kernel allows; PONGs, PINGs and SUB
 //!   subscriptions go through the same writer.
+//! - **CURVE**: the handshake leaves the connection's keys behind; the
+//!   reader is then built over [`CurveDecoder`](super::curve::CurveDecoder)
+//!   instead of the plain decoder (the reader is generic over it, so the
+//!   NULL and PLAIN paths carry no check for it), and the writer seals each
+//!   batch, copying every frame body into the sealed buffer: no vectored
+//!   zero-copy writes for CURVE.
 //! - **Heartbeats** (ZMTP 3.1 peers only, when the interval is non-zero):
 //!   PING every interval; a peer from which nothing arrived for
 //!   `heartbeat_timeout` is dropped. 3.0 peers cannot answer PING and are
@@ -48,7 +54,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::command::Command;
-use super::frame::Multipart;
+use super::curve::{CurveDecoder, Session};
+use super::frame::{Decode, Decoder, Multipart};
 use super::handshake::{Handshake, HandshakeConfig, HandshakeError, PeerInfo};
 use super::metrics::SocketMetrics;
 use super::options::Options;
@@ -81,8 +88,8 @@ impl fmt::Display for PeerId {
 pub struct Received {
     /// The connection it came from (ROUTER: where a reply must go).
     pub peer: PeerId,
-    /// The PLAIN user name that connection authenticated as; `None` for a
-    /// NULL-mechanism peer.
+    /// The name that connection authenticated as (PLAIN user name, or the
+    /// CURVE client's listed name); `None` for a NULL-mechanism peer.
     pub user: Option<std::sync::Arc<str>>,
     /// Its frames (ROUTER: without a routing-id frame; the REQ envelope
     /// delimiter, if any, is kept).
@@ -300,7 +307,7 @@ pub(crate) async fn run<R: Role>(
         _ = cancel.cancelled() => return Outcome::HandshakeFailed,
         r = timeout(core.options.handshake_timeout, handshake(&mut stream, &core)) => r,
     };
-    let (info, leftover) = match hs {
+    let (info, leftover, session) = match hs {
         Ok(Ok(done)) => done,
         Ok(Err(HandshakeFailure::Rejected(e))) => {
             tracing::debug!(socket = core.metrics.name(), error = %e, "zmtp handshake failed");
@@ -342,23 +349,59 @@ pub(crate) async fn run<R: Role>(
     let heartbeat = (info.minor_version >= 1 && !core.options.heartbeat_interval.is_zero())
         .then(|| io::Heartbeat::new(&core.options));
     let (ctrl_tx, ctrl_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let (sealer, opener) = match session {
+        Some(Session { sealer, opener }) => (Some(sealer), Some(opener)),
+        None => (None, None),
+    };
     let mut writer = io::Writer::new(
         &core,
         queue,
         ctrl_rx,
         subscriptions.map(|s| (s, info.minor_version >= 1)),
         heartbeat.clone(),
+        sealer,
     );
-    let mut reader = io::Reader::new(&core, leftover, ctrl_tx, heartbeat.clone());
-    let (rd, wr) = stream.split();
-    // The watchdog runs beside the writer: a writer blocked on a peer whose
-    // TCP window stays closed must not keep that dead peer alive.
-    let end = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => io::End::Cancelled,
-        end = io::watchdog(heartbeat) => end,
-        end = reader.run(rd, &*role, &mut state) => end,
-        end = writer.run(wr) => end,
+    let limits = core.options.limits.clone();
+    // The decoder is chosen once here; the reader is monomorphised for it.
+    let end = match opener {
+        None => {
+            let reader = io::Reader::new(
+                &core,
+                leftover,
+                ctrl_tx,
+                heartbeat.clone(),
+                Decoder::new(limits),
+            );
+            traffic(
+                &mut stream,
+                &cancel,
+                heartbeat,
+                reader,
+                &mut writer,
+                &*role,
+                &mut state,
+            )
+            .await
+        }
+        Some(opener) => {
+            let reader = io::Reader::new(
+                &core,
+                leftover,
+                ctrl_tx,
+                heartbeat.clone(),
+                CurveDecoder::new(limits, opener),
+            );
+            traffic(
+                &mut stream,
+                &cancel,
+                heartbeat,
+                reader,
+                &mut writer,
+                &*role,
+                &mut state,
+            )
+            .await
+        }
     };
     match end {
         io::End::Cancelled => {}
@@ -369,7 +412,6 @@ pub(crate) async fn run<R: Role>(
         io::End::Disconnect(reason) => core.metrics.disconnect(reason),
     }
     let unsent = writer.into_unsent();
-    drop(reader);
     role.detach(state, unsent);
     core.peers.fetch_sub(1, Ordering::Relaxed);
     core.metrics.peers.dec();
@@ -383,6 +425,29 @@ pub(crate) async fn run<R: Role>(
         }
     }
     Outcome::Established
+}
+
+/// Runs the reader and the writer (and the heartbeat watchdog) until one of
+/// them ends the connection; the reader is dropped on return.
+async fn traffic<R: Role, D: Decode>(
+    stream: &mut TcpStream,
+    cancel: &CancellationToken,
+    heartbeat: Option<io::Heartbeat>,
+    mut reader: io::Reader<D>,
+    writer: &mut io::Writer,
+    role: &R,
+    state: &mut R::Peer,
+) -> io::End {
+    let (rd, wr) = stream.split();
+    // The watchdog runs beside the writer: a writer blocked on a peer whose
+    // TCP window stays closed must not keep that dead peer alive.
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => io::End::Cancelled,
+        end = io::watchdog(heartbeat) => end,
+        end = reader.run(rd, role, state) => end,
+        end = writer.run(wr) => end,
+    }
 }
 
 /// Most time a dropped connection is drained before it is closed.
@@ -427,7 +492,7 @@ enum HandshakeFailure {
 async fn handshake(
     stream: &mut TcpStream,
     core: &SocketCore,
-) -> Result<(PeerInfo, BytesMut), HandshakeFailure> {
+) -> Result<(PeerInfo, BytesMut, Option<Session>), HandshakeFailure> {
     let mut out = BytesMut::with_capacity(64);
     let mut hs = Handshake::start(core.handshake_config(), &mut out);
     let mut input = BytesMut::with_capacity(64);
@@ -442,7 +507,7 @@ async fn handshake(
             }
         }
         match step {
-            Ok(Some(info)) => return Ok((info, input)),
+            Ok(Some(info)) => return Ok((info, input, hs.take_session())),
             Ok(None) => {}
             Err(e) => return Err(HandshakeFailure::Rejected(e)),
         }

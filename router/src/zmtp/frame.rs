@@ -42,16 +42,19 @@ pub enum Inbound {
 
 /// A parsed frame header.
 #[derive(Clone, Copy, Debug)]
-struct Header {
-    flags: u8,
-    size: u64,
-    len: usize,
+pub(crate) struct Header {
+    /// The flags byte.
+    pub(crate) flags: u8,
+    /// The declared body size (peer-controlled: bound it before use).
+    pub(crate) size: u64,
+    /// Bytes of the header itself (2 or 9).
+    pub(crate) len: usize,
 }
 
 /// Reads a frame header from the front of `buf` without consuming it;
 /// `Err(missing)` says how many more bytes the header needs.
 #[inline]
-fn peek_header(buf: &[u8]) -> Result<Header, usize> {
+pub(crate) fn peek_header(buf: &[u8]) -> Result<Header, usize> {
     match *buf {
         [] => Err(2),
         [flags, ..] if flags & FLAG_LONG != 0 => {
@@ -114,6 +117,22 @@ pub fn decode_command(
     buf: &mut BytesMut,
     max_command_size: usize,
 ) -> Result<Option<Command>, ProtocolError> {
+    match decode_command_body(buf, max_command_size)? {
+        Some(body) => Command::parse(body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Like [`decode_command`], but returns the command body unparsed (the
+/// CURVE handshake reads its commands' binary layouts itself).
+///
+/// # Errors
+/// [`ProtocolError::ExpectedCommand`] on a message frame,
+/// [`ProtocolError::CommandTooLarge`] past `max_command_size`.
+pub fn decode_command_body(
+    buf: &mut BytesMut,
+    max_command_size: usize,
+) -> Result<Option<Bytes>, ProtocolError> {
     if buf.first().is_some_and(|&flags| flags & FLAG_COMMAND == 0) {
         return Err(ProtocolError::ExpectedCommand);
     }
@@ -125,7 +144,73 @@ pub fn decode_command(
         return Ok(None);
     }
     buf.advance(h.len);
-    Command::parse(take_body(buf, size)).map(Some)
+    Ok(Some(take_body(buf, size)))
+}
+
+/// A traffic-phase decoder: bytes in, whole messages and commands out.
+/// [`Decoder`] for NULL and PLAIN connections,
+/// [`super::curve::CurveDecoder`] for CURVE; the connection's reader is
+/// generic over it, so the choice costs nothing per frame.
+pub trait Decode {
+    /// Decodes the next complete message or command from `buf`; `Ok(None)`
+    /// = need more bytes (see [`Decode::wanted`]).
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`]; the connection must then be closed.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, ProtocolError>;
+
+    /// After `Ok(None)`: how many more bytes are needed at least (bounded by
+    /// the limits, so safe to reserve).
+    fn wanted(&self) -> usize;
+}
+
+impl Decode for Decoder {
+    #[inline]
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Inbound>, ProtocolError> {
+        Decoder::decode(self, buf)
+    }
+
+    #[inline]
+    fn wanted(&self) -> usize {
+        Decoder::wanted(self)
+    }
+}
+
+/// Checks one more message frame of `size` bytes against `limits`, with
+/// `held` frames of `so_far` bytes of its message already received; returns
+/// the size as a `usize`.
+///
+/// # Errors
+/// [`ProtocolError::FrameTooLarge`], [`ProtocolError::TooManyFrames`] or
+/// [`ProtocolError::MessageTooLarge`].
+#[inline]
+pub(crate) fn check_message_frame(
+    limits: &Limits,
+    held: usize,
+    so_far: usize,
+    size: u64,
+) -> Result<usize, ProtocolError> {
+    if size > limits.max_frame_size as u64 {
+        return Err(ProtocolError::FrameTooLarge {
+            size,
+            max: limits.max_frame_size,
+        });
+    }
+    if held >= limits.max_frames {
+        return Err(ProtocolError::TooManyFrames {
+            max: limits.max_frames,
+        });
+    }
+    // Both terms are at most a usize limit, so the sum cannot overflow u64.
+    let total = so_far as u64 + size;
+    if total > limits.max_message_size as u64 {
+        return Err(ProtocolError::MessageTooLarge {
+            size: total,
+            max: limits.max_message_size,
+        });
+    }
+    // size <= max_frame_size, a usize.
+    Ok(size as usize)
 }
 
 /// The traffic-phase decoder: bytes in, whole messages and commands out.
@@ -210,26 +295,7 @@ impl Decoder {
 
     #[inline]
     fn check_message_header(&self, h: Header) -> Result<usize, ProtocolError> {
-        let l = &self.limits;
-        if h.size > l.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooLarge {
-                size: h.size,
-                max: l.max_frame_size,
-            });
-        }
-        if self.frames.len() >= l.max_frames {
-            return Err(ProtocolError::TooManyFrames { max: l.max_frames });
-        }
-        // Both terms are at most a usize limit, so the sum cannot overflow u64.
-        let total = self.size as u64 + h.size;
-        if total > l.max_message_size as u64 {
-            return Err(ProtocolError::MessageTooLarge {
-                size: total,
-                max: l.max_message_size,
-            });
-        }
-        // h.size <= max_frame_size, a usize.
-        Ok(h.size as usize)
+        check_message_frame(&self.limits, self.frames.len(), self.size, h.size)
     }
 
     /// After [`Decoder::decode`] returned `Ok(None)`: how many more bytes it
@@ -286,6 +352,12 @@ pub fn encode_message(frames: &[Bytes], out: &mut BytesMut) {
 #[inline]
 pub fn encode_frame_header(more: bool, len: usize, out: &mut BytesMut) {
     put_header(u8::from(more), len, out);
+}
+
+/// Appends the header of a command frame whose body is `len` bytes.
+#[inline]
+pub fn encode_command_header(len: usize, out: &mut BytesMut) {
+    put_header(FLAG_COMMAND, len, out);
 }
 
 /// Appends one command frame (header and body) to `out`.

@@ -53,7 +53,7 @@ impl MechanismName {
     pub const NULL: MechanismName = MechanismName::from_static("NULL");
     /// The PLAIN mechanism (clear-text username and password, RFC 24).
     pub const PLAIN: MechanismName = MechanismName::from_static("PLAIN");
-    /// The CURVE mechanism (RFC 26; not implemented, named for diagnostics).
+    /// The CURVE mechanism (RFC 25/26; see [`super::curve`]).
     pub const CURVE: MechanismName = MechanismName::from_static("CURVE");
 
     const fn from_static(name: &str) -> MechanismName {

@@ -1,6 +1,7 @@
 //! The sans-IO ZMTP 3.x handshake: greeting exchange, version negotiation and
-//! the NULL or PLAIN security mechanism, ending with both peers' metadata
-//! (RFC 23 "Authentication and Confidentiality", RFC 24 for PLAIN).
+//! the NULL, PLAIN or CURVE security mechanism, ending with both peers'
+//! metadata (RFC 23 "Authentication and Confidentiality", RFC 24 for PLAIN,
+//! RFC 25/26 for CURVE, whose commands [`super::curve`] reads and writes).
 //!
 //! The state machine never reads a socket: [`Handshake::advance`] takes the
 //! bytes received so far and appends what must be sent. The peer's bytes may
@@ -13,7 +14,12 @@
 //! NULL:          greeting <-> greeting, READY <-> READY
 //! PLAIN client:  greeting <-> greeting, HELLO ->, <- WELCOME, INITIATE ->, <- READY
 //! PLAIN server:  greeting <-> greeting, <- HELLO, WELCOME ->, <- INITIATE, READY ->
+//! CURVE:         as PLAIN, each command boxed; then every frame is a MESSAGE
 //! ```
+//!
+//! A CURVE handshake leaves a [`Session`] behind
+//! ([`Handshake::take_session`]): the keys the traffic phase seals and
+//! opens frames with.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +28,8 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::command::{Command, PROPERTY_IDENTITY, PROPERTY_SOCKET_TYPE, Properties};
-use super::frame::{ProtocolError, decode_command, encode_command};
+use super::curve::{self, CurveError, CurveKeypair, CurvePublicKey, Session};
+use super::frame::{ProtocolError, decode_command, decode_command_body, encode_command};
 use super::greeting::{GREETING_LEN, Greeting, GreetingError, MechanismName, OUR_VERSION};
 use super::limits::Limits;
 use super::socket_type::SocketType;
@@ -48,6 +55,21 @@ pub enum Mechanism {
         /// User name → password.
         credentials: Arc<HashMap<String, String>>,
     },
+    /// CURVE server: our long-term keypair; admits the clients whose
+    /// long-term public key is listed, under the name it maps to.
+    CurveServer {
+        /// Our long-term keypair (S, s).
+        keys: Arc<CurveKeypair>,
+        /// Allowed client public key → the name it authenticates as.
+        clients: Arc<HashMap<CurvePublicKey, String>>,
+    },
+    /// CURVE client: our long-term keypair and the server's public key.
+    CurveClient {
+        /// Our long-term keypair (C, c).
+        keys: Arc<CurveKeypair>,
+        /// The server's long-term public key (S).
+        server_key: CurvePublicKey,
+    },
 }
 
 impl Mechanism {
@@ -55,16 +77,20 @@ impl Mechanism {
         match self {
             Mechanism::Null => MechanismName::NULL,
             Mechanism::PlainClient { .. } | Mechanism::PlainServer { .. } => MechanismName::PLAIN,
+            Mechanism::CurveClient { .. } | Mechanism::CurveServer { .. } => MechanismName::CURVE,
         }
     }
 
     fn as_server(&self) -> bool {
-        matches!(self, Mechanism::PlainServer { .. })
+        matches!(
+            self,
+            Mechanism::PlainServer { .. } | Mechanism::CurveServer { .. }
+        )
     }
 }
 
 impl fmt::Debug for Mechanism {
-    // Never print passwords.
+    // Never print passwords or secret keys.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mechanism::Null => f.write_str("Null"),
@@ -76,6 +102,16 @@ impl fmt::Debug for Mechanism {
                 .debug_struct("PlainServer")
                 .field("users", &credentials.len())
                 .finish(),
+            Mechanism::CurveServer { keys, clients } => f
+                .debug_struct("CurveServer")
+                .field("public", &keys.public())
+                .field("clients", &clients.len())
+                .finish_non_exhaustive(),
+            Mechanism::CurveClient { keys, server_key } => f
+                .debug_struct("CurveClient")
+                .field("public", &keys.public())
+                .field("server_key", server_key)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -109,7 +145,8 @@ pub struct PeerInfo {
     pub minor_version: u8,
     /// All the peer's metadata, in wire order.
     pub properties: Properties,
-    /// The PLAIN user name the peer authenticated as (server side only).
+    /// The name the peer authenticated as (server side only): its PLAIN
+    /// user name, or the name its CURVE key is listed under.
     pub user: Option<String>,
 }
 
@@ -163,6 +200,10 @@ pub enum HandshakeError {
         /// The user name the client sent, escaped.
         user: String,
     },
+    /// The CURVE handshake failed (an ERROR was queued for the peer when
+    /// its key is not allowed).
+    #[error(transparent)]
+    Curve(#[from] CurveError),
     /// The peer sent ERROR.
     #[error("peer refused the handshake: \"{reason}\"")]
     PeerError {
@@ -205,6 +246,7 @@ impl HandshakeError {
             HandshakeError::UnknownSocketType { .. }
             | HandshakeError::IncompatibleSocketType { .. } => "socket_type",
             HandshakeError::AuthFailed { .. } => "auth",
+            HandshakeError::Curve(e) => e.reason(),
             HandshakeError::PeerError { .. } => "peer_error",
             HandshakeError::UnexpectedCommand { .. } => "unexpected_command",
             HandshakeError::CredentialsTooLong | HandshakeError::IdentityTooLong { .. } => "config",
@@ -237,17 +279,36 @@ enum State {
     Hello,
     /// PLAIN server: waiting for INITIATE.
     Initiate,
+    /// CURVE, either side: the commands go to `Handshake::curve`.
+    Curve,
     /// Finished or failed: no more input is accepted.
     Finished,
 }
 
+/// The CURVE side we run, once the greetings named CURVE.
+enum CurveRole {
+    Server(curve::Server),
+    Client(curve::Client),
+}
+
 /// The handshake state machine for one connection.
-#[derive(Debug)]
 pub struct Handshake {
     cfg: HandshakeConfig,
     state: State,
     minor_version: u8,
     user: Option<String>,
+    curve: Option<CurveRole>,
+    session: Option<Session>,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("cfg", &self.cfg)
+            .field("state", &self.state)
+            .field("minor_version", &self.minor_version)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handshake {
@@ -260,7 +321,15 @@ impl Handshake {
             state: State::Greeting,
             minor_version: 0,
             user: None,
+            curve: None,
+            session: None,
         }
+    }
+
+    /// After a CURVE handshake finished: the keys and nonces of the traffic
+    /// phase (taken once). `None` for NULL and PLAIN.
+    pub fn take_session(&mut self) -> Option<Session> {
+        self.session.take()
     }
 
     /// Consumes what it can from `input`, appends what must be sent to `out`.
@@ -299,6 +368,16 @@ impl Handshake {
                 };
                 input.advance(GREETING_LEN);
                 self.on_greeting(greeting, out)?;
+                continue;
+            }
+            if self.state == State::Curve {
+                let Some(body) = decode_command_body(input, self.cfg.limits.max_command_size)?
+                else {
+                    return Ok(None);
+                };
+                if let Some(peer) = self.on_curve(body, out)? {
+                    return Ok(Some(peer));
+                }
                 continue;
             }
             let Some(cmd) = decode_command(input, self.cfg.limits.max_command_size)
@@ -351,8 +430,90 @@ impl Handshake {
                 self.state = State::Welcome;
             }
             Mechanism::PlainServer { .. } => self.state = State::Hello,
+            Mechanism::CurveServer { keys, clients } => {
+                self.curve = Some(CurveRole::Server(curve::Server::new(
+                    keys.clone(),
+                    clients.clone(),
+                )));
+                self.state = State::Curve;
+            }
+            Mechanism::CurveClient { keys, server_key } => {
+                let client = curve::Client::start(keys.clone(), *server_key, out)?;
+                self.curve = Some(CurveRole::Client(client));
+                self.state = State::Curve;
+            }
         }
         Ok(())
+    }
+
+    /// One CURVE handshake command (its raw body).
+    fn on_curve(
+        &mut self,
+        body: Bytes,
+        out: &mut BytesMut,
+    ) -> Result<Option<PeerInfo>, HandshakeError> {
+        let (name, expected) = match &self.curve {
+            Some(CurveRole::Server(s)) => s.expected(),
+            Some(CurveRole::Client(c)) => c.expected(),
+            None => return Err(HandshakeError::Finished),
+        };
+        if body.starts_with(b"\x05ERROR") || body.starts_with(b"^RROR") {
+            return match Command::parse(body)? {
+                Command::Error { reason } => Err(HandshakeError::PeerError {
+                    reason: escape(&reason),
+                }),
+                other => Err(HandshakeError::UnexpectedCommand {
+                    got: other.name(),
+                    expected,
+                }),
+            };
+        }
+        if name.is_empty() || !body.starts_with(name) {
+            send_error(out, b"unexpected command");
+            let got = Command::parse(body).map_or("UNKNOWN", |c| c.name());
+            return Err(HandshakeError::UnexpectedCommand { got, expected });
+        }
+        let mut ours = BytesMut::new();
+        if matches!(expected, "INITIATE" | "WELCOME") {
+            self.our_properties().encode(&mut ours);
+        }
+        match self.curve.as_mut() {
+            Some(CurveRole::Server(s)) if expected == "HELLO" => {
+                s.hello(&body, out)?;
+                Ok(None)
+            }
+            Some(CurveRole::Server(s)) => {
+                let (name, metadata) = match s.initiate(&body) {
+                    Ok(v) => v,
+                    Err(e @ CurveError::UnknownClient(_)) => {
+                        send_error(out, AUTH_FAILED_REASON);
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let props = Properties::parse(metadata, "INITIATE")
+                    .map_err(|e| malformed_metadata(e, out))?;
+                self.user = Some(name);
+                let peer = self.finish(props, "INITIATE", out)?;
+                if let Some(CurveRole::Server(s)) = self.curve.as_mut() {
+                    self.session = s.ready(&ours, out);
+                }
+                Ok(Some(peer))
+            }
+            Some(CurveRole::Client(c)) if expected == "WELCOME" => {
+                c.welcome(&body, &ours, out)?;
+                Ok(None)
+            }
+            Some(CurveRole::Client(c)) => {
+                let (metadata, session) = c.ready(&body)?;
+                let props =
+                    Properties::parse(metadata, "READY").map_err(|e| malformed_metadata(e, out))?;
+                let peer = self.finish(props, "READY", out)?;
+                self.session = Some(session);
+                Ok(Some(peer))
+            }
+            None => Err(HandshakeError::Finished),
+        }
     }
 
     fn on_command(
@@ -365,7 +526,7 @@ impl Handshake {
             State::Welcome => "WELCOME",
             State::Hello => "HELLO",
             State::Initiate => "INITIATE",
-            State::Greeting | State::Finished => "nothing",
+            State::Greeting | State::Curve | State::Finished => "nothing",
         };
         match (self.state, cmd) {
             (_, Command::Error { reason }) => Err(HandshakeError::PeerError {

@@ -6,9 +6,21 @@
 //! Families (the `socket` label is the name the router gives the socket,
 //! bounded by the config; `reason` values come from fixed sets):
 //! - `switchyard_zmtp_handshake_failures_total{reason}`: greeting, version,
-//!   mechanism, READY, socket-type or auth failures, and `timeout`.
+//!   mechanism, READY, socket-type or auth failures, and `timeout`; for
+//!   CURVE, one reason per check
+//!   ([`CurveError::REASONS`](super::curve::CurveError::REASONS), the one
+//!   list an owner may count again): `curve_bad_hello` (HELLO of the wrong
+//!   size, version or padding), `curve_wrong_server_key` (the client was
+//!   given another server key), `curve_bad_initiate` (short, or its box
+//!   does not open), `curve_bad_cookie` (not this connection's cookie),
+//!   `curve_bad_vouch` (does not open, or names other keys),
+//!   `curve_unknown_client` (a key outside `clients_file`), `curve_replay`
+//!   (a short nonce that did not increase), `curve_bad_welcome` and
+//!   `curve_bad_ready` (our client refusing the server), `curve_rng`.
 //! - `switchyard_zmtp_protocol_errors_total{socket,reason}`: traffic-phase
-//!   violations; each closed only the offending connection.
+//!   violations; each closed only the offending connection. CURVE adds
+//!   `curve_bad_message` (a MESSAGE that is malformed or does not open) and
+//!   `curve_replay` (its nonce did not increase).
 //! - `switchyard_zmtp_connections_rejected_total{socket,reason}`:
 //!   `max_connections`, `accept_error`, `duplicate_identity`.
 //! - `switchyard_zmtp_peers{socket}`: peers past the handshake right now.
@@ -17,7 +29,8 @@
 //! - `switchyard_zmtp_messages_total{socket,direction}`: messages in / out.
 //! - `switchyard_zmtp_disconnects_total{socket,reason}`: why established
 //!   connections ended (`peer_closed`, `io_error`, `heartbeat_timeout`,
-//!   `protocol_error`, `slow_subscriber`, `peer_error`).
+//!   `protocol_error`, `slow_subscriber`, `peer_error`,
+//!   `curve_nonces_exhausted`).
 //!
 //! A socket's owner may ask for its drops and peers to be counted a second
 //! time in families of its own ([`Mirror`]), labelled with its name: the

@@ -19,7 +19,7 @@ pub struct Options {
     pub limits: Limits,
     /// Identity sent in our READY (`Identity` property); empty = none.
     pub identity: Bytes,
-    /// Security mechanism (NULL or PLAIN).
+    /// Security mechanism (NULL, PLAIN or CURVE).
     pub mechanism: Mechanism,
     /// Time a new connection has to finish the greeting and READY exchange;
     /// a peer that is silent or slow for longer is dropped and counted

@@ -57,6 +57,17 @@ pub enum ProtocolError {
     /// A message frame arrived where only a command is allowed (handshake).
     #[error("message frame where a command was expected")]
     ExpectedCommand,
+    /// CURVE: a traffic frame is not a well-formed MESSAGE, or its box does
+    /// not open with the connection's keys.
+    #[error("bad CURVE MESSAGE: {detail}")]
+    CurveMessage {
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// CURVE: a MESSAGE whose short nonce is not larger than the last one
+    /// (a replayed or reordered frame).
+    #[error("CURVE MESSAGE nonce did not increase (replay)")]
+    CurveReplay,
 }
 
 impl ProtocolError {
@@ -71,6 +82,8 @@ impl ProtocolError {
             ProtocolError::CommandInsideMessage => "command_inside_message",
             ProtocolError::MalformedFrame { .. } => "malformed_frame",
             ProtocolError::ExpectedCommand => "expected_command",
+            ProtocolError::CurveMessage { .. } => "curve_bad_message",
+            ProtocolError::CurveReplay => "curve_replay",
         }
     }
 }

@@ -56,6 +56,9 @@ Send commands (xpub, push), one JSON object per line:
 A received message prints as
   {"event":"msg","frames":[...],"sizes":[...]}
 where each frame is cut to its first 120 bytes (payloads are padded ids).
+
+Every role takes --curve-secret Z85 --curve-server-key Z85: its socket is
+then a CURVE client of the router.
 """
 import argparse
 import json
@@ -338,6 +341,8 @@ def main():
     parser.add_argument("--sndbuf", type=int)
     parser.add_argument("--held-after-ms", type=int, default=1000)
     parser.add_argument("--max-seconds", type=int, default=120)
+    parser.add_argument("--curve-secret", help="CURVE client: our secret key (Z85)")
+    parser.add_argument("--curve-server-key", help="CURVE client: the server's public key (Z85)")
     args = parser.parse_args()
 
     # A hard bound on the peer's life, whatever the test does.
@@ -346,6 +351,19 @@ def main():
     timer.start()
     ctx = zmq.Context()
     ctx.setsockopt(zmq.LINGER, 0)
+    if args.curve_secret:
+        # Every socket the role makes is a CURVE client of the router.
+        make = ctx.socket
+
+        def curve_socket(kind):
+            sock = make(kind)
+            secret = args.curve_secret.encode()
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, zmq.curve_public(secret))
+            sock.setsockopt(zmq.CURVE_SERVERKEY, args.curve_server_key.encode())
+            return sock
+
+        ctx.socket = curve_socket
     roles = {
         "sub": role_sub,
         "pull": role_pull,

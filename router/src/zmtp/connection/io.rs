@@ -16,8 +16,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{QueueRx, Queued, Role, SocketCore, Stop};
 use crate::zmtp::command::Command;
+use crate::zmtp::curve::Sealer;
 use crate::zmtp::frame::{
-    Decoder, Inbound, Multipart, encode_command, encode_frame_header, encode_message,
+    Decode, Inbound, Multipart, encode_command, encode_frame_header, encode_message,
 };
 use crate::zmtp::options::Options;
 use crate::zmtp::subscriptions::SubscriptionSet;
@@ -103,10 +104,11 @@ pub(super) async fn watchdog(heartbeat: Option<Heartbeat>) -> End {
     }
 }
 
-/// Decodes what the peer sends and hands it to the role.
-pub(super) struct Reader {
+/// Decodes what the peer sends and hands it to the role; `D` is the plain
+/// or the CURVE decoder.
+pub(super) struct Reader<D> {
     buf: BytesMut,
-    decoder: Decoder,
+    decoder: D,
     ctrl: mpsc::Sender<Command>,
     heartbeat: Option<Heartbeat>,
     batch: Vec<Multipart>,
@@ -114,12 +116,13 @@ pub(super) struct Reader {
     messages_in: IntCounter,
 }
 
-impl Reader {
+impl<D: Decode> Reader<D> {
     pub(super) fn new(
         core: &SocketCore,
         leftover: BytesMut,
         ctrl: mpsc::Sender<Command>,
         heartbeat: Option<Heartbeat>,
+        decoder: D,
     ) -> Self {
         let limits = &core.options.limits;
         if let Some(h) = &heartbeat {
@@ -127,7 +130,7 @@ impl Reader {
         }
         Self {
             buf: leftover,
-            decoder: Decoder::new(limits.clone()),
+            decoder,
             ctrl,
             heartbeat,
             batch: Vec::new(),
@@ -269,6 +272,9 @@ pub(super) struct Writer {
     encoded: usize,
     core: Arc<SocketCore>,
     messages_out: IntCounter,
+    /// CURVE: seals every frame; `None` for NULL and PLAIN (checked once
+    /// per batch, not per frame).
+    sealer: Option<Sealer>,
 }
 
 enum Event {
@@ -312,6 +318,7 @@ impl Writer {
         ctrl: mpsc::Receiver<Command>,
         subs: Option<(Arc<SubscriptionSet>, bool)>,
         heartbeat: Option<Heartbeat>,
+        sealer: Option<Sealer>,
     ) -> Self {
         let tick = heartbeat.as_ref().map(|h| {
             let mut t = tokio::time::interval_at(Instant::now() + h.interval, h.interval);
@@ -338,6 +345,7 @@ impl Writer {
             encoded: 0,
             core: core.clone(),
             messages_out: core.metrics.messages_out.clone(),
+            sealer,
         }
     }
 
@@ -402,6 +410,9 @@ impl Writer {
             while let Ok(cmd) = self.ctrl.try_recv() {
                 self.push_command(&cmd);
             }
+            if self.sealer.as_ref().is_some_and(Sealer::exhausted) {
+                return End::Disconnect("curve_nonces_exhausted");
+            }
             if let Err(_e) = self.flush(&mut wr).await {
                 return End::Disconnect("io_error");
             }
@@ -410,7 +421,10 @@ impl Writer {
 
     fn push_command(&mut self, cmd: &Command) {
         let before = self.out.len();
-        encode_command(cmd, &mut self.out);
+        match &mut self.sealer {
+            None => encode_command(cmd, &mut self.out),
+            Some(s) => s.seal_command(cmd, &mut self.out),
+        }
         self.encoded += self.out.len() - before;
     }
 
@@ -420,10 +434,10 @@ impl Writer {
         let want: HashSet<Bytes> = s.set.prefixes().into_iter().collect();
         let before = self.out.len();
         for gone in s.sent.difference(&want) {
-            encode_subscription(&mut self.out, s.commands, false, gone);
+            encode_subscription(&mut self.out, self.sealer.as_mut(), s.commands, false, gone);
         }
         for new in want.difference(&s.sent) {
-            encode_subscription(&mut self.out, s.commands, true, new);
+            encode_subscription(&mut self.out, self.sealer.as_mut(), s.commands, true, new);
         }
         s.sent = want;
         self.encoded += self.out.len() - before;
@@ -432,6 +446,16 @@ impl Writer {
     fn encode_batch(&mut self) {
         self.ends.clear();
         self.batch_bytes = 0;
+        if let Some(sealer) = &mut self.sealer {
+            for Queued { msg, .. } in &self.batch {
+                self.batch_bytes += super::message_size(msg);
+                let before = self.out.len();
+                sealer.seal_message(msg, &mut self.out);
+                self.encoded += self.out.len() - before;
+                self.ends.push(self.encoded);
+            }
+            return;
+        }
         for Queued { msg, .. } in &self.batch {
             self.batch_bytes += super::message_size(msg);
             let before = self.out.len();
@@ -521,14 +545,25 @@ impl Writer {
     }
 }
 
-fn encode_subscription(out: &mut BytesMut, commands: bool, subscribe: bool, prefix: &Bytes) {
+fn encode_subscription(
+    out: &mut BytesMut,
+    sealer: Option<&mut Sealer>,
+    commands: bool,
+    subscribe: bool,
+    prefix: &Bytes,
+) {
     if commands {
         let cmd = if subscribe {
             Command::Subscribe(prefix.clone())
         } else {
             Command::Cancel(prefix.clone())
         };
-        encode_command(&cmd, out);
+        match sealer {
+            None => encode_command(&cmd, out),
+            Some(s) => s.seal_command(&cmd, out),
+        }
+    } else if let Some(s) = sealer {
+        s.seal_frame(false, &[&[u8::from(subscribe)], prefix], out);
     } else {
         encode_frame_header(false, prefix.len() + 1, out);
         out.put_u8(u8::from(subscribe));

@@ -86,6 +86,16 @@ pub(crate) struct Args {
     /// PLAIN client: authenticate as `user:password`.
     #[arg(long)]
     pub(crate) plain_client: Option<String>,
+    /// CURVE: our long-term secret key (Z85); with `--curve-allow` we are
+    /// the server, with `--curve-server-key` the client.
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) curve_secret: Option<String>,
+    /// CURVE server: admit this `name=Z85 public key` (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) curve_allow: Vec<String>,
+    /// CURVE client: the server's public key (Z85).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) curve_server_key: Option<String>,
     /// Exit after this many seconds whatever happens.
     #[arg(long, default_value_t = 300.0)]
     pub(crate) life_s: f64,
@@ -100,8 +110,37 @@ fn credentials(s: &str) -> Result<(String, String)> {
     Ok((u.to_owned(), p.to_owned()))
 }
 
+fn curve(a: &Args) -> Result<Option<Mechanism>> {
+    use switchyard::zmtp::curve::{CurveKeypair, CurvePublicKey};
+    let Some(secret) = &a.curve_secret else {
+        return Ok(None);
+    };
+    let keys = std::sync::Arc::new(CurveKeypair::from_z85_secret(secret)?);
+    if let Some(server) = &a.curve_server_key {
+        return Ok(Some(Mechanism::CurveClient {
+            keys,
+            server_key: CurvePublicKey::from_z85(server)?,
+        }));
+    }
+    let clients = a
+        .curve_allow
+        .iter()
+        .map(|c| {
+            let (name, key) = c.split_once('=').context("--curve-allow is name=key")?;
+            Ok((CurvePublicKey::from_z85(key)?, name.to_owned()))
+        })
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    Ok(Some(Mechanism::CurveServer {
+        keys,
+        clients: std::sync::Arc::new(clients),
+    }))
+}
+
 pub(crate) fn options(a: &Args) -> Result<zmtp::options::Options> {
     let mut o = zmtp::options::Options::default();
+    if let Some(m) = curve(a)? {
+        o.mechanism = m;
+    }
     if let Some(c) = &a.plain_client {
         let (username, password) = credentials(c)?;
         o.mechanism = Mechanism::PlainClient { username, password };
