@@ -222,14 +222,19 @@ impl Families {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let auth = crate::auth::Metrics::register(&registry);
         let tls = http::tls::Metrics::register(&registry, auth.failures());
+        let security = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::auth::Security::open(&auth),
+        ));
+        let zmtp = zmtp::metrics::Metrics::new(&registry).with_auth_failures(auth.failures());
         Self {
             auth,
             tls,
             outputs: egress::Context {
                 outputs: egress::Metrics::register(&registry),
-                zmtp: zmtp::metrics::Metrics::new(&registry),
+                zmtp,
                 dealers: egress::dealer::DealerMetrics::register(&registry),
                 requests: RequestMetrics::register(&registry),
+                security,
             },
             inputs: ingress::Metrics::register(&registry),
             http: http::Metrics::register(&registry),
@@ -262,6 +267,11 @@ impl App {
             })
             .transpose()?;
         let families = Families::new();
+        // One Live for every entry, swapped by reloads; in force before any
+        // output or input starts.
+        families.outputs.security.store(Arc::new(
+            crate::auth::Security::build(&config, &families.auth).map_err(Error::Auth)?,
+        ));
         let dead_letters = match &config.router.data_dir {
             Some(dir) => Some(open_dead_letters(dir, &config.dead_letters, &families).await?),
             None => None,
@@ -324,9 +334,7 @@ impl App {
         let prefixes = pipeline.subscription_prefixes();
         let block_timeout = block_timeout(&config);
 
-        let security: crate::auth::Live = Arc::new(arc_swap::ArcSwap::from_pointee(
-            crate::auth::Security::build(&config, &families.auth).map_err(Error::Auth)?,
-        ));
+        let security = Arc::clone(&families.outputs.security);
         for warning in config.security_warnings() {
             tracing::warn!("{warning}");
         }

@@ -42,6 +42,13 @@ use crate::metrics::Registry;
 /// The security settings in force, swapped whole by a reload.
 pub type Live = Arc<ArcSwap<Security>>;
 
+/// Settings that secure nothing, for tests of the modules that ask.
+#[cfg(test)]
+pub(crate) fn open_for_tests() -> Live {
+    let metrics = Metrics::register(&Registry::new());
+    Arc::new(ArcSwap::from_pointee(Security::open(&metrics)))
+}
+
 /// The `listener` name of the admin listener.
 pub const ADMIN_LISTENER: &str = "admin";
 

@@ -161,7 +161,7 @@ pub use router::Router;
 pub use secret::Secret;
 pub use tls::ListenerTls;
 pub use webhook::{WebhookEncoding, WebhookOutput};
-pub use zmq::{Envelope, ZmqOptions, ZmqSocket};
+pub use zmq::{Envelope, OnForbidden, ZmqOptions, ZmqSocket};
 
 /// A config file refuses to be read past this size: a config is a few
 /// kilobytes, and a path pointed at a device must not exhaust memory.

@@ -126,6 +126,15 @@ to = ["workers"]
             .is_some_and(|v| v >= 1.0)
         },
     )?;
+    // ...and counted as an authentication failure of that input.
+    let refused = router.scrape()?.value(
+        "switchyard_auth_failures_total",
+        &[("listener", "edge"), ("reason", "curve_handshake")],
+    );
+    ensure!(
+        refused >= Some(1.0),
+        "auth failure not counted: {refused:?}"
+    );
     // ...while the listed client keeps flowing.
     edge.send(&refs[10..])?;
     let got = worker.recv_n(10, DEADLINE)?;

@@ -14,6 +14,11 @@
 //!   off by its last byte: each its status and its counter, and the
 //!   router serves everyone else;
 //! - admin endpoints by scope, `/health` and `/ready` open, the audit log;
+//! - ZeroMQ: PLAIN principals publish their own topics only (a forbidden
+//!   message dropped and counted, or its peer cut with `on_forbidden =
+//!   "disconnect"`); anonymous peers where the input says so; a `zmq-pub`
+//!   subscriber whose prefix is wider than its grant, or covers a denied
+//!   topic, gets only what it may receive;
 //! - keys, tokens and rules reloaded under traffic: a valid client never
 //!   fails, a broken key set keeps the old keys, a rotated token file and
 //!   a new deny rule apply to the next request on the same connection.
@@ -24,6 +29,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use switchyard_tests::jwt::{fixture, mint, sha256_hex};
 use switchyard_tests::router::http::{Client, Response};
+use switchyard_tests::router::peer::{Peer, PushOptions};
 use switchyard_tests::router::{DEADLINE, Router, TempDir, until};
 
 const ISSUER: &str = "https://idp.example";
@@ -628,5 +634,189 @@ fn keys_tokens_and_rules_reload_under_traffic() -> Result<()> {
     )?;
     send(&mut c)?;
     ensure!(sent > 3);
+    Ok(())
+}
+
+/// A libzmq peer of `role` on `endpoint`, a PLAIN client as `user`.
+fn plain_peer(
+    role: &str,
+    endpoint: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> Result<Peer> {
+    let mut args: Vec<String> = vec![role.into(), endpoint.into()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend([
+        "--plain-user".into(),
+        user.into(),
+        "--plain-password".into(),
+        password.into(),
+    ]);
+    Peer::spawn(&args)
+}
+
+fn topics(msgs: &[switchyard_tests::router::peer::Msg], skip: &str) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m.topic().to_owned())
+        .filter(|t| t != skip)
+        .collect()
+}
+
+#[test]
+fn zmq_messages_and_subscriptions_follow_the_acl() -> Result<()> {
+    let text = r#"
+[router]
+admin = "127.0.0.1:0"
+admin_auth = ["anonymous"]
+metrics_open = true
+
+[[input]]
+name = "api"
+kind = "http"
+listen = "127.0.0.1:0"
+auth = ["anonymous"]
+
+[[input]]
+name = "devices"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:0"
+plain = { users = { dev1 = "pw1", dev2 = "pw2" } }
+
+[[input]]
+name = "strict"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:0"
+plain = { users = { dev1 = "pw1" } }
+on_forbidden = "disconnect"
+
+[[input]]
+name = "open"
+kind = "zmq-pull"
+bind = "tcp://127.0.0.1:0"
+auth = ["anonymous"]
+
+[[output]]
+name = "feed"
+kind = "zmq-pub"
+bind = "tcp://127.0.0.1:0"
+plain = { users = { viewer = "pwv", dev1 = "pw1" } }
+
+[[route]]
+name = "r"
+match = ">"
+to = ["feed"]
+
+[[acl]]
+principals = ["*"]
+publish = ["sensors.{principal}.>"]
+
+[[acl]]
+principals = ["anonymous"]
+publish = ["public.>", "sensors.dev1.sync"]
+
+[[acl]]
+principals = ["viewer"]
+subscribe = ["sensors.>", "public.>"]
+deny_subscribe = ["sensors.dev2.secret"]
+
+[[acl]]
+principals = ["dev1"]
+subscribe = ["sensors.dev1.>"]
+"#;
+    let router = Router::start(text)?;
+    let feed = router.output_endpoint("feed")?;
+    let mut viewer = plain_peer("sub", &feed, "viewer", "pwv", &["--subscribe", ""])?;
+    let mut own = plain_peer("sub", &feed, "dev1", "pw1", &["--subscribe", "sensors."])?;
+    router.sync_subscribers("api", "sensors.dev1.sync", &mut [&mut viewer, &mut own])?;
+    let sync = "sensors.dev1.sync";
+
+    // dev1 publishes its own topics and one of dev2's: that one is dropped
+    // and counted, the connection stays.
+    let mut dev1 = plain_peer(
+        "push",
+        &router.input_endpoint("devices")?,
+        "dev1",
+        "pw1",
+        &[],
+    )?;
+    dev1.send(&[
+        &["sensors.dev1.t", "1"],
+        &["sensors.dev2.t", "2"],
+        &["sensors.dev1.u", "3"],
+    ])?;
+    let got = viewer.recv_until(DEADLINE, |m| m.topic() == "sensors.dev1.u")?;
+    ensure!(
+        topics(&got, sync) == ["sensors.dev1.t", "sensors.dev1.u"],
+        "{got:?}"
+    );
+    router.wait_metric(
+        "switchyard_input_rejected_total",
+        &[("input", "devices"), ("reason", "forbidden")],
+        1.0,
+    )?;
+    router.wait_metric(
+        "switchyard_acl_denied_total",
+        &[("listener", "devices"), ("action", "publish")],
+        1.0,
+    )?;
+
+    // dev2's own topics: the viewer gets them but the denied one; dev1's
+    // subscriber, whose prefix `sensors.` is wider than its grant, gets
+    // none of dev2's: held back at delivery, counted.
+    let mut dev2 = plain_peer(
+        "push",
+        &router.input_endpoint("devices")?,
+        "dev2",
+        "pw2",
+        &[],
+    )?;
+    dev2.send(&[&["sensors.dev2.secret", "4"], &["sensors.dev2.t", "5"]])?;
+    let got = viewer.recv_until(DEADLINE, |m| m.topic() == "sensors.dev2.t")?;
+    ensure!(
+        topics(&got, sync) == ["sensors.dev2.t"],
+        "the denied topic was delivered: {got:?}"
+    );
+    dev1.send(&[&["sensors.dev1.end", "6"]])?;
+    let got = own.recv_until(DEADLINE, |m| m.topic() == "sensors.dev1.end")?;
+    ensure!(
+        topics(&got, sync) == ["sensors.dev1.t", "sensors.dev1.u", "sensors.dev1.end"],
+        "dev1's subscriber got another's topics: {got:?}"
+    );
+    router.wait_scrape("deliveries held back", "acl_denied", DEADLINE, |s| {
+        s.value(
+            "switchyard_acl_denied_total",
+            &[("listener", "feed"), ("action", "subscribe")],
+        ) >= Some(3.0)
+    })?;
+
+    // Anonymous peers, where the input says so, under the anonymous rules.
+    let mut anon = Peer::push(&router.input_endpoint("open")?, PushOptions::default())?;
+    anon.send(&[&["sensors.dev1.x", "7"], &["public.news", "8"]])?;
+    let got = viewer.recv_until(DEADLINE, |m| m.topic() == "public.news")?;
+    // (The viewer also sees dev1's end marker, sent before.)
+    let got: Vec<String> = topics(&got, sync)
+        .into_iter()
+        .filter(|t| t != "sensors.dev1.end")
+        .collect();
+    ensure!(
+        got == ["public.news"],
+        "an anonymous peer published outside its rules: {got:?}"
+    );
+
+    // on_forbidden = "disconnect": the message dropped, the peer cut.
+    let mut strict = plain_peer(
+        "push",
+        &router.input_endpoint("strict")?,
+        "dev1",
+        "pw1",
+        &[],
+    )?;
+    strict.send(&[&["sensors.dev9.x", "9"]])?;
+    router.wait_metric(
+        "switchyard_zmtp_disconnects_total",
+        &[("socket", "strict"), ("reason", "forbidden")],
+        1.0,
+    )?;
     Ok(())
 }

@@ -732,7 +732,7 @@ mod tests {
     fn secured(extra: &str) -> String {
         format!(
             "{}\n[[input]]\nname = \"api\"\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\nauth = [\"idp\"]\n\n[[auth]]\nname = \"idp\"\nkind = \"jwt\"\nsecret = \"{SECRET}\"\nalgorithms = [\"HS256\"]\n{extra}",
-            base("", "", "")
+            base("auth = [\"anonymous\"]", "", "")
         )
     }
 
@@ -815,6 +815,41 @@ mod tests {
         ] {
             assert!(got.contains(needle), "{needle:?} not in:\n{got}");
         }
+    }
+
+    #[test]
+    fn secured_zeromq_entries_say_whether_their_peers_are_anonymous() {
+        let text = format!("[router]\nadmin_auth = [\"idp\"]\n{}", secured(""))
+            .replace("auth = [\"anonymous\"]\n", "");
+        let got = problems(&text).join("\n");
+        // base() has a NULL zmq-pull input; its zmq-push output has no
+        // subscribers to check.
+        assert!(
+            got.contains("input \"in\": its peers do not authenticate"),
+            "{got}"
+        );
+        assert!(!got.contains("output \"out\""), "{got}");
+        let ok = text.replace(
+            "bind = \"tcp://127.0.0.1:5556\"",
+            "bind = \"tcp://127.0.0.1:5556\"\nauth = [\"anonymous\"]",
+        );
+        valid(&ok);
+        let bad = text.replace(
+            "bind = \"tcp://127.0.0.1:5556\"",
+            "bind = \"tcp://127.0.0.1:5556\"\nauth = [\"idp\"]\non_forbidden = \"shrug\"",
+        );
+        let got = problems(&bad).join("\n");
+        assert!(got.contains("`auth` can only say [\"anonymous\"]"), "{got}");
+        assert!(got.contains("on_forbidden"), "{got}");
+        let contradiction = text.replace(
+            "bind = \"tcp://127.0.0.1:5556\"",
+            "bind = \"tcp://127.0.0.1:5556\"\nauth = [\"anonymous\"]\nplain = { users = { a = \"b\" } }",
+        );
+        let got = problems(&contradiction).join("\n");
+        assert!(
+            got.contains("contradicts the `plain` or `curve` users"),
+            "{got}"
+        );
     }
 
     #[test]

@@ -735,7 +735,11 @@ fn socket_fields(mut f: Fields, old: &ZmqSocket, new: &ZmqSocket) -> Vec<&'stati
         plain,
         curve,
         identity,
+        anonymous,
+        on_forbidden,
     } = options;
+    f.check("auth", anonymous, &new.options.anonymous);
+    f.check("on_forbidden", on_forbidden, &new.options.on_forbidden);
     let n = &new.options;
     f.check("max_frame_size", max_frame_size, &n.max_frame_size);
     f.check("max_message_size", max_message_size, &n.max_message_size);

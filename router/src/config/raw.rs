@@ -117,6 +117,7 @@ zmq_kinds! {
         reconnect_interval: Option<S<Quantity>>,
         reconnect_interval_max: Option<S<Quantity>>,
         plain: Option<S<RawPlain>>,
+        auth: Option<S<Vec<S<String>>>>,
         curve: Option<S<RawCurve>>,
         identity: Option<S<String>>,
     }
@@ -124,12 +125,14 @@ zmq_kinds! {
     /// One `[[input]]` of kind `zmq-sub` or `zmq-pull`.
     RawZmqReader {
         recv_hwm: Option<S<i64>>,
+        on_forbidden: Option<S<String>>,
     }
 
     /// One `[[input]]` of kind `zmq-router`.
     RawZmqRouter {
         recv_hwm: Option<S<i64>>,
         max_pending: Option<S<i64>>,
+        on_forbidden: Option<S<String>>,
     }
 
     /// One `[[output]]` of kind `zmq-pub`.
@@ -173,6 +176,7 @@ pub(crate) struct RawZmqQueues<'a> {
     pub(crate) send_hwm_bytes: Option<&'a S<Quantity>>,
     pub(crate) send_timeout: Option<&'a S<Quantity>>,
     pub(crate) slow_subscriber_timeout: Option<&'a S<Quantity>>,
+    pub(crate) on_forbidden: Option<&'a S<String>>,
 }
 
 impl RawZmqReader {
@@ -180,6 +184,7 @@ impl RawZmqReader {
     pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
         RawZmqQueues {
             recv_hwm: self.recv_hwm.as_ref(),
+            on_forbidden: self.on_forbidden.as_ref(),
             ..RawZmqQueues::default()
         }
     }
@@ -190,6 +195,7 @@ impl RawZmqRouter {
     pub(crate) fn queues(&self) -> RawZmqQueues<'_> {
         RawZmqQueues {
             recv_hwm: self.recv_hwm.as_ref(),
+            on_forbidden: self.on_forbidden.as_ref(),
             ..RawZmqQueues::default()
         }
     }

@@ -364,6 +364,7 @@ pub(crate) fn validate(text: &str, c: &mut Checker<'_>) -> Option<Config> {
     check_binds(&router, &inputs, &outputs, &doc, c);
     if !auth.is_empty() || !acl.is_empty() {
         check_listeners_name_auth(&router, &inputs, &auth, c);
+        check_zmq_peers_are_named(&inputs, &outputs, c);
     }
     for (idx, what, why) in [
         (0, "[[input]]", "to receive messages"),
@@ -421,6 +422,38 @@ fn build_auth(
         );
     }
     (built, names)
+}
+
+/// Once the file secures the router, a ZeroMQ input or `zmq-pub` output
+/// whose peers do not authenticate (no PLAIN or CURVE server) must say
+/// that they are anonymous.
+fn check_zmq_peers_are_named(
+    inputs: &[input::Input],
+    outputs: &[super::Output],
+    c: &mut Checker<'_>,
+) {
+    let entries = inputs
+        .iter()
+        .filter_map(|i| match &i.kind {
+            input::InputKind::ZmqSub(s) | input::InputKind::ZmqPull(s) => {
+                Some(("input", &i.name, s))
+            }
+            input::InputKind::ZmqRouter(r) => Some(("input", &i.name, &r.socket)),
+            _ => None,
+        })
+        .chain(outputs.iter().filter_map(|o| match &o.kind {
+            super::OutputKind::ZmqPub(s) => Some(("output", &o.name, s)),
+            _ => None,
+        }));
+    for (section, name, socket) in entries {
+        if !socket.options.authenticates_peers() && !socket.options.anonymous {
+            c.report_unplaced(Error::Missing {
+                reason: format!(
+                    "{section} {name:?}: its peers do not authenticate (no `plain` or `curve` users), and the file has [[auth]] or [[acl]]: write auth = [\"anonymous\"] to take them under the anonymous rules, or give it `plain` / `curve` users"
+                ),
+            });
+        }
+    }
 }
 
 /// Once the file secures the router, every HTTP listener must say whom it

@@ -97,6 +97,35 @@ pub struct ZmqOptions {
     /// The ZMTP Identity sent in READY: 1 to 255 bytes, not starting with
     /// a zero byte. Default none.
     pub identity: Option<String>,
+    /// `auth = ["anonymous"]`: its peers carry no principal (no PLAIN or
+    /// CURVE server) and their messages, or subscriptions, are taken
+    /// under the anonymous ACL rules. Required for such an input or
+    /// `zmq-pub` output once the config has `[[auth]]` or `[[acl]]`.
+    pub anonymous: bool,
+    /// What a message the ACL forbids costs its peer: `drop` (the default:
+    /// the message is dropped and counted) or `disconnect` (also the
+    /// connection is cut). Inputs only.
+    pub on_forbidden: OnForbidden,
+}
+
+/// [`ZmqOptions::on_forbidden`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnForbidden {
+    /// Drop the message, count it, keep the connection.
+    #[default]
+    Drop,
+    /// Drop the message, count it, and cut the connection.
+    Disconnect,
+}
+
+impl ZmqOptions {
+    /// Whether the peers authenticate to this socket, so their messages
+    /// carry a principal: it is a PLAIN or CURVE server.
+    pub fn authenticates_peers(&self) -> bool {
+        matches!(self.plain, Some(Plain::Server { .. }))
+            || matches!(self.curve, Some(Curve::Server { .. }))
+    }
 }
 
 impl Default for ZmqOptions {
@@ -122,6 +151,8 @@ impl Default for ZmqOptions {
             plain: None,
             curve: None,
             identity: None,
+            anonymous: false,
+            on_forbidden: OnForbidden::Drop,
         }
     }
 }
@@ -437,6 +468,52 @@ pub(crate) fn build(
         }
     });
 
+    let on_forbidden = c.choice(
+        subject,
+        "on_forbidden",
+        queues.on_forbidden,
+        OnForbidden::Drop,
+        &[
+            ("drop", OnForbidden::Drop),
+            ("disconnect", OnForbidden::Disconnect),
+        ],
+    );
+    let anonymous = match raw.auth {
+        None => false,
+        Some(list) => {
+            if !matches!(
+                role,
+                ZmqRole::Sub | ZmqRole::Pull | ZmqRole::Router | ZmqRole::Pub
+            ) {
+                c.invalid(
+                    subject,
+                    "auth",
+                    list.span(),
+                    format!("has no effect on {}", role.describe()),
+                );
+            }
+            let names = list.get_ref();
+            if names.len() != 1 || names[0].get_ref() != super::auth::ANONYMOUS {
+                c.invalid(
+                    subject,
+                    "auth",
+                    list.span(),
+                    "ZeroMQ peers authenticate with `plain` or `curve`; `auth` can only say [\"anonymous\"]",
+                );
+            }
+            let server = matches!(plain, Some(Plain::Server { .. }))
+                || matches!(curve, Some(Curve::Server { .. }));
+            if server {
+                c.invalid(
+                    subject,
+                    "auth",
+                    list.span(),
+                    "[\"anonymous\"] contradicts the `plain` or `curve` users, who authenticate every peer",
+                );
+            }
+            true
+        }
+    };
     ZmqSocket {
         attach,
         envelope,
@@ -458,6 +535,8 @@ pub(crate) fn build(
             plain,
             curve,
             identity,
+            anonymous,
+            on_forbidden,
         },
     }
 }

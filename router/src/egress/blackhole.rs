@@ -91,6 +91,7 @@ mod tests {
             zmtp: crate::zmtp::metrics::Metrics::new(&registry),
             dealers: super::super::dealer::DealerMetrics::register(&registry),
             requests: crate::message::request::RequestMetrics::register(&registry),
+            security: crate::auth::open_for_tests(),
         };
         let output = BlackholeOutput::build("void", &config::Blackhole::default(), &ctx);
         let batch: Vec<Message> = (0..3)

@@ -84,6 +84,9 @@ pub struct Context {
     pub dealers: dealer::DealerMetrics,
     /// The request families (answers, late replies).
     pub requests: RequestMetrics,
+    /// The ACL in force, swapped by reloads: what each `zmq-pub`
+    /// subscriber may receive.
+    pub security: crate::auth::Live,
 }
 
 impl Context {

@@ -58,12 +58,25 @@ pub trait Socket: crate::zmtp::endpoint::Attach + Send + Sync + 'static {
     /// Waits until every queued message is written, or `timeout`; returns
     /// whether everything was.
     fn flush(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
+    /// Holds back from each peer what the ACL says it may not receive
+    /// (PUB); the other kinds have nothing to hold back.
+    fn guard(&self, _output: &str, _ctx: &Context) {}
     /// Closes the socket; what is still queued is dropped and counted.
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 macro_rules! output_socket {
+    ($socket:ty, $kind:literal, guard) => {
+        output_socket!(@impl $socket, $kind, {
+            fn guard(&self, output: &str, ctx: &Context) {
+                self.set_delivery_filter(SubscriberAcl::factory(output, ctx));
+            }
+        });
+    };
     ($socket:ty, $kind:literal) => {
+        output_socket!(@impl $socket, $kind, {});
+    };
+    (@impl $socket:ty, $kind:literal, { $($guard:tt)* }) => {
         impl Socket for $socket {
             const KIND: &'static str = $kind;
             fn new(
@@ -85,11 +98,64 @@ macro_rules! output_socket {
             async fn close(&self) {
                 <$socket>::close(self).await
             }
+            $($guard)*
         }
     };
 }
 
-output_socket!(PubSocket, "zmq-pub");
+/// What one `zmq-pub` subscriber may receive: the `subscribe` grants of
+/// the name it authenticated as (anonymous without one), from the ACL in
+/// force at each message, so a reload applies to open connections at
+/// their next message. A message held back is counted in
+/// `switchyard_acl_denied_total{listener=output,action="subscribe"}`.
+#[derive(Debug)]
+struct SubscriberAcl {
+    live: crate::auth::Live,
+    principal: Option<Arc<str>>,
+    /// The caller under the settings it was resolved for.
+    cached: arc_swap::ArcSwap<(Arc<crate::auth::Security>, crate::auth::Caller)>,
+    output: Arc<str>,
+}
+
+impl SubscriberAcl {
+    fn factory(output: &str, ctx: &Context) -> crate::zmtp::publish::FilterFactory {
+        let live = Arc::clone(&ctx.security);
+        let output: Arc<str> = Arc::from(output);
+        Arc::new(move |user: Option<&str>| {
+            let principal = user.map(Arc::from);
+            let security = live.load_full();
+            let caller = security.caller_for(principal.clone());
+            Arc::new(SubscriberAcl {
+                live: Arc::clone(&live),
+                principal,
+                cached: arc_swap::ArcSwap::from_pointee((security, caller)),
+                output: Arc::clone(&output),
+            }) as Arc<dyn crate::zmtp::publish::DeliveryFilter>
+        })
+    }
+}
+
+impl crate::zmtp::publish::DeliveryFilter for SubscriberAcl {
+    fn allows(&self, topic: &[u8]) -> bool {
+        let now = self.live.load();
+        if !now.secured() {
+            return true;
+        }
+        let mut cached = self.cached.load();
+        if !Arc::ptr_eq(&cached.0, &now) {
+            let caller = now.caller_for(self.principal.clone());
+            self.cached.store(Arc::new((Arc::clone(&now), caller)));
+            cached = self.cached.load();
+        }
+        let ok = std::str::from_utf8(topic).is_ok_and(|t| cached.1.grants().may_receive(t));
+        if !ok {
+            now.count_denied(&self.output, crate::auth::Action::Subscribe);
+        }
+        ok
+    }
+}
+
+output_socket!(PubSocket, "zmq-pub", guard);
 output_socket!(PushSocket, "zmq-push");
 
 /// A ZeroMQ output over socket `S`.
@@ -118,6 +184,7 @@ where
     pub fn build(name: &str, settings: &ZmqSocket, ctx: &Context) -> Handle {
         let wire = ctx.wire();
         let socket = S::new(name, settings.options.socket_options(), &wire);
+        socket.guard(name, ctx);
         Arc::new(Self {
             name: name.to_owned(),
             socket,

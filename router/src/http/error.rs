@@ -261,6 +261,7 @@ impl Error {
                 RequestError::NoRoute { .. } => StatusCode::NOT_FOUND,
                 RequestError::Rejected { .. } => StatusCode::FORBIDDEN,
                 RequestError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+                RequestError::Forbidden { .. } => StatusCode::FORBIDDEN,
                 RequestError::NoService { .. }
                 | RequestError::Overloaded
                 | RequestError::ShuttingDown

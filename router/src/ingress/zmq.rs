@@ -13,7 +13,8 @@ use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, Metrics, Offered, Refusal, Running, Sink, StartError, Wait, attach};
-use crate::config::ZmqSocket;
+use crate::auth::{Action, Caller, Security};
+use crate::config::{OnForbidden, ZmqSocket};
 use crate::envelope::{self, Envelope};
 use crate::message::{Message, Publisher};
 use crate::zmtp::connection::{PeerId, Received};
@@ -56,6 +57,13 @@ impl Socket {
             Self::Pull(s) => s.peer_count(),
         }
     }
+
+    fn disconnect(&self, peer: PeerId, reason: &'static str) {
+        match self {
+            Self::Sub(s) => s.disconnect(peer, reason),
+            Self::Pull(s) => s.disconnect(peer, reason),
+        };
+    }
 }
 
 /// Counters of one ZeroMQ input, resolved once.
@@ -68,6 +76,7 @@ pub(super) struct Counters {
     pub(super) shutting_down: IntCounter,
     pub(super) backpressure: IntCounter,
     pub(super) disk_full: IntCounter,
+    pub(super) forbidden: IntCounter,
 }
 
 impl Counters {
@@ -81,6 +90,7 @@ impl Counters {
             shutting_down: rejected("shutting_down"),
             backpressure: rejected("backpressure"),
             disk_full: rejected("disk_full"),
+            forbidden: rejected("forbidden"),
         }
     }
 
@@ -135,6 +145,91 @@ impl Publishers {
     }
 }
 
+/// The ACL's check of what ZeroMQ peers send: each peer's caller (its
+/// PLAIN or CURVE name, or anonymous) resolved once per connection and
+/// config generation, each message's topic checked against its grants.
+pub(super) struct Permits {
+    input: Arc<str>,
+    live: crate::auth::Live,
+    on_forbidden: OnForbidden,
+    /// The settings the cache was filled under (held, so a new generation
+    /// is never mistaken for an old one at the same address).
+    current: Arc<Security>,
+    callers: HashMap<PeerId, Caller>,
+}
+
+/// What to do with a message after [`Permits::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Take it.
+    Allowed,
+    /// Drop it (counted).
+    Forbidden,
+    /// Drop it (counted) and cut its peer's connection.
+    Disconnect,
+}
+
+impl Permits {
+    pub(super) fn new(input: &str, live: &crate::auth::Live, on_forbidden: OnForbidden) -> Self {
+        Self {
+            input: Arc::from(input),
+            current: live.load_full(),
+            live: Arc::clone(live),
+            on_forbidden,
+            callers: HashMap::new(),
+        }
+    }
+
+    /// Whether a forbidden message cuts its peer's connection.
+    pub(super) fn cut_on_forbidden(&self) -> bool {
+        self.on_forbidden == OnForbidden::Disconnect
+    }
+
+    /// Called once per batch: whether the ACL is in force now (else every
+    /// message is allowed and [`Permits::check`] need not be called).
+    pub(super) fn begin(&mut self) -> bool {
+        let now = self.live.load();
+        if !Arc::ptr_eq(&now, &self.current) {
+            self.current = Arc::clone(&now);
+            self.callers.clear();
+        }
+        self.current.secured()
+    }
+
+    /// Checks a message on `topic` from `peer`, authenticated as
+    /// `principal`; a forbidden one is counted (`forbidden`, and
+    /// `switchyard_acl_denied_total{listener=input,action="publish"}`).
+    pub(super) fn check(
+        &mut self,
+        peer: PeerId,
+        principal: Option<&Arc<str>>,
+        topic: &str,
+        forbidden: &IntCounter,
+    ) -> Verdict {
+        if self.callers.len() >= PEER_NAME_CACHE {
+            self.callers.clear();
+        }
+        let security = &self.current;
+        let caller = self
+            .callers
+            .entry(peer)
+            .or_insert_with(|| security.caller_for(principal.cloned()));
+        if caller.grants().may_publish(topic) {
+            return Verdict::Allowed;
+        }
+        forbidden.inc();
+        self.current.count_denied(&self.input, Action::Publish);
+        tracing::debug!(input = %self.input, peer = %peer, principal = caller.shown(), topic, "message forbidden by the ACL");
+        match self.on_forbidden {
+            OnForbidden::Drop => Verdict::Forbidden,
+            OnForbidden::Disconnect => {
+                self.callers.remove(&peer);
+                Verdict::Disconnect
+            }
+        }
+    }
+}
+
 /// A running `zmq-sub` or `zmq-pull` input.
 pub struct ZmqInput {
     name: Arc<str>,
@@ -143,6 +238,7 @@ pub struct ZmqInput {
     sink: Arc<dyn Sink>,
     counters: Counters,
     publishers: Publishers,
+    permits: Permits,
 }
 
 impl std::fmt::Debug for ZmqInput {
@@ -155,13 +251,15 @@ impl std::fmt::Debug for ZmqInput {
 }
 
 impl ZmqInput {
-    /// An input named `name` reading `socket` (already bound or connecting).
+    /// An input named `name` reading `socket` (already bound or
+    /// connecting), its messages checked against the ACL in `security`.
     pub fn new(
         name: &str,
         socket: Socket,
         envelope: Envelope,
         sink: Arc<dyn Sink>,
         metrics: &Metrics,
+        security: (&crate::auth::Live, OnForbidden),
     ) -> Self {
         Self {
             name: Arc::from(name),
@@ -170,6 +268,7 @@ impl ZmqInput {
             sink,
             counters: Counters::new(metrics, name),
             publishers: Publishers::new(name),
+            permits: Permits::new(name, security.0, security.1),
         }
     }
 
@@ -223,6 +322,7 @@ impl ZmqInput {
             settings.envelope,
             Arc::clone(&ctx.sink),
             &ctx.inputs,
+            (&ctx.security, settings.options.on_forbidden),
         );
         let stop = ctx.stop.child_token();
         let task = ctx.tracker.spawn(reader.run(stop.clone()));
@@ -270,9 +370,20 @@ impl ZmqInput {
 
     fn decode(&mut self, received: &mut Vec<Received>) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
+        let secured = self.permits.begin();
         for mut r in received.drain(..) {
             let publisher = self.publishers.of(r.peer, r.user.take());
             match self.envelope.decode(&r.frames, &publisher) {
+                Ok(message) if secured => match self.permits.check(
+                    r.peer,
+                    message.publisher.principal.as_ref(),
+                    message.topic.as_str(),
+                    &self.counters.forbidden,
+                ) {
+                    Verdict::Allowed => batch.push(message),
+                    Verdict::Forbidden => {}
+                    Verdict::Disconnect => self.socket.disconnect(r.peer, "forbidden"),
+                },
                 Ok(message) => batch.push(message),
                 Err(e) => {
                     self.counters.rejected(&e).inc();

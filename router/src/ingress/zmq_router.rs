@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::zmq::{Counters, Publishers};
+use super::zmq::{Counters, Permits, Publishers, Verdict};
 use super::{Context, Metrics, Running, Sink, StartError, Wait, attach};
 use crate::config::RouterInput;
 use crate::envelope::Envelope;
@@ -93,6 +93,7 @@ pub struct ZmqRouterInput {
     sink: Arc<dyn Sink>,
     counters: Counters,
     publishers: Publishers,
+    permits: Permits,
     /// The socket's sending half, for answers.
     sender: RouterSender,
     requests: InputRequests,
@@ -113,6 +114,9 @@ impl std::fmt::Debug for ZmqRouterInput {
 impl ZmqRouterInput {
     /// An input named `name` reading `socket` (already bound or
     /// connecting), with at most `max_pending` requests unanswered.
+    // Each argument is one independent part of the input; a builder would
+    // only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         socket: RouterSocket,
@@ -121,6 +125,7 @@ impl ZmqRouterInput {
         metrics: &Metrics,
         requests: InputRequests,
         max_pending: usize,
+        security: (&crate::auth::Live, crate::config::OnForbidden),
     ) -> Self {
         let max_pending = max_pending.clamp(1, Semaphore::MAX_PERMITS);
         Self {
@@ -131,6 +136,7 @@ impl ZmqRouterInput {
             sink,
             counters: Counters::new(metrics, name),
             publishers: Publishers::new(name),
+            permits: Permits::new(name, security.0, security.1),
             requests,
             max_pending,
             places: Arc::new(Semaphore::new(max_pending)),
@@ -160,6 +166,7 @@ impl ZmqRouterInput {
             &ctx.inputs,
             ctx.requests.for_input(name),
             entry.max_pending,
+            (&ctx.security, settings.options.on_forbidden),
         );
         let stop = ctx.stop.child_token();
         let handed_over = CancellationToken::new();
@@ -264,11 +271,36 @@ impl ZmqRouterInput {
     ) -> Vec<Message> {
         let mut batch = Vec::with_capacity(received.len());
         let mut place = Some(first);
+        let secured = self.permits.begin();
         for mut r in received.drain(..) {
             let publisher = self.publishers.of(r.peer, r.user.take());
             let (envelope, body) = split_envelope(&r.frames);
             let envelope: Frames = envelope.iter().cloned().collect();
             match self.envelope.decode(body, &publisher) {
+                Ok(message)
+                    if secured
+                        && self.permits.check(
+                            r.peer,
+                            message.publisher.principal.as_ref(),
+                            message.topic.as_str(),
+                            &self.counters.forbidden,
+                        ) != Verdict::Allowed =>
+                {
+                    // Answered, so the client knows; then cut if so configured.
+                    let error = RequestError::Forbidden {
+                        topic: message.topic.as_str().to_owned(),
+                        principal: message
+                            .publisher
+                            .principal
+                            .as_deref()
+                            .unwrap_or(crate::config::ANONYMOUS)
+                            .to_owned(),
+                    };
+                    answer_to(&self.sender, r.peer, envelope, error.frames());
+                    if self.permits.cut_on_forbidden() {
+                        self.socket.disconnect(r.peer, "forbidden");
+                    }
+                }
                 Ok(mut message) => {
                     let permit = match place.take() {
                         Some(p) => p,
@@ -401,6 +433,10 @@ mod tests {
             &Metrics::register(&registry),
             RequestMetrics::register(&registry).for_input("clients"),
             max_pending,
+            (
+                &crate::auth::open_for_tests(),
+                crate::config::OnForbidden::Drop,
+            ),
         );
         let stop = CancellationToken::new();
         tokio::spawn(input.run(stop.clone(), CancellationToken::new()));

@@ -93,6 +93,15 @@ pub enum RequestError {
     /// The router is shutting down. `SHUTTING_DOWN`, 503.
     #[error("the router is shutting down")]
     ShuttingDown,
+    /// The request's principal may not publish to its topic (the ACL).
+    /// `TOPIC_FORBIDDEN`, 403.
+    #[error("{principal:?} may not publish to {topic:?}")]
+    Forbidden {
+        /// The request's topic.
+        topic: String,
+        /// Its principal (`anonymous` without one).
+        principal: String,
+    },
     /// The request could not be decoded (its frames do not fit the input's
     /// envelope, or its topic or attributes are invalid). `BAD_REQUEST`,
     /// 400.
@@ -126,6 +135,7 @@ impl RequestError {
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Dropped { .. } => "DROPPED",
             Self::BadRequest { .. } => "BAD_REQUEST",
+            Self::Forbidden { .. } => "TOPIC_FORBIDDEN",
         }
     }
 
@@ -141,6 +151,7 @@ impl RequestError {
             Self::ShuttingDown => "shutting_down",
             Self::Dropped { .. } => "dropped",
             Self::BadRequest { .. } => "bad_request",
+            Self::Forbidden { .. } => "forbidden",
         }
     }
 

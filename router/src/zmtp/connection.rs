@@ -147,6 +147,9 @@ pub(crate) struct SocketCore {
     pub(crate) room: Room,
     next_peer: AtomicU64,
     peers: AtomicUsize,
+    /// Each connection past the handshake, by peer, to cut one
+    /// ([`SocketCore::disconnect`]).
+    links: std::sync::Mutex<std::collections::HashMap<PeerId, CancellationToken>>,
 }
 
 impl SocketCore {
@@ -164,7 +167,26 @@ impl SocketCore {
             room: Room::default(),
             next_peer: AtomicU64::new(1),
             peers: AtomicUsize::new(0),
+            links: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Cuts the connection of `peer`, counted as a disconnect for
+    /// `reason`; false when it is already gone.
+    pub(crate) fn disconnect(&self, peer: PeerId, reason: &'static str) -> bool {
+        let link = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&peer);
+        match link {
+            Some(cancel) => {
+                cancel.cancel();
+                self.metrics.disconnect(reason);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Peers past the handshake now.
@@ -340,6 +362,10 @@ pub(crate) async fn run<R: Role>(
     };
     core.peers.fetch_add(1, Ordering::Relaxed);
     core.metrics.peers.inc();
+    core.links
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(id, cancel.clone());
     core.room.changed();
     let Attached {
         mut state,
@@ -413,6 +439,10 @@ pub(crate) async fn run<R: Role>(
     }
     let unsent = writer.into_unsent();
     role.detach(state, unsent);
+    core.links
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&id);
     core.peers.fetch_sub(1, Ordering::Relaxed);
     core.metrics.peers.dec();
     core.room.changed();

@@ -121,6 +121,13 @@ macro_rules! socket_methods {
             pub async fn wait_for_peers(&self, want: usize, timeout: std::time::Duration) -> bool {
                 self.$($handle).+.core.wait_for_peers(want, timeout).await
             }
+
+            /// Cuts the connection of `peer`, counted in
+            /// `switchyard_zmtp_disconnects_total{reason}`; false when it is
+            /// already gone.
+            pub fn disconnect(&self, peer: $crate::zmtp::connection::PeerId, reason: &'static str) -> bool {
+                self.$($handle).+.core.disconnect(peer, reason)
+            }
         }
 
         impl $crate::zmtp::endpoint::Attach for $socket {

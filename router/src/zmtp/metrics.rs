@@ -53,6 +53,10 @@ pub struct Metrics {
     messages: IntCounterVec,
     disconnects: IntCounterVec,
     mirror: Option<Mirror>,
+    /// Where authentication failures are also counted, labelled
+    /// `[socket, reason]` (the auth module's
+    /// `switchyard_auth_failures_total{listener,reason}`).
+    auth_failures: Option<IntCounterVec>,
 }
 
 /// Families a socket's owner counts the socket's drops and peers in as
@@ -159,6 +163,7 @@ impl Metrics {
                 &["socket", "reason"],
             ),
             mirror: None,
+            auth_failures: None,
         }
     }
 
@@ -167,6 +172,15 @@ impl Metrics {
     pub fn mirrored(&self, mirror: Mirror) -> Self {
         Self {
             mirror: Some(mirror),
+            ..self.clone()
+        }
+    }
+
+    /// The same families, also counting refused credentials into
+    /// `auth_failures` (labelled `[socket, reason]`).
+    pub fn with_auth_failures(&self, auth_failures: IntCounterVec) -> Self {
+        Self {
+            auth_failures: Some(auth_failures),
             ..self.clone()
         }
     }
@@ -256,11 +270,26 @@ impl SocketMetrics {
     }
 
     /// Counts a handshake failure (rare path: resolves the child here).
+    /// A refused credential is also counted as an authentication failure
+    /// of this socket: `curve_handshake` for every CURVE reason,
+    /// `bad_signature` for a refused PLAIN user.
     pub(crate) fn handshake_failure(&self, reason: &str) {
         self.family
             .handshake_failures
             .with_label_values(&[reason])
             .inc();
+        if let Some(auth) = &self.family.auth_failures {
+            let as_auth = if reason.starts_with("curve_") {
+                Some("curve_handshake")
+            } else if reason == "auth" {
+                Some("bad_signature")
+            } else {
+                None
+            };
+            if let Some(r) = as_auth {
+                auth.with_label_values(&[&self.name, r]).inc();
+            }
+        }
     }
 
     /// Counts a protocol error (rare path).

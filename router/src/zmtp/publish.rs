@@ -18,12 +18,17 @@
 //! - A subscriber may hold at most `max_subscriptions` prefixes totalling
 //!   `max_subscription_bytes`; one more closes its connection
 //!   (`protocol_errors_total{reason="too_many_subscriptions"}`).
+//! - With a delivery filter ([`PubSocket::set_delivery_filter`]), each
+//!   subscriber gets only the messages its filter allows (the output's
+//!   ACL for the name the peer authenticated as): a ZeroMQ subscription is
+//!   a byte prefix, which cannot be refused, so what it may not see is
+//!   held back at delivery.
 //! - Fan-out clones `Bytes` handles (a reference count), never payloads. The
 //!   subscriber table sits behind one mutex taken once per `send` (not per
 //!   subscriber); connection readers take it only to change subscriptions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -40,9 +45,22 @@ use super::options::Options;
 use super::socket_type::SocketType;
 use super::subscriptions::{SubscriberId, SubscriptionTrie};
 
+/// Decides which messages one subscriber may receive, by topic (the
+/// first frame up to its first space: the topic in every envelope).
+pub trait DeliveryFilter: Send + Sync + std::fmt::Debug {
+    /// Whether a message on `topic` may go to this subscriber.
+    fn allows(&self, topic: &[u8]) -> bool;
+}
+
+/// Makes a subscriber's filter from the name it authenticated as (PLAIN
+/// user, CURVE client name; `None` for a NULL peer).
+pub type FilterFactory = Arc<dyn Fn(Option<&str>) -> Arc<dyn DeliveryFilter> + Send + Sync>;
+
 #[derive(Debug)]
 struct Subscriber {
     queue: QueueTx,
+    /// What it may receive; `None`: everything it subscribes to.
+    filter: Option<Arc<dyn DeliveryFilter>>,
     /// Distinct prefixes held, with how many times each was subscribed.
     prefixes: HashMap<Bytes, u32>,
     prefix_bytes: usize,
@@ -72,10 +90,19 @@ pub struct Fanout {
     pub dropped: usize,
 }
 
-#[derive(Debug)]
 struct PubRole {
     core: Arc<SocketCore>,
     table: Mutex<Table>,
+    filters: OnceLock<FilterFactory>,
+}
+
+impl std::fmt::Debug for PubRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubRole")
+            .field("core", &self.core)
+            .field("filtered", &self.filters.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PubRole {
@@ -149,6 +176,12 @@ impl PubRole {
                     return;
                 }
                 sub.stamp = *stamp;
+                if let Some(filter) = &sub.filter {
+                    let end = topic.iter().position(|&b| b == b' ').unwrap_or(topic.len());
+                    if !filter.allows(&topic[..end]) {
+                        return;
+                    }
+                }
                 let copy = Queued {
                     msg: frames.clone(),
                     token: receipt.map(|(r, first)| r.token(first + i)),
@@ -198,6 +231,7 @@ impl Role for PubRole {
         let o = &self.core.options;
         let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         let sub = Subscriber {
+            filter: self.filters.get().map(|f| f(link.info.user.as_deref())),
             queue: tx,
             prefixes: HashMap::new(),
             prefix_bytes: 0,
@@ -283,10 +317,18 @@ impl PubSocket {
         let role = Arc::new(PubRole {
             core: core.clone(),
             table: Mutex::new(Table::default()),
+            filters: OnceLock::new(),
         });
         Self {
             handle: Handle { core, role },
         }
+    }
+
+    /// Gives every subscriber that connects from now on the filter `make`
+    /// returns for it. Set once, before the socket binds or connects; a
+    /// second call is ignored.
+    pub fn set_delivery_filter(&self, make: FilterFactory) {
+        let _ = self.handle.role.filters.set(make);
     }
 
     /// Queues `frames` to every subscriber whose subscriptions match its

@@ -58,7 +58,8 @@ A received message prints as
 where each frame is cut to its first 120 bytes (payloads are padded ids).
 
 Every role takes --curve-secret Z85 --curve-server-key Z85: its socket is
-then a CURVE client of the router.
+then a CURVE client of the router; or --plain-user U --plain-password P: a
+PLAIN client.
 """
 import argparse
 import json
@@ -343,6 +344,8 @@ def main():
     parser.add_argument("--max-seconds", type=int, default=120)
     parser.add_argument("--curve-secret", help="CURVE client: our secret key (Z85)")
     parser.add_argument("--curve-server-key", help="CURVE client: the server's public key (Z85)")
+    parser.add_argument("--plain-user", help="PLAIN client: the user name")
+    parser.add_argument("--plain-password", help="PLAIN client: the password")
     args = parser.parse_args()
 
     # A hard bound on the peer's life, whatever the test does.
@@ -364,6 +367,16 @@ def main():
             return sock
 
         ctx.socket = curve_socket
+    elif args.plain_user:
+        make = ctx.socket
+
+        def plain_socket(kind):
+            sock = make(kind)
+            sock.setsockopt(zmq.PLAIN_USERNAME, args.plain_user.encode())
+            sock.setsockopt(zmq.PLAIN_PASSWORD, (args.plain_password or "").encode())
+            return sock
+
+        ctx.socket = plain_socket
     roles = {
         "sub": role_sub,
         "pull": role_pull,
