@@ -34,6 +34,11 @@ Suites:
             (router-push) and on disk (router-durable), beside a nats-server
             JetStream file stream used as the buffer (jetstream: driven by
             target/release/jetstream-load, producer and pull consumer).
+    curve   issue 15: PUSH -> forwarder -> PULL at 64 B with ZMTP CURVE on every
+            connection: the router (CURVE server on its input and output,
+            the load programs' key listed) vs zmq_proxy (zfwd, CURVE server
+            on both sides). Keys are made per run with `switchyard
+            curve-keypair`.
     backlog issue 13: a 1 GiB durable backlog, RSS and restart time
             (bench/backlog.py --help).
     soak    issue 13: the kill -9 e2e tests with 100 kills (bench/soak.py --help).
@@ -79,6 +84,7 @@ class Case:
     topic: str
     modes: dict[str, str]  # forwarder {mode} per suite flavour, see Impl.mode_key
     prefix: str = ""  # --frames 2 only: what the payload starts with (zsend --payload-prefix)
+    curve: bool = False  # the load programs are CURVE clients of the forwarder
 
 
 @dataclass
@@ -122,6 +128,11 @@ ROUTER_CASES = [
 STORE_CASES = [
     Case("push-pull-64", "push", "pull", 64, 2, "bench.data", {"proxy": "pull-push"}),
     Case("push-pull-1k", "push", "pull", 1024, 2, "bench.data", {"proxy": "pull-push"}),
+]
+# Issue 15: the store suite's PUSH -> PULL path with CURVE on every connection.
+CURVE_CASES = [
+    Case("curve-push-pull-64", "push", "pull", 64, 2, "bench.data", {"proxy": "pull-push"},
+         curve=True),
 ]
 # Issue 4: payloads open with a JSON document whose `sensor.temp` the plugin
 # suite's JSON-field filter tests (and keeps: 25.5 > 20); padding and the
@@ -205,6 +216,21 @@ IMPLS = {
         load="jetstream",
         data_dir="{root}/target/bench-js-{admin_port}",
     ),
+    # Curve suite (issue 15): both CURVE servers on every side.
+    "zmq_proxy-curve": Impl(
+        "zmq_proxy-curve",
+        "{root}/bench/bin/zfwd --mode {mode} --in @{in} --out @{out} --hwm {hwm} "
+        "--sndbuf {sndbuf} --rcvbuf {rcvbuf} --curve-secret {curve_server_secret}",
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
+    "router-curve": Impl(
+        "router-curve",
+        "{root}/target/release/switchyard run --config {root}/bench/router-curve-bench.toml",
+        env={**ROUTER_ENV, "BENCH_CURVE_DIR": "{curve_dir}"},
+        build=[CARGO_RELEASE_ROUTER],
+        mode_key="proxy",
+    ),
     # Baseline, opt-in: the load programs alone (zrecv binds, zsend connects to
     # it). Its rate is the ceiling the harness itself can measure on this machine.
     "direct": Impl("direct", "sleep 86400", direct=True),
@@ -222,7 +248,27 @@ SUITES = {
     "router": (ROUTER_CASES, ["zmq_proxy", "router"]),
     "plugin": (PLUGIN_CASES, ["router", "router-plugin"]),
     "store": (STORE_CASES, ["router-push", "router-durable", "jetstream"]),
+    "curve": (CURVE_CASES, ["zmq_proxy-curve", "router-curve"]),
 }
+
+
+def curve_keys(workdir: Path) -> dict[str, str]:
+    """A server and a client keypair from `switchyard curve-keypair`; the
+    server's key file and a clients file listing the client, in workdir/curve."""
+    def keypair() -> tuple[str, str]:
+        out = subprocess.run([str(ROOT / "target" / "release" / "switchyard"), "curve-keypair"],
+                             check=True, capture_output=True, text=True).stdout
+        values = dict(line.split(" = ", 1) for line in out.strip().splitlines())
+        return values["public"].strip('"'), values["secret"].strip('"')
+
+    server_public, server_secret = keypair()
+    client_public, client_secret = keypair()
+    d = workdir / "curve"
+    d.mkdir(exist_ok=True)
+    (d / "server.key").write_text(f'public = "{server_public}"\nsecret = "{server_secret}"\n')
+    (d / "clients.toml").write_text(f'load = "{client_public}"\n')
+    return {"dir": str(d), "server_public": server_public, "server_secret": server_secret,
+            "client_secret": client_secret}
 
 
 class TrialError(Exception):
@@ -279,6 +325,13 @@ class Runner:
         self.args = args
         self.workdir = workdir
         self.trial_no = 0
+        self._curve: dict[str, str] | None = None
+
+    @property
+    def curve(self) -> dict[str, str]:
+        if self._curve is None:
+            self._curve = curve_keys(self.workdir)
+        return self._curve
 
     def renice(self) -> None:
         """Runs in each child before exec: applies --nice (negative needs root)."""
@@ -287,9 +340,12 @@ class Runner:
 
     def fmt(self, template: str, case: Case, impl: Impl, ports: dict[str, int]) -> str:
         data = impl.data_dir.format(root=str(ROOT), admin_port=ports["admin"])
+        curve = self.curve if (case.curve or "{curve" in template) else {}
         return template.format(
             data=data,
             root=str(ROOT),
+            curve_dir=curve.get("dir", ""),
+            curve_server_secret=curve.get("server_secret", ""),
             mode=case.modes.get(impl.mode_key, ""),
             hwm=self.args.hwm,
             sndbuf=self.args.sndbuf,
@@ -335,6 +391,9 @@ class Runner:
         ]
         if case.recv_type == "sub":
             recv_cmd += ["--subscribe", case.topic]
+        curve_args = (["--curve-secret", self.curve["client_secret"],
+                       "--curve-server-key", self.curve["server_public"]] if case.curve else [])
+        recv_cmd += curve_args
         if impl.load == "jetstream":
             # One program is both ends: producer (PubAck window) and consumer.
             recv_cmd = pin + [
@@ -355,6 +414,7 @@ class Runner:
             *(["--payload-prefix", case.prefix] if case.prefix else []),
             "--sync", f"@tcp://127.0.0.1:{ports['sync']}",
             "--sync-timeout-ms", str(a.startup_timeout * 1000),
+            *curve_args,
         ]
         peak: dict[str, int] = {}
         try:
@@ -686,7 +746,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Forwarder command placeholders:" + PLACEHOLDERS)
-    p.add_argument("--suite", choices=["layer", "router", "plugin", "store", "latency", "idle", "reqrep",
+    p.add_argument("--suite", choices=["layer", "router", "plugin", "store", "curve", "latency", "idle",
+                                       "reqrep",
                                        "backlog", "soak"],
                    default="layer", help="reqrep hands over to bench/reqrep.py, backlog to "
                    "bench/backlog.py, soak to bench/soak.py (each with its own options)")

@@ -20,7 +20,7 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: zfwd --mode pull-push|sub-pub|xsub-xpub|router-dealer --in SPEC "
-                    "--out SPEC [--hwm N] [--sndbuf N] [--rcvbuf N] [--io-threads N]\n");
+                    "--out SPEC [--hwm N] [--sndbuf N] [--rcvbuf N] [--io-threads N] [--curve-secret Z85]\n");
     exit(2);
 }
 
@@ -28,6 +28,7 @@ int main(int argc, char **argv)
 {
     const char *mode = NULL, *in_spec = NULL, *out_spec = NULL;
     long long hwm = -1, sndbuf = -1, rcvbuf = -1, io_threads = 1;
+    const char *curve_secret = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -47,6 +48,8 @@ int main(int argc, char **argv)
             rcvbuf = parse_num(a, v);
         else if (FLAG("--io-threads"))
             io_threads = parse_num(a, v);
+        else if (FLAG("--curve-secret"))
+            curve_secret = v;
         else
             usage();
 #undef FLAG
@@ -81,6 +84,9 @@ int main(int argc, char **argv)
     set_opts(out, (int)hwm, (int)hwm, (int)sndbuf, (int)rcvbuf);
     set_int(in, ZMQ_LINGER, 0, "ZMQ_LINGER");
     set_int(out, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    /* --curve-secret: both sides are CURVE servers with this key. */
+    curve_server(in, curve_secret);
+    curve_server(out, curve_secret);
     if (in_type == ZMQ_SUB && zmq_setsockopt(in, ZMQ_SUBSCRIBE, "", 0) != 0)
         DIE("subscribe: %s", zmq_strerror(zmq_errno()));
     attach(in, in_spec);

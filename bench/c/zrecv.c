@@ -19,7 +19,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: zrecv --type sub|pull --endpoint @bind|>connect --count N "
                     "[--subscribe PREFIX]... [--rcvhwm N] [--rcvbuf N] [--sync SPEC] "
-                    "[--idle-ms N] [--timeout-ms N]\n");
+                    "[--idle-ms N] [--timeout-ms N] [--curve-secret Z85 --curve-server-key Z85]\n");
     exit(2);
 }
 
@@ -29,6 +29,7 @@ int main(int argc, char **argv)
     const char *subs[64];
     int nsubs = 0;
     long long count = -1, rcvhwm = -1, rcvbuf = -1, idle_ms = 2000, timeout_ms = 120000;
+    const char *curve_secret = NULL, *curve_server_key = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -54,6 +55,10 @@ int main(int argc, char **argv)
             idle_ms = parse_num(a, v);
         else if (FLAG("--timeout-ms"))
             timeout_ms = parse_num(a, v);
+        else if (FLAG("--curve-secret"))
+            curve_secret = v;
+        else if (FLAG("--curve-server-key"))
+            curve_server_key = v;
         else
             usage();
 #undef FLAG
@@ -74,6 +79,7 @@ int main(int argc, char **argv)
         DIE("zmq_socket: %s", zmq_strerror(zmq_errno()));
     set_opts(sock, -1, (int)rcvhwm, -1, (int)rcvbuf);
     set_int(sock, ZMQ_LINGER, 0, "ZMQ_LINGER");
+    curve_client(sock, curve_secret, curve_server_key);
     if (socktype == ZMQ_SUB) {
         if (nsubs == 0)
             subs[nsubs++] = "";

@@ -4,6 +4,7 @@
  *         [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N]
  *         [--sync SPEC] [--sync-timeout-ms N] [--linger-ms N]
  *         [--payload-prefix TEXT] [--first N]
+ *         [--curve-secret Z85 --curve-server-key Z85]
  *
  * --rate 0 sends as fast as the socket accepts. A paced sender sends message
  * i at start + i/rate (sleeping when ahead by more than --burst-us), so a
@@ -30,7 +31,7 @@ static void usage(void)
     fprintf(stderr, "usage: zsend --type pub|push --endpoint @bind|>connect --rate N --size B "
                     "--count N [--topic T] [--frames 1|2] [--sndhwm N] [--sndbuf N] "
                     "[--sync SPEC] [--sync-timeout-ms N] [--linger-ms N] [--burst-us N] [--first N] "
-                    "[--payload-prefix TEXT]\n");
+                    "[--payload-prefix TEXT] [--curve-secret Z85 --curve-server-key Z85]\n");
     exit(2);
 }
 
@@ -55,6 +56,7 @@ int main(int argc, char **argv)
     long long rate = -1, size = 64, count = -1, frames = 1;
     long long sndhwm = -1, sndbuf = -1, sync_timeout_ms = 30000, linger_ms = 30000;
     long long burst_us = 100, first = 0;
+    const char *curve_secret = NULL, *curve_server_key = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -90,6 +92,10 @@ int main(int argc, char **argv)
             first = parse_num(a, v);
         else if (FLAG("--payload-prefix"))
             prefix = v;
+        else if (FLAG("--curve-secret"))
+            curve_secret = v;
+        else if (FLAG("--curve-server-key"))
+            curve_server_key = v;
         else
             usage();
 #undef FLAG
@@ -116,6 +122,7 @@ int main(int argc, char **argv)
         DIE("zmq_socket: %s", zmq_strerror(zmq_errno()));
     set_opts(sock, (int)sndhwm, -1, (int)sndbuf, -1);
     set_int(sock, ZMQ_LINGER, (int)linger_ms, "ZMQ_LINGER");
+    curve_client(sock, curve_secret, curve_server_key);
     attach(sock, endpoint);
 
     unsigned char *buf = calloc(1, (size_t)size);

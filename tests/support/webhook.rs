@@ -109,6 +109,19 @@ impl HookServer {
     /// # Errors
     /// When it cannot bind or the files are not a certificate and a key.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        Self::start_tls_verifying(cert, key, None)
+    }
+
+    /// As [`HookServer::start_tls`], and with `client_ca` every client must
+    /// present a certificate that CA signed (mTLS).
+    ///
+    /// # Errors
+    /// As [`HookServer::start_tls`], or a CA file that does not load.
+    pub fn start_tls_verifying(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<Self> {
         use rustls::pki_types::pem::PemObject as _;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let chain = CertificateDer::pem_file_iter(cert)
@@ -117,11 +130,26 @@ impl HookServer {
             .context("a certificate")?;
         let key = PrivateKeyDer::from_pem_file(key).context("the key file")?;
         #[allow(deprecated)]
-        let provider = rustls::crypto::ring::default_provider();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).context("the CA file")? {
+                    roots.add(c.context("a CA certificate")?)?;
+                }
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider,
+                    )
+                    .build()?,
+                )
+            }
+        };
+        let config = builder.with_single_cert(chain, key)?;
         Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }
 

@@ -694,6 +694,62 @@ fn https_to_a_private_ca_with_ca_file_and_refused_without() -> Result<()> {
 }
 
 #[test]
+fn mtls_to_a_server_that_asks_for_a_client_certificate() -> Result<()> {
+    let certs = Certificates::new()?;
+    let server = HookServer::start_tls_verifying(
+        &certs.path("server.pem"),
+        &certs.path("server.key"),
+        Some(&certs.path("ca.pem")),
+    )?;
+    let url = server.url("/mtls");
+    let p = |n: &str| certs.path(n).display().to_string();
+    let data = TempDir::new()?;
+    let router = Router::start(&config(
+        &data,
+        &format!(
+            "url = {url:?}\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n{QUICK}",
+            p("ca.pem"),
+            p("client.pem"),
+            p("client.key"),
+        ),
+        "",
+    ))?;
+    publish(
+        &router,
+        &json!({"messages": [{"topic": "sensors.x", "payload": "with a certificate"}]}),
+    )?;
+    wait_left(&router, 1)?;
+    ensure!(
+        server.received().len() == 1,
+        "delivered with the client certificate"
+    );
+    drop(router);
+
+    // Without it, the server refuses every handshake.
+    let data = TempDir::new()?;
+    let router = Router::start(&config(
+        &data,
+        &format!("url = {url:?}\nca_file = {:?}\n{QUICK}", p("ca.pem")),
+        "",
+    ))?;
+    publish(
+        &router,
+        &json!({"messages": [{"topic": "sensors.x", "payload": "without"}]}),
+    )?;
+    wait_left(&router, 1)?;
+    let dead = dead_letters(&router)?;
+    ensure!(
+        dead.len() == 1 && dead[0].1 == "retries_exhausted",
+        "{dead:?}"
+    );
+    ensure!(
+        server.received().len() == 1,
+        "no request got through without one"
+    );
+    Ok(())
+}
+
+#[test]
 fn max_wait_lets_two_routes_share_a_request() -> Result<()> {
     let server = HookServer::start()?;
     let data = TempDir::new()?;

@@ -588,6 +588,7 @@ fn webhook_fields(old: &WebhookOutput, new: &WebhookOutput) -> Vec<&'static str>
         request_timeout,
         concurrency,
         ca_file,
+        client_cert,
     } = old;
     let mut f = Fields::default();
     f.check("url", url, &new.url);
@@ -602,6 +603,7 @@ fn webhook_fields(old: &WebhookOutput, new: &WebhookOutput) -> Vec<&'static str>
     f.check("request_timeout", request_timeout, &new.request_timeout);
     f.check("concurrency", concurrency, &new.concurrency);
     f.check("ca_file", ca_file, &new.ca_file);
+    f.check("client_cert", client_cert, &new.client_cert);
     f.0
 }
 

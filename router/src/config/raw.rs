@@ -407,6 +407,8 @@ pub(crate) struct RawWebhook {
     pub(crate) request_timeout: Option<S<Quantity>>,
     pub(crate) concurrency: Option<S<i64>>,
     pub(crate) ca_file: Option<S<String>>,
+    pub(crate) client_cert: Option<S<String>>,
+    pub(crate) client_key: Option<S<String>>,
     pub(crate) retry: Option<S<RawRetry>>,
 }
 

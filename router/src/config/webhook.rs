@@ -64,6 +64,12 @@ pub struct WebhookOutput {
     /// private CA). Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The client certificate (chain, PEM) and its key the router presents
+    /// to a server that asks for one (mTLS): `client_cert` and
+    /// `client_key`, both or neither, `https://` only. Default none. Read
+    /// when the output is built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// A webhook's `encoding`.
@@ -281,7 +287,42 @@ pub(crate) fn build(raw: &RawWebhook, subject: &Subject, c: &mut Checker<'_>) ->
             "only applies to an https:// url",
         );
     }
+    let client_cert = match (&raw.client_cert, &raw.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let pair = (secret::path(cert, c), secret::path(key, c));
+            if url.starts_with("http://") {
+                c.invalid(
+                    subject,
+                    "client_cert",
+                    cert.span(),
+                    "only applies to an https:// url",
+                );
+            }
+            match crate::egress::webhook::client_identity(&pair) {
+                Ok(_) => Some(pair),
+                Err(reason) => {
+                    c.invalid(subject, "client_cert", cert.span(), reason);
+                    None
+                }
+            }
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            c.invalid(
+                subject,
+                if raw.client_cert.is_some() {
+                    "client_cert"
+                } else {
+                    "client_key"
+                },
+                one.span(),
+                "write both `client_cert` and `client_key`",
+            );
+            None
+        }
+    };
     WebhookOutput {
+        client_cert,
         url,
         encoding,
         max_messages,

@@ -645,10 +645,46 @@ fn tls_config(settings: &config::WebhookOutput) -> Result<rustls::ClientConfig, 
     // for that); aws-lc, which has, needs cmake to build.
     #[allow(deprecated)]
     let provider = rustls::crypto::ring::default_provider();
-    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match &settings.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some(pair) => {
+            let (chain, key) = client_identity(pair)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("{}: {e}", pair.0.display()))
+        }
+    }
+}
+
+/// The certificate chain and key of `client_cert` / `client_key`.
+///
+/// # Errors
+/// What is wrong with the files.
+pub(crate) fn client_identity(
+    (cert, key): &(std::path::PathBuf, std::path::PathBuf),
+) -> Result<
+    (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    String,
+> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: holds no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: no private key: {e}", key.display()))?;
+    Ok((chain, key))
 }
 
 impl Output for WebhookOutput {
