@@ -359,45 +359,25 @@ fn build_jwt(raw: &RawAuth, subject: &Subject, c: &mut Checker<'_>) -> Option<Jw
         return None;
     }
     let keys = if let Some(file) = &raw.jwks_file {
-        let path = secret::path(file, c);
-        let text = match read_file(&path) {
-            Ok(text) => text,
-            Err(reason) => {
-                c.invalid(subject, "jwks_file", file.span(), reason);
-                return None;
-            }
-        };
-        if let Err(reason) = check_jwks(&text, &algorithms) {
-            c.invalid(
-                subject,
-                "jwks_file",
-                file.span(),
-                format!("{}: {reason}", path.display()),
-            );
-            return None;
-        }
+        let (path, text) = key_file(
+            "jwks_file",
+            file,
+            |t| check_jwks(t, &algorithms),
+            subject,
+            c,
+        )?;
         JwtKeys::Jwks {
             path,
             text: Secret::new(text),
         }
     } else if let Some(file) = &raw.public_key_file {
-        let path = secret::path(file, c);
-        let pem = match read_file(&path) {
-            Ok(text) => text,
-            Err(reason) => {
-                c.invalid(subject, "public_key_file", file.span(), reason);
-                return None;
-            }
-        };
-        if let Err(reason) = check_pem(&pem, &algorithms) {
-            c.invalid(
-                subject,
-                "public_key_file",
-                file.span(),
-                format!("{}: {reason}", path.display()),
-            );
-            return None;
-        }
+        let (path, pem) = key_file(
+            "public_key_file",
+            file,
+            |t| check_pem(t, &algorithms),
+            subject,
+            c,
+        )?;
         JwtKeys::PublicKey { path, pem }
     } else {
         let secret = secret::read(
@@ -506,6 +486,29 @@ fn build_tokens(raw: &RawAuth, subject: &Subject, c: &mut Checker<'_>) -> Option
                 file.span(),
                 format!("{}: {reason}", path.display()),
             );
+            None
+        }
+    }
+}
+
+/// Reads the key file at `file` (the value of `field`) and checks its text
+/// with `check`; what fails is reported at the field.
+fn key_file(
+    field: &str,
+    file: &S<String>,
+    check: impl Fn(&str) -> Result<(), String>,
+    subject: &Subject,
+    c: &mut Checker<'_>,
+) -> Option<(PathBuf, String)> {
+    let path = secret::path(file, c);
+    let checked = read_file(&path).and_then(|text| match check(&text) {
+        Ok(()) => Ok(text),
+        Err(reason) => Err(format!("{}: {reason}", path.display())),
+    });
+    match checked {
+        Ok(text) => Some((path, text)),
+        Err(reason) => {
+            c.invalid(subject, field, file.span(), reason);
             None
         }
     }

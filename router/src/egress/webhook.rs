@@ -618,8 +618,6 @@ fn client(settings: &config::WebhookOutput) -> Result<HttpClient, String> {
 /// rustls with the ring provider, trusting the system's roots (for an
 /// `https` URL) and `ca_file`.
 fn tls_config(settings: &config::WebhookOutput) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     if settings.url.starts_with("https://") {
         let native = rustls_native_certs::load_native_certs();
@@ -632,10 +630,7 @@ fn tls_config(settings: &config::WebhookOutput) -> Result<rustls::ClientConfig, 
         }
     }
     if let Some(path) = &settings.ca_file {
-        let certs =
-            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in crate::http::tls::read_certs(path)? {
             roots
                 .add(cert)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -673,15 +668,9 @@ pub(crate) fn client_identity(
     ),
     String,
 > {
+    use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: holds no certificate", cert.display()));
-    }
+    let chain = crate::http::tls::read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("{}: no private key: {e}", key.display()))?;
     Ok((chain, key))

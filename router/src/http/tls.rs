@@ -265,7 +265,11 @@ fn server_config(s: &Settings) -> Result<rustls::ServerConfig, String> {
     Ok(config)
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of a PEM file, at least one.
+///
+/// # Errors
+/// The file cannot be read, holds something else, or no certificate.
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .collect::<Result<_, _>>()
