@@ -113,13 +113,17 @@ fn a_jetstream_input_acks_only_what_was_delivered_and_fetches_no_more_than_its_w
     );
     // Held for three times its ack_wait, the window is not sent again: the
     // router tells the server it is still working on it. (An observation
-    // over a span, not a wait for something to happen.)
+    // over a span, not a wait for something to happen.) The window may
+    // still drain a little meanwhile: the kernel grows the router's send
+    // buffer toward the stalled worker (autotuning, up to megabytes on
+    // loopback), what it takes counts as delivered and is acked, and the
+    // router fetches as much again; the window never goes past its bound.
     let held = std::time::Instant::now();
     while held.elapsed() < std::time::Duration::from_secs(6) {
         let s = consumer_state(&server.url(), "CMDS", "cmds")?;
         ensure!(
-            s.redelivered == 0 && s.ack_pending == WINDOW,
-            "the held window was sent again: {s:?}"
+            s.redelivered == 0 && s.ack_pending <= WINDOW,
+            "the held window was sent again, or exceeded: {s:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
