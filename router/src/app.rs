@@ -228,13 +228,14 @@ impl Families {
         let zmtp = zmtp::metrics::Metrics::new(&registry).with_auth_failures(auth.failures());
         Self {
             auth,
-            tls,
+            tls: tls.clone(),
             outputs: egress::Context {
                 outputs: egress::Metrics::register(&registry),
                 zmtp,
                 dealers: egress::dealer::DealerMetrics::register(&registry),
                 requests: RequestMetrics::register(&registry),
                 security,
+                tls: (tls.clone(), http::tls::Reloads::default()),
             },
             inputs: ingress::Metrics::register(&registry),
             http: http::Metrics::register(&registry),
@@ -340,10 +341,10 @@ impl App {
         }
         let stop_intake = CancellationToken::new();
         let intake = TaskTracker::new();
-        let tls_reloads = http::tls::Reloads::default();
+        let tls_reloads = families.outputs.tls.1.clone();
         let context = ingress::Context {
             security: Arc::clone(&security),
-            tls: (families.tls.clone(), tls_reloads.clone()),
+            tls: families.outputs.tls.clone(),
             inputs: families.inputs.clone(),
             zmtp: families.outputs.zmtp.clone(),
             requests: families.outputs.requests.clone(),

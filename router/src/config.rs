@@ -244,6 +244,14 @@ impl Config {
             }
         }
         files.extend(self.router.admin_tls.iter().flat_map(ListenerTls::files));
+        for output in &self.outputs {
+            if let OutputKind::Webhook(w) = &output.kind {
+                files.extend(w.ca_file.clone());
+                if let Some((cert, key)) = &w.client_cert {
+                    files.extend([cert.clone(), key.clone()]);
+                }
+            }
+        }
         files.sort();
         files.dedup();
         files

@@ -750,6 +750,62 @@ fn mtls_to_a_server_that_asks_for_a_client_certificate() -> Result<()> {
 }
 
 #[test]
+fn a_rotated_client_certificate_is_used_without_a_restart() -> Result<()> {
+    let trusted = Certificates::new()?;
+    let stranger = Certificates::new()?;
+    let server = HookServer::start_tls_verifying(
+        &trusted.path("server.pem"),
+        &trusted.path("server.key"),
+        Some(&trusted.path("ca.pem")),
+    )?;
+    // The router's client certificate lives in files replaced in place; at
+    // first they hold one the server's CA did not sign.
+    let live = TempDir::new()?;
+    std::fs::copy(stranger.path("client.pem"), live.path().join("client.pem"))?;
+    std::fs::copy(stranger.path("client.key"), live.path().join("client.key"))?;
+    let p = |d: &std::path::Path, n: &str| d.join(n).display().to_string();
+    let data = TempDir::new()?;
+    let router = Router::start(&config(
+        &data,
+        &format!(
+            "url = {:?}\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}\nretry = {{ initial = \"20ms\", max = \"100ms\", max_attempts = 1000 }}",
+            server.url("/rotate"),
+            p(trusted.path("ca.pem").parent().context("dir")?, "ca.pem"),
+            p(live.path(), "client.pem"),
+            p(live.path(), "client.key"),
+        ),
+        "",
+    ))?;
+    publish(
+        &router,
+        &json!({"messages": [{"topic": "sensors.x", "payload": "after the rotation"}]}),
+    )?;
+    router.wait_scrape("refused handshakes retried", "retries", DEADLINE, |s| {
+        s.sum("switchyard_output_retries_total", &[("output", "hook")]) >= 2.0
+    })?;
+    ensure!(
+        server.received().is_empty(),
+        "the stranger's certificate got through"
+    );
+    // Rotate in place: the key first, then the certificate. The router
+    // notices, reads them again, and the next retry gets through.
+    std::fs::copy(trusted.path("client.key"), live.path().join("client.key"))?;
+    std::fs::copy(trusted.path("client.pem"), live.path().join("client.pem"))?;
+    let got = server.wait_for(1, DEADLINE)?;
+    ensure!(got.len() == 1, "{got:?}");
+    router.wait_scrape("the message delivered", "route", DEADLINE, |s| {
+        s.route("r").delivered == 1
+    })?;
+    ensure!(
+        router.scrape()?.value(
+            "switchyard_tls_reloads_total",
+            &[("listener", "hook"), ("result", "success")]
+        ) >= Some(1.0)
+    );
+    Ok(())
+}
+
+#[test]
 fn max_wait_lets_two_routes_share_a_request() -> Result<()> {
     let server = HookServer::start()?;
     let data = TempDir::new()?;

@@ -92,6 +92,17 @@ mod tests {
             dealers: super::super::dealer::DealerMetrics::register(&registry),
             requests: crate::message::request::RequestMetrics::register(&registry),
             security: crate::auth::open_for_tests(),
+            tls: (
+                crate::http::tls::Metrics::register(
+                    &registry,
+                    prometheus::IntCounterVec::new(
+                        prometheus::Opts::new("t_auth_failures", "test"),
+                        &["listener", "reason"],
+                    )
+                    .expect("a family"),
+                ),
+                crate::http::tls::Reloads::default(),
+            ),
         };
         let output = BlackholeOutput::build("void", &config::Blackhole::default(), &ctx);
         let batch: Vec<Message> = (0..3)

@@ -87,6 +87,9 @@ pub struct Context {
     /// The ACL in force, swapped by reloads: what each `zmq-pub`
     /// subscriber may receive.
     pub security: crate::auth::Live,
+    /// The TLS families, and everything whose certificates a reload reads
+    /// again (the webhook's client certificate).
+    pub tls: (crate::http::tls::Metrics, crate::http::tls::Reloads),
 }
 
 impl Context {

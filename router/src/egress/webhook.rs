@@ -113,7 +113,11 @@ pub struct WebhookOutput {
     name: String,
     settings: config::WebhookOutput,
     uri: Uri,
-    client: Option<HttpClient>,
+    /// Swapped when a reload finds a new client certificate or CA file;
+    /// `None` while the TLS setup fails.
+    client: arc_swap::ArcSwapOption<HttpClient>,
+    /// `switchyard_tls_reloads_total{listener=output,result}`.
+    tls_reloads: (IntCounter, IntCounter),
     /// Headers every request carries: the configured ones, the bearer
     /// token, the content type.
     fixed: HeaderMap,
@@ -140,7 +144,11 @@ impl WebhookOutput {
     /// The output `name` as `settings` describe it, counting into `ctx`'s
     /// families. Makes no connection until the first request.
     pub fn build(name: &str, settings: &config::WebhookOutput, ctx: &Context) -> Handle {
-        Arc::new(Self::new(name, settings, ctx))
+        let output = Arc::new(Self::new(name, settings, ctx));
+        if settings.ca_file.is_some() || settings.client_cert.is_some() {
+            ctx.tls.1.register(&output);
+        }
+        output
     }
 
     fn new(name: &str, settings: &config::WebhookOutput, ctx: &Context) -> Self {
@@ -193,7 +201,8 @@ impl WebhookOutput {
             name: name.to_owned(),
             settings: settings.clone(),
             uri,
-            client,
+            client: arc_swap::ArcSwapOption::new(client.map(Arc::new)),
+            tls_reloads: ctx.tls.0.reload_counters(name),
             fixed,
             hmac: settings
                 .hmac_secret
@@ -301,7 +310,7 @@ impl WebhookOutput {
     /// Makes one request, within `request_timeout`, and says what its
     /// answer means.
     async fn post(&self, body: Bytes, own: HeaderMap) -> Outcome {
-        let Some(client) = &self.client else {
+        let Some(client) = self.client.load_full() else {
             return Outcome::FAILED;
         };
         let _permit = self
@@ -589,6 +598,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+/// A reload reads `ca_file` and the client certificate again: requests from
+/// then on use a client with them (those in flight finish on the old one);
+/// files that do not load leave the client in force (counted, logged).
+impl crate::http::tls::Reload for WebhookOutput {
+    fn reload(&self) {
+        match client(&self.settings) {
+            Ok(c) => {
+                self.client.store(Some(Arc::new(c)));
+                self.tls_reloads.0.inc();
+            }
+            Err(e) => {
+                self.tls_reloads.1.inc();
+                tracing::error!(output = %self.name, error = %e, "webhook TLS reload failed; the client in force stays");
+            }
+        }
+    }
 }
 
 /// The HTTP client of one output: pooled HTTP/1.1, no redirects followed

@@ -81,6 +81,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The `success` and `failure` counters of `name`'s reloads.
+    pub fn reload_counters(&self, name: &str) -> (IntCounter, IntCounter) {
+        (
+            self.reloads.with_label_values(&[name, "success"]),
+            self.reloads.with_label_values(&[name, "failure"]),
+        )
+    }
+
     /// Registers `switchyard_tls_reloads_total{listener,result}`; handshake
     /// failures count into `failures`, the auth failure family.
     pub fn register(registry: &Registry, failures: IntCounterVec) -> Self {
@@ -185,22 +193,44 @@ impl Tls {
     }
 }
 
-/// The TLS listeners of a router, so a config reload can reload their
-/// certificates. Holds them weakly: a stopped listener drops out.
-#[derive(Debug, Clone, Default)]
-pub struct Reloads(Arc<Mutex<Vec<Weak<Tls>>>>);
+/// Something that reads certificate or key files and can read them again:
+/// a TLS listener, an output's TLS client.
+pub trait Reload: Send + Sync {
+    /// Reads the files again; if they do not load, keeps what is in force
+    /// (counted and logged).
+    fn reload(&self);
+}
+
+impl Reload for Tls {
+    fn reload(&self) {
+        Tls::reload(self);
+    }
+}
+
+/// Everything of a router that reads certificates, so a config reload can
+/// have them read again. Held weakly: what stops drops out.
+#[derive(Clone, Default)]
+pub struct Reloads(Arc<Mutex<Vec<Weak<dyn Reload>>>>);
+
+impl std::fmt::Debug for Reloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Reloads").field("registered", &n).finish()
+    }
+}
 
 impl Reloads {
-    /// Adds a listener's TLS.
-    pub fn register(&self, tls: &Arc<Tls>) {
+    /// Adds one.
+    pub fn register<R: Reload + 'static>(&self, what: &Arc<R>) {
         let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(tls));
+        let what: Arc<dyn Reload> = Arc::clone(what) as Arc<dyn Reload>;
+        list.push(Arc::downgrade(&what));
     }
 
-    /// Reloads every live listener's certificate.
+    /// Has every live one read its files again.
     pub fn reload_all(&self) {
-        let live: Vec<Arc<Tls>> = {
+        let live: Vec<Arc<dyn Reload>> = {
             let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             list.retain(|w| w.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
