@@ -391,26 +391,6 @@ impl Security {
         result
     }
 
-    /// Authenticates a bare `token` (or none) presented to `listener`. A
-    /// refusal is counted.
-    ///
-    /// # Errors
-    /// Why the credential is refused.
-    pub fn authenticate_token(
-        &self,
-        listener: &str,
-        token: Option<&str>,
-    ) -> Result<Caller, Failure> {
-        if !self.secured {
-            return Ok(self.open_caller());
-        }
-        let result = self.check(listener, token, None);
-        if let Err(f) = result {
-            self.count_failure(listener, f);
-        }
-        result
-    }
-
     /// The caller a transport authenticated itself (a ZMTP PLAIN user, a
     /// CURVE key's name), or an anonymous one.
     pub fn caller_for(&self, principal: Option<Arc<str>>) -> Caller {

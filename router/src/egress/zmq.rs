@@ -69,7 +69,10 @@ macro_rules! output_socket {
     ($socket:ty, $kind:literal, guard) => {
         output_socket!(@impl $socket, $kind, {
             fn guard(&self, output: &str, ctx: &Context) {
-                self.set_delivery_filter(SubscriberAcl::factory(output, ctx));
+                self.set_delivery_policy(Arc::new(OutputAcl {
+                    live: Arc::clone(&ctx.security),
+                    output: Arc::from(output),
+                }));
             }
         });
     };
@@ -103,11 +106,36 @@ macro_rules! output_socket {
     };
 }
 
-/// What one `zmq-pub` subscriber may receive: the `subscribe` grants of
-/// the name it authenticated as (anonymous without one), from the ACL in
-/// force at each message, so a reload applies to open connections at
-/// their next message. A message held back is counted in
+/// What the subscribers of a `zmq-pub` output may receive: the
+/// `subscribe` grants of the name each authenticated as (anonymous without
+/// one), in force while the ACL is. Each subscriber's grants are resolved
+/// again when a reload swaps the rules, so a reload applies to open
+/// connections at their next message. A message held back is counted in
 /// `switchyard_acl_denied_total{listener=output,action="subscribe"}`.
+struct OutputAcl {
+    live: crate::auth::Live,
+    output: Arc<str>,
+}
+
+impl crate::zmtp::publish::DeliveryPolicy for OutputAcl {
+    fn in_force(&self) -> bool {
+        self.live.load().secured()
+    }
+
+    fn filter_for(&self, user: Option<&str>) -> Arc<dyn crate::zmtp::publish::DeliveryFilter> {
+        let principal: Option<Arc<str>> = user.map(Arc::from);
+        let security = self.live.load_full();
+        let caller = security.caller_for(principal.clone());
+        Arc::new(SubscriberAcl {
+            live: Arc::clone(&self.live),
+            principal,
+            cached: arc_swap::ArcSwap::from_pointee((security, caller)),
+            output: Arc::clone(&self.output),
+        })
+    }
+}
+
+/// One subscriber's filter (see [`OutputAcl`]).
 #[derive(Debug)]
 struct SubscriberAcl {
     live: crate::auth::Live,
@@ -117,30 +145,9 @@ struct SubscriberAcl {
     output: Arc<str>,
 }
 
-impl SubscriberAcl {
-    fn factory(output: &str, ctx: &Context) -> crate::zmtp::publish::FilterFactory {
-        let live = Arc::clone(&ctx.security);
-        let output: Arc<str> = Arc::from(output);
-        Arc::new(move |user: Option<&str>| {
-            let principal = user.map(Arc::from);
-            let security = live.load_full();
-            let caller = security.caller_for(principal.clone());
-            Arc::new(SubscriberAcl {
-                live: Arc::clone(&live),
-                principal,
-                cached: arc_swap::ArcSwap::from_pointee((security, caller)),
-                output: Arc::clone(&output),
-            }) as Arc<dyn crate::zmtp::publish::DeliveryFilter>
-        })
-    }
-}
-
 impl crate::zmtp::publish::DeliveryFilter for SubscriberAcl {
     fn allows(&self, topic: &[u8]) -> bool {
         let now = self.live.load();
-        if !now.secured() {
-            return true;
-        }
         let mut cached = self.cached.load();
         if !Arc::ptr_eq(&cached.0, &now) {
             let caller = now.caller_for(self.principal.clone());

@@ -180,11 +180,6 @@ impl Permits {
         }
     }
 
-    /// Whether a forbidden message cuts its peer's connection.
-    pub(super) fn cut_on_forbidden(&self) -> bool {
-        self.on_forbidden == OnForbidden::Disconnect
-    }
-
     /// Called once per batch: whether the ACL is in force now (else every
     /// message is allowed and [`Permits::check`] need not be called).
     pub(super) fn begin(&mut self) -> bool {

@@ -276,16 +276,18 @@ impl ZmqRouterInput {
             let publisher = self.publishers.of(r.peer, r.user.take());
             let (envelope, body) = split_envelope(&r.frames);
             let envelope: Frames = envelope.iter().cloned().collect();
-            match self.envelope.decode(body, &publisher) {
-                Ok(message)
-                    if secured
-                        && self.permits.check(
-                            r.peer,
-                            message.publisher.principal.as_ref(),
-                            message.topic.as_str(),
-                            &self.counters.forbidden,
-                        ) != Verdict::Allowed =>
-                {
+            let decoded = self.envelope.decode(body, &publisher);
+            let verdict = match &decoded {
+                Ok(message) if secured => self.permits.check(
+                    r.peer,
+                    message.publisher.principal.as_ref(),
+                    message.topic.as_str(),
+                    &self.counters.forbidden,
+                ),
+                _ => Verdict::Allowed,
+            };
+            match decoded {
+                Ok(message) if verdict != Verdict::Allowed => {
                     // Answered, so the client knows; then cut if so configured.
                     let error = RequestError::Forbidden {
                         topic: message.topic.as_str().to_owned(),
@@ -297,7 +299,7 @@ impl ZmqRouterInput {
                             .to_owned(),
                     };
                     answer_to(&self.sender, r.peer, envelope, error.frames());
-                    if self.permits.cut_on_forbidden() {
+                    if verdict == Verdict::Disconnect {
                         self.socket.disconnect(r.peer, "forbidden");
                     }
                 }

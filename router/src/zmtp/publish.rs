@@ -18,7 +18,7 @@
 //! - A subscriber may hold at most `max_subscriptions` prefixes totalling
 //!   `max_subscription_bytes`; one more closes its connection
 //!   (`protocol_errors_total{reason="too_many_subscriptions"}`).
-//! - With a delivery filter ([`PubSocket::set_delivery_filter`]), each
+//! - With a delivery policy ([`PubSocket::set_delivery_policy`]), each
 //!   subscriber gets only the messages its filter allows (the output's
 //!   ACL for the name the peer authenticated as): a ZeroMQ subscription is
 //!   a byte prefix, which cannot be refused, so what it may not see is
@@ -52,9 +52,17 @@ pub trait DeliveryFilter: Send + Sync + std::fmt::Debug {
     fn allows(&self, topic: &[u8]) -> bool;
 }
 
-/// Makes a subscriber's filter from the name it authenticated as (PLAIN
-/// user, CURVE client name; `None` for a NULL peer).
-pub type FilterFactory = Arc<dyn Fn(Option<&str>) -> Arc<dyn DeliveryFilter> + Send + Sync>;
+/// What the subscribers of a socket may receive: asked once per send
+/// whether filtering is in force at all, and once per subscriber for its
+/// filter.
+pub trait DeliveryPolicy: Send + Sync {
+    /// Whether the subscribers' filters apply now (checked once per send,
+    /// so a socket whose policy is off pays nothing per subscriber).
+    fn in_force(&self) -> bool;
+    /// The filter of a subscriber that authenticated as `user` (PLAIN
+    /// user, CURVE client name; `None` for a NULL peer).
+    fn filter_for(&self, user: Option<&str>) -> Arc<dyn DeliveryFilter>;
+}
 
 #[derive(Debug)]
 struct Subscriber {
@@ -93,14 +101,14 @@ pub struct Fanout {
 struct PubRole {
     core: Arc<SocketCore>,
     table: Mutex<Table>,
-    filters: OnceLock<FilterFactory>,
+    policy: OnceLock<Arc<dyn DeliveryPolicy>>,
 }
 
 impl std::fmt::Debug for PubRole {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PubRole")
             .field("core", &self.core)
-            .field("filtered", &self.filters.get().is_some())
+            .field("filtered", &self.policy.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -159,10 +167,20 @@ impl PubRole {
         let slow_after = self.core.options.slow_subscriber_timeout;
         let metrics = &self.core.metrics;
         let (mut queued, mut full, mut gone) = (0usize, 0u64, 0u64);
+        // Asked once per send, not per copy.
+        let filtering = self.policy.get().is_some_and(|p| p.in_force());
         let mut table = self.table();
         for (i, frames) in msgs.into_iter().enumerate() {
             let Some(topic) = frames.first() else {
                 continue;
+            };
+            // The topic the filters judge: the first frame up to its first
+            // space (single-frame envelopes), found once per message.
+            let judged = if filtering {
+                let end = topic.iter().position(|&b| b == b' ').unwrap_or(topic.len());
+                Some(&topic[..end])
+            } else {
+                None
             };
             table.stamp += 1;
             let Table {
@@ -176,11 +194,10 @@ impl PubRole {
                     return;
                 }
                 sub.stamp = *stamp;
-                if let Some(filter) = &sub.filter {
-                    let end = topic.iter().position(|&b| b == b' ').unwrap_or(topic.len());
-                    if !filter.allows(&topic[..end]) {
-                        return;
-                    }
+                if let (Some(judged), Some(filter)) = (judged, &sub.filter)
+                    && !filter.allows(judged)
+                {
+                    return;
                 }
                 let copy = Queued {
                     msg: frames.clone(),
@@ -231,7 +248,10 @@ impl Role for PubRole {
         let o = &self.core.options;
         let (tx, rx) = peer_queue(o.send_hwm, o.send_hwm_bytes);
         let sub = Subscriber {
-            filter: self.filters.get().map(|f| f(link.info.user.as_deref())),
+            filter: self
+                .policy
+                .get()
+                .map(|p| p.filter_for(link.info.user.as_deref())),
             queue: tx,
             prefixes: HashMap::new(),
             prefix_bytes: 0,
@@ -317,18 +337,18 @@ impl PubSocket {
         let role = Arc::new(PubRole {
             core: core.clone(),
             table: Mutex::new(Table::default()),
-            filters: OnceLock::new(),
+            policy: OnceLock::new(),
         });
         Self {
             handle: Handle { core, role },
         }
     }
 
-    /// Gives every subscriber that connects from now on the filter `make`
-    /// returns for it. Set once, before the socket binds or connects; a
-    /// second call is ignored.
-    pub fn set_delivery_filter(&self, make: FilterFactory) {
-        let _ = self.handle.role.filters.set(make);
+    /// Gives every subscriber that connects from now on the filter
+    /// `policy` makes for it, applied while the policy is in force. Set
+    /// once, before the socket binds or connects; a second call is ignored.
+    pub fn set_delivery_policy(&self, policy: Arc<dyn DeliveryPolicy>) {
+        let _ = self.handle.role.policy.set(policy);
     }
 
     /// Queues `frames` to every subscriber whose subscriptions match its
